@@ -1,0 +1,116 @@
+"""Command line: `python -m agent run | check-config | version` (also installed as `loom-agent`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from agent import __version__
+from agent.logs import FORMATS, LEVELS, setup_logging
+from agent.schema import ConfigError
+
+EXIT_CONFIG = 2
+DEFAULT_CONFIG = "config.yaml"
+log = logging.getLogger("agent")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loom-agent", description="Sidecar observability agent: probes, product events, /metrics, OTLP.")
+    parser.add_argument("--version", action="version", version=f"loom-agent {__version__}")
+    parser.add_argument("--log-level", choices=LEVELS, default=os.environ.get("LOOM_AGENT_LOG_LEVEL", "info"),
+                        help="log verbosity (env LOOM_AGENT_LOG_LEVEL; default info)")
+    parser.add_argument("--log-format", choices=FORMATS, default=os.environ.get("LOOM_AGENT_LOG_FORMAT", "text"),
+                        help="log line format (env LOOM_AGENT_LOG_FORMAT; default text)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser("run", help="run the agent")
+    run.add_argument("--config", default=os.environ.get("LOOM_AGENT_CONFIG", DEFAULT_CONFIG),
+                     help="configuration file (env LOOM_AGENT_CONFIG; default config.yaml)")
+    check = commands.add_parser("check-config", help="validate a configuration file: exit 0 if valid, 2 if not")
+    check.add_argument("config", nargs="?", default=os.environ.get("LOOM_AGENT_CONFIG", DEFAULT_CONFIG))
+    commands.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    if args.command == "version":
+        print(f"loom-agent {__version__}")
+        return 0
+    if args.command == "check-config":
+        return check_config(args.config)
+    if args.command == "run":
+        return run(args.config)
+    parser.print_help()
+    return EXIT_CONFIG
+
+
+def check_config(path: str) -> int:
+    from agent.config import load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(f"error: {error}", file=sys.stderr)
+        print(f"{path}: {len(exc.errors)} error(s)", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{path}: valid ({len(config.targets)} targets, {len(config.modules)} modules)")
+    return 0
+
+
+def run(path: str) -> int:
+    from aiohttp import web
+
+    from agent.api import RUNTIME
+    from agent.app import build_app
+    from agent.config import load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for error in exc.errors:
+            log.error("invalid configuration: %s", error)
+        return EXIT_CONFIG
+    loop = _new_event_loop()
+    asyncio.set_event_loop(loop)
+    app = build_app(config)
+
+    async def on_startup(app: web.Application) -> None:
+        runtime = app[RUNTIME]
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(runtime.reload()))
+        log.info("loom-agent started", extra={"version": __version__, "listen": "%s:%d" % config.listen,
+                                              "config_file": path, "targets": len(config.targets)})
+
+    app.on_startup.append(on_startup)
+    host, port = config.listen
+    try:
+        web.run_app(app, host=host, port=port, loop=loop, print=None, shutdown_timeout=1.5,
+                    access_log=None, handle_signals=True)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", host, port, exc.strerror)
+        return 1
+    log.info("loom-agent stopped")
+    return 0
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (about half the CPU per probe), else asyncio's default loop."""
+    if os.environ.get("LOOM_AGENT_EVENT_LOOP", "auto") != "asyncio":
+        try:
+            import uvloop
+
+            return uvloop.new_event_loop()
+        except ImportError:
+            pass
+    return asyncio.new_event_loop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

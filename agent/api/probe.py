@@ -1,0 +1,115 @@
+"""/probe?target=&module=[&debug=true]: blackbox_exporter's multi-target pattern.
+
+A Prometheus job written for blackbox_exporter works unchanged against the agent: same
+parameters, same metric names, the scrape timeout honoured (X-Prometheus-Scrape-Timeout-Seconds
+less a 0.5 s margin, as blackbox does), `debug=true` for a readable log of the probe.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+
+from agent.api import RUNTIME
+from agent.api.exposition import exposition_response
+from agent.collectors import URL_KINDS
+from agent.collectors.base import ProbeResult, ProbeTarget, split_host_port
+from agent.collectors.scheduler import probe_once
+from agent.config import Config, Module
+from agent.probe_metrics import gauge_families, result_gauges
+from agent.probe_spans import emit_probe_span
+
+SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
+TIMEOUT_OFFSET = 0.5
+MIN_TIMEOUT = 0.1
+
+
+class _ResultCollector:
+    def __init__(self, kind: str, result: ProbeResult):
+        self._families = gauge_families(({}, s) for s in result_gauges(kind, result))
+
+    def collect(self):
+        return iter(self._families)
+
+
+def _bad_request(message: str) -> web.Response:
+    return web.Response(status=400, text=message + "\n")
+
+
+def probe_target(config: Config, module: Module, target_param: str, scrape_timeout: str | None) -> ProbeTarget:
+    """The ad-hoc target of one /probe request. Raises ValueError with a message for the client."""
+    kind = module.kind
+    url = address = None
+    if kind in URL_KINDS:
+        url = target_param
+        if "://" not in url:
+            url = ("http://" if kind == "http" else "ws://") + url
+        if not url.startswith(("http://", "https://") if kind == "http" else ("ws://", "wss://")):
+            raise ValueError(f"target {target_param!r} is not a URL this module ({kind}) can probe")
+    else:
+        split_host_port(target_param, 53 if kind == "dns" else None)
+        address = target_param
+    timeout = module.timeout or config.defaults.timeout
+    if scrape_timeout:
+        try:
+            timeout = min(timeout, float(scrape_timeout) - TIMEOUT_OFFSET)
+        except ValueError:
+            raise ValueError(f"{SCRAPE_TIMEOUT_HEADER}: not a number: {scrape_timeout!r}") from None
+    return ProbeTarget(name=target_param, kind=kind, url=url, address=address, interval=0.0,
+                       timeout=max(MIN_TIMEOUT, timeout), retries=0, labels={}, options=module.options,
+                       module=module.name)
+
+
+async def probe(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    query = request.query
+    target_param = query.get("target")
+    if not target_param:
+        return _bad_request("Target parameter is missing")
+    module_name = query.get("module", "http_2xx")
+    module = runtime.config.modules.get(module_name)
+    if module is None:
+        return _bad_request(f"Unknown module {module_name!r}")
+    try:
+        target = probe_target(runtime.config, module, target_param, request.headers.get(SCRAPE_TIMEOUT_HEADER))
+    except ValueError as exc:
+        return _bad_request(str(exc))
+    started = time.time()
+    result = await probe_once(runtime.collectors[module.kind], target, target.timeout)
+    if runtime.config.telemetry.trace_probes:
+        emit_probe_span(runtime.tracer, target, result, started, 1)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_ResultCollector(module.kind, result))
+    if query.get("debug", "").lower() == "true":
+        return web.Response(text=_debug_text(module, target, result, registry))
+    return exposition_response(request, registry)
+
+
+def _debug_text(module: Module, target: ProbeTarget, result: ProbeResult, registry: CollectorRegistry) -> str:
+    outcome = "succeeded" if result.success else f"failed ({result.reason.value}: {result.detail})"
+    lines = [f"Logs for the probe: target={target.name} module={module.name} kind={module.kind} "
+             f"timeout={target.timeout:g}s", *result.log, f"Probe {outcome} in {result.duration_seconds:.6f}s",
+             "", "Metrics that would have been returned:", generate_latest(registry).decode(),
+             "Module configuration:", f"  kind: {module.kind}"]
+    if module.timeout:
+        lines.append(f"  timeout: {module.timeout:g}s")
+    lines.extend(f"  {key}: {_redact(key, value)!r}" for key, value in module.raw.items())
+    return "\n".join(lines) + "\n"
+
+
+_SECRET_WORDS = ("password", "token", "secret", "authorization")
+
+
+def _redact(key: str, value: object) -> object:
+    """Module settings as shown in debug output, with secrets replaced by <secret>."""
+    if any(word in key.lower() for word in _SECRET_WORDS):
+        return "<secret>"
+    if isinstance(value, dict):
+        return {k: _redact(str(k), v) for k, v in value.items()}
+    return value
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/probe", probe)

@@ -1,0 +1,120 @@
+"""Runs every target's probes on its own interval.
+
+Each target has one task: it sleeps until its next slot (the first slot is jittered across
+the interval so targets don't fire together), waits for a slot of the global concurrency
+bound, probes (retrying up to `retries` times), records the result and emits a span.
+A slow or hanging target only delays itself: its probe ends at its own deadline, and slots
+it overran are skipped and counted, never queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+from agent.collectors.base import Collector, ProbeResult, ProbeTarget, Reason
+
+log = logging.getLogger("agent.scheduler")
+
+# an overrunning collector (a bug) is cut off this long after its own deadline
+DEADLINE_GRACE = 0.5
+
+Recorder = Callable[[ProbeTarget, ProbeResult, int, float], None]   # target, result, attempts, start (unix)
+
+
+async def probe_once(collector: Collector, target: ProbeTarget, timeout: float) -> ProbeResult:
+    """One probe with its deadline enforced; an exception (a bug) becomes an INTERNAL result."""
+    start = time.monotonic()
+    try:
+        async with asyncio.timeout(timeout + DEADLINE_GRACE):
+            return await collector.probe(target, start + timeout)
+    except TimeoutError:
+        return ProbeResult(False, time.monotonic() - start, Reason.TIMEOUT,
+                           f"collector overran its {timeout:g}s deadline")
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a collector bug must not stop the schedule
+        log.exception("probe of target %s raised", target.name)
+        return ProbeResult(False, time.monotonic() - start, Reason.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+
+class Scheduler:
+    def __init__(self, collectors: Mapping[str, Collector], record: Recorder, *, max_concurrency: int,
+                 on_lag: Callable[[float], None] = lambda lag: None,
+                 on_missed: Callable[[ProbeTarget, int], None] = lambda target, n: None,
+                 on_internal_error: Callable[[ProbeTarget], None] = lambda target: None,
+                 in_flight: Callable[[int], None] = lambda delta: None):
+        self._collectors = collectors
+        self._record = record
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._on_lag, self._on_missed = on_lag, on_missed
+        self._on_internal_error, self._in_flight = on_internal_error, in_flight
+        self._tasks: dict[str, tuple[ProbeTarget, asyncio.Task[None]]] = {}
+        self._probing: set[str] = set()
+        self._stopping = False
+
+    def update(self, targets: Iterable[ProbeTarget]) -> None:
+        """Start new targets, restart changed ones, stop removed ones; unchanged keep their rhythm."""
+        wanted = {t.name: t for t in targets}
+        for name, (target, task) in list(self._tasks.items()):
+            if wanted.get(name) != target:
+                task.cancel()
+                del self._tasks[name]
+        for name, target in wanted.items():
+            if name not in self._tasks:
+                task = asyncio.create_task(self._run(target), name=f"probe:{name}")
+                self._tasks[name] = (target, task)
+
+    async def stop(self, grace: float) -> None:
+        """Stop scheduling; probes in flight get up to `grace` seconds to finish."""
+        self._stopping = True
+        tasks = [task for _, task in self._tasks.values()]
+        for name, (_, task) in self._tasks.items():
+            if name not in self._probing:
+                task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _run(self, target: ProbeTarget) -> None:
+        loop = asyncio.get_running_loop()
+        slot = loop.time() + random.uniform(0, target.interval)
+        while not self._stopping:
+            await asyncio.sleep(max(0.0, slot - loop.time()))
+            async with self._slots:
+                self._on_lag(loop.time() - slot)
+                self._probing.add(target.name)
+                self._in_flight(1)
+                try:
+                    started = time.time()
+                    result, attempts = await self._attempts(target)
+                finally:
+                    self._probing.discard(target.name)
+                    self._in_flight(-1)
+            if result.reason is Reason.INTERNAL:
+                self._on_internal_error(target)
+            self._record(target, result, attempts, started)
+            slot = self._next_slot(target, slot, loop.time())
+
+    async def _attempts(self, target: ProbeTarget) -> tuple[ProbeResult, int]:
+        collector = self._collectors[target.kind]
+        attempts = 0
+        while True:
+            attempts += 1
+            result = await probe_once(collector, target, target.timeout)
+            if result.success or attempts > target.retries or self._stopping:
+                return result, attempts
+
+    def _next_slot(self, target: ProbeTarget, slot: float, now: float) -> float:
+        slot += target.interval
+        if slot < now:                      # overran: skip the slots already past, keep the phase
+            missed = int((now - slot) // target.interval) + 1
+            self._on_missed(target, missed)
+            slot += missed * target.interval
+        return slot

@@ -1,0 +1,247 @@
+"""The agent's configuration: YAML in, typed and validated `Config` out.
+
+Read once per (re)load by `load_config()`. Every error names its YAML path
+(`targets[2].timeout: must be shorter than interval (15s)`); unknown keys are errors.
+Environment variables override the listen address (LOOM_AGENT_LISTEN); secrets in the
+file may reference the environment (`${VAR}`) or a file (`*_file`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from agent.collectors import KINDS, URL_KINDS, kind_module
+from agent.collectors.base import ProbeTarget, split_host_port
+from agent.schema import ConfigError, Node, format_duration
+from agent.telemetry_config import TelemetryConfig, parse_telemetry
+
+DEFAULT_LISTEN = "127.0.0.1:9464"
+ENV_LISTEN = "LOOM_AGENT_LISTEN"
+
+TARGET_KEYS = ("name", "kind", "url", "address", "interval", "timeout", "retries", "labels", "module")
+MODULE_KEYS = ("kind", "timeout")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_LABEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# labels the agent itself sets on probe metrics; a static label may not shadow them
+RESERVED_LABELS = frozenset({"target", "phase", "result", "reason", "version", "le", "quantile",
+                             "job", "instance", "kind"})
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    interval: float = 15.0
+    timeout: float = 5.0
+    retries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    max_concurrency: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    """Reusable blackbox-style probe settings, used by targets and by /probe?module=."""
+
+    name: str
+    kind: str
+    timeout: float | None         # None: the target's / defaults' timeout applies
+    raw: Mapping[str, Any]        # the kind-specific keys, merged under a target's own
+    options: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen: tuple[str, int] = ("127.0.0.1", 9464)
+    defaults: Defaults = Defaults()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    modules: Mapping[str, Module] = field(default_factory=dict)
+    targets: tuple[ProbeTarget, ...] = ()
+    source: str | None = None     # the file it was read from
+
+
+def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and type the file at `path`. Raises ConfigError listing every problem."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    return parse_config(text, source=path, environ=os.environ if environ is None else environ)
+
+
+def parse_config(text: str, source: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source or '<config>'}: invalid YAML: {exc}"]) from exc
+    errors: list[str] = []
+    root = Node(document, "", errors)
+    config = _parse_root(root, environ or {})
+    root.finish()
+    if errors:
+        raise ConfigError(errors)
+    return Config(**{**config, "source": source})
+
+
+def _parse_root(root: Node, environ: Mapping[str, str]) -> dict[str, Any]:
+    listen = _parse_listen(root, environ)
+    defaults = _parse_defaults(root.child("defaults"))
+    scheduler = _parse_scheduler(root.child("scheduler"))
+    telemetry = parse_telemetry(root.child("telemetry"))
+    modules = {**builtin_modules(), **root.map_of("modules", _parse_module)}
+    targets = _parse_targets(root, modules, defaults)
+    return dict(listen=listen, defaults=defaults, scheduler=scheduler, telemetry=telemetry,
+                modules=modules, targets=targets)
+
+
+def _parse_listen(root: Node, environ: Mapping[str, str]) -> tuple[str, int]:
+    from_file = root.str("listen", DEFAULT_LISTEN)
+    text, where = (environ[ENV_LISTEN], ENV_LISTEN) if environ.get(ENV_LISTEN) else (from_file, "listen")
+    try:
+        return split_host_port(text)
+    except ValueError as exc:
+        root.errors.append(f"{where}: {exc}")
+        return split_host_port(DEFAULT_LISTEN)
+
+
+def _parse_defaults(node: Node) -> Defaults:
+    d = Defaults(interval=node.duration("interval", Defaults.interval),
+                 timeout=node.duration("timeout", Defaults.timeout),
+                 retries=node.int("retries", Defaults.retries, minimum=0, maximum=10))
+    node.finish()
+    return d
+
+
+def _parse_scheduler(node: Node) -> SchedulerConfig:
+    s = SchedulerConfig(max_concurrency=node.int("max_concurrency", SchedulerConfig.max_concurrency,
+                                                 minimum=1, maximum=10000))
+    node.finish()
+    return s
+
+
+def _parse_module(node: Node, name: str) -> Module | None:
+    kind = node.str("kind", required=True, choices=KINDS)
+    timeout = node.duration("timeout")
+    if kind is None:
+        node.finish(allowed_extra=tuple(node.data))   # kind-specific keys unknowable without a kind
+        return None
+    raw = {k: v for k, v in node.data.items() if k not in MODULE_KEYS}
+    options = kind_module(kind).parse_options(node)
+    node.finish(allowed_extra=MODULE_KEYS)
+    return Module(name=name, kind=kind, timeout=timeout, raw=raw, options=options)
+
+
+def builtin_modules() -> dict[str, Module]:
+    """blackbox_exporter's stock modules, so `/probe?module=http_2xx` works with no config."""
+    out = {}
+    for name, kind in (("http_2xx", "http"), ("tcp_connect", "tcp"), ("tls_connect", "tls"),
+                       ("websocket_connect", "websocket")):
+        errors: list[str] = []
+        options = kind_module(kind).parse_options(Node({}, f"modules.{name}", errors))
+        assert not errors, errors
+        out[name] = Module(name=name, kind=kind, timeout=None, raw={}, options=options)
+    return out
+
+
+def _parse_targets(root: Node, modules: Mapping[str, Module | None], defaults: Defaults) -> tuple[ProbeTarget, ...]:
+    targets: list[ProbeTarget] = []
+    seen: dict[str, int] = {}
+    for index, item in root.items("targets"):
+        node = Node(item, f"targets[{index}]", root.errors)
+        target = _parse_target(node, modules, defaults)
+        if target is None:
+            continue
+        if target.name in seen:
+            node.error(f"duplicate target name {target.name!r} (also targets[{seen[target.name]}])", "name")
+            continue
+        seen[target.name] = index
+        targets.append(target)
+    return tuple(targets)
+
+
+def _parse_target(node: Node, modules: Mapping[str, Module | None], defaults: Defaults) -> ProbeTarget | None:
+    name = node.str("name", required=True)
+    if name is not None and not _NAME_RE.match(name):
+        node.error("must be 1-128 letters, digits, '_', '.', ':' or '-', starting with a letter or digit", "name")
+    module = _target_module(node, modules)
+    kind = node.str("kind", choices=KINDS, required=module is None)
+    if module is not None:
+        if kind is not None and kind != module.kind:
+            node.error(f"is {kind!r} but module {module.name!r} is {module.kind!r}", "kind")
+        kind = module.kind
+    interval = node.duration("interval", defaults.interval)
+    timeout = node.duration("timeout", module.timeout if module and module.timeout else defaults.timeout)
+    if timeout is not None and interval is not None and timeout >= interval:
+        node.error(f"must be shorter than interval ({format_duration(interval)})", "timeout")
+    retries = node.int("retries", defaults.retries, minimum=0, maximum=10)
+    labels = _parse_labels(node)
+    url, address = _parse_endpoint(node, kind)
+    if kind is None:
+        node.finish(allowed_extra=tuple(node.data))
+        return None
+    merged = {**(module.raw if module else {}), **{k: v for k, v in node.data.items() if k not in TARGET_KEYS}}
+    option_node = Node(merged, node.path, node.errors)
+    options = kind_module(kind).parse_options(option_node)
+    option_node.finish(allowed_extra=TARGET_KEYS)
+    node.finish(allowed_extra=tuple(merged))
+    if name is None:
+        return None
+    return ProbeTarget(name=name, kind=kind, url=url, address=address, interval=interval, timeout=timeout,
+                       retries=retries, labels=labels, options=options, module=module.name if module else None)
+
+
+def _target_module(node: Node, modules: Mapping[str, Module | None]) -> Module | None:
+    module_name = node.str("module")
+    if module_name is None:
+        return None
+    if module_name not in modules:
+        node.error(f"unknown module {module_name!r} (known: {', '.join(sorted(modules)) or 'none'})", "module")
+        return None
+    return modules[module_name]     # None when the module itself is invalid (already reported)
+
+
+def _parse_labels(node: Node) -> dict[str, str]:
+    labels = node.str_map("labels")
+    for key in list(labels):
+        if not _LABEL_RE.match(key) or key.startswith("__"):
+            node.error("is not a valid Prometheus label name", f"labels.{key}")
+            del labels[key]
+        elif key in RESERVED_LABELS:
+            node.error("is set by the agent itself; choose another label name", f"labels.{key}")
+            del labels[key]
+    return labels
+
+
+def _parse_endpoint(node: Node, kind: str | None) -> tuple[str | None, str | None]:
+    url = node.str("url")
+    address = node.str("address")
+    if kind is None:
+        return url, address
+    if kind in URL_KINDS:
+        if address is not None:
+            node.error(f"is not used by {kind} targets; use url", "address")
+        schemes = ("http://", "https://") if kind == "http" else ("ws://", "wss://")
+        if url is None:
+            node.error(f"is required for {kind} targets", "url")
+        elif not url.startswith(schemes):
+            node.error(f"must start with {' or '.join(schemes)}", "url")
+        return url, None
+    if url is not None:
+        node.error(f"is not used by {kind} targets; use address (host:port)", "url")
+    if address is None:
+        if kind != "dns":
+            node.error(f"is required for {kind} targets (host:port)", "address")
+        return None, None
+    try:
+        split_host_port(address, 53 if kind == "dns" else None)
+    except ValueError as exc:
+        node.error(str(exc), "address")
+    return None, address

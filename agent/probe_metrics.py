@@ -1,0 +1,182 @@
+"""Probe results -> Prometheus samples.
+
+`result_gauges()` is the blackbox_exporter-compatible view of one result (the same names a
+`/probe` scrape returns). `ProbeMetrics` keeps, per configured target, the last result plus
+what blackbox lacks: probe counters by result and failure reason, retries, and a latency
+histogram, so uptime ratios and quantiles over any window come straight from PromQL.
+`collect()` builds fresh metric families on every scrape, so a target removed by a reload
+disappears from `/metrics` at once.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from agent.collectors.base import PHASES, ProbeResult, ProbeTarget, Reason
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_REGEX_REASONS = frozenset({Reason.BODY, Reason.EXPECT, Reason.ANSWER})
+
+# (name, help) of every gauge result_gauges() may produce, in output order
+GAUGES: dict[str, str] = {
+    "probe_success": "Whether the probe succeeded (1) or failed (0).",
+    "probe_duration_seconds": "How long the probe took to complete, in seconds.",
+    "probe_dns_lookup_time_seconds": "Time spent resolving the target's host name, in seconds.",
+    "probe_failed_due_to_regex": "Whether the probe failed because a regular expression check failed.",
+    "probe_http_duration_seconds": "Duration of the HTTP request by phase, summed over redirects, in seconds.",
+    "probe_http_status_code": "Response HTTP status code.",
+    "probe_http_content_length": "Length of the HTTP response content (-1 when unknown).",
+    "probe_http_uncompressed_body_length": "Length of the HTTP response body as received, in bytes.",
+    "probe_http_version": "The version of HTTP of the probe response.",
+    "probe_http_redirects": "The number of redirects followed.",
+    "probe_http_ssl": "Whether TLS was used for the final request.",
+    "probe_ssl_earliest_cert_expiry": "Earliest NotAfter of the certificates the peer sent, as unix seconds.",
+    "probe_tls_version_info": "The TLS version the connection used (in the version label).",
+    "probe_dns_duration_seconds": "Duration of the DNS query by phase, in seconds.",
+    "probe_dns_answer_rrs": "Number of entries in the answer section.",
+    "probe_dns_authority_rrs": "Number of entries in the authority section.",
+    "probe_dns_additional_rrs": "Number of entries in the additional section.",
+    "probe_websocket_round_trip_seconds": "Time from sending the WebSocket message (or ping) to its reply, in seconds.",
+}
+
+Sample = tuple[str, Mapping[str, str], float]   # (gauge name, extra labels, value)
+
+
+def result_gauges(kind: str, result: ProbeResult) -> list[Sample]:
+    """The blackbox-compatible gauges of one probe result."""
+    out: list[Sample] = [("probe_success", {}, 1.0 if result.success else 0.0),
+                         ("probe_duration_seconds", {}, result.duration_seconds)]
+    if "resolve" in result.phases:
+        out.append(("probe_dns_lookup_time_seconds", {}, result.phases["resolve"]))
+    if kind in ("http", "tcp", "dns", "websocket"):
+        out.append(("probe_failed_due_to_regex", {}, 1.0 if result.reason in _REGEX_REASONS else 0.0))
+    if kind == "http":
+        out.extend(("probe_http_duration_seconds", {"phase": p}, result.phases.get(p, 0.0)) for p in PHASES)
+    elif kind == "dns":
+        out.extend(("probe_dns_duration_seconds", {"phase": p}, v) for p, v in result.phases.items())
+    _optional(out, "probe_http_status_code", result.status_code)
+    _optional(out, "probe_http_content_length", result.content_length)
+    _optional(out, "probe_http_uncompressed_body_length", result.body_length)
+    _optional(out, "probe_http_version", result.http_version)
+    _optional(out, "probe_http_redirects", result.redirects)
+    if kind == "http":
+        out.append(("probe_http_ssl", {}, 1.0 if result.tls_version else 0.0))
+    _optional(out, "probe_ssl_earliest_cert_expiry", result.cert_expiry)
+    if result.tls_version:
+        out.append(("probe_tls_version_info", {"version": result.tls_version}, 1.0))
+    _optional(out, "probe_dns_answer_rrs", result.dns_answer_rrs)
+    _optional(out, "probe_dns_authority_rrs", result.dns_authority_rrs)
+    _optional(out, "probe_dns_additional_rrs", result.dns_additional_rrs)
+    _optional(out, "probe_websocket_round_trip_seconds", result.round_trip_seconds)
+    return out
+
+
+def _optional(out: list[Sample], name: str, value: float | None) -> None:
+    if value is not None:
+        out.append((name, {}, float(value)))
+
+
+def gauge_families(samples: Iterable[tuple[Mapping[str, str], Sample]]) -> list[Metric]:
+    """Group (base labels, sample) pairs into one GaugeMetricFamily per name."""
+    families: dict[str, GaugeMetricFamily] = {}
+    for base, (name, extra, value) in samples:
+        family = families.get(name)
+        if family is None:
+            family = families[name] = GaugeMetricFamily(name, GAUGES[name])
+        family.add_sample(name, {**base, **extra}, value)
+    return [families[n] for n in GAUGES if n in families]
+
+
+@dataclass(slots=True)
+class _TargetState:
+    target: ProbeTarget
+    labels: dict[str, str]
+    last: ProbeResult | None = None
+    last_time: float = 0.0
+    results: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
+    reasons: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    duration_sum: float = 0.0
+
+
+class ProbeMetrics:
+    """Per-target probe state, exposed as a prometheus_client collector."""
+
+    def __init__(self) -> None:
+        self._targets: dict[str, _TargetState] = {}
+
+    def set_targets(self, targets: Iterable[ProbeTarget]) -> None:
+        """Keep state for these targets only; a changed target (labels, kind, ...) starts afresh."""
+        new: dict[str, _TargetState] = {}
+        for target in targets:
+            old = self._targets.get(target.name)
+            if old is not None and old.target == target:
+                new[target.name] = old
+            else:
+                new[target.name] = _TargetState(target, {"target": target.name, **target.labels})
+        self._targets = new
+
+    def record(self, target: ProbeTarget, result: ProbeResult, attempts: int = 1) -> None:
+        state = self._targets.get(target.name)
+        if state is None or state.target is not target:
+            return          # the target was removed or replaced by a reload while probing
+        state.last, state.last_time = result, time.time()
+        state.results["success" if result.success else "failure"] += 1
+        if result.reason is not None:
+            state.reasons[result.reason.value] = state.reasons.get(result.reason.value, 0) + 1
+        state.retries += attempts - 1
+        state.buckets[bisect.bisect_left(DURATION_BUCKETS, result.duration_seconds)] += 1
+        state.duration_sum += result.duration_seconds
+
+    def last_results(self) -> dict[str, tuple[ProbeTarget, ProbeResult | None, float]]:
+        return {name: (s.target, s.last, s.last_time) for name, s in self._targets.items()}
+
+    def collect(self) -> Iterator[Metric]:
+        states = list(self._targets.values())
+        yield from gauge_families((s.labels, sample) for s in states if s.last is not None
+                                  for sample in result_gauges(s.target.kind, s.last))
+        yield from self._counters(states)
+        yield self._histogram(states)
+        last_run = GaugeMetricFamily("loom_probe_last_run_timestamp_seconds",
+                                     "When the target's last probe ended, as unix seconds.")
+        for s in states:
+            if s.last is not None:
+                last_run.add_sample(last_run.name, s.labels, s.last_time)
+        yield last_run
+
+    def _counters(self, states: list[_TargetState]) -> Iterator[Metric]:
+        probes = CounterMetricFamily("loom_probes", "Probes run, by result (after retries).")
+        failures = CounterMetricFamily("loom_probe_failures", "Failed probes, by failure reason.")
+        retries = CounterMetricFamily("loom_probe_retries", "Probe attempts retried before the result counted.")
+        for s in states:
+            for result, count in s.results.items():
+                probes.add_sample("loom_probes_total", {**s.labels, "result": result}, count)
+            for reason, count in s.reasons.items():
+                failures.add_sample("loom_probe_failures_total", {**s.labels, "reason": reason}, count)
+            retries.add_sample("loom_probe_retries_total", s.labels, s.retries)
+        return iter((probes, failures, retries))
+
+    def _histogram(self, states: list[_TargetState]) -> Metric:
+        family = HistogramMetricFamily("loom_probe_duration_seconds", "Probe duration, in seconds.")
+        bounds = [*(f"{b:g}" for b in DURATION_BUCKETS), "+Inf"]
+        for s in states:
+            cumulative, running = [], 0
+            for bound, count in zip(bounds, s.buckets):
+                running += count
+                cumulative.append((bound, running))
+            _add_histogram(family, s.labels, cumulative, s.duration_sum)
+        return family
+
+
+def _add_histogram(family: HistogramMetricFamily, labels: Mapping[str, str],
+                   buckets: list[tuple[str, int]], total: float) -> None:
+    for bound, count in buckets:
+        family.add_sample(f"{family.name}_bucket", {**labels, "le": bound}, count)
+    family.add_sample(f"{family.name}_count", dict(labels), buckets[-1][1])
+    family.add_sample(f"{family.name}_sum", dict(labels), total)

@@ -1,0 +1,103 @@
+"""The running agent's state: the current config, the collectors, the scheduler, the metrics.
+
+`ProbeRuntime` is created once per process; `reload()` swaps in a new config only when it
+loads and validates completely, so a bad file leaves the old one running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+
+from prometheus_client import CollectorRegistry
+from opentelemetry.sdk.trace import TracerProvider
+
+from agent.collectors import KINDS, kind_module
+from agent.collectors.base import Collector, ProbeResult, ProbeTarget
+from agent.collectors.scheduler import Scheduler
+from agent.config import Config, load_config
+from agent.probe_metrics import ProbeMetrics
+from agent.probe_spans import emit_probe_span
+from agent.schema import ConfigError
+from agent.self_metrics import SelfMetrics
+
+log = logging.getLogger("agent.runtime")
+
+
+class ProbeRuntime:
+    def __init__(self, config: Config, registry: CollectorRegistry, tracer_provider: TracerProvider):
+        self.config = config
+        self.registry = registry
+        self.self_metrics = SelfMetrics(registry)
+        self.probe_metrics = ProbeMetrics()
+        registry.register(self.probe_metrics)
+        self.tracer_provider = tracer_provider
+        self.tracer = tracer_provider.get_tracer("loom-agent.probes")
+        self.collectors: dict[str, Collector] = {}
+        self.scheduler: Scheduler | None = None
+        self._reload_lock = asyncio.Lock()
+        self.last_reload_errors: list[str] = []
+        self._mark_loaded()
+
+    async def start(self) -> None:
+        self.collectors = {kind: kind_module(kind).Collector() for kind in KINDS}
+        m = self.self_metrics
+        self.scheduler = Scheduler(
+            self.collectors, self._record, max_concurrency=self.config.scheduler.max_concurrency,
+            on_lag=m.scheduler_lag.observe,
+            on_missed=lambda target, n: m.probe_slots_missed.labels(target.kind).inc(n),
+            on_internal_error=lambda target: m.probe_internal_errors.labels(target.kind).inc(),
+            in_flight=m.probes_in_flight.inc)
+        self._apply(self.config)
+
+    async def stop(self, grace: float) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.stop(grace)
+        for collector in self.collectors.values():
+            await collector.close()
+        self.tracer_provider.shutdown()
+
+    async def reload(self) -> bool:
+        """Re-read the config file; keep the running config when the new one is invalid."""
+        async with self._reload_lock:
+            path = self.config.source
+            try:
+                new = await asyncio.to_thread(load_config, path)
+            except ConfigError as exc:
+                self.last_reload_errors = exc.errors
+                self.self_metrics.reload_successful.set(0)
+                self.self_metrics.reloads.labels("failure").inc()
+                log.error("config reload failed; keeping the running config", extra={
+                    "config_file": path, "errors": exc.errors})
+                return False
+            if new.listen != self.config.listen:
+                log.warning("listen address changes take effect on restart", extra={
+                    "running": "%s:%d" % self.config.listen, "configured": "%s:%d" % new.listen})
+            self.config, self.last_reload_errors = new, []
+            self._apply(new)
+            self._mark_loaded()
+            self.self_metrics.reloads.labels("success").inc()
+            log.info("config reloaded", extra={"config_file": path, "targets": len(new.targets)})
+            return True
+
+    def _apply(self, config: Config) -> None:
+        self.probe_metrics.set_targets(config.targets)
+        assert self.scheduler is not None
+        self.scheduler.update(config.targets)
+        counts = Counter(t.kind for t in config.targets)
+        for kind in KINDS:
+            self.self_metrics.targets.labels(kind).set(counts.get(kind, 0))
+
+    def _mark_loaded(self) -> None:
+        self.self_metrics.reload_successful.set(1)
+        self.self_metrics.reload_success_timestamp.set(time.time())
+
+    def _record(self, target: ProbeTarget, result: ProbeResult, attempts: int, start_unix: float) -> None:
+        self.probe_metrics.record(target, result, attempts)
+        if self.config.telemetry.trace_probes:
+            emit_probe_span(self.tracer, target, result, start_unix, attempts)
+        if not result.success:
+            log.debug("probe failed", extra={"target": target.name, "reason": result.reason.value,
+                                             "detail": result.detail})
