@@ -113,15 +113,16 @@ def _parse_listen(root: Node, environ: Mapping[str, str]) -> tuple[str, int]:
 
 
 def _parse_defaults(node: Node) -> Defaults:
-    d = Defaults(interval=node.duration("interval", Defaults.interval),
-                 timeout=node.duration("timeout", Defaults.timeout),
-                 retries=node.int("retries", Defaults.retries, minimum=0, maximum=10))
+    base = Defaults()
+    d = Defaults(interval=node.duration("interval", base.interval),
+                 timeout=node.duration("timeout", base.timeout),
+                 retries=node.int("retries", base.retries, minimum=0, maximum=10))
     node.finish()
     return d
 
 
 def _parse_scheduler(node: Node) -> SchedulerConfig:
-    s = SchedulerConfig(max_concurrency=node.int("max_concurrency", SchedulerConfig.max_concurrency,
+    s = SchedulerConfig(max_concurrency=node.int("max_concurrency", SchedulerConfig().max_concurrency,
                                                  minimum=1, maximum=10000))
     node.finish()
     return s

@@ -29,21 +29,22 @@ class TelemetryConfig:
 
 
 def parse_telemetry(node: Node) -> TelemetryConfig:
+    base = TelemetryConfig()
     otlp_node = node.child("otlp")
     headers = otlp_node.str_map("headers")
     otlp = OtlpConfig(
         endpoint=otlp_node.str("endpoint"),
         protocol=otlp_node.str("protocol", choices=PROTOCOLS),
         headers=headers,
-        timeout=otlp_node.duration("timeout", OtlpConfig.timeout),
-        insecure=otlp_node.bool("insecure", OtlpConfig.insecure),
+        timeout=otlp_node.duration("timeout", base.otlp.timeout),
+        insecure=otlp_node.bool("insecure", base.otlp.insecure),
     )
     if otlp.endpoint is not None and not otlp.endpoint.startswith(("http://", "https://")):
         otlp_node.error("must start with http:// or https://", "endpoint")
     otlp_node.finish()
     config = TelemetryConfig(
-        service_name=node.str("service_name", TelemetryConfig.service_name),
-        trace_probes=node.bool("trace_probes", TelemetryConfig.trace_probes),
+        service_name=node.str("service_name", base.service_name),
+        trace_probes=node.bool("trace_probes", base.trace_probes),
         otlp=otlp,
     )
     node.finish()

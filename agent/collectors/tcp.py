@@ -1,0 +1,316 @@
+"""The `tcp` probe: connect to host:port, optionally over TLS, and run a send/expect exchange.
+
+Options (blackbox_exporter's tcp prober names):
+
+    tls: false                  # wrap the connection in TLS right after connect
+    tls_config: {...}           # tlsinfo.parse_tls: verify, ca_file, server_name, ...
+    query_response:             # steps run in order, each with exactly one action
+      - expect: "^220 "         # read lines until one matches (regex search, line ending stripped)
+      - send: "EHLO loom\\r\\n"  # written as-is (YAML double quotes already turn \\r\\n into bytes)
+      - starttls: true          # upgrade the connection to TLS here
+
+A step is named in details by its index in `query_response`: "timeout waiting for
+expect[2] /^250/", "expect[2] /^250/: connection closed before a match".
+
+The connection helpers here (`Trace`, `resolve`, `connect`, `start_tls`, `within_deadline`)
+are also what the `tls` probe runs: a TLS probe is a TCP probe that stops after the handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import re
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from agent.collectors.base import ProbeLog, ProbeResult, ProbeTarget, Reason, split_host_port
+from agent.collectors.tlsinfo import TlsSettings, client_context, parse_tls, peer_info
+from agent.schema import Node, join
+
+KIND = "tcp"
+
+MAX_LINE = 64 * 1024        # an expect step fails on a longer line (asyncio's StreamReader limit)
+_LOGGED_CHARS = 200         # a read line is cut to this much in the debug log
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One query_response step: exactly one of the three actions is set."""
+
+    expect: re.Pattern[str] | None = None
+    send: str | None = None
+    starttls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    tls: bool = False
+    tls_config: TlsSettings = TlsSettings()
+    query_response: tuple[Step, ...] = ()
+
+
+# ---------------------------------------------------------------- configuration
+
+_ACTIONS = ("expect", "send", "starttls")
+
+
+def parse_options(node: Node) -> Options:
+    tls = node.bool("tls", False)
+    tls_config = parse_tls(node.child("tls_config"))
+    steps = _parse_steps(node, tls)
+    return Options(tls=tls, tls_config=tls_config, query_response=steps)
+
+
+def _parse_steps(node: Node, tls: bool) -> tuple[Step, ...]:
+    steps: list[Step] = []
+    starttls_seen = False
+    for index, item in node.items("query_response"):
+        path = join(join(node.path, "query_response"), index)
+        if item is not None and not isinstance(item, Mapping):
+            Node(item, path, node.errors)       # records "must be a mapping"
+            continue
+        step_node = Node(item, path, node.errors)
+        step = _parse_step(step_node)
+        if step is not None and step.starttls:
+            if tls:
+                step_node.error("cannot be used with tls: true (the connection is already TLS)", "starttls")
+            elif starttls_seen:
+                step_node.error("may appear only once", "starttls")
+            starttls_seen = True
+        if step is not None:
+            steps.append(step)
+    return tuple(steps)
+
+
+def _parse_step(node: Node) -> Step | None:
+    """One step, or None when it is invalid (the error is recorded)."""
+    present = [key for key in _ACTIONS if node.data.get(key) is not None]
+    expect = node.regex("expect")
+    send = node.str("send")
+    starttls = node.bool("starttls", False)
+    node.finish()
+    if len(present) > 1:
+        node.error(f"set only one of expect, send or starttls in a step, got {', '.join(present)}")
+        return None
+    if not present:
+        node.error("a step needs one of expect, send or starttls")
+        return None
+    if present == ["starttls"] and node.data["starttls"] is False:
+        node.error("must be true (it is a step of its own)", "starttls")
+        return None
+    if expect is None and send is None and not starttls:
+        return None          # the value was invalid and is already reported
+    return Step(expect=expect, send=send, starttls=starttls)
+
+
+# ---------------------------------------------------------------- probe plumbing
+
+
+class ProbeFailed(Exception):
+    """Raised inside a probe to end it with a failed result; never leaves the collector."""
+
+    def __init__(self, reason: Reason, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class Trace:
+    """What one probe has done so far: phase timings, what it waits on, TLS facts, the log."""
+
+    started: float = field(default_factory=time.perf_counter)
+    waiting: str = "during resolve"        # completes "timeout ..." when the deadline passes
+    phases: dict[str, float] = field(default_factory=dict)
+    tls_version: str | None = None
+    cert_expiry: float | None = None
+    log: ProbeLog = field(default_factory=ProbeLog)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self.waiting = f"during {name}"
+        begin = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - begin
+
+    def result(self, reason: Reason | None = None, detail: str = "") -> ProbeResult:
+        if reason is not None:
+            self.log(f"failed ({reason.value}): {detail}")
+        return ProbeResult(success=reason is None, duration_seconds=time.perf_counter() - self.started,
+                           reason=reason, detail=detail, phases=dict(self.phases),
+                           tls_version=self.tls_version, cert_expiry=self.cert_expiry, log=self.log.freeze())
+
+
+async def within_deadline(trace: Trace, deadline: float, work: Awaitable[None]) -> ProbeResult:
+    """Run `work` until `deadline` (monotonic); a timeout or a ProbeFailed becomes a failed result."""
+    try:
+        async with asyncio.timeout(deadline - time.monotonic()):
+            await work
+    except TimeoutError:
+        return trace.result(Reason.TIMEOUT, f"timeout {trace.waiting}")
+    except ProbeFailed as failure:
+        return trace.result(failure.reason, failure.detail)
+    return trace.result()
+
+
+def address_of(target: ProbeTarget) -> tuple[str, int]:
+    try:
+        return split_host_port(target.address or "")
+    except ValueError as exc:
+        raise ProbeFailed(Reason.RESOLVE, str(exc)) from None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _ssl_message(exc: ssl.SSLError) -> str:
+    """'wrong version number' from '[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)'."""
+    return exc.reason.lower().replace("_", " ") if exc.reason else str(exc)
+
+
+def _os_message(exc: OSError) -> str:
+    if exc.errno:
+        return os.strerror(exc.errno)
+    if str(exc):
+        return str(exc)
+    return "connection closed by the peer" if isinstance(exc, ConnectionResetError) else type(exc).__name__
+
+
+async def resolve(host: str, port: int, trace: Trace) -> str:
+    """The IP address to connect to: the host itself when it is an IP literal."""
+    with trace.phase("resolve"):
+        if _is_ip(host):
+            return host
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise ProbeFailed(Reason.RESOLVE, f"resolve {host}: {exc.strerror or exc}") from None
+        except UnicodeError as exc:          # not encodable as an IDNA name
+            raise ProbeFailed(Reason.RESOLVE, f"resolve {host}: {exc}") from None
+    if not infos:
+        raise ProbeFailed(Reason.RESOLVE, f"resolve {host}: no addresses")
+    ip = str(infos[0][4][0])
+    trace.log(f"resolved {host} to {ip}")
+    return ip
+
+
+async def connect(ip: str, port: int, trace: Trace) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A fresh TCP connection; the caller must abort its transport."""
+    with trace.phase("connect"):
+        try:
+            streams = await asyncio.open_connection(ip, port, limit=MAX_LINE)
+        except OSError as exc:
+            raise ProbeFailed(Reason.CONNECT, f"connect {ip}:{port}: {_os_message(exc)}") from None
+    trace.log(f"connected to {ip}:{port}")
+    return streams
+
+
+async def start_tls(writer: asyncio.StreamWriter, settings: TlsSettings, host: str, trace: Trace) -> None:
+    """Upgrade the connection to TLS and record the version and the earliest certificate expiry."""
+    server_name = settings.server_name or host
+    with trace.phase("tls"):
+        try:
+            await writer.start_tls(client_context(settings), server_hostname=server_name)
+        except ssl.SSLCertVerificationError as exc:
+            raise ProbeFailed(Reason.TLS, f"certificate verify failed: {exc.verify_message}") from None
+        except ssl.SSLError as exc:
+            raise ProbeFailed(Reason.TLS, f"tls handshake: {_ssl_message(exc)}") from None
+        except OSError as exc:              # the peer closed or reset mid-handshake
+            raise ProbeFailed(Reason.TLS, f"tls handshake: {_os_message(exc)}") from None
+    trace.tls_version, trace.cert_expiry = peer_info(writer.get_extra_info("ssl_object"))
+    trace.log(f"tls handshake done with {server_name}: {trace.tls_version}")
+
+
+# ---------------------------------------------------------------- the exchange
+
+
+def _label(index: int, step: Step) -> str:
+    assert step.expect is not None
+    return f"expect[{index}] /{step.expect.pattern}/"
+
+
+async def _read_line(reader: asyncio.StreamReader, label: str) -> str:
+    try:
+        raw = await reader.readline()
+    except ValueError:                      # LimitOverrunError: no newline within MAX_LINE bytes
+        raise ProbeFailed(Reason.EXPECT, f"{label}: line longer than {MAX_LINE} bytes") from None
+    except ssl.SSLError as exc:
+        raise ProbeFailed(Reason.TLS, f"{label}: {_ssl_message(exc)}") from None
+    except OSError as exc:
+        raise ProbeFailed(Reason.CONNECT, f"{label}: {_os_message(exc)}") from None
+    if not raw:
+        raise ProbeFailed(Reason.EXPECT, f"{label}: connection closed before a match")
+    return raw.decode("utf-8", "replace").rstrip("\r\n")
+
+
+async def _expect(reader: asyncio.StreamReader, index: int, step: Step, trace: Trace) -> None:
+    assert step.expect is not None
+    label = _label(index, step)
+    trace.waiting = f"waiting for {label}"
+    while True:
+        line = await _read_line(reader, label)
+        trace.log(f"read {line[:_LOGGED_CHARS]!r}")
+        if step.expect.search(line):
+            trace.log(f"{label} matched")
+            return
+
+
+async def _send(writer: asyncio.StreamWriter, index: int, step: Step, trace: Trace) -> None:
+    assert step.send is not None
+    trace.waiting = f"during send[{index}]"
+    try:
+        writer.write(step.send.encode())
+        await writer.drain()
+    except ssl.SSLError as exc:
+        raise ProbeFailed(Reason.TLS, f"send[{index}]: {_ssl_message(exc)}") from None
+    except OSError as exc:
+        raise ProbeFailed(Reason.CONNECT, f"send[{index}]: {_os_message(exc)}") from None
+    trace.log(f"sent {step.send[:_LOGGED_CHARS]!r}")
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, options: Options,
+                    host: str, trace: Trace) -> None:
+    for index, step in enumerate(options.query_response):
+        if step.expect is not None:
+            await _expect(reader, index, step, trace)
+        elif step.send is not None:
+            await _send(writer, index, step, trace)
+        else:
+            await start_tls(writer, options.tls_config, host, trace)
+
+
+async def _run(target: ProbeTarget, options: Options, trace: Trace) -> None:
+    host, port = address_of(target)
+    ip = await resolve(host, port, trace)
+    reader, writer = await connect(ip, port, trace)
+    try:
+        if options.tls:
+            await start_tls(writer, options.tls_config, host, trace)
+        await _exchange(reader, writer, options, host, trace)
+    finally:
+        writer.transport.abort()
+
+
+class Collector:
+    kind: ClassVar[str] = KIND
+
+    async def probe(self, target: ProbeTarget, deadline: float) -> ProbeResult:
+        trace = Trace()
+        return await within_deadline(trace, deadline, _run(target, target.options, trace))
+
+    async def close(self) -> None:
+        return None
