@@ -66,6 +66,7 @@ def check_config(path: str) -> int:
 
 
 def run(path: str) -> int:
+    import prometheus_client
     from aiohttp import web
 
     from agent.api import RUNTIME
@@ -78,6 +79,8 @@ def run(path: str) -> int:
         for error in exc.errors:
             log.error("invalid configuration: %s", error)
         return EXIT_CONFIG
+    # `_created` series double the exposition for little use; Prometheus 2.x ignores them
+    prometheus_client.disable_created_metrics()
     loop = _new_event_loop()
     asyncio.set_event_loop(loop)
     app = build_app(config)
