@@ -234,6 +234,8 @@ def _parse_endpoint(node: Node, kind: str | None) -> tuple[str | None, str | Non
             node.error(f"is required for {kind} targets", "url")
         elif not url.startswith(schemes):
             node.error(f"must start with {' or '.join(schemes)}", "url")
+        elif kind == "http" and (problem := kind_module("http").check_url(url)):
+            node.error(problem, "url")
         return url, None
     if url is not None:
         node.error(f"is not used by {kind} targets; use address (host:port)", "url")

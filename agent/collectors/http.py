@@ -1,0 +1,340 @@
+"""The `http` collector: one HTTP(S) request per probe, like blackbox_exporter's http prober.
+
+Each request runs on a fresh connection through the lean HTTP/1.1 client in `http_wire`
+(`Connection: close`, no pooling). Redirects are followed on fresh connections up to
+`max_redirects`. Phase durations are SUMMED over every request of the probe (as
+blackbox_exporter does); status, lengths, HTTP version and TLS facts describe the final
+response. Option names follow blackbox_exporter where it has them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import re
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import ClassVar
+from urllib.parse import quote, urljoin, urlsplit
+
+from agent.collectors.base import ProbeLog, ProbeResult, ProbeTarget, Reason
+from agent.collectors.http_wire import Exchange, Response, Trace, WireError, encode_request, exchange
+from agent.collectors.tlsinfo import TlsSettings, client_context, parse_tls
+from agent.schema import Node
+
+KIND = "http"
+USER_AGENT = "loom-agent"
+DEFAULT_BODY_SIZE_LIMIT = 10 * 1024 * 1024
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+HTTP_VERSIONS = ("HTTP/1.0", "HTTP/1.1", "HTTP/2.0")     # HTTP/2.0 accepted in configs, never spoken
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_OWN_HEADERS = frozenset({"host", "connection", "content-length", "transfer-encoding"})
+_SAFE_TARGET = "!#$%&'()*+,/:;=?@[]~"
+
+
+@dataclass(frozen=True, slots=True)
+class BasicAuth:
+    username: str
+    password: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: str | None = None
+    valid_status_codes: tuple[int, ...] = ()             # empty: any 2xx
+    valid_http_versions: tuple[str, ...] = ()            # empty: any
+    fail_if_body_matches_regexp: tuple[re.Pattern[str], ...] = ()
+    fail_if_body_not_matches_regexp: tuple[re.Pattern[str], ...] = ()
+    follow_redirects: bool = True
+    max_redirects: int = 10
+    tls: TlsSettings = TlsSettings()
+    basic_auth: BasicAuth | None = None
+    bearer_token: str | None = field(default=None, repr=False)
+    body_size_limit: int = DEFAULT_BODY_SIZE_LIMIT       # bytes; 0 = no limit
+    fail_if_ssl: bool = False
+    fail_if_not_ssl: bool = False
+
+
+def parse_options(node: Node) -> Options:
+    """Read the http keys of a target/module mapping; errors are recorded on `node`."""
+    basic_auth = _basic_auth(node)
+    bearer_token = node.secret("bearer_token")
+    if basic_auth is not None and bearer_token is not None:
+        node.error("set either basic_auth or bearer_token, not both", "bearer_token")
+    return Options(
+        method=_method(node),
+        headers=_headers(node),
+        body=node.str("body"),
+        valid_status_codes=_status_codes(node),
+        valid_http_versions=_http_versions(node),
+        fail_if_body_matches_regexp=node.regex_list("fail_if_body_matches_regexp"),
+        fail_if_body_not_matches_regexp=node.regex_list("fail_if_body_not_matches_regexp"),
+        follow_redirects=node.bool("follow_redirects", True),
+        max_redirects=node.int("max_redirects", 10, minimum=0),
+        tls=parse_tls(node.child("tls")),
+        basic_auth=basic_auth,
+        bearer_token=bearer_token,
+        body_size_limit=node.int("body_size_limit", DEFAULT_BODY_SIZE_LIMIT, minimum=0),
+        fail_if_ssl=node.bool("fail_if_ssl", False),
+        fail_if_not_ssl=node.bool("fail_if_not_ssl", False),
+    )
+
+
+def check_url(url: str) -> str | None:
+    """The error message for a target url this collector cannot probe, or None."""
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _method(node: Node) -> str:
+    method = node.str("method", "GET")
+    if not _TOKEN.match(method):
+        node.error(f"must be an HTTP method such as GET or POST, got {method!r}", "method")
+        return "GET"
+    return method
+
+
+def _headers(node: Node) -> tuple[tuple[str, str], ...]:
+    out = []
+    for name, value in node.str_map("headers").items():
+        if not _TOKEN.match(name):
+            node.error("is not a valid HTTP header name", f"headers.{name}")
+        elif any(c in value for c in "\r\n\0"):
+            node.error("must not contain line breaks or NUL", f"headers.{name}")
+        else:
+            out.append((name, value))
+    return tuple(out)
+
+
+def _status_codes(node: Node) -> tuple[int, ...]:
+    codes = []
+    for i, code in node.items("valid_status_codes"):
+        if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
+            node.error(f"must be an HTTP status code from 100 to 599, got {code!r}", f"valid_status_codes[{i}]")
+        else:
+            codes.append(code)
+    return tuple(codes)
+
+
+def _http_versions(node: Node) -> tuple[str, ...]:
+    versions = node.str_list("valid_http_versions")
+    for i, version in enumerate(versions):
+        if version not in HTTP_VERSIONS:
+            node.error(f"must be one of {', '.join(HTTP_VERSIONS)}, got {version!r}", f"valid_http_versions[{i}]")
+    return versions
+
+
+def _basic_auth(node: Node) -> BasicAuth | None:
+    if not node.has("basic_auth"):
+        return None
+    child = node.child("basic_auth")
+    username = child.str("username", "", required=True)
+    password = child.secret("password") or ""
+    child.finish()
+    return BasicAuth(username, password)
+
+
+@dataclass(frozen=True, slots=True)
+class Url:
+    text: str
+    tls: bool               # https
+    host: str               # no brackets around IPv6
+    port: int
+    target: str             # path?query, as sent in the request line
+    host_header: str        # host[:port], port omitted when it is the scheme's default
+    is_ip: bool
+
+
+@lru_cache(maxsize=1024)
+def parse_url(text: str) -> Url:
+    """An http:// or https:// URL -> Url. Raises ValueError naming the problem."""
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"unsupported URL scheme {parts.scheme!r} (use http or https)")
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"URL {text!r} has no host")
+    port = parts.port               # ValueError when out of range / not a number
+    default_port = 443 if scheme == "https" else 80
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if not target.isascii() or not target.isprintable() or " " in target:
+        target = quote(target, safe=_SAFE_TARGET)
+    shown = f"[{host}]" if ":" in host else host
+    host_header = shown if port in (None, default_port) else f"{shown}:{port}"
+    return Url(text, scheme == "https", host, port or default_port, target, host_header, _is_ip(host))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=512)
+def _header_block(options: Options, with_auth: bool) -> tuple[bytes, str | None]:
+    """(encoded header lines except Host/Connection/Content-Length, the user's Host header)."""
+    names = {name.lower() for name, _ in options.headers}
+    lines = [] if "user-agent" in names else [f"User-Agent: {USER_AGENT}"]
+    if "accept" not in names:
+        lines.append("Accept: */*")
+    host = None
+    for name, value in options.headers:
+        if name.lower() == "host":
+            host = value
+        elif name.lower() not in _OWN_HEADERS and not (name.lower() == "authorization" and not with_auth):
+            lines.append(f"{name}: {value}")
+    if with_auth and options.basic_auth is not None:
+        pair = f"{options.basic_auth.username}:{options.basic_auth.password}".encode()
+        lines.append(f"Authorization: Basic {base64.b64encode(pair).decode()}")
+    elif with_auth and options.bearer_token is not None:
+        lines.append(f"Authorization: Bearer {options.bearer_token}")
+    return "".join(f"{line}\r\n" for line in lines).encode(), host
+
+
+class Collector:
+    kind: ClassVar[str] = KIND
+
+    async def probe(self, target: ProbeTarget, deadline: float) -> ProbeResult:
+        options: Options = target.options
+        trace = Trace(ProbeLog())
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(deadline - time.monotonic()) as scope:
+                await _follow(target.url or "", options, trace)
+        except (WireError, OSError) as exc:       # TimeoutError is an OSError
+            if isinstance(exc, TimeoutError) and scope.expired():
+                return _result(trace, started, Reason.TIMEOUT, f"timeout during {trace.current_phase()}")
+            reason, detail = _failure(exc, trace.phase)
+            return _result(trace, started, reason, detail)
+        failed = _check(trace.response, options)
+        return _result(trace, started, *failed) if failed else _result(trace, started)
+
+    async def close(self) -> None:
+        return None
+
+
+async def _follow(url_text: str, options: Options, trace: Trace) -> None:
+    """Request the URL, then each redirect target; the last response lands in trace.response."""
+    first = url = _url(url_text)
+    method, body = options.method, None if options.body is None else options.body.encode()
+    if body is None and method in ("POST", "PUT", "PATCH"):
+        body = b""
+    visited = {(method, url.text)}
+    while True:
+        response = await _fetch(url, method, body, options, trace, first)
+        location = response.headers.get(b"location")
+        if not options.follow_redirects or response.status not in REDIRECT_STATUSES or location is None:
+            return
+        if trace.redirects >= options.max_redirects:
+            raise WireError(Reason.REDIRECT, f"stopped after {trace.redirects} redirects (max_redirects)")
+        url = _url(urljoin(url.text, location.decode("latin-1")))
+        method, body = _redirected_method(response.status, method, body)
+        if (method, url.text) in visited:
+            raise WireError(Reason.REDIRECT, f"redirect loop: {method} {url.text} was requested before")
+        visited.add((method, url.text))
+        trace.redirects += 1
+        trace.log(f"redirect {response.status} to {url.text}")
+
+
+def _url(text: str) -> Url:
+    try:
+        return parse_url(text)
+    except ValueError as exc:
+        raise WireError(Reason.PROTOCOL, f"invalid URL {text!r}: {exc}") from None
+
+
+def _redirected_method(status: int, method: str, body: bytes | None) -> tuple[str, bytes | None]:
+    """303 turns anything but HEAD into GET; 301/302 turn POST into GET; 307/308 keep both."""
+    if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+        return "GET", None
+    return method, body
+
+
+async def _fetch(url: Url, method: str, body: bytes | None, options: Options, trace: Trace,
+                 first: Url) -> Response:
+    same_host = url.host == first.host and url.port == first.port
+    headers, user_host = _header_block(options, same_host)
+    host = user_host if user_host is not None and url is first else url.host_header
+    how = Exchange(
+        host=url.host, port=url.port, is_ip=url.is_ip,
+        request=encode_request(method, url.target, host, headers, body),
+        tls=client_context(options.tls) if url.tls else None,
+        server_name=options.tls.server_name,
+        head_request=method == "HEAD",
+        keep_body=bool(options.fail_if_body_matches_regexp or options.fail_if_body_not_matches_regexp),
+        body_limit=options.body_size_limit,
+    )
+    trace.log(f"{method} {url.text}")
+    return await exchange(how, trace)
+
+
+def _failure(exc: WireError | OSError, phase: str) -> tuple[Reason, str]:
+    """The Reason and detail for an exception raised during `phase`."""
+    if isinstance(exc, WireError):
+        return exc.reason, exc.detail
+    if isinstance(exc, socket.gaierror):
+        return Reason.RESOLVE, f"resolve: {exc.strerror or exc}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return Reason.TLS, f"certificate verify failed: {exc.verify_message or exc}"
+    if isinstance(exc, ssl.SSLError):
+        return Reason.TLS, f"TLS error: {exc.reason or exc}"
+    reason = {"resolve": Reason.RESOLVE, "tls": Reason.TLS}.get(phase, Reason.CONNECT)
+    return reason, f"{phase}: {exc.strerror or str(exc) or type(exc).__name__}"
+
+
+def _check(response: Response, options: Options) -> tuple[Reason, str] | None:
+    """Why the final response fails the target's expectations, or None."""
+    status = response.status
+    if not (status in options.valid_status_codes if options.valid_status_codes else 200 <= status < 300):
+        return Reason.STATUS, f"status {status} is not valid"
+    if options.valid_http_versions and response.version_text not in options.valid_http_versions:
+        return Reason.PROTOCOL, f"{response.version_text} is not in valid_http_versions"
+    if options.fail_if_ssl and response.tls_version is not None:
+        return Reason.TLS, "final response came over TLS (fail_if_ssl)"
+    if options.fail_if_not_ssl and response.tls_version is None:
+        return Reason.TLS, "final response did not come over TLS (fail_if_not_ssl)"
+    if response.body is not None:
+        return _check_body(response.body.decode("utf-8", "replace"), options)
+    return None
+
+
+def _check_body(text: str, options: Options) -> tuple[Reason, str] | None:
+    for pattern in options.fail_if_body_matches_regexp:
+        if pattern.search(text):
+            return Reason.BODY, f"body matched {pattern.pattern!r}"
+    for pattern in options.fail_if_body_not_matches_regexp:
+        if not pattern.search(text):
+            return Reason.BODY, f"body did not match {pattern.pattern!r}"
+    return None
+
+
+def _result(trace: Trace, started: float, reason: Reason | None = None, detail: str = "") -> ProbeResult:
+    trace.log("probe succeeded" if reason is None else f"probe failed ({reason.value}): {detail}")
+    response = trace.response
+    return ProbeResult(
+        success=reason is None,
+        duration_seconds=time.perf_counter() - started,
+        reason=reason,
+        detail=detail,
+        phases=trace.phases,
+        status_code=response and response.status,
+        content_length=response and response.content_length,
+        body_length=response and response.body_length,
+        http_version=response and response.version,
+        redirects=trace.redirects,
+        tls_version=response and response.tls_version,
+        cert_expiry=response and response.cert_expiry,
+        log=trace.log.freeze(),
+    )

@@ -1,0 +1,378 @@
+"""A lean HTTP/1.1 client for the http collector: one request per fresh connection.
+
+`exchange()` resolves, connects, upgrades to TLS for https, sends one request with
+`Connection: close`, reads one response and closes, timing blackbox_exporter's phases into
+a `Trace` (processing = request written -> first byte; transfer = first byte -> body end).
+`ResponseReader`, an asyncio Protocol with no StreamReader layer, parses the response as
+it arrives and drops body bytes unless asked to keep them. Protocol failures raise
+`WireError`; OS and ssl errors propagate for the caller to map by `Trace.current_phase()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from time import perf_counter
+
+from agent.collectors.base import ProbeLog, Reason
+from agent.collectors.tlsinfo import peer_info
+
+MAX_HEAD_BYTES = 65536
+MAX_CHUNK_LINE = 4096
+_VERSIONS = {b"HTTP/1.1": 1.1, b"HTTP/1.0": 1.0}
+TlsFacts = tuple[str | None, float | None]      # (TLS version, earliest certificate NotAfter)
+# body framing modes of ResponseReader
+_HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE, _DONE = range(5)
+
+
+class WireError(Exception):
+    """The exchange failed for a reason the collector reports as is."""
+
+    def __init__(self, reason: Reason, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def encode_request(method: str, target: str, host: str, header_block: bytes, body: bytes | None) -> bytes:
+    """The request bytes. `header_block` holds the other header lines, CRLF-terminated."""
+    parts = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n".encode(), header_block]
+    if body is not None:
+        parts.append(b"Content-Length: %d\r\n" % len(body))
+    parts.append(b"Connection: close\r\n\r\n")
+    if body:
+        parts.append(body)
+    return b"".join(parts)
+
+
+@dataclass(slots=True)
+class Response:
+    version: float                      # 1.0 / 1.1
+    version_text: str                   # "HTTP/1.1"
+    status: int
+    headers: dict[bytes, bytes]         # lower-case names; repeated headers joined by ", "
+    content_length: int = -1            # the Content-Length header, -1 when absent (or chunked)
+    body_length: int = 0                # body bytes received (after de-chunking)
+    body: bytes | None = None           # only when asked to keep it
+    tls_version: str | None = None
+    cert_expiry: float | None = None
+
+
+class Trace:
+    """What a probe did so far: summed phase durations, the phase in progress, the log."""
+
+    __slots__ = ("phase", "phases", "log", "reader", "response", "redirects")
+
+    def __init__(self, log: ProbeLog):
+        self.phase = "resolve"
+        self.phases: dict[str, float] = {}
+        self.log = log
+        self.reader: ResponseReader | None = None
+        self.response: Response | None = None
+        self.redirects = 0
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.phases[phase] = self.phases.get(phase, 0.0) + seconds
+
+    def current_phase(self) -> str:
+        if self.phase == "processing" and self.reader is not None and self.reader.first_byte_at:
+            return "transfer"
+        return self.phase
+
+
+def parse_head(head: bytes) -> tuple[float, str, int, dict[bytes, bytes]]:
+    """Status line and header lines (without the final blank line) -> (version, text, status, headers)."""
+    lines = head.split(b"\r\n")
+    status_line = lines[0]
+    parts = status_line.split(b" ", 2)
+    version = _VERSIONS.get(parts[0])
+    if version is None or len(parts) < 2:
+        raise WireError(Reason.PROTOCOL, f"malformed status line {status_line[:80]!r}")
+    code = parts[1]
+    if len(code) != 3 or not code.isdigit() or code[0] == 0x30:
+        raise WireError(Reason.PROTOCOL, f"malformed status code in {status_line[:80]!r}")
+    headers: dict[bytes, bytes] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name[-1:] in (b" ", b"\t") or line[:1] in (b" ", b"\t"):
+            raise WireError(Reason.PROTOCOL, f"malformed header line {line[:80]!r}")
+        name = name.lower()
+        value = value.strip()
+        old = headers.get(name)
+        headers[name] = value if old is None else old + b", " + value
+    return version, parts[0].decode(), int(code), headers
+
+
+def _content_length(value: bytes) -> int:
+    texts = {v.strip() for v in value.split(b",")}
+    text = texts.pop()
+    if texts or not text.isdigit():
+        raise WireError(Reason.PROTOCOL, f"invalid Content-Length {value[:40]!r}")
+    return int(text)
+
+
+class ChunkedDecoder:
+    """Transfer-Encoding: chunked. `feed()` passes payload pieces to a sink; True when done."""
+
+    __slots__ = ("_buf", "_left", "_state")
+    _SIZE, _DATA_END, _TRAILER = range(3)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._left = 0                  # chunk data bytes still to come
+        self._state = self._SIZE        # which line is expected once the data is through
+
+    def feed(self, data: bytes, sink: Callable[[bytearray], None]) -> bool:
+        buf = self._buf
+        buf += data
+        pos = 0
+        while True:
+            if self._left:
+                take = min(self._left, len(buf) - pos)
+                if not take:
+                    break
+                sink(buf[pos:pos + take])
+                pos += take
+                self._left -= take
+                continue
+            end = buf.find(b"\r\n", pos)
+            if end < 0:
+                if len(buf) - pos > MAX_CHUNK_LINE:
+                    raise WireError(Reason.PROTOCOL, "malformed chunked body: line too long")
+                break
+            line, pos = bytes(buf[pos:end]), end + 2
+            if self._state == self._SIZE:
+                self._left = _chunk_size(line)
+                self._state = self._DATA_END if self._left else self._TRAILER
+            elif self._state == self._DATA_END:
+                if line:
+                    raise WireError(Reason.PROTOCOL, "malformed chunked body: no CRLF after chunk data")
+                self._state = self._SIZE
+            elif not line:              # the blank line after the trailers
+                return True
+        del buf[:pos]
+        return False
+
+
+def _chunk_size(line: bytes) -> int:
+    text = line.split(b";", 1)[0].strip()
+    try:
+        if not text or text[:1] in b"+-" or b"_" in text:
+            raise ValueError
+        return int(text, 16)
+    except ValueError:
+        raise WireError(Reason.PROTOCOL, f"malformed chunk size line {line[:40]!r}") from None
+
+
+class ResponseReader(asyncio.Protocol):
+    """Receives one response. `done` resolves (to None) when the body is complete or on
+    failure; then `response` or `error` is set. Timestamps are perf_counter() values."""
+
+    def __init__(self, done: asyncio.Future, *, head_request: bool, keep_body: bool, body_limit: int):
+        self.done = done
+        self.response: Response | None = None
+        self.error: BaseException | None = None
+        self.first_byte_at = 0.0
+        self.finished_at = 0.0
+        self._head_request = head_request
+        self._limit = body_limit
+        self._chunks: list[bytes] | None = [] if keep_body else None
+        self._buf = bytearray()
+        self._mode = _HEAD
+        self._left = 0
+        self._decoder: ChunkedDecoder | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._mode == _DONE or self.done.done():
+            return
+        if not self.first_byte_at:
+            self.first_byte_at = perf_counter()
+        try:
+            if self._mode == _HEAD:
+                data = self._feed_head(data)
+                if self._mode in (_HEAD, _DONE):
+                    return
+            self._feed_body(data)
+        except WireError as exc:
+            self._fail(exc)
+
+    def eof_received(self) -> bool:
+        self._end_of_stream()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self._fail(exc)
+        else:
+            self._end_of_stream()
+
+    def _feed_head(self, data: bytes) -> bytes:
+        buf = self._buf
+        buf += data
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD_BYTES:
+                    raise WireError(Reason.PROTOCOL, f"response head larger than {MAX_HEAD_BYTES} bytes")
+                return b""
+            version, text, status, headers = parse_head(bytes(buf[:end]))
+            del buf[:end + 4]
+            if 100 <= status < 200 and status != 101:       # interim response: the real one follows
+                continue
+            self.response = Response(version, text, status, headers)
+            self._start_body(self.response)
+            return bytes(buf)
+
+    def _start_body(self, response: Response) -> None:
+        headers = response.headers
+        encoding = headers.get(b"transfer-encoding")
+        length = headers.get(b"content-length")
+        if length is not None and encoding is None:
+            response.content_length = _content_length(length)
+        if self._head_request or response.status in (101, 204, 304):
+            self._finish()
+        elif encoding is not None:
+            if encoding.rsplit(b",", 1)[-1].strip().lower() == b"chunked":
+                self._mode, self._decoder = _CHUNKED, ChunkedDecoder()
+            else:
+                self._mode = _UNTIL_CLOSE
+        elif length is not None:
+            self._mode, self._left = _LENGTH, response.content_length
+            if not self._left:
+                self._finish()
+        else:
+            self._mode = _UNTIL_CLOSE
+
+    def _feed_body(self, data: bytes) -> None:
+        if self._mode == _LENGTH:
+            take = min(len(data), self._left)
+            self._count(data if take == len(data) else data[:take])
+            self._left -= take
+            if not self._left:
+                self._finish()
+        elif self._mode == _CHUNKED:
+            if self._decoder.feed(data, self._count):
+                self._finish()
+        else:
+            self._count(data)
+
+    def _count(self, piece: bytes | bytearray) -> None:
+        size = len(piece)
+        if not size:
+            return
+        total = self.response.body_length + size
+        if self._limit and total > self._limit:
+            raise WireError(Reason.BODY, f"body larger than body_size_limit ({self._limit} bytes)")
+        self.response.body_length = total
+        if self._chunks is not None:
+            self._chunks.append(bytes(piece))
+
+    def _end_of_stream(self) -> None:
+        if self._mode == _DONE or self.done.done():
+            return
+        if self._mode == _UNTIL_CLOSE:
+            self._finish()
+        elif self._mode == _HEAD:
+            where = "inside the response head" if self.first_byte_at else "without a response"
+            self._fail(WireError(Reason.PROTOCOL, f"connection closed {where}"))
+        else:
+            self._fail(WireError(Reason.PROTOCOL, f"connection closed after {self.response.body_length} "
+                                                  "body bytes, before the end of the body"))
+
+    def _finish(self) -> None:
+        self._mode = _DONE
+        self.finished_at = perf_counter()
+        if self._chunks is not None:
+            self.response.body = b"".join(self._chunks)
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._mode = _DONE
+        if not self.done.done():
+            self.error = exc
+            self.done.set_result(None)
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One request to send: where, the bytes, and how to read the answer."""
+
+    host: str                           # a name, or an IP literal (then nothing is resolved)
+    port: int
+    is_ip: bool
+    request: bytes
+    tls: ssl.SSLContext | None = None   # None: plain http
+    server_name: str | None = None      # SNI and certificate name; default `host`
+    head_request: bool = False
+    keep_body: bool = False
+    body_limit: int = 0                 # 0: no limit
+
+
+async def exchange(how: Exchange, trace: Trace) -> Response:
+    """One request on a fresh connection; phases are added to `trace`, and the response
+    (complete, or partial when the body failed) is left in `trace.response`."""
+    loop = asyncio.get_running_loop()
+    trace.response = None
+    address = await _resolve(loop, how, trace)
+    reader = trace.reader = ResponseReader(loop.create_future(), head_request=how.head_request,
+                                           keep_body=how.keep_body, body_limit=how.body_limit)
+    transport, tls_facts = None, (None, None)
+    try:
+        transport, tls_facts = await _connect(loop, address, how, reader, trace)
+        trace.phase = "processing"
+        transport.write(how.request)
+        sent = perf_counter()
+        await reader.done
+    finally:
+        response = trace.response = reader.response
+        if response is not None:
+            response.tls_version, response.cert_expiry = tls_facts
+        if transport is not None and reader.finished_at:
+            transport.close()
+        elif transport is not None:
+            transport.abort()           # no waiting for a TLS close_notify on a failed exchange
+    if reader.error is not None:
+        raise reader.error
+    trace.add("processing", reader.first_byte_at - sent)
+    trace.add("transfer", reader.finished_at - reader.first_byte_at)
+    trace.log(f"response {response.version_text} {response.status}, {response.body_length} body bytes")
+    return response
+
+
+async def _connect(loop: asyncio.AbstractEventLoop, address: str, how: Exchange, reader: ResponseReader,
+                   trace: Trace) -> tuple[asyncio.BaseTransport, TlsFacts]:
+    """TCP connect, then the TLS handshake for https: (transport, (tls version, cert expiry)).
+    On failure or cancellation asyncio closes the half-made connection itself."""
+    trace.phase = "connect"
+    started = perf_counter()
+    transport, _ = await loop.create_connection(lambda: reader, address, how.port)
+    trace.add("connect", perf_counter() - started)
+    trace.log(f"connected to {address} port {how.port}")
+    if how.tls is None:
+        return transport, (None, None)
+    trace.phase = "tls"
+    started = perf_counter()
+    transport = await loop.start_tls(transport, reader, how.tls, server_hostname=how.server_name or how.host)
+    trace.add("tls", perf_counter() - started)
+    facts = peer_info(transport.get_extra_info("ssl_object"))
+    trace.log(f"TLS handshake done: {facts[0]}")
+    return transport, facts
+
+
+async def _resolve(loop: asyncio.AbstractEventLoop, how: Exchange, trace: Trace) -> str:
+    trace.phase = "resolve"
+    started = perf_counter()
+    if how.is_ip:
+        address = how.host
+    else:
+        infos = await loop.getaddrinfo(how.host, how.port, type=socket.SOCK_STREAM)
+        if not infos:
+            raise socket.gaierror(socket.EAI_NONAME, "no addresses")
+        address = infos[0][4][0]
+        trace.log(f"resolved {how.host} to {address}")
+    trace.add("resolve", perf_counter() - started)
+    return address
