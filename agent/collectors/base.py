@@ -23,6 +23,7 @@ timeout); a collector reports `Reason.TIMEOUT` when it runs out, with the phase 
 from __future__ import annotations
 
 import enum
+import ipaddress
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -147,3 +148,12 @@ def split_host_port(address: str, default_port: int | None = None) -> tuple[str,
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"invalid address {address!r}: bad port {port_text!r}")
     return host, int(port_text)
+
+
+def is_ip_literal(host: str) -> bool:
+    """True for '127.0.0.1' or '::1' (no name resolution needed), False for a host name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
 import re
 import socket
 import ssl
@@ -21,7 +20,7 @@ from functools import lru_cache
 from typing import ClassVar
 from urllib.parse import quote, urljoin, urlsplit
 
-from agent.collectors.base import ProbeLog, ProbeResult, ProbeTarget, Reason
+from agent.collectors.base import ProbeLog, ProbeResult, ProbeTarget, Reason, is_ip_literal
 from agent.collectors.http_wire import Exchange, Response, Trace, WireError, encode_request, exchange
 from agent.collectors.tlsinfo import TlsSettings, client_context, parse_tls
 from agent.schema import Node
@@ -171,15 +170,8 @@ def parse_url(text: str) -> Url:
         target = quote(target, safe=_SAFE_TARGET)
     shown = f"[{host}]" if ":" in host else host
     host_header = shown if port in (None, default_port) else f"{shown}:{port}"
-    return Url(text, scheme == "https", host, port or default_port, target, host_header, _is_ip(host))
+    return Url(text, scheme == "https", host, port or default_port, target, host_header, is_ip_literal(host))
 
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 @lru_cache(maxsize=512)

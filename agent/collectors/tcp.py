@@ -19,7 +19,6 @@ are also what the `tls` probe runs: a TLS probe is a TCP probe that stops after 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import re
 import socket
@@ -30,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from agent.collectors.base import ProbeLog, ProbeResult, ProbeTarget, Reason, split_host_port
+from agent.collectors.base import ProbeLog, ProbeResult, ProbeTarget, Reason, split_host_port, is_ip_literal
 from agent.collectors.tlsinfo import TlsSettings, client_context, parse_tls, peer_info
 from agent.schema import Node, join
 
@@ -169,13 +168,6 @@ def address_of(target: ProbeTarget) -> tuple[str, int]:
         raise ProbeFailed(Reason.RESOLVE, str(exc)) from None
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
 
 def _ssl_message(exc: ssl.SSLError) -> str:
     """'wrong version number' from '[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)'."""
@@ -193,7 +185,7 @@ def _os_message(exc: OSError) -> str:
 async def resolve(host: str, port: int, trace: Trace) -> str:
     """The IP address to connect to: the host itself when it is an IP literal."""
     with trace.phase("resolve"):
-        if _is_ip(host):
+        if is_ip_literal(host):
             return host
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)

@@ -1,0 +1,86 @@
+"""Probe results -> exposition: blackbox names, counters, histogram, removed targets disappear."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.collectors.base import ProbeResult, ProbeTarget, Reason
+from agent.probe_metrics import ProbeMetrics, result_gauges
+
+
+def target(name: str, kind: str = "http", **labels: str) -> ProbeTarget:
+    return ProbeTarget(name=name, kind=kind, url="http://127.0.0.1/" if kind == "http" else None,
+                       address=None if kind == "http" else "127.0.0.1:1", interval=15, timeout=5, retries=0,
+                       labels=labels, options=None)
+
+
+def samples(metrics: ProbeMetrics) -> dict[tuple[str, frozenset], float]:
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    text = generate_latest(registry).decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+OK = ProbeResult(True, 0.042, phases={"resolve": 0.001, "connect": 0.002, "processing": 0.03, "transfer": 0.009},
+                 status_code=200, content_length=2, body_length=2, http_version=1.1, redirects=0)
+DOWN = ProbeResult(False, 0.5, Reason.TIMEOUT, "timeout during connect", phases={"resolve": 0.001})
+
+
+def test_http_result_gauges_use_blackbox_names() -> None:
+    gauges = {(name, tuple(sorted(labels.items()))): value for name, labels, value in result_gauges("http", OK)}
+    assert gauges[("probe_success", ())] == 1
+    assert gauges[("probe_duration_seconds", ())] == 0.042
+    assert gauges[("probe_http_status_code", ())] == 200
+    assert gauges[("probe_http_duration_seconds", (("phase", "tls"),))] == 0.0    # every phase, as blackbox
+    assert gauges[("probe_http_duration_seconds", (("phase", "processing"),))] == 0.03
+    assert gauges[("probe_dns_lookup_time_seconds", ())] == 0.001
+    assert gauges[("probe_http_ssl", ())] == 0
+
+
+def test_tls_and_regex_gauges() -> None:
+    tls = ProbeResult(True, 0.01, tls_version="TLS 1.3", cert_expiry=1.9e9)
+    names = {(n, tuple(l.items())): v for n, l, v in result_gauges("tls", tls)}
+    assert names[("probe_tls_version_info", (("version", "TLS 1.3"),))] == 1
+    assert names[("probe_ssl_earliest_cert_expiry", ())] == 1.9e9
+    body = ProbeResult(False, 0.01, Reason.BODY, "no match", status_code=200)
+    assert ("probe_failed_due_to_regex", {}, 1.0) in result_gauges("http", body)
+
+
+def test_counters_histogram_and_labels() -> None:
+    metrics = ProbeMetrics()
+    api, db = target("api", service="auth"), target("db", kind="tcp")
+    metrics.set_targets([api, db])
+    metrics.record(api, OK)
+    metrics.record(api, OK)
+    metrics.record(api, DOWN, attempts=3)
+    s = samples(metrics)
+    base = {("target", "api"), ("service", "auth")}
+    assert s[("loom_probes_total", frozenset(base | {("result", "success")}))] == 2
+    assert s[("loom_probes_total", frozenset(base | {("result", "failure")}))] == 1
+    assert s[("loom_probe_failures_total", frozenset(base | {("reason", "timeout")}))] == 1
+    assert s[("loom_probe_retries_total", frozenset(base))] == 2
+    assert s[("loom_probe_duration_seconds_bucket", frozenset(base | {("le", "0.05")}))] == 2
+    assert s[("loom_probe_duration_seconds_bucket", frozenset(base | {("le", "+Inf")}))] == 3
+    assert s[("loom_probe_duration_seconds_count", frozenset(base))] == 3
+    assert s[("probe_success", frozenset(base))] == 0        # the last result
+    # a target never probed yet has counters but no last-result gauges
+    assert ("probe_success", frozenset({("target", "db")})) not in s
+    assert s[("loom_probes_total", frozenset({("target", "db"), ("result", "success")}))] == 0
+
+
+def test_removed_and_changed_targets() -> None:
+    metrics = ProbeMetrics()
+    api, db = target("api"), target("db", kind="tcp")
+    metrics.set_targets([api, db])
+    metrics.record(api, OK)
+    metrics.record(db, DOWN)
+    metrics.set_targets([api])                     # db removed by a reload
+    assert not any(("target", "db") in labels for _, labels in samples(metrics))
+    relabelled = target("api", service="new")
+    metrics.set_targets([relabelled])              # changed target: fresh state, new labels
+    metrics.record(api, OK)                        # a late result of the old target is ignored
+    s = samples(metrics)
+    assert ("probe_success", frozenset({("target", "api"), ("service", "new")})) not in s
+    assert s[("loom_probes_total", frozenset({("target", "api"), ("service", "new"), ("result", "success")}))] == 0
