@@ -18,6 +18,7 @@ import yaml
 
 from agent.collectors import KINDS, URL_KINDS, kind_module
 from agent.collectors.base import ProbeTarget, split_host_port
+from agent.events.config import EventsConfig, parse_events
 from agent.schema import ConfigError, Node, format_duration
 from agent.telemetry_config import TelemetryConfig, parse_telemetry
 
@@ -62,6 +63,7 @@ class Config:
     defaults: Defaults = Defaults()
     scheduler: SchedulerConfig = SchedulerConfig()
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     modules: Mapping[str, Module] = field(default_factory=dict)
     targets: tuple[ProbeTarget, ...] = ()
     source: str | None = None     # the file it was read from
@@ -96,9 +98,10 @@ def _parse_root(root: Node, environ: Mapping[str, str]) -> dict[str, Any]:
     defaults = _parse_defaults(root.child("defaults"))
     scheduler = _parse_scheduler(root.child("scheduler"))
     telemetry = parse_telemetry(root.child("telemetry"))
+    events = parse_events(root.child("events"), environ)
     modules = {**builtin_modules(), **root.map_of("modules", _parse_module)}
     targets = _parse_targets(root, modules, defaults)
-    return dict(listen=listen, defaults=defaults, scheduler=scheduler, telemetry=telemetry,
+    return dict(listen=listen, defaults=defaults, scheduler=scheduler, telemetry=telemetry, events=events,
                 modules=modules, targets=targets)
 
 

@@ -1,0 +1,1 @@
+"""Product events: catalog, validation, mapping to metrics and spans."""
