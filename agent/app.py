@@ -1,28 +1,42 @@
-"""The aiohttp application: routes, and the runtime started and stopped through cleanup_ctx."""
+"""The aiohttp application: routes, and every background component started and stopped
+through cleanup_ctx (probe runtime, event span sweeper)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from agent.api import RUNTIME, health, index, probe
+from agent.api import PIPELINE, RUNTIME, STORE, events, health, index, probe
 from agent.config import Config
+from agent.events.pipeline import EventPipeline
+from agent.events.spans import EventSpans
+from agent.metricstore import MetricStore
 from agent.runtime import ProbeRuntime
 from agent.telemetry import build_tracer_provider
 
 # how long in-flight probes may finish after SIGTERM before they are cancelled
 STOP_GRACE_SECONDS = 3.0
+SPAN_SWEEP_SECONDS = 5.0
 
 
 def build_app(config: Config, registry: CollectorRegistry | None = None) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024)
-    runtime = ProbeRuntime(config, registry or CollectorRegistry(auto_describe=True),
-                           build_tracer_provider(config.telemetry))
-    app[RUNTIME] = runtime
+    # the body limit is enforced per endpoint (events: events.max_body_bytes); this is the ceiling
+    app = web.Application(client_max_size=max(config.events.max_body_bytes, 1024 * 1024))
+    tracer_provider = build_tracer_provider(config.telemetry)
+    runtime = ProbeRuntime(config, registry or CollectorRegistry(auto_describe=True), tracer_provider)
+    store = MetricStore(config.events.series_limit)
+    spans = EventSpans(tracer_provider.get_tracer("loom-agent.events"), idle_timeout=config.events.span_idle_timeout,
+                       max_open=config.events.max_open_spans)
+    pipeline = EventPipeline(config.events, store, spans)
+    runtime.reload_hooks.append(lambda new: pipeline.prepare(new.events))
+    app[RUNTIME], app[STORE], app[PIPELINE] = runtime, store, pipeline
     app.cleanup_ctx.append(_runtime_ctx)
-    for module in (health, probe, index):
+    app.cleanup_ctx.append(_span_sweeper_ctx)
+    for module in (health, probe, events, index):
         module.add_routes(app)
     return app
 
@@ -32,3 +46,13 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     await runtime.start()
     yield
     await runtime.stop(STOP_GRACE_SECONDS)
+
+
+async def _span_sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
+    spans = app[PIPELINE].spans
+    task = asyncio.create_task(spans.run_sweeper(SPAN_SWEEP_SECONDS))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    spans.close()          # end what is open, before the tracer provider shuts down

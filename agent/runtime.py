@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 from opentelemetry.sdk.trace import TracerProvider
@@ -39,6 +40,9 @@ class ProbeRuntime:
         self.scheduler: Scheduler | None = None
         self._reload_lock = asyncio.Lock()
         self.last_reload_errors: list[str] = []
+        # called with a new, valid config before it is applied; each returns its commit function
+        # or raises ValueError to reject the reload
+        self.reload_hooks: list[Callable[[Config], Callable[[], None]]] = []
         self._mark_loaded()
 
     async def start(self) -> None:
@@ -65,13 +69,15 @@ class ProbeRuntime:
             path = self.config.source
             try:
                 new = await asyncio.to_thread(load_config, path)
+                try:
+                    commits = [hook(new) for hook in self.reload_hooks]
+                except ValueError as exc:
+                    raise ConfigError([str(exc)]) from exc
             except ConfigError as exc:
-                self.last_reload_errors = exc.errors
-                self.self_metrics.reload_successful.set(0)
-                self.self_metrics.reloads.labels("failure").inc()
-                log.error("config reload failed; keeping the running config", extra={
-                    "config_file": path, "errors": exc.errors})
+                self._reload_failed(path, exc.errors)
                 return False
+            for commit in commits:
+                commit()
             if new.listen != self.config.listen:
                 log.warning("listen address changes take effect on restart", extra={
                     "running": "%s:%d" % self.config.listen, "configured": "%s:%d" % new.listen})
@@ -81,6 +87,12 @@ class ProbeRuntime:
             self.self_metrics.reloads.labels("success").inc()
             log.info("config reloaded", extra={"config_file": path, "targets": len(new.targets)})
             return True
+
+    def _reload_failed(self, path: str | None, errors: list[str]) -> None:
+        self.last_reload_errors = errors
+        self.self_metrics.reload_successful.set(0)
+        self.self_metrics.reloads.labels("failure").inc()
+        log.error("config reload failed; keeping the running config", extra={"config_file": path, "errors": errors})
 
     def _apply(self, config: Config) -> None:
         self.probe_metrics.set_targets(config.targets)

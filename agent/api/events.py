@@ -1,0 +1,169 @@
+"""Event ingestion endpoints: /v1/events, /v1/events/batch, and PostHog's /capture and /batch.
+
+The handlers parse, authenticate and hand over to the EventPipeline. Every rejection is a 4xx
+JSON body `{"error": ..., "errors": [{"index", "field", "message"}]}`; a batch is all or nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from agent.api import PIPELINE
+from agent.events.pipeline import EventPipeline
+from agent.events.posthog import capture_api_key, parse_capture, parse_posthog_batch
+from agent.events.validate import BatchError, EventError, parse_batch, parse_event
+
+API_KEY_HEADER = "X-Loom-Api-Key"
+
+
+def _error(status: int, message: str, errors: list[dict[str, Any]] | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": message}
+    if errors is not None:
+        body["errors"] = errors
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+def _ok(body: dict[str, Any]) -> web.Response:
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+def key_matches(presented: str | None, keys: tuple[str, ...]) -> bool:
+    """Constant-time comparison against every configured key."""
+    if presented is None:
+        return False
+    given = presented.encode()
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(given, key.encode())
+    return found
+
+
+def _presented_key(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get(API_KEY_HEADER)
+
+
+def _check_key(pipeline: EventPipeline, presented: str | None, api: str) -> web.Response | None:
+    keys = pipeline.config.api_keys
+    if not keys:
+        return None
+    if presented is None:
+        pipeline.rejected(api, "auth")
+        return _error(401, f"an ingest API key is required (Authorization: Bearer or {API_KEY_HEADER})")
+    if not key_matches(presented, keys):
+        pipeline.rejected(api, "auth")
+        return _error(403, "the ingest API key is not valid")
+    return None
+
+
+async def _read_json(request: web.Request, pipeline: EventPipeline, api: str) -> Any | web.Response:
+    limit = pipeline.config.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        pipeline.rejected(api, "too_large")
+        return _error(413, f"request body is larger than {limit} bytes")
+    try:
+        body = await request.content.read(limit + 1)
+    except (ValueError, OSError) as exc:        # a broken body encoding
+        pipeline.rejected(api, "malformed")
+        return _error(400, f"cannot read the request body: {exc}")
+    if len(body) > limit:
+        pipeline.rejected(api, "too_large")
+        return _error(413, f"request body is larger than {limit} bytes")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        pipeline.rejected(api, "malformed")
+        return _error(400, f"invalid JSON: {exc}")
+
+
+def _dnt(request: web.Request) -> bool:
+    return request.headers.get("DNT", "").strip() == "1"
+
+
+def _invalid(pipeline: EventPipeline, api: str, errors: list[EventError]) -> web.Response:
+    pipeline.rejected(api, "invalid")
+    summary = str(errors[0]) if len(errors) == 1 else f"{len(errors)} invalid events; none was accepted"
+    return _error(400, summary, [e.as_dict() for e in errors])
+
+
+async def post_event(request: web.Request) -> web.Response:
+    pipeline = request.app[PIPELINE]
+    if (denied := _check_key(pipeline, _presented_key(request), "events")) is not None:
+        return denied
+    obj = await _read_json(request, pipeline, "events")
+    if isinstance(obj, web.Response):
+        return obj
+    try:
+        event = parse_event(obj, now=time.time(), limits=pipeline.limits, dnt_header=_dnt(request))
+    except EventError as err:
+        return _invalid(pipeline, "events", [err])
+    return _ok({"accepted": pipeline.ingest((event,), "events")})
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    pipeline = request.app[PIPELINE]
+    if (denied := _check_key(pipeline, _presented_key(request), "events")) is not None:
+        return denied
+    obj = await _read_json(request, pipeline, "events")
+    if isinstance(obj, web.Response):
+        return obj
+    if isinstance(obj, dict) and set(obj) == {"events"}:
+        obj = obj["events"]
+    try:
+        events = parse_batch(obj, now=time.time(), limits=pipeline.limits, dnt_header=_dnt(request))
+    except BatchError as err:
+        return _invalid(pipeline, "events", err.errors)
+    return _ok({"accepted": pipeline.ingest(events, "events")})
+
+
+async def posthog_capture(request: web.Request) -> web.Response:
+    pipeline = request.app[PIPELINE]
+    obj = await _read_json(request, pipeline, "posthog")
+    if isinstance(obj, web.Response):
+        return obj
+    now = time.time()
+    if isinstance(obj, dict) and "batch" in obj:          # posthog-js also posts batches to /capture
+        return _posthog_batch(pipeline, obj, now, _presented_key(request))
+    if (denied := _check_key(pipeline, capture_api_key(obj) or _presented_key(request), "posthog")) is not None:
+        return denied
+    try:
+        event = parse_capture(obj, now=now, limits=pipeline.limits)
+    except EventError as err:
+        return _invalid(pipeline, "posthog", [err])
+    pipeline.ingest((event,), "posthog")
+    return _ok({"status": 1})
+
+
+async def posthog_batch(request: web.Request) -> web.Response:
+    pipeline = request.app[PIPELINE]
+    obj = await _read_json(request, pipeline, "posthog")
+    if isinstance(obj, web.Response):
+        return obj
+    return _posthog_batch(pipeline, obj, time.time(), _presented_key(request))
+
+
+def _posthog_batch(pipeline: EventPipeline, obj: Any, now: float, header_key: str | None) -> web.Response:
+    if (denied := _check_key(pipeline, capture_api_key(obj) or header_key, "posthog")) is not None:
+        return denied
+    try:
+        _, events = parse_posthog_batch(obj, now=now, limits=pipeline.limits)
+    except BatchError as err:
+        return _invalid(pipeline, "posthog", err.errors)
+    pipeline.ingest(events, "posthog")
+    return _ok({"status": 1})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/events", post_event)
+    app.router.add_post("/v1/events/batch", post_batch)
+    for path in ("/capture", "/capture/", "/e", "/e/"):
+        app.router.add_post(path, posthog_capture)
+    for path in ("/batch", "/batch/"):
+        app.router.add_post(path, posthog_batch)

@@ -1,0 +1,181 @@
+"""Events -> metric updates, compiled once per config from the catalog table and the custom rules.
+
+`EventMetrics.apply(event)` is on the ingest hot path: one dict lookup on the event name gives
+the precompiled emitters of that event; each builds its label tuple and bumps one series of the
+MetricStore. Every event also counts in `loom_events_total{category,event}`. Label values come
+from properties; a property with a closed set of values in the catalog (an enum) gets that set
+(plus `unknown`) as the label's allow-list, any other label is bounded by the series limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agent.events.catalog import CATALOG
+from agent.events.config import EventsConfig, MappingRule
+from agent.events.metric_table import TABLE, Derived, Emit
+from agent.events.model import Event
+from agent.metricstore import Counter, MetricStore
+
+UNKNOWN = "unknown"
+MAX_CACHED_NAMES = 10_000      # distinct custom event names whose rule lookup is cached
+Emitter = Callable[[Mapping[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _LabelSource:
+    prop: str | None
+    constant: str | None
+    derive: Callable[[Mapping[str, Any]], str] | None
+
+
+def label_value(value: Any) -> str:
+    if value is None:
+        return UNKNOWN
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return value if isinstance(value, str) else str(value)
+
+
+def _source(spec: str | Derived) -> _LabelSource:
+    if isinstance(spec, Derived):
+        return _LabelSource(None, None, spec.fn)
+    if spec.startswith("="):
+        return _LabelSource(None, spec[1:], None)
+    return _LabelSource(spec, None, None)
+
+
+def _allow_list(emit: Emit, label: str, source: _LabelSource) -> frozenset[str] | None:
+    if source.constant is not None:
+        return None
+    if source.derive is not None:
+        return frozenset(emit.labels_allow.get(label, ())) or None
+    enums = set()
+    for name in emit.events:
+        spec = CATALOG.get(name)
+        prop = spec.props.get(source.prop) if spec else None
+        if prop is None or not prop.enum:
+            return None
+        enums |= set(prop.enum)
+    return frozenset(enums | {UNKNOWN})
+
+
+def _key_builder(sources: tuple[_LabelSource, ...]) -> Callable[[Mapping[str, Any]], tuple[str, ...]]:
+    if not sources:
+        return lambda props: ()
+    if all(s.prop is not None for s in sources):
+        props_names = tuple(s.prop for s in sources)
+        return lambda props: tuple(label_value(props.get(p)) for p in props_names)
+
+    def build(props: Mapping[str, Any]) -> tuple[str, ...]:
+        return tuple(s.constant if s.constant is not None else s.derive(props) if s.derive is not None
+                     else label_value(props.get(s.prop)) for s in sources)
+    return build
+
+
+def _compile(emit: Emit, store: MetricStore, config: EventsConfig) -> Emitter:
+    emitter = _compile_update(emit, store, config)
+    when = emit.when
+    if when is None:
+        return emitter
+    return lambda props: emitter(props) if when(props) else None
+
+
+def _compile_update(emit: Emit, store: MetricStore, config: EventsConfig) -> Emitter:
+    labels = tuple(emit.labels)
+    sources = tuple(_source(emit.labels[label]) for label in labels)
+    allow = {label: a for label, s in zip(labels, sources) if (a := _allow_list(emit, label, s)) is not None}
+    limit = config.series_limits.get(emit.metric, config.series_limit)
+    key_of = _key_builder(sources)
+    if emit.kind == "counter":
+        family = store.counter(emit.metric, emit.help, labels, unit=emit.unit, series_limit=limit, allow=allow)
+        if emit.value is None:
+            return lambda props: family.inc(key_of(props))
+        return _valued(lambda key, v: family.inc(key, v), key_of, emit.value, emit.scale, nonnegative=True)
+    if emit.kind == "histogram":
+        family = store.histogram(emit.metric, emit.help, labels, buckets=emit.buckets, unit=emit.unit,
+                                 series_limit=limit, allow=allow)
+        return _valued(family.observe, key_of, emit.value, emit.scale)
+    family = store.gauge(emit.metric, emit.help, labels, unit=emit.unit, series_limit=limit, allow=allow)
+    delta = emit.delta
+    return lambda props: family.add(key_of(props), delta)
+
+
+def _valued(update: Callable[[tuple[str, ...], float], None], key_of, prop: str, scale: float,
+            nonnegative: bool = False) -> Emitter:
+    def emit(props: Mapping[str, Any]) -> None:
+        value = props.get(prop)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return
+        if nonnegative and value < 0:
+            return
+        update(key_of(props), value * scale)
+    return emit
+
+
+def _compile_rule(rule: MappingRule, store: MetricStore, config: EventsConfig) -> Emitter | None:
+    if rule.action == "drop":
+        return None
+    labels = tuple(rule.labels)
+    props = tuple(rule.labels[label] for label in labels)
+    limit = rule.series_limit or config.series_limits.get(rule.name, config.series_limit)
+    key_of = (lambda p: tuple(label_value(p.get(name)) for name in props)) if props else (lambda p: ())
+    if rule.action == "count":
+        family = store.counter(rule.name, rule.help or f"Events matching {rule.match}.", labels, series_limit=limit)
+        return lambda p: family.inc(key_of(p))
+    family = store.histogram(rule.name, rule.help or f"{rule.value} of events matching {rule.match}.", labels,
+                             buckets=rule.buckets, series_limit=limit)
+    return _valued(family.observe, key_of, rule.value, 1.0)
+
+
+class EventMetrics:
+    """Compiled per config; `apply()` updates the store for one validated event."""
+
+    def __init__(self, store: MetricStore, config: EventsConfig):
+        self._events: Counter = store.counter(
+            "loom_events", "Events accepted, by catalog category and event name.", ("category", "event"),
+            series_limit=config.series_limits.get("loom_events", max(config.series_limit, len(CATALOG) + 100)))
+        self.dropped: Counter = store.counter(
+            "loom_agent_events_dropped", "Events accepted by the API but not turned into metrics, by reason.",
+            ("reason",), allow={"reason": frozenset({"mapping_drop", "dnt", "opt_out"})})
+        self._table: dict[str, list[Emitter]] = {}
+        for emit in TABLE:
+            emitter = _compile(emit, store, config)
+            for name in emit.events:
+                self._table.setdefault(name, []).append(emitter)
+        self._rules = tuple((rule, _compile_rule(rule, store, config)) for rule in config.mappings)
+        self._emitters: dict[str, tuple[Emitter, ...] | None] = {name: self._resolve(name) for name in CATALOG}
+
+    def apply(self, event: Event) -> bool:
+        """Update the metrics for `event`; False when a mapping rule dropped it."""
+        name = event.name
+        try:
+            emitters = self._emitters[name]
+        except KeyError:
+            emitters = self._resolve(name)
+            if len(self._emitters) < MAX_CACHED_NAMES:
+                self._emitters[name] = emitters
+        if emitters is None:
+            self.dropped.inc(("mapping_drop",))
+            return False
+        self._events.inc((event.category, name))
+        props = event.properties
+        for emitter in emitters:
+            emitter(props)
+        return True
+
+    def _resolve(self, name: str) -> tuple[Emitter, ...] | None:
+        """The table's emitters for `name` plus the first matching rule's (statsd_exporter order);
+        None when that rule drops the event."""
+        emitters = list(self._table.get(name, ()))
+        for rule, emitter in self._rules:
+            if rule.matches(name):
+                if emitter is None:
+                    return None
+                emitters.append(emitter)
+                break
+        return tuple(emitters)
