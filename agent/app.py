@@ -1,5 +1,5 @@
 """The aiohttp application: routes, and every background component started and stopped
-through cleanup_ctx (probe runtime, event span sweeper)."""
+through cleanup_ctx (OTLP export, probe runtime, event span sweeper)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from agent.config import Config
 from agent.events.pipeline import EventPipeline
 from agent.events.spans import EventSpans
 from agent.metricstore import MetricStore
+from agent.otlp_export import OtlpExport
 from agent.runtime import ProbeRuntime
 from agent.telemetry import build_tracer_provider
 
@@ -26,14 +27,18 @@ SPAN_SWEEP_SECONDS = 5.0
 def build_app(config: Config, registry: CollectorRegistry | None = None) -> web.Application:
     # the body limit is enforced per endpoint (events: events.max_body_bytes); this is the ceiling
     app = web.Application(client_max_size=max(config.events.max_body_bytes, 1024 * 1024))
+    registry = registry or CollectorRegistry(auto_describe=True)
     tracer_provider = build_tracer_provider(config.telemetry)
-    runtime = ProbeRuntime(config, registry or CollectorRegistry(auto_describe=True), tracer_provider)
+    runtime = ProbeRuntime(config, registry, tracer_provider)
     store = MetricStore(config.events.series_limit)
+    export = OtlpExport.from_config(config.telemetry, registry=registry, tracer_provider=tracer_provider,
+                                    store=store)
     spans = EventSpans(tracer_provider.get_tracer("loom-agent.events"), idle_timeout=config.events.span_idle_timeout,
                        max_open=config.events.max_open_spans)
     pipeline = EventPipeline(config.events, store, spans)
     runtime.reload_hooks.append(lambda new: pipeline.prepare(new.events))
     app[RUNTIME], app[STORE], app[PIPELINE] = runtime, store, pipeline
+    app.cleanup_ctx.append(export.cleanup_ctx)    # first up, last down: flushes the final spans
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(_span_sweeper_ctx)
     for module in (health, probe, events, index):

@@ -1,53 +1,92 @@
-"""OpenTelemetry providers for the agent's own signals (spans now; metrics join with events).
+"""OpenTelemetry plumbing for the agent's own signals: the resource, the TracerProvider, and the
+SDK's OTLP exporters (HTTP/protobuf or gRPC) for traces and metrics.
 
 The TracerProvider always exists, so spans are created with the SDK whether or not they are
-exported; an OTLP exporter (HTTP/protobuf or gRPC) is attached when `telemetry.otlp.endpoint`
-or the standard OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT variable names one. The batch processor's
-queue is bounded: when the collector is down, spans are dropped, never buffered without end.
+exported; `agent/otlp_export.py` attaches its bounded span queue to it and drives both exporters.
+An exporter exists when `telemetry.otlp.endpoint` or the standard variables name an endpoint
+(OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT) and its signal is
+enabled. Values the config leaves unset (endpoint, headers) are read from the environment by the
+SDK exporters themselves.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Literal
 
+from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from agent import __version__
 from agent.telemetry_config import TelemetryConfig
 
-SPAN_QUEUE_SIZE = 8192
+Signal = Literal["traces", "metrics"]
+# data points per metrics request: a collector's gRPC receiver accepts 4 MiB messages by default,
+# and 5,000 histogram points with a dozen buckets stay near 1.3 MB (counters: ~0.3 MB)
+METRIC_POINTS_PER_REQUEST = 5000
 
 
-def build_tracer_provider(config: TelemetryConfig, environ: Mapping[str, str] = os.environ) -> TracerProvider:
-    resource = Resource.create({"service.name": config.service_name, "service.version": __version__})
-    provider = TracerProvider(resource=resource)
-    exporter = _span_exporter(config, environ)
-    if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=SPAN_QUEUE_SIZE))
-    return provider
+def build_resource(config: TelemetryConfig) -> Resource:
+    """service.name/version, merged with OTEL_RESOURCE_ATTRIBUTES by the SDK."""
+    return Resource.create({"service.name": config.service_name, "service.version": __version__})
 
 
-def otlp_protocol(config: TelemetryConfig, environ: Mapping[str, str]) -> str:
-    return (config.otlp.protocol or environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+def build_tracer_provider(config: TelemetryConfig) -> TracerProvider:
+    """A provider without processors: OtlpExport adds its span queue when traces are exported."""
+    return TracerProvider(resource=build_resource(config))
+
+
+def otlp_protocol(config: TelemetryConfig, environ: Mapping[str, str], signal: Signal = "traces") -> str:
+    return (config.otlp.protocol or environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
             or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
 
 
-def _span_exporter(config: TelemetryConfig, environ: Mapping[str, str]) -> SpanExporter | None:
-    env_endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if not (config.otlp.endpoint or env_endpoint):
+def export_enabled(config: TelemetryConfig, environ: Mapping[str, str], signal: Signal) -> bool:
+    wanted = config.otlp.export_traces if signal == "traces" else config.otlp.export_metrics
+    env_endpoint = (environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+                    or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    return wanted and bool(config.otlp.endpoint or env_endpoint)
+
+
+def http_endpoint(config: TelemetryConfig, signal: Signal) -> str | None:
+    """The config's base URL with /v1/<signal> appended; None lets the SDK read the environment."""
+    endpoint = config.otlp.endpoint
+    if not endpoint:
         return None
-    headers = dict(config.otlp.headers) or None
-    if otlp_protocol(config, environ) == "grpc":
+    path = f"/v1/{signal}"
+    return endpoint if endpoint.rstrip("/").endswith(path) else endpoint.rstrip("/") + path
+
+
+def build_span_exporter(config: TelemetryConfig, environ: Mapping[str, str] = os.environ) -> SpanExporter | None:
+    if not export_enabled(config, environ, "traces"):
+        return None
+    otlp = config.otlp
+    headers = dict(otlp.headers) or None
+    if otlp_protocol(config, environ, "traces") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
-        return GrpcExporter(endpoint=config.otlp.endpoint, headers=headers, timeout=config.otlp.timeout,
-                            insecure=config.otlp.insecure if config.otlp.endpoint else None)
+        return GrpcExporter(endpoint=otlp.endpoint, headers=headers, timeout=otlp.timeout,
+                            insecure=otlp.insecure if otlp.endpoint else None)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
-    endpoint = config.otlp.endpoint
-    if endpoint and not endpoint.rstrip("/").endswith("/v1/traces"):
-        endpoint = endpoint.rstrip("/") + "/v1/traces"
-    return HttpExporter(endpoint=endpoint, headers=headers, timeout=config.otlp.timeout)
+    return HttpExporter(endpoint=http_endpoint(config, "traces"), headers=headers, timeout=otlp.timeout)
+
+
+def build_metric_exporter(config: TelemetryConfig, environ: Mapping[str, str] = os.environ) -> MetricExporter | None:
+    if not export_enabled(config, environ, "metrics"):
+        return None
+    otlp = config.otlp
+    headers = dict(otlp.headers) or None
+    if otlp_protocol(config, environ, "metrics") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter
+
+        return GrpcExporter(endpoint=otlp.endpoint, headers=headers, timeout=otlp.timeout,
+                            insecure=otlp.insecure if otlp.endpoint else None,
+                            max_export_batch_size=METRIC_POINTS_PER_REQUEST)
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
+
+    return HttpExporter(endpoint=http_endpoint(config, "metrics"), headers=headers, timeout=otlp.timeout,
+                        max_export_batch_size=METRIC_POINTS_PER_REQUEST)

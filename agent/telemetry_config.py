@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from agent.schema import Node
 
 PROTOCOLS = ("http/protobuf", "grpc")
+MAX_QUEUE_SIZE = 1_000_000
+MAX_RETRIES_LIMIT = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +20,12 @@ class OtlpConfig:
     protocol: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout: float = 10.0
-    insecure: bool = True     # gRPC only: plaintext unless the endpoint is https
+    insecure: bool = True          # gRPC only: plaintext unless the endpoint is https
+    export_metrics: bool = True
+    export_traces: bool = True
+    metrics_interval: float = 15.0  # how often a cumulative snapshot of every metric is sent
+    queue_size: int = 8192          # spans waiting for export; a full queue drops new spans (counted)
+    max_retries: int = 5            # re-attempts of a failed batch, with exponential backoff + jitter
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,22 +37,29 @@ class TelemetryConfig:
 
 def parse_telemetry(node: Node) -> TelemetryConfig:
     base = TelemetryConfig()
-    otlp_node = node.child("otlp")
-    headers = otlp_node.str_map("headers")
-    otlp = OtlpConfig(
-        endpoint=otlp_node.str("endpoint"),
-        protocol=otlp_node.str("protocol", choices=PROTOCOLS),
-        headers=headers,
-        timeout=otlp_node.duration("timeout", base.otlp.timeout),
-        insecure=otlp_node.bool("insecure", base.otlp.insecure),
-    )
-    if otlp.endpoint is not None and not otlp.endpoint.startswith(("http://", "https://")):
-        otlp_node.error("must start with http:// or https://", "endpoint")
-    otlp_node.finish()
     config = TelemetryConfig(
         service_name=node.str("service_name", base.service_name),
         trace_probes=node.bool("trace_probes", base.trace_probes),
-        otlp=otlp,
+        otlp=_parse_otlp(node.child("otlp"), base.otlp),
     )
     node.finish()
     return config
+
+
+def _parse_otlp(node: Node, base: OtlpConfig) -> OtlpConfig:
+    otlp = OtlpConfig(
+        endpoint=node.str("endpoint"),
+        protocol=node.str("protocol", choices=PROTOCOLS),
+        headers=node.str_map("headers"),
+        timeout=node.duration("timeout", base.timeout),
+        insecure=node.bool("insecure", base.insecure),
+        export_metrics=node.bool("export_metrics", base.export_metrics),
+        export_traces=node.bool("export_traces", base.export_traces),
+        metrics_interval=node.duration("metrics_interval", base.metrics_interval),
+        queue_size=node.int("queue_size", base.queue_size, minimum=1, maximum=MAX_QUEUE_SIZE),
+        max_retries=node.int("max_retries", base.max_retries, minimum=0, maximum=MAX_RETRIES_LIMIT),
+    )
+    if otlp.endpoint is not None and not otlp.endpoint.startswith(("http://", "https://")):
+        node.error("must start with http:// or https://", "endpoint")
+    node.finish()
+    return otlp

@@ -1,0 +1,253 @@
+"""OTLP export of the agent's metrics and traces: bounded, off the event loop, never in the way.
+
+Metrics: every `metrics_interval` a snapshot of the event MetricStore and the prometheus_client
+registry (`agent/otlp_metrics.py`) is converted in a thread and placed in a one-slot queue; a
+newer snapshot replaces a waiting one (cumulative data makes it redundant; its points count as
+dropped). Traces: the SpanQueue processor (`agent/otlp_traces.py`) collects ended spans; a flusher
+sends batches of up to `batch_size` spans every `flush_interval`, or sooner when a batch is full.
+Each signal has one Sender (`agent/otlp_sender.py`): one export in flight, retries with backoff.
+
+`stop()` takes a last metrics snapshot, then flushes what is queued for at most `stop_timeout`
+seconds; whatever is still waiting then is counted as dropped and the exporters are shut down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from prometheus_client import CollectorRegistry
+
+from agent.metricstore import MetricStore
+from agent.otlp_metrics import take_snapshot, to_metrics_data
+from agent.otlp_sender import ExportStatsCollector, RetryPolicy, Sender, in_daemon_thread
+from agent.otlp_traces import SpanQueue
+from agent.telemetry import build_metric_exporter, build_span_exporter
+from agent.telemetry_config import TelemetryConfig
+
+log = logging.getLogger("agent.otlp")
+
+BATCH_SIZE = 512
+FLUSH_INTERVAL = 2.0
+STOP_TIMEOUT = 1.5               # with the probes' 3 s grace, SIGTERM still exits within 5 s
+EXPORTER_SHUTDOWN_WAIT = 0.3
+
+
+class LatestSnapshot:
+    """A one-slot queue that keeps only the newest metrics batch."""
+
+    def __init__(self) -> None:
+        self.batch: MetricsData | None = None
+        self.points = 0
+        self.dropped = 0          # data points of snapshots replaced before they were sent
+        self.ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return self.points
+
+    def put(self, batch: MetricsData, points: int) -> None:
+        if self.batch is not None:
+            self.dropped += self.points
+        self.batch, self.points = batch, points
+        self.ready.set()
+
+    def take(self) -> tuple[MetricsData, int] | None:
+        if self.batch is None:
+            return None
+        taken = (self.batch, self.points)
+        self.batch, self.points = None, 0
+        self.ready.clear()
+        return taken
+
+
+class MetricsExport:
+    def __init__(self, exporter: MetricExporter, store: MetricStore | None, registry: CollectorRegistry | None,
+                 resource: Resource, start_ns: int, interval: float, policy: RetryPolicy, stopping: asyncio.Event):
+        self.exporter = exporter
+        self.pending = LatestSnapshot()
+        self.sender = Sender("metrics", self._export, policy, stopping)
+        self._store, self._registry, self._resource = store, registry, resource
+        self._start_ns, self._interval, self._stopping = start_ns, interval, stopping
+
+    def _export(self, batch: MetricsData) -> bool:
+        return self.exporter.export(batch) is MetricExportResult.SUCCESS
+
+    async def snapshot(self) -> None:
+        """Read both sources on the loop, convert in a thread, queue the result."""
+        try:
+            snap = take_snapshot(self._store, self._registry)
+            batch, points = await in_daemon_thread(to_metrics_data, snap, self._resource, self._start_ns)
+        except Exception:
+            log.exception("taking a metrics snapshot for OTLP failed")
+            return
+        self.pending.put(batch, points)
+
+    async def tick(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
+            if not self._stopping.is_set():
+                await self.snapshot()
+
+    async def send(self) -> None:
+        """Deliver snapshots until stopping and nothing waits."""
+        while True:
+            taken = self.pending.take()
+            if taken is None:
+                if self._stopping.is_set():
+                    return
+                await self.pending.ready.wait()
+                continue
+            await self.sender.deliver(*taken, newer=self.pending.take)
+
+    def discard_pending(self) -> None:
+        taken = self.pending.take()
+        if taken is not None:
+            self.sender.stats.dropped += taken[1]
+
+
+class TracesExport:
+    def __init__(self, exporter: SpanExporter, queue: SpanQueue, flush_interval: float, policy: RetryPolicy,
+                 stopping: asyncio.Event):
+        self.exporter = exporter
+        self.queue = queue
+        self.sender = Sender("traces", self._export, policy, stopping)
+        self._flush_interval, self._stopping = flush_interval, stopping
+        self._wake = asyncio.Event()
+
+    def _export(self, spans: list) -> bool:
+        return self.exporter.export(spans) is SpanExportResult.SUCCESS
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Send batches until stopping and the queue is empty."""
+        self.queue.wake_with(asyncio.get_running_loop(), self._wake)
+        while True:
+            if len(self.queue) < self.queue.batch_size and not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._flush_interval)
+                self._wake.clear()
+            batch = self.queue.take(self.queue.batch_size)
+            if batch:
+                await self.sender.deliver(batch, len(batch))
+            elif self._stopping.is_set():
+                return
+
+    def discard_pending(self) -> None:
+        self.queue.wake_with(None)
+        self.sender.stats.dropped += self.queue.close()
+
+
+class OtlpExport:
+    """Runs the metrics and trace exports; `start()`/`stop()` from the app's cleanup_ctx."""
+
+    def __init__(self, *, registry: CollectorRegistry, resource: Resource,
+                 metric_exporter: MetricExporter | None = None, span_exporter: SpanExporter | None = None,
+                 tracer_provider: TracerProvider | None = None, store: MetricStore | None = None,
+                 metrics_interval: float = 15.0, queue_size: int = 8192, max_retries: int = 5,
+                 batch_size: int = BATCH_SIZE, flush_interval: float = FLUSH_INTERVAL,
+                 backoff: float = 1.0, backoff_cap: float = 30.0, stop_timeout: float = STOP_TIMEOUT,
+                 start_ns: int | None = None):
+        self._stopping = asyncio.Event()
+        self._stopped = False
+        self._stop_timeout = stop_timeout
+        self._tasks: list[asyncio.Task] = []
+        policy = RetryPolicy(max_retries, backoff, backoff_cap)
+        self.metrics: MetricsExport | None = None
+        self.traces: TracesExport | None = None
+        if metric_exporter is not None:
+            self.metrics = MetricsExport(metric_exporter, store, registry, resource,
+                                         start_ns if start_ns is not None else time.time_ns(),
+                                         metrics_interval, policy, self._stopping)
+        if span_exporter is not None and tracer_provider is not None:
+            queue = SpanQueue(queue_size, batch_size)
+            tracer_provider.add_span_processor(queue)
+            self.traces = TracesExport(span_exporter, queue, flush_interval, policy, self._stopping)
+        signals: dict[str, Any] = {}
+        if self.metrics is not None:
+            signals["metrics"] = (self.metrics.sender.stats, self.metrics.pending)
+        if self.traces is not None:
+            signals["traces"] = (self.traces.sender.stats, self.traces.queue)
+        if signals:
+            registry.register(ExportStatsCollector(signals))
+
+    @classmethod
+    def from_config(cls, config: TelemetryConfig, *, registry: CollectorRegistry, tracer_provider: TracerProvider,
+                    store: MetricStore | None = None, environ: Mapping[str, str] = os.environ,
+                    **overrides: Any) -> OtlpExport:
+        """Exporters and limits from `telemetry:`; `overrides` (tests: short intervals) win."""
+        otlp = config.otlp
+        settings: dict[str, Any] = dict(metrics_interval=otlp.metrics_interval, queue_size=otlp.queue_size,
+                                        max_retries=otlp.max_retries)
+        settings.update(overrides)
+        return cls(registry=registry, resource=tracer_provider.resource,
+                   metric_exporter=build_metric_exporter(config, environ),
+                   span_exporter=build_span_exporter(config, environ), tracer_provider=tracer_provider,
+                   store=store, **settings)
+
+    @property
+    def enabled(self) -> bool:
+        return self.metrics is not None or self.traces is not None
+
+    async def start(self) -> None:
+        if self.metrics is not None:
+            self._tasks += [asyncio.create_task(self.metrics.tick(), name="otlp-metrics-tick"),
+                            asyncio.create_task(self.metrics.send(), name="otlp-metrics-send")]
+        if self.traces is not None:
+            self._tasks.append(asyncio.create_task(self.traces.flush(), name="otlp-traces-flush"))
+
+    async def stop(self) -> None:
+        """Flush for at most `stop_timeout` seconds, then give up on what is left (counted as dropped).
+
+        Returns within about stop_timeout + EXPORTER_SHUTDOWN_WAIT seconds, however the collector behaves.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        deadline = time.monotonic() + self._stop_timeout
+        if self.metrics is not None:          # the last values, queued before the sender may finish
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.metrics.snapshot(), self._stop_timeout / 2)
+        self._stopping.set()
+        if self.traces is not None:
+            self.traces.wake()
+        if self.metrics is not None:
+            self.metrics.pending.ready.set()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=max(0.0, deadline - time.monotonic()))
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        parts = [part for part in (self.metrics, self.traces) if part is not None]
+        for part in parts:
+            part.discard_pending()
+        await _shutdown_exporters([part.exporter for part in parts])
+
+    async def cleanup_ctx(self, _app: Any = None) -> AsyncIterator[None]:
+        """For `app.cleanup_ctx.append(export.cleanup_ctx)`."""
+        await self.start()
+        yield
+        await self.stop()
+
+
+async def _shutdown_exporters(exporters: list[MetricExporter | SpanExporter]) -> None:
+    """Let the SDK abort its own retry waits and close its connections, without waiting long."""
+    if not exporters:
+        return
+    futures = [in_daemon_thread(exporter.shutdown) for exporter in exporters]
+    done, _ = await asyncio.wait(futures, timeout=EXPORTER_SHUTDOWN_WAIT)
+    for future in done:
+        if future.exception() is not None:
+            log.warning("OTLP exporter shutdown failed: %s", future.exception())
