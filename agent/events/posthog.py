@@ -1,0 +1,158 @@
+"""PostHog's capture shape -> `Event`, so PostHog SDKs can point at the agent.
+
+    POST /capture   {"api_key", "event", "distinct_id", "properties", "timestamp", "uuid"}
+    POST /batch     {"api_key", "batch": [{"event", "distinct_id", "properties", "timestamp", ...}]}
+
+Mapping: `distinct_id` (or `properties.distinct_id`) -> user_id, or anonymous_id when
+`properties.$is_identified` is false (posthog-js's anonymous visitors); `uuid` (or `$insert_id`)
+-> event_id; `$session_id` -> session_id; `$current_url` (else `$pathname`) -> context.page;
+`$user_agent` / `$raw_user_agent` -> context.user_agent; `$lib` (+ `$lib_version`) ->
+context.library; `$ip` -> context.ip. Every other `$`-property is dropped, as are `token` and
+`distinct_id`; the rest are typed like any event's properties. Event names keep their PostHog
+spelling (`$pageview` is a custom event named `$pageview`) and may contain spaces. `timestamp` as
+for `/v1/events`; without one, `offset` (milliseconds before now) is honoured. Other top-level keys
+(`type`, `library`, `sent_at`, `$set`, ...) are ignored, as PostHog does. The api_key is returned
+(batch) or read with `capture_api_key` (capture) for the API layer to authenticate.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from agent.events.limits import DEFAULT_LIMITS, Limits
+from agent.events.model import Event
+from agent.events.properties import FieldError, json_type
+from agent.events.validate import BatchError, EventError, build_event
+
+POSTHOG_NAME = re.compile(r"\$?[A-Za-z][A-Za-z0-9_.:$ -]*")
+
+# $-property -> envelope or context key; the first one present of each target wins
+_DOLLAR = (("$session_id", "session_id"), ("$insert_id", "event_id"), ("$current_url", "page"),
+           ("$pathname", "page"), ("$user_agent", "user_agent"), ("$raw_user_agent", "user_agent"),
+           ("$ip", "ip"))
+_CONTEXT_KEYS = ("page", "user_agent", "library", "ip")
+
+
+def _api_key(obj: dict[str, Any]) -> Any:
+    key = obj.get("api_key")
+    return obj.get("token") if key is None else key
+
+
+def capture_api_key(obj: Any) -> str | None:
+    """The project key of a /capture body: `api_key`, `token`, or posthog-js's `properties.token`."""
+    if type(obj) is not dict:
+        return None
+    key = _api_key(obj)
+    props = obj.get("properties")
+    if key is None and type(props) is dict:
+        key = props.get("token")
+    return key if type(key) is str else None
+
+
+def _split(props: dict[str, Any]) -> tuple[dict[str, Any], dict[str, tuple[str, Any]]]:
+    """PostHog properties -> (plain properties, target -> (source property, value))."""
+    plain: dict[str, Any] = {}
+    mapped: dict[str, tuple[str, Any]] = {}
+    for key, value in props.items():
+        if type(key) is str and key.startswith("$"):
+            continue
+        if key not in ("token", "distinct_id"):
+            plain[key] = value
+    for source, target in _DOLLAR:
+        value = props.get(source)
+        if value is not None and target not in mapped:
+            mapped[target] = (f"properties.{source}", value)
+    lib = props.get("$lib")
+    if lib is not None:
+        version = props.get("$lib_version")
+        if type(lib) is str and type(version) is str:
+            lib = f"{lib}/{version}"
+        mapped["library"] = ("properties.$lib", lib)
+    return plain, mapped
+
+
+def _envelope(obj: Any, now: float) -> tuple[dict[str, Any], dict[str, str]]:
+    """A PostHog event -> (our envelope, our field -> the PostHog field it came from)."""
+    if type(obj) is not dict:
+        raise FieldError("", f"must be an object, got {json_type(obj)}")
+    props = obj.get("properties")
+    if props is None:
+        props = {}
+    elif type(props) is not dict:
+        raise FieldError("properties", f"must be an object, got {json_type(props)}")
+    plain, mapped = _split(props)
+    distinct_id = obj.get("distinct_id")
+    origin = {"user_id": "distinct_id", "anonymous_id": "distinct_id", "event_id": "uuid"}
+    if distinct_id is None:
+        distinct_id = props.get("distinct_id")
+        origin["user_id"] = origin["anonymous_id"] = "properties.distinct_id"
+    if distinct_id is None:
+        raise FieldError("distinct_id", "is required")
+    identity = "anonymous_id" if props.get("$is_identified") is False else "user_id"
+    envelope: dict[str, Any] = {"event": obj.get("event"), "properties": plain, identity: distinct_id,
+                                "timestamp": obj.get("timestamp"), "event_id": obj.get("uuid")}
+    offset = obj.get("offset")
+    if envelope["timestamp"] is None and offset is not None:
+        if type(offset) not in (int, float) or not 0 <= offset < 1e12:
+            raise FieldError("offset", "must be a number of milliseconds >= 0")
+        envelope["timestamp"] = now - offset / 1000.0
+    context: dict[str, Any] = {}
+    for target, (source, value) in mapped.items():
+        if target in _CONTEXT_KEYS:
+            context[target] = value
+            origin[f"context.{target}"] = source
+        elif target == "session_id" or envelope.get(target) is None:
+            envelope[target] = value
+            origin[target] = source
+    if context:
+        envelope["context"] = context
+    return envelope, origin
+
+
+def _parse(obj: Any, now: float, limits: Limits) -> Event:
+    envelope, origin = _envelope(obj, now)
+    try:
+        return build_event(envelope, now, limits, False, POSTHOG_NAME)
+    except FieldError as err:
+        raise FieldError(origin.get(err.field, err.field), err.message) from None
+
+
+def parse_capture(obj: Any, *, now: float, limits: Limits = DEFAULT_LIMITS) -> Event:
+    """One PostHog event (POST /capture); raises EventError(None, field, message)."""
+    try:
+        return _parse(obj, now, limits)
+    except FieldError as err:
+        raise EventError(None, err.field, err.message) from None
+
+
+def parse_posthog_batch(obj: Any, *, now: float, limits: Limits = DEFAULT_LIMITS) -> tuple[str | None, list[Event]]:
+    """POST /batch -> (api_key or None, events). All or nothing, like `parse_batch`: BatchError lists
+    every invalid event as `batch[i].field`."""
+    def fail(field: str, message: str) -> BatchError:
+        return BatchError([EventError(None, field, message, "batch")])
+
+    if type(obj) is not dict:
+        raise fail("", f"must be an object, got {json_type(obj)}")
+    api_key = _api_key(obj)
+    if api_key is not None and type(api_key) is not str:
+        raise fail("api_key", f"must be a string, got {json_type(api_key)}")
+    items = obj.get("batch")
+    if items is None:
+        raise fail("batch", "is required")
+    if type(items) is not list:
+        raise fail("batch", f"must be an array, got {json_type(items)}")
+    if not items:
+        raise fail("batch", "must not be empty")
+    if len(items) > limits.max_batch:
+        raise fail("batch", f"must have at most {limits.max_batch} events (got {len(items)})")
+    events: list[Event] = []
+    errors: list[EventError] = []
+    for index, item in enumerate(items):
+        try:
+            events.append(_parse(item, now, limits))
+        except FieldError as err:
+            errors.append(EventError(index, err.field, err.message, "batch"))
+    if errors:
+        raise BatchError(errors)
+    return api_key, events
