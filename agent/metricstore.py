@@ -37,6 +37,9 @@ class Family:
         self._allow = tuple(frozenset(allow[label]) if label in allow else None for label in labels)
         self._checks_allow = any(a is not None for a in self._allow)
         self.series: dict[tuple[str, ...], object] = {}
+        # owned by agent/exposition.py: each series' rendered line prefix(es), in series order;
+        # never read or written on the update path
+        self.render_cache: object | None = None
 
     def admit(self, key: tuple[str, ...]) -> tuple[str, ...]:
         """The key a new series is stored under, after allow-lists and the series limit."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from agent.api import RUNTIME
+from agent.api import RUNTIME, STORE
 from agent.api.exposition import exposition_response
 
 
@@ -29,7 +29,8 @@ async def reload(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return exposition_response(request, request.app[RUNTIME].registry)
+    runtime = request.app[RUNTIME]
+    return exposition_response(request, runtime.registry, request.app[STORE])
 
 
 def add_routes(app: web.Application) -> None:

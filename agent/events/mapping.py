@@ -132,6 +132,23 @@ def _compile_rule(rule: MappingRule, store: MetricStore, config: EventsConfig) -
     return _valued(family.observe, key_of, rule.value, 1.0)
 
 
+def check_rules(store: MetricStore, rules: tuple[MappingRule, ...]) -> None:
+    """ValueError when a rule's metric conflicts (kind or labels) with a live family or with an
+    earlier rule of the same config; run before any rule registers, so a rejected config leaves
+    no family behind in the store."""
+    shapes: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for rule in rules:
+        if rule.action == "drop" or rule.name is None:
+            continue
+        shape = ("counter" if rule.action == "count" else "histogram", tuple(rule.labels))
+        live = store.get(rule.name)
+        known = (live.kind, live.labels) if live is not None else shapes.get(rule.name)
+        if known is not None and known != shape:
+            raise ValueError(f"mapping rule {rule.match!r}: metric {rule.name} is already registered as a "
+                             f"{known[0]} with labels {known[1]}")
+        shapes[rule.name] = shape
+
+
 class EventMetrics:
     """Compiled per config; `apply()` updates the store for one validated event."""
 
@@ -147,6 +164,7 @@ class EventMetrics:
             emitter = _compile(emit, store, config)
             for name in emit.events:
                 self._table.setdefault(name, []).append(emitter)
+        check_rules(store, config.mappings)
         self._rules = tuple((rule, _compile_rule(rule, store, config)) for rule in config.mappings)
         self._emitters: dict[str, tuple[Emitter, ...] | None] = {name: self._resolve(name) for name in CATALOG}
 

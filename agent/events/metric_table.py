@@ -61,8 +61,13 @@ def _vital(name: str) -> Callable[[Mapping[str, Any]], bool]:
     return lambda props: props.get("name") == name
 
 
-def _counter(events: str, metric: str, help: str, value: str | None = None, **labels: str | Derived) -> Emit:
-    return Emit(tuple(events.split()), metric, "counter", help, labels, value=value)
+def _failed(props: Mapping[str, Any]) -> bool:
+    return props.get("result") == "failure"
+
+
+def _counter(events: str, metric: str, help: str, value: str | None = None, *, when=None, when_doc: str = "",
+             **labels: str | Derived) -> Emit:
+    return Emit(tuple(events.split()), metric, "counter", help, labels, value=value, when=when, when_doc=when_doc)
 
 
 def _histogram(events: str, metric: str, help: str, value: str, buckets: tuple[float, ...], *,
@@ -176,7 +181,8 @@ REALTIME = (
                "Realtime connection latency measurements, by transport.", "latency_ms", LATENCY, scale=MS,
                transport="transport"),
     _counter("connection_disconnected", "loom_realtime_disconnects", "Realtime disconnections, by transport and "
-             "reason.", transport="transport", reason="reason"),
+             "whether the close was clean (the free-text reason is a span attribute).", transport="transport",
+             clean="was_clean"),
     _counter("connection_error", "loom_realtime_connection_errors", "Realtime connection errors, by transport and "
              "error code.", transport="transport", code="error_code"),
     _counter("fallback_polling_activated", "loom_realtime_polling_fallbacks", "Fallbacks to polling, by the "
@@ -195,7 +201,7 @@ AUTH = (
     _counter("login_attempt", "loom_login_attempts", "Login attempts, by result and method.", result="result",
              method="method"),
     _counter("login_attempt", "loom_login_failures", "Failed logins, by failure reason.",
-             reason="failure_reason"),
+             when=_failed, when_doc="result = failure", reason="failure_reason"),
     _counter("logout", "loom_logouts", "Logouts, by reason.", reason="reason"),
     _counter("mfa_challenge_sent", "loom_mfa_challenges", "MFA challenges sent, by method.", method="method"),
     _counter("mfa_verification", "loom_mfa_verifications", "MFA verifications, by method and result.",
