@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a configuration file: exit 0 if valid, 2 if not")
     check.add_argument("config", nargs="?", default=os.environ.get("LOOM_AGENT_CONFIG", DEFAULT_CONFIG))
     commands.add_parser("version", help="print the version")
+    docs = commands.add_parser("render-docs", help="write docs/events.md and docs/event-metrics.md from the code")
+    docs.add_argument("--check", action="store_true", help="write nothing; exit 1 naming each stale file")
+    docs.add_argument("--docs-dir", help="the docs directory (default: docs/ of this source checkout)")
     return parser
 
 
@@ -47,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         return check_config(args.config)
     if args.command == "run":
         return run(args.config)
+    if args.command == "render-docs":
+        return render_docs(args.docs_dir, args.check)
     parser.print_help()
     return EXIT_CONFIG
 
@@ -62,6 +67,25 @@ def check_config(path: str) -> int:
         print(f"{path}: {len(exc.errors)} error(s)", file=sys.stderr)
         return EXIT_CONFIG
     print(f"{path}: valid ({len(config.targets)} targets, {len(config.modules)} modules)")
+    return 0
+
+
+def render_docs(docs_dir: str | None, check: bool) -> int:
+    from pathlib import Path
+
+    from agent.docs_render import REGENERATE, default_docs_dir, stale_docs, write_docs
+
+    directory = Path(docs_dir) if docs_dir else default_docs_dir()
+    if not directory.is_dir():
+        print(f"error: {directory}: no such directory", file=sys.stderr)
+        return EXIT_CONFIG
+    if check:
+        stale = stale_docs(directory)
+        for path in stale:
+            print(f"{path}: stale; run `{REGENERATE}`", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_docs(directory):
+        print(f"wrote {path}")
     return 0
 
 

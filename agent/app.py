@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from agent.api import PIPELINE, RUNTIME, STORE, events, health, index, probe
+from agent.api import PIPELINE, RUNTIME, STORE, events, health, index, openapi, probe
 from agent.config import Config
 from agent.events.pipeline import EventPipeline
+from agent.events.span_metrics import EventSpanMetrics
 from agent.events.spans import EventSpans
 from agent.metricstore import MetricStore
 from agent.otlp_export import OtlpExport
@@ -36,12 +37,13 @@ def build_app(config: Config, registry: CollectorRegistry | None = None) -> web.
     spans = EventSpans(tracer_provider.get_tracer("loom-agent.events"), idle_timeout=config.events.span_idle_timeout,
                        max_open=config.events.max_open_spans)
     pipeline = EventPipeline(config.events, store, spans)
+    registry.register(EventSpanMetrics(spans))
     runtime.reload_hooks.append(lambda new: pipeline.prepare(new.events))
     app[RUNTIME], app[STORE], app[PIPELINE] = runtime, store, pipeline
     app.cleanup_ctx.append(export.cleanup_ctx)    # first up, last down: flushes the final spans
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(_span_sweeper_ctx)
-    for module in (health, probe, events, index):
+    for module in (health, probe, events, index, openapi):
         module.add_routes(app)
     return app
 

@@ -3,8 +3,8 @@
 The format is chosen with prometheus_client's `choose_encoder()` rules (OpenMetrics for
 `application/openmetrics-text` without a version or with version >= 1.0.0, else text 0.0.4);
 the body comes from `agent.exposition.render`, which writes OpenMetrics 1.0.0 and text 0.0.4.
-Prometheus sends `Accept-Encoding: gzip`; the body is compressed at zlib level 1, which at
-100k series is about 3x faster than level 6 for a body about 1.8x larger (bench/RESULTS.md).
+Prometheus sends `Accept-Encoding: gzip`; the body is compressed at zlib level 1: at 100k series
+about 11 ms against level 6's 30 ms, for a body 1.2x larger (bench/RESULTS.md, "Exposition").
 """
 
 from __future__ import annotations

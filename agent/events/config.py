@@ -49,6 +49,7 @@ class EventsConfig:
     strict: bool = False
     series_limit: int = 2000
     series_limits: Mapping[str, int] = field(default_factory=dict)   # per metric family
+    custom_event_limit: int = 500      # distinct custom event names counted by name; more: "other"
     span_idle_timeout: float = 300.0
     max_open_spans: int = 10000
     mappings: tuple[MappingRule, ...] = ()
@@ -67,6 +68,7 @@ def parse_events(node: Node, environ: Mapping[str, str] = os.environ) -> EventsC
         strict=node.bool("strict", base.strict),
         series_limit=node.int("series_limit", base.series_limit, minimum=1, maximum=1_000_000),
         series_limits=_series_limits(node),
+        custom_event_limit=node.int("custom_event_limit", base.custom_event_limit, minimum=0, maximum=100_000),
         span_idle_timeout=spans.duration("idle_timeout", base.span_idle_timeout),
         max_open_spans=spans.int("max_open", base.max_open_spans, minimum=1, maximum=1_000_000),
         mappings=tuple(rule for i, item in node.items("mappings")

@@ -170,10 +170,6 @@ NOTIFICATION = (
 REALTIME = (
     _counter("connection_attempt", "loom_realtime_connection_attempts", "Realtime connection attempts, by transport.",
              transport="transport"),
-    _gauge("connection_established", "loom_realtime_connections_active",
-           "Realtime connections open now, by transport (established minus closed).", +1, transport="transport"),
-    _gauge("connection_disconnected", "loom_realtime_connections_active",
-           "Realtime connections open now, by transport (established minus closed).", -1, transport="transport"),
     _histogram("connection_established", "loom_realtime_connect_duration_seconds",
                "Time to establish a realtime connection, by transport.", "connect_time_ms", LATENCY, scale=MS,
                transport="transport"),
