@@ -33,7 +33,7 @@ def build_app(config: Config, registry: CollectorRegistry | None = None) -> web.
     runtime = ProbeRuntime(config, registry, tracer_provider)
     store = MetricStore(config.events.series_limit)
     export = OtlpExport.from_config(config.telemetry, registry=registry, tracer_provider=tracer_provider,
-                                    store=store)
+                                    store=store, collectors=(runtime.probe_metrics,))
     spans = EventSpans(tracer_provider.get_tracer("loom-agent.events"), idle_timeout=config.events.span_idle_timeout,
                        max_open=config.events.max_open_spans)
     pipeline = EventPipeline(config.events, store, spans)

@@ -39,12 +39,16 @@ class PrefixCache:
     prefixes: list[str]
 
 
-def render(store: MetricStore | None, registry: CollectorRegistry | None, *, openmetrics: bool) -> bytes:
-    """The registry's metrics, then every family of the store, then the label overflow counter."""
+def render(store: MetricStore | None, registry: CollectorRegistry | None, *, openmetrics: bool,
+           renderers: Sequence[Callable[[bool], str]] = ()) -> bytes:
+    """The registry's metrics, then each renderer's text (e.g. the probe metrics), then every family of
+    the store, then the label overflow counter."""
     out: list[str] = []                  # every piece of the body, joined and encoded once
     if registry is not None:
         head = openmetrics_of_registry(registry).removesuffix(EOF) if openmetrics else text_of_registry(registry)
         out.append(head.decode())
+    for renderer in renderers:
+        out.append(renderer(openmetrics))
     if store is not None:
         for family in store.families():
             append_family(out, family, openmetrics)

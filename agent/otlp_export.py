@@ -18,7 +18,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
@@ -149,6 +149,17 @@ class TracesExport:
         self.sender.stats.dropped += self.queue.close()
 
 
+class _Combined:
+    """The registry plus collectors that are rendered outside it (probe metrics): what OTLP exports."""
+
+    def __init__(self, registry: CollectorRegistry, collectors: Sequence[Any]):
+        self._parts = (registry, *collectors)
+
+    def collect(self):
+        for part in self._parts:
+            yield from part.collect()
+
+
 class OtlpExport:
     """Runs the metrics and trace exports; `start()`/`stop()` from the app's cleanup_ctx."""
 
@@ -158,7 +169,7 @@ class OtlpExport:
                  metrics_interval: float = 15.0, queue_size: int = 8192, max_retries: int = 5,
                  batch_size: int = BATCH_SIZE, flush_interval: float = FLUSH_INTERVAL,
                  backoff: float = 1.0, backoff_cap: float = 30.0, stop_timeout: float = STOP_TIMEOUT,
-                 start_ns: int | None = None):
+                 start_ns: int | None = None, collectors: Sequence[Any] = ()):
         self._stopping = asyncio.Event()
         self._stopped = False
         self._stop_timeout = stop_timeout
@@ -167,7 +178,8 @@ class OtlpExport:
         self.metrics: MetricsExport | None = None
         self.traces: TracesExport | None = None
         if metric_exporter is not None:
-            self.metrics = MetricsExport(metric_exporter, store, registry, resource,
+            source = registry if not collectors else _Combined(registry, collectors)
+            self.metrics = MetricsExport(metric_exporter, store, source, resource,
                                          start_ns if start_ns is not None else time.time_ns(),
                                          metrics_interval, policy, self._stopping)
         if span_exporter is not None and tracer_provider is not None:
@@ -184,8 +196,8 @@ class OtlpExport:
 
     @classmethod
     def from_config(cls, config: TelemetryConfig, *, registry: CollectorRegistry, tracer_provider: TracerProvider,
-                    store: MetricStore | None = None, environ: Mapping[str, str] = os.environ,
-                    **overrides: Any) -> OtlpExport:
+                    store: MetricStore | None = None, collectors: Sequence[Any] = (),
+                    environ: Mapping[str, str] = os.environ, **overrides: Any) -> OtlpExport:
         """Exporters and limits from `telemetry:`; `overrides` (tests: short intervals) win."""
         otlp = config.otlp
         settings: dict[str, Any] = dict(metrics_interval=otlp.metrics_interval, queue_size=otlp.queue_size,
@@ -194,7 +206,7 @@ class OtlpExport:
         return cls(registry=registry, resource=tracer_provider.resource,
                    metric_exporter=build_metric_exporter(config, environ),
                    span_exporter=build_span_exporter(config, environ), tracer_provider=tracer_provider,
-                   store=store, **settings)
+                   store=store, collectors=collectors, **settings)
 
     @property
     def enabled(self) -> bool:

@@ -32,8 +32,7 @@ class ProbeRuntime:
         self.config = config
         self.registry = registry
         self.self_metrics = SelfMetrics(registry)
-        self.probe_metrics = ProbeMetrics()
-        registry.register(self.probe_metrics)
+        self.probe_metrics = ProbeMetrics()     # rendered by its own fast path, beside the registry
         self.tracer_provider = tracer_provider
         self.tracer = tracer_provider.get_tracer("loom-agent.probes")
         self.collectors: dict[str, Collector] = {}

@@ -20,6 +20,7 @@ from agent.api import RUNTIME, STORE, health
 from agent.api.exposition import accepts_gzip, exposition_response, negotiate
 from agent.exposition import render
 from agent.metricstore import MetricStore
+from agent.probe_metrics import ProbeMetrics
 
 PROMETHEUS_2_42_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
                           "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
@@ -264,7 +265,7 @@ def metrics_app(store: MetricStore) -> web.Application:
     registry = CollectorRegistry()
     Gauge("loom_agent_probes_in_flight", "Probes running now.", registry=registry).set(2)
     app = web.Application()
-    app[RUNTIME] = SimpleNamespace(registry=registry)                    # what health.metrics reads
+    app[RUNTIME] = SimpleNamespace(registry=registry, probe_metrics=ProbeMetrics())   # what health.metrics reads
     app[STORE] = store
     app.router.add_get("/metrics", health.metrics)
 

@@ -84,3 +84,29 @@ def test_removed_and_changed_targets() -> None:
     s = samples(metrics)
     assert ("probe_success", frozenset({("target", "api"), ("service", "new")})) not in s
     assert s[("loom_probes_total", frozenset({("target", "api"), ("service", "new"), ("result", "success")}))] == 0
+
+
+def _parsed(text: str, openmetrics: bool) -> dict[tuple[str, frozenset], float]:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
+    families = om_families(text) if openmetrics else text_string_to_metric_families(text)
+    return {(s.name, frozenset(s.labels.items())): s.value for family in families for s in family.samples}
+
+
+def test_fast_render_equals_the_collector_in_both_formats() -> None:
+    from prometheus_client.openmetrics.exposition import generate_latest as om_latest
+
+    metrics = ProbeMetrics()
+    api, db = target("api", service='au"th\\x'), target("db", kind="tcp")
+    metrics.set_targets([api, db])
+    metrics.record(api, OK)
+    metrics.record(api, DOWN, attempts=2)
+    metrics.record(db, ProbeResult(True, 0.003, tls_version="TLS 1.3", cert_expiry=1.9e9))
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    assert _parsed(metrics.render(False), False) == _parsed(generate_latest(registry).decode(), False)
+    fast_om = metrics.render(True) + "# EOF\n"
+    assert _parsed(fast_om, True) == _parsed(om_latest(registry).decode(), True)
+    # a new result replaces the cached gauge lines
+    metrics.record(api, OK)
+    assert ("probe_success", frozenset({("target", "api"), ("service", 'au"th\\x')})) in _parsed(metrics.render(False), False)
+    assert _parsed(metrics.render(False), False)[("probe_success", frozenset({("target", "api"), ("service", 'au"th\\x')}))] == 1.0

@@ -10,6 +10,7 @@ about 11 ms against level 6's 30 ms, for a body 1.2x larger (bench/RESULTS.md, "
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -53,9 +54,10 @@ def gzip(body: bytes) -> bytes:
 
 
 def exposition_response(request: web.Request, registry: CollectorRegistry | None,
-                        store: MetricStore | None = None) -> web.Response:
+                        store: MetricStore | None = None,
+                        renderers: Sequence[Callable[[bool], str]] = ()) -> web.Response:
     openmetrics, content_type = negotiate(request.headers.get("Accept", ""))
-    body = render(store, registry, openmetrics=openmetrics)
+    body = render(store, registry, openmetrics=openmetrics, renderers=renderers)
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
     if accepts_gzip(request.headers.get("Accept-Encoding", "")):
         body = gzip(body)

@@ -30,7 +30,8 @@ async def reload(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    return exposition_response(request, runtime.registry, request.app[STORE])
+    return exposition_response(request, runtime.registry, request.app.get(STORE),
+                               renderers=(runtime.probe_metrics.render,))
 
 
 def add_routes(app: web.Application) -> None:
