@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -105,6 +106,10 @@ def run(path: str) -> int:
         return EXIT_CONFIG
     # `_created` series double the exposition for little use; Prometheus 2.x ignores them
     prometheus_client.disable_created_metrics()
+    # a 1,000-event batch allocates tens of thousands of objects: with the default threshold (700)
+    # young collections promote them mid-batch and full collections walk the long-lived span
+    # trackers; measured in bench/ingest.py: GC fell from 12 % to 3 % of the agent's CPU
+    gc.set_threshold(10_000, 20, 10)
     loop = _new_event_loop()
     asyncio.set_event_loop(loop)
     app = build_app(config)

@@ -26,6 +26,8 @@ API_KEY_HEADER = "X-Loom-Api-Key"
 # orjson before 3.9.15 has no recursion limit (CVE-2024-27454): ~150,000 nested arrays, a 300 kB
 # body, overflow the C stack and kill the process, so the depth is checked before parsing.
 MAX_JSON_DEPTH = 64
+# 3.9.15 and later stop at 1,024 levels themselves; the pre-check (~0.3 us an event) is for older ones
+ORJSON_LIMITS_DEPTH = tuple(int(part) for part in orjson.__version__.split(".")[:3]) >= (3, 9, 15)
 _STRING = re.compile(rb'"[^"]*"')
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
 _DEPTH_STEP = [1 if b in b"[{" else -1 if b in b"]}" else 0 for b in range(256)]
@@ -103,7 +105,7 @@ async def _read_json(request: web.Request, pipeline: EventPipeline, api: str) ->
     if body is None:
         pipeline.rejected(api, "too_large")
         return _error(413, f"request body is larger than {limit} bytes")
-    if not json_nesting_within(body):
+    if not ORJSON_LIMITS_DEPTH and not json_nesting_within(body):
         pipeline.rejected(api, "malformed")
         return _error(400, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels (or unbalanced)")
     try:
