@@ -34,6 +34,7 @@ def build_app(config: Config, registry: CollectorRegistry | None = None) -> web.
     store = MetricStore(config.events.series_limit)
     export = OtlpExport.from_config(config.telemetry, registry=registry, tracer_provider=tracer_provider,
                                     store=store, collectors=(runtime.probe_metrics,))
+    runtime.spans_exported = export.traces is not None
     spans = EventSpans(tracer_provider.get_tracer("loom-agent.events"), idle_timeout=config.events.span_idle_timeout,
                        max_open=config.events.max_open_spans)
     pipeline = EventPipeline(config.events, store, spans)

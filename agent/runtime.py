@@ -35,6 +35,9 @@ class ProbeRuntime:
         self.probe_metrics = ProbeMetrics()     # rendered by its own fast path, beside the registry
         self.tracer_provider = tracer_provider
         self.tracer = tracer_provider.get_tracer("loom-agent.probes")
+        # set by the app when spans have somewhere to go; a span nobody exports is CPU for nothing
+        # (about a quarter of a probe's cost, bench/RESULTS.md)
+        self.spans_exported = False
         self.collectors: dict[str, Collector] = {}
         self.scheduler: Scheduler | None = None
         self._reload_lock = asyncio.Lock()
@@ -107,7 +110,7 @@ class ProbeRuntime:
 
     def _record(self, target: ProbeTarget, result: ProbeResult, attempts: int, start_unix: float) -> None:
         self.probe_metrics.record(target, result, attempts)
-        if self.config.telemetry.trace_probes:
+        if self.spans_exported and self.config.telemetry.trace_probes:
             emit_probe_span(self.tracer, target, result, start_unix, attempts)
         if not result.success:
             log.debug("probe failed", extra={"target": target.name, "reason": result.reason.value,

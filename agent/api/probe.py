@@ -80,7 +80,7 @@ async def probe(request: web.Request) -> web.Response:
         return _bad_request(str(exc))
     started = time.time()
     result = await probe_once(runtime.collectors[module.kind], target, target.timeout)
-    if runtime.config.telemetry.trace_probes:
+    if runtime.spans_exported and runtime.config.telemetry.trace_probes:
         emit_probe_span(runtime.tracer, target, result, started, 1)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_ResultCollector(module.kind, result))
