@@ -6,27 +6,72 @@ exported; `agent/otlp_export.py` attaches its bounded span queue to it and drive
 An exporter exists when `telemetry.otlp.endpoint` or the standard variables name an endpoint
 (OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT) and its signal is
 enabled. Values the config leaves unset (endpoint, headers) are read from the environment by the
-SDK exporters themselves.
+SDK exporters themselves. Traces over HTTP/protobuf go through `DirectSpanExporter`: the SDK's
+exporter with its request body written by agent/otlp_span_encoding.py (~5x cheaper per span);
+gRPC traces stay on the SDK's own exporter and encoder.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from agent import __version__
+from agent.otlp_span_encoding import encode_spans
 from agent.telemetry_config import TelemetryConfig
+
+log = logging.getLogger("agent.otlp")
 
 Signal = Literal["traces", "metrics"]
 # data points per metrics request: a collector's gRPC receiver accepts 4 MiB messages by default,
 # and 5,000 histogram points with a dozen buckets stay near 1.3 MB (counters: ~0.3 MB)
 METRIC_POINTS_PER_REQUEST = 5000
+
+
+class DirectSpanExporter(HttpSpanExporter):
+    """The SDK's OTLP/HTTP span exporter, posting the bytes of agent/otlp_span_encoding.py.
+
+    Everything but the encoding is the SDK's: its HTTP client (session, headers, timeout,
+    compression, retries with backoff), request size limit and exporter metrics. `export` repeats
+    the SDK's own `export` (1.45) around them; if a future SDK lacks these parts, the SDK's
+    `export` (and encoder) is used, with a warning."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._direct = all(hasattr(self, part) for part in ("_client", "_metrics", "_max_request_size", "_shutdown"))
+        if not self._direct:
+            log.warning("this opentelemetry-exporter-otlp-proto-http differs from 1.45: spans use its own encoder")
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if not self._direct or self._shutdown:
+            return super().export(spans)
+        with self._metrics.export_operation(len(spans)) as result:
+            try:
+                body = encode_spans(spans)
+            except Exception as error:  # noqa: BLE001 - a batch that cannot be encoded is a failed export
+                log.error("Failed to encode span batch: %s", error)
+                result.error = error
+                return SpanExportResult.FAILURE
+            if 0 < self._max_request_size < len(body):
+                log.warning("Dropping span batch: serialized size %d bytes exceeds max_request_size %d bytes.",
+                            len(body), self._max_request_size)
+                result.error = ValueError(f"span request of {len(body)} bytes exceeds max_request_size")
+                return SpanExportResult.FAILURE
+            sent = self._client.export(body)
+            if not sent.success:
+                result.error = sent.error
+                result.error_attrs = {"http.response.status_code": sent.status_code} \
+                    if sent.status_code is not None else None
+                return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
 
 
 def build_resource(config: TelemetryConfig) -> Resource:
@@ -70,9 +115,7 @@ def build_span_exporter(config: TelemetryConfig, environ: Mapping[str, str] = os
 
         return GrpcExporter(endpoint=otlp.endpoint, headers=headers, timeout=otlp.timeout,
                             insecure=otlp.insecure if otlp.endpoint else None)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
-
-    return HttpExporter(endpoint=http_endpoint(config, "traces"), headers=headers, timeout=otlp.timeout)
+    return DirectSpanExporter(endpoint=http_endpoint(config, "traces"), headers=headers, timeout=otlp.timeout)
 
 
 def build_metric_exporter(config: TelemetryConfig, environ: Mapping[str, str] = os.environ) -> MetricExporter | None:

@@ -21,7 +21,8 @@ from agent.otlp_metrics import registry_metrics
 from agent.otlp_sender import RetryPolicy
 from agent.otlp_traces import SpanQueue
 from agent.schema import ConfigError
-from agent.telemetry import METRIC_POINTS_PER_REQUEST, build_metric_exporter, build_span_exporter, build_tracer_provider
+from agent.telemetry import (METRIC_POINTS_PER_REQUEST, DirectSpanExporter, build_metric_exporter, build_span_exporter,
+                             build_tracer_provider)
 from agent.telemetry_config import OtlpConfig, TelemetryConfig
 from tests.otlp_receiver import OtlpReceiver
 
@@ -382,7 +383,7 @@ def test_exporters_follow_config_then_environment() -> None:
     base = TelemetryConfig()
     assert build_span_exporter(base, {}) is None and build_metric_exporter(base, {}) is None
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc"}
-    assert type(build_span_exporter(base, env)).__module__.startswith("opentelemetry.exporter.otlp.proto.http")
+    assert isinstance(build_span_exporter(base, env), DirectSpanExporter)      # http/protobuf, our encoder
     assert type(build_metric_exporter(base, env)).__module__.startswith("opentelemetry.exporter.otlp.proto.grpc")
     off = TelemetryConfig(otlp=OtlpConfig(endpoint="http://127.0.0.1:1", export_traces=False, export_metrics=False))
     assert build_span_exporter(off, {}) is None and build_metric_exporter(off, {}) is None
