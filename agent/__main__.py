@@ -15,6 +15,9 @@ from agent.logs import FORMATS, LEVELS, setup_logging
 from agent.schema import ConfigError
 
 EXIT_CONFIG = 2
+# SIGTERM budget (exit within 5 s): in-flight requests 0.5 s (aiohttp may take twice that), then
+# in-flight probes 1.5 s (agent/app.py), then the OTLP flush 1.5 s (agent/otlp_export.py)
+SERVER_SHUTDOWN_SECONDS = 0.5
 DEFAULT_CONFIG = "config.yaml"
 log = logging.getLogger("agent")
 
@@ -123,7 +126,7 @@ def run(path: str) -> int:
     app.on_startup.append(on_startup)
     host, port = config.listen
     try:
-        web.run_app(app, host=host, port=port, loop=loop, print=None, shutdown_timeout=1.5,
+        web.run_app(app, host=host, port=port, loop=loop, print=None, shutdown_timeout=SERVER_SHUTDOWN_SECONDS,
                     access_log=None, handle_signals=True)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", host, port, exc.strerror)

@@ -20,8 +20,9 @@ from agent.otlp_export import OtlpExport
 from agent.runtime import ProbeRuntime
 from agent.telemetry import build_tracer_provider
 
-# how long in-flight probes may finish after SIGTERM before they are cancelled
-STOP_GRACE_SECONDS = 3.0
+# how long in-flight probes may finish after SIGTERM before they are cancelled (the whole budget
+# is in agent/__main__.py)
+STOP_GRACE_SECONDS = 1.5
 SPAN_SWEEP_SECONDS = 5.0
 
 

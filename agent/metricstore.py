@@ -136,6 +136,7 @@ class MetricStore:
             if type(existing) is not cls or existing.labels != tuple(labels):
                 raise ValueError(f"metric {name} is already registered as a {existing.kind} "
                                  f"with labels {existing.labels}")
+            existing.series_limit = series_limit or self.default_series_limit   # a reload may change it
             return existing
         family = cls(self, name, help, tuple(labels), unit, series_limit or self.default_series_limit,
                      allow or {}, **extra)
@@ -155,6 +156,12 @@ class MetricStore:
                   unit: str = "", series_limit: int | None = None,
                   allow: Mapping[str, Collection[str]] | None = None) -> Histogram:
         return self._add(Histogram, name, help, labels, unit, series_limit, allow, buckets=buckets)
+
+    def remove(self, name: str) -> None:
+        """Forget a family and its series (a mapping rule removed or changed by a reload)."""
+        self._families.pop(name, None)
+        for key in [key for key in self.overflow if key[0] == name]:
+            del self.overflow[key]
 
     def get(self, name: str) -> Family | None:
         return self._families.get(name)

@@ -38,7 +38,7 @@ log = logging.getLogger("agent.otlp")
 
 BATCH_SIZE = 512
 FLUSH_INTERVAL = 2.0
-STOP_TIMEOUT = 1.5               # with the probes' 3 s grace, SIGTERM still exits within 5 s
+STOP_TIMEOUT = 1.5               # part of the SIGTERM budget, see agent/__main__.py
 EXPORTER_SHUTDOWN_WAIT = 0.3
 
 

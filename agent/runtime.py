@@ -27,6 +27,19 @@ from agent.self_metrics import SelfMetrics
 log = logging.getLogger("agent.runtime")
 
 
+def restart_only_changes(old: Config, new: Config) -> list[str]:
+    """Settings a reload cannot apply to the running process (the listen socket, the exporters, the
+    concurrency bound, the span trackers), when the new config changes them."""
+    pairs = {
+        "listen": (old.listen, new.listen),
+        "scheduler.max_concurrency": (old.scheduler.max_concurrency, new.scheduler.max_concurrency),
+        "telemetry": (old.telemetry, new.telemetry),
+        "events.spans": ((old.events.span_idle_timeout, old.events.max_open_spans),
+                         (new.events.span_idle_timeout, new.events.max_open_spans)),
+    }
+    return [name for name, (before, after) in pairs.items() if before != after]
+
+
 class ProbeRuntime:
     def __init__(self, config: Config, registry: CollectorRegistry, tracer_provider: TracerProvider):
         self.config = config
@@ -80,9 +93,9 @@ class ProbeRuntime:
                 return False
             for commit in commits:
                 commit()
-            if new.listen != self.config.listen:
-                log.warning("listen address changes take effect on restart", extra={
-                    "running": "%s:%d" % self.config.listen, "configured": "%s:%d" % new.listen})
+            changed = restart_only_changes(self.config, new)
+            if changed:
+                log.warning("some changed settings take effect on restart", extra={"settings": changed})
             self.config, self.last_reload_errors = new, []
             self._apply(new)
             self._mark_loaded()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import signal
 import socket
@@ -145,7 +146,8 @@ def test_openmetrics_and_gzip_negotiation(tmp_path: Path, web: str) -> None:
 
 
 def test_probe_endpoint_like_blackbox(tmp_path: Path, web: str) -> None:
-    config = {"modules": {"with_secret": {"kind": "http", "bearer_token": "hunter2-secret"}}, "targets": []}
+    config = {"modules": {"with_secret": {"kind": "http", "bearer_token": "hunter2-secret",
+                                          "headers": {"X-Api-Key": "header-secret-value"}}}, "targets": []}
     agent = AgentProcess(tmp_path, config)
     try:
         ok = http_get(agent.url + "/probe?" + urllib.parse.urlencode({"target": web + "/", "module": "http_2xx"}))
@@ -159,7 +161,7 @@ def test_probe_endpoint_like_blackbox(tmp_path: Path, web: str) -> None:
         debug = http_get(agent.url + "/probe?" + urllib.parse.urlencode(
             {"target": web + "/", "module": "with_secret", "debug": "true"}))[2].decode()
         assert "Logs for the probe" in debug and "Metrics that would have been returned" in debug
-        assert "hunter2-secret" not in debug and "<secret>" in debug
+        assert "hunter2-secret" not in debug and "header-secret-value" not in debug and "<secret>" in debug
     finally:
         agent.stop()
 
@@ -189,3 +191,27 @@ def test_health_endpoints(tmp_path: Path) -> None:
         assert http_get(agent.url + "/")[0] == 200
     finally:
         agent.stop()
+
+
+def test_sigterm_within_5s_with_a_probe_request_in_flight_and_the_collector_hung(tmp_path: Path) -> None:
+    """The worst case: a /probe request held by a silent target, scheduled probes in flight, and an
+    OTLP collector that accepts connections and never answers."""
+    with hanging_server() as port:
+        hung = f"127.0.0.1:{port}"
+        agent = AgentProcess(tmp_path, {
+            "telemetry": {"otlp": {"endpoint": f"http://{hung}", "timeout": "10s"}},
+            "targets": [{"name": "hang", "kind": "http", "url": f"http://{hung}/", "interval": "10s",
+                         "timeout": "8s"}]})
+        wait_until(lambda: "probes_in_flight 1.0" in agent.metrics(), 15, what="a probe in flight")
+        def probe_request() -> None:
+            with contextlib.suppress(OSError):        # the agent goes away under it: expected
+                http_get(agent.url + f"/probe?target=http://{hung}/", timeout=15)
+
+        request = threading.Thread(target=probe_request, daemon=True)
+        request.start()
+        time.sleep(0.3)
+        began = time.monotonic()
+        code = agent.stop(signal.SIGTERM)
+        took = time.monotonic() - began
+        assert code == 0, agent.log()
+        assert took < 5, f"exit took {took:.2f} s"

@@ -484,3 +484,28 @@ def test_example_payloads_are_not_mutated_by_validation() -> None:
     for name, props in all_examples():
         event(name, props)
     assert all_examples() == before
+
+
+def test_reload_may_change_or_remove_the_running_rules_families() -> None:
+    store = MetricStore()
+    first = events_config({"mappings": [
+        {"match": "checkout_*", "name": "loom_checkout_events", "labels": {"plan": "plan"}},
+        {"match": "upload_*", "action": "observe", "name": "loom_upload_size_bytes", "value": "bytes",
+         "buckets": [10, 100]},
+        {"match": "kept_*", "name": "loom_kept_events"}]})
+    pipeline = EventPipeline(first, store, None)
+    for name in ("checkout_done", "upload_done", "kept_one"):
+        pipeline.ingest([event(name, {"plan": "pro", "bytes": 50})], "events")
+    second = events_config({"mappings": [
+        {"match": "checkout_*", "name": "loom_checkout_events", "labels": {"plan": "plan", "region": "region"}},
+        {"match": "kept_*", "name": "loom_kept_events"}]})
+    pipeline.prepare(second)()
+    assert store.get("loom_upload_size_bytes") is None                     # removed with its series
+    assert store.get("loom_checkout_events").labels == ("plan", "region")   # replaced: new labels
+    assert not store.get("loom_checkout_events").series
+    assert store.get("loom_kept_events").series == {(): 1.0}                # unchanged: counts carry on
+    pipeline.ingest([event("checkout_done", {"plan": "pro", "region": "eu"})], "events")
+    assert store.get("loom_checkout_events").series == {("pro", "eu"): 1.0}
+    # a catalog family still cannot be redefined by a rule
+    with pytest.raises(ValueError, match="loom_cta_clicks is already registered"):
+        pipeline.prepare(events_config({"mappings": [{"match": "x", "name": "loom_cta_clicks"}]}))

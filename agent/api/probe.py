@@ -102,14 +102,25 @@ def _debug_text(module: Module, target: ProbeTarget, result: ProbeResult, regist
 
 
 _SECRET_WORDS = ("password", "token", "secret", "authorization")
+# whole values that may carry credentials (an API key header, a cookie, a login exchange)
+_OPAQUE_KEYS = frozenset({"headers", "body", "send"})
 
 
 def _redact(key: str, value: object) -> object:
-    """Module settings as shown in debug output, with secrets replaced by <secret>."""
-    if any(word in key.lower() for word in _SECRET_WORDS):
+    """Module settings as shown in debug output, with secrets replaced by <secret>: keys that name a
+    secret, every header value, request bodies and tcp `send` strings."""
+    lowered = key.lower()
+    if any(word in lowered for word in _SECRET_WORDS):
+        return "<secret>"
+    if lowered in _OPAQUE_KEYS:
+        if isinstance(value, dict):
+            return {k: "<secret>" for k in value}
         return "<secret>"
     if isinstance(value, dict):
         return {k: _redact(str(k), v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(key, item) if not isinstance(item, dict) else
+                {k: _redact(str(k), v) for k, v in item.items()} for item in value]
     return value
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 IDENTIFYING = frozenset({"user_id", "anonymous_id", "session_id", "distinct_id", "email", "ip", "phone",
                          "name", "event_id", "connection_id", "notification_id", "resource_id"})
 RESERVED_LABELS = frozenset({"le", "quantile", "job", "instance"})
+RESERVED_PREFIXES = ("probe_", "loom_probe", "loom_agent_", "process_", "python_")
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 ACTIONS = ("count", "observe", "drop")
 
@@ -82,7 +84,10 @@ def parse_events(node: Node, environ: Mapping[str, str] = os.environ) -> EventsC
 def _api_keys(node: Node, environ: Mapping[str, str]) -> list[str]:
     if environ.get(ENV_INGEST_KEYS):
         node.raw("api_keys")
-        return [k.strip() for k in environ[ENV_INGEST_KEYS].split(",")]
+        keys = [k.strip() for k in environ[ENV_INGEST_KEYS].split(",")]
+        if any(len(key) < 16 for key in keys):
+            node.errors.append(f"{ENV_INGEST_KEYS}: an API key must be at least 16 characters")
+        return keys
     keys = []
     for i, _ in node.items("api_keys"):
         holder = Node({"key": node.data["api_keys"][i]}, f"{node.path}.api_keys[{i}]", node.errors)
@@ -109,6 +114,9 @@ def _parse_rule(node: Node) -> MappingRule | None:
     name = node.str("name", required=action != "drop")
     if name is not None and not _METRIC_RE.match(name):
         node.error("is not a valid Prometheus metric name", "name")
+    if name is not None and name.startswith(RESERVED_PREFIXES):
+        node.error(f"must not start with {', '.join(RESERVED_PREFIXES)}: those names belong to the agent's own "
+                   "probe and self metrics", "name")
     if name is not None and name.endswith("_total") and action == "count":
         node.error("leave out _total: the exposition adds it to counters", "name")
     labels = node.str_map("labels")
@@ -138,6 +146,9 @@ def _buckets(node: Node) -> tuple[float, ...]:
     if not isinstance(raw, list) or not raw or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
                                                        for b in raw):
         node.error("must be a non-empty list of numbers", "buckets")
+        return DEFAULT_BUCKETS
+    if not all(math.isfinite(b) for b in raw):
+        node.error("must be finite numbers (the +Inf bucket is always added)", "buckets")
         return DEFAULT_BUCKETS
     if list(raw) != sorted(set(raw)):
         node.error("must be strictly increasing", "buckets")

@@ -145,18 +145,32 @@ def _compile_rule(rule: MappingRule, store: MetricStore, config: EventsConfig) -
     return _valued(family.observe, key_of, rule.value, 1.0)
 
 
-def check_rules(store: MetricStore, rules: tuple[MappingRule, ...]) -> None:
-    """ValueError when a rule's metric conflicts (kind or labels) with a live family or with an
-    earlier rule of the same config; run before any rule registers, so a rejected config leaves
-    no family behind in the store."""
-    shapes: dict[str, tuple[str, tuple[str, ...]]] = {}
+def rule_shape(rule: MappingRule) -> tuple[str, tuple[str, ...], tuple[float, ...]]:
+    if rule.action == "count":
+        return "counter", tuple(rule.labels), ()
+    return "histogram", tuple(rule.labels), tuple(rule.buckets)
+
+
+def family_shape(family) -> tuple[str, tuple[str, ...], tuple[float, ...]]:
+    return family.kind, family.labels, tuple(getattr(family, "buckets", ()))
+
+
+TABLE_METRICS = frozenset(emit.metric for emit in TABLE) | {"loom_events", "loom_agent_events_dropped"}
+
+
+def check_rules(store: MetricStore, rules: tuple[MappingRule, ...], replaceable: frozenset[str] = frozenset()) -> None:
+    """ValueError when a rule's metric conflicts (kind, labels or buckets) with a live family or with
+    an earlier rule of the same config; run before any rule registers, so a rejected config leaves
+    no family behind in the store. Families in `replaceable` (made by the running config's rules)
+    may change shape: the reload replaces them."""
+    shapes: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {}
     for rule in rules:
         if rule.action == "drop" or rule.name is None:
             continue
-        shape = ("counter" if rule.action == "count" else "histogram", tuple(rule.labels))
-        live = store.get(rule.name)
-        known = (live.kind, live.labels) if live is not None else shapes.get(rule.name)
-        if known is not None and known != shape:
+        shape = rule_shape(rule)
+        live = None if rule.name in replaceable else store.get(rule.name)
+        known = family_shape(live) if live is not None else shapes.get(rule.name)
+        if known is not None and known[:2] != shape[:2]:
             raise ValueError(f"mapping rule {rule.match!r}: metric {rule.name} is already registered as a "
                              f"{known[0]} with labels {known[1]}")
         shapes[rule.name] = shape

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from agent.events.config import EventsConfig
 from agent.events.limits import Limits
-from agent.events.mapping import EventMetrics
+from agent.events.mapping import TABLE_METRICS, EventMetrics, check_rules, family_shape, rule_shape
 from agent.events.model import Event
 from agent.events.spans import EventSpans
 from agent.metricstore import MetricStore
@@ -38,12 +38,22 @@ class EventPipeline:
                    "reason": frozenset({"invalid", "auth", "too_large", "malformed"})})
 
     def prepare(self, config: EventsConfig):
-        """Compile `config` against the live store; returns the function that switches to it.
-        Raises ValueError (naming the metric) when a mapping rule conflicts with a live family."""
-        metrics = EventMetrics(self.store, config)
+        """Check `config`'s mapping rules against the live store; returns the function that switches
+        to it. Raises ValueError (naming the metric) when a rule conflicts with a catalog family.
+        The running rules' own families may change shape or go away: the switch removes them
+        (with their series) unless the new config keeps them unchanged, whose counts carry on."""
+        owned = frozenset(rule.name for rule in self.config.mappings
+                          if rule.name and rule.action != "drop" and rule.name not in TABLE_METRICS)
+        check_rules(self.store, config.mappings, owned)
+        kept = {rule.name: rule_shape(rule) for rule in config.mappings if rule.name and rule.action != "drop"}
 
         def commit() -> None:
-            self.config, self.limits, self.metrics = config, limits_of(config), metrics
+            for name in owned:
+                family = self.store.get(name)
+                if family is not None and kept.get(name) != family_shape(family):
+                    self.store.remove(name)
+            self.config, self.limits = config, limits_of(config)
+            self.metrics = EventMetrics(self.store, config)
         return commit
 
     def ingest(self, events: Iterable[Event], api: str) -> int:
