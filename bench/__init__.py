@@ -1,0 +1,1 @@
+"""loom-agent benchmarks (run `python bench/probes.py`)."""
