@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.report:
         results = json.loads((args.json or RESULTS_JSON).read_text())
+        results["targets"] = report.evaluate(results)
         report.write_results_md(RESULTS_MD, results)
         print(f"wrote the {report.SECTION!r} section of {RESULTS_MD}")
         return 0
@@ -161,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     results["targets"] = report.evaluate(results)
     print("\n".join(report.table(results)))
     for check in results["targets"]:
-        print(f"{'MET    ' if check['met'] else 'NOT MET'}  {check['target']}: {check['value']}")
+        verdict = {True: "MET    ", False: "NOT MET", None: "NOT MEASURED", "tie": "TIE    "}[check["met"]]
+        print(f"{verdict}  {check['target']}: {check['value']}")
     destination = args.json or (None if args.quick else RESULTS_JSON)
     if destination is not None:
         destination.parent.mkdir(parents=True, exist_ok=True)
