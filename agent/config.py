@@ -44,6 +44,7 @@ class Defaults:
 @dataclass(frozen=True, slots=True)
 class SchedulerConfig:
     max_concurrency: int = 64
+    slot_grid: float = 0.05       # start times rounded up to this grid (0 = off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +126,12 @@ def _parse_defaults(node: Node) -> Defaults:
 
 
 def _parse_scheduler(node: Node) -> SchedulerConfig:
-    s = SchedulerConfig(max_concurrency=node.int("max_concurrency", SchedulerConfig().max_concurrency,
-                                                 minimum=1, maximum=10000))
+    base = SchedulerConfig()
+    grid = node.raw("slot_grid")
+    s = SchedulerConfig(max_concurrency=node.int("max_concurrency", base.max_concurrency, minimum=1, maximum=10000),
+                        slot_grid=0.0 if grid is not False and grid in (0, "0", "0s") else node.duration("slot_grid", base.slot_grid))
+    if s.slot_grid > 1.0:
+        node.error("must be at most 1s (probe phases move by up to one step)", "slot_grid")
     node.finish()
     return s
 

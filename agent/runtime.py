@@ -32,7 +32,7 @@ def restart_only_changes(old: Config, new: Config) -> list[str]:
     concurrency bound, the span trackers), when the new config changes them."""
     pairs = {
         "listen": (old.listen, new.listen),
-        "scheduler.max_concurrency": (old.scheduler.max_concurrency, new.scheduler.max_concurrency),
+        "scheduler": (old.scheduler, new.scheduler),
         "telemetry": (old.telemetry, new.telemetry),
         "events.spans": ((old.events.span_idle_timeout, old.events.max_open_spans),
                          (new.events.span_idle_timeout, new.events.max_open_spans)),
@@ -65,6 +65,7 @@ class ProbeRuntime:
         m = self.self_metrics
         self.scheduler = Scheduler(
             self.collectors, self._record, max_concurrency=self.config.scheduler.max_concurrency,
+            slot_grid=self.config.scheduler.slot_grid,
             on_lag=m.scheduler_lag.observe,
             on_missed=lambda target, n: m.probe_slots_missed.labels(target.kind).inc(n),
             on_internal_error=lambda target: m.probe_internal_errors.labels(target.kind).inc(),

@@ -171,3 +171,23 @@ def test_probe_once_enforces_deadline_on_a_misbehaving_collector():
 
     result, took = asyncio.run(main())
     assert result.reason is Reason.TIMEOUT and took < 1.5
+
+
+def test_slot_grid_makes_due_probes_share_a_wakeup():
+    """With a 100 ms grid, 30 targets jittered over 1 s start on at most 12 grid points (not ~30)."""
+    collector = Scripted({f"t{i}": ok for i in range(30)})
+    seen = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        s = Scheduler({"fake": collector}, lambda t, r, a, st: None, max_concurrency=64, slot_grid=0.1,
+                      on_lag=lambda lag: seen.append(loop.time() - lag))
+        s.update([target(f"t{i}", 1.0, 0.5) for i in range(30)])
+        await asyncio.sleep(1.15)          # every first slot is on the grid within 1.1 s
+        await s.stop(0.5)
+
+    asyncio.run(main())
+    # (loop.time() - lag) is the slot, up to the microseconds between two clock reads
+    assert len(collector.calls) >= 30 and len({name for name, _ in collector.calls}) == 30
+    assert all(abs(t / 0.1 - round(t / 0.1)) < 0.01 for t in seen)      # every start on the grid
+    assert len({round(t / 0.1) for t in seen}) <= 12
