@@ -44,7 +44,7 @@ class Defaults:
 @dataclass(frozen=True, slots=True)
 class SchedulerConfig:
     max_concurrency: int = 64
-    slot_grid: float = 0.05       # start times rounded up to this grid (0 = off)
+    slot_grid: float = 0.02       # start times rounded up to this grid (0 = off)
 
 
 @dataclass(frozen=True, slots=True)

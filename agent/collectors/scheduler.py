@@ -125,7 +125,8 @@ class Scheduler:
 
     def _on_grid(self, t: float) -> float:
         """Round a start time up to the slot grid: probes due within one grid step start in the same
-        pass of the event loop and share its wake-up (about a quarter less CPU per probe at 200
-        probes/s with a 50 ms grid, bench/RESULTS.md); a target's phase moves by less than a step."""
+        pass of the event loop and share its wake-up (bench, 200 probes/s: 0.20 CPU-ms per probe
+        without a grid, 0.15 with 20 ms, 0.14 with 50 ms; a coarser grid starts more probes together,
+        which shows in the latency error's p99); a target's phase moves by less than a step."""
         grid = self._grid
         return math.ceil(t / grid) * grid if grid > 0 else t
