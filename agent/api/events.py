@@ -137,11 +137,15 @@ def _invalid(pipeline: EventPipeline, api: str, errors: list[EventError]) -> web
     return _error(400, summary, [e.as_dict() for e in errors])
 
 
-async def post_event(request: web.Request) -> web.Response:
+async def _authorized_json(request: web.Request) -> tuple[EventPipeline, Any]:
+    """The pipeline and the parsed body of a /v1/events request, or a 4xx response in its place."""
     pipeline = request.app[PIPELINE]
-    if (denied := _check_key(pipeline, _presented_key(request), "events")) is not None:
-        return denied
-    obj = await _read_json(request, pipeline, "events")
+    denied = _check_key(pipeline, _presented_key(request), "events")
+    return pipeline, denied if denied is not None else await _read_json(request, pipeline, "events")
+
+
+async def post_event(request: web.Request) -> web.Response:
+    pipeline, obj = await _authorized_json(request)
     if isinstance(obj, web.Response):
         return obj
     try:
@@ -152,10 +156,7 @@ async def post_event(request: web.Request) -> web.Response:
 
 
 async def post_batch(request: web.Request) -> web.Response:
-    pipeline = request.app[PIPELINE]
-    if (denied := _check_key(pipeline, _presented_key(request), "events")) is not None:
-        return denied
-    obj = await _read_json(request, pipeline, "events")
+    pipeline, obj = await _authorized_json(request)
     if isinstance(obj, web.Response):
         return obj
     if isinstance(obj, dict) and set(obj) == {"events"}:
