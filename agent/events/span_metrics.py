@@ -33,11 +33,12 @@ class EventSpanMetrics:
         counts = self._spans.counts()
         open_spans = GaugeMetricFamily("loom_agent_event_spans_open", "Event spans open now, by kind.",
                                        labels=["kind"])
-        families = {name: CounterMetricFamily(f"loom_agent_event_spans_{name}", text, labels=["kind"])
-                    for name, text in (("timed_out", "Event spans ended by the idle timeout."),
-                                       ("evicted", "Event spans ended early because too many were open."),
-                                       ("late", "Events dropped because their span had already ended."),
-                                       ("unkeyed", "Events with no usable connection id, user id or trace context."))}
+        families = {name: CounterMetricFamily(metric, text, labels=["kind"]) for name, metric, text in (
+            ("timed_out", "loom_agent_event_spans_timed_out", "Event spans ended by the idle timeout."),
+            ("evicted", "loom_agent_event_spans_evicted", "Event spans ended early because too many were open."),
+            ("late", "loom_agent_event_spans_late", "Events dropped because their span had already ended."),
+            ("unkeyed", "loom_agent_event_spans_unkeyed",
+             "Events with no usable connection id, user id or trace context."))}
         for kind, values in counts.items():
             open_spans.add_metric([kind], values["open"])
             for name, family in families.items():
