@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from agent.collectors import KINDS, URL_KINDS, kind_module
-from agent.collectors.base import ProbeTarget, split_host_port
+from agent.collectors.base import ProbeTarget, split_host_port, url_credentials_error
 from agent.events.config import EventsConfig, parse_events
 from agent.schema import ConfigError, Node, format_duration
 from agent.telemetry_config import TelemetryConfig, parse_telemetry
@@ -243,6 +243,8 @@ def _parse_endpoint(node: Node, kind: str | None) -> tuple[str | None, str | Non
         elif not url.startswith(schemes):
             node.error(f"must start with {' or '.join(schemes)}", "url")
         elif kind == "http" and (problem := kind_module("http").check_url(url)):
+            node.error(problem, "url")
+        elif problem := url_credentials_error(url):
             node.error(problem, "url")
         return url, None
     if url is not None:

@@ -158,6 +158,8 @@ def test_probe_endpoint_like_blackbox(tmp_path: Path, web: str) -> None:
         missing = http_get(agent.url + "/probe?target=x&module=nope")
         assert missing[0] == 400 and b"Unknown module" in missing[2]
         assert http_get(agent.url + "/probe?target=nohostport&module=tcp_connect")[0] == 400
+        creds = http_get(agent.url + "/probe?target=http://user:hunter2@127.0.0.1:1/&module=http_2xx")
+        assert creds[0] == 400 and b"credentials" in creds[2] and b"hunter2" not in creds[2]
         debug = http_get(agent.url + "/probe?" + urllib.parse.urlencode(
             {"target": web + "/", "module": "with_secret", "debug": "true"}))[2].decode()
         assert "Logs for the probe" in debug and "Metrics that would have been returned" in debug

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from agent.api import RUNTIME
 from agent.api.exposition import exposition_response
 from agent.collectors import URL_KINDS, kind_module
-from agent.collectors.base import ProbeResult, ProbeTarget, split_host_port
+from agent.collectors.base import ProbeResult, ProbeTarget, split_host_port, url_credentials_error
 from agent.collectors.scheduler import probe_once
 from agent.config import Config, Module
 from agent.probe_metrics import gauge_families, result_gauges
@@ -48,8 +48,9 @@ def probe_target(config: Config, module: Module, target_param: str, scrape_timeo
             url = ("http://" if kind == "http" else "ws://") + url
         if not url.startswith(("http://", "https://") if kind == "http" else ("ws://", "wss://")):
             raise ValueError(f"target {target_param!r} is not a URL this module ({kind}) can probe")
-        if kind == "http" and (problem := kind_module("http").check_url(url)):
-            raise ValueError(f"target {target_param!r}: {problem}")
+        if (kind == "http" and (problem := kind_module("http").check_url(url))) or \
+                (problem := url_credentials_error(url)):
+            raise ValueError(f"target: {problem}")
     else:
         split_host_port(target_param, 53 if kind == "dns" else None)
         address = target_param

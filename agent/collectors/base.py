@@ -157,3 +157,17 @@ def is_ip_literal(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def url_credentials_error(url: str) -> str | None:
+    """URLs with user:password@ are refused: the credentials would show in /, spans and logs, and
+    the probes take them from `basic_auth` (or `*_file`) instead."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None            # the kind's own URL check reports malformed URLs
+    if parts.username is not None or parts.password is not None:
+        return "must not contain credentials (user:password@); use basic_auth or bearer_token"
+    return None
