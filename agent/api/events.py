@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from agent.api import PIPELINE
+from agent.api.posthog_wire import PayloadError, decode_posthog_body
 from agent.events.pipeline import EventPipeline
 from agent.events.posthog import capture_api_key, parse_capture, parse_posthog_batch
 from agent.events.validate import BatchError, EventError, parse_batch, parse_event
@@ -88,6 +89,8 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
 
 
 async def _read_json(request: web.Request, pipeline: EventPipeline, api: str) -> Any | web.Response:
+    """The parsed JSON body, or the 4xx response to answer instead. PostHog bodies may be gzip-js
+    or base64 form encoded (agent/api/posthog_wire.py)."""
     limit = pipeline.config.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         pipeline.rejected(api, "too_large")
@@ -105,6 +108,12 @@ async def _read_json(request: web.Request, pipeline: EventPipeline, api: str) ->
     if body is None:
         pipeline.rejected(api, "too_large")
         return _error(413, f"request body is larger than {limit} bytes")
+    if api == "posthog":
+        try:
+            body = decode_posthog_body(body, request.query, request.content_type, limit)
+        except PayloadError as exc:
+            pipeline.rejected(api, "too_large" if exc.status == 413 else "malformed")
+            return _error(exc.status, str(exc))
     if not ORJSON_LIMITS_DEPTH and not json_nesting_within(body):
         pipeline.rejected(api, "malformed")
         return _error(400, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels (or unbalanced)")
