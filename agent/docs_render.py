@@ -283,8 +283,6 @@ def _events_cell(emits: list[Emit]) -> str:
 
 def _value_cell(emits: list[Emit]) -> str:
     emit = emits[0]
-    if emit.kind == "gauge":
-        return ", ".join(f"{e.delta:+g} per `{name}`" for e in emits for name in e.events)
     if emit.value is None:
         return "1 per event"
     scaled = f"`{emit.value}` × {_num(emit.scale)}" if emit.scale != 1.0 else f"`{emit.value}`"

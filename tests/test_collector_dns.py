@@ -13,7 +13,7 @@ import pytest
 
 from agent.collectors import dns as dns_collector
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
-from agent.schema import Node
+from tests.collector_config import parse_kind
 from tests.dns_server import DnsServer
 
 RECORDS = {
@@ -28,11 +28,7 @@ ADDITIONAL = [("ns1.example.test.", "A", "192.0.2.53")]
 
 
 def parse(**options: Any) -> tuple[dns_collector.Options, list[str]]:
-    errors: list[str] = []
-    node = Node({"name": "t", "kind": "dns", "address": "127.0.0.1", **options}, "targets[0]", errors)
-    parsed = dns_collector.parse_options(node)
-    node.finish(allowed_extra=("name", "kind", "address"))
-    return parsed, errors
+    return parse_kind(dns_collector, {"name": "t", "kind": "dns", "address": "127.0.0.1", **options})
 
 
 def make_target(address: str | None, timeout: float, **options: Any) -> ProbeTarget:

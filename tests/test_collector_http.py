@@ -17,20 +17,14 @@ from aiohttp import web
 from agent.collectors import http
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
 from agent.collectors.http_wire import ChunkedDecoder, WireError
-from agent.schema import Node
 from tests.certs import make_cert
-
-COMMON_KEYS = ("name", "kind", "url")
+from tests.collector_config import parse_kind
 
 
 # ---------------------------------------------------------------- helpers
 
 def parse(mapping: dict[str, Any]) -> tuple[http.Options, list[str]]:
-    errors: list[str] = []
-    node = Node({"name": "t", "kind": "http", "url": "http://x/", **mapping}, "targets[0]", errors)
-    options = http.parse_options(node)
-    node.finish(allowed_extra=COMMON_KEYS)
-    return options, errors
+    return parse_kind(http, {"name": "t", "kind": "http", "url": "http://x/", **mapping})
 
 
 def options(**mapping: Any) -> http.Options:

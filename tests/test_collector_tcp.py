@@ -12,19 +12,13 @@ import yaml
 
 from agent.collectors import tcp
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
-from agent.schema import Node
 from tests.certs import make_cert
+from tests.collector_config import parse_kind
 from tests.loopback import Handler, serve
-
-COMMON = ("name", "kind", "address")
 
 
 def parse(mapping: dict[str, Any]) -> tuple[tcp.Options, list[str]]:
-    errors: list[str] = []
-    node = Node(mapping, "targets[0]", errors)
-    options = tcp.parse_options(node)
-    node.finish(allowed_extra=COMMON)
-    return options, errors
+    return parse_kind(tcp, mapping)
 
 
 def options_of(mapping: dict[str, Any]) -> tcp.Options:

@@ -13,11 +13,9 @@ import pytest
 
 from agent.collectors import tls
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
-from agent.schema import Node
 from tests.certs import CertFiles, make_ca, make_cert
+from tests.collector_config import parse_kind
 from tests.loopback import serve
-
-COMMON = ("name", "kind", "address")
 
 
 async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -31,11 +29,7 @@ async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
 
 
 def parse(mapping: dict[str, Any]) -> tuple[tls.Options, list[str]]:
-    errors: list[str] = []
-    node = Node(mapping, "targets[0]", errors)
-    options = tls.parse_options(node)
-    node.finish(allowed_extra=COMMON)
-    return options, errors
+    return parse_kind(tls, mapping)
 
 
 def options_of(mapping: dict[str, Any]) -> tls.Options:

@@ -15,8 +15,8 @@ from aiohttp import WSMsgType, web
 
 from agent.collectors import websocket as ws_collector
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
-from agent.schema import Node
 from tests.certs import make_cert
+from tests.collector_config import parse_kind
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HEADERS = web.AppKey("headers", dict)
@@ -100,11 +100,7 @@ class Server:
 # --- helpers ----------------------------------------------------------------------------
 
 def parse(**options: Any) -> tuple[ws_collector.Options, list[str]]:
-    errors: list[str] = []
-    node = Node({"name": "t", "kind": "websocket", "url": "ws://127.0.0.1/", **options}, "targets[0]", errors)
-    parsed = ws_collector.parse_options(node)
-    node.finish(allowed_extra=("name", "kind", "url"))
-    return parsed, errors
+    return parse_kind(ws_collector, {"name": "t", "kind": "websocket", "url": "ws://127.0.0.1/", **options})
 
 
 def make_target(url: str, timeout: float, **options: Any) -> ProbeTarget:

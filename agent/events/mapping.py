@@ -108,13 +108,9 @@ def _compile_update(emit: Emit, store: MetricStore, config: EventsConfig) -> Emi
         if emit.value is None:
             return lambda props: family.inc(key_of(props))
         return _valued(family.inc, key_of, emit.value, emit.scale, nonnegative=True)
-    if emit.kind == "histogram":
-        family = store.histogram(emit.metric, emit.help, labels, buckets=emit.buckets, unit=emit.unit,
-                                 series_limit=limit, allow=allow)
-        return _valued(family.observe, key_of, emit.value, emit.scale)
-    family = store.gauge(emit.metric, emit.help, labels, unit=emit.unit, series_limit=limit, allow=allow)
-    delta = emit.delta
-    return lambda props: family.add(key_of(props), delta)
+    family = store.histogram(emit.metric, emit.help, labels, buckets=emit.buckets, unit=emit.unit,
+                             series_limit=limit, allow=allow)
+    return _valued(family.observe, key_of, emit.value, emit.scale)
 
 
 def _valued(update: Callable[[tuple[str, ...], float], None], key_of, prop: str, scale: float,

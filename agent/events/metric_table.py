@@ -22,14 +22,14 @@ class Derived:
 class Emit:
     events: tuple[str, ...]
     metric: str
-    kind: str                                   # counter | histogram | gauge
+    kind: str                                   # counter | histogram (gauges of event state, such as
+                                                # open connections, are read from the span records)
     help: str
     labels: Mapping[str, str | Derived] = field(default_factory=dict)
     value: str | None = None                    # property: counter amount or observed value
     scale: float = 1.0
     buckets: tuple[float, ...] = ()
     unit: str = ""
-    delta: float = 1.0                          # gauge: added per event
     labels_allow: Mapping[str, tuple[str, ...]] = field(default_factory=dict)   # for Derived labels
     when: Callable[[Mapping[str, Any]], bool] | None = None   # only events whose properties pass
     when_doc: str = ""
@@ -76,9 +76,6 @@ def _histogram(events: str, metric: str, help: str, value: str, buckets: tuple[f
     return Emit(tuple(events.split()), metric, "histogram", help, labels, value=value, scale=scale,
                 buckets=buckets, unit=unit, when=when, when_doc=when_doc)
 
-
-def _gauge(events: str, metric: str, help: str, delta: float, **labels: str | Derived) -> Emit:
-    return Emit(tuple(events.split()), metric, "gauge", help, labels, delta=delta)
 
 
 MS = 0.001
