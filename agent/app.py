@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from agent.api import PIPELINE, RUNTIME, STORE, events, health, index, openapi, probe
+from agent.api.auth import ADMIN_TOKENS
 from agent.config import Config
 from agent.events.pipeline import EventPipeline
 from agent.events.span_metrics import EventSpanMetrics
@@ -42,6 +43,8 @@ def build_app(config: Config, registry: CollectorRegistry | None = None) -> web.
     registry.register(EventSpanMetrics(spans))
     runtime.reload_hooks.append(lambda new: pipeline.prepare(new.events))
     app[RUNTIME], app[STORE], app[PIPELINE] = runtime, store, pipeline
+    app[ADMIN_TOKENS] = admin_tokens = list(config.api.admin_tokens)
+    runtime.reload_hooks.append(lambda new: lambda: admin_tokens.__setitem__(slice(None), new.api.admin_tokens))
     app.cleanup_ctx.append(export.cleanup_ctx)    # first up, last down: flushes the final spans
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(_span_sweeper_ctx)

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from agent.api_config import ApiConfig, parse_api
 from agent.collectors import KINDS, URL_KINDS, kind_module
 from agent.collectors.base import ProbeTarget, split_host_port, url_credentials_error
 from agent.events.config import EventsConfig, parse_events
@@ -65,6 +66,7 @@ class Config:
     scheduler: SchedulerConfig = SchedulerConfig()
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    api: ApiConfig = ApiConfig()
     modules: Mapping[str, Module] = field(default_factory=dict)
     targets: tuple[ProbeTarget, ...] = ()
     source: str | None = None     # the file it was read from
@@ -100,10 +102,11 @@ def _parse_root(root: Node, environ: Mapping[str, str]) -> dict[str, Any]:
     scheduler = _parse_scheduler(root.child("scheduler"))
     telemetry = parse_telemetry(root.child("telemetry"))
     events = parse_events(root.child("events"), environ)
+    api = parse_api(root.child("api"), environ)
     modules = {**builtin_modules(), **root.map_of("modules", _parse_module)}
     targets = _parse_targets(root, modules, defaults)
     return dict(listen=listen, defaults=defaults, scheduler=scheduler, telemetry=telemetry, events=events,
-                modules=modules, targets=targets)
+                api=api, modules=modules, targets=targets)
 
 
 def _parse_listen(root: Node, environ: Mapping[str, str]) -> tuple[str, int]:

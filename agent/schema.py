@@ -209,6 +209,25 @@ class Node:
 
         return _ENV_REF.sub(expand, value)
 
+    def secret_list(self, key: str, env_name: str, environ: Mapping[str, str], min_length: int = 16) -> tuple[str, ...]:
+        """A list of secrets (API keys, tokens): `env_name` (comma-separated) when set, else the list at
+        `key`, each item a secret (`${ENV}` or `*_file`). Each must be at least `min_length` characters."""
+        if environ.get(env_name):
+            self.raw(key)
+            values = [v.strip() for v in environ[env_name].split(",")]
+            if any(len(v) < min_length for v in values):
+                self.errors.append(f"{env_name}: each value must be at least {min_length} characters")
+            return tuple(v for v in values if v)
+        values = []
+        for i, item in self.items(key):
+            holder = Node({"value": item}, join(self.path, key) + f"[{i}]", self.errors)
+            value = holder.secret("value")
+            if value is not None and len(value) < min_length:
+                self.error(f"must be at least {min_length} characters", f"{key}[{i}]")
+            if value:
+                values.append(value)
+        return tuple(values)
+
     def child(self, key: str) -> Node:
         self._seen.add(key)
         return Node(self.data.get(key), join(self.path, key), self.errors)

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(prometheus)
+DEBIAN_PACKAGES=(prometheus prometheus-alertmanager postgresql)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

@@ -6,7 +6,6 @@ JSON body `{"error": ..., "errors": [{"index", "field", "message"}]}`; a batch i
 
 from __future__ import annotations
 
-import hmac
 import re
 import time
 from itertools import accumulate
@@ -17,12 +16,12 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from agent.api import PIPELINE
+from agent.api.auth import API_KEY_HEADER, bearer_token, token_matches
 from agent.api.posthog_wire import PayloadError, decode_posthog_body
 from agent.events.pipeline import EventPipeline
 from agent.events.posthog import capture_api_key, parse_capture, parse_posthog_batch
 from agent.events.validate import BatchError, EventError, parse_batch, parse_event
 
-API_KEY_HEADER = "X-Loom-Api-Key"
 # JSON nesting accepted in a body; an event needs 8 (batch, event, properties, 5 levels of value).
 # orjson before 3.9.15 has no recursion limit (CVE-2024-27454): ~150,000 nested arrays, a 300 kB
 # body, overflow the C stack and kill the process, so the depth is checked before parsing.
@@ -45,24 +44,6 @@ def _ok(body: dict[str, Any]) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
-def key_matches(presented: str | None, keys: tuple[str, ...]) -> bool:
-    """Constant-time comparison against every configured key."""
-    if presented is None:
-        return False
-    given = presented.encode("utf-8", "surrogateescape")      # a header's non-UTF-8 bytes, as sent
-    found = False
-    for key in keys:
-        found |= hmac.compare_digest(given, key.encode())
-    return found
-
-
-def _presented_key(request: web.Request) -> str | None:
-    auth = request.headers.get("Authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    return request.headers.get(API_KEY_HEADER)
-
-
 def _check_key(pipeline: EventPipeline, presented: str | None, api: str) -> web.Response | None:
     keys = pipeline.config.api_keys
     if not keys:
@@ -70,7 +51,7 @@ def _check_key(pipeline: EventPipeline, presented: str | None, api: str) -> web.
     if presented is None:
         pipeline.rejected(api, "auth")
         return _error(401, f"an ingest API key is required (Authorization: Bearer or {API_KEY_HEADER})")
-    if not key_matches(presented, keys):
+    if not token_matches(presented, keys):
         pipeline.rejected(api, "auth")
         return _error(403, "the ingest API key is not valid")
     return None
@@ -149,7 +130,7 @@ def _invalid(pipeline: EventPipeline, api: str, errors: list[EventError]) -> web
 async def _authorized_json(request: web.Request) -> tuple[EventPipeline, Any]:
     """The pipeline and the parsed body of a /v1/events request, or a 4xx response in its place."""
     pipeline = request.app[PIPELINE]
-    denied = _check_key(pipeline, _presented_key(request), "events")
+    denied = _check_key(pipeline, bearer_token(request), "events")
     return pipeline, denied if denied is not None else await _read_json(request, pipeline, "events")
 
 
@@ -184,8 +165,8 @@ async def posthog_capture(request: web.Request) -> web.Response:
         return obj
     now = time.time()
     if isinstance(obj, dict) and "batch" in obj:          # posthog-js also posts batches to /capture
-        return _posthog_batch(pipeline, obj, now, _presented_key(request))
-    if (denied := _check_key(pipeline, capture_api_key(obj) or _presented_key(request), "posthog")) is not None:
+        return _posthog_batch(pipeline, obj, now, bearer_token(request))
+    if (denied := _check_key(pipeline, capture_api_key(obj) or bearer_token(request), "posthog")) is not None:
         return denied
     try:
         event = parse_capture(obj, now=now, limits=pipeline.limits)
@@ -200,7 +181,7 @@ async def posthog_batch(request: web.Request) -> web.Response:
     obj = await _read_json(request, pipeline, "posthog")
     if isinstance(obj, web.Response):
         return obj
-    return _posthog_batch(pipeline, obj, time.time(), _presented_key(request))
+    return _posthog_batch(pipeline, obj, time.time(), bearer_token(request))
 
 
 def _posthog_batch(pipeline: EventPipeline, obj: Any, now: float, header_key: str | None) -> web.Response:

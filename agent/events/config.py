@@ -59,7 +59,7 @@ class EventsConfig:
 
 def parse_events(node: Node, environ: Mapping[str, str] = os.environ) -> EventsConfig:
     base = EventsConfig()
-    keys = tuple(k for k in (_api_keys(node, environ)) if k)
+    keys = node.secret_list("api_keys", ENV_INGEST_KEYS, environ)
     spans = node.child("spans")
     config = EventsConfig(
         api_keys=keys,
@@ -79,23 +79,6 @@ def parse_events(node: Node, environ: Mapping[str, str] = os.environ) -> EventsC
     spans.finish()
     node.finish()
     return config
-
-
-def _api_keys(node: Node, environ: Mapping[str, str]) -> list[str]:
-    if environ.get(ENV_INGEST_KEYS):
-        node.raw("api_keys")
-        keys = [k.strip() for k in environ[ENV_INGEST_KEYS].split(",")]
-        if any(len(key) < 16 for key in keys):
-            node.errors.append(f"{ENV_INGEST_KEYS}: an API key must be at least 16 characters")
-        return keys
-    keys = []
-    for i, _ in node.items("api_keys"):
-        holder = Node({"key": node.data["api_keys"][i]}, f"{node.path}.api_keys[{i}]", node.errors)
-        value = holder.secret("key")
-        if value is not None and len(value) < 16:
-            node.error("an API key must be at least 16 characters", f"api_keys[{i}]")
-        keys.append(value or "")
-    return keys
 
 
 def _series_limits(node: Node) -> dict[str, int]:

@@ -1,0 +1,56 @@
+"""Bearer-token checks shared by the admin endpoints and the ingest endpoints.
+
+Tokens are compared in constant time against every configured token, so neither the answer nor its
+timing tells which token, or how much of one, matched. Tokens are never logged: the access log
+records the path, never the Authorization header.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+import orjson
+from aiohttp import web
+
+API_KEY_HEADER = "X-Loom-Api-Key"
+# the admin tokens, replaced on reload (the holder stays the same object)
+ADMIN_TOKENS = web.AppKey("admin_tokens", list)
+
+
+def token_matches(presented: str | None, tokens: tuple[str, ...] | list[str]) -> bool:
+    """Constant-time comparison of `presented` against every token."""
+    if presented is None:
+        return False
+    given = presented.encode("utf-8", "surrogateescape")      # a header's non-UTF-8 bytes, as sent
+    found = False
+    for token in tokens:
+        found |= hmac.compare_digest(given, token.encode())
+    return found
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The token of `Authorization: Bearer <token>`, else of the X-Loom-Api-Key header."""
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get(API_KEY_HEADER)
+
+
+def _refusal(status: int, message: str) -> web.Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="loom-agent admin"'} if status == 401 else None
+    return web.Response(status=status, body=orjson.dumps({"error": message}), content_type="application/json",
+                        headers=headers)
+
+
+def admin_denied(request: web.Request) -> web.Response | None:
+    """None when the request carries a valid admin token; else the 401 (no token) or 403 (wrong token)."""
+    presented = bearer_token(request)
+    if presented is None:
+        return _refusal(401, "an admin token is required (Authorization: Bearer <token>)")
+    tokens = request.app[ADMIN_TOKENS]
+    if not tokens:
+        return _refusal(403, "the admin API is disabled: no admin token is configured (api.admin_tokens or "
+                             "LOOM_AGENT_ADMIN_TOKENS)")
+    if not token_matches(presented, tokens):
+        return _refusal(403, "the admin token is not valid")
+    return None

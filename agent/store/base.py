@@ -1,0 +1,31 @@
+"""The contract every store driver (sqlite.py, postgres.py) fulfils. Queries are written once, in SQL
+with `?` placeholders, and run by either driver (PostgreSQL's driver rewrites them to `$1, $2, ...`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol
+
+from agent.store.rows import EventRows
+
+
+class Store(Protocol):
+    dialect: ClassVar[str]          # "sqlite" | "postgres"
+
+    async def open(self) -> None:
+        """Connect and run pending migrations (agent/store/schema.py). Raises StoreUnavailable."""
+
+    async def close(self) -> None: ...
+
+    async def write_events(self, batch: Sequence[EventRows]) -> frozenset[int]:
+        """Commit the batch in ONE transaction: its events rows, audit-table rows and users upserts.
+        Returns the positions in `batch` of events that were already stored (same client event_id,
+        earlier or earlier in this batch): those write nothing. Raises a StoreError subclass on failure
+        (then nothing of the batch is committed)."""
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read query; rows as tuples."""
+
+    async def execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Run write statements in one transaction, serialised with write_events; returns each
+        statement's row count."""

@@ -1,0 +1,162 @@
+"""The store's tables, as versioned migrations written once for both SQLite and PostgreSQL.
+
+A migration is a list of DDL statements with three dialect placeholders:
+    {id}    an auto-incrementing integer primary key
+    {real}  a double-precision float
+    {json}  a JSON document (SQLite: TEXT; PostgreSQL: JSONB)
+Times are unix seconds (float). Migrations run at start-up, in order, each in its own transaction;
+`schema_migrations` records the versions applied. A migration, once released, never changes: the
+next change is a new entry at the end of MIGRATIONS.
+
+The tables follow the documentation's Supabase tables:
+- events              every stored event (properties and context as JSON), plus three columns lifted
+                      out of the properties so the analytics queries read an index instead of JSON:
+                      `label` (the event's main dimension), `outcome` (its result or status) and
+                      `value` (its main number); see agent/store/rows.py for which property is which.
+- users               one row per user: first and last seen, role. Keeps "new users" and "active
+                      users" queries proportional to users, not to events.
+- onboarding_funnel   onboarding steps started / completed / abandoned and flows completed.
+- mfa_audit_logs      every MFA challenge, verification, enrolment and removal (audit class).
+- security_events     logins, logouts and security events (security class).
+- download_logs       resource and file downloads.
+- opt_outs            users who objected to tracking (GDPR right to object); persisted here.
+- probe_rollups       probe results per target and minute, for uptime over a range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DIALECT_TYPES = {
+    "sqlite": {"id": "INTEGER PRIMARY KEY", "real": "REAL", "json": "TEXT"},
+    "postgres": {"id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "real": "DOUBLE PRECISION",
+                 "json": "JSONB"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "events, users, the documentation's audit tables, opt-outs, probe rollups", (
+        """CREATE TABLE events (
+            id {id},
+            event_id TEXT,
+            name TEXT NOT NULL,
+            category TEXT NOT NULL,
+            ts {real} NOT NULL,
+            received_at {real} NOT NULL,
+            user_id TEXT,
+            anonymous_id TEXT,
+            session_id TEXT,
+            label TEXT,
+            outcome TEXT,
+            value {real},
+            retention_class TEXT NOT NULL,
+            properties {json} NOT NULL,
+            context {json} NOT NULL)""",
+        "CREATE UNIQUE INDEX events_event_id ON events (event_id) WHERE event_id IS NOT NULL",
+        "CREATE INDEX events_user_ts ON events (user_id, ts)",
+        "CREATE INDEX events_anonymous_id ON events (anonymous_id) WHERE anonymous_id IS NOT NULL",
+        "CREATE INDEX events_name_ts ON events (name, ts)",
+        "CREATE INDEX events_class_ts ON events (retention_class, ts)",
+        """CREATE TABLE users (
+            user_id TEXT PRIMARY KEY,
+            first_seen {real} NOT NULL,
+            last_seen {real} NOT NULL,
+            role TEXT)""",
+        "CREATE INDEX users_first_seen ON users (first_seen)",
+        "CREATE INDEX users_last_seen ON users (last_seen)",
+        """CREATE TABLE onboarding_funnel (
+            id {id},
+            event_id TEXT,
+            user_id TEXT,
+            flow_id TEXT,
+            step TEXT,
+            step_number INTEGER,
+            status TEXT NOT NULL,
+            time_spent_seconds {real},
+            ts {real} NOT NULL)""",
+        "CREATE INDEX onboarding_funnel_ts ON onboarding_funnel (ts)",
+        "CREATE INDEX onboarding_funnel_user ON onboarding_funnel (user_id)",
+        """CREATE TABLE mfa_audit_logs (
+            id {id},
+            event_id TEXT,
+            user_id TEXT,
+            action TEXT NOT NULL,
+            method TEXT,
+            result TEXT,
+            failure_reason TEXT,
+            ip TEXT,
+            user_agent TEXT,
+            ts {real} NOT NULL)""",
+        "CREATE INDEX mfa_audit_logs_ts ON mfa_audit_logs (ts)",
+        "CREATE INDEX mfa_audit_logs_user ON mfa_audit_logs (user_id)",
+        """CREATE TABLE security_events (
+            id {id},
+            event_id TEXT,
+            user_id TEXT,
+            type TEXT NOT NULL,
+            severity TEXT,
+            result TEXT,
+            reason TEXT,
+            ip TEXT,
+            user_agent TEXT,
+            ts {real} NOT NULL)""",
+        "CREATE INDEX security_events_ts ON security_events (ts)",
+        "CREATE INDEX security_events_user ON security_events (user_id)",
+        """CREATE TABLE download_logs (
+            id {id},
+            event_id TEXT,
+            user_id TEXT,
+            resource_id TEXT,
+            resource_type TEXT,
+            bytes {real},
+            ts {real} NOT NULL)""",
+        "CREATE INDEX download_logs_ts ON download_logs (ts)",
+        "CREATE INDEX download_logs_user ON download_logs (user_id)",
+        """CREATE TABLE opt_outs (
+            user_id TEXT PRIMARY KEY,
+            opted_out_at {real} NOT NULL,
+            source TEXT NOT NULL)""",
+        """CREATE TABLE probe_rollups (
+            target TEXT NOT NULL,
+            minute INTEGER NOT NULL,
+            probes INTEGER NOT NULL,
+            successes INTEGER NOT NULL,
+            duration_sum {real} NOT NULL,
+            duration_max {real} NOT NULL,
+            PRIMARY KEY (target, minute))""",
+        "CREATE INDEX probe_rollups_minute ON probe_rollups (minute)",
+    )),
+)
+
+# tables holding a user's data, with the column naming the user (GDPR export and erasure)
+USER_TABLES: tuple[tuple[str, str], ...] = (
+    ("events", "user_id"), ("users", "user_id"), ("onboarding_funnel", "user_id"),
+    ("mfa_audit_logs", "user_id"), ("security_events", "user_id"), ("download_logs", "user_id"),
+    ("opt_outs", "user_id"),
+)
+
+MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at {real} NOT NULL)"""
+
+
+def statements(migration: Migration, dialect: str) -> list[str]:
+    """The migration's DDL for `dialect` ("sqlite" or "postgres")."""
+    types = DIALECT_TYPES[dialect]
+    return [sql.format(**types) for sql in migration.statements]
+
+
+def migrations_table(dialect: str) -> str:
+    return MIGRATIONS_TABLE.format(**DIALECT_TYPES[dialect])
+
+
+def latest_version() -> int:
+    return MIGRATIONS[-1].version
