@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     docs = commands.add_parser("render-docs", help="write docs/events.md and docs/event-metrics.md from the code")
     docs.add_argument("--check", action="store_true", help="write nothing; exit 1 naming each stale file")
     docs.add_argument("--docs-dir", help="the docs directory (default: docs/ of this source checkout)")
+    from agent.rules.render import add_arguments as add_render_rules_arguments
+    rules = commands.add_parser("render-rules", help="write prometheus/rules/*.yml from agent/rules/ and the "
+                                                     "alerting: thresholds of the config")
+    add_render_rules_arguments(rules, os.environ.get("LOOM_AGENT_CONFIG", DEFAULT_CONFIG))
     return parser
 
 
@@ -56,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         return run(args.config)
     if args.command == "render-docs":
         return render_docs(args.docs_dir, args.check)
+    if args.command == "render-rules":
+        from agent.rules.render import main_render_rules
+        return main_render_rules(args)
     parser.print_help()
     return EXIT_CONFIG
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from agent.api import PIPELINE, RUNTIME, STORE, events, health, index, openapi, probe
+from agent.api import PIPELINE, RUNTIME, STORE, anomalies, events, health, index, openapi, probe
 from agent.api.auth import ADMIN_TOKENS
 from agent.config import Config
 from agent.events.pipeline import EventPipeline
@@ -43,14 +43,32 @@ def build_app(config: Config, registry: CollectorRegistry | None = None) -> web.
     registry.register(EventSpanMetrics(spans))
     runtime.reload_hooks.append(lambda new: pipeline.prepare(new.events))
     app[RUNTIME], app[STORE], app[PIPELINE] = runtime, store, pipeline
-    app[ADMIN_TOKENS] = admin_tokens = list(config.api.admin_tokens)
-    runtime.reload_hooks.append(lambda new: lambda: admin_tokens.__setitem__(slice(None), new.api.admin_tokens))
+    app[ADMIN_TOKENS] = list(config.api.admin_tokens)
+    runtime.reload_hooks.append(_reload_admin_tokens(app[ADMIN_TOKENS]))
+    windows = anomalies.setup(app, config.alerting, registry)
+    pipeline.observers.append(windows.observe)
+    runtime.reload_hooks.append(_reload_thresholds(app[anomalies.ANOMALIES]))
     app.cleanup_ctx.append(export.cleanup_ctx)    # first up, last down: flushes the final spans
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(_span_sweeper_ctx)
     for module in (health, probe, events, index, openapi):
         module.add_routes(app)
     return app
+
+
+def _reload_admin_tokens(tokens: list[str]) -> Callable[[Config], Callable[[], None]]:
+    """A reload hook: the new config's admin tokens replace the running ones in place."""
+    def prepare(new: Config) -> Callable[[], None]:
+        def commit() -> None:
+            tokens[:] = new.api.admin_tokens
+        return commit
+    return prepare
+
+
+def _reload_thresholds(monitor: anomalies.AnomalyMonitor) -> Callable[[Config], Callable[[], None]]:
+    def prepare(new: Config) -> Callable[[], None]:
+        return lambda: monitor.reconfigure(new.alerting)
+    return prepare
 
 
 async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -20,6 +20,7 @@ from agent.api_config import ApiConfig, parse_api
 from agent.collectors import KINDS, URL_KINDS, kind_module
 from agent.collectors.base import ProbeTarget, split_host_port, url_credentials_error
 from agent.events.config import EventsConfig, parse_events
+from agent.rules.thresholds import Thresholds, parse_thresholds
 from agent.schema import ConfigError, Node, format_duration
 from agent.telemetry_config import TelemetryConfig, parse_telemetry
 
@@ -67,6 +68,7 @@ class Config:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     api: ApiConfig = ApiConfig()
+    alerting: Thresholds = Thresholds()
     modules: Mapping[str, Module] = field(default_factory=dict)
     targets: tuple[ProbeTarget, ...] = ()
     source: str | None = None     # the file it was read from
@@ -103,10 +105,11 @@ def _parse_root(root: Node, environ: Mapping[str, str]) -> dict[str, Any]:
     telemetry = parse_telemetry(root.child("telemetry"))
     events = parse_events(root.child("events"), environ)
     api = parse_api(root.child("api"), environ)
+    alerting = parse_thresholds(root.child("alerting"))
     modules = {**builtin_modules(), **root.map_of("modules", _parse_module)}
     targets = _parse_targets(root, modules, defaults)
     return dict(listen=listen, defaults=defaults, scheduler=scheduler, telemetry=telemetry, events=events,
-                api=api, modules=modules, targets=targets)
+                api=api, alerting=alerting, modules=modules, targets=targets)
 
 
 def _parse_listen(root: Node, environ: Mapping[str, str]) -> tuple[str, int]:

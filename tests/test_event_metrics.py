@@ -4,6 +4,7 @@ cardinality guards; user ids never become label values; config-driven mapping ru
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
@@ -407,9 +408,9 @@ def test_rule_drop_is_not_counted_but_counted_as_dropped() -> None:
     config = events_config({"mappings": [{"match": "debug_*", "action": "drop"}]})
     store = MetricStore(config.series_limit)
     pipeline = EventPipeline(config, store, None)
-    accepted = pipeline.ingest([event("debug_ping", {}), event("debug_pong", {}), event("video_played", {})],
-                               "events")
-    assert accepted == 3                                      # the API accepted them all
+    result = asyncio.run(pipeline.ingest([event("debug_ping", {}), event("debug_pong", {}),
+                                          event("video_played", {})], "events"))
+    assert result.accepted == 3                                     # the API accepted them all
     assert samples(store, "loom_events") == {frozenset({("category", "custom"), ("event", "video_played")}): 1.0}
     assert samples(store, "loom_agent_events_dropped") == {frozenset({("reason", "mapping_drop")}): 2.0}
 
@@ -448,20 +449,20 @@ def test_pipeline_prepare_rejects_a_colliding_reload_and_keeps_the_running_rules
     running = events_config({"mappings": [{"match": "video_*", "name": "loom_video_events"}]})
     store = MetricStore(running.series_limit)
     pipeline = EventPipeline(running, store, None)
-    pipeline.ingest([event("video_played", {})], "events")
+    asyncio.run(pipeline.ingest([event("video_played", {})], "events"))
     bad = events_config({"mappings": [
         {"match": "audio_*", "name": "loom_audio_events", "labels": {"codec": "codec"}},      # fine on its own
         {"match": "x_*", "name": "loom_cta_clicks", "labels": {"page": "page"}}]})             # collides
     with pytest.raises(ValueError, match="loom_cta_clicks"):
         pipeline.prepare(bad)
     assert store.get("loom_audio_events") is None          # a rejected config leaves nothing behind
-    pipeline.ingest([event("video_played", {})], "events")
+    asyncio.run(pipeline.ingest([event("video_played", {})], "events"))
     assert samples(store, "loom_video_events") == {frozenset(): 2.0}
     fixed = events_config({"mappings": [
         {"match": "audio_*", "name": "loom_audio_events", "labels": {"format": "format"}},
         {"match": "video_*", "name": "loom_video_events"}]})
     pipeline.prepare(fixed)()                               # commit
-    pipeline.ingest([event("audio_played", {"format": "mp3"}), event("video_played", {})], "events")
+    asyncio.run(pipeline.ingest([event("audio_played", {"format": "mp3"}), event("video_played", {})], "events"))
     assert one(store, "loom_audio_events", format="mp3") == 1
     assert samples(store, "loom_video_events") == {frozenset(): 3.0}     # counters survive the reload
 
@@ -493,7 +494,7 @@ def test_reload_may_change_or_remove_the_running_rules_families() -> None:
         {"match": "kept_*", "name": "loom_kept_events"}]})
     pipeline = EventPipeline(first, store, None)
     for name in ("checkout_done", "upload_done", "kept_one"):
-        pipeline.ingest([event(name, {"plan": "pro", "bytes": 50})], "events")
+        asyncio.run(pipeline.ingest([event(name, {"plan": "pro", "bytes": 50})], "events"))
     second = events_config({"mappings": [
         {"match": "checkout_*", "name": "loom_checkout_events", "labels": {"plan": "plan", "region": "region"}},
         {"match": "kept_*", "name": "loom_kept_events"}]})
@@ -502,7 +503,7 @@ def test_reload_may_change_or_remove_the_running_rules_families() -> None:
     assert store.get("loom_checkout_events").labels == ("plan", "region")   # replaced: new labels
     assert not store.get("loom_checkout_events").series
     assert store.get("loom_kept_events").series == {(): 1.0}                # unchanged: counts carry on
-    pipeline.ingest([event("checkout_done", {"plan": "pro", "region": "eu"})], "events")
+    asyncio.run(pipeline.ingest([event("checkout_done", {"plan": "pro", "region": "eu"})], "events"))
     assert store.get("loom_checkout_events").series == {("pro", "eu"): 1.0}
     # a catalog family still cannot be redefined by a rule
     with pytest.raises(ValueError, match="loom_cta_clicks is already registered"):

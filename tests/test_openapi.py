@@ -293,7 +293,8 @@ def test_a_running_app_answers_as_documented(tmp_path: Path) -> None:
         async with TestClient(server) as client:
             one = examples("Event")["webVitals"]
             one.pop("timestamp")
-            assert await check_answer(client, "POST", "/v1/events", 200, json=one, headers=auth) == {"accepted": 1}
+            assert await check_answer(client, "POST", "/v1/events", 200, json=one,
+                                      headers=auth) == {"accepted": 1, "stored": 1, "duplicates": 0, "dropped": 0}
             await check_answer(client, "POST", "/v1/events", 401, json=one)
             await check_answer(client, "POST", "/v1/events", 403, json=one, headers={"X-Loom-Api-Key": "x" * 20})
             await check_answer(client, "POST", "/v1/events", 413, data=b"[" + b" " * 4096 + b"]", headers=auth)
@@ -302,7 +303,7 @@ def test_a_running_app_answers_as_documented(tmp_path: Path) -> None:
                                       json={"events": [one, {"event": "x y"}]})
             assert [(e["index"], e["field"]) for e in body["errors"]] == [(1, "event")]
             assert await check_answer(client, "POST", "/v1/events/batch", 200, json=[one, one],
-                                      headers=auth) == {"accepted": 2}
+                                      headers=auth) == {"accepted": 2, "stored": 2, "duplicates": 0, "dropped": 0}
             capture = {"api_key": KEY, "event": "$pageview", "distinct_id": "anon_1"}
             for path in ("/capture", "/capture/", "/e", "/e/"):
                 await check_answer(client, "POST", path, 200, json=capture)

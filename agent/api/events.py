@@ -20,7 +20,9 @@ from agent.api.auth import API_KEY_HEADER, bearer_token, token_matches
 from agent.api.posthog_wire import PayloadError, decode_posthog_body
 from agent.events.pipeline import EventPipeline
 from agent.events.posthog import capture_api_key, parse_capture, parse_posthog_batch
+from agent.events.pipeline import IngestResult
 from agent.events.validate import BatchError, EventError, parse_batch, parse_event
+from agent.store.errors import StoreError
 
 # JSON nesting accepted in a body; an event needs 8 (batch, event, properties, 5 levels of value).
 # orjson before 3.9.15 has no recursion limit (CVE-2024-27454): ~150,000 nested arrays, a 300 kB
@@ -42,6 +44,30 @@ def _error(status: int, message: str, errors: list[dict[str, Any]] | None = None
 
 def _ok(body: dict[str, Any]) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+async def _ingest(pipeline: EventPipeline, events: Any, api: str) -> IngestResult | web.Response:
+    """Hand the events over; a store that cannot commit them is a 503 with Retry-After: nothing of the
+    request was acknowledged, the client retries (with event ids, a retry is never stored twice)."""
+    try:
+        return await pipeline.ingest(events, api)
+    except StoreError as exc:
+        pipeline.rejected(api, "store_unavailable")
+        response = _error(503, f"the event store cannot take events now ({type(exc).__name__}: {exc}); "
+                               f"retry after {exc.retry_after} s")
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
+
+def _accepted(result: IngestResult | web.Response) -> web.Response:
+    if isinstance(result, web.Response):
+        return result
+    return _ok({"accepted": result.accepted, "stored": result.stored, "duplicates": result.duplicates,
+                "dropped": result.dropped})
+
+
+def _posthog_ok(result: IngestResult | web.Response) -> web.Response:
+    return result if isinstance(result, web.Response) else _ok({"status": 1})
 
 
 def _check_key(pipeline: EventPipeline, presented: str | None, api: str) -> web.Response | None:
@@ -142,7 +168,7 @@ async def post_event(request: web.Request) -> web.Response:
         event = parse_event(obj, now=time.time(), limits=pipeline.limits, dnt_header=_dnt(request))
     except EventError as err:
         return _invalid(pipeline, "events", [err])
-    return _ok({"accepted": pipeline.ingest((event,), "events")})
+    return _accepted(await _ingest(pipeline, (event,), "events"))
 
 
 async def post_batch(request: web.Request) -> web.Response:
@@ -155,7 +181,7 @@ async def post_batch(request: web.Request) -> web.Response:
         events = parse_batch(obj, now=time.time(), limits=pipeline.limits, dnt_header=_dnt(request))
     except BatchError as err:
         return _invalid(pipeline, "events", err.errors)
-    return _ok({"accepted": pipeline.ingest(events, "events")})
+    return _accepted(await _ingest(pipeline, events, "events"))
 
 
 async def posthog_capture(request: web.Request) -> web.Response:
@@ -165,15 +191,14 @@ async def posthog_capture(request: web.Request) -> web.Response:
         return obj
     now = time.time()
     if isinstance(obj, dict) and "batch" in obj:          # posthog-js also posts batches to /capture
-        return _posthog_batch(pipeline, obj, now, bearer_token(request))
+        return await _posthog_batch(pipeline, obj, now, bearer_token(request))
     if (denied := _check_key(pipeline, capture_api_key(obj) or bearer_token(request), "posthog")) is not None:
         return denied
     try:
         event = parse_capture(obj, now=now, limits=pipeline.limits)
     except EventError as err:
         return _invalid(pipeline, "posthog", [err])
-    pipeline.ingest((event,), "posthog")
-    return _ok({"status": 1})
+    return _posthog_ok(await _ingest(pipeline, (event,), "posthog"))
 
 
 async def posthog_batch(request: web.Request) -> web.Response:
@@ -181,18 +206,17 @@ async def posthog_batch(request: web.Request) -> web.Response:
     obj = await _read_json(request, pipeline, "posthog")
     if isinstance(obj, web.Response):
         return obj
-    return _posthog_batch(pipeline, obj, time.time(), bearer_token(request))
+    return await _posthog_batch(pipeline, obj, time.time(), bearer_token(request))
 
 
-def _posthog_batch(pipeline: EventPipeline, obj: Any, now: float, header_key: str | None) -> web.Response:
+async def _posthog_batch(pipeline: EventPipeline, obj: Any, now: float, header_key: str | None) -> web.Response:
     if (denied := _check_key(pipeline, capture_api_key(obj) or header_key, "posthog")) is not None:
         return denied
     try:
         _, events = parse_posthog_batch(obj, now=now, limits=pipeline.limits)
     except BatchError as err:
         return _invalid(pipeline, "posthog", err.errors)
-    pipeline.ingest(events, "posthog")
-    return _ok({"status": 1})
+    return _posthog_ok(await _ingest(pipeline, events, "posthog"))
 
 
 def add_routes(app: web.Application) -> None:

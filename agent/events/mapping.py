@@ -183,8 +183,9 @@ class EventMetrics:
         self._custom_limit = config.custom_event_limit
         self._custom_names: set[str] = set()
         self.dropped: Counter = store.counter(
-            "loom_agent_events_dropped", "Events accepted by the API but not turned into metrics, by reason.",
-            ("reason",), allow={"reason": frozenset({"mapping_drop", "dnt", "opt_out"})})
+            "loom_agent_events_dropped", "Events accepted by the API but dropped (by privacy: not stored either; "
+            "by a mapping rule: stored, not counted), by reason.",
+            ("reason",), allow={"reason": frozenset({"mapping_drop", "dnt", "opted_out"})})
         self._table: dict[str, list[Emitter]] = {}
         for emit in TABLE:
             emitter = _compile(emit, store, config)

@@ -1,12 +1,19 @@
-"""The one path every validated event takes: metrics, then spans (privacy and storage join here).
+"""The one path every validated event takes: privacy, then the durable store, then metrics, spans
+and the anomaly windows.
 
-`EventPipeline` is rebuilt on config reload around the same MetricStore, so counters survive a
-reload while mapping rules change.
+An ingest request is acknowledged only after its events are committed: `ingest()` awaits the group
+commit, and only then counts, traces and observes the events, so a request the store refuses (503,
+retried by the client) leaves no metric behind, and a retried event the store already holds (same
+client event id) is neither stored nor counted twice.
+
+The pipeline survives config reloads (prepare/commit): counters carry on while mapping rules change.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from agent.events.config import EventsConfig
 from agent.events.limits import Limits
@@ -14,6 +21,22 @@ from agent.events.mapping import TABLE_METRICS, EventMetrics, check_rules, famil
 from agent.events.model import Event
 from agent.events.spans import EventSpans
 from agent.metricstore import MetricStore
+from agent.store.rows import event_rows
+
+if TYPE_CHECKING:
+    from agent.events.privacy import Privacy
+    from agent.store.writer import GroupCommitWriter
+
+# called with the events of a request once they are committed (and not duplicates)
+Observer = Callable[[Sequence[Event]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    accepted: int          # valid events acknowledged (stored, already stored, or dropped by privacy)
+    stored: int            # newly committed to the store (or processed, when there is no store)
+    duplicates: int        # already stored under the same client event id: not stored or counted again
+    dropped: int           # dropped by privacy (Do-Not-Track, opted-out users)
 
 
 def limits_of(config: EventsConfig) -> Limits:
@@ -22,8 +45,12 @@ def limits_of(config: EventsConfig) -> Limits:
 
 
 class EventPipeline:
-    def __init__(self, config: EventsConfig, store: MetricStore, spans: EventSpans | None):
+    def __init__(self, config: EventsConfig, store: MetricStore, spans: EventSpans | None,
+                 privacy: Privacy | None = None, writer: GroupCommitWriter | None = None):
         self.config = config
+        self.privacy = privacy
+        self.writer = writer
+        self.observers: list[Observer] = []
         self.limits = limits_of(config)
         self.store = store
         self.metrics = EventMetrics(store, config)     # raises ValueError on a metric/label conflict
@@ -35,7 +62,10 @@ class EventPipeline:
         self._rejected = store.counter(
             "loom_agent_ingest_rejected", "Ingest requests rejected, by API and reason.", ("api", "reason"),
             allow={"api": frozenset({"events", "posthog"}),
-                   "reason": frozenset({"invalid", "auth", "too_large", "malformed"})})
+                   "reason": frozenset({"invalid", "auth", "too_large", "malformed", "store_unavailable"})})
+        self._anonymized = store.counter(
+            "loom_agent_events_anonymized", "Events stored without the identity of the person, by reason.",
+            ("reason",), allow={"reason": frozenset({"dnt", "opted_out"})})
 
     def prepare(self, config: EventsConfig):
         """Check `config`'s mapping rules against the live store; returns the function that switches
@@ -56,16 +86,31 @@ class EventPipeline:
             self.metrics = EventMetrics(self.store, config)
         return commit
 
-    def ingest(self, events: Iterable[Event], api: str) -> int:
-        """Process validated events; returns how many were accepted (all of them, today)."""
+    async def ingest(self, events: Sequence[Event], api: str) -> IngestResult:
+        """Privacy, then the store's group commit (raises StoreError: nothing was acknowledged), then
+        metrics, spans and observers for the events newly stored."""
+        kept: Sequence[Event] = events
+        dropped = 0
+        if self.privacy is not None:
+            kept, drops, anonymized = self.privacy.apply(events)
+            for reason, count in drops.items():
+                self.metrics.dropped.inc((reason,), count)
+                dropped += count
+            for reason, count in anonymized.items():
+                self._anonymized.inc((reason,), count)
+        duplicates: frozenset[int] = frozenset()
+        if self.writer is not None and kept:
+            duplicates = await self.writer.submit([event_rows(event) for event in kept])
+            if duplicates:
+                kept = [event for i, event in enumerate(kept) if i not in duplicates]
         apply, spans = self.metrics.apply, self.spans
-        count = 0
-        for event in events:
+        for event in kept:
             if apply(event) and spans is not None:     # a mapping rule may drop the event
                 spans.handle(event)
-            count += 1
-        self._batches.observe((api,), count)
-        return count
+        for observe in self.observers:
+            observe(kept)
+        self._batches.observe((api,), len(events))
+        return IngestResult(accepted=len(events), stored=len(kept), duplicates=len(duplicates), dropped=dropped)
 
     def rejected(self, api: str, reason: str) -> None:
         self._rejected.inc((api, reason))

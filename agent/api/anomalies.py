@@ -1,0 +1,157 @@
+"""GET /api/anomalies: the documentation's runAnomalyDetection(), over HTTP (admin token).
+
+Without parameters it runs every detection with the configured thresholds (and refreshes
+loom_anomaly_active with the result). `detector=<name>` runs one; the documentation's camelCase
+settings (`windowMinutes`, `dropThresholdPercent`, `spikeThreshold`, `failureRatePercent`,
+`slowRequestMs`, `slowPercent`, `minBaseline`, `minAttempts`, `minRequests`) override the configured
+value for this request only, on each selected detection that has the setting. Every bad parameter is
+a 400 naming it: `{"error": ..., "errors": [{"field": "windowMinutes", "message": ...}]}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from agent.api.auth import admin_denied
+from agent.rules.anomaly_metrics import AnomalyActiveCollector, AnomalyMonitor
+from agent.rules.detectors import DETECTORS, iso_time, run_anomaly_detection, with_overrides
+from agent.rules.thresholds import Thresholds
+from agent.rules.windows import EventWindows, slow_bound_index
+
+ANOMALIES = web.AppKey("anomalies", AnomalyMonitor)
+EVALUATION_INTERVAL_SECONDS = 30.0
+DETECTOR_PARAM = "detector"
+
+
+def setup(app: web.Application, thresholds: Thresholds, registry: CollectorRegistry, *,
+          interval: float = EVALUATION_INTERVAL_SECONDS, clock: Callable[[], float] = time.time) -> EventWindows:
+    """Wire the detectors into `app`: state, the gauge on `registry`, the route, the evaluation timer.
+    Returns the windows the event pipeline feeds (`windows.observe(events)`)."""
+    monitor = AnomalyMonitor(thresholds, clock)
+    app[ANOMALIES] = monitor
+    registry.register(AnomalyActiveCollector(monitor))
+    app.cleanup_ctx.append(_evaluation_ctx(interval))
+    add_routes(app)
+    return monitor.windows
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/anomalies", anomalies)
+
+
+def _evaluation_ctx(interval: float) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def evaluation(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(app[ANOMALIES].run(interval))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return evaluation
+
+
+async def anomalies(request: web.Request) -> web.Response:
+    denied = admin_denied(request)
+    if denied is not None:
+        return denied
+    monitor = request.app[ANOMALIES]
+    names, overrides, errors = parse_query(request.query, monitor.windows.max_window_minutes)
+    if errors:
+        return _json({"error": "; ".join(f"{e['field']}: {e['message']}" for e in errors), "errors": errors},
+                     status=400)
+    now = monitor.clock()
+    if names is None and not overrides:
+        found = monitor.evaluate(now)
+    else:
+        selected = list(DETECTORS) if names is None else names
+        thresholds = with_overrides(monitor.thresholds, selected, overrides)
+        found = run_anomaly_detection(monitor.windows, thresholds, now, only=selected)
+    return _json({"anomalies": [anomaly.to_json() for anomaly in found], "evaluatedAt": iso_time(now)})
+
+
+def _json(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+def _camel(name: str) -> str:
+    return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
+
+
+def _settings() -> dict[str, tuple[str, type, frozenset[str]]]:
+    """camelCase parameter -> (field, int or float, the detectors that have it), from the dataclasses."""
+    found: dict[str, tuple[str, type, set[str]]] = {}
+    for name, block in ((name, getattr(Thresholds(), name)) for name in DETECTORS):
+        for f in dataclasses.fields(block):
+            kind = int if f.type in ("int", int) else float
+            found.setdefault(_camel(f.name), (f.name, kind, set()))[2].add(name)
+    return {param: (field, kind, frozenset(owners)) for param, (field, kind, owners) in found.items()}
+
+
+SETTINGS = _settings()
+_PERCENT_FIELDS = frozenset({"drop_threshold_percent", "failure_rate_percent", "slow_percent"})
+
+
+def parse_query(query: Mapping[str, str], max_window_minutes: int
+                ) -> tuple[list[str] | None, dict[str, Any], list[dict[str, str]]]:
+    """(the detectors asked for or None for all, field -> override, errors naming the parameter)."""
+    errors: list[dict[str, str]] = []
+    names: list[str] | None = None
+    if DETECTOR_PARAM in query:
+        name = query[DETECTOR_PARAM]
+        if name in DETECTORS:
+            names = [name]
+        else:
+            errors.append(_err(DETECTOR_PARAM, f"unknown detector {name!r}; one of {', '.join(DETECTORS)}"))
+    overrides: dict[str, Any] = {}
+    for param in query:
+        if param == DETECTOR_PARAM:
+            continue
+        setting = SETTINGS.get(param)
+        if setting is None:
+            errors.append(_err(param, f"unknown parameter; known: {DETECTOR_PARAM}, {', '.join(SETTINGS)}"))
+            continue
+        field, kind, owners = setting
+        if names is not None and not owners.intersection(names):
+            errors.append(_err(param, f"not a setting of {names[0]} (it is one of {', '.join(sorted(owners))})"))
+            continue
+        value, message = _parse_value(field, kind, query[param], max_window_minutes)
+        if message is not None:
+            errors.append(_err(param, message))
+        else:
+            overrides[field] = value
+    return names, overrides, errors
+
+
+def _parse_value(field: str, kind: type, text: str, max_window_minutes: int) -> tuple[Any, str | None]:
+    """The typed, bounded value of one setting, or the message saying what is wrong with it."""
+    try:
+        value = int(text) if kind is int else float(text)
+    except ValueError:
+        return None, f"must be {'an integer' if kind is int else 'a number'}, got {text!r}"
+    if not math.isfinite(value) or value <= 0:
+        return None, f"must be greater than 0, got {text}"
+    if field == "window_minutes" and value > max_window_minutes:
+        return None, (f"must be at most {max_window_minutes}: the agent keeps twice its largest configured "
+                      f"window of history (set a larger alerting.*.window_minutes to keep more)")
+    if field in _PERCENT_FIELDS and value > 100:
+        return None, f"must be at most 100, got {text}"
+    if field == "slow_request_ms":
+        try:
+            slow_bound_index(value)
+        except ValueError as exc:
+            return None, str(exc)
+    return value, None
+
+
+def _err(field: str, message: str) -> dict[str, str]:
+    return {"field": field, "message": message}
