@@ -2,7 +2,8 @@
 
 The rule files are committed (Prometheus and promtool read them as they are); the source of truth
 is Python here plus config.yaml. `python -m agent render-rules` writes them, `--check` and
-tests/test_alert_rules.py fail when a committed file is not what the source renders.
+tests/test_alert_rules.py fail when a committed file is not what the source renders. The same
+command writes docs/alerting.md (alerting_doc.py), which quotes the same thresholds.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from typing import Any
 
 import yaml
 
+from agent.rules import alerting_doc
 from agent.rules.alerts_agent import agent_group
 from agent.rules.alerts_events import events_group
 from agent.rules.alerts_probe import probe_group, slo_group
+from agent.rules.routing_doc import default_alertmanager_path
 from agent.rules.thresholds import Thresholds, parse_thresholds
 from agent.schema import ConfigError, Node
 
@@ -58,12 +61,21 @@ def default_rules_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "prometheus" / "rules"
 
 
-def write_rules(directory: str | Path, thresholds: Thresholds, check: bool) -> list[str]:
-    """With check: the files that are missing or differ (nothing written). Else: the files written."""
+def default_docs_path() -> Path:
+    """docs/alerting.md of this source checkout."""
+    return Path(__file__).resolve().parents[2] / "docs" / "alerting.md"
+
+
+def write_rules(directory: str | Path, thresholds: Thresholds, check: bool,
+                docs: str | Path | None = None) -> list[str]:
+    """With check: the files that are missing or differ (nothing written). Else: the files written.
+    `docs`: the path of docs/alerting.md, rendered (or checked) with the rules; None leaves it alone."""
     directory = Path(directory)
+    texts = {directory / name: text for name, text in render_rules(thresholds).items()}
+    if docs is not None:
+        texts[Path(docs)] = alerting_doc.render_alerting_doc(thresholds)
     out = []
-    for name, text in render_rules(thresholds).items():
-        path = directory / name
+    for path, text in texts.items():
         current = path.read_text(encoding="utf-8") if path.is_file() else None
         if current == text:
             continue
@@ -98,6 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser, default_config: str) -> None:
                         help="configuration file whose `alerting:` block sets the thresholds")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 naming each stale file")
     parser.add_argument("--out", help="the rules directory (default: prometheus/rules/ of this source checkout)")
+    parser.add_argument("--docs-out", help="where the alerting page goes (default: docs/alerting.md of this source "
+                                           "checkout, unless --out is given: then the page is written only to "
+                                           "--docs-out, so a render elsewhere never rewrites the committed page)")
 
 
 def main_render_rules(args: argparse.Namespace) -> int:
@@ -109,14 +124,26 @@ def main_render_rules(args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr)
         return EXIT_CONFIG
     directory = Path(args.out) if args.out else default_rules_dir()
-    if not directory.is_dir():
-        print(f"error: {directory}: no such directory", file=sys.stderr)
+    docs = docs_path(args)
+    for needed in (directory, *([docs.parent] if docs else [])):
+        if not needed.is_dir():
+            print(f"error: {needed}: no such directory", file=sys.stderr)
+            return EXIT_CONFIG
+    if docs and not default_alertmanager_path().is_file():
+        print(f"error: {default_alertmanager_path()}: missing (the alerting page reads its routing)", file=sys.stderr)
         return EXIT_CONFIG
     if args.check:
-        stale = write_rules(directory, thresholds, check=True)
+        stale = write_rules(directory, thresholds, check=True, docs=docs)
         for path in stale:
             print(f"{path}: stale; run `{REGENERATE}`", file=sys.stderr)
         return 1 if stale else 0
-    for path in write_rules(directory, thresholds, check=False):
+    for path in write_rules(directory, thresholds, check=False, docs=docs):
         print(f"wrote {path}")
     return 0
+
+
+def docs_path(args: argparse.Namespace) -> Path | None:
+    """--docs-out; else the checkout's docs/alerting.md when the rules go to the checkout too; else none."""
+    if getattr(args, "docs_out", None):
+        return Path(args.docs_out)
+    return None if args.out else default_docs_path()
