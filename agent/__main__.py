@@ -40,9 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     docs = commands.add_parser("render-docs", help="write docs/events.md and docs/event-metrics.md from the code")
     docs.add_argument("--check", action="store_true", help="write nothing; exit 1 naming each stale file")
     docs.add_argument("--docs-dir", help="the docs directory (default: docs/ of this source checkout)")
+    clean = commands.add_parser("cleanup", help="delete stored data older than its retention period, now")
+    clean.add_argument("--config", default=os.environ.get("LOOM_AGENT_CONFIG", DEFAULT_CONFIG),
+                       help="configuration file (env LOOM_AGENT_CONFIG; default config.yaml)")
     from agent.rules.render import add_arguments as add_render_rules_arguments
-    rules = commands.add_parser("render-rules", help="write prometheus/rules/*.yml from agent/rules/ and the "
-                                                     "alerting: thresholds of the config")
+    rules = commands.add_parser("render-rules", help="write prometheus/rules/*.yml and docs/alerting.md from "
+                                                     "agent/rules/, the alerting: thresholds of the config and "
+                                                     "prometheus/alertmanager.yml")
     add_render_rules_arguments(rules, os.environ.get("LOOM_AGENT_CONFIG", DEFAULT_CONFIG))
     return parser
 
@@ -60,11 +64,26 @@ def main(argv: list[str] | None = None) -> int:
         return run(args.config)
     if args.command == "render-docs":
         return render_docs(args.docs_dir, args.check)
+    if args.command == "cleanup":
+        return cleanup(args.config)
     if args.command == "render-rules":
         from agent.rules.render import main_render_rules
         return main_render_rules(args)
     parser.print_help()
     return EXIT_CONFIG
+
+
+def cleanup(path: str) -> int:
+    from agent.config import load_config
+    from agent.store.retention import main_cleanup
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(f"error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    return main_cleanup(config)
 
 
 def check_config(path: str) -> int:
