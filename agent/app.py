@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from agent.api import PIPELINE, RUNTIME, STORE, anomalies, events, health, index, openapi, probe
+from agent.api import PIPELINE, PRIVACY, RUNTIME, STORE, anomalies, events, health, index, openapi, probe
 from agent.api.auth import ADMIN_TOKENS
+from agent.app_store import build_privacy, setup_store
 from agent.config import Config
 from agent.events.pipeline import EventPipeline
 from agent.events.span_metrics import EventSpanMetrics
@@ -39,10 +40,11 @@ def build_app(config: Config, registry: CollectorRegistry | None = None) -> web.
     runtime.spans_exported = export.traces is not None
     spans = EventSpans(tracer_provider.get_tracer("loom-agent.events"), idle_timeout=config.events.span_idle_timeout,
                        max_open=config.events.max_open_spans)
-    pipeline = EventPipeline(config.events, store, spans)
+    privacy = build_privacy(config)
+    pipeline = EventPipeline(config.events, store, spans, privacy)
     registry.register(EventSpanMetrics(spans))
     runtime.reload_hooks.append(lambda new: pipeline.prepare(new.events))
-    app[RUNTIME], app[STORE], app[PIPELINE] = runtime, store, pipeline
+    app[RUNTIME], app[STORE], app[PIPELINE], app[PRIVACY] = runtime, store, pipeline, privacy
     app[ADMIN_TOKENS] = list(config.api.admin_tokens)
     runtime.reload_hooks.append(_reload_admin_tokens(app[ADMIN_TOKENS]))
     windows = anomalies.setup(app, config.alerting, registry)
@@ -51,6 +53,7 @@ def build_app(config: Config, registry: CollectorRegistry | None = None) -> web.
     app.cleanup_ctx.append(export.cleanup_ctx)    # first up, last down: flushes the final spans
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(_span_sweeper_ctx)
+    setup_store(app, config, registry, store, runtime)
     for module in (health, probe, events, index, openapi):
         module.add_routes(app)
     return app

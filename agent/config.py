@@ -20,8 +20,11 @@ from agent.api_config import ApiConfig, parse_api
 from agent.collectors import KINDS, URL_KINDS, kind_module
 from agent.collectors.base import ProbeTarget, split_host_port, url_credentials_error
 from agent.events.config import EventsConfig, parse_events
+from agent.events.privacy_config import PrivacyConfig, parse_privacy
 from agent.rules.thresholds import Thresholds, parse_thresholds
 from agent.schema import ConfigError, Node, format_duration
+from agent.store.config import StoreConfig, parse_store
+from agent.store.retention import RetentionConfig, parse_retention
 from agent.telemetry_config import TelemetryConfig, parse_telemetry
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
@@ -69,6 +72,9 @@ class Config:
     events: EventsConfig = field(default_factory=EventsConfig)
     api: ApiConfig = ApiConfig()
     alerting: Thresholds = Thresholds()
+    store: StoreConfig = StoreConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    retention: RetentionConfig = RetentionConfig()
     modules: Mapping[str, Module] = field(default_factory=dict)
     targets: tuple[ProbeTarget, ...] = ()
     source: str | None = None     # the file it was read from
@@ -91,14 +97,15 @@ def parse_config(text: str, source: str | None = None, environ: Mapping[str, str
         raise ConfigError([f"{source or '<config>'}: invalid YAML: {exc}"]) from exc
     errors: list[str] = []
     root = Node(document, "", errors)
-    config = _parse_root(root, environ or {})
+    base_dir = os.path.dirname(os.path.abspath(source)) if source else os.getcwd()
+    config = _parse_root(root, environ or {}, base_dir)
     root.finish()
     if errors:
         raise ConfigError(errors)
     return Config(**{**config, "source": source})
 
 
-def _parse_root(root: Node, environ: Mapping[str, str]) -> dict[str, Any]:
+def _parse_root(root: Node, environ: Mapping[str, str], base_dir: str) -> dict[str, Any]:
     listen = _parse_listen(root, environ)
     defaults = _parse_defaults(root.child("defaults"))
     scheduler = _parse_scheduler(root.child("scheduler"))
@@ -106,10 +113,16 @@ def _parse_root(root: Node, environ: Mapping[str, str]) -> dict[str, Any]:
     events = parse_events(root.child("events"), environ)
     api = parse_api(root.child("api"), environ)
     alerting = parse_thresholds(root.child("alerting"))
+    store = parse_store(root.child("store"), base_dir, environ)
+    privacy = parse_privacy(root.child("privacy"), environ)
+    retention = parse_retention(root.child("retention"))
+    if store.driver == "postgres" and privacy.hmac_key is None:
+        root.error("is required with store.driver postgres: every agent sharing the database must pseudonymize "
+                   "with the same key (or set LOOM_AGENT_HMAC_KEY)", "privacy.hmac_key")
     modules = {**builtin_modules(), **root.map_of("modules", _parse_module)}
     targets = _parse_targets(root, modules, defaults)
     return dict(listen=listen, defaults=defaults, scheduler=scheduler, telemetry=telemetry, events=events,
-                api=api, alerting=alerting, modules=modules, targets=targets)
+                api=api, alerting=alerting, store=store, privacy=privacy, retention=retention, modules=modules, targets=targets)
 
 
 def _parse_listen(root: Node, environ: Mapping[str, str]) -> tuple[str, int]:

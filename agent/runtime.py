@@ -58,6 +58,8 @@ class ProbeRuntime:
         # called with a new, valid config before it is applied; each returns its commit function
         # or raises ValueError to reject the reload
         self.reload_hooks: list[Callable[[Config], Callable[[], None]]] = []
+        # called with every probe result (target, result, unix time it ended): e.g. the store's rollups
+        self.result_observers: list[Callable[[ProbeTarget, ProbeResult, float], None]] = []
         self._mark_loaded()
 
     async def start(self) -> None:
@@ -124,6 +126,8 @@ class ProbeRuntime:
 
     def _record(self, target: ProbeTarget, result: ProbeResult, attempts: int, start_unix: float) -> None:
         self.probe_metrics.record(target, result, attempts)
+        for observe in self.result_observers:
+            observe(target, result, start_unix + result.duration_seconds)
         if self.spans_exported and self.config.telemetry.trace_probes:
             emit_probe_span(self.tracer, target, result, start_unix, attempts)
         if not result.success:

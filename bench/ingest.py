@@ -184,14 +184,26 @@ def _agent_figures(text: str) -> dict:
             "export_failures": t(text, "loom_agent_export_failures_total"),
             "ingest_rejected": t(text, "loom_agent_ingest_rejected_total"),
             "label_overflow": t(text, "loom_agent_label_overflow_total"),
+            "store_commits": t(text, "loom_agent_store_commits_total"),
+            "store_events_per_commit": t(text, "loom_agent_store_commit_events_sum")
+            / max(t(text, "loom_agent_store_commit_events_count"), 1),
             "series": sum(1 for line in text.splitlines() if line and not line.startswith("#"))}
 
 
-async def run_agent(h, params: Params, sink, base: float) -> dict:
+STORES = {
+    # the durable store: SQLite in the run's temp dir, WAL, synchronous=full, group commit
+    "sqlite": {"driver": "sqlite", "path": "events.db", "synchronous": "full"},
+    "none": {"driver": "none"},
+}
+
+
+async def run_agent(h, params: Params, sink, base: float, store: str) -> dict:
     from bench.harness import uses_uvloop
 
     agent = await h.start_agent([], otlp_endpoint=sink.url,
-                                config_overrides={"telemetry": {"otlp": {"metrics_interval": "5s"}}})
+                                config_overrides={"telemetry": {"otlp": {"metrics_interval": "5s"}},
+                                                  "store": STORES[store],
+                                                  "privacy": {"hmac_key": "bench-" + "k" * 40}})
     scrapes: list[float] = []
     stop = asyncio.Event()
     scraper = asyncio.create_task(_scrape_every_second(h, agent, scrapes, stop))
@@ -280,7 +292,7 @@ def hot_path(params: Params) -> dict:
 # --- results ----------------------------------------------------------------------------------------
 
 def markdown(r: dict) -> str:
-    m, c, a, hp = r["meta"], r["ceiling"], r["agent"], r["hot_path"]
+    m, c, a, hp, dur = r["meta"], r["ceiling"], r["agent"], r["hot_path"], r["durable"]
     us = hp["us_per_event"]
     met = a["events_per_second"] >= TARGET_EVENTS_PER_SECOND
     lines = [SECTION, "",
@@ -293,7 +305,9 @@ def markdown(r: dict) -> str:
              "| other processes on its core | server CPU µs/event | generator core use |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, d in (("ceiling: aiohttp + orjson.loads + counter (uvloop)", c),
-                    ("agent: metrics + spans + OTLP export, /metrics every 1 s", a)):
+                    ("agent, store off: privacy + metrics + spans + OTLP export, /metrics every 1 s", a),
+                    ("agent, durable store: the same + SQLite group commit (WAL, synchronous=full) before each 2xx",
+                     dur)):
         lines.append(f"| {name} | {d['events_per_second']:,.0f} | {d['events_per_second'] / c['events_per_second']:.3f} "
                      f"| {d['events_per_core_second']:,.0f} | {d['batch_ms_p50']:.2f} | {d['batch_ms_p99']:.2f} "
                      f"| {d['server_core_use'] * 100:.0f} % | {d['others_on_measured_core'] * 100:.0f} % "
@@ -308,6 +322,12 @@ def markdown(r: dict) -> str:
               + "; ".join(f"{x['events_per_second']:,.0f} events/s with {x['others_on_measured_core'] * 100:.0f} % of "
                           "core 0 taken by other processes" for x in a["attempts"])
               + " (the table shows the least disturbed).", "",
+              f"**Durable store vs store off: {dur['events_per_second'] / a['events_per_second'] * 100:.0f} %** of the "
+              f"throughput ({dur['events_per_second']:,.0f} vs {a['events_per_second']:,.0f} events/s, same run, same "
+              f"core; target >= 50 %: **{'met' if dur['events_per_second'] >= 0.5 * a['events_per_second'] else 'not met'}**). "
+              f"Every 2xx of the durable run was sent after its events were committed; group commits: "
+              f"{dur.get('store_commits', 0):,.0f}, {dur.get('store_events_per_commit', 0):,.1f} events each on average; "
+              f"failed requests {dur['failed']}.", "",
               f"Agent at the end of the run: {a['cpu_seconds_total']:.1f} CPU s since start, RSS "
               f"{a['rss_bytes'] / 2**20:.1f} MiB, {a['series']:,} /metrics samples, uvloop "
               f"{'mapped' if a['uvloop'] else 'NOT mapped'}; {a['scrapes']} scrapes during the load "
@@ -346,11 +366,13 @@ async def measure(params: Params, tmp: Path) -> dict:
         async with Harness(tmp, "uvloop") as h:
             print("[ingest] ceiling ...", file=sys.stderr, flush=True)
             ceiling = await run_ceiling(h, params, base)
-            print("[ingest] agent ...", file=sys.stderr, flush=True)
-            agent = await run_agent(h, params, sink, base)
+            print("[ingest] agent, store off ...", file=sys.stderr, flush=True)
+            agent = await run_agent(h, params, sink, base, "none")
+            print("[ingest] agent, durable SQLite store ...", file=sys.stderr, flush=True)
+            durable = await run_agent(h, params, sink, base, "sqlite")
     finally:
         await sink.stop()
-    return {"ceiling": ceiling, "agent": agent}
+    return {"ceiling": ceiling, "agent": agent, "durable": durable}
 
 
 def main() -> int:
@@ -366,6 +388,7 @@ def main() -> int:
     results["hot_path"] = hot_path(params)
     results["meta"] = meta(args, started)
     results["target_met"] = results["agent"]["events_per_second"] >= TARGET_EVENTS_PER_SECOND
+    results["durable_ratio"] = results["durable"]["events_per_second"] / results["agent"]["events_per_second"]
     results["notes"] = NOTES
     text = markdown(results)
     print(text)

@@ -148,16 +148,21 @@ def test_camel_case_and_snake_case_properties_are_the_same(agent: AgentProcess) 
         value(before, f"{name}_bucket", type="worksheet", le="0.5") == 1
 
 
-def test_dnt_header_and_context_are_accepted(agent: AgentProcess) -> None:
+def test_dnt_events_are_acknowledged_and_dropped_by_default(agent: AgentProcess) -> None:
+    """privacy.dnt defaults to drop: a Do-Not-Track event (header or context.dnt) is acknowledged, then
+    neither stored nor counted, only counted as dropped."""
     before = metrics(agent)
     body = envelope("newsletter_signup", context={"page": "/blog", "userAgent": "Mozilla/5.0", "dnt": True,
                                                   "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
                                                   "spanId": "00f067aa0ba902b7"})
-    assert accepted(post(agent, "/v1/events", body, {"DNT": "1"})) == (200, 1)
-    assert post(agent, "/v1/events", envelope("newsletter_signup"), {"DNT": "1"})[0] == 200
+    status, _, answer = post(agent, "/v1/events", body)
+    assert (status, answer["accepted"], answer["stored"], answer["dropped"]) == (200, 1, 0, 1)
+    assert post(agent, "/v1/events", envelope("newsletter_signup"), {"DNT": "1"})[2]["dropped"] == 1
     after = metrics(agent)
-    assert events_total(after, "newsletter_signup", "marketing") - events_total(before, "newsletter_signup",
-                                                                                "marketing") == 2
+    assert events_total(after, "newsletter_signup", "marketing") == events_total(before, "newsletter_signup",
+                                                                                 "marketing")
+    assert (value(after, "loom_agent_events_dropped_total", reason="dnt")
+            - value(before, "loom_agent_events_dropped_total", reason="dnt")) == 2
 
 
 def test_realtime_connections_open_goes_back_to_zero(agent: AgentProcess) -> None:

@@ -84,7 +84,7 @@ def document_routes() -> set[tuple[str, str]]:
 
 
 def app_routes() -> set[tuple[str, str]]:
-    app = build_app(parse_config(""))
+    app = build_app(parse_config("store: {driver: none}"))
     routes = set()
     for route in app.router.routes():
         if route.method == "HEAD":                   # aiohttp adds HEAD for every GET
@@ -274,7 +274,7 @@ async def check_answer(client: TestClient, method: str, path: str, status: int, 
 
 def test_served_document_is_the_checked_in_file() -> None:
     async def scenario() -> None:
-        server = TestServer(build_app(parse_config("")), host="127.0.0.1", port=0)
+        server = TestServer(build_app(parse_config("store: {driver: none}")), host="127.0.0.1", port=0)
         async with TestClient(server) as client:
             async with client.get("/openapi.json") as response:
                 assert response.status == 200

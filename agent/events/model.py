@@ -15,6 +15,7 @@ class Context:
     span_id: str | None = None       # 16 lowercase hex digits
     ip: str | None = None
     library: str | None = None       # the sending SDK ("posthog-js", "loom-web", ...)
+    private: tuple[str, ...] = ()    # property names (snake_case) the client marked private: masked
 
 
 @dataclass(slots=True)

@@ -13,7 +13,8 @@ The envelope of one event (unknown keys are errors; a `null` value counts as abs
     properties     object; keys in camelCase or snake_case (stored snake_case), typed per the catalog
     context        object: page, user_agent | userAgent, dnt (boolean), trace_id | traceId (32 hex digits,
                    not all zero), span_id | spanId (16 hex digits, not all zero), ip, library (string, or
-                   {name, version}); unknown keys are errors.
+                   {name, version}), private (an array of property names, camelCase or snake_case, that
+                   privacy masks as "[private]"; stored snake_case); unknown keys are errors.
 
 Properties of a catalog event are typed by its `Prop`s (integer also takes an integral float; number
 takes integers and floats, never booleans, and is stored as float; `null` means absent); properties
@@ -33,8 +34,8 @@ from typing import Any
 
 from agent.events.limits import DEFAULT_LIMITS, Limits
 from agent.events.model import Context, Event
-from agent.events.properties import (TIMESTAMP_HINT, FieldError, SpecValidator, fmt_number, parse_properties,
-                                     parse_timestamp, type_error, validators)
+from agent.events.properties import (PROPERTY_NAME, TIMESTAMP_HINT, FieldError, SpecValidator, fmt_number,
+                                     parse_properties, parse_timestamp, snake_case, type_error, validators)
 
 __all__ = ["BatchError", "DEFAULT_LIMITS", "EventError", "FieldError", "Limits", "TIMESTAMP_HINT", "build_event",
            "parse_batch", "parse_event"]
@@ -78,7 +79,7 @@ _ENVELOPE = {"event": "event", "timestamp": "timestamp", "properties": "properti
              "event_id": "event_id", "eventId": "event_id", "message_id": "event_id", "messageId": "event_id"}
 _CONTEXT = {"page": "page", "user_agent": "user_agent", "userAgent": "user_agent", "dnt": "dnt",
             "trace_id": "trace_id", "traceId": "trace_id", "span_id": "span_id", "spanId": "span_id",
-            "ip": "ip", "library": "library"}
+            "ip": "ip", "library": "library", "private": "private"}
 
 
 def _fields(obj: dict[str, Any]) -> dict[str, Any]:
@@ -133,6 +134,23 @@ def _ip(value: Any, field: str) -> str:
         raise FieldError(field, "must be an IP address") from None
 
 
+def _private(value: Any, field: str, limits: Limits) -> tuple[str, ...]:
+    """The property names a client marks private, snake_case as properties are stored."""
+    if type(value) is not list:
+        raise type_error("an array of property names", value, field)
+    if len(value) > limits.max_properties:
+        raise FieldError(field, f"must have at most {limits.max_properties} names (got {len(value)})")
+    names: list[str] = []
+    for i, name in enumerate(value):
+        if type(name) is not str:
+            raise type_error("a string", name, f"{field}[{i}]")
+        if len(name) > limits.max_name_length or not PROPERTY_NAME.fullmatch(name):
+            raise FieldError(f"{field}[{i}]", f"must be a property name (at most {limits.max_name_length} "
+                                              "letters, digits, _ . : $ -)")
+        names.append(snake_case(name))
+    return tuple(dict.fromkeys(names))
+
+
 def _twice(raw: dict[str, Any], key: str, name: str) -> FieldError:
     first = next(k for k in raw if _CONTEXT.get(k) == name)
     return FieldError(f"context.{key}", f"given twice (as {first} too)")
@@ -168,6 +186,8 @@ def parse_context(raw: Any, limits: Limits, dnt_header: bool) -> Context:
             context.span_id = _hex_id(value, "context.span_id", 16)
         elif name == "ip":
             context.ip = _ip(value, "context.ip")
+        elif name == "private":
+            context.private = _private(value, "context.private", limits)
         else:
             context.library = _library(value, "context.library")
     return context

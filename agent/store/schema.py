@@ -133,6 +133,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (target, minute))""",
         "CREATE INDEX probe_rollups_minute ON probe_rollups (minute)",
     )),
+    Migration(2, "the analytics index: event name and time with the lifted columns, so the analytics "
+                 "queries read the index alone", (
+        "DROP INDEX IF EXISTS events_name_ts",
+        "CREATE INDEX events_name_dims ON events (name, ts, label, outcome, value, user_id)",
+    )),
 )
 
 # tables holding a user's data, with the column naming the user (GDPR export and erasure)

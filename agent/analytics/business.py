@@ -1,0 +1,97 @@
+"""GET /api/monitoring/business-metrics: the documentation's business metrics dashboard, from the event store.
+
+Over the half-open range [from, to) unless said otherwise:
+
+userEngagement  dau / wau / mau: users with an event in the day / 7 days / 30 days ENDING AT `to` (whatever
+                the range); newUsers: users first seen in the range; averageSessionDurationSeconds: mean
+                session_duration_seconds of logout events; retentionRate: of the users active in the
+                period of the same length just before the range, the percent also active in the range.
+sessions        session_booked / session_completed / session_cancelled events, mean session_rated rating.
+files           file_uploaded / file_downloaded / file_shared events, bytes uploaded and downloaded.
+authentication  login_attempt events and the percent with result success; mfaAdoptionRate: users whose
+                latest mfa_enrolled / mfa_disabled event before `to` is an enrolment, per user first seen
+                before `to`, in percent.
+performance     page_load load_time_ms and api_request duration_ms percentiles (nearest-rank, see
+                agent/analytics/stats.py), errorRate: api_request events with status >= 500 in percent,
+                uptime: probe successes per probe over every target in percent (null without probes),
+                webVitals: per metric, the p75 value and the count of each rating.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.analytics import queries as q
+from agent.analytics.stats import percent, percentiles, rounded
+from agent.analytics.timerange import DAY, TimeRange
+from agent.store.base import Store
+
+VALUE_EVENTS = ("logout", "session_rated", "file_uploaded", "file_downloaded")
+COUNT_EVENTS = ("session_booked", "session_completed", "session_cancelled", "file_shared")
+WEB_VITALS = ("LCP", "FID", "INP", "CLS", "TTFB", "FCP")
+RATINGS = {"good": "good", "needs-improvement": "needsImprovement", "poor": "poor"}
+
+
+async def business_metrics(store: Store, r: TimeRange) -> dict[str, Any]:
+    stats = await q.value_stats(store, VALUE_EVENTS, r)
+    n = await q.counts(store, COUNT_EVENTS, r)
+    return {
+        "userEngagement": await user_engagement(store, r, stats["logout"]),
+        "sessions": {"bookings": n["session_booked"], "completions": n["session_completed"],
+                     "cancellations": n["session_cancelled"], "averageRating": rounded(stats["session_rated"].mean)},
+        "files": {"uploads": stats["file_uploaded"].events, "downloads": stats["file_downloaded"].events,
+                  "shares": n["file_shared"], "bytesUploaded": int(stats["file_uploaded"].total),
+                  "bytesDownloaded": int(stats["file_downloaded"].total)},
+        "authentication": await authentication(store, r),
+        "performance": await performance(store, r),
+        "range": r.to_json(),
+    }
+
+
+async def user_engagement(store: Store, r: TimeRange, logout: q.ValueStats) -> dict[str, Any]:
+    previous = TimeRange(r.start - r.length, r.start)
+    before, kept = await q.retained_users(store, previous, r)
+    return {
+        "dau": await q.active_users(store, TimeRange(r.end - DAY, r.end)),
+        "wau": await q.active_users(store, TimeRange(r.end - 7 * DAY, r.end)),
+        "mau": await q.active_users(store, TimeRange(r.end - 30 * DAY, r.end)),
+        "newUsers": await q.new_users(store, r),
+        "averageSessionDurationSeconds": rounded(logout.mean, 1),
+        "retentionRate": percent(kept, before),
+    }
+
+
+async def authentication(store: Store, r: TimeRange) -> dict[str, Any]:
+    logins = await q.outcome_counts(store, "login_attempt", r)
+    attempts, succeeded = sum(logins.values()), logins.get("success", 0)
+    users = await q.total_users(store, r.end)
+    return {"loginAttempts": attempts, "successfulLogins": succeeded, "successRate": percent(succeeded, attempts),
+            "mfaAdoptionRate": percent(await q.mfa_adopters(store, r.end), users)}
+
+
+async def performance(store: Store, r: TimeRange) -> dict[str, Any]:
+    durations = await q.values(store, "api_request", r)
+    requests = (await q.counts(store, ("api_request",), r))["api_request"]
+    probes = await q.probe_uptime(store, r)
+    total, up = sum(u.probes for u in probes), sum(u.successes for u in probes)
+    return {
+        "pageLoadMs": percentiles(await q.values(store, "page_load", r), (50, 75, 95)),
+        "apiResponseMs": percentiles(durations, (50, 95, 99)),
+        "errorRate": percent(await q.server_errors(store, r), requests),
+        "uptime": percent(up, total, 3) if total else None,
+        "webVitals": web_vitals(await q.labelled_values(store, "web_vitals", r)),
+    }
+
+
+def web_vitals(rows: list[tuple[str | None, str | None, float | None]]) -> dict[str, Any]:
+    found: dict[str, tuple[list[float], dict[str, int]]] = {name: ([], dict.fromkeys(RATINGS.values(), 0))
+                                                           for name in WEB_VITALS}
+    for name, rating, value in rows:
+        entry = found.get(name or "")
+        if entry is None or value is None:
+            continue
+        entry[0].append(value)
+        if rating in RATINGS:
+            entry[1][RATINGS[rating]] += 1
+    return {name: {"p75": percentiles(values, (75,))["p75"], **ratings, "count": len(values)}
+            for name, (values, ratings) in found.items()}

@@ -1,0 +1,156 @@
+"""GET /api/analytics/dashboard: the documentation's admin dashboard, from the event store.
+
+The documentation's example keys come first and keep their meaning (summary.totalUsers, activeUsers,
+newUsers, totalSessions, completedSessions, sessionCompletionRate); the rest fill in what its list of
+"metrics provided" names. Definitions, all over the half-open range [from, to):
+
+summary         totalUsers: users first seen before `to`; activeUsers: users with an event in the range;
+                newUsers: users first seen in it; totalSessions / completedSessions / cancelledSessions:
+                session_booked / session_completed / session_cancelled events; goals: goal_created (total)
+                and goal_completed events, active = created - completed (at least 0); engagement: mean
+                resource_engagement_score, task_completed per task_created; coaches: distinct coach ids of
+                session events, and session_completed events per such coach.
+funnelMetrics   the signup funnel (signup_step: distinct visitors reaching each step, conversion from the
+                previous step, visitors lost since it) and the onboarding funnel (onboarding_funnel rows
+                per step: started, completed, abandoned, and the rates of the last two per started).
+coachProductivity  the 50 coaches with the most completed sessions.
+clientEngagement   the 50 most active users (events in the range) who are not coaches.
+goalCompletion  per goal category (the 100 with the most goals created).
+serviceUptime   per probe target, from probe_rollups (the minutes that start in the range).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.analytics import queries as q
+from agent.analytics.stats import average, percent, rounded
+from agent.analytics.timerange import TimeRange
+from agent.store.base import Store
+
+TOP_COACHES = 50
+TOP_CLIENTS = 50
+MAX_STEPS = 50
+MAX_GOAL_CATEGORIES = 100
+SUMMARY_COUNTS = ("session_booked", "session_completed", "session_cancelled", "goal_created", "goal_completed",
+                  "task_created", "task_completed")
+COACH_WORK = ("resource_created", "task_created")
+CLIENT_WORK = ("resource_viewed", "task_created", "task_completed", "resource_engagement_score")
+
+
+async def dashboard(store: Store, r: TimeRange) -> dict[str, Any]:
+    coaches = await q.coach_sessions(store, r)
+    return {
+        "summary": await summary(store, r, coaches),
+        "funnelMetrics": [signup_funnel(await q.signup_steps(store, r)),
+                          onboarding_funnel(await q.onboarding_steps(store, r))],
+        "coachProductivity": await coach_productivity(store, r, coaches),
+        "clientEngagement": await client_engagement(store, r),
+        "goalCompletion": goal_completion(await q.goal_categories(store, r)),
+        "serviceUptime": service_uptime(await q.probe_uptime(store, r)),
+        "range": r.to_json(),
+    }
+
+
+async def summary(store: Store, r: TimeRange, coaches: list[q.CoachSessions]) -> dict[str, Any]:
+    n = await q.counts(store, SUMMARY_COUNTS, r)
+    score = (await q.value_stats(store, ("resource_engagement_score",), r))["resource_engagement_score"]
+    booked, completed = n["session_booked"], n["session_completed"]
+    goals_created, goals_completed = n["goal_created"], n["goal_completed"]
+    return {
+        "totalUsers": await q.total_users(store, r.end),
+        "activeUsers": await q.active_users(store, r),
+        "newUsers": await q.new_users(store, r),
+        "totalSessions": booked,
+        "completedSessions": completed,
+        "sessionCompletionRate": percent(completed, booked),
+        "cancelledSessions": n["session_cancelled"],
+        "goals": {"total": goals_created, "completed": goals_completed,
+                  "active": max(goals_created - goals_completed, 0),
+                  "completionRate": percent(goals_completed, goals_created)},
+        "engagement": {"averageEngagementScore": rounded(score.mean),
+                       "taskCompletionRate": percent(n["task_completed"], n["task_created"])},
+        "coaches": {"activeCoaches": len(coaches),
+                    "averageSessionsPerCoach": average(sum(c.completed for c in coaches), len(coaches))},
+    }
+
+
+def _step_order(step: str | None, number: int | None) -> tuple[bool, int, str]:
+    """By step number, unnumbered steps last, then by name."""
+    return (number is None, number or 0, step or "")
+
+
+def signup_funnel(rows: list[tuple[str | None, int | None, int]]) -> dict[str, Any]:
+    steps = []
+    previous: int | None = None
+    for step, number, users in sorted(rows, key=lambda row: _step_order(row[0], row[1]))[:MAX_STEPS]:
+        lost = 0 if previous is None else max(previous - users, 0)
+        steps.append({"step": step, "stepNumber": number, "users": users,
+                      "conversionRate": 100.0 if previous is None else percent(users, previous),
+                      "dropOff": lost, "dropOffRate": 0.0 if previous is None else percent(lost, previous)})
+        previous = users
+    return {"funnel": "signup", "steps": steps}
+
+
+def onboarding_funnel(rows: list[tuple[str | None, int | None, str, int]]) -> dict[str, Any]:
+    per_step: dict[str | None, dict[str, Any]] = {}
+    flows_completed = 0
+    for step, number, status, n in rows:
+        if status == "flow_completed":
+            flows_completed += n
+            continue
+        entry = per_step.setdefault(step, {"step": step, "stepNumber": number, "started": 0, "completed": 0,
+                                           "abandoned": 0})
+        if number is not None and (entry["stepNumber"] is None or number < entry["stepNumber"]):
+            entry["stepNumber"] = number
+        if status in ("started", "completed", "abandoned"):
+            entry[status] += n
+    steps = sorted(per_step.values(), key=lambda e: _step_order(e["step"], e["stepNumber"]))[:MAX_STEPS]
+    for entry in steps:
+        entry["completionRate"] = percent(entry["completed"], entry["started"])
+        entry["abandonmentRate"] = percent(entry["abandoned"], entry["started"])
+    return {"funnel": "onboarding", "steps": steps, "flowsCompleted": flows_completed}
+
+
+async def coach_productivity(store: Store, r: TimeRange, coaches: list[q.CoachSessions]) -> list[dict[str, Any]]:
+    top = sorted(coaches, key=lambda c: (-c.completed, -c.booked, c.coach))[:TOP_COACHES]
+    work = await q.per_user(store, [c.coach for c in top], COACH_WORK, r)
+    empty = q.ValueStats()
+    return [{"coachId": c.coach, "sessionsCompleted": c.completed, "sessionsBooked": c.booked,
+             "sessionsCancelled": c.cancelled, "clientsManaged": c.clients, "averageRating": rounded(c.rating),
+             "resourcesCreated": work.get((c.coach, "resource_created"), empty).events,
+             "tasksManaged": work.get((c.coach, "task_created"), empty).events}
+            for c in top]
+
+
+async def client_engagement(store: Store, r: TimeRange) -> list[dict[str, Any]]:
+    top = await q.top_clients(store, r, TOP_CLIENTS)
+    work = await q.per_user(store, [user for user, _ in top], CLIENT_WORK, r)
+    empty = q.ValueStats()
+    clients = []
+    for user, events in top:
+        created = work.get((user, "task_created"), empty).events
+        completed = work.get((user, "task_completed"), empty).events
+        clients.append({"userId": user, "events": events,
+                        "resourceViews": work.get((user, "resource_viewed"), empty).events,
+                        "tasksCreated": created, "tasksCompleted": completed,
+                        "taskCompletionRate": percent(completed, created),
+                        "averageEngagementScore": rounded(work.get((user, "resource_engagement_score"),
+                                                                   empty).mean)})
+    return clients
+
+
+def goal_completion(categories: dict[str | None, tuple[int, q.ValueStats]]) -> list[dict[str, Any]]:
+    ordered = sorted(categories.items(), key=lambda item: (-item[1][0], -item[1][1].events, item[0] or ""))
+    return [{"category": category, "created": created, "completed": done.events,
+             "active": max(created - done.events, 0), "completionRate": percent(done.events, created),
+             "averageDaysToComplete": rounded(done.mean)}
+            for category, (created, done) in ordered[:MAX_GOAL_CATEGORIES]]
+
+
+def service_uptime(rows: list[q.Uptime]) -> list[dict[str, Any]]:
+    return [{"target": u.target, "probes": u.probes, "successes": u.successes,
+             "uptimeRatio": round(u.successes / u.probes, 6) if u.probes else None,
+             "averageLatencySeconds": round(u.duration_sum / u.probes, 6) if u.probes else None,
+             "maxLatencySeconds": round(u.duration_max, 6)}
+            for u in rows]

@@ -1,0 +1,82 @@
+"""GET /api/analytics/dashboard and GET /api/monitoring/business-metrics (admin token).
+
+Order of the checks: the admin token (401/403), then, on business-metrics, the rate limit (429 with
+Retry-After: only callers holding a valid token are counted), then the query (400 naming the
+parameter), then the store (503 when it is disabled or failing, with Retry-After when it is worth
+retrying). A store error is never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from agent.analytics.business import business_metrics
+from agent.analytics.dashboard import dashboard
+from agent.analytics.timerange import PARAMETERS, RangeError, TimeRange, parse_time_range, unknown_parameters
+from agent.api import EVENT_STORE
+from agent.api.auth import admin_denied
+from agent.api.ratelimit import RateLimiter, limited
+from agent.store.base import Store
+from agent.store.errors import StoreError
+
+BUSINESS_RATE_LIMITER = web.AppKey("business_metrics_rate_limiter", RateLimiter)
+log = logging.getLogger("agent.api.analytics")
+Report = Callable[[Store, TimeRange], Awaitable[dict[str, Any]]]
+
+
+def setup(app: web.Application, rate_limit: int, *, clock: Callable[[], float] = time.monotonic) -> RateLimiter:
+    """Add the routes and the business-metrics limiter; returns the limiter (its `limit` follows reloads)."""
+    limiter = app[BUSINESS_RATE_LIMITER] = RateLimiter(rate_limit, clock=clock)
+    add_routes(app)
+    return limiter
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/analytics/dashboard", get_dashboard)
+    app.router.add_get("/api/monitoring/business-metrics", get_business_metrics)
+
+
+async def get_dashboard(request: web.Request) -> web.Response:
+    return admin_denied(request) or await _report(request, dashboard)
+
+
+async def get_business_metrics(request: web.Request) -> web.Response:
+    return (admin_denied(request) or limited(request.app[BUSINESS_RATE_LIMITER], request)
+            or await _report(request, business_metrics))
+
+
+async def _report(request: web.Request, build: Report) -> web.Response:
+    unknown = unknown_parameters(request.query, PARAMETERS)
+    if unknown:
+        errors = [{"field": name, "message": f"unknown parameter; known: {', '.join(PARAMETERS)}"}
+                  for name in unknown]
+        return _error(400, "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors)
+    try:
+        time_range = parse_time_range(request.query, time.time())
+    except RangeError as exc:
+        return _error(400, str(exc), [{"field": exc.field, "message": exc.message}])
+    store = request.app.get(EVENT_STORE)
+    if store is None:
+        return _error(503, "the event store is disabled")
+    try:
+        document = await build(store, time_range)
+    except StoreError as exc:
+        # the driver's message may name the database; the log has it, the response does not
+        log.warning("analytics query failed", extra={"path": request.path, "error": str(exc)})
+        return _error(503, f"the event store is unavailable; retry after {exc.retry_after} s",
+                      headers={"Retry-After": str(exc.retry_after)})
+    return web.Response(body=orjson.dumps(document), content_type="application/json")
+
+
+def _error(status: int, message: str, errors: list[dict[str, str]] | None = None,
+           headers: dict[str, str] | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": message}
+    if errors:
+        body["errors"] = errors
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)

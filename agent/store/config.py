@@ -1,0 +1,75 @@
+"""The `store:` block: which database keeps the events, and how hard to push it.
+
+    store:
+      driver: sqlite            # sqlite (default) | postgres | none (no event store)
+      path: loom-agent.db       # sqlite: relative to the config file's directory
+      dsn: ${PG_DSN}            # postgres: secret (`${ENV}` or dsn_file); LOOM_AGENT_STORE_DSN overrides
+      synchronous: full         # sqlite: full (fsync every commit) | normal (WAL, fsync at checkpoint)
+      max_size_mb: 0            # sqlite: cap on the database size (0: none); beyond it ingest answers
+                                # 503 (StoreFull) until retention frees room: a sidecar bounds its disk
+      max_pending_events: 100000   # beyond this, ingest answers 503 (StoreBusy) instead of queueing
+      pool_size: 4              # postgres connections
+      connect_timeout: 5s       # postgres connect; sqlite busy timeout (waiting for a lock)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from agent.schema import Node
+
+ENV_DSN = "LOOM_AGENT_STORE_DSN"
+DRIVERS = ("sqlite", "postgres", "none")
+SYNCHRONOUS = ("full", "normal")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    driver: str = "sqlite"
+    path: str = "loom-agent.db"            # absolute once parsed
+    dsn: str | None = field(default=None, repr=False)   # may hold a password: never in repr or logs
+    synchronous: str = "full"
+    max_size_mb: float = 0.0                # 0: unlimited
+    max_pending_events: int = 100_000
+    pool_size: int = 4
+    connect_timeout: float = 5.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.driver != "none"
+
+
+def parse_store(node: Node, base_dir: str, environ: Mapping[str, str] | None = None) -> StoreConfig:
+    """Read `store:`; a relative sqlite path is taken relative to `base_dir` (the config file's directory),
+    so the agent finds the same database whatever its working directory."""
+    environ = os.environ if environ is None else environ
+    defaults = StoreConfig()
+    driver = node.str("driver", defaults.driver, choices=DRIVERS)
+    path = node.str("path", defaults.path)
+    if path is not None and not path.strip():
+        node.error("must not be empty", "path")
+        path = defaults.path
+    errors_before = len(node.errors)
+    dsn = node.secret("dsn")
+    if environ.get(ENV_DSN):
+        dsn = environ[ENV_DSN]
+    if driver == "postgres" and not dsn and len(node.errors) == errors_before:
+        node.error(f"is required for driver postgres (or set {ENV_DSN})", "dsn")
+    if dsn and driver == "postgres" and not dsn.startswith(("postgres://", "postgresql://")):
+        node.error("must be a postgresql:// URL", "dsn")
+    if driver == "postgres" and node.has("max_size_mb"):
+        node.error("applies to driver sqlite only (PostgreSQL: use the server's quotas)", "max_size_mb")
+    config = StoreConfig(
+        driver=driver,
+        path=os.path.normpath(os.path.join(base_dir, os.path.expanduser(path))),
+        dsn=dsn or None,
+        synchronous=node.str("synchronous", defaults.synchronous, choices=SYNCHRONOUS),
+        max_size_mb=node.number("max_size_mb", defaults.max_size_mb, minimum=0),
+        max_pending_events=node.int("max_pending_events", defaults.max_pending_events, minimum=1),
+        pool_size=node.int("pool_size", defaults.pool_size, minimum=1, maximum=100),
+        connect_timeout=node.duration("connect_timeout", defaults.connect_timeout),
+    )
+    node.finish()
+    return config

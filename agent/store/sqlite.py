@@ -1,0 +1,233 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+Two connections, each living on its own thread (a single-thread executor), so the event loop never
+blocks on the disk: the writer connection takes every write (write_events, execute, migrations), in
+order; the reader connection answers fetch() beside it, which WAL allows without waiting for the
+writer. Writes start with BEGIN IMMEDIATE, taking the write lock before reading anything, so the
+duplicate check and the inserts see one consistent database even when another process shares the file.
+
+sqlite3's errors are mapped at this boundary (see `store_error`); after a failed write the transaction
+is rolled back and the next write starts afresh, so the store recovers by itself once the disk has
+room again or the lock is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar, TypeVar
+
+from agent.store.batch import chunks, client_ids, repeated_in_batch, user_activity
+from agent.store.errors import StoreError, StoreFull, StoreUnavailable
+from agent.store.migrate import APPLIED_SQL, RECORD_SQL, pending
+from agent.store.rows import EVENT_COLUMNS, TABLE_COLUMNS, EventRows
+from agent.store.schema import MIGRATIONS, Migration, migrations_table, statements
+
+T = TypeVar("T")
+
+# primary result codes (https://sqlite.org/rescode.html); extended codes keep these in the low byte
+_FULL = 13
+_UNAVAILABLE = {5: "busy", 6: "locked", 8: "read-only", 10: "I/O error", 11: "corrupt", 14: "cannot open",
+                23: "permission denied", 26: "not a database"}
+_ID_CHUNK = 500     # event ids per `IN (...)` lookup
+
+
+def _insert(table: str, columns: Sequence[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+INSERT_EVENTS = _insert("events", EVENT_COLUMNS)
+INSERT_TABLES = {table: _insert(table, columns) for table, columns in TABLE_COLUMNS.items()}
+UPSERT_USERS = """INSERT INTO users (user_id, first_seen, last_seen, role) VALUES (?, ?, ?, ?)
+    ON CONFLICT (user_id) DO UPDATE SET first_seen = min(users.first_seen, excluded.first_seen),
+        last_seen = max(users.last_seen, excluded.last_seen), role = coalesce(excluded.role, users.role)"""
+
+
+def store_error(exc: BaseException, path: str) -> StoreError | None:
+    """The StoreError a low-level failure means, or None for errors that are bugs (bad SQL)."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ENOSPC:
+            return StoreFull(f"SQLite database {path}: no space left on device")
+        return StoreUnavailable(f"SQLite database {path}: {exc.strerror or exc}")
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    text = str(exc)
+    if primary == _FULL or "database or disk is full" in text:
+        return StoreFull(f"SQLite database {path} is full: {text}")
+    if primary in _UNAVAILABLE:
+        return StoreUnavailable(f"SQLite database {path} is unavailable ({_UNAVAILABLE[primary]}): {text}")
+    if any(s in text for s in ("unable to open", "is locked", "readonly", "disk I/O error")):
+        return StoreUnavailable(f"SQLite database {path} is unavailable: {text}")
+    return None
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass        # SQLite already rolled back (e.g. after SQLITE_FULL); the next BEGIN starts clean
+
+
+class SqliteStore:
+    dialect: ClassVar[str] = "sqlite"
+
+    def __init__(self, path: str, synchronous: str = "full", busy_timeout: float = 5.0, max_size_mb: float = 0.0,
+                 migrations: tuple[Migration, ...] = MIGRATIONS):
+        self.path = path
+        self.max_size_mb = max_size_mb
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self.migrations = migrations
+        self._write_thread: ThreadPoolExecutor | None = None
+        self._read_thread: ThreadPoolExecutor | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+
+    async def _on(self, executor: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any) -> T:
+        if executor is None:
+            raise StoreUnavailable(f"SQLite database {self.path} is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        except (sqlite3.Error, OSError) as exc:
+            mapped = store_error(exc, self.path)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="store-write")
+        self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="store-read")
+        try:
+            await self._on(self._write_thread, self._open_writer)
+            await self._on(self._read_thread, self._open_reader)
+        except BaseException:
+            await self.close()
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        return conn
+
+    def _open_writer(self) -> None:
+        conn = self._connect()
+        self._writer = conn
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StoreUnavailable(f"SQLite database {self.path}: cannot use WAL mode (got {mode})")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+        conn.execute("PRAGMA foreign_keys = OFF")
+        if self.max_size_mb:        # per connection: only this (the writer's) connection writes
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {max(1, int(self.max_size_mb * 1024 * 1024 // page_size))}")
+        self._migrate(conn)
+
+    def _open_reader(self) -> None:
+        conn = self._connect()
+        conn.execute("PRAGMA query_only = ON")
+        self._reader = conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Each migration in its own transaction; the version is re-checked under the write lock, so two
+        agents opening the same file at once do not both apply it."""
+        conn.execute(migrations_table(self.dialect))
+        applied = [row[0] for row in conn.execute(APPLIED_SQL)]
+        for migration in pending(applied, self.migrations):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                done = conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?",
+                                    (migration.version,)).fetchone()
+                if done is None:
+                    for sql in statements(migration, self.dialect):
+                        conn.execute(sql)
+                    conn.execute(RECORD_SQL, (migration.version, migration.description, time.time()))
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+
+    async def close(self) -> None:
+        for executor, attr in ((self._read_thread, "_reader"), (self._write_thread, "_writer")):
+            if executor is None:
+                continue
+            await asyncio.get_running_loop().run_in_executor(executor, self._close_connection, attr)
+            executor.shutdown(wait=True)
+        self._read_thread = self._write_thread = None
+
+    def _close_connection(self, attr: str) -> None:
+        conn = getattr(self, attr)
+        setattr(self, attr, None)
+        if conn is not None:
+            _rollback(conn)
+            conn.close()
+
+    # --- writes --------------------------------------------------------------------------------------
+
+    async def write_events(self, batch: Sequence[EventRows]) -> frozenset[int]:
+        if not batch:
+            return frozenset()
+        return await self._on(self._write_thread, self._write_events, batch)
+
+    def _write_events(self, batch: Sequence[EventRows]) -> frozenset[int]:
+        conn = self._open(self._writer)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            stored: set[str] = set()
+            for chunk in chunks(client_ids(batch), _ID_CHUNK):
+                marks = ", ".join("?" * len(chunk))
+                stored.update(row[0] for row in conn.execute(
+                    f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk))
+            duplicates = repeated_in_batch(batch, stored)
+            keep = [rows for position, rows in enumerate(batch) if position not in duplicates]
+            conn.executemany(INSERT_EVENTS, [rows.event for rows in keep])
+            by_table: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+            for rows in keep:
+                for table, row in rows.tables:
+                    by_table[table].append(row)
+            for table, table_rows in by_table.items():
+                conn.executemany(INSERT_TABLES[table], table_rows)
+            conn.executemany(UPSERT_USERS, user_activity(keep))
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        return frozenset(duplicates)
+
+    async def execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        return await self._on(self._write_thread, self._execute, statements)
+
+    def _execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        conn = self._open(self._writer)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            counts = [conn.execute(sql, tuple(params)).rowcount for sql, params in statements]
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        return counts
+
+    # --- reads ---------------------------------------------------------------------------------------
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return await self._on(self._read_thread, self._fetch, sql, params)
+
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._open(self._reader).execute(sql, tuple(params)).fetchall()
+
+    def _open(self, conn: sqlite3.Connection | None) -> sqlite3.Connection:
+        if conn is None:
+            raise StoreUnavailable(f"SQLite database {self.path} is not open")
+        return conn

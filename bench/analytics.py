@@ -1,0 +1,269 @@
+"""Latency of GET /api/analytics/dashboard and GET /api/monitoring/business-metrics over 1,000,000 stored
+events on SQLite (the issue's target: p99 under 500 ms for each).
+
+    python bench/analytics.py                 # 1M events, 100 requests per endpoint and range
+    python bench/analytics.py --quick         # 100k events, 10 requests: a smoke run
+    python bench/analytics.py --db PATH       # keep (or reuse) the filled database at PATH
+    python bench/analytics.py --without-index # without the proposed events_name_dims index (no JSON)
+
+The store is filled through SqliteStore.write_events (batches of 20,000: the rows the ingest path writes,
+agent/store/rows.py) with 90 days of events ending now: 20,000 users (Zipf-like activity: user k has
+weight 1/k^1.1) and 200 coaches, every event category (mostly api_request, page_load, web_vitals,
+notifications, realtime, resources), anonymous landing pages and signup steps, and five probe targets
+probed every 15 s (rollups for every minute of the 90 days, 648,000 rows). Then the aiohttp app (the
+analytics routes on the real store) serves on 127.0.0.1 over TCP and one client asks each endpoint in turn
+for the default range (30 days) and for 7 days, measuring each full HTTP round trip. Results: printed,
+and written to bench/results/analytics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent.analytics.stats import nearest_rank  # noqa: E402
+from agent.api import EVENT_STORE  # noqa: E402
+from agent.api import analytics  # noqa: E402
+from agent.api.auth import ADMIN_TOKENS  # noqa: E402
+from agent.events.catalog import CATALOG  # noqa: E402
+from agent.events.model import Event  # noqa: E402
+from agent.store.probe_rollups import ProbeRollups  # noqa: E402
+from agent.store.rows import event_rows  # noqa: E402
+from agent.store.sqlite import SqliteStore  # noqa: E402
+
+RESULTS_JSON = Path(__file__).resolve().parent / "results" / "analytics.json"
+TOKEN = "bench-admin-token-0123456789"
+DAY = 86400.0
+USERS, COACHES, ANONYMOUS = 20_000, 200, 50_000
+TARGETS = ("realtime-notifications", "mfa-flows", "payment-callbacks", "database", "authentication")
+BATCH = 20_000
+ENDPOINTS = ("/api/analytics/dashboard", "/api/monitoring/business-metrics")
+RANGES = {"30d (default)": "", "7d": "?range=7d"}
+# the analytics index proposed as migration 2 in agent/store/schema.py; applied here until it is there
+# (both statements are no-ops once the migration has run)
+ANALYTICS_INDEX = ("DROP INDEX IF EXISTS events_name_ts",
+                   "CREATE INDEX IF NOT EXISTS events_name_dims ON events (name, ts, label, outcome, value, user_id)")
+
+ROUTES = ("/api/sessions/:id", "/api/sessions", "/api/goals/:id", "/api/tasks", "/api/resources/:id",
+          "/api/notifications", "/api/auth/session")
+PAGES = ("/", "/pricing", "/dashboard", "/sessions", "/resources", "/goals")
+GOALS = ("career", "health", "fitness", "finance", "relationships", "learning")
+VITALS = {"LCP": (2500, 4000), "INP": (200, 500), "FID": (100, 300), "CLS": (0.1, 0.25), "TTFB": (800, 1800),
+          "FCP": (1800, 3000)}
+SIGNUP = ("email", "verify", "profile", "plan")
+ONBOARDING = ("welcome", "profile_setup", "goals", "calendar_sync", "first_session")
+
+
+def _rating(value: float, bounds: tuple[float, float]) -> str:
+    return "good" if value <= bounds[0] else "needs-improvement" if value <= bounds[1] else "poor"
+
+
+def _vital(rng: random.Random) -> dict[str, Any]:
+    name = rng.choice(tuple(VITALS))
+    good = VITALS[name][0]
+    value = round(rng.lognormvariate(0, 0.6) * good * 0.7, 3 if name == "CLS" else 0)
+    return {"name": name, "value": value, "rating": _rating(value, VITALS[name])}
+
+
+def _session(rng: random.Random, coach: str) -> dict[str, Any]:
+    return {"coach_id": coach, "session_type": rng.choice(("coaching", "discovery", "follow_up")),
+            "duration_minutes": rng.choice((30.0, 45.0, 60.0))}
+
+
+# event name -> (weight, properties(rng, coach)); every catalog category appears
+MIX: dict[str, tuple[float, Any]] = {
+    "api_request": (200, lambda r, c: {"route": r.choice(ROUTES), "method": "GET",
+                                       "status": 503 if r.random() < 0.01 else r.choice((200, 200, 201, 404)),
+                                       "duration_ms": round(r.lognormvariate(4, 0.7), 1)}),
+    "page_load": (90, lambda r, c: {"page": r.choice(PAGES), "load_time_ms": round(r.lognormvariate(7.3, 0.4))}),
+    "web_vitals": (90, lambda r, c: _vital(r)),
+    "notification_delivered": (40, lambda r, c: {"notification_id": "n", "channel": "push",
+                                                 "delivery_latency_ms": r.randrange(50, 900)}),
+    "notification_clicked": (15, lambda r, c: {"notification_id": "n", "channel": "push"}),
+    "realtime_message": (50, lambda r, c: {"connection_id": "c", "bytes": r.randrange(100, 4000)}),
+    "connection_established": (15, lambda r, c: {"connection_id": "c", "transport": "websocket"}),
+    "resource_viewed": (70, lambda r, c: {"resource_id": f"r_{r.randrange(5000)}", "resource_type": "pdf",
+                                          "view_duration_seconds": r.randrange(5, 600)}),
+    "resource_engagement_score": (15, lambda r, c: {"resource_id": "r", "score": round(r.uniform(10, 100), 1)}),
+    "resource_downloaded": (10, lambda r, c: {"resource_id": "r", "bytes": r.randrange(10_000, 5_000_000)}),
+    "feature_used": (40, lambda r, c: {"feature": r.choice(("goal_tracking", "calendar", "chat"))}),
+    "login_attempt": (30, lambda r, c: {"result": "failure" if r.random() < 0.08 else "success"}),
+    "logout": (20, lambda r, c: {"session_duration_seconds": r.randrange(60, 7200)}),
+    "mfa_verification": (8, lambda r, c: {"method": "totp", "result": "success"}),
+    "mfa_enrolled": (2, lambda r, c: {"method": "totp"}),
+    "mfa_disabled": (0.5, lambda r, c: {"method": "totp"}),
+    "security_event": (2, lambda r, c: {"type": "suspicious_login", "severity": "medium"}),
+    "session_booked": (12, lambda r, c: _session(r, c)),
+    "session_completed": (10, lambda r, c: _session(r, c)),
+    "session_cancelled": (2, lambda r, c: _session(r, c)),
+    "session_rated": (6, lambda r, c: {**_session(r, c), "rating": r.choice((3, 4, 4, 5, 5))}),
+    "goal_created": (6, lambda r, c: {"goal_category": r.choice(GOALS)}),
+    "goal_completed": (3, lambda r, c: {"goal_category": r.choice(GOALS), "days_to_complete": r.randrange(1, 90)}),
+    "task_created": (20, lambda r, c: {"task_id": "t", "priority": "medium"}),
+    "task_completed": (14, lambda r, c: {"task_id": "t", "days_to_complete": r.randrange(0, 14)}),
+    "file_uploaded": (8, lambda r, c: {"bytes": r.randrange(1000, 20_000_000), "file_type": "pdf"}),
+    "file_downloaded": (10, lambda r, c: {"bytes": r.randrange(1000, 20_000_000), "file_type": "image"}),
+    "file_shared": (3, lambda r, c: {"file_type": "document", "share_method": "link"}),
+    "landing_page_view": (40, lambda r, c: {"page": r.choice(PAGES), "source": "google", "medium": "cpc"}),
+    "signup_step": (20, lambda r, c: dict(zip(("step", "step_number"), r.choice(
+        [(s, float(i + 1)) for i, s in enumerate(SIGNUP)][:r.randrange(1, 5)])))),
+    "onboarding_step_started": (10, lambda r, c: _onboarding(r)),
+    "onboarding_step_completed": (8, lambda r, c: _onboarding(r)),
+    "onboarding_abandoned": (1, lambda r, c: _onboarding(r)),
+    "onboarding_personalization": (1, lambda r, c: {"role": "client"}),
+    "payment_succeeded": (3, lambda r, c: {"amount": 49.0, "plan": "premium"}),
+    "subscription_started": (1, lambda r, c: {"plan": "premium", "amount": 49.0}),
+}
+ANONYMOUS_EVENTS = {"landing_page_view", "signup_step"}
+COACH_EVENTS = {"session_booked", "session_completed", "session_cancelled", "session_rated"}
+
+
+def _onboarding(rng: random.Random) -> dict[str, Any]:
+    i = rng.randrange(len(ONBOARDING))
+    return {"step": ONBOARDING[i], "step_number": i + 1, "flow_id": f"f_{rng.randrange(10**6)}"}
+
+
+def generate(total: int, end: float, seed: int = 7) -> list[Event]:
+    """`total` events over the 90 days before `end` (unsorted, as late batches arrive)."""
+    rng = random.Random(seed)
+    names = list(MIX)
+    picks = rng.choices(names, weights=[MIX[n][0] for n in names], k=total)
+    users = rng.choices(range(USERS), weights=[1 / (k + 1) ** 1.1 for k in range(USERS)], k=total)
+    coaches = [f"coach_{i}" for i in range(COACHES)]
+    events = []
+    for name, user in zip(picks, users):
+        coach = coaches[user % COACHES]
+        props = MIX[name][1](rng, coach)
+        ts = end - rng.random() * 90 * DAY
+        who = {"anonymous_id": f"anon_{rng.randrange(ANONYMOUS)}"} if name in ANONYMOUS_EVENTS else \
+              {"user_id": coach if name in ("task_created",) and rng.random() < 0.3 else f"user_{user}"}
+        events.append(Event(name, CATALOG[name].category, ts, ts, props, **who))
+    for i, coach in enumerate(coaches):      # each coach says so once
+        events.append(Event("onboarding_personalization", "onboarding", end - 89 * DAY + i, end - 89 * DAY,
+                            {"role": "coach"}, user_id=coach))
+    return events
+
+
+async def fill(store: SqliteStore, total: int, end: float) -> dict[str, float]:
+    started = time.perf_counter()
+    events = generate(total, end)
+    generated = time.perf_counter()
+    for start in range(0, len(events), BATCH):
+        await store.write_events([event_rows(e) for e in events[start:start + BATCH]])
+    written = time.perf_counter()
+    rollups = ProbeRollups(max_pending=10**7)
+    rng = random.Random(3)
+    first_minute = int((end - 90 * DAY) // 60)
+    for minute in range(first_minute, int(end // 60) + 1):
+        for target in TARGETS:
+            for k in range(4):
+                rollups.observe(target, rng.random() > 0.002, rng.lognormvariate(-3, 0.5), minute * 60 + 15 * k)
+        if minute % 1440 == 0:
+            await rollups.flush(store)
+    await rollups.flush(store)
+    return {"generate_seconds": generated - started, "write_seconds": written - generated,
+            "rollups_seconds": time.perf_counter() - written}
+
+
+async def measure(store: SqliteStore, requests: int) -> dict[str, Any]:
+    app = web.Application()
+    app[ADMIN_TOKENS] = [TOKEN]
+    app[EVENT_STORE] = store
+    analytics.setup(app, rate_limit=10**6)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    results: dict[str, Any] = {}
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+            for label, query in RANGES.items():
+                for endpoint in ENDPOINTS:
+                    url = f"http://127.0.0.1:{port}{endpoint}{query}"
+                    async with session.get(url) as warm:         # the first request warms the page cache
+                        assert warm.status == 200, await warm.text()
+                    times = []
+                    for _ in range(requests):
+                        t = time.perf_counter()
+                        async with session.get(url) as response:
+                            await response.read()
+                            assert response.status == 200
+                        times.append((time.perf_counter() - t) * 1000)
+                    times.sort()
+                    results[f"{endpoint} {label}"] = {
+                        "requests": requests, "p50_ms": round(nearest_rank(times, 50), 1),
+                        "p99_ms": round(nearest_rank(times, 99), 1), "max_ms": round(times[-1], 1),
+                        "mean_ms": round(statistics.fmean(times), 1)}
+    finally:
+        await runner.cleanup()
+    return results
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    path = args.db or os.path.join(tempfile.mkdtemp(prefix="loom-analytics-"), "store.db")
+    reuse = os.path.exists(path)
+    store = SqliteStore(path, synchronous="normal")
+    await store.open()
+    try:
+        if not args.without_index:
+            await store.execute([(sql, ()) for sql in ANALYTICS_INDEX])
+        end = time.time()
+        timings = {} if reuse else await fill(store, args.events, end)
+        count = (await store.fetch("SELECT count(*) FROM events"))[0][0]
+        latency = await measure(store, args.requests)
+    finally:
+        await store.close()
+    if not args.db:
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+    return {"events": count, "fill": timings, "latency": latency, "analytics_index": not args.without_index,
+            "target_p99_ms": 500, "met": all(v["p99_ms"] < 500 for v in latency.values()),
+            "sqlite": sqlite3.sqlite_version, "python": platform.python_version(), "machine": platform.machine(),
+            "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(f"{results['events']:,} events on SQLite {results['sqlite']}")
+    for name, value in results["fill"].items():
+        print(f"  {name}: {value:.1f}")
+    print(f"{'request':62} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for name, v in results["latency"].items():
+        print(f"{name:62} {v['p50_ms']:8.1f} {v['p99_ms']:8.1f} {v['max_ms']:8.1f}")
+    print("target p99 < 500 ms:", "met" if results["met"] else "NOT met")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="100k events, 10 requests; writes no JSON")
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--db", help="database file to fill (or reuse when it exists)")
+    parser.add_argument("--without-index", action="store_true",
+                        help="skip ANALYTICS_INDEX (what migration 2 buys); writes no JSON")
+    parsed = parser.parse_args()
+    if parsed.quick:
+        parsed.events, parsed.requests = 100_000, 10
+    outcome = asyncio.run(main(parsed))
+    print_table(outcome)
+    if not (parsed.quick or parsed.without_index):
+        RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS_JSON.write_text(json.dumps(outcome, indent=1) + "\n")
+        print(f"written: {RESULTS_JSON}")
