@@ -159,9 +159,9 @@ def test_each_class_loses_exactly_its_rows_older_than_its_period_in_batches(stor
     assert remaining(run, store) == {key: sorted(kept) for key, (_, _, kept) in PLAN.items()}
     rollups = run(store.fetch("SELECT target, minute FROM probe_rollups ORDER BY target, minute"))
     assert rollups == [("api", 29_956_801), ("db", 29_956_801)]
-    # batches of 2, each its own execute(): 5 old analytics events take 2 + 2 + 1
-    assert counting.batches("retention_class = 'analytics'") == [2, 2, 1]
-    assert counting.batches("retention_class = 'performance'") == [2, 1]
+    # batches of 2, each its own execute(), name by name: 5 old analytics events (cta_click) take
+    # 2 + 2 + 1, then 3 old performance events (api_request) 2 + 1
+    assert counting.batches("FROM events WHERE name = ?") == [2, 2, 1, 2, 1]
     assert counting.batches("FROM security_events") == [1]
     for name in CLASSES:
         assert registry.get_sample_value("loom_agent_retention_deleted_rows_total", {"class": name}) == EXPECTED[name]
@@ -200,6 +200,9 @@ def test_longer_periods_keep_more(store, run):
 
 class FailingStore:
     async def execute(self, statements):
+        raise StoreUnavailable("database is locked")
+
+    async def fetch(self, sql, params=()):
         raise StoreUnavailable("database is locked")
 
 

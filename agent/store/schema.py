@@ -63,7 +63,6 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX events_user_ts ON events (user_id, ts)",
         "CREATE INDEX events_anonymous_id ON events (anonymous_id) WHERE anonymous_id IS NOT NULL",
         "CREATE INDEX events_name_ts ON events (name, ts)",
-        "CREATE INDEX events_class_ts ON events (retention_class, ts)",
         """CREATE TABLE users (
             user_id TEXT PRIMARY KEY,
             first_seen {real} NOT NULL,
@@ -137,6 +136,31 @@ MIGRATIONS: tuple[Migration, ...] = (
                  "queries read the index alone", (
         "DROP INDEX IF EXISTS events_name_ts",
         "CREATE INDEX events_name_dims ON events (name, ts, label, outcome, value, user_id)",
+    )),
+    Migration(3, "errors: one row per captured exception, grouped into issues by fingerprint", (
+        """CREATE TABLE errors (
+            id {id},
+            event_id TEXT,
+            fingerprint TEXT NOT NULL,
+            ts {real} NOT NULL,
+            received_at {real} NOT NULL,
+            user_id TEXT,
+            release TEXT,
+            environment TEXT,
+            feature TEXT,
+            type TEXT NOT NULL,
+            message TEXT,
+            sample {json} NOT NULL)""",
+        "CREATE UNIQUE INDEX errors_event_id ON errors (event_id) WHERE event_id IS NOT NULL",
+        "CREATE INDEX errors_fingerprint_ts ON errors (fingerprint, ts)",
+        "CREATE INDEX errors_ts ON errors (ts)",
+        "CREATE INDEX errors_user ON errors (user_id)",
+    )),
+    Migration(4, "identify traits on users; the release an event came from", (
+        "ALTER TABLE users ADD COLUMN traits {json}",
+        "ALTER TABLE users ADD COLUMN plan TEXT",
+        "ALTER TABLE users ADD COLUMN signed_up_at {real}",
+        "ALTER TABLE events ADD COLUMN release TEXT",
     )),
 )
 

@@ -78,6 +78,10 @@ def _rollback(conn: sqlite3.Connection) -> None:
             pass        # SQLite already rolled back (e.g. after SQLITE_FULL); the next BEGIN starts clean
 
 
+WAL_CHECKPOINT_PAGES = 10_000
+CACHE_KIB = 64 * 1024
+
+
 class SqliteStore:
     dialect: ClassVar[str] = "sqlite"
 
@@ -129,6 +133,11 @@ class SqliteStore:
             raise StoreUnavailable(f"SQLite database {self.path}: cannot use WAL mode (got {mode})")
         conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
         conn.execute("PRAGMA foreign_keys = OFF")
+        # measured on the bench mix at 320k events: checkpoints every 10,000 pages (~40 MiB of WAL)
+        # instead of 1,000 write each index page once per many commits (30 -> 19 CPU-us an event, with
+        # the cache holding the indexes' hot pages)
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         if self.max_size_mb:        # per connection: only this (the writer's) connection writes
             page_size = conn.execute("PRAGMA page_size").fetchone()[0]
             conn.execute(f"PRAGMA max_page_count = {max(1, int(self.max_size_mb * 1024 * 1024 // page_size))}")
