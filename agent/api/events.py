@@ -148,9 +148,13 @@ def _dnt(request: web.Request) -> bool:
 
 
 def _invalid(pipeline: EventPipeline, api: str, errors: list[EventError]) -> web.Response:
+    """400 naming every invalid field. A field path may hold the client's own keys (an e-mail or card
+    number used as a property name): they go through privacy like event data, never echoed in clear."""
     pipeline.rejected(api, "invalid")
-    summary = str(errors[0]) if len(errors) == 1 else f"{len(errors)} invalid events; none was accepted"
-    return _error(400, summary, [e.as_dict() for e in errors])
+    scrub = pipeline.privacy.text if pipeline.privacy is not None else str
+    summary = scrub(str(errors[0])) if len(errors) == 1 else f"{len(errors)} invalid events; none was accepted"
+    return _error(400, summary, [{"index": e.index, "field": scrub(e.field), "message": scrub(e.message)}
+                                 for e in errors])
 
 
 async def _authorized_json(request: web.Request) -> tuple[EventPipeline, Any]:

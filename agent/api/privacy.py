@@ -186,12 +186,12 @@ async def _read_object(request: web.Request) -> tuple[dict[str, Any] | None, web
     return obj, None
 
 
-def parse_opt_out(obj: dict[str, Any]) -> tuple[str, bool] | web.Response:
+def parse_opt_out(obj: dict[str, Any], scrub: Callable[[str], str] = str) -> tuple[str, bool] | web.Response:
     """(userId, optOut) or the 400 naming the field. Unknown fields are refused: a misspelt `optout: false`
     must not silently opt the user out (the default)."""
     for name in obj:
         if name not in ("userId", "optOut"):
-            return _bad(str(name), "unknown field (expected userId and optOut)")
+            return _bad(scrub(str(name)), "unknown field (expected userId and optOut)")
     if (problem := _user_id_error(obj.get("userId"))) is not None:
         return _bad("userId", problem)
     opt = obj.get("optOut", True)
@@ -207,7 +207,7 @@ async def opt_out(request: web.Request) -> web.Response:
     obj, refused = await _read_object(request)
     if refused is not None:
         return refused
-    parsed = parse_opt_out(obj)
+    parsed = parse_opt_out(obj, request.app[PRIVACY].text)
     if isinstance(parsed, web.Response):
         return parsed
     user_id, opted_out = parsed

@@ -14,7 +14,8 @@ What `Privacy.scrub` does to an event (docs/privacy.md is the user-facing versio
   become "[card]" too;
 - properties named private (config `privacy.private_properties`, or `context.private` of the event)
   become "[private]", at any depth;
-- context.page and context.user_agent lose e-mails and card numbers; context.ip is kept, truncated
+- context.page, context.user_agent, context.library and custom event names lose e-mails and card numbers
+  (names: card numbers only); context.ip is kept, truncated
   (IPv4 /24, IPv6 /48) or dropped.
 Scrubbing is idempotent: a scrubbed event scrubs to itself.
 
@@ -271,6 +272,10 @@ class Privacy:
             context.page = self._context_text(context.page)
         if context.user_agent is not None:
             context.user_agent = self._context_text(context.user_agent)
+        if context.library is not None:
+            context.library = self._context_text(context.library)
+        if not event.known and len(event.name) >= _CARD_MIN and CARD.search(event.name) is not None:
+            event.name = CARD.sub(_card, event.name)     # a custom name is free text: "Paid 4111 1111 ..."
         if context.ip is not None:
             context.ip = self._ip(context.ip)
         return event
