@@ -94,6 +94,29 @@ def test_rollup_flushes_add_to_the_stored_minute(store, run):
                                        ("db", 2, 1, 1, 0.1, 0.1)]
 
 
+def test_uptime_over_hours_reads_whole_hours_and_edge_minutes_alike(store, run):
+    """probe_uptime sums whole hours from probe_rollups_hourly and the edges from probe_rollups: for
+    ranges cutting hours anywhere it must equal the sum over the minutes alone."""
+    from agent.analytics.queries import probe_uptime
+    rollups = ProbeRollups()
+    base = 1_700_000_000 // 3600 * 3600                 # a whole hour
+    for i in range(0, 5 * 3600, 50):                     # five hours, a probe every 50 s, two targets
+        rollups.observe("api", i % 7 != 0, 0.001 * (i % 13), base + i)
+        rollups.observe("db", i % 5 != 0, 0.002 * (i % 11), base + i + 1)
+    run(rollups.flush(store))
+    hours = run(store.fetch("SELECT count(*) FROM probe_rollups_hourly"))[0][0]
+    assert hours == 10
+    for start, end in ((base + 1, base + 5 * 3600), (base + 1799, base + 3 * 3600 + 61), (base, base + 3600),
+                       (base + 60, base + 3540), (base - 3600, base + 10 * 3600)):
+        first, past = -(-start // 60), -(-end // 60)
+        expected = run(store.fetch(
+            "SELECT target, sum(probes), sum(successes), sum(duration_sum), max(duration_max) FROM probe_rollups "
+            "WHERE minute >= ? AND minute < ? GROUP BY target ORDER BY target", (first, past)))
+        got = run(probe_uptime(store, TimeRange(start, end)))
+        assert [(u.target, u.probes, u.successes, round(u.duration_sum, 9), u.duration_max) for u in got] == \
+            [(t, int(n), int(ok), round(float(total), 9), float(peak)) for t, n, ok, total, peak in expected]
+
+
 def test_a_failed_flush_keeps_its_rows_for_the_next(tmp_path: Path):
     async def scenario() -> list[tuple[Any, ...]]:
         path = str(tmp_path / "store.db")

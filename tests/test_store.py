@@ -29,7 +29,7 @@ from tests.store_fixtures import example_rows
 pytest_plugins = ["tests.store_fixtures"]
 
 TABLES = ("events", "users", "onboarding_funnel", "mfa_audit_logs", "security_events", "download_logs",
-          "opt_outs", "probe_rollups")
+          "opt_outs", "probe_rollups", "probe_rollups_hourly")
 T0 = 1_700_000_000.0
 
 

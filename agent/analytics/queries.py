@@ -247,10 +247,32 @@ def minutes(r: TimeRange) -> tuple[int, int]:
     return math.ceil(r.start / MINUTE), math.ceil(r.end / MINUTE)
 
 
+_UPTIME_SQL = ("SELECT target, sum(probes), sum(successes), sum(duration_sum), max(duration_max) FROM {table} "
+               "WHERE {period} >= ? AND {period} < ? GROUP BY target")
+MINUTES_PER_HOUR = 60
+
+
 async def probe_uptime(store: Store, r: TimeRange) -> list[Uptime]:
-    """Per target, the probes that ended in the range's minutes (probe_rollups_minute)."""
+    """Per target, the probes that ended in the range's minutes: the whole hours inside the range from
+    probe_rollups_hourly, the minutes at its edges from probe_rollups (the same sums either way)."""
     first, past = minutes(r)
-    sql = ("SELECT target, sum(probes), sum(successes), sum(duration_sum), max(duration_max) FROM probe_rollups "
-           "WHERE minute >= ? AND minute < ? GROUP BY target ORDER BY target")
-    return [Uptime(target, int(n), int(ok), float(total), float(peak))
-            for target, n, ok, total, peak in await store.fetch(sql, (first, past))]
+    hour_first, hour_past = -(-first // MINUTES_PER_HOUR), past // MINUTES_PER_HOUR
+    parts: list[tuple[str, str, int, int]] = []
+    if hour_first < hour_past:
+        parts += [("probe_rollups_hourly", "hour", hour_first, hour_past),
+                  ("probe_rollups", "minute", first, hour_first * MINUTES_PER_HOUR),
+                  ("probe_rollups", "minute", hour_past * MINUTES_PER_HOUR, past)]
+    else:
+        parts.append(("probe_rollups", "minute", first, past))
+    totals: dict[str, list[float]] = {}
+    for table, period, low, high in parts:
+        if low >= high:
+            continue
+        for target, n, ok, total, peak in await store.fetch(_UPTIME_SQL.format(table=table, period=period),
+                                                             (low, high)):
+            row = totals.setdefault(target, [0, 0, 0.0, 0.0])
+            row[0] += int(n)
+            row[1] += int(ok)
+            row[2] += float(total)
+            row[3] = max(row[3], float(peak))
+    return [Uptime(target, int(n), int(ok), total, peak) for target, (n, ok, total, peak) in sorted(totals.items())]

@@ -22,15 +22,37 @@ from agent.store.errors import StoreError
 log = logging.getLogger("agent.store.probe_rollups")
 
 MINUTE = 60
+HOUR = 3600
 MAX_PENDING = 100_000        # (target, minute) pairs: 200 targets for over 8 hours of outage
-UPSERT_SQL = (
-    "INSERT INTO probe_rollups (target, minute, probes, successes, duration_sum, duration_max) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (target, minute) DO UPDATE SET "
-    "probes = probe_rollups.probes + excluded.probes, "
-    "successes = probe_rollups.successes + excluded.successes, "
-    "duration_sum = probe_rollups.duration_sum + excluded.duration_sum, "
-    "duration_max = CASE WHEN excluded.duration_max > probe_rollups.duration_max "
-    "THEN excluded.duration_max ELSE probe_rollups.duration_max END")
+
+
+def _upsert(table: str, period: str) -> str:
+    return (f"INSERT INTO {table} (target, {period}, probes, successes, duration_sum, duration_max) "
+            f"VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (target, {period}) DO UPDATE SET "
+            f"probes = {table}.probes + excluded.probes, "
+            f"successes = {table}.successes + excluded.successes, "
+            f"duration_sum = {table}.duration_sum + excluded.duration_sum, "
+            f"duration_max = CASE WHEN excluded.duration_max > {table}.duration_max "
+            f"THEN excluded.duration_max ELSE {table}.duration_max END")
+
+
+UPSERT_SQL = _upsert("probe_rollups", "minute")
+UPSERT_HOURLY_SQL = _upsert("probe_rollups_hourly", "hour")
+
+
+def hourly(minutes: dict[tuple[str, int], list[Any]]) -> dict[tuple[str, int], list[Any]]:
+    """The (target, minute) rows summed into (target, hour) rows."""
+    hours: dict[tuple[str, int], list[Any]] = {}
+    for (target, minute), (probes, successes, total, peak) in minutes.items():
+        row = hours.get((target, minute * MINUTE // HOUR))
+        if row is None:
+            hours[(target, minute * MINUTE // HOUR)] = [probes, successes, total, peak]
+        else:
+            row[0] += probes
+            row[1] += successes
+            row[2] += total
+            row[3] = max(row[3], peak)
+    return hours
 
 
 class ProbeRollups:
@@ -69,12 +91,13 @@ class ProbeRollups:
             return 0
         taken, self._pending = self._pending, {}
         statements = [(UPSERT_SQL, (target, minute, *row)) for (target, minute), row in taken.items()]
+        statements += [(UPSERT_HOURLY_SQL, (target, hour, *row)) for (target, hour), row in hourly(taken).items()]
         try:
             await store.execute(statements)
         except StoreError:
             self._restore(taken)
             raise
-        return len(statements)
+        return len(taken)
 
     def _restore(self, taken: dict[tuple[str, int], list[Any]]) -> None:
         """Put failed rows back in front of what was observed meanwhile, merging the same minutes."""

@@ -115,6 +115,8 @@ CLASS_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         # a rollup row is the minute starting at minute*60; the cutoff is a whole minute (see _cutoff)
         ("probe_rollups", "DELETE FROM probe_rollups WHERE (target, minute) IN (SELECT target, minute FROM "
                           "probe_rollups WHERE minute < ? ORDER BY minute LIMIT ?)"),
+        ("probe_rollups_hourly", "DELETE FROM probe_rollups_hourly WHERE (target, hour) IN (SELECT target, hour "
+                                 "FROM probe_rollups_hourly WHERE hour < ? ORDER BY hour LIMIT ?)"),
     ),
     "audit": (("mfa_audit_logs", _by_id("mfa_audit_logs", "ts < ?")),),
     "security": (("security_events", _by_id("security_events", "ts < ?")),),
@@ -124,6 +126,8 @@ CLASS_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
 def _cutoff(table: str, cutoff: float) -> float | int:
     """The statement's cutoff parameter: unix seconds, or for probe_rollups the first minute kept
     (minute*60 < cutoff  <=>  minute < ceil(cutoff / 60)), an integer as its column is."""
+    if table == "probe_rollups_hourly":       # an hour straddling the cut-off is kept, like a minute
+        return math.ceil(cutoff / 3600)
     return math.ceil(cutoff / 60) if table == "probe_rollups" else cutoff
 
 

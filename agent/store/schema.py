@@ -20,7 +20,8 @@ The tables follow the documentation's Supabase tables:
 - security_events     logins, logouts and security events (security class).
 - download_logs       resource and file downloads.
 - opt_outs            users who objected to tracking (GDPR right to object); persisted here.
-- probe_rollups       probe results per target and minute, for uptime over a range.
+- probe_rollups       probe results per target and minute, for uptime over a range; the same per
+                      hour in probe_rollups_hourly (a long range reads whole hours, its edges minutes).
 """
 
 from __future__ import annotations
@@ -161,6 +162,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE users ADD COLUMN plan TEXT",
         "ALTER TABLE users ADD COLUMN signed_up_at {real}",
         "ALTER TABLE events ADD COLUMN release TEXT",
+    )),
+    Migration(5, "probe results per target and hour: uptime over 30 days reads 720 rows a target, not 43,200", (
+        """CREATE TABLE probe_rollups_hourly (
+            target TEXT NOT NULL,
+            hour INTEGER NOT NULL,
+            probes INTEGER NOT NULL,
+            successes INTEGER NOT NULL,
+            duration_sum {real} NOT NULL,
+            duration_max {real} NOT NULL,
+            PRIMARY KEY (target, hour))""",
+        "CREATE INDEX probe_rollups_hourly_hour ON probe_rollups_hourly (hour)",
     )),
 )
 
