@@ -318,6 +318,7 @@ def test_a_running_app_answers_as_documented(tmp_path: Path) -> None:
             await check_answer(client, "GET", "/probe", 400)
             await check_answer(client, "GET", "/probe", 400, params={"target": "x", "module": "nope"})
             await check_answer(client, "GET", "/", 200)
+            await check_answer(client, "GET", "/api/status", 200)
             await check_answer(client, "GET", "/openapi.json", 200)
             await check_answer(client, "POST", "/-/reload", 200)
             config_file.write_text("events:\n  max_batch: 0\n")

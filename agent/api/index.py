@@ -1,48 +1,69 @@
-"""`/`: a small page listing the targets and their last result (no external assets)."""
+"""`GET /`: the status page (HTML, no external assets), and `GET /api/status`: the same report as JSON.
+
+Both are public like /metrics (they show what /metrics shows, plus failure details and the names of
+active anomalies). Each load builds the report from memory; the one SQL query, the 24 h uptime, runs
+at most every 30 s in the background (agent/status/uptime.py), so `/` stays fast with many targets.
+
+`add_routes` also wires the page's own state: a ProbeHistory fed by the runtime's result observers
+(pruned on reload) and the uptime cache, whose refresh is cancelled at shutdown before the store closes.
+"""
 
 from __future__ import annotations
 
-import html
 import time
+from collections.abc import AsyncIterator
 
+import orjson
 from aiohttp import web
 
 from agent import __version__
-from agent.api import RUNTIME
+from agent.api import EVENT_STORE, RUNTIME
+from agent.api.anomalies import ANOMALIES
+from agent.status.history import ProbeHistory
+from agent.status.model import StatusReport, build_report
+from agent.status.page import render_page
+from agent.status.uptime import UptimeCache
+
+HISTORY = web.AppKey("status_history", ProbeHistory)
+UPTIME = web.AppKey("status_uptime", UptimeCache)
 
 
 async def index(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    rows = []
-    for name, (target, result, when) in sorted(runtime.probe_metrics.last_results().items()):
-        if result is None:
-            state, detail, latency, age = "pending", "", "", ""
-        else:
-            state = "up" if result.success else "down"
-            detail = "" if result.success else f"{result.reason.value}: {result.detail}"
-            latency, age = f"{result.duration_seconds * 1000:.1f} ms", f"{time.time() - when:.0f} s ago"
-        rows.append(f"<tr class={state}><td>{html.escape(name)}</td><td>{target.kind}</td>"
-                    f"<td>{html.escape(target.url or target.address or 'system resolver')}</td>"
-                    f"<td>{state}</td><td>{latency}</td><td>{age}</td><td>{html.escape(detail)}</td></tr>")
-    body = _PAGE.format(version=__version__, rows="\n".join(rows) or "<tr><td colspan=7>no targets</td></tr>")
-    return web.Response(text=body, content_type="text/html")
+    report = await current_report(request.app)
+    response = web.Response(text=render_page(report), content_type="text/html",
+                            headers={"Cache-Control": "no-store"})
+    response.enable_compression()          # ~10x smaller for a phone, when the client accepts it
+    return response
 
 
-_PAGE = """<!doctype html>
-<html lang=en><head><meta charset=utf-8><meta name=viewport content="width=device-width,initial-scale=1">
-<title>loom-agent</title>
-<style>body{{font-family:system-ui,sans-serif;margin:1rem}}table{{border-collapse:collapse;width:100%}}
-td,th{{padding:.3rem .5rem;border-bottom:1px solid #ddd;text-align:left}}.up td:nth-child(4){{color:#176f2c}}
-.down td:nth-child(4){{color:#b00020;font-weight:bold}}</style></head>
-<body><h1>loom-agent {version}</h1>
-<p><a href="/metrics">/metrics</a> · <a href="/probe?target=127.0.0.1:9464&amp;module=tcp_connect&amp;debug=true">/probe (debug)</a>
- · <a href="/-/healthy">/-/healthy</a> · <a href="/-/ready">/-/ready</a></p>
-<table><thead><tr><th>target</th><th>kind</th><th>endpoint</th><th>state</th><th>latency</th><th>last probe</th>
-<th>failure</th></tr></thead><tbody>
-{rows}
-</tbody></table></body></html>
-"""
+async def status(request: web.Request) -> web.Response:
+    report = await current_report(request.app)
+    return web.Response(body=orjson.dumps(report.to_json()), content_type="application/json",
+                        headers={"Cache-Control": "no-store"})
+
+
+async def current_report(app: web.Application) -> StatusReport:
+    store = app.get(EVENT_STORE)
+    cache = app[UPTIME]
+    rows = await cache.get(store) if store is not None else None
+    runtime = app[RUNTIME]
+    return build_report(version=__version__, now=time.time(), last_results=runtime.probe_metrics.last_results(),
+                        history=app[HISTORY], uptime_rows=rows, store_configured=store is not None,
+                        uptime_error=cache.error if store is not None else None, monitor=app[ANOMALIES])
 
 
 def add_routes(app: web.Application) -> None:
+    """The routes, and the history and uptime cache they read (call after the runtime is in the app)."""
+    runtime = app[RUNTIME]
+    history = app[HISTORY] = ProbeHistory()
+    runtime.result_observers.append(history.observe)
+    runtime.reload_hooks.append(history.reload_hook)
+    app[UPTIME] = UptimeCache()
+    app.cleanup_ctx.append(_uptime_ctx)
     app.router.add_get("/", index)
+    app.router.add_get("/api/status", status)
+
+
+async def _uptime_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[UPTIME].close()
