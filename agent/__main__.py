@@ -48,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "agent/rules/, the alerting: thresholds of the config and "
                                                      "prometheus/alertmanager.yml")
     add_render_rules_arguments(rules, os.environ.get("LOOM_AGENT_CONFIG", DEFAULT_CONFIG))
+    from agent.dashboards.render import add_arguments as add_render_dashboards_arguments
+    dashboards = commands.add_parser("render-dashboards", help="write grafana/dashboards/*.json from "
+                                                               "agent/dashboards/ and the alerting: thresholds")
+    add_render_dashboards_arguments(dashboards, os.environ.get("LOOM_AGENT_CONFIG", DEFAULT_CONFIG))
+    from agent.demo.cli import add_arguments as add_demo_arguments
+    demo = commands.add_parser("demo", help="demo targets, an agent probing them and realistic traffic, so "
+                                            "that every dashboard shows data")
+    add_demo_arguments(demo)
     return parser
 
 
@@ -69,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "render-rules":
         from agent.rules.render import main_render_rules
         return main_render_rules(args)
+    if args.command == "render-dashboards":
+        from agent.dashboards.render import main_render_dashboards
+        return main_render_dashboards(args)
+    if args.command == "demo":
+        from agent.demo.cli import main_demo
+        return main_demo(args)
     parser.print_help()
     return EXIT_CONFIG
 

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from agent.api import PIPELINE, PRIVACY, RUNTIME, STORE, anomalies, events, health, index, openapi, probe
+from agent.api import PIPELINE, PRIVACY, RUNTIME, STORE, anomalies, events, health, identify, index, openapi, probe
+from agent.api import errors as errors_api
 from agent.api.auth import ADMIN_TOKENS
 from agent.app_store import build_privacy, setup_store
 from agent.config import Config
@@ -19,6 +20,8 @@ from agent.events.span_metrics import EventSpanMetrics
 from agent.events.spans import EventSpans
 from agent.metricstore import MetricStore
 from agent.otlp_export import OtlpExport
+from agent.errors.sink import ErrorSink
+from agent.release_metrics import RELEASES, ReleaseTracker
 from agent.runtime import ProbeRuntime
 from agent.telemetry import build_tracer_provider
 
@@ -42,7 +45,13 @@ def build_app(config: Config, registry: CollectorRegistry | None = None) -> web.
                        max_open=config.events.max_open_spans)
     privacy = build_privacy(config)
     pipeline = EventPipeline(config.events, store, spans, privacy)
+    app[RELEASES] = releases = ReleaseTracker(store)
+    pipeline.observers.append(releases.observe)
     registry.register(EventSpanMetrics(spans))
+    error_sink = ErrorSink(config.errors, store, privacy, tracer_provider.get_tracer("loom-agent.errors"))
+    errors_api.setup(app, error_sink)          # POST /v1/errors, /v1/errors/batch, GET /api/errors
+    error_sink.observers.append(releases.observe)
+    runtime.reload_hooks.append(lambda new: lambda: error_sink.reconfigure(new.errors))
     runtime.reload_hooks.append(lambda new: pipeline.prepare(new.events))
     app[RUNTIME], app[STORE], app[PIPELINE], app[PRIVACY] = runtime, store, pipeline, privacy
     app[ADMIN_TOKENS] = list(config.api.admin_tokens)
@@ -54,7 +63,7 @@ def build_app(config: Config, registry: CollectorRegistry | None = None) -> web.
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(_span_sweeper_ctx)
     setup_store(app, config, registry, store, runtime)
-    for module in (health, probe, events, index, openapi):
+    for module in (health, probe, events, identify, index, openapi):
         module.add_routes(app)
     return app
 

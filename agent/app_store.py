@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from agent.api import EVENT_STORE, PIPELINE, analytics
+from agent.api import EVENT_STORE, PIPELINE, analytics, experiments
 from agent.api import privacy as privacy_api
 from agent.config import Config
 from agent.events.privacy import Privacy
@@ -53,6 +53,7 @@ def setup_store(app: web.Application, config: Config, registry: CollectorRegistr
     """Wire the store, its writer and everything reading it into `app` (privacy is wired by the caller:
     it applies with or without a store)."""
     limiter = analytics.setup(app, config.api.rate_limit)
+    experiments.add_routes(app)
     runtime.reload_hooks.append(lambda new: lambda: setattr(limiter, "limit", new.api.rate_limit))
     privacy_api.add_routes(app)
     if not config.store.enabled:

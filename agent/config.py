@@ -19,6 +19,7 @@ import yaml
 from agent.api_config import ApiConfig, parse_api
 from agent.collectors import KINDS, URL_KINDS, kind_module
 from agent.collectors.base import ProbeTarget, split_host_port, url_credentials_error
+from agent.errors.config import ErrorsConfig, parse_errors
 from agent.events.config import EventsConfig, parse_events
 from agent.events.privacy_config import PrivacyConfig, parse_privacy
 from agent.rules.thresholds import Thresholds, parse_thresholds
@@ -75,6 +76,7 @@ class Config:
     store: StoreConfig = StoreConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     retention: RetentionConfig = RetentionConfig()
+    errors: ErrorsConfig = ErrorsConfig()
     modules: Mapping[str, Module] = field(default_factory=dict)
     targets: tuple[ProbeTarget, ...] = ()
     source: str | None = None     # the file it was read from
@@ -116,13 +118,14 @@ def _parse_root(root: Node, environ: Mapping[str, str], base_dir: str) -> dict[s
     store = parse_store(root.child("store"), base_dir, environ)
     privacy = parse_privacy(root.child("privacy"), environ)
     retention = parse_retention(root.child("retention"))
+    errors = parse_errors(root.child("errors"))
     if store.driver == "postgres" and privacy.hmac_key is None:
         root.error("is required with store.driver postgres: every agent sharing the database must pseudonymize "
                    "with the same key (or set LOOM_AGENT_HMAC_KEY)", "privacy.hmac_key")
     modules = {**builtin_modules(), **root.map_of("modules", _parse_module)}
     targets = _parse_targets(root, modules, defaults)
     return dict(listen=listen, defaults=defaults, scheduler=scheduler, telemetry=telemetry, events=events,
-                api=api, alerting=alerting, store=store, privacy=privacy, retention=retention, modules=modules, targets=targets)
+                api=api, alerting=alerting, store=store, privacy=privacy, retention=retention, errors=errors, modules=modules, targets=targets)
 
 
 def _parse_listen(root: Node, environ: Mapping[str, str]) -> tuple[str, int]:

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(prometheus prometheus-alertmanager postgresql gettext-base chromium)
+DEBIAN_PACKAGES=(prometheus prometheus-alertmanager postgresql gettext-base chromium busybox docker-compose)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

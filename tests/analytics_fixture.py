@@ -3,20 +3,29 @@ they must give over RANGE (2025-03-01 to 2025-03-08). Every expected number belo
 from FIXTURE; the comments show the arithmetic.
 
 Users: alice and bob (clients), erin (a client whose first event is exactly at `from`), carol (active only
-the week before), coach_7 (role coach), coach_9 (a coach only by being the coach of sessions), dave (whose
-only event is exactly at `to`, so out of everything), and three anonymous signup visitors.
+the week before), coach_7 (role coach), coach_9 (the coach of sessions, and of role coach by identify), dave
+(whose only event is exactly at `to`, so out of every event count), and three anonymous signup visitors.
+
+IDENTIFIES adds traits (POST /v1/identify): roles (alice, erin: client; coach_9, grace, frank: coach; dave:
+admin, which counts as "other"; bob and carol have none: other too) and sign-up dates, which decide when
+a user counts as new: coach_9 signed up 30 days before `from` (so is not new though first seen in the
+range), dave signed up inside the range (so is new, though his only event is at `to`), frank signed up
+inside it and has no event at all (new, never active). grace is a coach by role only, with one event in
+the range (so she counts among the coaches without any session).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from agent.events.identify import parse_identifies
 from agent.events.limits import Limits
 from agent.events.model import Event
 from agent.events.validate import parse_event
 from agent.store.base import Store
 from agent.store.probe_rollups import ProbeRollups
 from agent.store.rows import event_rows
+from agent.store.traits import store_identifies
 
 T0 = 1740787200.0          # 2025-03-01T00:00:00Z: `from`
 H = 3600.0
@@ -51,6 +60,7 @@ FIXTURE: list[tuple[str, str, float, dict[str, Any]]] = [
     ("resource_created", "coach_7", 4, {"resourceId": "r_2", "resourceType": "video"}),
     ("task_created", "coach_7", 5, {"taskId": "t_c7", "assignedBy": "coach"}),
     ("task_created", "coach_9", 6, {"taskId": "t_c9", "assignedBy": "coach"}),
+    ("resource_created", "grace", 5.5, {"resourceId": "r_3", "resourceType": "pdf"}),   # grace's only event
     ("mfa_enrolled", "coach_9", 168, {"method": "totp"}),                   # at `to`: not an adopter
     # --- goals and tasks ---
     ("goal_created", "alice", 10, {"goalCategory": "career"}),
@@ -116,6 +126,17 @@ FIXTURE: list[tuple[str, str, float, dict[str, Any]]] = [
     ("web_vitals", "bob", 74, {"name": "INP", "value": 180, "rating": "good"}),
 ]
 
+# (user, hours after T0 (the identify's time), traits); written after the events
+IDENTIFIES: list[tuple[str, float, dict[str, Any]]] = [
+    ("alice", 1, {"role": "client", "plan": "pro", "signupDate": "2025-02-01T00:00:00Z", "email": "alice@example.com"}),
+    ("erin", 0.5, {"role": "client"}),
+    ("coach_9", 2, {"role": "coach", "createdAt": T0 - 30 * D}),             # signed up before the range
+    ("grace", 5, {"role": "coach"}),
+    ("dave", 3, {"role": "admin", "signup_date": "2025-03-04T00:00:00Z"}),  # signed up in the range
+    ("frank", 50, {"role": "coach", "signupDate": "2025-03-03T00:00:00Z"}),  # no event at all
+    ("bob", 10, {"plan": "free"}),
+]
+
 # (target, success, duration seconds, ended at); two flushes, the second adding to the first's minute
 PROBES_FIRST = [("auth-api", True, 0.1, T0 + 5), ("auth-api", True, 0.3, T0 + 65), ("db", True, 0.05, T0 + 100)]
 PROBES_SECOND = [("auth-api", False, 1.0, T0 + 70),        # same minute as the 0.3 s one: upserted
@@ -138,6 +159,11 @@ def fixture_bodies() -> list[dict[str, Any]]:
     return bodies
 
 
+def identify_bodies() -> list[dict[str, Any]]:
+    """IDENTIFIES as the POST /v1/identify bodies a client would send."""
+    return [{"userId": user, "timestamp": T0 + hours * H, "traits": dict(traits)} for user, hours, traits in IDENTIFIES]
+
+
 def fixture_events() -> list[Event]:
     """FIXTURE through the ingest API's validation (camelCase properties become snake_case)."""
     limits = Limits(max_past_age=400 * D)
@@ -145,10 +171,12 @@ def fixture_events() -> list[Event]:
 
 
 async def load_fixture(store: Store) -> None:
-    """Write FIXTURE in batches of 10 (users' first/last seen merge across batches) and the probes."""
+    """Write FIXTURE in batches of 10 (users' first/last seen merge across batches), then IDENTIFIES,
+    then the probes."""
     rows = [event_rows(event) for event in fixture_events()]
     for start in range(0, len(rows), 10):
         await store.write_events(rows[start:start + 10])
+    await store_identifies(store, parse_identifies(identify_bodies(), now=T1 + H, limits=Limits(max_past_age=400 * D)))
     rollups = ProbeRollups()
     for probes in (PROBES_FIRST, PROBES_SECOND):
         for probe in probes:
@@ -158,9 +186,15 @@ async def load_fixture(store: Store) -> None:
 
 EXPECTED_DASHBOARD: dict[str, Any] = {
     "summary": {
-        "totalUsers": 6,                 # carol alice bob coach_7 erin coach_9 (dave first seen at `to`)
-        "activeUsers": 5,                # alice bob erin coach_7 coach_9
-        "newUsers": 2,                   # erin (first event at `from`), coach_9
+        # carol alice bob coach_7 coach_9 erin grace, and dave and frank (signed up in the range): a user
+        # starts at the sign-up date when known (dave's first event at `to` would leave him out)
+        "totalUsers": 9,
+        "activeUsers": 6,                # alice bob erin coach_7 coach_9 grace
+        "activeUsersByRole": {"coach": 3, "client": 2, "other": 1},      # coach_7 coach_9 grace; alice erin; bob
+        # erin (first event at `from`), grace (first event at 5.5 h), dave and frank (signed up in the range);
+        # not coach_9 (first seen in the range, but signed up 30 days before)
+        "newUsers": 4,
+        "newUsersByRole": {"coach": 2, "client": 1, "other": 1},         # frank grace; erin; dave (admin)
         "totalSessions": 4,              # booked at 0h, 1h, 2h, 30h (168h is `to`)
         "completedSessions": 2,
         "sessionCompletionRate": 50.0,   # 2 / 4
@@ -168,7 +202,8 @@ EXPECTED_DASHBOARD: dict[str, Any] = {
         "goals": {"total": 4, "completed": 3, "active": 1, "completionRate": 75.0},
         "engagement": {"averageEngagementScore": 70.83,     # (82.5 + 60 + 70) / 3
                        "taskCompletionRate": 20.0},          # 1 completed / 5 created (2 by coaches)
-        "coaches": {"activeCoaches": 2, "averageSessionsPerCoach": 1.0},   # (2 + 0) completed / 2
+        # coach_7 coach_9 (session events), grace (role coach, active); frank (role coach) has no event
+        "coaches": {"activeCoaches": 3, "averageSessionsPerCoach": 0.67},  # (2 + 0 + 0) completed / 3
     },
     "funnelMetrics": [
         {"funnel": "signup", "steps": [
@@ -191,6 +226,8 @@ EXPECTED_DASHBOARD: dict[str, Any] = {
          "clientsManaged": 2, "averageRating": 4.5, "resourcesCreated": 2, "tasksManaged": 1},
         {"coachId": "coach_9", "sessionsCompleted": 0, "sessionsBooked": 2, "sessionsCancelled": 1,
          "clientsManaged": 2, "averageRating": None, "resourcesCreated": 0, "tasksManaged": 1},
+        {"coachId": "grace", "sessionsCompleted": 0, "sessionsBooked": 0, "sessionsCancelled": 0,
+         "clientsManaged": 0, "averageRating": None, "resourcesCreated": 1, "tasksManaged": 0},
     ],
     "clientEngagement": [
         # alice: 5 session + 3 goal + 3 task + 2 score + 2 view + login + logout + 2 file + 4 page + 5 api
@@ -224,16 +261,17 @@ _NO_VITAL = {"p75": None, "good": 0, "needsImprovement": 0, "poor": 0, "count": 
 EXPECTED_BUSINESS: dict[str, Any] = {
     "userEngagement": {
         "dau": 1,                         # erin at 150h
-        "wau": 5,                         # the range is the week
-        "mau": 6,                         # + carol (-72h)
-        "newUsers": 2,
+        "wau": 6,                         # the range is the week: activeUsers
+        "mau": 7,                         # + carol (-72h)
+        "newUsers": 4,
+        "newUsersByRole": {"coach": 2, "client": 1, "other": 1},
         "averageSessionDurationSeconds": 1200.0,    # (1800 + 600) / 2
         "retentionRate": 75.0,            # the week before: carol alice bob coach_7; 3 of them came back
     },
     "sessions": {"bookings": 4, "completions": 2, "cancellations": 1, "averageRating": 4.5},
     "files": {"uploads": 2, "downloads": 1, "shares": 1, "bytesUploaded": 3_500_000, "bytesDownloaded": 300_000},
     "authentication": {"loginAttempts": 4, "successfulLogins": 3, "successRate": 75.0,
-                       "mfaAdoptionRate": 33.3},      # alice, erin of 6 (bob disabled, coach_9 at `to`)
+                       "mfaAdoptionRate": 22.2},      # alice, erin of 9 (bob disabled, coach_9 at `to`)
     "performance": {
         "pageLoadMs": {"p50": 1200.0, "p75": 1800.0, "p95": 2500.0},    # ranks 2, 3, 4 of [1000 1200 1800 2500]
         "apiResponseMs": {"p50": 100.0, "p95": 500.0, "p99": 500.0},    # ranks 3, 5, 5 of [42 80 100 250 500]

@@ -25,8 +25,8 @@ from agent.events.privacy import Privacy
 from agent.events.privacy_config import PrivacyConfig
 from agent.store.base import Store
 from agent.store.sqlite import SqliteStore
-from tests.analytics_fixture import (EXPECTED_BUSINESS, EXPECTED_DASHBOARD, FIXTURE, QUERY, T0, T1, fixture_bodies,
-                                     load_fixture)
+from tests.analytics_fixture import (EXPECTED_BUSINESS, EXPECTED_DASHBOARD, FIXTURE, IDENTIFIES, QUERY, T0, T1,
+                                     fixture_bodies, identify_bodies, load_fixture)
 from tests.procs import AgentProcess
 
 pytest_plugins = ["tests.store_fixtures"]
@@ -208,6 +208,8 @@ def test_events_ingested_by_a_running_agent_give_the_hand_computed_documents(sto
     try:
         status, accepted = http_json("POST", agent.url + "/v1/events/batch", {"events": bodies})
         assert status == 200 and accepted["stored"] == len(FIXTURE), accepted
+        status, accepted = http_json("POST", agent.url + "/v1/identify", identify_bodies())
+        assert status == 200 and accepted["stored"] == len(IDENTIFIES), accepted
         query = "?" + urllib.parse.urlencode(QUERY)
         dash_status, dash = http_json("GET", agent.url + DASHBOARD + query, headers=AUTH)
         business_status, business = http_json("GET", agent.url + BUSINESS + query, headers=AUTH)

@@ -41,17 +41,22 @@ def test_a_range_ending_earlier_moves_every_window(store, run):
     run(load_fixture(store))
     day = TimeRange(T0, T0 + 86400)
     doc = run(business_metrics(store, day))
-    # day 1: alice bob erin coach_7 coach_9 all have events before 24h (alice 0h, bob 1h, erin 0h, 3h, 6h)
-    assert doc["userEngagement"] == {"dau": 5, "wau": 6, "mau": 6, "newUsers": 2,
+    # day 1: alice bob erin coach_7 coach_9 grace all have events before 24h (alice 0h, bob 1h, erin 0h, 3h,
+    # 6h, 5.5h); the week and month add carol; new: erin and grace (dave and frank sign up on days 3 and 4)
+    assert doc["userEngagement"] == {"dau": 6, "wau": 7, "mau": 7, "newUsers": 2,
+                                     "newUsersByRole": {"coach": 1, "client": 1, "other": 0},
                                      "averageSessionDurationSeconds": 1200.0,
                                      # the day before: bob (-24h, mfa_disabled at exactly -24h) and coach_7 (-1h)
                                      "retentionRate": 100.0}
     assert doc["sessions"] == {"bookings": 3, "completions": 0, "cancellations": 0, "averageRating": None}
     summary = run(dashboard(store, day))["summary"]
-    assert (summary["totalUsers"], summary["activeUsers"], summary["newUsers"]) == (6, 5, 2)
+    # total: everyone who started before the day's end but dave and frank (signed up on days 3 and 4)
+    assert (summary["totalUsers"], summary["activeUsers"], summary["newUsers"]) == (7, 6, 2)
 
 
-EMPTY_SUMMARY = {"totalUsers": 0, "activeUsers": 0, "newUsers": 0, "totalSessions": 0, "completedSessions": 0,
+NO_ROLES = {"coach": 0, "client": 0, "other": 0}
+EMPTY_SUMMARY = {"totalUsers": 0, "activeUsers": 0, "newUsers": 0, "activeUsersByRole": NO_ROLES,
+                 "newUsersByRole": NO_ROLES, "totalSessions": 0, "completedSessions": 0,
                  "sessionCompletionRate": 0.0, "cancelledSessions": 0,
                  "goals": {"total": 0, "completed": 0, "active": 0, "completionRate": 0.0},
                  "engagement": {"averageEngagementScore": None, "taskCompletionRate": 0.0},

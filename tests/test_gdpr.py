@@ -7,6 +7,7 @@ naming the field."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -17,10 +18,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from agent.api import EVENT_STORE, PIPELINE, PRIVACY
 from agent.api import privacy as privacy_api
 from agent.api.auth import ADMIN_TOKENS
+from agent.errors.config import ErrorsConfig
+from agent.errors.sink import ErrorSink
+from agent.errors.validate import parse_error
 from agent.events.config import EventsConfig
 from agent.events.pipeline import EventPipeline
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import PrivacyConfig
+from agent.events.validate import Limits
 from agent.metricstore import MetricStore
 from agent.store.gdpr import erase_user, export_user, load_opt_outs, set_opt_out
 from agent.store.rows import event_rows
@@ -39,7 +44,7 @@ TABLES = [table for table, _ in USER_TABLES]
 # one event per table the user's data reaches (users: from any of them)
 EVENTS = ("onboarding_step_started", "mfa_verification", "login_attempt", "resource_downloaded", "web_vitals")
 ONE_EACH = {"events": 5, "users": 1, "onboarding_funnel": 1, "mfa_audit_logs": 1, "security_events": 1,
-            "download_logs": 1}
+            "download_logs": 1, "errors": 1}
 
 
 def make_privacy() -> Privacy:
@@ -47,8 +52,9 @@ def make_privacy() -> Privacy:
 
 
 def seed(run, store, privacy: Privacy) -> None:
-    """Alice and Bob: one of each EVENTS (Alice's login from device_a); an anonymous login (its
-    security_events row has no user_id, only its client event id links it); Alice opted out."""
+    """Alice and Bob: one of each EVENTS (Alice's login from device_a) and one captured error each; an
+    anonymous login (its security_events row has no user_id, only its client event id links it) and an
+    error without a user; Alice opted out."""
     events = [example_event(name, user=user, event_id=f"{user}-{name}")
               for user in (ALICE, BOB) for name in EVENTS]
     events[EVENTS.index("login_attempt")] = example_event("login_attempt", user=ALICE, event_id="alice-login",
@@ -57,6 +63,11 @@ def seed(run, store, privacy: Privacy) -> None:
     kept, drops, _ = privacy.apply(events)
     assert len(kept) == len(events) and not drops
     run(store.write_events([event_rows(event) for event in kept]))
+    errors = [parse_error({"type": "TypeError", "message": f"charge failed for {user}", "userId": user,
+                           "eventId": f"{user}:error"}, now=time.time(), config=ErrorsConfig(), limits=Limits())
+              for user in (ALICE, BOB)]
+    errors.append(parse_error({"type": "TypeError"}, now=time.time(), config=ErrorsConfig(), limits=Limits()))
+    run(ErrorSink(ErrorsConfig(), MetricStore(), privacy).record(errors, store))
     run(set_opt_out(store, privacy.pseudonymize(ALICE), True, "admin", 1.8e9))
 
 
@@ -117,6 +128,9 @@ def test_export_holds_every_table_of_the_user_and_nothing_of_another(store, run)
     assert vitals["properties"]["name"] == "LCP" and isinstance(vitals["context"], dict)
     assert vitals["retention_class"] == "performance"
     assert isinstance(vitals["ts_unix"], float) and vitals["ts"].endswith("Z") and vitals["ts"][4] == "-"
+    (error,) = body["tables"]["errors"]
+    assert error["message"] == f"charge failed for {pseudonym}" and error["event_id"] == f"{pseudonym}:error"
+    assert isinstance(error["sample"], dict) and error["ts"].endswith("Z")
     assert body["tables"]["opt_outs"][0]["source"] == "admin"
     assert body["tables"]["opt_outs"][0]["opted_out_at"] == "2027-01-15T08:00:00.000Z"
     disposition = headers["Content-Disposition"]

@@ -100,11 +100,12 @@ PLAN = {
     "performance_events": ("performance", OLD[:3], (0.0, 1.0)),
     "onboarding_funnel": ("analytics", OLD[:2], (0.5,)),
     "download_logs": ("analytics", OLD[:1], (2.0,)),
+    "errors": ("analytics", OLD[:3], (0.0, 2.0)),
     "users": ("analytics", OLD[:2], (1.0,)),
     "mfa_audit_logs": ("audit", OLD[:2], (0.0, 1.0)),
     "security_events": ("security", OLD[:1], (1.0, 365 * DAY)),
 }
-EXPECTED = {"analytics": 5 + 2 + 1 + 2, "performance": 3 + 2, "audit": 2, "security": 1}
+EXPECTED = {"analytics": 5 + 2 + 1 + 3 + 2, "performance": 3 + 2, "audit": 2, "security": 1}
 
 
 def seed(run, store) -> None:
@@ -117,6 +118,7 @@ def seed(run, store) -> None:
     for table, sql in (
             ("onboarding_funnel", "INSERT INTO onboarding_funnel (user_id, status, ts) VALUES ('u', 'started', ?)"),
             ("download_logs", "INSERT INTO download_logs (user_id, ts) VALUES ('u', ?)"),
+            ("errors", "INSERT INTO errors (fingerprint, ts, received_at, type, sample) VALUES ('f', ?, 0, 'E', '{}')"),
             ("mfa_audit_logs", "INSERT INTO mfa_audit_logs (user_id, action, ts) VALUES ('u', 'verification', ?)"),
             ("security_events", "INSERT INTO security_events (user_id, type, ts) VALUES ('u', 'login_attempt', ?)")):
         statements += [(sql, (CUT[PLAN[table][0]] + d,)) for d in _all(table)]
@@ -178,7 +180,7 @@ def test_a_second_run_deletes_nothing_and_metrics_stay(store, run):
     metrics = RetentionMetrics(registry)
     run(run_cleanup_once(store, CONFIG, NOW, metrics))
     assert run(run_cleanup_once(store, CONFIG, NOW, metrics)) == dict.fromkeys(CLASSES, 0)
-    assert registry.get_sample_value("loom_agent_retention_deleted_rows_total", {"class": "analytics"}) == 10
+    assert registry.get_sample_value("loom_agent_retention_deleted_rows_total", {"class": "analytics"}) == 13
     assert registry.get_sample_value("loom_agent_retention_runs_total", {"result": "success"}) == 2
 
 
@@ -187,7 +189,7 @@ def test_a_batch_size_larger_than_the_backlog_takes_one_batch_per_table(store, r
     counting = CountingStore(store)
     deleted = run(run_cleanup_once(counting, RetentionConfig(batch_size=5000), NOW))
     assert deleted == EXPECTED
-    assert len(counting.calls) == 9     # one per (class, table), events one per stored name
+    assert len(counting.calls) == 10    # one per (class, table), events one per stored name
 
 
 def test_longer_periods_keep_more(store, run):
@@ -243,7 +245,7 @@ def test_the_schedule_runs_from_the_apps_cleanup_ctx(store, run):
             await runner.cleanup()
 
     run(scenario())
-    assert registry.get_sample_value("loom_agent_retention_deleted_rows_total", {"class": "analytics"}) == 10
+    assert registry.get_sample_value("loom_agent_retention_deleted_rows_total", {"class": "analytics"}) == 13
     assert run(store.fetch("SELECT count(*) FROM mfa_audit_logs")) == [(2,)]
 
 
@@ -267,7 +269,7 @@ def test_cleanup_command_prints_one_line_per_class(store, store_config, run):
     out = io.StringIO()
     assert run(cleanup_command(store_config, CONFIG, now=NOW, out=out)) == 0
     assert out.getvalue().splitlines() == [
-        "analytics: 10 rows deleted (kept: the last 90 days)",
+        "analytics: 13 rows deleted (kept: the last 90 days)",
         "performance: 5 rows deleted (kept: the last 30 days)",
         "audit: 2 rows deleted (kept: the last 365 days)",
         "security: 1 rows deleted (kept: the last 730 days)",

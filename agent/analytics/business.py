@@ -3,7 +3,8 @@
 Over the half-open range [from, to) unless said otherwise:
 
 userEngagement  dau / wau / mau: users with an event in the day / 7 days / 30 days ENDING AT `to` (whatever
-                the range); newUsers: users first seen in the range; averageSessionDurationSeconds: mean
+                the range); newUsers: users who started in the range (signed up, per identify's sign-up
+                date, else first seen), and newUsersByRole (coach, client, other); averageSessionDurationSeconds: mean
                 session_duration_seconds of logout events; retentionRate: of the users active in the
                 period of the same length just before the range, the percent also active in the range.
 sessions        session_booked / session_completed / session_cancelled events, mean session_rated rating.
@@ -15,6 +16,9 @@ performance     page_load load_time_ms and api_request duration_ms percentiles (
                 agent/analytics/stats.py), errorRate: api_request events with status >= 500 in percent,
                 uptime: probe successes per probe over every target in percent (null without probes),
                 webVitals: per metric, the p75 value and the count of each rating.
+
+With a release (the `release=` filter) every number counts only that release's events and the users with
+an event of that release (in the window each user count is about); uptime (probes) is unchanged.
 """
 
 from __future__ import annotations
@@ -32,54 +36,57 @@ WEB_VITALS = ("LCP", "FID", "INP", "CLS", "TTFB", "FCP")
 RATINGS = {"good": "good", "needs-improvement": "needsImprovement", "poor": "poor"}
 
 
-async def business_metrics(store: Store, r: TimeRange) -> dict[str, Any]:
-    stats = await q.value_stats(store, VALUE_EVENTS, r)
-    n = await q.counts(store, COUNT_EVENTS, r)
+async def business_metrics(store: Store, r: TimeRange, release: str | None = None) -> dict[str, Any]:
+    stats = await q.value_stats(store, VALUE_EVENTS, r, release)
+    n = await q.counts(store, COUNT_EVENTS, r, release)
     return {
-        "userEngagement": await user_engagement(store, r, stats["logout"]),
+        "userEngagement": await user_engagement(store, r, stats["logout"], release),
         "sessions": {"bookings": n["session_booked"], "completions": n["session_completed"],
                      "cancellations": n["session_cancelled"], "averageRating": rounded(stats["session_rated"].mean)},
         "files": {"uploads": stats["file_uploaded"].events, "downloads": stats["file_downloaded"].events,
                   "shares": n["file_shared"], "bytesUploaded": int(stats["file_uploaded"].total),
                   "bytesDownloaded": int(stats["file_downloaded"].total)},
-        "authentication": await authentication(store, r),
-        "performance": await performance(store, r),
+        "authentication": await authentication(store, r, release),
+        "performance": await performance(store, r, release),
         "range": r.to_json(),
     }
 
 
-async def user_engagement(store: Store, r: TimeRange, logout: q.ValueStats) -> dict[str, Any]:
+async def user_engagement(store: Store, r: TimeRange, logout: q.ValueStats,
+                          release: str | None = None) -> dict[str, Any]:
     previous = TimeRange(r.start - r.length, r.start)
-    before, kept = await q.retained_users(store, previous, r)
+    before, kept = await q.retained_users(store, previous, r, release)
+    new = await q.new_users_by_role(store, r, release)
     return {
-        "dau": await q.active_users(store, TimeRange(r.end - DAY, r.end)),
-        "wau": await q.active_users(store, TimeRange(r.end - 7 * DAY, r.end)),
-        "mau": await q.active_users(store, TimeRange(r.end - 30 * DAY, r.end)),
-        "newUsers": await q.new_users(store, r),
+        "dau": await q.active_users(store, TimeRange(r.end - DAY, r.end), release),
+        "wau": await q.active_users(store, TimeRange(r.end - 7 * DAY, r.end), release),
+        "mau": await q.active_users(store, TimeRange(r.end - 30 * DAY, r.end), release),
+        "newUsers": sum(new.values()),
+        "newUsersByRole": new,
         "averageSessionDurationSeconds": rounded(logout.mean, 1),
         "retentionRate": percent(kept, before),
     }
 
 
-async def authentication(store: Store, r: TimeRange) -> dict[str, Any]:
-    logins = await q.outcome_counts(store, "login_attempt", r)
+async def authentication(store: Store, r: TimeRange, release: str | None = None) -> dict[str, Any]:
+    logins = await q.outcome_counts(store, "login_attempt", r, release)
     attempts, succeeded = sum(logins.values()), logins.get("success", 0)
-    users = await q.total_users(store, r.end)
+    users = await q.total_users(store, r.end, release)
     return {"loginAttempts": attempts, "successfulLogins": succeeded, "successRate": percent(succeeded, attempts),
-            "mfaAdoptionRate": percent(await q.mfa_adopters(store, r.end), users)}
+            "mfaAdoptionRate": percent(await q.mfa_adopters(store, r.end, release), users)}
 
 
-async def performance(store: Store, r: TimeRange) -> dict[str, Any]:
-    durations = await q.values(store, "api_request", r)
-    requests = (await q.counts(store, ("api_request",), r))["api_request"]
+async def performance(store: Store, r: TimeRange, release: str | None = None) -> dict[str, Any]:
+    durations = await q.values(store, "api_request", r, release)
+    requests = (await q.counts(store, ("api_request",), r, release))["api_request"]
     probes = await q.probe_uptime(store, r)
     total, up = sum(u.probes for u in probes), sum(u.successes for u in probes)
     return {
-        "pageLoadMs": percentiles(await q.values(store, "page_load", r), (50, 75, 95)),
+        "pageLoadMs": percentiles(await q.values(store, "page_load", r, release), (50, 75, 95)),
         "apiResponseMs": percentiles(durations, (50, 95, 99)),
-        "errorRate": percent(await q.server_errors(store, r), requests),
+        "errorRate": percent(await q.server_errors(store, r, release), requests),
         "uptime": percent(up, total, 3) if total else None,
-        "webVitals": web_vitals(await q.labelled_values(store, "web_vitals", r)),
+        "webVitals": web_vitals(await q.labelled_values(store, "web_vitals", r, release)),
     }
 
 

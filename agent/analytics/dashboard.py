@@ -4,19 +4,27 @@ The documentation's example keys come first and keep their meaning (summary.tota
 newUsers, totalSessions, completedSessions, sessionCompletionRate); the rest fill in what its list of
 "metrics provided" names. Definitions, all over the half-open range [from, to):
 
-summary         totalUsers: users first seen before `to`; activeUsers: users with an event in the range;
-                newUsers: users first seen in it; totalSessions / completedSessions / cancelledSessions:
-                session_booked / session_completed / session_cancelled events; goals: goal_created (total)
-                and goal_completed events, active = created - completed (at least 0); engagement: mean
-                resource_engagement_score, task_completed per task_created; coaches: distinct coach ids of
-                session events, and session_completed events per such coach.
+summary         totalUsers: users who started before `to`; activeUsers: users with an event in the range,
+                and activeUsersByRole; newUsers: users who started in it, and newUsersByRole. A user starts
+                at the sign-up date identify gave (users.signed_up_at), else when first seen; the roles are
+                coach, client and other (users.role from identify or onboarding_personalization; none
+                counts as other). totalSessions / completedSessions / cancelledSessions: session_booked /
+                session_completed / session_cancelled events; goals: goal_created (total) and
+                goal_completed events, active = created - completed (at least 0); engagement: mean
+                resource_engagement_score, task_completed per task_created; coaches: the coaches (coach
+                ids of session events in the range, and users of role coach with an event in it), and
+                session_completed events per coach.
 funnelMetrics   the signup funnel (signup_step: distinct visitors reaching each step, conversion from the
                 previous step, visitors lost since it) and the onboarding funnel (onboarding_funnel rows
                 per step: started, completed, abandoned, and the rates of the last two per started).
-coachProductivity  the 50 coaches with the most completed sessions.
+coachProductivity  the 50 coaches (as counted in summary.coaches) with the most completed sessions.
 clientEngagement   the 50 most active users (events in the range) who are not coaches.
 goalCompletion  per goal category (the 100 with the most goals created).
 serviceUptime   per probe target, from probe_rollups (the minutes that start in the range).
+
+With a release (the `release=` filter), every number counts only that release's events, and the user
+counts only users with an event of that release (totalUsers: before `to`; the others: in the range);
+serviceUptime (probes have no release) is unchanged.
 """
 
 from __future__ import annotations
@@ -38,29 +46,42 @@ COACH_WORK = ("resource_created", "task_created")
 CLIENT_WORK = ("resource_viewed", "task_created", "task_completed", "resource_engagement_score")
 
 
-async def dashboard(store: Store, r: TimeRange) -> dict[str, Any]:
-    coaches = await q.coach_sessions(store, r)
+async def dashboard(store: Store, r: TimeRange, release: str | None = None) -> dict[str, Any]:
+    coaches = await all_coaches(store, r, release)
     return {
-        "summary": await summary(store, r, coaches),
-        "funnelMetrics": [signup_funnel(await q.signup_steps(store, r)),
-                          onboarding_funnel(await q.onboarding_steps(store, r))],
-        "coachProductivity": await coach_productivity(store, r, coaches),
-        "clientEngagement": await client_engagement(store, r),
-        "goalCompletion": goal_completion(await q.goal_categories(store, r)),
+        "summary": await summary(store, r, coaches, release),
+        "funnelMetrics": [signup_funnel(await q.signup_steps(store, r, release)),
+                          onboarding_funnel(await q.onboarding_steps(store, r, release))],
+        "coachProductivity": await coach_productivity(store, r, coaches, release),
+        "clientEngagement": await client_engagement(store, r, release),
+        "goalCompletion": goal_completion(await q.goal_categories(store, r, release)),
         "serviceUptime": service_uptime(await q.probe_uptime(store, r)),
         "range": r.to_json(),
     }
 
 
-async def summary(store: Store, r: TimeRange, coaches: list[q.CoachSessions]) -> dict[str, Any]:
-    n = await q.counts(store, SUMMARY_COUNTS, r)
-    score = (await q.value_stats(store, ("resource_engagement_score",), r))["resource_engagement_score"]
+async def all_coaches(store: Store, r: TimeRange, release: str | None) -> list[q.CoachSessions]:
+    """The coaches of session events in the range, and the active users of role coach without any."""
+    coaches = await q.coach_sessions(store, r, release)
+    known = {c.coach for c in coaches}
+    return coaches + [q.CoachSessions(user, 0, 0, 0, 0, None) for user in await q.role_coaches(store, r, release)
+                      if user not in known]
+
+
+async def summary(store: Store, r: TimeRange, coaches: list[q.CoachSessions],
+                  release: str | None = None) -> dict[str, Any]:
+    n = await q.counts(store, SUMMARY_COUNTS, r, release)
+    score = (await q.value_stats(store, ("resource_engagement_score",), r, release))["resource_engagement_score"]
     booked, completed = n["session_booked"], n["session_completed"]
     goals_created, goals_completed = n["goal_created"], n["goal_completed"]
+    active = await q.active_users_by_role(store, r, release)
+    new = await q.new_users_by_role(store, r, release)
     return {
-        "totalUsers": await q.total_users(store, r.end),
-        "activeUsers": await q.active_users(store, r),
-        "newUsers": await q.new_users(store, r),
+        "totalUsers": await q.total_users(store, r.end, release),
+        "activeUsers": sum(active.values()),
+        "activeUsersByRole": active,
+        "newUsers": sum(new.values()),
+        "newUsersByRole": new,
         "totalSessions": booked,
         "completedSessions": completed,
         "sessionCompletionRate": percent(completed, booked),
@@ -112,9 +133,10 @@ def onboarding_funnel(rows: list[tuple[str | None, int | None, str, int]]) -> di
     return {"funnel": "onboarding", "steps": steps, "flowsCompleted": flows_completed}
 
 
-async def coach_productivity(store: Store, r: TimeRange, coaches: list[q.CoachSessions]) -> list[dict[str, Any]]:
+async def coach_productivity(store: Store, r: TimeRange, coaches: list[q.CoachSessions],
+                             release: str | None = None) -> list[dict[str, Any]]:
     top = sorted(coaches, key=lambda c: (-c.completed, -c.booked, c.coach))[:TOP_COACHES]
-    work = await q.per_user(store, [c.coach for c in top], COACH_WORK, r)
+    work = await q.per_user(store, [c.coach for c in top], COACH_WORK, r, release)
     empty = q.ValueStats()
     return [{"coachId": c.coach, "sessionsCompleted": c.completed, "sessionsBooked": c.booked,
              "sessionsCancelled": c.cancelled, "clientsManaged": c.clients, "averageRating": rounded(c.rating),
@@ -123,9 +145,9 @@ async def coach_productivity(store: Store, r: TimeRange, coaches: list[q.CoachSe
             for c in top]
 
 
-async def client_engagement(store: Store, r: TimeRange) -> list[dict[str, Any]]:
-    top = await q.top_clients(store, r, TOP_CLIENTS)
-    work = await q.per_user(store, [user for user, _ in top], CLIENT_WORK, r)
+async def client_engagement(store: Store, r: TimeRange, release: str | None = None) -> list[dict[str, Any]]:
+    top = await q.top_clients(store, r, TOP_CLIENTS, release)
+    work = await q.per_user(store, [user for user, _ in top], CLIENT_WORK, r, release)
     empty = q.ValueStats()
     clients = []
     for user, events in top:

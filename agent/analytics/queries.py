@@ -15,6 +15,13 @@ No query parses JSON: the numbers come from the lifted columns label / outcome /
 (agent/store/rows.py DIMENSIONS says which property each one is for each event).
 
 Every range is half-open, [start, end): `ts >= ? AND ts < ?`.
+
+`release` (the `release=` filter of the API): every read of `events` adds `AND release = ?`, and the
+users-table counts keep only users with an event of that release in the same window (agent/analytics/
+dashboard.py says what each number then means). Without it the SQL is exactly the unfiltered text.
+
+Users: a user "starts" at `signed_up_at` (identify's sign-up date) when known, else at `first_seen`;
+`role` (identify, or onboarding_personalization) is grouped as coach, client or other.
 """
 
 from __future__ import annotations
@@ -22,17 +29,29 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from agent.analytics.timerange import TimeRange
 from agent.store.base import Store
 
 SESSION_EVENTS = ("session_booked", "session_completed", "session_cancelled", "session_rated")
+ONBOARDING_EVENTS = ("onboarding_step_started", "onboarding_step_completed", "onboarding_abandoned",
+                     "onboarding_completed")
+ROLES = ("coach", "client", "other")
 MINUTE = 60
 
 
 def placeholders(n: int) -> str:
     """'(?, ?, ?)' for an IN list of n values (n >= 1)."""
     return "(" + ", ".join("?" * n) + ")"
+
+
+def of_release(release: str | None, alias: str = "") -> tuple[str, tuple[Any, ...]]:
+    """The condition keeping one release's events (" AND e.release = ?") and its parameter; nothing
+    without a release."""
+    if release is None:
+        return "", ()
+    return f" AND {alias + '.' if alias else ''}release = ?", (release,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,91 +69,131 @@ class ValueStats:
 
 # --- counts and sums by event name ---------------------------------------------------------------
 
-async def counts(store: Store, names: Sequence[str], r: TimeRange) -> dict[str, int]:
+async def counts(store: Store, names: Sequence[str], r: TimeRange, release: str | None = None) -> dict[str, int]:
     """name -> events in the range (index-only)."""
+    cond, extra = of_release(release)
     sql = (f"SELECT name, count(*) FROM events WHERE name IN {placeholders(len(names))} "
-           "AND ts >= ? AND ts < ? GROUP BY name")
-    found = {name: int(n) for name, n in await store.fetch(sql, (*names, r.start, r.end))}
+           f"AND ts >= ? AND ts < ?{cond} GROUP BY name")
+    found = {name: int(n) for name, n in await store.fetch(sql, (*names, r.start, r.end, *extra))}
     return {name: found.get(name, 0) for name in names}
 
 
-async def value_stats(store: Store, names: Sequence[str], r: TimeRange) -> dict[str, ValueStats]:
+async def value_stats(store: Store, names: Sequence[str], r: TimeRange,
+                      release: str | None = None) -> dict[str, ValueStats]:
     """name -> events, values and their sum, in the range."""
+    cond, extra = of_release(release)
     sql = (f"SELECT name, count(*), count(value), sum(value) FROM events WHERE name IN {placeholders(len(names))} "
-           "AND ts >= ? AND ts < ? GROUP BY name")
+           f"AND ts >= ? AND ts < ?{cond} GROUP BY name")
     found = {name: ValueStats(int(n), int(nv), float(total or 0.0))
-             for name, n, nv, total in await store.fetch(sql, (*names, r.start, r.end))}
+             for name, n, nv, total in await store.fetch(sql, (*names, r.start, r.end, *extra))}
     return {name: found.get(name, ValueStats()) for name in names}
 
 
-async def outcome_counts(store: Store, name: str, r: TimeRange) -> dict[str | None, int]:
+async def outcome_counts(store: Store, name: str, r: TimeRange, release: str | None = None) -> dict[str | None, int]:
     """outcome -> events of `name` in the range (login_attempt: success / failure)."""
-    sql = "SELECT outcome, count(*) FROM events WHERE name = ? AND ts >= ? AND ts < ? GROUP BY outcome"
-    return {outcome: int(n) for outcome, n in await store.fetch(sql, (name, r.start, r.end))}
+    cond, extra = of_release(release)
+    sql = f"SELECT outcome, count(*) FROM events WHERE name = ? AND ts >= ? AND ts < ?{cond} GROUP BY outcome"
+    return {outcome: int(n) for outcome, n in await store.fetch(sql, (name, r.start, r.end, *extra))}
 
 
-async def values(store: Store, name: str, r: TimeRange) -> list[float]:
+async def values(store: Store, name: str, r: TimeRange, release: str | None = None) -> list[float]:
     """Every non-NULL value of `name` in the range, unordered (for percentiles)."""
-    sql = "SELECT value FROM events WHERE name = ? AND ts >= ? AND ts < ? AND value IS NOT NULL"
-    return [float(v) for (v,) in await store.fetch(sql, (name, r.start, r.end))]
+    cond, extra = of_release(release)
+    sql = f"SELECT value FROM events WHERE name = ? AND ts >= ? AND ts < ? AND value IS NOT NULL{cond}"
+    return [float(v) for (v,) in await store.fetch(sql, (name, r.start, r.end, *extra))]
 
 
-async def server_errors(store: Store, r: TimeRange) -> int:
+async def server_errors(store: Store, r: TimeRange, release: str | None = None) -> int:
     """api_request events with a 5xx status: the status is stored as its 3-digit text (catalog: 100-599)."""
+    cond, extra = of_release(release)
     sql = ("SELECT count(*) FROM events WHERE name = 'api_request' AND ts >= ? AND ts < ? "
-           "AND outcome >= '500' AND outcome <= '599'")
-    return int((await store.fetch(sql, (r.start, r.end)))[0][0])
+           f"AND outcome >= '500' AND outcome <= '599'{cond}")
+    return int((await store.fetch(sql, (r.start, r.end, *extra)))[0][0])
 
 
-async def labelled_values(store: Store, name: str, r: TimeRange) -> list[tuple[str | None, str | None, float | None]]:
+async def labelled_values(store: Store, name: str, r: TimeRange,
+                          release: str | None = None) -> list[tuple[str | None, str | None, float | None]]:
     """(label, outcome, value) of every event of `name` in the range (web_vitals: metric, rating, value)."""
-    sql = "SELECT label, outcome, value FROM events WHERE name = ? AND ts >= ? AND ts < ?"
+    cond, extra = of_release(release)
+    sql = f"SELECT label, outcome, value FROM events WHERE name = ? AND ts >= ? AND ts < ?{cond}"
     return [(label, outcome, None if v is None else float(v))
-            for label, outcome, v in await store.fetch(sql, (name, r.start, r.end))]
+            for label, outcome, v in await store.fetch(sql, (name, r.start, r.end, *extra))]
 
 
 # --- users ---------------------------------------------------------------------------------------
 
-ACTIVE_USERS = ("SELECT count(*) FROM users u WHERE u.last_seen >= ? AND EXISTS "
-                "(SELECT 1 FROM events e WHERE e.user_id = u.user_id AND e.ts >= ? AND e.ts < ?)")
+STARTED = "coalesce(u.signed_up_at, u.first_seen)"        # when a user counts as new
+ROLE = "CASE WHEN u.role IN ('coach', 'client') THEN u.role ELSE 'other' END"
 
 
-async def total_users(store: Store, end: float) -> int:
-    """Users first seen before `end`."""
-    rows = await store.fetch("SELECT count(*) FROM users WHERE first_seen < ?", (end,))
+def _with_events(start: float | None, end: float, release: str | None) -> tuple[str, tuple[Any, ...]]:
+    """' AND EXISTS (an event of the user in [start, end) of the release)', or nothing without a release."""
+    if release is None:
+        return "", ()
+    since, params = ("e.ts >= ? AND ", (start,)) if start is not None else ("", ())
+    return (f" AND EXISTS (SELECT 1 FROM events e WHERE e.user_id = u.user_id AND {since}e.ts < ? "
+            "AND e.release = ?)"), (*params, end, release)
+
+
+def _by_role(rows: list[tuple[Any, ...]]) -> dict[str, int]:
+    found = {role: int(n) for role, n in rows}
+    return {role: found.get(role, 0) for role in ROLES}
+
+
+async def total_users(store: Store, end: float, release: str | None = None) -> int:
+    """Users who started (signed up, else were first seen) before `end`."""
+    cond, extra = _with_events(None, end, release)
+    rows = await store.fetch(f"SELECT count(*) FROM users u WHERE {STARTED} < ?{cond}", (end, *extra))
     return int(rows[0][0])
 
 
-async def new_users(store: Store, r: TimeRange) -> int:
-    rows = await store.fetch("SELECT count(*) FROM users WHERE first_seen >= ? AND first_seen < ?", (r.start, r.end))
-    return int(rows[0][0])
+async def new_users_by_role(store: Store, r: TimeRange, release: str | None = None) -> dict[str, int]:
+    """coach / client / other -> users who started (signed up, else were first seen) in the range."""
+    cond, extra = _with_events(r.start, r.end, release)
+    sql = f"SELECT {ROLE}, count(*) FROM users u WHERE {STARTED} >= ? AND {STARTED} < ?{cond} GROUP BY 1"
+    return _by_role(await store.fetch(sql, (r.start, r.end, *extra)))
 
 
-async def active_users(store: Store, r: TimeRange) -> int:
+async def new_users(store: Store, r: TimeRange, release: str | None = None) -> int:
+    return sum((await new_users_by_role(store, r, release)).values())
+
+
+async def active_users_by_role(store: Store, r: TimeRange, release: str | None = None) -> dict[str, int]:
+    """coach / client / other -> users with at least one event in the range."""
+    cond, extra = of_release(release, "e")
+    sql = (f"SELECT {ROLE}, count(*) FROM users u WHERE u.last_seen >= ? AND EXISTS "
+           f"(SELECT 1 FROM events e WHERE e.user_id = u.user_id AND e.ts >= ? AND e.ts < ?{cond}) GROUP BY 1")
+    return _by_role(await store.fetch(sql, (r.start, r.start, r.end, *extra)))
+
+
+async def active_users(store: Store, r: TimeRange, release: str | None = None) -> int:
     """Users with at least one event in the range."""
-    rows = await store.fetch(ACTIVE_USERS, (r.start, r.start, r.end))
-    return int(rows[0][0])
+    return sum((await active_users_by_role(store, r, release)).values())
 
 
-async def retained_users(store: Store, previous: TimeRange, current: TimeRange) -> tuple[int, int]:
+async def retained_users(store: Store, previous: TimeRange, current: TimeRange,
+                         release: str | None = None) -> tuple[int, int]:
     """(users active in `previous`, of those the ones also active in `current`)."""
+    now_cond, now_extra = of_release(release, "c")
+    then_cond, then_extra = of_release(release, "p")
     sql = ("SELECT count(*), coalesce(sum(CASE WHEN EXISTS (SELECT 1 FROM events c WHERE c.user_id = u.user_id "
-           "AND c.ts >= ? AND c.ts < ?) THEN 1 ELSE 0 END), 0) FROM users u "
+           f"AND c.ts >= ? AND c.ts < ?{now_cond}) THEN 1 ELSE 0 END), 0) FROM users u "
            "WHERE u.last_seen >= ? AND u.first_seen < ? AND EXISTS "
-           "(SELECT 1 FROM events p WHERE p.user_id = u.user_id AND p.ts >= ? AND p.ts < ?)")
-    rows = await store.fetch(sql, (current.start, current.end, previous.start, previous.end, previous.start,
-                                   previous.end))
+           f"(SELECT 1 FROM events p WHERE p.user_id = u.user_id AND p.ts >= ? AND p.ts < ?{then_cond})")
+    rows = await store.fetch(sql, (current.start, current.end, *now_extra, previous.start, previous.end,
+                                   previous.start, previous.end, *then_extra))
     return int(rows[0][0]), int(rows[0][1])
 
 
-async def mfa_adopters(store: Store, end: float) -> int:
+async def mfa_adopters(store: Store, end: float, release: str | None = None) -> int:
     """Users whose latest mfa_enrolled / mfa_disabled event before `end` is an enrolment."""
+    cond, extra = of_release(release)
     sql = ("SELECT count(*) FROM (SELECT user_id, "
            "max(CASE WHEN name = 'mfa_enrolled' THEN ts END) AS enrolled, "
            "max(CASE WHEN name = 'mfa_disabled' THEN ts END) AS disabled "
-           "FROM events WHERE name IN ('mfa_enrolled', 'mfa_disabled') AND ts < ? AND user_id IS NOT NULL "
+           f"FROM events WHERE name IN ('mfa_enrolled', 'mfa_disabled') AND ts < ? AND user_id IS NOT NULL{cond} "
            "GROUP BY user_id) latest WHERE enrolled IS NOT NULL AND (disabled IS NULL OR disabled < enrolled)")
-    rows = await store.fetch(sql, (end,))
+    rows = await store.fetch(sql, (end, *extra))
     return int(rows[0][0])
 
 
@@ -150,8 +209,9 @@ class CoachSessions:
     rating: float | None         # mean session_rated rating
 
 
-async def coach_sessions(store: Store, r: TimeRange) -> list[CoachSessions]:
+async def coach_sessions(store: Store, r: TimeRange, release: str | None = None) -> list[CoachSessions]:
     """Every coach (the label of session_* events) with events in the range."""
+    cond, extra = of_release(release)
     sql = ("SELECT label, "
            "sum(CASE WHEN name = 'session_completed' THEN 1 ELSE 0 END), "
            "sum(CASE WHEN name = 'session_booked' THEN 1 ELSE 0 END), "
@@ -159,70 +219,97 @@ async def coach_sessions(store: Store, r: TimeRange) -> list[CoachSessions]:
            "count(DISTINCT user_id), "
            "avg(CASE WHEN name = 'session_rated' THEN value END) "
            f"FROM events WHERE name IN {placeholders(len(SESSION_EVENTS))} AND ts >= ? AND ts < ? "
-           "AND label IS NOT NULL GROUP BY label")
-    rows = await store.fetch(sql, (*SESSION_EVENTS, r.start, r.end))
+           f"AND label IS NOT NULL{cond} GROUP BY label")
+    rows = await store.fetch(sql, (*SESSION_EVENTS, r.start, r.end, *extra))
     return [CoachSessions(coach, int(done), int(booked), int(cancelled), int(clients),
                           None if rating is None else float(rating))
             for coach, done, booked, cancelled, clients, rating in rows]
 
 
-async def per_user(store: Store, users: Sequence[str], names: Sequence[str], r: TimeRange
-                   ) -> dict[tuple[str, str], ValueStats]:
+async def role_coaches(store: Store, r: TimeRange, release: str | None = None) -> list[str]:
+    """Users whose role is coach (identify, onboarding_personalization) with an event in the range."""
+    cond, extra = of_release(release, "e")
+    sql = ("SELECT u.user_id FROM users u WHERE u.role = 'coach' AND u.last_seen >= ? AND EXISTS "
+           f"(SELECT 1 FROM events e WHERE e.user_id = u.user_id AND e.ts >= ? AND e.ts < ?{cond}) ORDER BY u.user_id")
+    return [user for (user,) in await store.fetch(sql, (r.start, r.start, r.end, *extra))]
+
+
+async def per_user(store: Store, users: Sequence[str], names: Sequence[str], r: TimeRange,
+                   release: str | None = None) -> dict[tuple[str, str], ValueStats]:
     """(user, name) -> events and values, for a short list of users."""
     if not users:
         return {}
     # by name (events_name_dims), never by user (events_user_ts): the most active users have tens of
     # thousands of events a month, the few named events are fewer; coalesce() keeps planners off user_id
     # (SQLite chose events_user_ts: 140 ms instead of 13 ms over 30 days of 1M events)
+    cond, extra = of_release(release)
     sql = ("SELECT user_id, name, count(*), count(value), sum(value) FROM events "
            f"WHERE name IN {placeholders(len(names))} AND ts >= ? AND ts < ? "
-           f"AND coalesce(user_id, '') IN {placeholders(len(users))} GROUP BY user_id, name")
-    rows = await store.fetch(sql, (*names, r.start, r.end, *users))
+           f"AND coalesce(user_id, '') IN {placeholders(len(users))}{cond} GROUP BY user_id, name")
+    rows = await store.fetch(sql, (*names, r.start, r.end, *users, *extra))
     return {(user, name): ValueStats(int(n), int(nv), float(total or 0.0)) for user, name, n, nv, total in rows}
 
 
-async def top_clients(store: Store, r: TimeRange, limit: int) -> list[tuple[str, int]]:
+async def top_clients(store: Store, r: TimeRange, limit: int, release: str | None = None) -> list[tuple[str, int]]:
     """(user, events in the range) of the `limit` most active users who are not coaches: neither
     role 'coach' (onboarding_personalization) nor the coach of a session event in the range."""
     # users with no event in the range sort last and are dropped here: a `WHERE n > 0` in SQL would
     # make SQLite count each user's events twice
+    e_cond, e_extra = of_release(release, "e")
+    c_cond, c_extra = of_release(release, "c")
     sql = ("SELECT u.user_id, "
-           "(SELECT count(*) FROM events e WHERE e.user_id = u.user_id AND e.ts >= ? AND e.ts < ?) AS n "
+           f"(SELECT count(*) FROM events e WHERE e.user_id = u.user_id AND e.ts >= ? AND e.ts < ?{e_cond}) AS n "
            "FROM users u WHERE u.last_seen >= ? AND u.first_seen < ? "
            "AND (u.role IS NULL OR u.role <> 'coach') "
            "AND u.user_id NOT IN (SELECT c.label FROM events c WHERE "
-           f"c.name IN {placeholders(len(SESSION_EVENTS))} AND c.ts >= ? AND c.ts < ? AND c.label IS NOT NULL) "
+           f"c.name IN {placeholders(len(SESSION_EVENTS))} AND c.ts >= ? AND c.ts < ? AND c.label IS NOT NULL{c_cond}) "
            "ORDER BY n DESC, u.user_id LIMIT ?")
-    params = (r.start, r.end, r.start, r.end, *SESSION_EVENTS, r.start, r.end, limit)
+    params = (r.start, r.end, *e_extra, r.start, r.end, *SESSION_EVENTS, r.start, r.end, *c_extra, limit)
     return [(user, int(n)) for user, n in await store.fetch(sql, params) if n]
 
 
 # --- funnels and goals ---------------------------------------------------------------------------
 
-async def signup_steps(store: Store, r: TimeRange) -> list[tuple[str | None, int | None, int]]:
+async def signup_steps(store: Store, r: TimeRange,
+                       release: str | None = None) -> list[tuple[str | None, int | None, int]]:
     """(step, its lowest step number, distinct visitors) of signup_step events in the range; a visitor
     is the user id, else the anonymous id (signup often happens before there is a user)."""
+    cond, extra = of_release(release)
     sql = ("SELECT label, min(value), count(DISTINCT coalesce(user_id, anonymous_id)) FROM events "
-           "WHERE name = 'signup_step' AND ts >= ? AND ts < ? GROUP BY label")
+           f"WHERE name = 'signup_step' AND ts >= ? AND ts < ?{cond} GROUP BY label")
     return [(step, None if number is None else int(number), int(n))
-            for step, number, n in await store.fetch(sql, (r.start, r.end))]
+            for step, number, n in await store.fetch(sql, (r.start, r.end, *extra))]
 
 
-async def onboarding_steps(store: Store, r: TimeRange) -> list[tuple[str | None, int | None, str, int]]:
-    """(step, its lowest step number, status, rows) of onboarding_funnel in the range."""
-    sql = ("SELECT step, min(step_number), status, count(*) FROM onboarding_funnel "
-           "WHERE ts >= ? AND ts < ? GROUP BY step, status")
+async def onboarding_steps(store: Store, r: TimeRange,
+                           release: str | None = None) -> list[tuple[str | None, int | None, str, int]]:
+    """(step, its lowest step number, status, rows) of onboarding_funnel in the range. The table has no
+    release: for one release, the same from that release's onboarding events (a step's number is then
+    the lowest step_number of its onboarding_step_started events, the only ones whose value it is)."""
+    if release is None:
+        sql = ("SELECT step, min(step_number), status, count(*) FROM onboarding_funnel "
+               "WHERE ts >= ? AND ts < ? GROUP BY step, status")
+        params: tuple[Any, ...] = (r.start, r.end)
+    else:
+        sql = ("SELECT label, min(CASE WHEN name = 'onboarding_step_started' THEN value END), "
+               "CASE name WHEN 'onboarding_step_started' THEN 'started' WHEN 'onboarding_step_completed' "
+               "THEN 'completed' WHEN 'onboarding_abandoned' THEN 'abandoned' ELSE 'flow_completed' END AS status, "
+               f"count(*) FROM events WHERE name IN {placeholders(len(ONBOARDING_EVENTS))} AND ts >= ? AND ts < ? "
+               "AND release = ? GROUP BY label, status")
+        params = (*ONBOARDING_EVENTS, r.start, r.end, release)
     return [(step, None if number is None else int(number), status, int(n))
-            for step, number, status, n in await store.fetch(sql, (r.start, r.end))]
+            for step, number, status, n in await store.fetch(sql, params)]
 
 
-async def goal_categories(store: Store, r: TimeRange) -> dict[str | None, tuple[int, ValueStats]]:
+async def goal_categories(store: Store, r: TimeRange,
+                          release: str | None = None) -> dict[str | None, tuple[int, ValueStats]]:
     """goal category -> (goals created, completed goals with their days_to_complete)."""
+    cond, extra = of_release(release)
     sql = ("SELECT label, name, count(*), count(value), sum(value) FROM events "
-           "WHERE name IN ('goal_created', 'goal_completed') AND ts >= ? AND ts < ? GROUP BY label, name")
+           f"WHERE name IN ('goal_created', 'goal_completed') AND ts >= ? AND ts < ?{cond} GROUP BY label, name")
     created: dict[str | None, int] = {}
     completed: dict[str | None, ValueStats] = {}
-    for category, name, n, nv, total in await store.fetch(sql, (r.start, r.end)):
+    for category, name, n, nv, total in await store.fetch(sql, (r.start, r.end, *extra)):
         if name == "goal_created":
             created[category] = int(n)
         else:

@@ -17,10 +17,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from agent.api import PIPELINE
 from agent.api.auth import API_KEY_HEADER, bearer_token, token_matches
+from agent.api.identify_writes import write_identifies
 from agent.api.posthog_wire import PayloadError, decode_posthog_body
+from agent.events.identify import Identify, posthog_identifies, posthog_identify
 from agent.events.pipeline import EventPipeline
 from agent.events.posthog import capture_api_key, parse_capture, parse_posthog_batch
 from agent.events.pipeline import IngestResult
+from agent.events.properties import FieldError
 from agent.events.validate import BatchError, EventError, parse_batch, parse_event
 from agent.store.errors import StoreError
 
@@ -195,14 +198,17 @@ async def posthog_capture(request: web.Request) -> web.Response:
         return obj
     now = time.time()
     if isinstance(obj, dict) and "batch" in obj:          # posthog-js also posts batches to /capture
-        return await _posthog_batch(pipeline, obj, now, bearer_token(request))
+        return await _posthog_batch(request.app, pipeline, obj, now, bearer_token(request))
     if (denied := _check_key(pipeline, capture_api_key(obj) or bearer_token(request), "posthog")) is not None:
         return denied
     try:
         event = parse_capture(obj, now=now, limits=pipeline.limits)
+        person = posthog_identify(obj, now, pipeline.limits)
     except EventError as err:
         return _invalid(pipeline, "posthog", [err])
-    return _posthog_ok(await _ingest(pipeline, (event,), "posthog"))
+    except FieldError as err:
+        return _invalid(pipeline, "posthog", [EventError(None, err.field, err.message)])
+    return await _posthog_ingest(request.app, pipeline, [event], [person] if person is not None else [])
 
 
 async def posthog_batch(request: web.Request) -> web.Response:
@@ -210,16 +216,28 @@ async def posthog_batch(request: web.Request) -> web.Response:
     obj = await _read_json(request, pipeline, "posthog")
     if isinstance(obj, web.Response):
         return obj
-    return await _posthog_batch(pipeline, obj, time.time(), bearer_token(request))
+    return await _posthog_batch(request.app, pipeline, obj, time.time(), bearer_token(request))
 
 
-async def _posthog_batch(pipeline: EventPipeline, obj: Any, now: float, header_key: str | None) -> web.Response:
+async def _posthog_batch(app: web.Application, pipeline: EventPipeline, obj: Any, now: float,
+                         header_key: str | None) -> web.Response:
     if (denied := _check_key(pipeline, capture_api_key(obj) or header_key, "posthog")) is not None:
         return denied
     try:
         _, events = parse_posthog_batch(obj, now=now, limits=pipeline.limits)
+        people = posthog_identifies(obj["batch"], now, pipeline.limits)
     except BatchError as err:
         return _invalid(pipeline, "posthog", err.errors)
+    return await _posthog_ingest(app, pipeline, events, people)
+
+
+async def _posthog_ingest(app: web.Application, pipeline: EventPipeline, events: list[Any],
+                          people: list[Identify]) -> web.Response:
+    """The `$set` / `$set_once` traits first (an upsert: a retry rewrites them harmlessly), then the events."""
+    if people:
+        written = await write_identifies(app, people)
+        if isinstance(written, web.Response):
+            return written
     return _posthog_ok(await _ingest(pipeline, events, "posthog"))
 
 

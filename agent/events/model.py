@@ -31,3 +31,4 @@ class Event:
     event_id: str | None = None      # optional client id, for idempotent retries
     context: Context = field(default_factory=Context)
     known: bool = True               # False: not in the catalog (a custom event)
+    release: str | None = None       # the application release that sent it ("loom-web@2.3.1")

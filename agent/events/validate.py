@@ -11,6 +11,8 @@ The envelope of one event (unknown keys are errors; a `null` value counts as abs
     session_id | sessionId                           the browsing session, at most 256 characters
     event_id | eventId | message_id | messageId      client id for idempotent retries, at most 128
     properties     object; keys in camelCase or snake_case (stored snake_case), typed per the catalog
+    release        the application release that sent the event (Sentry's `package@version+build`), 1 to 128
+                   letters, digits and . _ - + @ : ~, starting with a letter or digit; see `parse_release`
     context        object: page, user_agent | userAgent, dnt (boolean), trace_id | traceId (32 hex digits,
                    not all zero), span_id | spanId (16 hex digits, not all zero), ip, library (string, or
                    {name, version}), private (an array of property names, camelCase or snake_case, that
@@ -38,11 +40,13 @@ from agent.events.properties import (PROPERTY_NAME, TIMESTAMP_HINT, FieldError, 
                                      parse_properties, parse_timestamp, snake_case, type_error, validators)
 
 __all__ = ["BatchError", "DEFAULT_LIMITS", "EventError", "FieldError", "Limits", "TIMESTAMP_HINT", "build_event",
-           "parse_batch", "parse_event"]
+           "parse_batch", "parse_event", "parse_event_time", "parse_identifier", "parse_release"]
 
 EVENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:$-]*")
 ID_MAX = 256
 EVENT_ID_MAX = 128
+RELEASE_MAX = 128
+RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+@:~-]*")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 
 
@@ -76,7 +80,8 @@ class BatchError(ValueError):
 _ENVELOPE = {"event": "event", "timestamp": "timestamp", "properties": "properties", "context": "context",
              "user_id": "user_id", "userId": "user_id", "anonymous_id": "anonymous_id",
              "anonymousId": "anonymous_id", "session_id": "session_id", "sessionId": "session_id",
-             "event_id": "event_id", "eventId": "event_id", "message_id": "event_id", "messageId": "event_id"}
+             "event_id": "event_id", "eventId": "event_id", "message_id": "event_id", "messageId": "event_id",
+             "release": "release"}
 _CONTEXT = {"page": "page", "user_agent": "user_agent", "userAgent": "user_agent", "dnt": "dnt",
             "trace_id": "trace_id", "traceId": "trace_id", "span_id": "span_id", "spanId": "span_id",
             "ip": "ip", "library": "library", "private": "private"}
@@ -96,7 +101,7 @@ def _fields(obj: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def _identifier(value: Any, field: str, longest: int = ID_MAX) -> str:
+def parse_identifier(value: Any, field: str, longest: int = ID_MAX) -> str:
     if type(value) is int:
         return str(value)
     if type(value) is not str:
@@ -111,6 +116,28 @@ def _text(value: Any, field: str, longest: int) -> str:
         raise type_error("a string", value, field)
     if len(value) > longest:
         raise FieldError(field, f"must be at most {longest} characters (got {len(value)})")
+    return value
+
+
+def parse_release(value: Any, field: str = "release") -> str:
+    """A release name, checked once at the edge for events, errors and metrics alike.
+
+    A release names a build of the application, not a person: it is stored and becomes the `release`
+    label of loom_release_info as it is, without privacy's e-mail pseudonyms (which would turn Sentry's
+    `loom-web@2.3.1` into a pseudonym). To keep personal data out all the same, a value shaped like an
+    e-mail address (after its last `@`, two or more dot-separated labels that each hold a letter, the
+    last all letters: `me@example.com`) is refused; versions have digit-only labels (`web@2.3.1`)."""
+    if type(value) is not str:
+        raise type_error("a string", value, field)
+    if not value or len(value) > RELEASE_MAX:
+        raise FieldError(field, f"must be 1 to {RELEASE_MAX} characters")
+    if not RELEASE.fullmatch(value):
+        raise FieldError(field, "must start with a letter or digit and hold only letters, digits and . _ - + @ : ~")
+    local, at, host = value.rpartition("@")
+    labels = host.split(".")
+    if at and local and len(labels) >= 2 and labels[-1].isalpha() and all(
+            any(ch.isalpha() for ch in label) for label in labels):
+        raise FieldError(field, "must name a release, not an e-mail address")
     return value
 
 
@@ -214,7 +241,7 @@ def _span(seconds: float) -> str:
     return f"{fmt_number(seconds)} s"
 
 
-def _event_time(value: Any, now: float, limits: Limits) -> float:
+def parse_event_time(value: Any, now: float, limits: Limits) -> float:
     try:
         ts = parse_timestamp(value)
     except FieldError as err:
@@ -242,27 +269,29 @@ def build_event(obj: Any, now: float, limits: Limits, dnt_header: bool = False,
             raise FieldError("event", f"unknown event {event!r} (strict mode)")
         spec = compiled.custom
     value = get("timestamp")
-    ts = now if value is None else _event_time(value, now, limits)
+    ts = now if value is None else parse_event_time(value, now, limits)
     value = get("properties")
     properties = {} if value is None else parse_properties(value, spec, limits)
     value = get("user_id")
-    user_id = None if value is None else _identifier(value, "user_id")
+    user_id = None if value is None else parse_identifier(value, "user_id")
     if "user_id" in properties:           # a user id never stays a property (it must not become a label)
         value = properties.pop("user_id")
         if user_id is None:
-            user_id = _identifier(value, "properties.user_id")
+            user_id = parse_identifier(value, "properties.user_id")
     value = get("anonymous_id")
-    anonymous_id = None if value is None else _identifier(value, "anonymous_id")
+    anonymous_id = None if value is None else parse_identifier(value, "anonymous_id")
     if user_id is None and anonymous_id is None:
         raise FieldError("user_id", "one of user_id, anonymous_id is required")
     value = get("session_id")
-    session_id = None if value is None else _identifier(value, "session_id")
+    session_id = None if value is None else parse_identifier(value, "session_id")
     value = get("event_id")
-    event_id = None if value is None else _identifier(value, "event_id", EVENT_ID_MAX)
+    event_id = None if value is None else parse_identifier(value, "event_id", EVENT_ID_MAX)
     value = get("context")
     context = Context(dnt=dnt_header) if value is None else parse_context(value, limits, dnt_header)
+    value = get("release")
+    release = None if value is None else parse_release(value)
     return Event(event, spec.category, ts, now, properties, user_id, anonymous_id, session_id, event_id,
-                 context, spec.known)
+                 context, spec.known, release)
 
 
 def parse_event(obj: Any, *, index: int | None = None, now: float, limits: Limits = DEFAULT_LIMITS,

@@ -25,12 +25,14 @@ from agent.store.schema import USER_TABLES
 # every column a user may read back, per table (the internal `id` is left out: it means nothing outside)
 COLUMNS: dict[str, tuple[str, ...]] = {
     "events": EVENT_COLUMNS,
-    "users": ("user_id", "first_seen", "last_seen", "role"),
+    "users": ("user_id", "first_seen", "last_seen", "role", "plan", "signed_up_at", "traits"),
     **TABLE_COLUMNS,
+    "errors": ("event_id", "fingerprint", "ts", "received_at", "user_id", "release", "environment", "feature",
+               "type", "message", "sample"),
     "opt_outs": ("user_id", "opted_out_at", "source"),
 }
-TIME_COLUMNS = frozenset({"ts", "received_at", "first_seen", "last_seen", "opted_out_at"})
-JSON_COLUMNS = frozenset({"properties", "context"})
+TIME_COLUMNS = frozenset({"ts", "received_at", "first_seen", "last_seen", "opted_out_at", "signed_up_at"})
+JSON_COLUMNS = frozenset({"properties", "context", "sample", "traits"})
 # tables whose rows derive from an event (rows.py): also matched through the event's client id
 DERIVED_TABLES = frozenset(TABLE_COLUMNS)
 OPT_OUT_SOURCES = ("admin", "ingest_key")

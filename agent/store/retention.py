@@ -108,6 +108,7 @@ CLASS_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "analytics": (
         ("onboarding_funnel", _by_id("onboarding_funnel", "ts < ?")),
         ("download_logs", _by_id("download_logs", "ts < ?")),
+        ("errors", _by_id("errors", "ts < ?")),
         ("users", "DELETE FROM users WHERE user_id IN (SELECT user_id FROM users WHERE last_seen < ? "
                   "ORDER BY last_seen LIMIT ?)"),
     ),

@@ -16,7 +16,7 @@ import orjson
 from agent.events.model import Event
 
 EVENT_COLUMNS = ("event_id", "name", "category", "ts", "received_at", "user_id", "anonymous_id", "session_id",
-                 "label", "outcome", "value", "retention_class", "properties", "context")
+                 "label", "outcome", "value", "retention_class", "properties", "context", "release")
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "onboarding_funnel": ("event_id", "user_id", "flow_id", "step", "step_number", "status",
                           "time_spent_seconds", "ts"),
@@ -142,7 +142,7 @@ def event_rows(event: Event) -> EventRows:
            event.anonymous_id, event.session_id, _text(props.get(label)) if label else None,
            _outcome(props, outcome), _number(props.get(value)) if value else None,
            "performance" if event.category in PERFORMANCE_CATEGORIES else "analytics",
-           orjson.dumps(props, option=orjson.OPT_NON_STR_KEYS).decode(), context_json(event))
+           orjson.dumps(props, option=orjson.OPT_NON_STR_KEYS).decode(), context_json(event), event.release)
     rows = EventRows(row)
     derive = _DERIVED.get(event.category)
     if derive is not None:

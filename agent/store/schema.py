@@ -180,7 +180,7 @@ MIGRATIONS: tuple[Migration, ...] = (
 USER_TABLES: tuple[tuple[str, str], ...] = (
     ("events", "user_id"), ("users", "user_id"), ("onboarding_funnel", "user_id"),
     ("mfa_audit_logs", "user_id"), ("security_events", "user_id"), ("download_logs", "user_id"),
-    ("opt_outs", "user_id"),
+    ("errors", "user_id"), ("opt_outs", "user_id"),
 )
 
 MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -1,0 +1,49 @@
+"""POST /v1/identify: a user's traits (role, sign-up date, plan, e-mail, ...), with the ingest key.
+
+The body is one identify object or an array of them (all or nothing), agent/events/identify.py says
+what each holds. Authentication, body limits and JSON errors are the event endpoints' own (the same
+key, `events.max_body_bytes`, the same 400/401/403/413 bodies, counted in
+loom_agent_ingest_rejected_total{api="events"}). Privacy runs before the store: a Do-Not-Track request
+(`DNT: 1`) or an opted-out user is dropped (counted in loom_agent_events_dropped_total{reason}). The 200
+is sent once the traits are committed; a store that cannot commit them is a 503 with Retry-After
+(nothing was stored; an identify is idempotent, retry it).
+
+The PostHog endpoints store the `$set` / `$set_once` of the events they receive the same way
+(agent/api/identify_writes.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from agent.api import EVENT_STORE
+from agent.api.events import _authorized_json, _dnt, _error, _ok
+from agent.api.identify_writes import write_identifies
+from agent.events.identify import parse_identifies
+from agent.events.validate import BatchError
+
+
+async def post_identify(request: web.Request) -> web.Response:
+    pipeline, obj = await _authorized_json(request)
+    if isinstance(obj, web.Response):
+        return obj
+    try:
+        identifies = parse_identifies(obj, now=time.time(), limits=pipeline.limits)
+    except BatchError as err:
+        pipeline.rejected("events", "invalid")
+        summary = str(err.errors[0]) if len(err.errors) == 1 else \
+            f"{len(err.errors)} invalid identifies; none was accepted"
+        return _error(400, summary, [e.as_dict() for e in err.errors])
+    if request.app.get(EVENT_STORE) is None:
+        return _error(503, "the event store is disabled: traits have nowhere to go")
+    written = await write_identifies(request.app, identifies, dnt=_dnt(request))
+    if isinstance(written, web.Response):
+        return written
+    stored, dropped = written
+    return _ok({"accepted": len(identifies), "stored": stored, "dropped": dropped})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/identify", post_identify)

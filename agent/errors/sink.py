@@ -1,0 +1,156 @@
+"""What happens to validated error events, in this order:
+
+1. privacy: the error of a Do-Not-Track or opted-out user is kept without the person (no user id, IP or
+   user agent) whatever privacy.dnt / privacy.opted_out say: an error is service health, not tracking,
+   and dropping it would make error rates lie (counted in loom_agent_events_anonymized_total). Then the
+   scrubbing every event gets: the user id and event id pseudonymised, `extra` and `tags` scrubbed as
+   event properties are (e-mails, card numbers, secret-named keys removed, private names masked), the
+   context as an event's, and the type, message, environment, frames and fingerprint parts as free
+   text (e-mails, card numbers). The release is kept as it is: it names a build, and validation
+   (agent/events/validate.py parse_release) refuses anything shaped like an e-mail address.
+2. fingerprint (agent/errors/fingerprint.py), from the scrubbed error.
+3. store: one `errors` row per occurrence, all of a request in ONE transaction, committed before the
+   caller answers; an error whose client event id is already stored is not stored (or counted) again.
+   A StoreError leaves the sink: nothing was acknowledged, nothing counted.
+4. loom_errors_total{feature, type, release} (feature: the `feature` tag; "unknown" when absent), each
+   label an open set bounded by the family's series limit (errors.series_limit).
+5. with trace context, the exception span (agent/errors/spans.py); then the observers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from opentelemetry.trace import Tracer
+
+from agent.errors.config import ErrorsConfig
+from agent.errors.fingerprint import fingerprint
+from agent.errors.model import ErrorEvent, Frame
+from agent.errors.spans import record_exception_span
+from agent.events.model import Event
+from agent.events.privacy import Privacy, anonymize
+from agent.metricstore import MetricStore
+from agent.store.base import Store
+
+UNKNOWN = "unknown"
+INSERT_ERROR = ("INSERT INTO errors (event_id, fingerprint, ts, received_at, user_id, release, environment, "
+                "feature, type, message, sample) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+_FRAME_TEXT = ("filename", "abs_path", "function", "module")
+
+# called with the errors of a request once they are committed (and not duplicates)
+Observer = Callable[[Sequence[ErrorEvent]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorResult:
+    accepted: int                  # valid errors acknowledged
+    stored: int                    # newly stored and counted (or counted, when there is no store)
+    duplicates: int                # already stored under the same client event id: not stored or counted again
+    fingerprints: list[str]        # the issue of each error, in request order
+
+    def to_json(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "stored": self.stored, "duplicates": self.duplicates,
+                "fingerprints": self.fingerprints}
+
+
+def sample_json(error: ErrorEvent) -> str:
+    """The `sample` column: what an issue shows of one occurrence beyond the row's own columns."""
+    sample: dict[str, Any] = {"level": error.level, "frames": [frame.to_json() for frame in error.frames],
+                              "tags": error.tags, "extra": error.extra}
+    if error.frames_omitted:
+        sample["framesOmitted"], sample["framesOmittedAt"] = error.frames_omitted, error.frames_omitted_at
+    if error.message_truncated:
+        sample["messageTruncated"] = True
+    c = error.context
+    context = {key: value for key, value in (("page", c.page), ("userAgent", c.user_agent), ("ip", c.ip),
+                                             ("traceId", c.trace_id), ("spanId", c.span_id),
+                                             ("library", c.library)) if value is not None}
+    if context:
+        sample["context"] = context
+    return orjson.dumps(sample, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def error_row(error: ErrorEvent, print_: str) -> tuple[Any, ...]:
+    return (error.event_id, print_, error.timestamp, error.received_at, error.user_id, error.release,
+            error.environment, error.feature, error.type, error.message, sample_json(error))
+
+
+async def write_errors(store: Store, errors: Sequence[ErrorEvent], prints: Sequence[str]) -> list[bool]:
+    """Insert one row per error in one transaction; for each error, whether it was new (False: its
+    client event id was already stored, earlier or earlier in this request)."""
+    counts = await store.execute([(INSERT_ERROR, error_row(error, print_)) for error, print_ in zip(errors, prints)])
+    return [count != 0 for count in counts]
+
+
+class ErrorSink:
+    """The error path after validation (see the module docstring). `config` follows reloads."""
+
+    def __init__(self, config: ErrorsConfig, metrics: MetricStore, privacy: Privacy, tracer: Tracer | None = None):
+        self.config = config
+        self.privacy = privacy
+        self.tracer = tracer
+        self.observers: list[Observer] = []
+        self.errors_total = metrics.counter(
+            "loom_errors", "Errors captured by the application, by its feature tag, exception type and release.",
+            ("feature", "type", "release"), series_limit=config.series_limit)
+        self._anonymized = metrics.counter(
+            "loom_agent_events_anonymized", "Events stored without the identity of the person, by reason.",
+            ("reason",), allow={"reason": frozenset({"dnt", "opted_out"})})
+
+    def reconfigure(self, config: ErrorsConfig) -> None:
+        self.config = config
+        self.errors_total.series_limit = config.series_limit
+
+    async def record(self, errors: Sequence[ErrorEvent], store: Store | None) -> ErrorResult:
+        """Privacy, fingerprints, the store's commit (raises StoreError: nothing acknowledged or
+        counted), then metrics, spans and observers for the errors newly stored."""
+        for error in errors:
+            self.scrub(error)
+        prints = [fingerprint(error) for error in errors]
+        new = [True] * len(errors) if store is None else await write_errors(store, errors, prints)
+        stored = [(error, print_) for error, print_, fresh in zip(errors, prints, new) if fresh]
+        for error, print_ in stored:
+            self.errors_total.inc((error.feature or UNKNOWN, error.type, error.release or UNKNOWN))
+            if self.tracer is not None:
+                record_exception_span(self.tracer, error, print_)
+        if stored:
+            for observe in self.observers:
+                observe([error for error, _ in stored])
+        return ErrorResult(accepted=len(errors), stored=len(stored), duplicates=len(errors) - len(stored),
+                           fingerprints=prints)
+
+    def scrub(self, error: ErrorEvent) -> ErrorEvent:
+        """Privacy for one error, in place (see the module docstring); returns it."""
+        privacy, text = self.privacy, self.privacy.text
+        # the ids, tags, extra and context go through exactly the path of an event's
+        carrier = Event(name="$exception", category="error", timestamp=error.timestamp, received_at=error.received_at,
+                        properties={"tags": error.tags, "extra": error.extra}, user_id=error.user_id,
+                        event_id=error.event_id, context=error.context)
+        reason = privacy.decide(carrier)
+        if reason is not None:
+            anonymize(carrier)
+            self._anonymized.inc((reason,))
+        privacy.scrub(carrier)
+        error.user_id, error.event_id, error.context = carrier.user_id, carrier.event_id, carrier.context
+        tags, extra = carrier.properties.get("tags"), carrier.properties.get("extra")
+        error.tags = tags if isinstance(tags, dict) else {}         # a private name may mask the whole object
+        error.extra = extra if isinstance(extra, dict) else {}
+        error.type, error.message = text(error.type), text(error.message)
+        if error.environment is not None:
+            error.environment = text(error.environment)
+        if error.fingerprint is not None:
+            error.fingerprint = tuple(map(text, error.fingerprint))
+        for frame in error.frames:
+            _scrub_frame(frame, text)
+        return error
+
+
+def _scrub_frame(frame: Frame, text: Callable[[str], str]) -> None:
+    for name in _FRAME_TEXT:
+        value = getattr(frame, name)
+        if value is not None:
+            setattr(frame, name, text(value))
+
