@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from agent.api import PIPELINE, PRIVACY, RUNTIME, STORE, anomalies, events, health, identify, index, openapi, probe
+from agent.api import (PIPELINE, PRIVACY, RUNTIME, STORE, anomalies, events, health, identify, index, metrics_api,
+                       openapi, probe)
 from agent.api import errors as errors_api
 from agent.api.auth import ADMIN_TOKENS
 from agent.app_store import build_privacy, setup_store
@@ -46,6 +47,8 @@ def build_app(config: Config, registry: CollectorRegistry | None = None) -> web.
     privacy = build_privacy(config)
     pipeline = EventPipeline(config.events, store, spans, privacy)
     app[RELEASES] = releases = ReleaseTracker(store)
+    custom_metrics = metrics_api.setup(app, config.custom_metrics, store, privacy, runtime.reload_hooks)
+    custom_metrics.release_observers.append(releases.seen)        # POST /v1/metrics, StatsD
     pipeline.observers.append(releases.observe)
     registry.register(EventSpanMetrics(spans))
     error_sink = ErrorSink(config.errors, store, privacy, tracer_provider.get_tracer("loom-agent.errors"))

@@ -19,6 +19,7 @@ import yaml
 from agent.api_config import ApiConfig, parse_api
 from agent.collectors import KINDS, URL_KINDS, kind_module
 from agent.collectors.base import ProbeTarget, split_host_port, url_credentials_error
+from agent.custom_metrics.config import CustomMetricsConfig, parse_custom_metrics
 from agent.errors.config import ErrorsConfig, parse_errors
 from agent.events.config import EventsConfig, parse_events
 from agent.events.privacy_config import PrivacyConfig, parse_privacy
@@ -76,6 +77,7 @@ class Config:
     store: StoreConfig = StoreConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     retention: RetentionConfig = RetentionConfig()
+    custom_metrics: CustomMetricsConfig = CustomMetricsConfig()
     errors: ErrorsConfig = ErrorsConfig()
     modules: Mapping[str, Module] = field(default_factory=dict)
     targets: tuple[ProbeTarget, ...] = ()
@@ -118,6 +120,7 @@ def _parse_root(root: Node, environ: Mapping[str, str], base_dir: str) -> dict[s
     store = parse_store(root.child("store"), base_dir, environ)
     privacy = parse_privacy(root.child("privacy"), environ)
     retention = parse_retention(root.child("retention"))
+    custom_metrics = parse_custom_metrics(root.child("custom_metrics"))
     errors = parse_errors(root.child("errors"))
     if store.driver == "postgres" and privacy.hmac_key is None:
         root.error("is required with store.driver postgres: every agent sharing the database must pseudonymize "
@@ -125,7 +128,8 @@ def _parse_root(root: Node, environ: Mapping[str, str], base_dir: str) -> dict[s
     modules = {**builtin_modules(), **root.map_of("modules", _parse_module)}
     targets = _parse_targets(root, modules, defaults)
     return dict(listen=listen, defaults=defaults, scheduler=scheduler, telemetry=telemetry, events=events,
-                api=api, alerting=alerting, store=store, privacy=privacy, retention=retention, errors=errors, modules=modules, targets=targets)
+                api=api, alerting=alerting, store=store, privacy=privacy, retention=retention, errors=errors,
+                custom_metrics=custom_metrics, modules=modules, targets=targets)
 
 
 def _parse_listen(root: Node, environ: Mapping[str, str]) -> tuple[str, int]:

@@ -36,6 +36,12 @@ def restart_only_changes(old: Config, new: Config) -> list[str]:
         "telemetry": (old.telemetry, new.telemetry),
         "events.spans": ((old.events.span_idle_timeout, old.events.max_open_spans),
                          (new.events.span_idle_timeout, new.events.max_open_spans)),
+        "custom_metrics.namespace": (old.custom_metrics.namespace, new.custom_metrics.namespace),
+        "custom_metrics.buckets": ((old.custom_metrics.buckets, old.custom_metrics.metric_buckets),
+                                   (new.custom_metrics.buckets, new.custom_metrics.metric_buckets)),
+        "custom_metrics.statsd": (old.custom_metrics.statsd, new.custom_metrics.statsd),
+        "store": (old.store, new.store),
+        "privacy": (old.privacy, new.privacy),
     }
     return [name for name, (before, after) in pairs.items() if before != after]
 

@@ -19,6 +19,7 @@ from openapi_spec_validator import validate as validate_openapi
 from agent.api import openapi
 from agent.app import build_app
 from agent.config import load_config, parse_config
+from agent.custom_metrics.samples import parse_samples
 from agent.events.catalog import CATEGORIES, CUSTOM
 from agent.events.posthog import parse_capture, parse_posthog_batch
 from agent.events.validate import BatchError, EventError, parse_batch, parse_event
@@ -245,6 +246,17 @@ def test_invalid_posthog_bodies_are_rejected_by_the_schema_and_the_agent() -> No
             parse_posthog_batch(body, now=NOW)
 
 
+def test_documented_metric_examples_pass_the_schema_and_the_agent() -> None:
+    content = DOC["paths"]["/v1/metrics"]["post"]["requestBody"]["content"]["application/json"]
+    check = validator(content["schema"])
+    for name, example in content["examples"].items():
+        assert errors_of(check, example["value"]) == [], name
+        samples, _, errors = parse_samples(example["value"], 1000)
+        assert samples and errors == [], name
+    for bad in ({"name": "x"}, {"name": "x", "type": "set"}, {"metrics": []}, {"name": "x", "type": "gauge", "v": 1}):
+        assert errors_of(check, bad), bad
+
+
 # --- a running app answers as documented -----------------------------------------------------------
 
 def documented(path: str, method: str, status: int, content_type: str) -> jsonschema.Draft4Validator:
@@ -311,6 +323,15 @@ def test_a_running_app_answers_as_documented(tmp_path: Path) -> None:
                 await check_answer(client, "POST", path, 200, json={"api_key": KEY, "batch": [capture]})
             await check_answer(client, "POST", "/batch", 400, json={"api_key": KEY, "batch": [{"event": "x"}]})
             await check_answer(client, "POST", "/capture", 403, json={**capture, "api_key": "phc_other"})
+            metric = {"name": "conversions", "type": "counter", "value": 1, "tags": {"type": "trial_signup"}}
+            assert await check_answer(client, "POST", "/v1/metrics", 200, json=metric, headers=auth) == {"accepted": 1}
+            body = await check_answer(client, "POST", "/v1/metrics", 400, json={"metrics": [metric, {"name": "x"}]},
+                                      headers=auth)
+            assert [(e["index"], e["field"]) for e in body["errors"]] == [(1, "type")]
+            await check_answer(client, "POST", "/v1/metrics", 409, json={**metric, "type": "gauge"}, headers=auth)
+            await check_answer(client, "POST", "/v1/metrics", 401, json=metric)
+            await check_answer(client, "POST", "/v1/metrics", 403, json=metric, headers={"X-Loom-Api-Key": "x" * 20})
+            await check_answer(client, "POST", "/v1/metrics", 413, data=b"[" + b" " * 4096 + b"]", headers=auth)
             await check_answer(client, "GET", "/-/healthy", 200)
             await check_answer(client, "GET", "/-/ready", 200)
             await check_answer(client, "GET", "/metrics", 200)

@@ -1,0 +1,87 @@
+"""POST /v1/metrics: custom business metrics, in the spirit of Sentry's `metrics.increment`.
+
+Authenticated and read like /v1/events (the ingest keys, events.max_body_bytes, events.max_batch);
+the body is checked item by item (agent/custom_metrics/samples.py), then every sample is resolved
+against the registry (agent/custom_metrics/registry.py), and only when all of them are fine is
+anything recorded. Answers: 200 `{"accepted": n}`; 400 when an item is invalid; 409 when every
+refused item is valid but conflicts with a registered metric or would exceed custom_metrics.max_metrics.
+Either refusal is `{"error", "errors": [{index, field, message}]}` and records nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import orjson
+from aiohttp import web
+
+from agent.api import PIPELINE
+from agent.api.auth import bearer_token
+from agent.api.events import _check_key, _error, _read_json
+from agent.custom_metrics.config import CustomMetricsConfig
+from agent.custom_metrics.registry import BatchRejected, CustomMetrics, MetricError
+from agent.custom_metrics.samples import parse_samples
+from agent.custom_metrics.statsd import statsd_ctx
+from agent.metricstore import MetricStore
+
+if TYPE_CHECKING:
+    from agent.config import Config
+    from agent.events.privacy import Privacy
+
+CUSTOM_METRICS = web.AppKey("custom_metrics", CustomMetrics)
+API = "metrics"          # the `api` label of loom_agent_ingest_rejected_total
+
+
+async def post_metrics(request: web.Request) -> web.Response:
+    pipeline, registry = request.app[PIPELINE], request.app[CUSTOM_METRICS]
+    denied = _check_key(pipeline, bearer_token(request), API)
+    if denied is not None:
+        return denied
+    body = await _read_json(request, pipeline, API)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        samples, releases, errors = parse_samples(body, pipeline.config.max_batch)
+        try:
+            planned = registry.plan(samples)
+        except BatchRejected as rejected:
+            errors += rejected.errors
+        if errors:
+            raise BatchRejected(errors)
+    except BatchRejected as rejected:
+        pipeline.rejected(API, "invalid")
+        return refusal(rejected.errors)
+    accepted = registry.commit(planned)
+    for release in releases:                # validated like an event's: names a build, never a person
+        for observe in registry.release_observers:
+            observe(release)
+    return web.Response(body=orjson.dumps({"accepted": accepted}), content_type="application/json")
+
+
+def refusal(errors: list[tuple[int | None, MetricError]]) -> web.Response:
+    """400 when any item is invalid in itself, else 409 (conflicts with registered metrics, or the limit)."""
+    errors = sorted(errors, key=lambda item: -1 if item[0] is None else item[0])
+    status = 400 if any(err.reason == "invalid" for _, err in errors) else 409
+    if len(errors) == 1:
+        index, err = errors[0]
+        summary = f"metrics[{index}].{err}" if index is not None and err.field else \
+            f"metrics[{index}]: {err}" if index is not None else str(err)
+    else:
+        summary = f"{len(errors)} metrics refused; none was recorded"
+    return _error(status, summary, [err.as_dict(index) for index, err in errors])
+
+
+def setup(app: web.Application, config: CustomMetricsConfig, store: MetricStore, privacy: Privacy | None,
+          reload_hooks: list[Callable[[Config], Callable[[], None]]]) -> CustomMetrics:
+    """The registry shared by HTTP and StatsD, the StatsD endpoint (a cleanup_ctx, when enabled), the
+    route, and the reload hook (max_metrics and series_limit apply on reload; the rest on restart)."""
+    registry = app[CUSTOM_METRICS] = CustomMetrics(config, store, privacy)
+    app.cleanup_ctx.append(statsd_ctx(registry, config.statsd))
+    reload_hooks.append(lambda new: lambda: registry.reconfigure(new.custom_metrics))
+    add_routes(app)
+    return registry
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/metrics", post_metrics)
