@@ -18,6 +18,11 @@ EXIT_CONFIG = 2
 # SIGTERM budget (exit within 5 s): in-flight requests 0.5 s (aiohttp may take twice that), then
 # in-flight probes 1.5 s (agent/app.py), then the OTLP flush 1.5 s (agent/otlp_export.py)
 SERVER_SHUTDOWN_SECONDS = 0.5
+# a connection that has not sent a whole request line and headers within this long of connecting, or of
+# its previous answer, is closed (aiohttp's keep-alive timer, which runs from the connect): the bound on
+# slow headers and on idle connections. Longer than Prometheus' default 1 m scrape interval, so a
+# scraper keeps its connection. Bodies have their own limits (agent/api/body.py).
+KEEPALIVE_SECONDS = 75.0
 DEFAULT_CONFIG = "config.yaml"
 log = logging.getLogger("agent")
 
@@ -167,7 +172,7 @@ def run(path: str) -> int:
     host, port = config.listen
     try:
         web.run_app(app, host=host, port=port, loop=loop, print=None, shutdown_timeout=SERVER_SHUTDOWN_SECONDS,
-                    access_log=None, handle_signals=True)
+                    keepalive_timeout=KEEPALIVE_SECONDS, access_log=None, handle_signals=True)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", host, port, exc.strerror)
         return 1

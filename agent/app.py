@@ -14,6 +14,7 @@ from agent.api import (PIPELINE, PRIVACY, RUNTIME, STORE, anomalies, events, hea
                        openapi, probe)
 from agent.api import errors as errors_api
 from agent.api.auth import ADMIN_TOKENS
+from agent.api.nul_guard import refuse_nul_in_url
 from agent.app_store import build_privacy, setup_store
 from agent.config import Config
 from agent.events.pipeline import EventPipeline
@@ -34,7 +35,8 @@ SPAN_SWEEP_SECONDS = 5.0
 
 def build_app(config: Config, registry: CollectorRegistry | None = None) -> web.Application:
     # the body limit is enforced per endpoint (events: events.max_body_bytes); this is the ceiling
-    app = web.Application(client_max_size=max(config.events.max_body_bytes, 1024 * 1024))
+    app = web.Application(client_max_size=max(config.events.max_body_bytes, 1024 * 1024),
+                          middlewares=[refuse_nul_in_url])
     registry = registry or CollectorRegistry(auto_describe=True)
     tracer_provider = build_tracer_provider(config.telemetry)
     runtime = ProbeRuntime(config, registry, tracer_provider)

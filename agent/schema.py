@@ -220,8 +220,15 @@ class Node:
             return tuple(v for v in values if v)
         values = []
         for i, item in self.items(key):
-            holder = Node({"value": item}, join(self.path, key) + f"[{i}]", self.errors)
+            # an item is the secret itself (`${ENV}` expanded), or {value_file: PATH} (or {value: ...})
+            errors_before = len(self.errors)
+            holder = Node(item if isinstance(item, dict) else {"value": item}, join(self.path, key) + f"[{i}]",
+                          self.errors)
             value = holder.secret("value")
+            if isinstance(item, dict):
+                if value is None and len(self.errors) == errors_before:
+                    holder.error("needs value or value_file")
+                holder.finish()
             if value is not None and len(value) < min_length:
                 self.error(f"must be at least {min_length} characters", f"{key}[{i}]")
             if value:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.analytics import queries as q
-from agent.analytics.stats import percent, percentiles, rounded
+from agent.analytics.stats import percent, rounded
 from agent.analytics.timerange import DAY, TimeRange
 from agent.store.base import Store
 
@@ -77,28 +77,27 @@ async def authentication(store: Store, r: TimeRange, release: str | None = None)
 
 
 async def performance(store: Store, r: TimeRange, release: str | None = None) -> dict[str, Any]:
-    durations = await q.values(store, "api_request", r, release)
     requests = (await q.counts(store, ("api_request",), r, release))["api_request"]
     probes = await q.probe_uptime(store, r)
     total, up = sum(u.probes for u in probes), sum(u.successes for u in probes)
     return {
-        "pageLoadMs": percentiles(await q.values(store, "page_load", r, release), (50, 75, 95)),
-        "apiResponseMs": percentiles(durations, (50, 95, 99)),
+        "pageLoadMs": await q.value_percentiles(store, "page_load", r, (50, 75, 95), release),
+        "apiResponseMs": await q.value_percentiles(store, "api_request", r, (50, 95, 99), release),
         "errorRate": percent(await q.server_errors(store, r, release), requests),
         "uptime": percent(up, total, 3) if total else None,
-        "webVitals": web_vitals(await q.labelled_values(store, "web_vitals", r, release)),
+        "webVitals": web_vitals(await q.labelled_percentile(store, "web_vitals", r, 75, release),
+                                await q.labelled_outcome_counts(store, "web_vitals", r, release)),
     }
 
 
-def web_vitals(rows: list[tuple[str | None, str | None, float | None]]) -> dict[str, Any]:
-    found: dict[str, tuple[list[float], dict[str, int]]] = {name: ([], dict.fromkeys(RATINGS.values(), 0))
-                                                           for name in WEB_VITALS}
-    for name, rating, value in rows:
-        entry = found.get(name or "")
-        if entry is None or value is None:
+def web_vitals(p75: dict[str | None, float], counts: dict[tuple[str | None, str | None], int]) -> dict[str, Any]:
+    """Per Core Web Vital: its p75, the count of each rating, and how many values it has."""
+    out = {name: {"p75": p75.get(name), **dict.fromkeys(RATINGS.values(), 0), "count": 0} for name in WEB_VITALS}
+    for (name, rating), n in counts.items():
+        entry = out.get(name or "")
+        if entry is None:
             continue
-        entry[0].append(value)
+        entry["count"] += n
         if rating in RATINGS:
-            entry[1][RATINGS[rating]] += 1
-    return {name: {"p75": percentiles(values, (75,))["p75"], **ratings, "count": len(values)}
-            for name, (values, ratings) in found.items()}
+            entry[RATINGS[rating]] += n
+    return out

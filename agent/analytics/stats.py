@@ -6,7 +6,8 @@ booked: a completion rate of 0, as the documentation's dashboard shows it). Aver
 
 Percentiles are nearest-rank: the p-th percentile of n sorted values is the value at 1-based rank
 ceil(p/100 * n). It is always a value that was observed (no interpolation), it is exact, and the
-same on SQLite and PostgreSQL because it is computed here from the values both return.
+same on SQLite and PostgreSQL. The business metrics pick that rank in SQL (queries.value_percentiles),
+so a request never holds every value of its range in memory.
 """
 
 from __future__ import annotations
@@ -39,9 +40,3 @@ def nearest_rank(ordered: Sequence[float], p: float) -> float | None:
         return None
     rank = max(1, math.ceil(p / 100.0 * len(ordered)))
     return ordered[rank - 1]
-
-
-def percentiles(values: list[float], ps: Sequence[float]) -> dict[str, float | None]:
-    """{"p50": ..., "p95": ...} of `values` (sorted here, in place)."""
-    values.sort()
-    return {f"p{p:g}": nearest_rank(values, p) for p in ps}

@@ -15,12 +15,13 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from agent.analytics.timerange import PARAMETERS, RangeError, parse_time_range, unknown_parameters, values
 from agent.api import EVENT_STORE, PIPELINE, PRIVACY
 from agent.api.auth import API_KEY_HEADER, admin_denied, bearer_token, token_matches
+from agent.api.body import BodyError, read_body, refusal
 from agent.api.events import MAX_JSON_DEPTH, ORJSON_LIMITS_DEPTH, json_nesting_within
+from agent.api.nul_guard import MESSAGE as NUL_MESSAGE, body_nul_field
 from agent.errors.queries import DEFAULT_LIMIT, FILTERS, MAX_LIMIT, IssueFilter, list_issues
 from agent.errors.sink import ErrorSink
 from agent.errors.validate import parse_error, parse_error_batch
@@ -75,42 +76,25 @@ def _key_refused(pipeline: EventPipeline, request: web.Request) -> web.Response 
     return None
 
 
-async def _body(request: web.Request, limit: int) -> bytes | None:
-    """The whole body, or None as soon as it exceeds `limit` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.readany():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _read_json(request: web.Request, pipeline: EventPipeline, limit: int) -> Any | web.Response:
-    too_large = _error(413, f"request body is larger than {limit} bytes")
-    if request.content_length is not None and request.content_length > limit:
-        pipeline.rejected(API, "too_large")
-        return too_large
     try:
-        body = await _body(request, limit)
-    except (ValueError, OSError, HttpProcessingError, web.RequestPayloadError) as exc:
-        pipeline.rejected(API, "malformed")
-        request.content.feed_eof()
-        response = _error(400, "cannot read the request body: " + " ".join(str(exc).split()))
-        response.force_close()
-        return response
-    if body is None:
-        pipeline.rejected(API, "too_large")
-        return too_large
+        body = await read_body(request, limit)          # bounded in size and time (agent/api/body.py)
+    except BodyError as exc:
+        pipeline.rejected(API, exc.reason)
+        return refusal(request, exc, _error)
     if not ORJSON_LIMITS_DEPTH and not json_nesting_within(body):
         pipeline.rejected(API, "malformed")
         return _error(400, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels (or unbalanced)")
     try:
-        return orjson.loads(body)
+        obj = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         pipeline.rejected(API, "malformed")
         return _error(400, f"invalid JSON: {exc}")
+    if (field := body_nul_field(body, obj)) is not None:       # PostgreSQL cannot store it
+        pipeline.rejected(API, "invalid")
+        field = pipeline.privacy.text(field) if pipeline.privacy is not None else field
+        return _error(400, f"{field}: {NUL_MESSAGE}", [{"index": None, "field": field, "message": NUL_MESSAGE}])
+    return obj
 
 
 def _invalid(request: web.Request, pipeline: EventPipeline, errors: list[EventError]) -> web.Response:

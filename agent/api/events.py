@@ -13,11 +13,12 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from agent.api import PIPELINE
 from agent.api.auth import API_KEY_HEADER, bearer_token, token_matches
+from agent.api.body import BodyError, read_body, refusal
 from agent.api.identify_writes import write_identifies
+from agent.api.nul_guard import MESSAGE, body_nul_field
 from agent.api.posthog_wire import PayloadError, decode_posthog_body
 from agent.events.identify import Identify, posthog_identifies, posthog_identify
 from agent.events.pipeline import EventPipeline
@@ -86,38 +87,16 @@ def _check_key(pipeline: EventPipeline, presented: str | None, api: str) -> web.
     return None
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes | None:
-    """The whole body (it may arrive in many pieces), or None as soon as it exceeds `limit` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.readany():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _read_json(request: web.Request, pipeline: EventPipeline, api: str) -> Any | web.Response:
-    """The parsed JSON body, or the 4xx response to answer instead. PostHog bodies may be gzip-js
-    or base64 form encoded (agent/api/posthog_wire.py)."""
+    """The parsed JSON body, or the 4xx response to answer instead. The body is read within the size
+    and time limits of agent/api/body.py; PostHog bodies may be gzip-js or base64 form encoded
+    (agent/api/posthog_wire.py)."""
     limit = pipeline.config.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        pipeline.rejected(api, "too_large")
-        return _error(413, f"request body is larger than {limit} bytes")
     try:
-        body = await _read_body(request, limit)
-    except (ValueError, OSError, HttpProcessingError, web.RequestPayloadError) as exc:    # e.g. broken gzip
-        pipeline.rejected(api, "malformed")
-        # aiohttp would drain the body after the response and log the same error as unhandled;
-        # the body is done with, and the connection (its parser state unknown) is closed
-        request.content.feed_eof()
-        response = _error(400, "cannot read the request body: " + " ".join(str(exc).split()))
-        response.force_close()
-        return response
-    if body is None:
-        pipeline.rejected(api, "too_large")
-        return _error(413, f"request body is larger than {limit} bytes")
+        body = await read_body(request, limit)
+    except BodyError as exc:
+        pipeline.rejected(api, exc.reason)
+        return refusal(request, exc, _error)
     if api == "posthog":
         try:
             body = decode_posthog_body(body, request.query, request.content_type, limit)
@@ -128,10 +107,13 @@ async def _read_json(request: web.Request, pipeline: EventPipeline, api: str) ->
         pipeline.rejected(api, "malformed")
         return _error(400, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels (or unbalanced)")
     try:
-        return orjson.loads(body)
+        obj = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         pipeline.rejected(api, "malformed")
         return _error(400, f"invalid JSON: {exc}")
+    if (field := body_nul_field(body, obj)) is not None:       # PostgreSQL cannot store it
+        return _invalid(pipeline, api, [EventError(None, field, MESSAGE)])
+    return obj
 
 
 def json_nesting_within(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:

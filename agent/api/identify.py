@@ -35,7 +35,10 @@ async def post_identify(request: web.Request) -> web.Response:
         pipeline.rejected("events", "invalid")
         summary = str(err.errors[0]) if len(err.errors) == 1 else \
             f"{len(err.errors)} invalid identifies; none was accepted"
-        return _error(400, summary, [e.as_dict() for e in err.errors])
+        # a message may quote a trait's name (an e-mail address as a key): through privacy, as for events
+        scrub = pipeline.privacy.text if pipeline.privacy is not None else str
+        return _error(400, scrub(summary), [{"index": e.index, "field": scrub(e.field), "message": scrub(e.message)}
+                                            for e in err.errors])
     if request.app.get(EVENT_STORE) is None:
         return _error(503, "the event store is disabled: traits have nowhere to go")
     written = await write_identifies(request.app, identifies, dnt=_dnt(request))

@@ -51,7 +51,7 @@ async def post_metrics(request: web.Request) -> web.Response:
             raise BatchRejected(errors)
     except BatchRejected as rejected:
         pipeline.rejected(API, "invalid")
-        return refusal(rejected.errors)
+        return refusal(rejected.errors, pipeline.privacy.text if pipeline.privacy is not None else str)
     accepted = registry.commit(planned)
     for release in releases:                # validated like an event's: names a build, never a person
         for observe in registry.release_observers:
@@ -59,8 +59,10 @@ async def post_metrics(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps({"accepted": accepted}), content_type="application/json")
 
 
-def refusal(errors: list[tuple[int | None, MetricError]]) -> web.Response:
-    """400 when any item is invalid in itself, else 409 (conflicts with registered metrics, or the limit)."""
+def refusal(errors: list[tuple[int | None, MetricError]], scrub: Callable[[str], str] = str) -> web.Response:
+    """400 when any item is invalid in itself, else 409 (conflicts with registered metrics, or the limit).
+    Messages quote what the client sent (a unit, a tag key): they go through privacy's `scrub`, as the
+    event API's do, so an e-mail address or card number is never echoed in clear."""
     errors = sorted(errors, key=lambda item: -1 if item[0] is None else item[0])
     status = 400 if any(err.reason == "invalid" for _, err in errors) else 409
     if len(errors) == 1:
@@ -69,7 +71,8 @@ def refusal(errors: list[tuple[int | None, MetricError]]) -> web.Response:
             f"metrics[{index}]: {err}" if index is not None else str(err)
     else:
         summary = f"{len(errors)} metrics refused; none was recorded"
-    return _error(status, summary, [err.as_dict(index) for index, err in errors])
+    return _error(status, scrub(summary), [{"index": index, "field": scrub(err.field), "message": scrub(err.message)}
+                                          for index, err in errors])
 
 
 def setup(app: web.Application, config: CustomMetricsConfig, store: MetricStore, privacy: Privacy | None,

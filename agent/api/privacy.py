@@ -34,6 +34,8 @@ from aiohttp import web
 
 from agent.api import EVENT_STORE, PIPELINE, PRIVACY
 from agent.api.auth import ADMIN_TOKENS, admin_denied, bearer_token, token_matches
+from agent.api.body import BodyError, read_body, refusal
+from agent.api.nul_guard import MESSAGE as NUL_MESSAGE, body_nul_field
 from agent.store.errors import StoreError
 from agent.store.gdpr import (
     anonymous_ids, erase_user, export_user, is_opted_out, load_opt_outs, rfc3339, set_opt_out,
@@ -65,7 +67,8 @@ OPT_OUT_SYNC = web.AppKey("opt_out_sync", OptOutSync)
 def add_routes(app: web.Application) -> None:
     app.setdefault(OPT_OUT_SYNC, OptOutSync())
     app.router.add_get("/api/analytics/export", export)
-    app.router.add_delete("/api/analytics/user/{userId:.+}", erase)     # an id may hold a "/" (sent as %2F)
+    # an id may hold a "/" (sent as %2F), and a line break: "." would miss "\n" (404, never erased)
+    app.router.add_delete(r"/api/analytics/user/{userId:[\s\S]+}", erase)
     app.router.add_post("/api/analytics/opt-out", opt_out)
 
 
@@ -171,18 +174,18 @@ def _opt_out_source(request: web.Request) -> tuple[str | None, web.Response | No
 
 
 async def _read_object(request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None]:
-    chunks, size = [], 0
-    async for chunk in request.content.iter_any():      # the body may arrive in many pieces
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None, _bad("body", f"must be at most {MAX_BODY_BYTES} bytes", 413)
-        chunks.append(chunk)
     try:
-        obj = orjson.loads(b"".join(chunks))
+        body = await read_body(request, MAX_BODY_BYTES)       # bounded in size and time (agent/api/body.py)
+    except BodyError as exc:
+        return None, refusal(request, exc, lambda status, message: _bad("body", message, status))
+    try:
+        obj = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         return None, _bad("body", f"is not valid JSON: {exc}")
     if not isinstance(obj, dict):
         return None, _bad("body", "must be a JSON object {\"userId\": ..., \"optOut\": true|false}")
+    if (field := body_nul_field(body, obj)) is not None:       # PostgreSQL cannot store it
+        return None, _bad(request.app[PRIVACY].text(field), NUL_MESSAGE)
     return obj, None
 
 

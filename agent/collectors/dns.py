@@ -227,6 +227,8 @@ async def _resolve(host: str, port: int, log: ProbeLog) -> str:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except socket.gaierror as exc:
         raise _Failed(Reason.RESOLVE, f"cannot resolve {host}: {exc.strerror}") from None
+    except UnicodeError as exc:          # not encodable as an IDNA name (a 64-char label, a control char)
+        raise _Failed(Reason.RESOLVE, f"cannot resolve {host}: not a valid host name: {exc}") from None
     if not infos:
         raise _Failed(Reason.RESOLVE, f"cannot resolve {host}: no address")
     ip = infos[0][4][0]

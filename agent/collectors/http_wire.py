@@ -355,6 +355,11 @@ async def _connect(loop: asyncio.AbstractEventLoop, address: str, how: Exchange,
     if how.tls is None:
         return transport, (None, None)
     trace.phase = "tls"
+    if reader.first_byte_at:
+        # an SSH or SMTP banner, garbage: bytes TLS will never see, and a server that then waits would
+        # hold the handshake until the deadline. Not a TLS server: fail now, and close what we opened.
+        transport.abort()
+        raise WireError(Reason.TLS, "TLS handshake: the server sent something else before the handshake (not TLS?)")
     started = perf_counter()
     transport = await loop.start_tls(transport, reader, how.tls, server_hostname=how.server_name or how.host)
     trace.add("tls", perf_counter() - started)
@@ -369,7 +374,10 @@ async def _resolve(loop: asyncio.AbstractEventLoop, how: Exchange, trace: Trace)
     if how.is_ip:
         address = how.host
     else:
-        infos = await loop.getaddrinfo(how.host, how.port, type=socket.SOCK_STREAM)
+        try:
+            infos = await loop.getaddrinfo(how.host, how.port, type=socket.SOCK_STREAM)
+        except UnicodeError as exc:      # not encodable as an IDNA name (a 64-char label, a control char)
+            raise socket.gaierror(socket.EAI_NONAME, f"not a valid host name: {exc}") from None
         if not infos:
             raise socket.gaierror(socket.EAI_NONAME, "no addresses")
         address = infos[0][4][0]

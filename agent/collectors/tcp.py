@@ -211,6 +211,17 @@ async def connect(ip: str, port: int, trace: Trace) -> tuple[asyncio.StreamReade
     return streams
 
 
+def refuse_early_bytes(reader: asyncio.StreamReader) -> None:
+    """Before a TLS handshake that opens the connection: bytes the server already sent (an SSH or SMTP
+    banner, garbage) stay in the plain reader, out of TLS's sight, and a server that then waits would hold
+    the handshake until the deadline. They mean it does not speak TLS here: fail at once with `tls`.
+    (Not for STARTTLS: lines an exchange left unread there are plaintext, legitimately.)"""
+    early = len(getattr(reader, "_buffer", b""))       # asyncio.StreamReader's unread bytes
+    if early:
+        raise ProbeFailed(Reason.TLS, f"tls handshake: the server sent {early} bytes of something else first "
+                                      "(not TLS?)")
+
+
 async def start_tls(writer: asyncio.StreamWriter, settings: TlsSettings, host: str, trace: Trace) -> None:
     """Upgrade the connection to TLS and record the version and the earliest certificate expiry."""
     server_name = settings.server_name or host
@@ -291,6 +302,7 @@ async def _run(target: ProbeTarget, options: Options, trace: Trace) -> None:
     reader, writer = await connect(ip, port, trace)
     try:
         if options.tls:
+            refuse_early_bytes(reader)
             await start_tls(writer, options.tls_config, host, trace)
         await _exchange(reader, writer, options, host, trace)
     finally:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
-from agent.collectors.tcp import ProbeFailed, Trace, address_of, connect, resolve, start_tls, within_deadline
+from agent.collectors.tcp import (ProbeFailed, Trace, address_of, connect, refuse_early_bytes, resolve, start_tls,
+                                  within_deadline)
 from agent.collectors.tlsinfo import TlsSettings, parse_tls
 from agent.schema import Node
 
@@ -57,8 +58,9 @@ def _check_expiry(options: Options, trace: Trace) -> None:
 async def _handshake(target: ProbeTarget, options: Options, trace: Trace) -> None:
     host, port = address_of(target)
     ip = await resolve(host, port, trace)
-    _, writer = await connect(ip, port, trace)
+    reader, writer = await connect(ip, port, trace)
     try:
+        refuse_early_bytes(reader)
         await start_tls(writer, options.tls, host, trace)
     finally:
         writer.transport.abort()

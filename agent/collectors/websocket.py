@@ -16,6 +16,7 @@ ping round trip. Each probe opens a fresh connection (the connector never reuses
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 import ssl
@@ -34,6 +35,9 @@ from agent.schema import Node
 
 KIND = "websocket"
 PING_PAYLOAD = b"loom-agent"
+# frames read in a row before a probe lets the event loop run other tasks: receive() does not suspend
+# while frames are buffered, so a server flooding frames would otherwise hold the loop (tests/test_faults_probes.py)
+YIELD_EVERY = 64
 _HANDSHAKE_HEADERS = ("connection", "upgrade", "sec-websocket-key", "sec-websocket-version",
                       "sec-websocket-protocol", "sec-websocket-extensions")
 _EXCERPT = 80
@@ -202,6 +206,8 @@ class Collector:
                 autoping=False, timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=None))
         except (aiohttp.ClientError, ssl.SSLError, OSError) as exc:
             raise _connect_failure(exc) from None
+        except UnicodeError as exc:      # the resolver could not IDNA-encode the host (a 64-char label, ...)
+            raise _Failed(Reason.RESOLVE, f"not a valid host name: {exc}") from None
         run.connection_phases(started, time.perf_counter())
         run.log(f"upgraded: HTTP 101, subprotocol {ws.protocol or '(none)'}")
         return ws
@@ -228,6 +234,8 @@ def _connect_failure(exc: Exception) -> _Failed:
         return _Failed(Reason.TLS, f"certificate verification failed: {message}")
     if isinstance(exc, (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch, ssl.SSLError)):
         return _Failed(Reason.TLS, f"TLS handshake failed: {exc}")
+    if isinstance(exc, aiohttp.InvalidURL):      # yarl could not IDNA-encode the host (a 64-char label, ...)
+        return _Failed(Reason.RESOLVE, f"not a valid host name in {exc}")
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return _Failed(Reason.RESOLVE, f"cannot resolve {exc.host}: {exc.os_error.strerror or exc.os_error}")
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -281,8 +289,10 @@ async def _ping_round_trip(ws: aiohttp.ClientWebSocketResponse, run: _Run) -> fl
     run.log("sending ping")
     await ws.ping(PING_PAYLOAD)
     run.waiting = "waiting for pong"
-    while True:
+    for count in itertools.count(1):
         msg = await ws.receive()
+        if count % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
         if msg.type is aiohttp.WSMsgType.PONG and msg.data == PING_PAYLOAD:
             break
         if msg.type is aiohttp.WSMsgType.PING:
@@ -297,8 +307,10 @@ async def _ping_round_trip(ws: aiohttp.ClientWebSocketResponse, run: _Run) -> fl
 
 async def _next_message(ws: aiohttp.ClientWebSocketResponse) -> str:
     """The next text or binary message (binary decoded as UTF-8), answering pings on the way."""
-    while True:
+    for count in itertools.count(1):
         msg = await ws.receive()
+        if count % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
         if msg.type is aiohttp.WSMsgType.TEXT:
             return msg.data
         if msg.type is aiohttp.WSMsgType.BINARY:

@@ -23,7 +23,7 @@ EXPERIMENT_ID = string("A/B test id.", max_length=ID)
 VARIANT_ID = string("A/B test variant id.", max_length=ID)
 
 STEP = string("Onboarding step name, e.g. profile_setup.", max_length=ID)
-STEP_NUMBER = integer("1-based position of the step in the flow.", minimum=1)
+STEP_NUMBER = integer("1-based position of the step in the flow.", minimum=1, maximum=2**31 - 1)   # int4 column
 TOTAL_STEPS = integer("Number of steps in the flow.", minimum=1)
 FLOW_ID = string("Id of one run through the onboarding flow (the trace of its steps).", max_length=ID)
 SECONDS_SPENT = number("Seconds spent on the step.", minimum=0)

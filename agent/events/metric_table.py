@@ -72,9 +72,9 @@ def _counter(events: str, metric: str, help: str, value: str | None = None, *, w
 
 def _histogram(events: str, metric: str, help: str, value: str, buckets: tuple[float, ...], *,
                scale: float = 1.0, unit: str = "seconds", when=None, when_doc: str = "",
-               **labels: str | Derived) -> Emit:
+               labels_allow: Mapping[str, tuple[str, ...]] | None = None, **labels: str | Derived) -> Emit:
     return Emit(tuple(events.split()), metric, "histogram", help, labels, value=value, scale=scale,
-                buckets=buckets, unit=unit, when=when, when_doc=when_doc)
+                buckets=buckets, unit=unit, labels_allow=labels_allow or {}, when=when, when_doc=when_doc)
 
 
 
@@ -229,7 +229,7 @@ COACHING = (
 PERFORMANCE = (
     _histogram("api_request", "loom_api_request_duration_seconds", "API request duration, by route template, "
                "method and status class.", "duration_ms", API_LATENCY, scale=MS, route="route", method="method",
-               status_class=STATUS_CLASS),
+               status_class=STATUS_CLASS, labels_allow={"status_class": STATUS_CLASSES}),
     _histogram("page_load", "loom_page_load_duration_seconds", "Page load time, by page.", "load_time_ms",
                PAGE_LOAD, scale=MS, page="page"),
     *(_histogram("web_vitals", f"loom_web_vitals_{vital.lower()}{suffix}", f"Core Web Vital {vital}, by rating.",

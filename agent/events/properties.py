@@ -18,6 +18,8 @@ from agent.events.limits import DEFAULT_LIMITS, Limits
 
 PROPERTY_NAME = re.compile(r"[A-Za-z_$][A-Za-z0-9_.:$-]*")
 _BIG = 2**64                                       # |integers| below this (orjson's own range)
+# a catalog integer fits a signed 64-bit column (SQLite INTEGER, PostgreSQL bigint), floats turned to ints too
+_INT64 = 2**63
 _RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"     # date, time
                       r"(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})")               # fraction, offset
 _CAMEL_ACRONYM = re.compile(r"([A-Z]+)([A-Z][a-z])")
@@ -156,7 +158,7 @@ def _number_check(prop: Prop, integral: bool) -> Check:
     def check(value: Any, big: int = _BIG) -> Any:
         kind = type(value)
         if kind is int:
-            if not -big < value < big:
+            if not (-_INT64 <= value < _INT64 if integral else -big < value < big):
                 raise FieldError("", "integer out of range")
             if not integral:
                 value = float(value)
@@ -166,6 +168,8 @@ def _number_check(prop: Prop, integral: bool) -> Check:
             if integral:
                 if not value.is_integer():
                     raise FieldError("", "must be an integer, got a fraction")
+                if not -_INT64 <= value < _INT64:
+                    raise FieldError("", "integer out of range")
                 value = int(value)
         else:
             raise type_error(expected, value)

@@ -9,7 +9,8 @@
                                 # 503 (StoreFull) until retention frees room: a sidecar bounds its disk
       max_pending_events: 100000   # beyond this, ingest answers 503 (StoreBusy) instead of queueing
       pool_size: 4              # postgres connections
-      connect_timeout: 5s       # postgres connect; sqlite busy timeout (waiting for a lock)
+      connect_timeout: 5s       # postgres connect (a write unanswered for twice this long: 503);
+                                # sqlite busy timeout (waiting for a lock)
 """
 
 from __future__ import annotations

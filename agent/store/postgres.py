@@ -6,6 +6,12 @@ client event ids skips events already stored (by this agent or another) and whos
 were; each audit table and the users upsert are one more unnest statement. Migrations run on a
 dedicated connection holding an advisory lock, so agents starting together apply each one once.
 
+A write (write_events, execute) that gets no answer within `write_timeout` (default: twice
+`connect_timeout`) has its connection closed under it: a hung or frozen server, or a network that drops
+packets without a reset, must end in StoreUnavailable (503) rather than hold every ingest request that
+waits on the group commit. Closing the socket, not cancelling the coroutine: a cancelled query would
+still await its ROLLBACK from the same silent server.
+
 Queries arrive written once with `?` placeholders (agent/store/base.py); `to_dollar` rewrites them to
 PostgreSQL's `$1, $2, ...`. numeric results (sum/avg of integers) are decoded as float, so fetch()
 returns the same Python types as SQLite's driver.
@@ -13,6 +19,7 @@ returns the same Python types as SQLite's driver.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import time
@@ -135,11 +142,12 @@ class PostgresStore:
     dialect: ClassVar[str] = "postgres"
 
     def __init__(self, dsn: str, pool_size: int = 4, connect_timeout: float = 5.0,
-                 migrations: tuple[Migration, ...] = MIGRATIONS):
+                 migrations: tuple[Migration, ...] = MIGRATIONS, write_timeout: float | None = None):
         self.dsn = dsn
         self.where = describe(dsn)
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
+        self.write_timeout = write_timeout if write_timeout is not None else 2 * connect_timeout
         self.migrations = migrations
         self._pool: asyncpg.Pool | None = None
 
@@ -199,12 +207,34 @@ class PostgresStore:
                 await self._pool.expire_connections()
             raise mapped from exc
 
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection for one write transaction, closed under it after `write_timeout` seconds."""
+        async with self._connection() as conn:
+            expired: list[bool] = []
+
+            def expire() -> None:
+                expired.append(True)
+                conn.terminate()
+
+            watchdog = asyncio.get_running_loop().call_later(self.write_timeout, expire)
+            try:
+                async with conn.transaction():
+                    yield conn
+            except Exception as exc:
+                if expired:
+                    raise StoreUnavailable(f"{self.where}: no answer within {self.write_timeout:g}s "
+                                           "(twice store.connect_timeout); connection closed") from exc
+                raise
+            finally:
+                watchdog.cancel()
+
     async def write_events(self, batch: Sequence[EventRows]) -> frozenset[int]:
         if not batch:
             return frozenset()
         repeats = repeated_in_batch(batch)
         first = [rows for position, rows in enumerate(batch) if position not in repeats]
-        async with self._connection() as conn, conn.transaction():
+        async with self._writing() as conn:
             returned = await conn.fetch(INSERT_EVENTS, *_columns([r.event for r in first], EVENT_COLUMNS))
             inserted = {row[0] for row in returned}
             duplicates = repeats | {position for position, rows in enumerate(batch)
@@ -227,5 +257,5 @@ class PostgresStore:
             return [tuple(row) for row in await conn.fetch(to_dollar(sql), *params)]
 
     async def execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
-        async with self._connection() as conn, conn.transaction():
+        async with self._writing() as conn:
             return [_rowcount(await conn.execute(to_dollar(sql), *params)) for sql, params in statements]

@@ -9,12 +9,18 @@ duplicate check and the inserts see one consistent database even when another pr
 sqlite3's errors are mapped at this boundary (see `store_error`); after a failed write the transaction
 is rolled back and the next write starts afresh, so the store recovers by itself once the disk has
 room again or the lock is released.
+
+A database file (or its -wal) removed or replaced while open would take every later commit into an
+unlinked inode that vanishes at exit, while SQLite reports success. So each write checks, after its
+COMMIT, that the path still names the files it opened; if not, the write fails with StoreUnavailable
+(not acknowledged, 503) until the agent is restarted on a database that is really there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import sqlite3
 import time
 from collections import defaultdict
@@ -70,6 +76,15 @@ def store_error(exc: BaseException, path: str) -> StoreError | None:
     return None
 
 
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`; None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _rollback(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         try:
@@ -96,6 +111,7 @@ class SqliteStore:
         self._read_thread: ThreadPoolExecutor | None = None
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._files: dict[str, tuple[int, int]] = {}     # path -> identity when opened (db, -wal)
 
     async def _on(self, executor: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any) -> T:
         if executor is None:
@@ -142,6 +158,16 @@ class SqliteStore:
             page_size = conn.execute("PRAGMA page_size").fetchone()[0]
             conn.execute(f"PRAGMA max_page_count = {max(1, int(self.max_size_mb * 1024 * 1024 // page_size))}")
         self._migrate(conn)
+        self._files = {name: found for name in (self.path, self.path + "-wal")
+                       if (found := _identity(name)) is not None}
+
+    def _check_files(self) -> None:
+        """Raise StoreUnavailable when the database or its -wal is no longer the file we opened."""
+        for name, opened in self._files.items():
+            if _identity(name) != opened:
+                what = "the file" if name == self.path else "its -wal file"
+                raise StoreUnavailable(f"SQLite database {self.path}: {what} was removed or replaced while open; "
+                                       "writes since then would be lost: restart the agent")
 
     def _open_reader(self) -> None:
         conn = self._connect()
@@ -212,6 +238,7 @@ class SqliteStore:
         except BaseException:
             _rollback(conn)
             raise
+        self._check_files()
         return frozenset(duplicates)
 
     async def execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
@@ -226,6 +253,7 @@ class SqliteStore:
         except BaseException:
             _rollback(conn)
             raise
+        self._check_files()
         return counts
 
     # --- reads ---------------------------------------------------------------------------------------
