@@ -41,7 +41,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from agent.api.posthog_wire import PayloadError, decode_posthog_body
-from agent.custom_metrics.registry import BatchRejected, MetricError
+from agent.custom_metrics.config import CustomMetricsConfig
+from agent.custom_metrics.registry import PERSONAL_NAME, BatchRejected, CustomMetrics, MetricError
 from agent.custom_metrics.samples import parse_samples
 from agent.errors.config import ErrorsConfig
 from agent.errors.validate import parse_error_batch
@@ -50,6 +51,7 @@ from agent.events.posthog import parse_posthog_batch
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import PrivacyConfig
 from agent.events.validate import DEFAULT_LIMITS, BatchError, EventError, parse_batch, parse_event
+from agent.metricstore import MetricStore
 from agent.store.base import Store
 from agent.store.rows import event_rows
 from tests import event_examples
@@ -250,6 +252,19 @@ def test_metric_bodies_are_samples_or_metric_errors(obj: Any) -> None:
         problems = err.errors
     for _, problem in problems:
         assert isinstance(problem, MetricError) and isinstance(problem.field, str) and problem.message
+
+
+@pytest.mark.parametrize("sample", [
+    {"name": "paid 4012888888881881", "type": "counter", "value": 1},
+    {"name": "signups", "type": "counter", "value": 1, "tags": {"b 4012888888881881 1": "x"}},
+    {"name": "signups", "type": "counter", "value": 1, "tags": {"ada.lovelace@example.com": "x"}}])
+def test_a_metric_or_tag_name_holding_personal_data_is_refused(sample: dict[str, Any]) -> None:
+    """Found by the traffic below: a card number in a tag key became the label b_4012888888881881_1
+    (sanitizing keeps digits; privacy only read tag values)."""
+    registry = CustomMetrics(CustomMetricsConfig(), MetricStore(), PRIVACY)
+    with pytest.raises(BatchRejected) as refused:
+        registry.plan(parse_samples(sample, max_batch=1)[0])
+    assert [err.message for _, err in refused.value.errors] == [PERSONAL_NAME]
 
 
 @PROPERTY

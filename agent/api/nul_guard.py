@@ -55,5 +55,17 @@ async def refuse_nul_in_url(request: web.Request,
         return await handler(request)
     privacy = request.app.get(PRIVACY)
     field = privacy.text(field.replace("\x00", "\\u0000")) if privacy is not None else "query"
-    return web.Response(status=400, content_type="application/json", body=orjson.dumps(
-        {"error": f"{field}: {MESSAGE}", "errors": [{"field": field, "message": MESSAGE}]}))
+    return _refusal(request, field)
+
+
+def _refusal(request: web.Request, field: str) -> web.Response:
+    """The 400 in the shape the route documents for its own bad input: /probe answers text like
+    blackbox_exporter; a query (GET, DELETE) names the parameter; a body-taking route names the field
+    with the index its batch errors carry."""
+    if request.path == "/probe":
+        return web.Response(status=400, text=f"{field}: {MESSAGE}\n")
+    error: dict[str, object] = {"field": field, "message": MESSAGE}
+    if request.method not in ("GET", "HEAD", "DELETE"):
+        error = {"index": None, **error}
+    return web.Response(status=400, content_type="application/json",
+                        body=orjson.dumps({"error": f"{field}: {MESSAGE}", "errors": [error]}))

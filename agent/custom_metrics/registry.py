@@ -7,8 +7,10 @@ HTTP and StatsD share this registry, so a name means the same thing whichever wa
 
 Bounds: at most `max_metrics` names (more are refused: a name is a new family, and families are
 not folded like label values); per metric the MetricStore's series limit folds new tag values to
-`other` (counted in loom_agent_label_overflow_total). Tag values pass the privacy rules first;
-tags that name a person or a secret are refused outright: user ids are never labels.
+`other` (counted in loom_agent_label_overflow_total). Tag values pass the privacy rules first; tags
+that name a person or a secret are refused outright: user ids are never labels. A metric name or tag
+key holding an e-mail address or a card number is refused too: sanitizing would keep it, readable,
+in a metric or label name.
 
 HTTP batches are all or nothing: `plan()` resolves every sample against the registry plus the
 metrics the batch itself would declare, and only then `commit()` registers and updates. Nothing
@@ -31,6 +33,7 @@ from agent.metricstore import Counter, Family, Gauge, Histogram, MetricStore
 if TYPE_CHECKING:
     from agent.events.privacy import Privacy
 
+PERSONAL_NAME = "must not hold an e-mail address or a card number: names are never personal data"
 FAMILY_KIND = {"counter": "counter", "gauge": "gauge", "distribution": "histogram"}
 # tags that identify a person: never a label ("name" is a person's in events, a thing's in metrics)
 IDENTIFYING_TAGS = (IDENTIFYING - {"name"}) | {"user", "userid", "user_email", "email_address", "ip_address",
@@ -182,6 +185,8 @@ class CustomMetrics:
             base = sanitize(name)
         except NameProblem as exc:
             raise MetricError("name", str(exc)) from None
+        if self._personal(name):
+            raise MetricError("name", PERSONAL_NAME)
         try:
             unit = unit_of(unit_text)
         except NameProblem as exc:
@@ -203,6 +208,10 @@ class CustomMetrics:
                               "conflict")
         return Target(declared, order, masked, unit.factor)
 
+    def _personal(self, text: str) -> bool:
+        """Whether privacy's free-text rules would change `text` (an e-mail address, a card number)."""
+        return self.privacy is not None and self.privacy.text(text) != text
+
     def _labels(self, keys: tuple[str, ...]) -> tuple[str, ...]:
         if len(keys) > MAX_TAGS:
             raise MetricError("tags", f"at most {MAX_TAGS} tags per metric, got {len(keys)}")
@@ -212,6 +221,8 @@ class CustomMetrics:
                 label = label_name(key)
             except NameProblem as exc:
                 raise MetricError(f"tags.{key}", str(exc)) from None
+            if self._personal(key):
+                raise MetricError(f"tags.{key}", PERSONAL_NAME)
             if label in IDENTIFYING_TAGS:
                 raise MetricError(f"tags.{key}", "identifies a person; user identifiers are never labels "
                                                  "(count them in events, which the analytics API reads)")
