@@ -12,11 +12,11 @@ import sys
 
 from agent import __version__
 from agent.logs import FORMATS, LEVELS, setup_logging
-from agent.schema import ConfigError
+from agent.config.node import ConfigError
 
 EXIT_CONFIG = 2
 # SIGTERM budget (exit within 5 s): in-flight requests 0.5 s (aiohttp may take twice that), then
-# in-flight probes 1.5 s (agent/app.py), then the OTLP flush 1.5 s (agent/otlp_export.py)
+# in-flight probes 1.5 s (agent/app/root.py), then the OTLP flush 1.5 s (agent/otlp/export.py)
 SERVER_SHUTDOWN_SECONDS = 0.5
 # a connection that has not sent a whole request line and headers within this long of connecting, or of
 # its previous answer, is closed (aiohttp's keep-alive timer, which runs from the connect): the bound on
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cleanup(path: str) -> int:
-    from agent.config import load_config
+    from agent.config.load import load_config
     from agent.store.retention import main_cleanup
 
     try:
@@ -106,7 +106,7 @@ def cleanup(path: str) -> int:
 
 
 def check_config(path: str) -> int:
-    from agent.config import load_config
+    from agent.config.load import load_config
 
     try:
         config = load_config(path)
@@ -143,8 +143,8 @@ def run(path: str) -> int:
     from aiohttp import web
 
     from agent.api import RUNTIME
-    from agent.app import build_app
-    from agent.config import load_config
+    from agent.app.root import build_app
+    from agent.config.load import load_config
 
     try:
         config = load_config(path)

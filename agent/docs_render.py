@@ -20,7 +20,7 @@ from agent.events.config import EventsConfig
 from agent.events.limits import DEFAULT_LIMITS
 from agent.events.metric_table import TABLE, Derived, Emit
 from agent.events.pipeline import EventPipeline
-from agent.metricstore import MetricStore
+from agent.metrics.store import MetricStore
 
 REGENERATE = "python -m agent render-docs"
 

@@ -236,7 +236,7 @@ def hot_path(params: Params) -> dict:
     from agent.custom_metrics.statsd import StatsdProtocol
     from agent.events.privacy import Privacy
     from agent.events.privacy_config import PrivacyConfig
-    from agent.metricstore import MetricStore
+    from agent.metrics.store import MetricStore
 
     registry = CustomMetrics(CustomMetricsConfig(), MetricStore(), Privacy(PrivacyConfig(), b"k" * 32))
     agent_udp, ceiling_udp = StatsdProtocol(registry), ParseOnly()

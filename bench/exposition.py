@@ -1,4 +1,4 @@
-"""Exposition benchmark: agent.exposition.render vs prometheus_client.generate_latest, in one run.
+"""Exposition benchmark: agent.metrics.exposition.render vs prometheus_client.generate_latest, in one run.
 
     python bench/exposition.py          # about 2-3 minutes; writes bench/results/exposition.json and
                                         # the "## Exposition" section of bench/RESULTS.md
@@ -44,10 +44,10 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from agent.api import RUNTIME, STORE  # noqa: E402
 from agent.api.exposition import exposition_response  # noqa: E402
-from agent.app import build_app  # noqa: E402
-from agent.config import load_config  # noqa: E402
-from agent.exposition import render  # noqa: E402
-from agent.metricstore import MetricStore  # noqa: E402
+from agent.app.root import build_app  # noqa: E402
+from agent.config.load import load_config  # noqa: E402
+from agent.metrics.exposition import render  # noqa: E402
+from agent.metrics.store import MetricStore  # noqa: E402
 from bench.processes import Child, rss_bytes  # noqa: E402
 from tests.event_examples import all_examples, envelope  # noqa: E402
 from tests.procs import PrometheusProcess, wait_until  # noqa: E402
@@ -176,7 +176,7 @@ async def mutate(bump: Callable[[int], None], n: int) -> None:
 
 
 async def serve_agent(n: int) -> None:
-    """The real agent app (agent.app.build_app: /metrics, /v1/events/batch, the event pipeline), with
+    """The real agent app (agent.app.root.build_app: /metrics, /v1/events/batch, the event pipeline), with
     `n` extra synthetic counter series in its MetricStore, plus bench-only routes: /metrics-thread
     (the same exposition_response in asyncio.to_thread) and /bench-stats (scrape times, loop lag)."""
     config_path = Path(tempfile.mkstemp(prefix="bench-agent-", suffix=".yaml")[1])

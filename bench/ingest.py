@@ -54,7 +54,7 @@ NOTES = [
     "a connection span carries 11 span events), EventSpans.handle 24 % (SDK Span, add_event, "
     "BoundedAttributes ~13 %); parse_batch 20 %; EventMetrics.apply 5 %; HTTP, /metrics, OTLP metrics and the "
     "rest ~20 %; garbage collection grew from 4 % to 12 % as the span trackers filled. 45,160 events/s then.",
-    "**Done since** (each timed in-process on this mix): agent/otlp_span_encoding.py writes the protobuf "
+    "**Done since** (each timed in-process on this mix): agent/otlp/span_encoding.py writes the protobuf "
     "directly (3.8x faster on this mix, byte-identical output; A/B in one tree 54-56k -> 68-71k events/s); "
     "`gc.set_threshold(10_000, 20, 10)` in the running agent (GC 12 % -> 3 %); the JSON nesting pre-check "
     "skipped on orjson >= 3.9.15 (-0.28 µs); unrolled label-key builders in agent/events/mapping.py "
@@ -235,15 +235,15 @@ async def run_agent(h, params: Params, sink, base: float, store: str) -> dict:
 
 def hot_path(params: Params) -> dict:
     """µs per event of each stage, best of `reps` runs over fresh batches (new ids every run)."""
-    from agent.otlp_span_encoding import encode_spans
+    from agent.otlp.span_encoding import encode_spans
     from opentelemetry.sdk.trace import TracerProvider
 
     from agent.events.config import EventsConfig
     from agent.events.mapping import EventMetrics
     from agent.events.spans import EventSpans
     from agent.events.validate import parse_batch
-    from agent.metricstore import MetricStore
-    from agent.otlp_traces import SpanQueue
+    from agent.metrics.store import MetricStore
+    from agent.otlp.traces import SpanQueue
 
     now = time.time()
     raw = bodies(now - 120)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from agent.config import TARGET_KEYS
-from agent.schema import Node
+from agent.config.load import TARGET_KEYS
+from agent.config.node import Node
 
 
 def parse_kind(module: ModuleType, mapping: dict[str, Any], path: str = "targets[0]") -> tuple[Any, list[str]]:

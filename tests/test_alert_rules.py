@@ -23,7 +23,7 @@ from agent.rules.render import (HEADER, REGENERATE, add_arguments, main_render_r
 from agent.rules.ruledef import RUNBOOK_BASE, SEVERITIES
 from agent.rules.thresholds import (AuthFailureSpike, EngagementDrop, Probes, Slo, Thresholds, parse_thresholds,
                                     severity)
-from agent.schema import Node
+from agent.config.node import Node
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "prometheus" / "rules"

@@ -1,4 +1,4 @@
-"""GET /api/anomalies on a small app wired by `agent.api.anomalies.setup` (not agent.app): admin auth,
+"""GET /api/anomalies on a small app wired by `agent.api.anomalies.setup` (not agent.app.root): admin auth,
 the documentation's JSON shape, per-request overrides, every bad parameter a 400 naming it, and the
 evaluation timer that keeps loom_anomaly_active fresh."""
 

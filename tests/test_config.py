@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config, parse_config
-from agent.schema import ConfigError, parse_duration
+from agent.config.load import load_config, parse_config
+from agent.config.node import ConfigError, parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD = sorted((Path(__file__).parent / "fixtures" / "bad_configs").glob("*.yaml"))

@@ -23,7 +23,7 @@ from agent.events.config import EventsConfig
 from agent.events.pipeline import EventPipeline
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import PrivacyConfig
-from agent.metricstore import MetricStore
+from agent.metrics.store import MetricStore
 
 KEY = "0123456789abcdef0123"
 AUTH = {"Authorization": f"Bearer {KEY}"}

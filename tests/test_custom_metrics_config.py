@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from agent.custom_metrics.config import DEFAULT_BUCKETS, CustomMetricsConfig, StatsdConfig, parse_custom_metrics
-from agent.schema import Node
+from agent.config.node import Node
 
 BAD = sorted((Path(__file__).parent / "fixtures" / "bad_configs").glob("custom_metrics_*.yaml"))
 

@@ -9,7 +9,7 @@ from agent.custom_metrics.config import CustomMetricsConfig
 from agent.custom_metrics.registry import BatchRejected, CustomMetrics, MetricError, Sample
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import PrivacyConfig
-from agent.metricstore import MetricStore
+from agent.metrics.store import MetricStore
 
 OP = {"counter": "inc", "gauge": "set", "distribution": "observe"}
 

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from agent.collectors import kind_module
 from agent.collectors.scheduler import probe_once
-from agent.config import parse_config
+from agent.config.load import parse_config
 from agent.demo.events import BUILDERS
 from agent.demo.sender import Sender
 from agent.demo.targets import DemoTargets

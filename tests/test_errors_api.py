@@ -12,17 +12,17 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from agent import exposition
+from agent.metrics import exposition
 from agent.api import EVENT_STORE, PIPELINE, PRIVACY
-from agent.api import errors as errors_api
+from agent.api import error_events as errors_api
 from agent.api.auth import ADMIN_TOKENS
-from agent.errors.config import ErrorsConfig
-from agent.errors.sink import ErrorSink
+from agent.error_tracking.config import ErrorsConfig
+from agent.error_tracking.sink import ErrorSink
 from agent.events.config import EventsConfig
 from agent.events.pipeline import EventPipeline
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import PrivacyConfig
-from agent.metricstore import MetricStore
+from agent.metrics.store import MetricStore
 from agent.store.errors import StoreUnavailable
 
 pytest_plugins = ["tests.store_fixtures"]

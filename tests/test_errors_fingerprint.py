@@ -1,4 +1,4 @@
-"""Grouping errors into issues (agent/errors/fingerprint.py): the same bug from two users at two line
+"""Grouping errors into issues (agent/error_tracking/fingerprint.py): the same bug from two users at two line
 offsets (and from two deploys, two hosts) is one issue; two different bugs are two; the client's own
 fingerprint wins, "{{ default }}" extends the derived one."""
 
@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.errors.config import ErrorsConfig
-from agent.errors.fingerprint import fingerprint, in_app_top, normalise_file, normalise_message
-from agent.errors.model import Frame
-from agent.errors.validate import parse_error
+from agent.error_tracking.config import ErrorsConfig
+from agent.error_tracking.fingerprint import fingerprint, in_app_top, normalise_file, normalise_message
+from agent.error_tracking.model import Frame
+from agent.error_tracking.validate import parse_error
 from agent.events.validate import Limits
 
 NOW = 1_795_514_405.0

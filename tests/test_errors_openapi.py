@@ -13,17 +13,17 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from agent.api import EVENT_STORE, PIPELINE, PRIVACY
-from agent.api import errors as errors_api
+from agent.api import error_events as errors_api
 from agent.api.auth import ADMIN_TOKENS
-from agent.errors.config import ErrorsConfig
-from agent.errors.sink import ErrorSink
-from agent.errors.validate import parse_error, parse_error_batch
+from agent.error_tracking.config import ErrorsConfig
+from agent.error_tracking.sink import ErrorSink
+from agent.error_tracking.validate import parse_error, parse_error_batch
 from agent.events.config import EventsConfig
 from agent.events.pipeline import EventPipeline
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import PrivacyConfig
 from agent.events.validate import BatchError, EventError, Limits
-from agent.metricstore import MetricStore
+from agent.metrics.store import MetricStore
 from agent.store.config import StoreConfig
 from agent.store.errors import StoreUnavailable
 from agent.store.open import open_store

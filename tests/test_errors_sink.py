@@ -1,4 +1,4 @@
-"""The error path after validation (agent/errors/sink.py, spans.py), without a store: privacy before
+"""The error path after validation (agent/error_tracking/sink.py, spans.py), without a store: privacy before
 everything (scrubbed message, extra, tags and frames, pseudonymised user, Do-Not-Track and opted-out
 errors kept without the person), loom_errors_total and its cardinality guard, and the OTel exception
 span under the application's trace (in-memory exporter)."""
@@ -14,16 +14,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from agent.errors.config import ErrorsConfig
-from agent.errors.fingerprint import fingerprint
-from agent.errors.sink import ErrorSink, sample_json
-from agent.errors.spans import render_stacktrace
-from agent.errors.validate import parse_error
+from agent.error_tracking.config import ErrorsConfig
+from agent.error_tracking.fingerprint import fingerprint
+from agent.error_tracking.sink import ErrorSink, sample_json
+from agent.error_tracking.spans import render_stacktrace
+from agent.error_tracking.validate import parse_error
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import PrivacyConfig
 from agent.events.span_common import to_ns
 from agent.events.validate import Limits
-from agent.metricstore import OTHER, MetricStore
+from agent.metrics.store import OTHER, MetricStore
 
 NOW = 1_795_514_405.0
 KEY = b"k" * 32

@@ -11,14 +11,14 @@ import orjson
 import pytest
 
 from agent.analytics.timerange import TimeRange
-from agent.errors.config import ErrorsConfig
-from agent.errors.queries import IssueFilter, list_issues
-from agent.errors.sink import ErrorSink
-from agent.errors.validate import parse_error
+from agent.error_tracking.config import ErrorsConfig
+from agent.error_tracking.queries import IssueFilter, list_issues
+from agent.error_tracking.sink import ErrorSink
+from agent.error_tracking.validate import parse_error
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import PrivacyConfig
 from agent.events.validate import Limits
-from agent.metricstore import MetricStore
+from agent.metrics.store import MetricStore
 from agent.store.errors import StoreUnavailable
 
 pytest_plugins = ["tests.store_fixtures"]

@@ -1,4 +1,4 @@
-"""Error-event validation (agent/errors/validate.py): the Sentry-like shapes it accepts, every bad input
+"""Error-event validation (agent/error_tracking/validate.py): the Sentry-like shapes it accepts, every bad input
 a FieldError naming the field (never echoing the value), oversized stacks and messages cut and marked,
 batches all or nothing, the `errors:` config block, and a property test that arbitrary JSON never
 raises anything but EventError."""
@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.errors.config import ErrorsConfig, parse_errors
-from agent.errors.validate import parse_error, parse_error_batch
+from agent.error_tracking.config import ErrorsConfig, parse_errors
+from agent.error_tracking.validate import parse_error, parse_error_batch
 from agent.events.validate import BatchError, EventError, Limits
-from agent.schema import Node
+from agent.config.node import Node
 
 NOW = 1_795_514_405.0                     # 2026-11-24T10:00:05Z
 CONFIG = ErrorsConfig()

@@ -13,7 +13,7 @@ import yaml
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from agent.config import ConfigError, parse_config
+from agent.config.load import ConfigError, parse_config
 from agent.events.catalog import CATALOG
 from agent.events.config import EventsConfig
 from agent.events.mapping import EventMetrics
@@ -22,8 +22,8 @@ from agent.events.model import Event
 from agent.events.pipeline import EventPipeline
 from agent.events.posthog import parse_capture
 from agent.events.validate import EventError, parse_event
-from agent.exposition import render
-from agent.metricstore import OTHER, Histogram, MetricStore
+from agent.metrics.exposition import render
+from agent.metrics.store import OTHER, Histogram, MetricStore
 from tests.event_examples import all_examples, envelope, properties
 
 NOW = 1_795_514_405.0                     # 2026-11-24T10:00:05Z

@@ -1,4 +1,4 @@
-"""agent/exposition.py and agent/api/exposition.py: both formats parsed back, escaping, naming,
+"""agent/metrics/exposition.py and agent/api/exposition.py: both formats parsed back, escaping, naming,
 histograms, the registry merge, the overflow counter, and negotiation + gzip through a real aiohttp app."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from agent.api import RUNTIME, STORE, health
 from agent.api.exposition import accepts_gzip, exposition_response, negotiate
-from agent.exposition import render
-from agent.metricstore import MetricStore
-from agent.probe_metrics import ProbeMetrics
+from agent.metrics.exposition import render
+from agent.metrics.store import MetricStore
+from agent.metrics.probe import ProbeMetrics
 
 PROMETHEUS_2_42_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
                           "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")

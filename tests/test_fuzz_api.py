@@ -37,7 +37,7 @@ from agent.api.probe import probe_target
 from agent.collectors import kind_module
 from agent.collectors.base import ProbeResult, Reason
 from agent.collectors.scheduler import probe_once
-from agent.config import parse_config
+from agent.config.load import parse_config
 from tests.procs import AgentProcess
 
 EXAMPLES = int(os.environ.get("LOOM_FUZZ_EXAMPLES", "25"))

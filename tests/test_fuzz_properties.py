@@ -44,14 +44,14 @@ from agent.api.posthog_wire import PayloadError, decode_posthog_body
 from agent.custom_metrics.config import CustomMetricsConfig
 from agent.custom_metrics.registry import PERSONAL_NAME, BatchRejected, CustomMetrics, MetricError
 from agent.custom_metrics.samples import parse_samples
-from agent.errors.config import ErrorsConfig
-from agent.errors.validate import parse_error_batch
+from agent.error_tracking.config import ErrorsConfig
+from agent.error_tracking.validate import parse_error_batch
 from agent.events.identify import parse_identifies
 from agent.events.posthog import parse_posthog_batch
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import PrivacyConfig
 from agent.events.validate import DEFAULT_LIMITS, BatchError, EventError, parse_batch, parse_event
-from agent.metricstore import MetricStore
+from agent.metrics.store import MetricStore
 from agent.store.base import Store
 from agent.store.rows import event_rows
 from tests import event_examples

@@ -30,12 +30,12 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from agent.api import body as body_limits
-from agent.app import build_app
-from agent.config import parse_config
+from agent.app.root import build_app
+from agent.config.load import parse_config
 from agent.events.mapping import EventMetrics
 from agent.events.model import Event
-from agent.exposition import render
-from agent.metricstore import OTHER, MetricStore
+from agent.metrics.exposition import render
+from agent.metrics.store import OTHER, MetricStore
 from tests.procs import AgentProcess, PrometheusProcess, http_get, wait_until
 from tests.test_custom_metrics_agent import free_udp_port
 

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from agent.api import EVENT_STORE, PIPELINE, PRIVACY
 from agent.api import identify as identify_api
-from agent.config import parse_config
+from agent.config.load import parse_config
 from agent.events.identify import Identify, parse_identifies, posthog_identify, scrub_identify
 from agent.events.limits import Limits
 from agent.events.pipeline import EventPipeline
@@ -26,7 +26,7 @@ from agent.events.privacy import Privacy
 from agent.events.privacy_config import PrivacyConfig
 from agent.events.properties import FieldError
 from agent.events.validate import BatchError
-from agent.metricstore import MetricStore
+from agent.metrics.store import MetricStore
 from agent.store.base import Store
 from agent.store.rows import event_rows
 from agent.store.sqlite import SqliteStore

@@ -17,8 +17,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate as validate_openapi
 
 from agent.api import openapi
-from agent.app import build_app
-from agent.config import load_config, parse_config
+from agent.app.root import build_app
+from agent.config.load import load_config, parse_config
 from agent.custom_metrics.samples import parse_samples
 from agent.events.catalog import CATEGORIES, CUSTOM
 from agent.events.posthog import parse_capture, parse_posthog_batch

@@ -14,16 +14,16 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info, Summary
 
-from agent.config import parse_config
-from agent.metricstore import MetricStore
-from agent.otlp_export import LatestSnapshot, OtlpExport
-from agent.otlp_metrics import registry_metrics
-from agent.otlp_sender import RetryPolicy
-from agent.otlp_traces import SpanQueue
-from agent.schema import ConfigError
-from agent.telemetry import (METRIC_POINTS_PER_REQUEST, DirectSpanExporter, build_metric_exporter, build_span_exporter,
+from agent.config.load import parse_config
+from agent.metrics.store import MetricStore
+from agent.otlp.export import LatestSnapshot, OtlpExport
+from agent.otlp.metrics import registry_metrics
+from agent.otlp.sender import RetryPolicy
+from agent.otlp.traces import SpanQueue
+from agent.config.node import ConfigError
+from agent.otlp.tracing import (METRIC_POINTS_PER_REQUEST, DirectSpanExporter, build_metric_exporter, build_span_exporter,
                              build_tracer_provider)
-from agent.telemetry_config import OtlpConfig, TelemetryConfig
+from agent.otlp.config import OtlpConfig, TelemetryConfig
 from tests.otlp_receiver import OtlpReceiver
 
 PROTOCOLS = ["http/protobuf", "grpc"]

@@ -1,4 +1,4 @@
-"""agent/otlp_span_encoding.py against the SDK's OTLP encoder: our bytes, decoded, equal the SDK's
+"""agent/otlp/span_encoding.py against the SDK's OTLP encoder: our bytes, decoded, equal the SDK's
 ExportTraceServiceRequest for the same spans (probe spans, event spans, every attribute type,
 links, statuses, limits, many resources and scopes, random attributes); and the HTTP exporter that
 posts them reaches a real receiver."""
@@ -28,9 +28,9 @@ from opentelemetry.trace import (Link, NonRecordingSpan, set_span_in_context, Sp
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
 from agent.events.model import Context, Event
 from agent.events.spans import EventSpans
-from agent.otlp_span_encoding import _tag, BoundedCache, encode_spans, varint
-from agent.probe_spans import emit_probe_span
-from agent.telemetry import DirectSpanExporter
+from agent.otlp.span_encoding import _tag, BoundedCache, encode_spans, varint
+from agent.collectors.spans import emit_probe_span
+from agent.otlp.tracing import DirectSpanExporter
 from tests.otlp_receiver import OtlpReceiver
 
 T0 = 1_700_000_000.0

@@ -20,7 +20,7 @@ from agent.events.model import Context, Event
 from agent.events.privacy import EMAIL, SECRET_SUFFIXES, SECRET_WORDS, Privacy, is_secret_name, luhn
 from agent.events.privacy_config import KEY_FILE_NAME, PrivacyConfig, parse_privacy, resolve_hmac_key
 from agent.events.validate import EventError, parse_event
-from agent.schema import Node
+from agent.config.node import Node
 from agent.store.retention import RetentionConfig, parse_retention
 from agent.store.rows import event_rows
 

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
-from agent.probe_metrics import ProbeMetrics, result_gauges
+from agent.metrics.probe import ProbeMetrics, result_gauges
 
 
 def target(name: str, kind: str = "http", **labels: str) -> ProbeTarget:

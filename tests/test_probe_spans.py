@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
-from agent.probe_spans import emit_probe_span
+from agent.collectors.spans import emit_probe_span
 from tests.otlp_receiver import OtlpReceiver
 from tests.procs import AgentProcess, free_port, loopback_http_server, wait_until
 

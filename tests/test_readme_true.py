@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from agent.config import parse_config
+from agent.config.load import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -28,9 +28,9 @@ from agent.events.limits import Limits
 from agent.events.pipeline import EventPipeline
 from agent.events.properties import FieldError
 from agent.events.validate import EventError, parse_event, parse_release
-from agent.exposition import render
-from agent.metricstore import MetricStore
-from agent.release_metrics import ReleaseTracker
+from agent.metrics.exposition import render
+from agent.metrics.store import MetricStore
+from agent.metrics.releases import ReleaseTracker
 from agent.store.base import Store
 from agent.store.rows import event_rows
 from agent.store.sqlite import SqliteStore

@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from agent.api import EVENT_STORE
-from agent.schema import Node
+from agent.config.node import Node
 from agent.store.errors import StoreUnavailable
 from agent.store.retention import (
     CLASSES, DAY, RETENTION, RetentionConfig, RetentionMetrics, RetentionSchedule, cleanup_command, main_cleanup,

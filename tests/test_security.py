@@ -31,8 +31,8 @@ import yaml
 from aiohttp import web
 from google.protobuf import text_format
 
-from agent.app import build_app
-from agent.config import parse_config
+from agent.app.root import build_app
+from agent.config.load import parse_config
 from tests.otlp_receiver import OtlpReceiver
 from tests.pg import PostgresServer
 from tests.procs import AgentProcess, http_get, http_post, wait_until

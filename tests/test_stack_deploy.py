@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from agent.__main__ import build_parser
-from agent.app import build_app
-from agent.config import load_config, parse_config
+from agent.app.root import build_app
+from agent.config.load import load_config, parse_config
 from tests.procs import AgentProcess
 from tests.stack_files import (ROOT, command_list, dockerfile_instructions, dockerignore_excludes, exec_form,
                                flag_value, load_compose, read_dockerignore, readme_environment_variables)

@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from agent.__main__ import build_parser
-from agent.config import load_config
+from agent.config.load import load_config
 from agent.demo.cli import PROBE_INTERVAL, PROBE_TIMEOUT
 from agent.demo.targets import DemoTarget, DemoTargets
-from agent.schema import ConfigError
+from agent.config.node import ConfigError
 from tests.stack_files import (COMPOSE_FILE, ROOT, command_list, container_ports, flag_value, host_path,
                                interpolate, load_compose, service_mounts, split_url)
 

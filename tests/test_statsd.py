@@ -19,8 +19,8 @@ from agent.custom_metrics.registry import CustomMetrics, Sample
 from agent.custom_metrics.statsd import LineError, StatsdProtocol, StatsdServer, parse_line, statsd_ctx
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import PrivacyConfig
-from agent.exposition import render
-from agent.metricstore import MetricStore
+from agent.metrics.exposition import render
+from agent.metrics.store import MetricStore
 
 
 def one(line: str) -> Sample:

@@ -1,4 +1,4 @@
-"""The status page `/` and `/api/status` on the real app (agent.app.build_app on 127.0.0.1:0) probing
+"""The status page `/` and `/api/status` on the real app (agent.app.root.build_app on 127.0.0.1:0) probing
 real loopback targets: state, kind, latency, uptime (since start without a store; 24 h from a real
 SQLite or PostgreSQL probe_rollups table with one), failures with their reasons, active anomalies;
 every hostile value escaped; no external asset. Then the page's parts on their own: the failure ring,
@@ -19,9 +19,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from agent import __version__
 from agent.api import EVENT_STORE
 from agent.api.index import UPTIME
-from agent.app import build_app
+from agent.app.root import build_app
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
-from agent.config import load_config, parse_config
+from agent.config.load import load_config, parse_config
 from agent.rules.anomaly_metrics import AnomalyMonitor
 from agent.rules.thresholds import Thresholds
 from agent.status.history import MAX_DETAIL_CHARS, ProbeHistory

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 import yaml
 
-from agent.schema import Node
+from agent.config.node import Node
 from agent.store.config import StoreConfig, parse_store
 from agent.store.open import open_store
 from agent.store.errors import StoreFull, StoreUnavailable

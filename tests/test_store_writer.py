@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agent.metricstore import MetricStore
+from agent.metrics.store import MetricStore
 from agent.store.errors import StoreBusy, StoreFull, StoreUnavailable
 from agent.store.rows import EventRows
 from agent.store.writer import GroupCommitWriter

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from agent.events.properties import FieldError, parse_timestamp
-from agent.schema import parse_duration
+from agent.config.node import parse_duration
 
 DAY = 86400.0
 DEFAULT_LENGTH = 30 * DAY

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from agent.events.pipeline import EventPipeline
-from agent.metricstore import MetricStore
-from agent.runtime import ProbeRuntime
+from agent.metrics.store import MetricStore
+from agent.collectors.runtime import ProbeRuntime
 
 if TYPE_CHECKING:
     from agent.events.privacy import Privacy

@@ -23,10 +23,10 @@ from agent.custom_metrics.config import CustomMetricsConfig
 from agent.custom_metrics.registry import BatchRejected, CustomMetrics, MetricError
 from agent.custom_metrics.samples import parse_samples
 from agent.custom_metrics.statsd import statsd_ctx
-from agent.metricstore import MetricStore
+from agent.metrics.store import MetricStore
 
 if TYPE_CHECKING:
-    from agent.config import Config
+    from agent.config.load import Config
     from agent.events.privacy import Privacy
 
 CUSTOM_METRICS = web.AppKey("custom_metrics", CustomMetrics)

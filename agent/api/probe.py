@@ -17,9 +17,9 @@ from agent.api.exposition import exposition_response
 from agent.collectors import URL_KINDS, kind_module
 from agent.collectors.base import ProbeResult, ProbeTarget, split_host_port, url_credentials_error
 from agent.collectors.scheduler import probe_once
-from agent.config import Config, Module
-from agent.probe_metrics import gauge_families, result_gauges
-from agent.probe_spans import emit_probe_span
+from agent.config.load import Config, Module
+from agent.metrics.probe import gauge_families, result_gauges
+from agent.collectors.spans import emit_probe_span
 
 SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
 TIMEOUT_OFFSET = 0.5

@@ -34,7 +34,7 @@ import dns.rdatatype
 import dns.rrset
 
 from agent.collectors.base import ProbeLog, ProbeResult, ProbeTarget, Reason, split_host_port
-from agent.schema import Node
+from agent.config.node import Node
 
 KIND = "dns"
 QUERY_TYPES = ("A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA", "PTR", "SRV")

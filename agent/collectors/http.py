@@ -23,7 +23,7 @@ from urllib.parse import quote, urljoin, urlsplit
 from agent.collectors.base import ProbeLog, ProbeResult, ProbeTarget, Reason, is_ip_literal
 from agent.collectors.http_wire import Exchange, Response, Trace, WireError, encode_request, exchange
 from agent.collectors.tlsinfo import TlsSettings, client_context, parse_tls
-from agent.schema import Node
+from agent.config.node import Node
 
 KIND = "http"
 USER_AGENT = "loom-agent"

@@ -31,7 +31,7 @@ from typing import ClassVar
 
 from agent.collectors.base import ProbeLog, ProbeResult, ProbeTarget, Reason, split_host_port, is_ip_literal
 from agent.collectors.tlsinfo import TlsSettings, client_context, parse_tls, peer_info
-from agent.schema import Node, join
+from agent.config.node import Node, join
 
 KIND = "tcp"
 

@@ -21,7 +21,7 @@ from agent.collectors.base import ProbeResult, ProbeTarget, Reason
 from agent.collectors.tcp import (ProbeFailed, Trace, address_of, connect, refuse_early_bytes, resolve, start_tls,
                                   within_deadline)
 from agent.collectors.tlsinfo import TlsSettings, parse_tls
-from agent.schema import Node
+from agent.config.node import Node
 
 KIND = "tls"
 

@@ -31,7 +31,7 @@ import aiohttp
 
 from agent.collectors.base import ProbeLog, ProbeResult, ProbeTarget, Reason
 from agent.collectors.tlsinfo import TlsSettings, client_context, parse_tls, peer_info
-from agent.schema import Node
+from agent.config.node import Node
 
 KIND = "websocket"
 PING_PAYLOAD = b"loom-agent"

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agent.collectors.base import split_host_port
-from agent.schema import Node
+from agent.config.node import Node
 
 # Prometheus' client libraries' default buckets (seconds), as statsd_exporter uses them
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

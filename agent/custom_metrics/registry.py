@@ -28,7 +28,7 @@ from agent.custom_metrics.config import CustomMetricsConfig
 from agent.custom_metrics.naming import NameProblem, label_name, metric_name, sample_names, sanitize, unit_of
 from agent.events.config import IDENTIFYING
 from agent.events.privacy import MASKED, is_secret_name
-from agent.metricstore import Counter, Family, Gauge, Histogram, MetricStore
+from agent.metrics.store import Counter, Family, Gauge, Histogram, MetricStore
 
 if TYPE_CHECKING:
     from agent.events.privacy import Privacy

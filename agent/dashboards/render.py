@@ -25,7 +25,7 @@ from agent.dashboards.uptime import service_uptime
 from agent.dashboards.web_vitals import web_vitals
 from agent.rules.render import thresholds_from_file
 from agent.rules.thresholds import Thresholds
-from agent.schema import ConfigError
+from agent.config.node import ConfigError
 
 REGENERATE = "python -m agent.dashboards"
 EXIT_CONFIG = 2

@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from agent.schema import Node
+from agent.config.node import Node
 
 ENV_INGEST_KEYS = "LOOM_AGENT_INGEST_API_KEYS"
 _METRIC_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")

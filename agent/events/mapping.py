@@ -17,7 +17,7 @@ from agent.events.catalog import CATALOG
 from agent.events.config import EventsConfig, MappingRule
 from agent.events.metric_table import TABLE, Derived, Emit
 from agent.events.model import Event
-from agent.metricstore import OTHER, Counter, MetricStore
+from agent.metrics.store import OTHER, Counter, MetricStore
 
 UNKNOWN = "unknown"
 MAX_CACHED_NAMES = 10_000      # distinct custom event names whose rule lookup is cached

@@ -20,7 +20,7 @@ from agent.events.limits import Limits
 from agent.events.mapping import TABLE_METRICS, EventMetrics, check_rules, family_shape, rule_shape
 from agent.events.model import Event
 from agent.events.spans import EventSpans
-from agent.metricstore import MetricStore
+from agent.metrics.store import MetricStore
 from agent.store.rows import event_rows
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agent.events.properties import PROPERTY_NAME, snake_case
-from agent.schema import Node
+from agent.config.node import Node
 
 log = logging.getLogger("agent.privacy")
 

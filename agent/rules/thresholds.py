@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.events.metric_table import API_LATENCY
-from agent.schema import Node
+from agent.config.node import Node
 
 CRITICAL_FACTOR = 2.0
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from agent.collectors.base import ProbeResult, ProbeTarget
-from agent.config import Config
+from agent.config.load import Config
 
 MAX_FAILURES = 50
 MAX_DETAIL_CHARS = 300

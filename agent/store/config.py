@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from agent.schema import Node
+from agent.config.node import Node
 
 ENV_DSN = "LOOM_AGENT_STORE_DSN"
 DRIVERS = ("sqlite", "postgres", "none")

@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, TextIO
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from agent.schema import Node
+from agent.config.node import Node
 from agent.store.base import Store
 from agent.store.config import StoreConfig
 from agent.store.errors import StoreError
 from agent.store.open import open_store
 
 if TYPE_CHECKING:
-    from agent.config import Config
+    from agent.config.load import Config
 
 log = logging.getLogger("agent.retention")
 
@@ -249,7 +249,7 @@ RETENTION = web.AppKey("retention", RetentionSchedule)
 def schedule_ctx(first_delay: float = FIRST_RUN_DELAY) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup_ctx running app[RETENTION]'s schedule for the app's lifetime."""
     async def retention_schedule(app: web.Application) -> AsyncIterator[None]:
-        from agent.api import EVENT_STORE        # agent.api imports agent.config, which imports this module
+        from agent.api import EVENT_STORE        # agent.api imports agent.config.load, which imports this module
         schedule = app[RETENTION]
         if schedule.store is None:
             schedule.store = app[EVENT_STORE]

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from agent.metricstore import MetricStore
+from agent.metrics.store import MetricStore
 from agent.store.base import Store
 from agent.store.errors import StoreBusy, StoreError, StoreFull, StoreUnavailable
 from agent.store.rows import EventRows

@@ -22,9 +22,9 @@ from agent.api.auth import API_KEY_HEADER, admin_denied, bearer_token, token_mat
 from agent.api.body import BodyError, read_body, refusal
 from agent.api.events import MAX_JSON_DEPTH, ORJSON_LIMITS_DEPTH, json_nesting_within
 from agent.api.nul_guard import MESSAGE as NUL_MESSAGE, body_nul_field
-from agent.errors.queries import DEFAULT_LIMIT, FILTERS, MAX_LIMIT, IssueFilter, list_issues
-from agent.errors.sink import ErrorSink
-from agent.errors.validate import parse_error, parse_error_batch
+from agent.error_tracking.queries import DEFAULT_LIMIT, FILTERS, MAX_LIMIT, IssueFilter, list_issues
+from agent.error_tracking.sink import ErrorSink
+from agent.error_tracking.validate import parse_error, parse_error_batch
 from agent.events.pipeline import EventPipeline
 from agent.events.properties import FieldError
 from agent.events.validate import BatchError, EventError, parse_release
@@ -33,7 +33,7 @@ from agent.store.errors import StoreError
 ERROR_SINK = web.AppKey("error_sink", ErrorSink)
 API = "errors"            # the `api` label of loom_agent_ingest_rejected_total
 QUERY_PARAMETERS = (*PARAMETERS, *FILTERS, "limit")
-log = logging.getLogger("agent.api.errors")
+log = logging.getLogger("agent.api.error_events")
 
 
 def setup(app: web.Application, sink: ErrorSink) -> None:

@@ -18,13 +18,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from agent.collectors import KINDS, kind_module
 from agent.collectors.base import Collector, ProbeResult, ProbeTarget
 from agent.collectors.scheduler import Scheduler
-from agent.config import Config, load_config
-from agent.probe_metrics import ProbeMetrics
-from agent.probe_spans import emit_probe_span
-from agent.schema import ConfigError
-from agent.self_metrics import SelfMetrics
+from agent.config.load import Config, load_config
+from agent.metrics.probe import ProbeMetrics
+from agent.collectors.spans import emit_probe_span
+from agent.config.node import ConfigError
+from agent.metrics.agent import SelfMetrics
 
-log = logging.getLogger("agent.runtime")
+log = logging.getLogger("agent.collectors.runtime")
 
 
 def restart_only_changes(old: Config, new: Config) -> list[str]:

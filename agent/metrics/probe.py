@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from agent.collectors.base import PHASES, ProbeResult, ProbeTarget, Reason
-from agent.exposition import format_value, header_text, label_text
+from agent.metrics.exposition import format_value, header_text, label_text
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _REGEX_REASONS = frozenset({Reason.BODY, Reason.EXPECT, Reason.ANSWER})

@@ -22,11 +22,11 @@ from prometheus_client import CollectorRegistry
 
 from agent.api import EVENT_STORE, PIPELINE, analytics, experiments
 from agent.api import privacy as privacy_api
-from agent.config import Config
+from agent.config.load import Config
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import resolve_hmac_key
-from agent.metricstore import MetricStore
-from agent.runtime import ProbeRuntime
+from agent.metrics.store import MetricStore
+from agent.collectors.runtime import ProbeRuntime
 from agent.store.open import open_store
 from agent.store.probe_rollups import ProbeRollups
 from agent.store.retention import RETENTION, RetentionMetrics, RetentionSchedule, schedule_ctx

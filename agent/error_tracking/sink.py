@@ -8,13 +8,13 @@
    context as an event's, and the type, message, environment, frames and fingerprint parts as free
    text (e-mails, card numbers). The release is kept as it is: it names a build, and validation
    (agent/events/validate.py parse_release) refuses anything shaped like an e-mail address.
-2. fingerprint (agent/errors/fingerprint.py), from the scrubbed error.
+2. fingerprint (agent/error_tracking/fingerprint.py), from the scrubbed error.
 3. store: one `errors` row per occurrence, all of a request in ONE transaction, committed before the
    caller answers; an error whose client event id is already stored is not stored (or counted) again.
    A StoreError leaves the sink: nothing was acknowledged, nothing counted.
 4. loom_errors_total{feature, type, release} (feature: the `feature` tag; "unknown" when absent), each
    label an open set bounded by the family's series limit (errors.series_limit).
-5. with trace context, the exception span (agent/errors/spans.py); then the observers.
+5. with trace context, the exception span (agent/error_tracking/spans.py); then the observers.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from typing import Any
 import orjson
 from opentelemetry.trace import Tracer
 
-from agent.errors.config import ErrorsConfig
-from agent.errors.fingerprint import fingerprint
-from agent.errors.model import ErrorEvent, Frame
-from agent.errors.spans import record_exception_span
+from agent.error_tracking.config import ErrorsConfig
+from agent.error_tracking.fingerprint import fingerprint
+from agent.error_tracking.model import ErrorEvent, Frame
+from agent.error_tracking.spans import record_exception_span
 from agent.events.model import Event
 from agent.events.privacy import Privacy, anonymize
-from agent.metricstore import MetricStore
+from agent.metrics.store import MetricStore
 from agent.store.base import Store
 
 UNKNOWN = "unknown"

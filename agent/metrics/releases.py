@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from agent.events.model import Event
-from agent.metricstore import MAX_LABEL_VALUE_LENGTH, Gauge, MetricStore
+from agent.metrics.store import MAX_LABEL_VALUE_LENGTH, Gauge, MetricStore
 
 RELEASE_INFO = "loom_release_info"
 DEFAULT_MAX_RELEASES = 20

@@ -38,8 +38,8 @@ import math
 import re
 from typing import Any
 
-from agent.errors.config import ErrorsConfig
-from agent.errors.model import LEVELS, ErrorEvent, Frame
+from agent.error_tracking.config import ErrorsConfig
+from agent.error_tracking.model import LEVELS, ErrorEvent, Frame
 from agent.events.limits import Limits
 from agent.events.model import Context
 from agent.events.properties import FieldError, check_generic, join_path, type_error

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from agent.schema import Node
+from agent.config.node import Node
 
 PROTOCOLS = ("http/protobuf", "grpc")
 MAX_QUEUE_SIZE = 1_000_000

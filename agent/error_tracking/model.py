@@ -1,4 +1,4 @@
-"""The typed error event every later stage reads, built once at the edge by `agent.errors.validate`."""
+"""The typed error event every later stage reads, built once at the edge by `agent.error_tracking.validate`."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """OTLP export of the agent's metrics and traces: bounded, off the event loop, never in the way.
 
 Metrics: every `metrics_interval` a snapshot of the event MetricStore and the prometheus_client
-registry (`agent/otlp_metrics.py`) is converted in a thread and placed in a one-slot queue; a
+registry (`agent/otlp/metrics.py`) is converted in a thread and placed in a one-slot queue; a
 newer snapshot replaces a waiting one (cumulative data makes it redundant; its points count as
-dropped). Traces: the SpanQueue processor (`agent/otlp_traces.py`) collects ended spans; a flusher
+dropped). Traces: the SpanQueue processor (`agent/otlp/traces.py`) collects ended spans; a flusher
 sends batches of up to `batch_size` spans every `flush_interval`, or sooner when a batch is full.
-Each signal has one Sender (`agent/otlp_sender.py`): one export in flight, retries with backoff.
+Each signal has one Sender (`agent/otlp/sender.py`): one export in flight, retries with backoff.
 
 `stop()` takes a last metrics snapshot, then flushes what is queued for at most `stop_timeout`
 seconds; whatever is still waiting then is counted as dropped and the exporters are shut down.
@@ -27,12 +27,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client import CollectorRegistry
 
-from agent.metricstore import MetricStore
-from agent.otlp_metrics import take_snapshot, to_metrics_data
-from agent.otlp_sender import ExportStatsCollector, RetryPolicy, Sender, in_daemon_thread
-from agent.otlp_traces import SpanQueue
-from agent.telemetry import build_metric_exporter, build_span_exporter
-from agent.telemetry_config import TelemetryConfig
+from agent.metrics.store import MetricStore
+from agent.otlp.metrics import take_snapshot, to_metrics_data
+from agent.otlp.sender import ExportStatsCollector, RetryPolicy, Sender, in_daemon_thread
+from agent.otlp.traces import SpanQueue
+from agent.otlp.tracing import build_metric_exporter, build_span_exporter
+from agent.otlp.config import TelemetryConfig
 
 log = logging.getLogger("agent.otlp")
 

@@ -16,18 +16,18 @@ from typing import Any
 
 import yaml
 
-from agent.api_config import ApiConfig, parse_api
+from agent.config.api import ApiConfig, parse_api
 from agent.collectors import KINDS, URL_KINDS, kind_module
 from agent.collectors.base import ProbeTarget, split_host_port, url_credentials_error
 from agent.custom_metrics.config import CustomMetricsConfig, parse_custom_metrics
-from agent.errors.config import ErrorsConfig, parse_errors
+from agent.error_tracking.config import ErrorsConfig, parse_errors
 from agent.events.config import EventsConfig, parse_events
 from agent.events.privacy_config import PrivacyConfig, parse_privacy
 from agent.rules.thresholds import Thresholds, parse_thresholds
-from agent.schema import ConfigError, Node, format_duration
+from agent.config.node import ConfigError, Node, format_duration
 from agent.store.config import StoreConfig, parse_store
 from agent.store.retention import RetentionConfig, parse_retention
-from agent.telemetry_config import TelemetryConfig, parse_telemetry
+from agent.otlp.config import TelemetryConfig, parse_telemetry
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 ENV_LISTEN = "LOOM_AGENT_LISTEN"

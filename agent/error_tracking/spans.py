@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from agent.errors.model import ErrorEvent, Frame
+from agent.error_tracking.model import ErrorEvent, Frame
 from agent.events.span_common import remote_parent, to_ns
 
 PREFIX = "loom.error."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.schema import Node
+from agent.config.node import Node
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,20 +12,20 @@ from prometheus_client import CollectorRegistry
 
 from agent.api import (PIPELINE, PRIVACY, RUNTIME, STORE, anomalies, events, health, identify, index, metrics_api,
                        openapi, probe)
-from agent.api import errors as errors_api
+from agent.api import error_events as errors_api
 from agent.api.auth import ADMIN_TOKENS
 from agent.api.nul_guard import refuse_nul_in_url
-from agent.app_store import build_privacy, setup_store
-from agent.config import Config
+from agent.app.store import build_privacy, setup_store
+from agent.config.load import Config
 from agent.events.pipeline import EventPipeline
 from agent.events.span_metrics import EventSpanMetrics
 from agent.events.spans import EventSpans
-from agent.metricstore import MetricStore
-from agent.otlp_export import OtlpExport
-from agent.errors.sink import ErrorSink
-from agent.release_metrics import RELEASES, ReleaseTracker
-from agent.runtime import ProbeRuntime
-from agent.telemetry import build_tracer_provider
+from agent.metrics.store import MetricStore
+from agent.otlp.export import OtlpExport
+from agent.error_tracking.sink import ErrorSink
+from agent.metrics.releases import RELEASES, ReleaseTracker
+from agent.collectors.runtime import ProbeRuntime
+from agent.otlp.tracing import build_tracer_provider
 
 # how long in-flight probes may finish after SIGTERM before they are cancelled (the whole budget
 # is in agent/__main__.py)

@@ -2,12 +2,12 @@
 SDK's OTLP exporters (HTTP/protobuf or gRPC) for traces and metrics.
 
 The TracerProvider always exists, so spans are created with the SDK whether or not they are
-exported; `agent/otlp_export.py` attaches its bounded span queue to it and drives both exporters.
+exported; `agent/otlp/export.py` attaches its bounded span queue to it and drives both exporters.
 An exporter exists when `telemetry.otlp.endpoint` or the standard variables name an endpoint
 (OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT) and its signal is
 enabled. Values the config leaves unset (endpoint, headers) are read from the environment by the
 SDK exporters themselves. Traces over HTTP/protobuf go through `DirectSpanExporter`: the SDK's
-exporter with its request body written by agent/otlp_span_encoding.py (~5x cheaper per span);
+exporter with its request body written by agent/otlp/span_encoding.py (~5x cheaper per span);
 gRPC traces stay on the SDK's own exporter and encoder.
 """
 
@@ -25,8 +25,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from agent import __version__
-from agent.otlp_span_encoding import encode_spans
-from agent.telemetry_config import TelemetryConfig
+from agent.otlp.span_encoding import encode_spans
+from agent.otlp.config import TelemetryConfig
 
 log = logging.getLogger("agent.otlp")
 
@@ -37,7 +37,7 @@ METRIC_POINTS_PER_REQUEST = 5000
 
 
 class DirectSpanExporter(HttpSpanExporter):
-    """The SDK's OTLP/HTTP span exporter, posting the bytes of agent/otlp_span_encoding.py.
+    """The SDK's OTLP/HTTP span exporter, posting the bytes of agent/otlp/span_encoding.py.
 
     Everything but the encoding is the SDK's: its HTTP client (session, headers, timeout,
     compression, retries with backoff), request size limit and exporter metrics. `export` repeats

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric as PromMetric
 
 from agent import __version__
-from agent.metricstore import MetricStore
+from agent.metrics.store import MetricStore
 
 CUMULATIVE = AggregationTemporality.CUMULATIVE
 EVENTS_SCOPE = InstrumentationScope("loom-agent.events", __version__)

@@ -23,7 +23,7 @@ from prometheus_client.exposition import generate_latest as text_of_registry
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_of_registry
 from prometheus_client.utils import floatToGoString
 
-from agent.metricstore import Family, Histogram, MetricStore
+from agent.metrics.store import Family, Histogram, MetricStore
 
 OVERFLOW_FAMILY = "loom_agent_label_overflow"
 OVERFLOW_HELP = "Label values folded to `other` by an allow-list or a series limit, by metric and label."

@@ -2,7 +2,7 @@
 
 `on_end` runs on the hot path (every probe and span-producing event), so it only appends the
 span to a deque, or counts it as dropped when the queue is full; it takes no lock and never
-blocks. Draining the queue and exporting in batches belongs to `agent/otlp_export.py`, which
+blocks. Draining the queue and exporting in batches belongs to `agent/otlp/export.py`, which
 calls `take()`; when a batch is ready it is woken through `call_soon_threadsafe` once per
 batch, not once per span.
 """

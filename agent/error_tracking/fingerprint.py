@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from agent.errors.model import ErrorEvent, Frame
+from agent.error_tracking.model import ErrorEvent, Frame
 
 IN_APP_FRAMES = 5
 _SEP = "\x1f"

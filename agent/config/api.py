@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from agent.schema import Node
+from agent.config.node import Node
 
 ENV_ADMIN_TOKENS = "LOOM_AGENT_ADMIN_TOKENS"
 

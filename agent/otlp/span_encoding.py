@@ -70,7 +70,7 @@ def _tag(message: Any, field: str, field_type: int) -> bytes:
     descriptor = message.DESCRIPTOR.fields_by_name.get(field)
     if descriptor is None or descriptor.type != field_type:
         raise ImportError(f"opentelemetry-proto changed: {message.DESCRIPTOR.full_name}.{field} is not "
-                          f"of type {field_type}; agent/otlp_span_encoding.py must follow it")
+                          f"of type {field_type}; agent/otlp/span_encoding.py must follow it")
     return varint(descriptor.number << 3 | _WIRE_TYPES[field_type])
 
 

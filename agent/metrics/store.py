@@ -2,8 +2,8 @@
 
 Why not prometheus_client or the OTel SDK instruments directly: per event they cost ~1.3 µs and
 ~6 µs per update, and `generate_latest()` renders 100k series in ~1.5 s (measured, DESIGN.md).
-Here an update is a dict lookup and a float add; exposition (`agent/exposition.py`) and OTLP
-export (`agent/otlp_metrics.py`) read the same series, so Prometheus and OTLP see one truth.
+Here an update is a dict lookup and a float add; exposition (`agent/metrics/exposition.py`) and OTLP
+export (`agent/otlp/metrics.py`) read the same series, so Prometheus and OTLP see one truth.
 
 Cardinality: every family has a series limit (default 2,000, the OTel SDK's default), and any
 label may have an allow-list. A value outside its allow-list becomes `other`; once a family is
@@ -37,7 +37,7 @@ class Family:
         self._allow = tuple(frozenset(allow[label]) if label in allow else None for label in labels)
         self._checks_allow = any(a is not None for a in self._allow)
         self.series: dict[tuple[str, ...], object] = {}
-        # owned by agent/exposition.py: each series' rendered line prefix(es), in series order;
+        # owned by agent/metrics/exposition.py: each series' rendered line prefix(es), in series order;
         # never read or written on the update path
         self.render_cache: object | None = None
 

@@ -1,0 +1,5 @@
+"""OpenTelemetry export: the tracer provider and resource, the bounded span queue, the metric snapshot
+model, the direct span encoder, the sender (retry, backoff) and the `telemetry:` config block.
+
+May import: agent.config.node, agent.metrics. Never agent.app or agent.api.
+"""
