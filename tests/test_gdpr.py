@@ -336,17 +336,17 @@ def test_the_opt_outs_ctx_loads_the_list_at_start_and_refreshes_it(store, run):
     privacy = make_privacy()
     run(set_opt_out(store, "user_early", True, "admin", 1.8e9))
     agent = Agent(store, privacy)
-    agent.app.root.cleanup_ctx.append(privacy_api.opt_outs_ctx())
+    agent.app.cleanup_ctx.append(privacy_api.opt_outs_ctx())
 
     async def scenario() -> None:
-        runner = web.AppRunner(agent.app.root)
+        runner = web.AppRunner(agent.app)
         await runner.setup()
         try:
             assert privacy.opted_out == {"user_early"}
             # another agent on the same database opts a user out, and withdraws the first one
             await set_opt_out(store, "user_late", True, "ingest_key", 1.8e9)
             await set_opt_out(store, "user_early", False, "admin", 1.8e9)
-            assert await privacy_api.refresh_opt_outs(agent.app.root) is True
+            assert await privacy_api.refresh_opt_outs(agent.app) is True
             assert privacy.opted_out == {"user_late"}
         finally:
             await runner.cleanup()
@@ -369,6 +369,6 @@ class RacingStore:
 def test_a_refresh_racing_a_local_opt_out_does_not_undo_it(store, run):
     agent = Agent(store)
     pseudonym = "user_racing"
-    agent.app.root[EVENT_STORE] = RacingStore(store, lambda: privacy_api._apply_opt_out(agent.app.root, pseudonym, True))
-    assert run(privacy_api.refresh_opt_outs(agent.app.root)) is False
+    agent.app[EVENT_STORE] = RacingStore(store, lambda: privacy_api._apply_opt_out(agent.app, pseudonym, True))
+    assert run(privacy_api.refresh_opt_outs(agent.app)) is False
     assert agent.privacy.opted_out == {pseudonym}
