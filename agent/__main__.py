@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cleanup(path: str) -> int:
     from agent.config.load import load_config
-    from agent.store.retention import main_cleanup
+    from agent.store.cleanup import main_cleanup
 
     try:
         config = load_config(path)
@@ -102,7 +102,7 @@ def cleanup(path: str) -> int:
         for error in exc.errors:
             print(f"error: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    return main_cleanup(config)
+    return main_cleanup(config.store, config.retention)
 
 
 def check_config(path: str) -> int:
@@ -142,7 +142,7 @@ def run(path: str) -> int:
     import prometheus_client
     from aiohttp import web
 
-    from agent.api import RUNTIME
+    from agent.api.keys import RELOADER
     from agent.app.root import build_app
     from agent.config.load import load_config
 
@@ -163,8 +163,8 @@ def run(path: str) -> int:
     app = build_app(config)
 
     async def on_startup(app: web.Application) -> None:
-        runtime = app[RUNTIME]
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(runtime.reload()))
+        reloader = app[RELOADER]
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reloader.reload()))
         log.info("loom-agent started", extra={"version": __version__, "listen": "%s:%d" % config.listen,
                                               "config_file": path, "targets": len(config.targets)})
 

@@ -39,9 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.analytics.stats import nearest_rank  # noqa: E402
 from bench import report  # noqa: E402
-from agent.api import EVENT_STORE  # noqa: E402
 from agent.api import analytics  # noqa: E402
-from agent.api.auth import ADMIN_TOKENS  # noqa: E402
+from agent.api.auth import AdminTokens  # noqa: E402
+from agent.api.keys import ADMIN_TOKENS, BUSINESS_RATE_LIMITER, EVENT_STORE  # noqa: E402
+from agent.api.ratelimit import RateLimiter  # noqa: E402
 from agent.events.catalog import CATALOG  # noqa: E402
 from agent.events.model import Event  # noqa: E402
 from agent.store.probe_rollups import ProbeRollups  # noqa: E402
@@ -186,9 +187,10 @@ async def fill(store: SqliteStore, total: int, end: float) -> dict[str, float]:
 
 async def measure(store: SqliteStore, requests: int) -> dict[str, Any]:
     app = web.Application()
-    app[ADMIN_TOKENS] = [TOKEN]
+    app[ADMIN_TOKENS] = AdminTokens((TOKEN,))
     app[EVENT_STORE] = store
-    analytics.setup(app, rate_limit=10**6)
+    app[BUSINESS_RATE_LIMITER] = RateLimiter(10**6)
+    analytics.add_routes(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -42,7 +42,7 @@ from prometheus_client import metrics as client_metrics  # noqa: E402
 from prometheus_client.exposition import choose_encoder  # noqa: E402
 from prometheus_client.openmetrics.exposition import generate_latest as generate_latest_om  # noqa: E402
 
-from agent.api import RUNTIME, STORE  # noqa: E402
+from agent.api.keys import METRICS, RUNTIME  # noqa: E402
 from agent.api.exposition import exposition_response  # noqa: E402
 from agent.app.root import build_app  # noqa: E402
 from agent.config.load import load_config  # noqa: E402
@@ -183,7 +183,7 @@ async def serve_agent(n: int) -> None:
     config_path.write_text("listen: 127.0.0.1:9464\ntargets: []\n")      # listen is unused: port 0 below
     app = build_app(load_config(str(config_path)))
     config_path.unlink()
-    store, runtime = app[STORE], app[RUNTIME]
+    store, runtime = app[METRICS], app[RUNTIME]
     counter = store.counter(NAME, HELP, LABELS, series_limit=n + 1)
     for i in range(n):
         counter.inc(key(i), float(i % 1000))

@@ -161,7 +161,7 @@ def test_the_detectors_table_names_every_detector_and_an_existing_alert() -> Non
     assert set(DETECTOR_ALERTS) == set(DETECTORS) == {f.name for f in dataclasses.fields(Thresholds)} - {"probes", "slo"}
     names = {rule["alert"] for rule in rule_alerts(Thresholds())}
     assert {alert for _, alert in DETECTOR_ALERTS.values()} <= names
-    from agent.api.anomalies import EVALUATION_INTERVAL_SECONDS
+    from agent.rules.anomaly_metrics import EVALUATION_INTERVAL_SECONDS
     assert DETECTOR_INTERVAL_SECONDS == EVALUATION_INTERVAL_SECONDS
 
 

@@ -21,7 +21,7 @@ from agent.events.privacy import EMAIL, SECRET_SUFFIXES, SECRET_WORDS, Privacy, 
 from agent.events.privacy_config import KEY_FILE_NAME, PrivacyConfig, parse_privacy, resolve_hmac_key
 from agent.events.validate import EventError, parse_event
 from agent.config.node import Node
-from agent.store.retention import RetentionConfig, parse_retention
+from agent.store.config import RetentionConfig, parse_retention
 from agent.store.rows import event_rows
 
 NOW = 1_795_514_405.0

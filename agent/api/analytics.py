@@ -23,25 +23,17 @@ from agent.analytics.business import business_metrics
 from agent.analytics.dashboard import dashboard
 from agent.analytics.timerange import (PARAMETERS, RangeError, TimeRange, parse_time_range, unknown_parameters,
                                       values)
-from agent.api import EVENT_STORE
+from agent.api.keys import BUSINESS_RATE_LIMITER, EVENT_STORE
 from agent.api.auth import admin_denied
-from agent.api.ratelimit import RateLimiter, limited
+from agent.api.ratelimit import limited
 from agent.events.properties import FieldError
 from agent.events.validate import parse_release
 from agent.store.base import Store
 from agent.store.errors import StoreError
 
-BUSINESS_RATE_LIMITER = web.AppKey("business_metrics_rate_limiter", RateLimiter)
 log = logging.getLogger("agent.api.analytics")
 Report = Callable[[Store, TimeRange, str | None], Awaitable[dict[str, Any]]]
 REPORT_PARAMETERS = (*PARAMETERS, "release")
-
-
-def setup(app: web.Application, rate_limit: int, *, clock: Callable[[], float] = time.monotonic) -> RateLimiter:
-    """Add the routes and the business-metrics limiter; returns the limiter (its `limit` follows reloads)."""
-    limiter = app[BUSINESS_RATE_LIMITER] = RateLimiter(rate_limit, clock=clock)
-    add_routes(app)
-    return limiter
 
 
 def add_routes(app: web.Application) -> None:

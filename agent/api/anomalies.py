@@ -10,54 +10,26 @@ a 400 naming it: `{"error": ..., "errors": [{"field": "windowMinutes", "message"
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import math
 import re
-import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from agent.api.auth import admin_denied
-from agent.rules.anomaly_metrics import AnomalyActiveCollector, AnomalyMonitor
+from agent.api.keys import ANOMALIES
 from agent.rules.detectors import DETECTORS, iso_time, run_anomaly_detection, with_overrides
 from agent.rules.thresholds import Thresholds
-from agent.rules.windows import EventWindows, slow_bound_index
+from agent.rules.windows import slow_bound_index
 
-ANOMALIES = web.AppKey("anomalies", AnomalyMonitor)
-EVALUATION_INTERVAL_SECONDS = 30.0
 DETECTOR_PARAM = "detector"
-
-
-def setup(app: web.Application, thresholds: Thresholds, registry: CollectorRegistry, *,
-          interval: float = EVALUATION_INTERVAL_SECONDS, clock: Callable[[], float] = time.time) -> EventWindows:
-    """Wire the detectors into `app`: state, the gauge on `registry`, the route, the evaluation timer.
-    Returns the windows the event pipeline feeds (`windows.observe(events)`)."""
-    monitor = AnomalyMonitor(thresholds, clock)
-    app[ANOMALIES] = monitor
-    registry.register(AnomalyActiveCollector(monitor))
-    app.cleanup_ctx.append(_evaluation_ctx(interval))
-    add_routes(app)
-    return monitor.windows
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/anomalies", anomalies)
-
-
-def _evaluation_ctx(interval: float) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def evaluation(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(app[ANOMALIES].run(interval))
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    return evaluation
 
 
 async def anomalies(request: web.Request) -> web.Response:

@@ -8,13 +8,26 @@ records the path, never the Authorization header.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 
 import orjson
 from aiohttp import web
 
+from agent.api.keys import ADMIN_TOKENS
+from agent.config.api import ApiConfig
+
 API_KEY_HEADER = "X-Loom-Api-Key"
-# the admin tokens, replaced on reload (the holder stays the same object)
-ADMIN_TOKENS = web.AppKey("admin_tokens", list)
+
+
+class AdminTokens:
+    """The admin tokens in force (`api.admin_tokens`); replaced on reload."""
+
+    def __init__(self, tokens: tuple[str, ...] = ()):
+        self.tokens = tokens
+
+    def prepare(self, config: ApiConfig) -> Callable[[], None]:
+        """Reloadable: the new tokens apply from the next request."""
+        return lambda: setattr(self, "tokens", config.admin_tokens)
 
 
 def token_matches(presented: str | None, tokens: tuple[str, ...] | list[str]) -> bool:
@@ -47,7 +60,7 @@ def admin_denied(request: web.Request) -> web.Response | None:
     presented = bearer_token(request)
     if presented is None:
         return _refusal(401, "an admin token is required (Authorization: Bearer <token>)")
-    tokens = request.app[ADMIN_TOKENS]
+    tokens = request.app[ADMIN_TOKENS].tokens
     if not tokens:
         return _refusal(403, "the admin API is disabled: no admin token is configured (api.admin_tokens or "
                              "LOOM_AGENT_ADMIN_TOKENS)")

@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from agent.analytics.timerange import PARAMETERS, RangeError, parse_time_range, unknown_parameters, values
-from agent.api import EVENT_STORE, PIPELINE, PRIVACY
+from agent.api.keys import ERROR_SINK, EVENT_STORE, PIPELINE, PRIVACY
 from agent.api.auth import API_KEY_HEADER, admin_denied, bearer_token, token_matches
 from agent.api.body import BodyError, read_body, refusal
 from agent.api.events import MAX_JSON_DEPTH, ORJSON_LIMITS_DEPTH, json_nesting_within
@@ -30,15 +30,9 @@ from agent.events.properties import FieldError
 from agent.events.validate import BatchError, EventError, parse_release
 from agent.store.errors import StoreError
 
-ERROR_SINK = web.AppKey("error_sink", ErrorSink)
 API = "errors"            # the `api` label of loom_agent_ingest_rejected_total
 QUERY_PARAMETERS = (*PARAMETERS, *FILTERS, "limit")
 log = logging.getLogger("agent.api.error_events")
-
-
-def setup(app: web.Application, sink: ErrorSink) -> None:
-    app[ERROR_SINK] = sink
-    add_routes(app)
 
 
 def add_routes(app: web.Application) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from agent.api import PIPELINE
+from agent.api.keys import PIPELINE
 from agent.api.auth import API_KEY_HEADER, bearer_token, token_matches
 from agent.api.body import BodyError, read_body, refusal
 from agent.api.identify_writes import write_identifies

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from agent.api import RUNTIME, STORE
+from agent.api.keys import METRICS, REGISTRY, RELOADER, RUNTIME
 from agent.api.exposition import exposition_response
 
 
@@ -20,17 +20,17 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def reload(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    if await runtime.reload():
-        return web.json_response({"status": "success", "targets": len(runtime.config.targets)})
+    reloader = request.app[RELOADER]
+    if await reloader.reload():
+        return web.json_response({"status": "success", "targets": len(reloader.config.targets)})
     return web.json_response(
         {"status": "error", "error": "the new configuration is invalid; the running one is kept",
-         "errors": runtime.last_reload_errors}, status=400)
+         "errors": reloader.last_errors}, status=400)
 
 
 async def metrics(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    return exposition_response(request, runtime.registry, request.app.get(STORE),
+    return exposition_response(request, request.app[REGISTRY], request.app.get(METRICS),
                                renderers=(runtime.probe_metrics.render,))
 
 

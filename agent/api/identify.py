@@ -18,7 +18,7 @@ import time
 
 from aiohttp import web
 
-from agent.api import EVENT_STORE
+from agent.api.keys import EVENT_STORE
 from agent.api.events import _authorized_json, _dnt, _error, _ok
 from agent.api.identify_writes import write_identifies
 from agent.events.identify import parse_identifies

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import orjson
 from aiohttp import web
 
-from agent.api import EVENT_STORE, PIPELINE, PRIVACY
+from agent.api.keys import EVENT_STORE, PIPELINE, PRIVACY
 from agent.events.identify import Identify, scrub_identify
 from agent.store.errors import StoreError
 from agent.store.traits import store_identifies

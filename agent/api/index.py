@@ -4,28 +4,21 @@ Both are public like /metrics (they show what /metrics shows, plus failure detai
 active anomalies). Each load builds the report from memory; the one SQL query, the 24 h uptime, runs
 at most every 30 s in the background (agent/status/uptime.py), so `/` stays fast with many targets.
 
-`add_routes` also wires the page's own state: a ProbeHistory fed by the runtime's result observers
-(pruned on reload) and the uptime cache, whose refresh is cancelled at shutdown before the store closes.
+The page's own state (a ProbeHistory fed by the probe results, the uptime cache) is built by the
+composition root.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import orjson
 from aiohttp import web
 
 from agent import __version__
-from agent.api import EVENT_STORE, RUNTIME
-from agent.api.anomalies import ANOMALIES
-from agent.status.history import ProbeHistory
+from agent.api.keys import ANOMALIES, EVENT_STORE, RUNTIME, STATUS_HISTORY, UPTIME_CACHE
 from agent.status.model import StatusReport, build_report
 from agent.status.page import render_page
-from agent.status.uptime import UptimeCache
-
-HISTORY = web.AppKey("status_history", ProbeHistory)
-UPTIME = web.AppKey("status_uptime", UptimeCache)
 
 
 async def index(request: web.Request) -> web.Response:
@@ -44,26 +37,15 @@ async def status(request: web.Request) -> web.Response:
 
 async def current_report(app: web.Application) -> StatusReport:
     store = app.get(EVENT_STORE)
-    cache = app[UPTIME]
+    cache = app[UPTIME_CACHE]
     rows = await cache.get(store) if store is not None else None
     runtime = app[RUNTIME]
     return build_report(version=__version__, now=time.time(), last_results=runtime.probe_metrics.last_results(),
-                        history=app[HISTORY], uptime_rows=rows, store_configured=store is not None,
+                        history=app[STATUS_HISTORY], uptime_rows=rows, store_configured=store is not None,
                         uptime_error=cache.error if store is not None else None, monitor=app[ANOMALIES])
 
 
 def add_routes(app: web.Application) -> None:
-    """The routes, and the history and uptime cache they read (call after the runtime is in the app)."""
-    runtime = app[RUNTIME]
-    history = app[HISTORY] = ProbeHistory()
-    runtime.result_observers.append(history.observe)
-    runtime.reload_hooks.append(history.reload_hook)
-    app[UPTIME] = UptimeCache()
-    app.cleanup_ctx.append(_uptime_ctx)
     app.router.add_get("/", index)
     app.router.add_get("/api/status", status)
 
-
-async def _uptime_ctx(app: web.Application) -> AsyncIterator[None]:
-    yield
-    await app[UPTIME].close()

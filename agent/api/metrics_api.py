@@ -16,20 +16,15 @@ from typing import TYPE_CHECKING
 import orjson
 from aiohttp import web
 
-from agent.api import PIPELINE
+from agent.api.keys import CUSTOM_METRICS, PIPELINE
 from agent.api.auth import bearer_token
 from agent.api.events import _check_key, _error, _read_json
-from agent.custom_metrics.config import CustomMetricsConfig
-from agent.custom_metrics.registry import BatchRejected, CustomMetrics, MetricError
+from agent.custom_metrics.registry import BatchRejected, MetricError
 from agent.custom_metrics.samples import parse_samples
-from agent.custom_metrics.statsd import statsd_ctx
-from agent.metrics.store import MetricStore
 
 if TYPE_CHECKING:
-    from agent.config.load import Config
-    from agent.events.privacy import Privacy
+    pass
 
-CUSTOM_METRICS = web.AppKey("custom_metrics", CustomMetrics)
 API = "metrics"          # the `api` label of loom_agent_ingest_rejected_total
 
 
@@ -73,17 +68,6 @@ def refusal(errors: list[tuple[int | None, MetricError]], scrub: Callable[[str],
         summary = f"{len(errors)} metrics refused; none was recorded"
     return _error(status, scrub(summary), [{"index": index, "field": scrub(err.field), "message": scrub(err.message)}
                                           for index, err in errors])
-
-
-def setup(app: web.Application, config: CustomMetricsConfig, store: MetricStore, privacy: Privacy | None,
-          reload_hooks: list[Callable[[Config], Callable[[], None]]]) -> CustomMetrics:
-    """The registry shared by HTTP and StatsD, the StatsD endpoint (a cleanup_ctx, when enabled), the
-    route, and the reload hook (max_metrics and series_limit apply on reload; the rest on restart)."""
-    registry = app[CUSTOM_METRICS] = CustomMetrics(config, store, privacy)
-    app.cleanup_ctx.append(statsd_ctx(registry, config.statsd))
-    reload_hooks.append(lambda new: lambda: registry.reconfigure(new.custom_metrics))
-    add_routes(app)
-    return registry
 
 
 def add_routes(app: web.Application) -> None:

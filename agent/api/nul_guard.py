@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from agent.api import PRIVACY
+from agent.api.keys import PRIVACY
 
 ESCAPE = b"\\u0000"
 MESSAGE = "must not contain U+0000 (the NUL character)"

@@ -21,51 +21,33 @@ erasure together with an objection. The opt-out row itself survives an erasure u
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from agent.api import EVENT_STORE, PIPELINE, PRIVACY
-from agent.api.auth import ADMIN_TOKENS, admin_denied, bearer_token, token_matches
+from agent.api.keys import ADMIN_TOKENS, EVENT_STORE, OPT_OUTS, PIPELINE, PRIVACY
+from agent.api.auth import admin_denied, bearer_token, token_matches
 from agent.api.body import BodyError, read_body, refusal
 from agent.api.nul_guard import MESSAGE as NUL_MESSAGE, body_nul_field
 from agent.store.errors import StoreError
 from agent.store.gdpr import (
-    anonymous_ids, erase_user, export_user, is_opted_out, load_opt_outs, rfc3339, set_opt_out,
+    anonymous_ids, erase_user, export_user, is_opted_out, rfc3339, set_opt_out,
 )
 
 log = logging.getLogger("agent.gdpr")
 
 MAX_USER_ID_LENGTH = 512
 MAX_BODY_BYTES = 64 * 1024
-OPT_OUT_REFRESH_SECONDS = 30.0
 _FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 
-class OptOutSync:
-    """Counts local opt-out changes, so a refresh that read the table before a change landed does not
-    overwrite it (it skips that round instead)."""
-
-    def __init__(self) -> None:
-        self.generation = 0
-
-    def changed(self) -> None:
-        self.generation += 1
-
-
-OPT_OUT_SYNC = web.AppKey("opt_out_sync", OptOutSync)
-
-
 def add_routes(app: web.Application) -> None:
-    app.setdefault(OPT_OUT_SYNC, OptOutSync())
     app.router.add_get("/api/analytics/export", export)
     # an id may hold a "/" (sent as %2F), and a line break: "." would miss "\n" (404, never erased)
     app.router.add_delete(r"/api/analytics/user/{userId:[\s\S]+}", erase)
@@ -149,7 +131,7 @@ async def erase(request: web.Request) -> web.Response:
     try:
         deleted = await erase_user(store, [stored], include_opt_out=include_opt_out)
         if include_opt_out:
-            _apply_opt_out(request.app, stored, False)
+            request.app[OPT_OUTS].apply(stored, False)
             opted_out = False
         else:
             opted_out = await is_opted_out(store, stored)
@@ -166,7 +148,7 @@ def _opt_out_source(request: web.Request) -> tuple[str | None, web.Response | No
         return None, _json({"error": "an admin token or an ingest API key is required "
                                      "(Authorization: Bearer <token>)"}, 401,
                            headers={"WWW-Authenticate": 'Bearer realm="loom-agent"'})
-    if token_matches(presented, request.app[ADMIN_TOKENS]):
+    if token_matches(presented, request.app[ADMIN_TOKENS].tokens):
         return "admin", None
     if token_matches(presented, request.app[PIPELINE].config.api_keys):
         return "ingest_key", None
@@ -223,54 +205,6 @@ async def opt_out(request: web.Request) -> web.Response:
         await set_opt_out(store, stored, opted_out, source, now)
     except StoreError as exc:
         return _store_failed(exc)
-    _apply_opt_out(request.app, stored, opted_out)
+    request.app[OPT_OUTS].apply(stored, opted_out)    # the running rules follow the commit at once
     log.info("opt-out updated", extra={"opted_out": opted_out, "source": source})
     return _json({**shown, "optedOut": opted_out, "updatedAt": rfc3339(now)})
-
-
-def _apply_opt_out(app: web.Application, stored: str, opted_out: bool) -> None:
-    """The running privacy rules follow the committed change at once (no await in between)."""
-    ids = app[PRIVACY].opted_out
-    if opted_out:
-        ids.add(stored)
-    else:
-        ids.discard(stored)
-    app[OPT_OUT_SYNC].changed()
-
-
-async def refresh_opt_outs(app: web.Application) -> bool:
-    """Replace the running opt-out set by the persisted list (other agents sharing a PostgreSQL
-    database change it too). False when a local change raced the read: the next round applies it."""
-    sync = app[OPT_OUT_SYNC]      # set by add_routes
-    generation = sync.generation
-    persisted = await load_opt_outs(app[EVENT_STORE])
-    if generation != sync.generation:
-        return False
-    ids = app[PRIVACY].opted_out
-    ids.intersection_update(persisted)
-    ids.update(persisted)
-    return True
-
-
-def opt_outs_ctx(refresh_interval: float | None = None) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup_ctx (after the store's): load the persisted opt-outs into Privacy.opted_out at start,
-    and with `refresh_interval` (PostgreSQL shared by several agents: OPT_OUT_REFRESH_SECONDS) keep
-    re-reading them."""
-    async def opt_outs(app: web.Application) -> AsyncIterator[None]:
-        await refresh_opt_outs(app)
-        task = asyncio.create_task(_refresh_loop(app, refresh_interval)) if refresh_interval else None
-        yield
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    return opt_outs
-
-
-async def _refresh_loop(app: web.Application, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await refresh_opt_outs(app)
-        except StoreError as exc:
-            log.warning("opt-out refresh failed, keeping the list held: %s: %s", type(exc).__name__, exc)

@@ -12,7 +12,7 @@ import time
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
-from agent.api import RUNTIME
+from agent.api.keys import RUNTIME
 from agent.api.exposition import exposition_response
 from agent.collectors import URL_KINDS, kind_module
 from agent.collectors.base import ProbeResult, ProbeTarget, split_host_port, url_credentials_error

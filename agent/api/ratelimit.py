@@ -27,6 +27,7 @@ import orjson
 from aiohttp import web
 
 from agent.api.auth import bearer_token
+from agent.config.api import ApiConfig
 
 WINDOW_SECONDS = 60
 MAX_CLIENTS = 4096
@@ -41,6 +42,10 @@ class RateLimiter:
         self.clock = clock
         # client -> (deque of [second, count], total of the counts)
         self._clients: OrderedDict[str, tuple[deque[list[int]], list[int]]] = OrderedDict()
+
+    def prepare(self, config: ApiConfig) -> Callable[[], None]:
+        """Reloadable: `api.rate_limit` applies from the next request."""
+        return lambda: setattr(self, "limit", config.rate_limit)
 
     def __len__(self) -> int:
         return len(self._clients)

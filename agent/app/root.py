@@ -1,105 +1,148 @@
-"""The aiohttp application: routes, and every background component started and stopped
-through cleanup_ctx (OTLP export, probe runtime, event span sweeper)."""
+"""The composition root: every component of the running agent is built here, once, and handed to the
+route modules through the application's state (agent/api/keys.py).
+
+Reading order: `build_app` builds the components (`build_components`), binds the reloadable ones to
+their config blocks, registers the background work in start order (`_lifetimes`; shutdown runs the
+reverse) and adds the routes. Nothing under agent/api builds a component.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from agent.api import (PIPELINE, PRIVACY, RUNTIME, STORE, anomalies, events, health, identify, index, metrics_api,
-                       openapi, probe)
-from agent.api import error_events as errors_api
-from agent.api.auth import ADMIN_TOKENS
+from agent.api import (anomalies, error_events, events, experiments, health, identify, index, metrics_api, openapi,
+                       privacy, probe)
+from agent.api import analytics
+from agent.api.auth import AdminTokens
+from agent.api.keys import (ADMIN_TOKENS, ANOMALIES, BUSINESS_RATE_LIMITER, CUSTOM_METRICS, ERROR_SINK, METRICS,
+                            OPT_OUTS, PIPELINE, PRIVACY, REGISTRY, RELEASES, RELOADER, RUNTIME, STATUS_HISTORY,
+                            UPTIME_CACHE)
 from agent.api.nul_guard import refuse_nul_in_url
-from agent.app.store import build_privacy, setup_store
+from agent.api.ratelimit import RateLimiter
+from agent.app.store import build_privacy, build_retention, store_bindings, store_lifetimes
+from agent.app.tasks import CleanupCtx, background, lifetime
+from agent.collectors.runtime import ProbeRuntime
 from agent.config.load import Config
+from agent.config.reload import Binding, Reloader
+from agent.custom_metrics.registry import CustomMetrics
+from agent.custom_metrics.statsd import statsd_ctx
+from agent.error_tracking.sink import ErrorSink
+from agent.events.opt_outs import OptOuts
 from agent.events.pipeline import EventPipeline
 from agent.events.span_metrics import EventSpanMetrics
 from agent.events.spans import EventSpans
+from agent.metrics.releases import ReleaseTracker
 from agent.metrics.store import MetricStore
 from agent.otlp.export import OtlpExport
-from agent.error_tracking.sink import ErrorSink
-from agent.metrics.releases import RELEASES, ReleaseTracker
-from agent.collectors.runtime import ProbeRuntime
 from agent.otlp.tracing import build_tracer_provider
+from agent.rules.anomaly_metrics import EVALUATION_INTERVAL_SECONDS, AnomalyActiveCollector, AnomalyMonitor
+from agent.status.history import ProbeHistory
+from agent.status.uptime import UptimeCache
 
 # how long in-flight probes may finish after SIGTERM before they are cancelled (the whole budget
 # is in agent/__main__.py)
 STOP_GRACE_SECONDS = 1.5
 SPAN_SWEEP_SECONDS = 5.0
+ROUTE_MODULES = (health, probe, events, identify, error_events, metrics_api, analytics, experiments, privacy,
+                 anomalies, index, openapi)
 
 
-def build_app(config: Config, registry: CollectorRegistry | None = None) -> web.Application:
+@dataclass(frozen=True, slots=True)
+class Clocks:
+    """Time sources, replaceable by tests: `wall` (unix seconds) and `monotonic`."""
+    wall: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+
+
+def build_app(config: Config, registry: CollectorRegistry | None = None, *, clocks: Clocks = Clocks()) -> web.Application:
     # the body limit is enforced per endpoint (events: events.max_body_bytes); this is the ceiling
     app = web.Application(client_max_size=max(config.events.max_body_bytes, 1024 * 1024),
                           middlewares=[refuse_nul_in_url])
     registry = registry or CollectorRegistry(auto_describe=True)
-    tracer_provider = build_tracer_provider(config.telemetry)
-    runtime = ProbeRuntime(config, registry, tracer_provider)
-    store = MetricStore(config.events.series_limit)
-    export = OtlpExport.from_config(config.telemetry, registry=registry, tracer_provider=tracer_provider,
-                                    store=store, collectors=(runtime.probe_metrics,))
-    runtime.spans_exported = export.traces is not None
-    spans = EventSpans(tracer_provider.get_tracer("loom-agent.events"), idle_timeout=config.events.span_idle_timeout,
-                       max_open=config.events.max_open_spans)
-    privacy = build_privacy(config)
-    pipeline = EventPipeline(config.events, store, spans, privacy)
-    app[RELEASES] = releases = ReleaseTracker(store)
-    custom_metrics = metrics_api.setup(app, config.custom_metrics, store, privacy, runtime.reload_hooks)
-    custom_metrics.release_observers.append(releases.seen)        # POST /v1/metrics, StatsD
-    pipeline.observers.append(releases.observe)
-    registry.register(EventSpanMetrics(spans))
-    error_sink = ErrorSink(config.errors, store, privacy, tracer_provider.get_tracer("loom-agent.errors"))
-    errors_api.setup(app, error_sink)          # POST /v1/errors, /v1/errors/batch, GET /api/errors
-    error_sink.observers.append(releases.observe)
-    runtime.reload_hooks.append(lambda new: lambda: error_sink.reconfigure(new.errors))
-    runtime.reload_hooks.append(lambda new: pipeline.prepare(new.events))
-    app[RUNTIME], app[STORE], app[PIPELINE], app[PRIVACY] = runtime, store, pipeline, privacy
-    app[ADMIN_TOKENS] = list(config.api.admin_tokens)
-    runtime.reload_hooks.append(_reload_admin_tokens(app[ADMIN_TOKENS]))
-    windows = anomalies.setup(app, config.alerting, registry)
-    pipeline.observers.append(windows.observe)
-    runtime.reload_hooks.append(_reload_thresholds(app[anomalies.ANOMALIES]))
-    app.cleanup_ctx.append(export.cleanup_ctx)    # first up, last down: flushes the final spans
-    app.cleanup_ctx.append(_runtime_ctx)
-    app.cleanup_ctx.append(_span_sweeper_ctx)
-    setup_store(app, config, registry, store, runtime)
-    for module in (health, probe, events, identify, index, openapi):
+    app[REGISTRY] = registry
+    export = build_components(app, config, registry, clocks)
+    app[RELOADER] = Reloader(config, _bindings(app), on_result=app[RUNTIME].self_metrics.reload_result)
+    for context in _lifetimes(app, config, export):
+        app.cleanup_ctx.append(context)
+    for module in ROUTE_MODULES:
         module.add_routes(app)
     return app
 
 
-def _reload_admin_tokens(tokens: list[str]) -> Callable[[Config], Callable[[], None]]:
-    """A reload hook: the new config's admin tokens replace the running ones in place."""
-    def prepare(new: Config) -> Callable[[], None]:
-        def commit() -> None:
-            tokens[:] = new.api.admin_tokens
-        return commit
-    return prepare
+def build_components(app: web.Application, config: Config, registry: CollectorRegistry,
+                     clocks: Clocks) -> OtlpExport:
+    """Every component into `app`, wired along the data flow (edge -> privacy -> store/metrics/spans);
+    returns the OTLP export, whose lifetime frames all others."""
+    tracer_provider = build_tracer_provider(config.telemetry)
+    app[RUNTIME] = runtime = ProbeRuntime(config, registry, tracer_provider)
+    app[METRICS] = metrics = MetricStore(config.events.series_limit)
+    export = OtlpExport.from_config(config.telemetry, registry=registry, tracer_provider=tracer_provider,
+                                    store=metrics, collectors=(runtime.probe_metrics,))
+    runtime.spans_exported = export.traces is not None
+    spans = EventSpans(tracer_provider.get_tracer("loom-agent.events"), idle_timeout=config.events.span_idle_timeout,
+                       max_open=config.events.max_open_spans)
+    registry.register(EventSpanMetrics(spans))
+    app[PRIVACY] = privacy_rules = build_privacy(config)
+    app[OPT_OUTS] = OptOuts(privacy_rules)
+    app[PIPELINE] = pipeline = EventPipeline(config.events, metrics, spans, privacy_rules)
+    app[RELEASES] = releases = ReleaseTracker(metrics)
+    app[CUSTOM_METRICS] = custom = CustomMetrics(config.custom_metrics, metrics, privacy_rules)
+    app[ERROR_SINK] = sink = ErrorSink(config.errors, metrics, privacy_rules,
+                                       tracer_provider.get_tracer("loom-agent.errors"))
+    app[ANOMALIES] = monitor = AnomalyMonitor(config.alerting, clocks.wall)
+    registry.register(AnomalyActiveCollector(monitor))
+    app[ADMIN_TOKENS] = AdminTokens(config.api.admin_tokens)
+    app[BUSINESS_RATE_LIMITER] = RateLimiter(config.api.rate_limit, clock=clocks.monotonic)
+    app[STATUS_HISTORY] = history = ProbeHistory()
+    app[UPTIME_CACHE] = UptimeCache()
+    # observers: who hears of what each ingest path accepted
+    pipeline.observers += [releases.observe, monitor.windows.observe]
+    sink.observers.append(releases.observe)
+    custom.release_observers.append(releases.seen)          # POST /v1/metrics, StatsD
+    runtime.result_observers.append(history.observe)
+    build_retention(app, config)
+    return export
 
 
-def _reload_thresholds(monitor: anomalies.AnomalyMonitor) -> Callable[[Config], Callable[[], None]]:
-    def prepare(new: Config) -> Callable[[], None]:
-        return lambda: monitor.reconfigure(new.alerting)
-    return prepare
+def _bindings(app: web.Application) -> list[Binding]:
+    """Each reloadable component and the config block it applies (agent/config/reload.py)."""
+    return [
+        Binding(app[RUNTIME], "", applies=("defaults", "modules", "targets")),
+        Binding(app[STATUS_HISTORY], "targets"),
+        Binding(app[PIPELINE], "events"),
+        Binding(app[ERROR_SINK], "errors"),
+        Binding(app[CUSTOM_METRICS], "custom_metrics", applies=("custom_metrics.max_metrics",
+                                                                "custom_metrics.series_limit")),
+        Binding(app[ANOMALIES], "alerting"),
+        Binding(app[ADMIN_TOKENS], "api", applies=("api.admin_tokens",)),
+        Binding(app[BUSINESS_RATE_LIMITER], "api", applies=("api.rate_limit",)),
+        *store_bindings(app),
+    ]
 
 
-async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
-    runtime = app[RUNTIME]
-    await runtime.start()
-    yield
-    await runtime.stop(STOP_GRACE_SECONDS)
+def _lifetimes(app: web.Application, config: Config, export: OtlpExport) -> list[CleanupCtx]:
+    """Background work in start order; shutdown runs it in reverse. The OTLP export comes first so it
+    stops last and flushes the final spans; the store's contexts come after the probes and the
+    pipeline's span sweeper, so the store closes before them only once nothing writes to it; the uptime
+    cache's refresh is cancelled before the store closes under it."""
+    runtime, spans = app[RUNTIME], app[PIPELINE].spans
+    return [
+        export.cleanup_ctx,
+        statsd_ctx(app[CUSTOM_METRICS], config.custom_metrics.statsd),
+        background("anomaly-evaluation", lambda _: app[ANOMALIES].run(EVALUATION_INTERVAL_SECONDS)),
+        lifetime("probes", lambda _: runtime.start(), lambda _: runtime.stop(STOP_GRACE_SECONDS)),
+        # end what is open, before the tracer provider shuts down
+        background("event-span-sweeper", lambda _: spans.run_sweeper(SPAN_SWEEP_SECONDS),
+                   stop=lambda _: spans.close()),
+        *store_lifetimes(app, config),
+        lifetime("status-uptime", _nothing, lambda _: app[UPTIME_CACHE].close()),
+    ]
 
 
-async def _span_sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
-    spans = app[PIPELINE].spans
-    task = asyncio.create_task(spans.run_sweeper(SPAN_SWEEP_SECONDS))
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    spans.close()          # end what is open, before the tracer provider shuts down
+async def _nothing(_app: web.Application) -> None:
+    return None

@@ -1,35 +1,32 @@
-"""The event store's part of the application: opening the store, the group-commit writer, privacy
-and its opt-out list, retention, probe rollups, and the analytics and GDPR routes.
+"""The event store's part of the composition root: the privacy key, opening the store, the group-commit
+writer, the opt-out list, retention and probe rollups.
 
-Order at start (cleanup_ctx): open the store (migrations run) -> start the writer -> load the opt-outs
--> retention schedule and probe-rollup flushes. At stop, the reverse: the writer commits what was
-submitted and refuses the rest (503); nothing is acknowledged before it is committed.
-A store that cannot be opened at start stops the agent with the reason (the orchestrator restarts it);
-once running, a failing store turns ingest into 503 with Retry-After until it recovers.
+Order at start: open the store (migrations run) -> start the writer -> load the opt-outs -> retention
+schedule and probe-rollup flushes. At stop, the reverse: the writer commits what was submitted and
+refuses the rest (503); nothing is acknowledged before it is committed. A store that cannot be opened
+at start stops the agent with the reason (the orchestrator restarts it); once running, a failing store
+turns ingest into 503 with Retry-After until it recovers.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
-from agent.api import EVENT_STORE, PIPELINE, analytics, experiments
-from agent.api import privacy as privacy_api
+from agent.api.keys import EVENT_STORE, METRICS, OPT_OUTS, PIPELINE, REGISTRY, RETENTION, RUNTIME
+from agent.app.tasks import CleanupCtx, background, lifetime
 from agent.config.load import Config
+from agent.config.reload import Binding
+from agent.events.opt_outs import REFRESH_SECONDS
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import resolve_hmac_key
-from agent.metrics.store import MetricStore
-from agent.collectors.runtime import ProbeRuntime
+from agent.metrics.retention import RetentionMetrics
 from agent.store.open import open_store
 from agent.store.probe_rollups import ProbeRollups
-from agent.store.retention import RETENTION, RetentionMetrics, RetentionSchedule, schedule_ctx
+from agent.store.retention import RetentionSchedule
 from agent.store.writer import GroupCommitWriter
 
 log = logging.getLogger("agent.store")
@@ -48,48 +45,52 @@ def build_privacy(config: Config) -> Privacy:
     return Privacy(config.privacy, resolve_hmac_key(config.privacy, store_dir))
 
 
-def setup_store(app: web.Application, config: Config, registry: CollectorRegistry, metrics: MetricStore,
-                runtime: ProbeRuntime) -> None:
-    """Wire the store, its writer and everything reading it into `app` (privacy is wired by the caller:
-    it applies with or without a store)."""
-    limiter = analytics.setup(app, config.api.rate_limit)
-    experiments.add_routes(app)
-    runtime.reload_hooks.append(lambda new: lambda: setattr(limiter, "limit", new.api.rate_limit))
-    privacy_api.add_routes(app)
+def build_retention(app: web.Application, config: Config) -> None:
+    """The retention schedule: built with the other components, given the store once it is open; it
+    follows `retention:` on reload (with or without a store to clean)."""
+    app[RETENTION] = RetentionSchedule(None, config.retention, RetentionMetrics(app[REGISTRY]))
+
+
+def store_bindings(app: web.Application) -> list[Binding]:
+    return [Binding(app[RETENTION], "retention")]
+
+
+def store_lifetimes(app: web.Application, config: Config) -> list[CleanupCtx]:
+    """The store's contexts in start order; none without a store (store.driver: none)."""
     if not config.store.enabled:
-        return
+        return []
     rollups = ProbeRollups()
-    runtime.result_observers.append(
+    app[RUNTIME].result_observers.append(
         lambda target, result, ended_at: rollups.observe(target.name, result.success, result.duration_seconds,
                                                          ended_at))
-    app[RETENTION] = schedule = RetentionSchedule(None, config.retention, RetentionMetrics(registry))
-    runtime.reload_hooks.append(lambda new: lambda: setattr(schedule, "config", new.retention))
-    app.cleanup_ctx.append(_store_ctx(config, metrics))
-    app.cleanup_ctx.append(privacy_api.opt_outs_ctx(
-        privacy_api.OPT_OUT_REFRESH_SECONDS if config.store.driver == "postgres" else None))
-    app.cleanup_ctx.append(schedule_ctx())
-    app.cleanup_ctx.append(_rollups_ctx(rollups))
 
-
-def _store_ctx(config: Config, metrics: MetricStore) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def event_store(app: web.Application) -> AsyncIterator[None]:
+    async def open_(app: web.Application) -> None:
         store = await open_store(config.store)
         assert store is not None
         app[EVENT_STORE] = store
-        writer = GroupCommitWriter(store, config.store.max_pending_events, metrics)
+        writer = GroupCommitWriter(store, config.store.max_pending_events, app[METRICS])
         writer.start()
         app[PIPELINE].writer = writer
-        yield
-        await writer.stop(WRITER_STOP_SECONDS)     # from here on, ingest answers 503: never acknowledged unstored
-        await store.close()
-    return event_store
 
+    async def close(app: web.Application) -> None:
+        writer = app[PIPELINE].writer
+        assert writer is not None
+        await writer.stop(WRITER_STOP_SECONDS)   # from here on, ingest answers 503: never acknowledged unstored
+        await app[EVENT_STORE].close()
 
-def _rollups_ctx(rollups: ProbeRollups) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def probe_rollups(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(rollups.run(app[EVENT_STORE], ROLLUP_FLUSH_SECONDS))
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    return probe_rollups
+    async def load_opt_outs(app: web.Application) -> None:
+        await app[OPT_OUTS].refresh(app[EVENT_STORE])
+
+    async def refresh_opt_outs(app: web.Application) -> None:
+        if config.store.driver == "postgres":      # other agents sharing the database change the list too
+            await app[OPT_OUTS].keep_fresh(app[EVENT_STORE], REFRESH_SECONDS)
+
+    async def start_retention(app: web.Application) -> None:
+        app[RETENTION].store = app[EVENT_STORE]
+
+    return [
+        lifetime("event-store", open_, close),
+        background("opt-out-refresh", refresh_opt_outs, start=load_opt_outs),
+        background("retention-schedule", lambda _: app[RETENTION].run(), start=start_retention),
+        background("probe-rollups", lambda _: rollups.run(app[EVENT_STORE], ROLLUP_FLUSH_SECONDS)),
+    ]

@@ -25,8 +25,7 @@ from agent.events.config import EventsConfig, parse_events
 from agent.events.privacy_config import PrivacyConfig, parse_privacy
 from agent.rules.thresholds import Thresholds, parse_thresholds
 from agent.config.node import ConfigError, Node, format_duration
-from agent.store.config import StoreConfig, parse_store
-from agent.store.retention import RetentionConfig, parse_retention
+from agent.store.config import RetentionConfig, StoreConfig, parse_retention, parse_store
 from agent.otlp.config import TelemetryConfig, parse_telemetry
 
 DEFAULT_LISTEN = "127.0.0.1:9464"

@@ -112,6 +112,10 @@ class CustomMetrics:
                                        "custom_metrics.max_metrics).")
         self._registered.set((), 0.0)
 
+    def prepare(self, config: CustomMetricsConfig) -> Callable[[], None]:
+        """Reloadable: max_metrics and series_limit (see reconfigure)."""
+        return lambda: self.reconfigure(config)
+
     def reconfigure(self, config: CustomMetricsConfig) -> None:
         """A reload: the new limits apply at once (a lower max_metrics keeps what is registered); the
         namespace and buckets stay as they were until restart (names already handed out must not move)."""

@@ -100,6 +100,10 @@ class ErrorSink:
             "loom_agent_events_anonymized", "Events stored without the identity of the person, by reason.",
             ("reason",), allow={"reason": frozenset({"dnt", "opted_out"})})
 
+    def prepare(self, config: ErrorsConfig) -> Callable[[], None]:
+        """Reloadable: every `errors:` setting applies from the next error."""
+        return lambda: self.reconfigure(config)
+
     def reconfigure(self, config: ErrorsConfig) -> None:
         self.config = config
         self.errors_total.series_limit = config.series_limit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
@@ -30,6 +31,7 @@ class SelfMetrics:
             "When the configuration was last loaded successfully, as unix seconds.", registry=registry)
         self.reloads = Counter("loom_agent_config_reloads", "Configuration reload attempts, by result.",
                                ["result"], registry=registry)
+        self.config_loaded()
         self.targets = Gauge("loom_agent_targets", "Configured probe targets, by kind.", ["kind"], registry=registry)
         self.scheduler_lag = Histogram(
             "loom_agent_scheduler_lag_seconds",
@@ -45,3 +47,16 @@ class SelfMetrics:
         self.http_requests = Counter(
             "loom_agent_http_requests", "HTTP requests served, by handler and status code.",
             ["handler", "code"], registry=registry)
+
+    def config_loaded(self) -> None:
+        """The configuration in force was loaded successfully (at start, or by a reload)."""
+        self.reload_successful.set(1)
+        self.reload_success_timestamp.set(time.time())
+
+    def reload_result(self, success: bool) -> None:
+        """A reload attempt ended (agent/config/reload.py calls this)."""
+        self.reloads.labels("success" if success else "failure").inc()
+        if success:
+            self.config_loaded()
+        else:
+            self.reload_successful.set(0)

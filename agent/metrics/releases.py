@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from aiohttp import web
 
 from agent.events.model import Event
 from agent.metrics.store import MAX_LABEL_VALUE_LENGTH, Gauge, MetricStore
@@ -66,5 +65,3 @@ class ReleaseTracker:
         """The releases kept, least recently seen first."""
         return list(self._recent)
 
-
-RELEASES = web.AppKey("releases", ReleaseTracker)

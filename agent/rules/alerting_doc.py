@@ -17,17 +17,22 @@ from typing import Any
 
 from agent.rules import alerts_agent
 from agent.rules.alerts_probe import BURN_RATES
+from agent.rules.anomaly_metrics import EVALUATION_INTERVAL_SECONDS
+from agent.rules.files import FILES
+from agent.rules.routing_doc import (
+    build_routes,
+    load_alertmanager,
+    routes_for,
+    routing_lines,
+)
 from agent.rules.ruledef import Rule, minutes, num
-from agent.rules.routing_doc import build_routes, load_alertmanager, routes_for, routing_lines
 from agent.rules.thresholds import CRITICAL_FACTOR, Thresholds
 
 REGENERATE = "python -m agent render-rules"
 NOTICE = (f"<!-- Generated from agent/rules/, the alerting: block of config.yaml and prometheus/alertmanager.yml "
           f"by `{REGENERATE}`. Do not edit by hand. -->")
 RUNBOOKS = "runbooks.md"
-# agent/api/anomalies.EVALUATION_INTERVAL_SECONDS, not imported: rendering rules must not load the HTTP
-# layer (the test keeps the two equal)
-DETECTOR_INTERVAL_SECONDS = 30.0
+DETECTOR_INTERVAL_SECONDS = EVALUATION_INTERVAL_SECONDS
 
 # the in-agent detector (a Thresholds block, the `detector` label) -> (the detection, its alert)
 DETECTOR_ALERTS = {
@@ -184,7 +189,6 @@ def runbook_link(alertname: str) -> str:
 
 def rule_groups(thresholds: Thresholds) -> dict[str, list[dict[str, Any]]]:
     """Rule file name -> its groups, exactly as render-rules writes them."""
-    from agent.rules.render import FILES      # render.py imports this module to write the page
     return {name: build(thresholds) for name, build in FILES.items()}
 
 

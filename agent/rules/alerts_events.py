@@ -9,9 +9,26 @@ Alertmanager inhibits it. Drops compare the window with the same window just bef
 
 from __future__ import annotations
 
-from agent.rules.ruledef import Rule, alert, group, le, minutes, num, record, window_increase
-from agent.rules.thresholds import (CRITICAL_FACTOR, AuthFailureSpike, EngagementDrop, FunnelDrop, MfaAnomalies,
-                                    NotificationFailures, PerformanceDegradation, Thresholds)
+from agent.rules.ruledef import (
+    Rule,
+    alert,
+    group,
+    le,
+    minutes,
+    num,
+    record,
+    window_increase,
+)
+from agent.rules.thresholds import (
+    CRITICAL_FACTOR,
+    AuthFailureSpike,
+    EngagementDrop,
+    FunnelDrop,
+    MfaAnomalies,
+    NotificationFailures,
+    PerformanceDegradation,
+    Thresholds,
+)
 
 # `for` per detection: a spike is real at once, a share needs its minimum volume to hold for a
 # while, a drop compares two long windows and should outlast the noise of their edge

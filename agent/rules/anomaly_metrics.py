@@ -19,10 +19,18 @@ from collections.abc import Callable, Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from agent.rules.detectors import DETECTORS, SEVERITIES, Anomaly, detector_window_minutes, run_anomaly_detection
+from agent.rules.detectors import (
+    DETECTORS,
+    SEVERITIES,
+    Anomaly,
+    detector_window_minutes,
+    run_anomaly_detection,
+)
 from agent.rules.thresholds import Thresholds
 from agent.rules.windows import EventWindows
 
+# how often the in-agent detectors run (docs/alerting.md quotes it)
+EVALUATION_INTERVAL_SECONDS = 30.0
 log = logging.getLogger("agent.rules")
 
 
@@ -43,6 +51,10 @@ class AnomalyMonitor:
         self.active = frozenset((anomaly.detector, anomaly.severity) for anomaly in found)
         self.evaluated_at = now
         return found
+
+    def prepare(self, thresholds: Thresholds) -> Callable[[], None]:
+        """Reloadable: new thresholds apply at once."""
+        return lambda: self.reconfigure(thresholds)
 
     def reconfigure(self, thresholds: Thresholds) -> None:
         """New thresholds (a config reload): the ring follows the largest window, keeping its history."""

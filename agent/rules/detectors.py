@@ -19,8 +19,16 @@ from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from agent.rules import windows as w
-from agent.rules.thresholds import (AuthFailureSpike, EngagementDrop, FunnelDrop, MfaAnomalies,
-                                    NotificationFailures, PerformanceDegradation, Thresholds, severity)
+from agent.rules.thresholds import (
+    AuthFailureSpike,
+    EngagementDrop,
+    FunnelDrop,
+    MfaAnomalies,
+    NotificationFailures,
+    PerformanceDegradation,
+    Thresholds,
+    severity,
+)
 from agent.rules.windows import EventWindows
 
 

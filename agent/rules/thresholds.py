@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.events.metric_table import API_LATENCY
 from agent.config.node import Node
+from agent.events.metric_table import API_LATENCY
 
 CRITICAL_FACTOR = 2.0
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from agent.collectors.base import ProbeResult, ProbeTarget
-from agent.config.load import Config
 
 MAX_FAILURES = 50
 MAX_DETAIL_CHARS = 300
@@ -72,9 +71,9 @@ class ProbeHistory:
             for name in [name for name in table if name not in keep]:
                 del table[name]
 
-    def reload_hook(self, new: Config) -> Callable[[], None]:
-        """A ProbeRuntime reload hook: once the new config applies, drop the targets it removed."""
-        return lambda: self.retain(target.name for target in new.targets)
+    def prepare(self, targets: Sequence[ProbeTarget]) -> Callable[[], None]:
+        """Reloadable: once the new targets apply, drop the history of the targets removed."""
+        return lambda: self.retain(target.name for target in targets)
 
 
 def _cut(detail: str) -> str:

@@ -21,6 +21,12 @@ from dataclasses import dataclass, field
 
 from agent.config.node import Node
 
+DAY = 86400.0
+MIN_PERIOD = DAY
+MIN_INTERVAL = 60.0
+# the retention classes of data (agent/store/retention.py: the tables of each)
+CLASSES = ("analytics", "performance", "audit", "security")
+
 ENV_DSN = "LOOM_AGENT_STORE_DSN"
 DRIVERS = ("sqlite", "postgres", "none")
 SYNCHRONOUS = ("full", "normal")
@@ -74,3 +80,50 @@ def parse_store(node: Node, base_dir: str, environ: Mapping[str, str] | None = N
     )
     node.finish()
     return config
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    analytics_events: float = 90 * DAY
+    audit_logs: float = 365 * DAY
+    security_events: float = 730 * DAY
+    performance_metrics: float = 30 * DAY
+    interval: float = 3600.0       # between scheduled clean-ups; 0: no schedule (on demand only)
+    batch_size: int = 5000
+
+    def periods(self) -> dict[str, float]:
+        """class -> how long its rows are kept, in seconds."""
+        return {"analytics": self.analytics_events, "performance": self.performance_metrics,
+                "audit": self.audit_logs, "security": self.security_events}
+
+
+_PERIOD_KEYS = ("analytics_events", "audit_logs", "security_events", "performance_metrics")
+
+
+def parse_retention(node: Node) -> RetentionConfig:
+    base = RetentionConfig()
+    periods = {key: _period(node, key, getattr(base, key)) for key in _PERIOD_KEYS}
+    config = RetentionConfig(**periods, interval=_interval(node, base.interval),
+                             batch_size=node.int("batch_size", base.batch_size, minimum=1, maximum=1_000_000))
+    node.finish()
+    return config
+
+
+def _period(node: Node, key: str, default: float) -> float:
+    seconds = node.duration(key, default)
+    if seconds < MIN_PERIOD:
+        node.error(f"must be at least 1d, got {node.data[key]}", key)
+        return default
+    return seconds
+
+
+def _interval(node: Node, default: float) -> float:
+    value = node.raw("interval")
+    if value is not False and value in (0, "0", "0s"):
+        return 0.0
+    seconds = node.duration("interval", default)
+    if seconds < MIN_INTERVAL:
+        node.error(f"must be at least 1m, or 0 to disable the scheduled clean-up, got {node.data['interval']}",
+                   "interval")
+        return default
+    return seconds

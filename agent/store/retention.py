@@ -6,89 +6,27 @@ events 2 years, performance metrics 30 days. A class covers tables (CLASS_TABLES
 The clean-up deletes in batches of `batch_size` rows, each batch its own short transaction through
 `store.execute` (serialised with the ingest commits by the driver), yielding to the event loop
 between batches: ingest interleaves with a large clean-up instead of waiting behind one long
-transaction and its locks. It runs on a schedule (`interval`, from a cleanup_ctx) and on demand
-(`python -m agent cleanup`, `main_cleanup`).
+transaction and its locks. It runs on a schedule (`RetentionSchedule`, started by the composition root) and on
+demand (`python -m agent cleanup`, agent/store/cleanup.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
-import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import Callable
 
-from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge
-
-from agent.config.node import Node
+from agent.metrics.retention import RetentionMetrics
 from agent.store.base import Store
-from agent.store.config import StoreConfig
+from agent.store.config import CLASSES, RetentionConfig
 from agent.store.errors import StoreError
-from agent.store.open import open_store
-
-if TYPE_CHECKING:
-    from agent.config.load import Config
 
 log = logging.getLogger("agent.retention")
 
-DAY = 86400.0
-MIN_PERIOD = DAY
-MIN_INTERVAL = 60.0
-CLASSES = ("analytics", "performance", "audit", "security")
 # the first scheduled run comes this long after start (not at once: start-up has enough to do)
 FIRST_RUN_DELAY = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class RetentionConfig:
-    analytics_events: float = 90 * DAY
-    audit_logs: float = 365 * DAY
-    security_events: float = 730 * DAY
-    performance_metrics: float = 30 * DAY
-    interval: float = 3600.0       # between scheduled clean-ups; 0: no schedule (on demand only)
-    batch_size: int = 5000
-
-    def periods(self) -> dict[str, float]:
-        """class -> how long its rows are kept, in seconds."""
-        return {"analytics": self.analytics_events, "performance": self.performance_metrics,
-                "audit": self.audit_logs, "security": self.security_events}
-
-
-_PERIOD_KEYS = ("analytics_events", "audit_logs", "security_events", "performance_metrics")
-
-
-def parse_retention(node: Node) -> RetentionConfig:
-    base = RetentionConfig()
-    periods = {key: _period(node, key, getattr(base, key)) for key in _PERIOD_KEYS}
-    config = RetentionConfig(**periods, interval=_interval(node, base.interval),
-                             batch_size=node.int("batch_size", base.batch_size, minimum=1, maximum=1_000_000))
-    node.finish()
-    return config
-
-
-def _period(node: Node, key: str, default: float) -> float:
-    seconds = node.duration(key, default)
-    if seconds < MIN_PERIOD:
-        node.error(f"must be at least 1d, got {node.data[key]}", key)
-        return default
-    return seconds
-
-
-def _interval(node: Node, default: float) -> float:
-    value = node.raw("interval")
-    if value is not False and value in (0, "0", "0s"):
-        return 0.0
-    seconds = node.duration("interval", default)
-    if seconds < MIN_INTERVAL:
-        node.error(f"must be at least 1m, or 0 to disable the scheduled clean-up, got {node.data['interval']}",
-                   "interval")
-        return default
-    return seconds
 
 
 # class -> the batched DELETEs that clean it: (table, statement). Each statement takes
@@ -142,25 +80,6 @@ async def delete_older(store: Store, table: str, sql: str, cutoff: float, batch_
         if deleted < batch_size:
             return total
         await asyncio.sleep(0)       # let the ingest commits waiting behind us go first
-
-
-class RetentionMetrics:
-    """loom_agent_retention_* on the registry given (never the global one)."""
-
-    def __init__(self, registry: CollectorRegistry):
-        self.deleted = Counter("loom_agent_retention_deleted_rows", "Rows deleted by the retention clean-up, "
-                               "by class of data.", ["class"], registry=registry)
-        self.runs = Counter("loom_agent_retention_runs", "Retention clean-up runs, by result (success or "
-                            "failure: the store refused a batch).", ["result"], registry=registry)
-        self.last_run = Gauge("loom_agent_retention_last_run_timestamp_seconds",
-                              "When the last successful retention clean-up finished, as unix seconds.",
-                              registry=registry)
-        self.duration = Gauge("loom_agent_retention_run_duration_seconds",
-                              "How long the last retention clean-up took.", registry=registry)
-        for name in CLASSES:
-            self.deleted.labels(name)
-        for result in ("success", "failure"):
-            self.runs.labels(result)
 
 
 async def event_names_by_class(store: Store) -> dict[str, list[str]]:
@@ -222,11 +141,15 @@ async def run_cleanup_once(store: Store, config: RetentionConfig, now: float,
 class RetentionSchedule:
     """The scheduled clean-up. `config` may be replaced on reload; the next run uses the new one
     (an interval changed from 0 starts the schedule only at the next start of the agent).
-    `store` None: the app's EVENT_STORE when the schedule starts (the store is opened before)."""
+    `store` None: set by the composition root once the store is open."""
 
     def __init__(self, store: Store | None, config: RetentionConfig, metrics: RetentionMetrics,
                  clock: Callable[[], float] = time.time):
         self.store, self.config, self.metrics, self.clock = store, config, metrics, clock
+
+    def prepare(self, config: RetentionConfig) -> Callable[[], None]:
+        """Reloadable: the next run uses the new periods and interval."""
+        return lambda: setattr(self, "config", config)
 
     async def run(self, first_delay: float = FIRST_RUN_DELAY) -> None:
         """Clean up after `first_delay`, then every `config.interval` (re-read each time; 0: stop)."""
@@ -243,52 +166,3 @@ class RetentionSchedule:
             delay = self.config.interval
 
 
-RETENTION = web.AppKey("retention", RetentionSchedule)
-
-
-def schedule_ctx(first_delay: float = FIRST_RUN_DELAY) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup_ctx running app[RETENTION]'s schedule for the app's lifetime."""
-    async def retention_schedule(app: web.Application) -> AsyncIterator[None]:
-        from agent.api import EVENT_STORE        # agent.api imports agent.config.load, which imports this module
-        schedule = app[RETENTION]
-        if schedule.store is None:
-            schedule.store = app[EVENT_STORE]
-        task = asyncio.create_task(schedule.run(first_delay))
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    return retention_schedule
-
-
-def format_report(deleted: dict[str, int], config: RetentionConfig) -> list[str]:
-    """One line per class, for the CLI."""
-    periods = config.periods()
-    return [f"{name}: {deleted[name]} rows deleted (kept: the last {periods[name] / DAY:g} days)"
-            for name in CLASSES]
-
-
-async def cleanup_command(store_config: StoreConfig, config: RetentionConfig, now: float | None = None,
-                          out: TextIO | None = None) -> int:
-    """`python -m agent cleanup`: open the configured store, clean up once, print one line per class,
-    close. The exit status: 0 done, 1 the store failed, 2 no store is configured."""
-    try:
-        store = await open_store(store_config)
-        if store is None:
-            print("error: no event store is configured (store.driver: none): nothing to clean up", file=sys.stderr)
-            return 2
-        try:
-            deleted = await run_cleanup_once(store, config, time.time() if now is None else now)
-        finally:
-            await store.close()
-    except StoreError as exc:
-        print(f"error: retention clean-up failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    for line in format_report(deleted, config):
-        print(line, file=out or sys.stdout)
-    return 0
-
-
-def main_cleanup(config: Config) -> int:
-    """The `cleanup` command on a loaded Config (its `store` and `retention` blocks); the exit status."""
-    return asyncio.run(cleanup_command(config.store, config.retention))
