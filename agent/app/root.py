@@ -43,6 +43,7 @@ from agent.otlp.tracing import build_tracer_provider
 from agent.rules.anomaly_metrics import EVALUATION_INTERVAL_SECONDS, AnomalyActiveCollector, AnomalyMonitor
 from agent.status.history import ProbeHistory
 from agent.status.uptime import UptimeCache
+from agent.store.base import Store
 
 # how long in-flight probes may finish after SIGTERM before they are cancelled (the whole budget
 # is in agent/__main__.py)
@@ -59,7 +60,10 @@ class Clocks:
     monotonic: Callable[[], float] = time.monotonic
 
 
-def build_app(config: Config, registry: CollectorRegistry | None = None, *, clocks: Clocks = Clocks()) -> web.Application:
+def build_app(config: Config, registry: CollectorRegistry | None = None, *, clocks: Clocks = Clocks(),
+              store: Store | None = None) -> web.Application:
+    """The whole agent for `config`. `store`: an event store already open (tests that share one across
+    apps, or fill it first) used instead of opening `config.store`; the app then leaves it open."""
     # the body limit is enforced per endpoint (events: events.max_body_bytes); this is the ceiling
     app = web.Application(client_max_size=max(config.events.max_body_bytes, 1024 * 1024),
                           middlewares=[refuse_nul_in_url])
@@ -67,7 +71,7 @@ def build_app(config: Config, registry: CollectorRegistry | None = None, *, cloc
     app[REGISTRY] = registry
     export = build_components(app, config, registry, clocks)
     app[RELOADER] = Reloader(config, _bindings(app), on_result=app[RUNTIME].self_metrics.reload_result)
-    for context in _lifetimes(app, config, export):
+    for context in _lifetimes(app, config, export, store):
         app.cleanup_ctx.append(context)
     for module in ROUTE_MODULES:
         module.add_routes(app)
@@ -125,7 +129,7 @@ def _bindings(app: web.Application) -> list[Binding]:
     ]
 
 
-def _lifetimes(app: web.Application, config: Config, export: OtlpExport) -> list[CleanupCtx]:
+def _lifetimes(app: web.Application, config: Config, export: OtlpExport, store: Store | None) -> list[CleanupCtx]:
     """Background work in start order; shutdown runs it in reverse. The OTLP export comes first so it
     stops last and flushes the final spans; the store's contexts come after the probes and the
     pipeline's span sweeper, so the store closes before them only once nothing writes to it; the uptime
@@ -139,7 +143,7 @@ def _lifetimes(app: web.Application, config: Config, export: OtlpExport) -> list
         # end what is open, before the tracer provider shuts down
         background("event-span-sweeper", lambda _: spans.run_sweeper(SPAN_SWEEP_SECONDS),
                    stop=lambda _: spans.close()),
-        *store_lifetimes(app, config),
+        *store_lifetimes(app, config, store),
         lifetime("status-uptime", _nothing, lambda _: app[UPTIME_CACHE].close()),
     ]
 

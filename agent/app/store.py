@@ -24,6 +24,7 @@ from agent.events.opt_outs import REFRESH_SECONDS
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import resolve_hmac_key
 from agent.metrics.retention import RetentionMetrics
+from agent.store.base import Store
 from agent.store.open import open_store
 from agent.store.probe_rollups import ProbeRollups
 from agent.store.retention import RetentionSchedule
@@ -55,9 +56,10 @@ def store_bindings(app: web.Application) -> list[Binding]:
     return [Binding(app[RETENTION], "retention")]
 
 
-def store_lifetimes(app: web.Application, config: Config) -> list[CleanupCtx]:
-    """The store's contexts in start order; none without a store (store.driver: none)."""
-    if not config.store.enabled:
+def store_lifetimes(app: web.Application, config: Config, given: Store | None = None) -> list[CleanupCtx]:
+    """The store's contexts in start order; none without a store (store.driver: none, and none given).
+    A `given` store is already open: it is used as is and left open at shutdown."""
+    if not config.store.enabled and given is None:
         return []
     rollups = ProbeRollups()
     app[RUNTIME].result_observers.append(
@@ -65,7 +67,7 @@ def store_lifetimes(app: web.Application, config: Config) -> list[CleanupCtx]:
                                                          ended_at))
 
     async def open_(app: web.Application) -> None:
-        store = await open_store(config.store)
+        store = given or await open_store(config.store)
         assert store is not None
         app[EVENT_STORE] = store
         writer = GroupCommitWriter(store, config.store.max_pending_events, app[METRICS])
@@ -76,13 +78,14 @@ def store_lifetimes(app: web.Application, config: Config) -> list[CleanupCtx]:
         writer = app[PIPELINE].writer
         assert writer is not None
         await writer.stop(WRITER_STOP_SECONDS)   # from here on, ingest answers 503: never acknowledged unstored
-        await app[EVENT_STORE].close()
+        if given is None:
+            await app[EVENT_STORE].close()
 
     async def load_opt_outs(app: web.Application) -> None:
         await app[OPT_OUTS].refresh(app[EVENT_STORE])
 
     async def refresh_opt_outs(app: web.Application) -> None:
-        if config.store.driver == "postgres":      # other agents sharing the database change the list too
+        if app[EVENT_STORE].dialect == "postgres":      # other agents sharing the database change the list too
             await app[OPT_OUTS].keep_fresh(app[EVENT_STORE], REFRESH_SECONDS)
 
     async def start_retention(app: web.Application) -> None:
