@@ -21,6 +21,7 @@ from aiohttp import web
 from agent.api import EVENT_STORE
 from agent.api import analytics
 from agent.api.auth import ADMIN_TOKENS
+from agent.api.problems import problem_middleware
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import PrivacyConfig
 from agent.store.base import Store
@@ -38,7 +39,7 @@ ENDPOINTS = (DASHBOARD, BUSINESS)
 
 
 def make_app(store: Store | None) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[problem_middleware])   # handlers raise; it answers
     app[ADMIN_TOKENS] = [TOKEN]
     if store is not None:
         app[EVENT_STORE] = store

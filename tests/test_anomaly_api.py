@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from agent.api.anomalies import setup
 from agent.api.auth import ADMIN_TOKENS
+from agent.api.problems import problem_middleware
 from agent.rules.thresholds import Thresholds
 from agent.rules.windows import EventWindows
 from tests.test_anomaly_detectors import MINUTE, NOW, Clock, gauge, login
@@ -26,7 +27,7 @@ class Harness:
     def __init__(self, interval: float = 3600.0):
         self.clock = Clock(NOW)
         self.registry = CollectorRegistry()
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[problem_middleware])   # handlers raise; it answers
         self.app[ADMIN_TOKENS] = [TOKEN]
         self.windows: EventWindows = setup(self.app, Thresholds(), self.registry, interval=interval, clock=self.clock)
 

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from agent.api import PIPELINE
 from agent.api import metrics_api
 from agent.api.exposition import exposition_response
+from agent.api.problems import problem_middleware
 from agent.custom_metrics.config import CustomMetricsConfig
 from agent.events.config import EventsConfig
 from agent.events.pipeline import EventPipeline
@@ -32,7 +33,7 @@ CONVERSION = {"name": "conversions", "type": "counter", "value": 1, "tags": {"ty
 
 def make_app(releases: list[str] | None = None, **config: Any) -> web.Application:
     store = MetricStore()
-    app = web.Application()
+    app = web.Application(middlewares=[problem_middleware])   # handlers raise; it answers
     app[PIPELINE] = EventPipeline(EventsConfig(api_keys=(KEY,), max_batch=5, max_body_bytes=4096), store, None)
     privacy = Privacy(PrivacyConfig(), b"k" * 32)
     registry = metrics_api.setup(app, CustomMetricsConfig(**config), store, privacy, [])

@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from agent.api.problems import problem_middleware
 from agent.metrics import exposition
 from agent.api import EVENT_STORE, PIPELINE, PRIVACY
 from agent.api import error_events as errors_api
@@ -40,7 +41,7 @@ class Agent:
     def __init__(self, store: Any | None, config: ErrorsConfig = ErrorsConfig()):
         self.metrics = MetricStore()
         self.privacy = Privacy(PrivacyConfig(), KEY)
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[problem_middleware])   # handlers raise; it answers
         self.app[ADMIN_TOKENS] = [ADMIN]
         self.app[PIPELINE] = EventPipeline(EventsConfig(api_keys=(INGEST,)), self.metrics, None)
         self.app[PRIVACY] = self.privacy

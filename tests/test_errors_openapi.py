@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from agent.api import EVENT_STORE, PIPELINE, PRIVACY
 from agent.api import error_events as errors_api
 from agent.api.auth import ADMIN_TOKENS
+from agent.api.problems import problem_middleware
 from agent.error_tracking.config import ErrorsConfig
 from agent.error_tracking.sink import ErrorSink
 from agent.error_tracking.validate import parse_error, parse_error_batch
@@ -99,7 +100,7 @@ class FailingStore:
 
 
 def make_app(store: Any) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[problem_middleware])   # handlers raise; it answers
     metrics, privacy = MetricStore(), Privacy(PrivacyConfig(), b"k" * 32)
     app[ADMIN_TOKENS] = [ADMIN]
     app[PIPELINE] = EventPipeline(EventsConfig(api_keys=(KEY,)), metrics, None)

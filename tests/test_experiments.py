@@ -20,6 +20,7 @@ from agent.analytics.experiments import (Visitor, choose_control, conversion_row
 from agent.analytics.timerange import TimeRange
 from agent.api import EVENT_STORE, experiments
 from agent.api.auth import ADMIN_TOKENS
+from agent.api.problems import problem_middleware
 from agent.events.limits import Limits
 from agent.events.validate import parse_event
 from agent.store.base import Store
@@ -194,7 +195,7 @@ def test_at_most_max_variants_are_reported_the_rest_counted(monkeypatch):
 # --- the endpoint -----------------------------------------------------------------------------------
 
 def make_app(store: Store | None) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[problem_middleware])   # handlers raise; it answers
     app[ADMIN_TOKENS] = [TOKEN]
     if store is not None:
         app[EVENT_STORE] = store

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from agent.api import EVENT_STORE, PIPELINE, PRIVACY
 from agent.api import privacy as privacy_api
 from agent.api.auth import ADMIN_TOKENS
+from agent.api.problems import problem_middleware
 from agent.error_tracking.config import ErrorsConfig
 from agent.error_tracking.sink import ErrorSink
 from agent.error_tracking.validate import parse_error
@@ -76,7 +77,7 @@ class Agent:
 
     def __init__(self, store: Any, privacy: Privacy | None = None, *, with_store: bool = True):
         self.privacy = privacy or make_privacy()
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[problem_middleware])   # handlers raise; it answers
         self.app[ADMIN_TOKENS] = [ADMIN]
         self.app[PIPELINE] = EventPipeline(EventsConfig(api_keys=(INGEST,)), MetricStore(), None)
         self.app[PRIVACY] = self.privacy

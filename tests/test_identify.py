@@ -18,6 +18,7 @@ from aiohttp import web
 
 from agent.api import EVENT_STORE, PIPELINE, PRIVACY
 from agent.api import identify as identify_api
+from agent.api.problems import problem_middleware
 from agent.config.load import parse_config
 from agent.events.identify import Identify, parse_identifies, posthog_identify, scrub_identify
 from agent.events.limits import Limits
@@ -239,7 +240,7 @@ def test_one_transaction_for_a_batch_in_user_order_with_repeats_applied_in_order
 
 def make_app(store: Store | None, privacy: Privacy = PRIVACY_RULES, keys: tuple[str, ...] = (KEY,)) -> web.Application:
     config = parse_config(f"events: {{api_keys: [{', '.join(keys)}], max_body_bytes: 4096}}\nstore: {{driver: none}}")
-    app = web.Application()
+    app = web.Application(middlewares=[problem_middleware])   # handlers raise; it answers
     app[PIPELINE] = EventPipeline(config.events, MetricStore(), None, privacy)
     app[PRIVACY] = privacy
     if store is not None:

@@ -22,6 +22,7 @@ from agent.analytics.dashboard import dashboard
 from agent.analytics.timerange import TimeRange
 from agent.api import EVENT_STORE, analytics
 from agent.api.auth import ADMIN_TOKENS
+from agent.api.problems import problem_middleware
 from agent.events.config import EventsConfig
 from agent.events.identify import parse_identifies
 from agent.events.limits import Limits
@@ -271,7 +272,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 async def serve(store: Store, calls: list[tuple[str, str]]) -> list[tuple[int, Any]]:
-    app = web.Application()
+    app = web.Application(middlewares=[problem_middleware])   # handlers raise; it answers
     app[ADMIN_TOKENS] = [TOKEN]
     app[EVENT_STORE] = store
     analytics.setup(app, rate_limit=1000)

@@ -11,12 +11,10 @@ events (the rules of an event's `release`: agent/events/validate.py parse_releas
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from agent.analytics.business import business_metrics
@@ -24,14 +22,13 @@ from agent.analytics.dashboard import dashboard
 from agent.analytics.timerange import (PARAMETERS, RangeError, TimeRange, parse_time_range, unknown_parameters,
                                       values)
 from agent.api.keys import BUSINESS_RATE_LIMITER, EVENT_STORE
-from agent.api.auth import admin_denied
-from agent.api.ratelimit import limited
+from agent.api.auth import require_admin
+from agent.api.problems import BadRequest, ServiceUnavailable, json_response
+from agent.api.ratelimit import enforce_rate_limit
 from agent.events.properties import FieldError
 from agent.events.validate import parse_release
 from agent.store.base import Store
-from agent.store.errors import StoreError
 
-log = logging.getLogger("agent.api.analytics")
 Report = Callable[[Store, TimeRange, str | None], Awaitable[dict[str, Any]]]
 REPORT_PARAMETERS = (*PARAMETERS, "release")
 
@@ -42,12 +39,14 @@ def add_routes(app: web.Application) -> None:
 
 
 async def get_dashboard(request: web.Request) -> web.Response:
-    return admin_denied(request) or await _report(request, dashboard)
+    require_admin(request)
+    return await _report(request, dashboard)
 
 
 async def get_business_metrics(request: web.Request) -> web.Response:
-    return (admin_denied(request) or limited(request.app[BUSINESS_RATE_LIMITER], request)
-            or await _report(request, business_metrics))
+    require_admin(request)
+    enforce_rate_limit(request.app[BUSINESS_RATE_LIMITER], request)
+    return await _report(request, business_metrics)
 
 
 def release_parameter(query: Any) -> str | None:
@@ -64,47 +63,31 @@ def release_parameter(query: Any) -> str | None:
 
 
 async def _report(request: web.Request, build: Report) -> web.Response:
-    unknown = unknown_parameters(request.query, REPORT_PARAMETERS)
-    if unknown:
-        return unknown_parameters_error(unknown, REPORT_PARAMETERS)
-    try:
-        time_range = parse_time_range(request.query, time.time())
-        release = release_parameter(request.query)
-    except RangeError as exc:
-        return query_error(exc.field, exc.message)
+    refuse_unknown_parameters(request.query, REPORT_PARAMETERS)
+    time_range = parse_time_range(request.query, time.time())        # RangeError: a 400 naming it
+    release = release_parameter(request.query)
     return await answer_from_store(request, lambda store: build(store, time_range, release))
 
 
 async def answer_from_store(request: web.Request,
                             build: Callable[[Store], Awaitable[dict[str, Any]]]) -> web.Response:
-    """The JSON document `build` reads from the event store, or its 503: the store is disabled, or failing
-    (with Retry-After; the driver's message, which may name the database, goes to the log only)."""
+    """The JSON document `build` reads from the event store. A disabled store is a 503; a failing one
+    raises StoreError, which the error middleware answers with 503 and Retry-After (the driver's message,
+    which may name the database, goes to the log only)."""
+    return json_response(await build(event_store(request)))
+
+
+def event_store(request: web.Request) -> Store:
+    """The event store of a read route; raises the 503 when store.driver is none."""
     store = request.app.get(EVENT_STORE)
     if store is None:
-        return _error(503, "the event store is disabled")
-    try:
-        document = await build(store)
-    except StoreError as exc:
-        # the driver's message may name the database; the log has it, the response does not
-        log.warning("analytics query failed", extra={"path": request.path, "error": str(exc)})
-        return _error(503, f"the event store is unavailable; retry after {exc.retry_after} s",
-                      headers={"Retry-After": str(exc.retry_after)})
-    return web.Response(body=orjson.dumps(document), content_type="application/json")
+        raise ServiceUnavailable("the event store is disabled")
+    return store
 
 
-def unknown_parameters_error(unknown: list[str], known: tuple[str, ...]) -> web.Response:
-    errors = [{"field": name, "message": f"unknown parameter; known: {', '.join(known)}"} for name in unknown]
-    return _error(400, "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors)
-
-
-def query_error(field: str, message: str) -> web.Response:
-    """400 naming the query parameter: {"error": "field: message", "errors": [{"field", "message"}]}."""
-    return _error(400, f"{field}: {message}", [{"field": field, "message": message}])
-
-
-def _error(status: int, message: str, errors: list[dict[str, str]] | None = None,
-           headers: dict[str, str] | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": message}
-    if errors:
-        body["errors"] = errors
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+def refuse_unknown_parameters(query: Any, known: tuple[str, ...]) -> None:
+    """Raises the 400 naming every query parameter not in `known`."""
+    unknown = unknown_parameters(query, known)
+    if unknown:
+        raise BadRequest.fields([{"field": name, "message": f"unknown parameter; known: {', '.join(known)}"}
+                                 for name in unknown])

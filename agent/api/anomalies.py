@@ -16,11 +16,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from agent.api.auth import admin_denied
+from agent.api.auth import require_admin
 from agent.api.keys import ANOMALIES
+from agent.api.problems import BadRequest, json_response
 from agent.rules.detectors import DETECTORS, iso_time, run_anomaly_detection, with_overrides
 from agent.rules.thresholds import Thresholds
 from agent.rules.windows import slow_bound_index
@@ -33,14 +33,11 @@ def add_routes(app: web.Application) -> None:
 
 
 async def anomalies(request: web.Request) -> web.Response:
-    denied = admin_denied(request)
-    if denied is not None:
-        return denied
+    require_admin(request)
     monitor = request.app[ANOMALIES]
     names, overrides, errors = parse_query(request.query, monitor.windows.max_window_minutes)
     if errors:
-        return _json({"error": "; ".join(f"{e['field']}: {e['message']}" for e in errors), "errors": errors},
-                     status=400)
+        raise BadRequest.fields(errors)
     now = monitor.clock()
     if names is None and not overrides:
         found = monitor.evaluate(now)
@@ -48,11 +45,7 @@ async def anomalies(request: web.Request) -> web.Response:
         selected = list(DETECTORS) if names is None else names
         thresholds = with_overrides(monitor.thresholds, selected, overrides)
         found = run_anomaly_detection(monitor.windows, thresholds, now, only=selected)
-    return _json({"anomalies": [anomaly.to_json() for anomaly in found], "evaluatedAt": iso_time(now)})
-
-
-def _json(body: dict[str, Any], status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+    return json_response({"anomalies": [anomaly.to_json() for anomaly in found], "evaluatedAt": iso_time(now)})
 
 
 def _camel(name: str) -> str:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 
-import orjson
 from aiohttp import web
 
 from agent.api.keys import ADMIN_TOKENS
+from agent.api.problems import Forbidden, Unauthorized
 from agent.config.api import ApiConfig
 
 API_KEY_HEADER = "X-Loom-Api-Key"
@@ -49,21 +49,30 @@ def bearer_token(request: web.Request) -> str | None:
     return request.headers.get(API_KEY_HEADER)
 
 
-def _refusal(status: int, message: str) -> web.Response:
-    headers = {"WWW-Authenticate": 'Bearer realm="loom-agent admin"'} if status == 401 else None
-    return web.Response(status=status, body=orjson.dumps({"error": message}), content_type="application/json",
-                        headers=headers)
+ADMIN_REALM = {"WWW-Authenticate": 'Bearer realm="loom-agent admin"'}
 
 
-def admin_denied(request: web.Request) -> web.Response | None:
-    """None when the request carries a valid admin token; else the 401 (no token) or 403 (wrong token)."""
+def require_admin(request: web.Request) -> None:
+    """Raises the 401 (no token) or 403 (wrong token, or no admin token configured) unless the request
+    carries a valid admin token."""
     presented = bearer_token(request)
     if presented is None:
-        return _refusal(401, "an admin token is required (Authorization: Bearer <token>)")
+        raise Unauthorized("an admin token is required (Authorization: Bearer <token>)", headers=ADMIN_REALM)
     tokens = request.app[ADMIN_TOKENS].tokens
     if not tokens:
-        return _refusal(403, "the admin API is disabled: no admin token is configured (api.admin_tokens or "
-                             "LOOM_AGENT_ADMIN_TOKENS)")
+        raise Forbidden("the admin API is disabled: no admin token is configured (api.admin_tokens or "
+                        "LOOM_AGENT_ADMIN_TOKENS)")
     if not token_matches(presented, tokens):
-        return _refusal(403, "the admin token is not valid")
-    return None
+        raise Forbidden("the admin token is not valid")
+
+
+def require_ingest_key(keys: tuple[str, ...] | list[str], presented: str | None, api: str) -> None:
+    """Raises the 401 (no key) or 403 (wrong key), counted as `auth` rejections of `api`, when ingest keys
+    are configured (events.api_keys) and `presented` is none of them."""
+    if not keys:
+        return
+    if presented is None:
+        raise Unauthorized(f"an ingest API key is required (Authorization: Bearer or {API_KEY_HEADER})",
+                           api=api, reason="auth")
+    if not token_matches(presented, keys):
+        raise Forbidden("the ingest API key is not valid", api=api, reason="auth")

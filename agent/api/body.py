@@ -13,15 +13,14 @@ or never, would hold the handler, its buffer and its socket for as long as it li
   read: a slow mobile client still has a minute for a 1 MB batch, a stalled one gets 408 after 10 s;
 - a body aiohttp cannot decode (broken chunking, a Content-Encoding that does not decode) is a 400.
 
-Each refusal is a `BodyError` with the status, the message and the rejection reason the ingest counters
-use; `refusal()` turns one into the caller's JSON error and closes the connection when its state is
-unknown.
+Each refusal is a `BodyError` with the status, the message, the rejection reason the ingest counters
+use, and the caller's `api` label and `field` name; the error middleware (agent/api/problems.py) answers
+it in the route's shape and closes the connection when its state is unknown.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -32,21 +31,32 @@ TOTAL_SECONDS = 60.0
 
 class BodyError(Exception):
     """A body that will not be read: `status` 413 (too large), 408 (too slow) or 400 (undecodable);
-    `reason` is the loom_agent_ingest_rejected_total reason (too_large or malformed)."""
+    `reason` is the loom_agent_ingest_rejected_total reason (too_large or malformed), counted under `api`
+    when the route counts its rejections; `field` names the body in the answer of a route whose errors
+    name fields (the opt-out's "body")."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, *, api: str | None = None, field: str | None = None):
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.api, self.field = status, message, api, field
 
     @property
     def reason(self) -> str:
         return "too_large" if self.status == 413 else "malformed"
 
 
-async def read_body(request: web.Request, limit: int, *, idle: float | None = None,
-                    total: float | None = None) -> bytes:
-    """The whole body, at most `limit` bytes; raises BodyError. `idle` and `total` default to the
-    module's IDLE_SECONDS and TOTAL_SECONDS (read at call time, so a test may lower them)."""
+async def read_body(request: web.Request, limit: int, *, api: str | None = None, field: str | None = None,
+                    idle: float | None = None, total: float | None = None) -> bytes:
+    """The whole body, at most `limit` bytes; raises BodyError carrying `api` and `field` (see BodyError).
+    `idle` and `total` default to the module's IDLE_SECONDS and TOTAL_SECONDS (read at call time, so a
+    test may lower them)."""
+    try:
+        return await _read(request, limit, idle, total)
+    except BodyError as exc:
+        exc.api, exc.field = api, field
+        raise
+
+
+async def _read(request: web.Request, limit: int, idle: float | None, total: float | None) -> bytes:
     too_large = f"request body is larger than {limit} bytes"
     if request.content_length is not None and request.content_length > limit:
         raise BodyError(413, too_large)
@@ -79,15 +89,3 @@ def _slow_message(received: int, idle: float, total: float) -> str:
     return (f"the request body did not arrive in time ({received} bytes received): a body must keep "
             f"arriving, with no pause of {idle:g} s, and be complete within {total:g} s")
 
-
-def refusal(request: web.Request, exc: BodyError, answer: Callable[[int, str], web.Response]) -> web.Response:
-    """The caller's error response for `exc` (`answer(status, message)`). After a 408 or a 400 the rest of
-    the body is never read and the connection, its parser state unknown, is closed with the answer
-    (aiohttp would otherwise drain the body after the response, and log a decoding error as unhandled).
-    After a 413 aiohttp reads and drops what the client goes on sending for its lingering time (10 s)
-    before closing, so that a client still sending sees the 413 rather than a reset connection."""
-    response = answer(exc.status, exc.message)
-    if exc.status != 413:
-        request.content.feed_eof()
-        response.force_close()
-    return response

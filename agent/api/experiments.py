@@ -16,9 +16,10 @@ from typing import Any
 from aiohttp import web
 
 from agent.analytics.experiments import experiment
-from agent.analytics.timerange import PARAMETERS, RangeError, parse_time_range, unknown_parameters, values
-from agent.api.analytics import answer_from_store, query_error, unknown_parameters_error
-from agent.api.auth import admin_denied
+from agent.analytics.timerange import PARAMETERS, RangeError, parse_time_range, values
+from agent.api.analytics import answer_from_store, refuse_unknown_parameters
+from agent.api.auth import require_admin
+from agent.api.problems import BadRequest
 from agent.events.posthog import POSTHOG_NAME
 
 KNOWN = (*PARAMETERS, "conversion", "control")
@@ -39,24 +40,17 @@ def _one(query: Any, name: str, longest: int) -> str | None:
 
 
 async def get_experiment(request: web.Request) -> web.Response:
-    denied = admin_denied(request)
-    if denied is not None:
-        return denied
+    require_admin(request)
     experiment_id = request.match_info["experimentId"]
     if len(experiment_id) > ID_MAX:
-        return query_error("experimentId", f"must be 1 to {ID_MAX} characters")
-    unknown = unknown_parameters(request.query, KNOWN)
-    if unknown:
-        return unknown_parameters_error(unknown, KNOWN)
-    try:
-        time_range = parse_time_range(request.query, time.time())
-        conversion = _one(request.query, "conversion", NAME_MAX)
-        control = _one(request.query, "control", ID_MAX)
-        if conversion is not None and not POSTHOG_NAME.fullmatch(conversion):
-            raise RangeError("conversion", "must be an event name (letters, digits, _ . : $ - and spaces, "
-                                           "starting with a letter or $)")
-    except RangeError as exc:
-        return query_error(exc.field, exc.message)
+        raise BadRequest.field("experimentId", f"must be 1 to {ID_MAX} characters")
+    refuse_unknown_parameters(request.query, KNOWN)
+    time_range = parse_time_range(request.query, time.time())        # RangeError: a 400 naming it
+    conversion = _one(request.query, "conversion", NAME_MAX)
+    control = _one(request.query, "control", ID_MAX)
+    if conversion is not None and not POSTHOG_NAME.fullmatch(conversion):
+        raise RangeError("conversion", "must be an event name (letters, digits, _ . : $ - and spaces, "
+                                       "starting with a letter or $)")
     return await answer_from_store(request, lambda store: experiment(store, experiment_id, time_range,
                                                                      conversion=conversion, control=control))
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from aiohttp import web
 
 from agent.api.keys import METRICS, REGISTRY, RELOADER, RUNTIME
 from agent.api.exposition import exposition_response
+from agent.api.problems import BadRequest, ServiceUnavailable
 
 
 async def healthy(request: web.Request) -> web.Response:
@@ -15,7 +19,7 @@ async def healthy(request: web.Request) -> web.Response:
 async def ready(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     if runtime.scheduler is None:
-        return web.Response(status=503, text="Not ready: starting.\n")
+        raise ServiceUnavailable("Not ready: starting.", plain=True)
     return web.Response(text="Ready.\n")
 
 
@@ -23,9 +27,22 @@ async def reload(request: web.Request) -> web.Response:
     reloader = request.app[RELOADER]
     if await reloader.reload():
         return web.json_response({"status": "success", "targets": len(reloader.config.targets)})
-    return web.json_response(
-        {"status": "error", "error": "the new configuration is invalid; the running one is kept",
-         "errors": reloader.last_errors}, status=400)
+    raise ReloadRefused("the new configuration is invalid; the running one is kept", reloader.last_errors)
+
+
+class ReloadRefused(BadRequest):
+    """The reload endpoint's documented 400: `{"status": "error", "error", "errors": [config errors]}`
+    (the same "status" field as its 200), the errors one line each as check-config prints them."""
+
+    def __init__(self, message: str, config_errors: Sequence[str]) -> None:
+        super().__init__(message)
+        self.config_errors = list(config_errors)
+
+    def body(self) -> dict[str, Any]:
+        return {"status": "error", "error": self.message, "errors": self.config_errors}
+
+    def response(self) -> web.Response:
+        return web.json_response(self.body(), status=self.status)        # as its 200 is written
 
 
 async def metrics(request: web.Request) -> web.Response:

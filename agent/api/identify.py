@@ -19,33 +19,34 @@ import time
 from aiohttp import web
 
 from agent.api.keys import EVENT_STORE
-from agent.api.events import _authorized_json, _dnt, _error, _ok
+from agent.api.events import _authorized_json, _dnt
 from agent.api.identify_writes import write_identifies
+from agent.api.problems import BadRequest, ServiceUnavailable, json_response
 from agent.events.identify import parse_identifies
+from agent.events.pipeline import EventPipeline
 from agent.events.validate import BatchError
 
 
 async def post_identify(request: web.Request) -> web.Response:
     pipeline, obj = await _authorized_json(request)
-    if isinstance(obj, web.Response):
-        return obj
     try:
         identifies = parse_identifies(obj, now=time.time(), limits=pipeline.limits)
     except BatchError as err:
-        pipeline.rejected("events", "invalid")
-        summary = str(err.errors[0]) if len(err.errors) == 1 else \
-            f"{len(err.errors)} invalid identifies; none was accepted"
-        # a message may quote a trait's name (an e-mail address as a key): through privacy, as for events
-        scrub = pipeline.privacy.text if pipeline.privacy is not None else str
-        return _error(400, scrub(summary), [{"index": e.index, "field": scrub(e.field), "message": scrub(e.message)}
-                                            for e in err.errors])
+        raise _invalid_identifies(pipeline, err) from None
     if request.app.get(EVENT_STORE) is None:
-        return _error(503, "the event store is disabled: traits have nowhere to go")
-    written = await write_identifies(request.app, identifies, dnt=_dnt(request))
-    if isinstance(written, web.Response):
-        return written
-    stored, dropped = written
-    return _ok({"accepted": len(identifies), "stored": stored, "dropped": dropped})
+        raise ServiceUnavailable("the event store is disabled: traits have nowhere to go")
+    stored, dropped = await write_identifies(request.app, identifies, dnt=_dnt(request))
+    return json_response({"accepted": len(identifies), "stored": stored, "dropped": dropped})
+
+
+def _invalid_identifies(pipeline: EventPipeline, err: BatchError) -> BadRequest:
+    """The 400 naming every invalid field, counted as the events api's. A message may quote a trait's
+    name (an e-mail address as a key): through privacy, as for events."""
+    summary = str(err.errors[0]) if len(err.errors) == 1 else \
+        f"{len(err.errors)} invalid identifies; none was accepted"
+    scrub = pipeline.privacy.text if pipeline.privacy is not None else str
+    return BadRequest(scrub(summary), [{"index": e.index, "field": scrub(e.field), "message": scrub(e.message)}
+                                       for e in err.errors], api="events", reason="invalid")
 
 
 def add_routes(app: web.Application) -> None:

@@ -11,31 +11,23 @@ Either refusal is `{"error", "errors": [{index, field, message}]}` and records n
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-import orjson
 from aiohttp import web
 
 from agent.api.keys import CUSTOM_METRICS, PIPELINE
-from agent.api.auth import bearer_token
-from agent.api.events import _check_key, _error, _read_json
+from agent.api.auth import bearer_token, require_ingest_key
+from agent.api.events import _read_json
+from agent.api.problems import ApiError, json_response
 from agent.custom_metrics.registry import BatchRejected, MetricError
 from agent.custom_metrics.samples import parse_samples
-
-if TYPE_CHECKING:
-    pass
 
 API = "metrics"          # the `api` label of loom_agent_ingest_rejected_total
 
 
 async def post_metrics(request: web.Request) -> web.Response:
     pipeline, registry = request.app[PIPELINE], request.app[CUSTOM_METRICS]
-    denied = _check_key(pipeline, bearer_token(request), API)
-    if denied is not None:
-        return denied
+    require_ingest_key(pipeline.config.api_keys, bearer_token(request), API)
     body = await _read_json(request, pipeline, API)
-    if isinstance(body, web.Response):
-        return body
     try:
         samples, releases, errors = parse_samples(body, pipeline.config.max_batch)
         try:
@@ -45,19 +37,18 @@ async def post_metrics(request: web.Request) -> web.Response:
         if errors:
             raise BatchRejected(errors)
     except BatchRejected as rejected:
-        pipeline.rejected(API, "invalid")
-        return refusal(rejected.errors, pipeline.privacy.text if pipeline.privacy is not None else str)
+        raise metrics_refused(rejected.errors, pipeline.privacy.text if pipeline.privacy is not None else str) from None
     accepted = registry.commit(planned)
     for release in releases:                # validated like an event's: names a build, never a person
         for observe in registry.release_observers:
             observe(release)
-    return web.Response(body=orjson.dumps({"accepted": accepted}), content_type="application/json")
+    return json_response({"accepted": accepted})
 
 
-def refusal(errors: list[tuple[int | None, MetricError]], scrub: Callable[[str], str] = str) -> web.Response:
-    """400 when any item is invalid in itself, else 409 (conflicts with registered metrics, or the limit).
-    Messages quote what the client sent (a unit, a tag key): they go through privacy's `scrub`, as the
-    event API's do, so an e-mail address or card number is never echoed in clear."""
+def metrics_refused(errors: list[tuple[int | None, MetricError]], scrub: Callable[[str], str] = str) -> ApiError:
+    """400 when any item is invalid in itself, else 409 (conflicts with registered metrics, or the limit);
+    either counted as invalid. Messages quote what the client sent (a unit, a tag key): they go through
+    privacy's `scrub`, as the event API's do, so an e-mail address or card number is never echoed in clear."""
     errors = sorted(errors, key=lambda item: -1 if item[0] is None else item[0])
     status = 400 if any(err.reason == "invalid" for _, err in errors) else 409
     if len(errors) == 1:
@@ -66,8 +57,9 @@ def refusal(errors: list[tuple[int | None, MetricError]], scrub: Callable[[str],
             f"metrics[{index}]: {err}" if index is not None else str(err)
     else:
         summary = f"{len(errors)} metrics refused; none was recorded"
-    return _error(status, scrub(summary), [{"index": index, "field": scrub(err.field), "message": scrub(err.message)}
-                                          for index, err in errors])
+    return ApiError.of_status(status, scrub(summary), [{"index": index, "field": scrub(err.field),
+                                                        "message": scrub(err.message)} for index, err in errors],
+                              api=API, reason="invalid")
 
 
 def add_routes(app: web.Application) -> None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from agent.api.keys import PRIVACY
+from agent.api.problems import BadRequest
 
 ESCAPE = b"\\u0000"
 MESSAGE = "must not contain U+0000 (the NUL character)"
@@ -55,17 +55,17 @@ async def refuse_nul_in_url(request: web.Request,
         return await handler(request)
     privacy = request.app.get(PRIVACY)
     field = privacy.text(field.replace("\x00", "\\u0000")) if privacy is not None else "query"
-    return _refusal(request, field)
+    raise _refusal(request, field)
 
 
-def _refusal(request: web.Request, field: str) -> web.Response:
+def _refusal(request: web.Request, field: str) -> BadRequest:
     """The 400 in the shape the route documents for its own bad input: /probe answers text like
     blackbox_exporter; a query (GET, DELETE) names the parameter; a body-taking route names the field
-    with the index its batch errors carry."""
+    with the index its batch errors carry. Raised here, answered by the error middleware (which must
+    come before this one in the application's list)."""
     if request.path == "/probe":
-        return web.Response(status=400, text=f"{field}: {MESSAGE}\n")
+        return BadRequest(f"{field}: {MESSAGE}", plain=True)
     error: dict[str, object] = {"field": field, "message": MESSAGE}
     if request.method not in ("GET", "HEAD", "DELETE"):
         error = {"index": None, **error}
-    return web.Response(status=400, content_type="application/json",
-                        body=orjson.dumps({"error": f"{field}: {MESSAGE}", "errors": [error]}))
+    return BadRequest(f"{field}: {MESSAGE}", [error])

@@ -31,10 +31,11 @@ import orjson
 from aiohttp import web
 
 from agent.api.keys import ADMIN_TOKENS, EVENT_STORE, OPT_OUTS, PIPELINE, PRIVACY
-from agent.api.auth import admin_denied, bearer_token, token_matches
-from agent.api.body import BodyError, read_body, refusal
+from agent.api.auth import bearer_token, require_admin, token_matches
+from agent.api.body import read_body
 from agent.api.nul_guard import MESSAGE as NUL_MESSAGE, body_nul_field
-from agent.store.errors import StoreError
+from agent.api.problems import BadRequest, Forbidden, NotFound, Unauthorized, json_response, store_call
+from agent.store.base import Store
 from agent.store.gdpr import (
     anonymous_ids, erase_user, export_user, is_opted_out, rfc3339, set_opt_out,
 )
@@ -54,30 +55,21 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/analytics/opt-out", opt_out)
 
 
-def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+def _store(request: web.Request) -> Store:
+    """The event store; without one (store.driver: none) the user has no data here: a 404."""
+    store = request.app.get(EVENT_STORE)
+    if store is None:
+        raise NotFound("the event store is off (store.driver: none): the agent holds no user data")
+    return store
 
 
-def _bad(field: str, message: str, status: int = 400) -> web.Response:
-    return _json({"error": f"{field}: {message}", "errors": [{"field": field, "message": message}]}, status)
-
-
-def _store_failed(exc: StoreError) -> web.Response:
-    return _json({"error": f"the event store cannot answer now ({type(exc).__name__}); "
-                           f"retry after {exc.retry_after} s"},
-                 status=503, headers={"Retry-After": str(exc.retry_after)})
-
-
-def _no_store() -> web.Response:
-    return _json({"error": "the event store is off (store.driver: none): the agent holds no user data"}, 404)
-
-
-def _user_id_error(value: Any) -> str | None:
+def _user_id(value: Any) -> str:
+    """`value` as a user id; raises the 400 naming userId."""
     if not isinstance(value, str) or not value.strip():
-        return "is required: a non-empty string"
+        raise BadRequest.field("userId", "is required: a non-empty string")
     if len(value) > MAX_USER_ID_LENGTH:
-        return f"must be at most {MAX_USER_ID_LENGTH} characters"
-    return None
+        raise BadRequest.field("userId", f"must be at most {MAX_USER_ID_LENGTH} characters")
+    return value
 
 
 def _ids(app: web.Application, user_id: str) -> tuple[str, dict[str, str]]:
@@ -95,116 +87,87 @@ def _flag(query: Any, name: str) -> bool | None:
 
 
 async def export(request: web.Request) -> web.Response:
-    if (denied := admin_denied(request)) is not None:
-        return denied
-    user_id = request.query.get("userId")
-    if (problem := _user_id_error(user_id)) is not None:
-        return _bad("userId", problem)
-    store = request.app.get(EVENT_STORE)
-    if store is None:
-        return _no_store()
+    require_admin(request)
+    user_id = _user_id(request.query.get("userId"))
+    store = _store(request)
     stored, shown = _ids(request.app, user_id)
-    try:
+    with store_call("answer"):            # 503 with Retry-After; retry it whole
         tables = await export_user(store, [stored])
         seen_as = await anonymous_ids(store, [stored])
-    except StoreError as exc:
-        return _store_failed(exc)
     body = {**shown, "exportedAt": rfc3339(time.time()), "optedOut": bool(tables["opt_outs"]),
             "anonymousIds": seen_as, "tables": tables}
     filename = "loom-export-" + _FILENAME_UNSAFE.sub("_", stored)[:64] + ".json"
-    return _json(body, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return json_response(body, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 async def erase(request: web.Request) -> web.Response:
-    if (denied := admin_denied(request)) is not None:
-        return denied
-    user_id = request.match_info["userId"]
-    if (problem := _user_id_error(user_id)) is not None:
-        return _bad("userId", problem)
+    require_admin(request)
+    user_id = _user_id(request.match_info["userId"])
     include_opt_out = _flag(request.query, "includeOptOut")
     if include_opt_out is None:
-        return _bad("includeOptOut", "must be true or false")
-    store = request.app.get(EVENT_STORE)
-    if store is None:
-        return _no_store()
+        raise BadRequest.field("includeOptOut", "must be true or false")
+    store = _store(request)
     stored, shown = _ids(request.app, user_id)
-    try:
+    with store_call("answer"):            # 503 with Retry-After; retry it whole
         deleted = await erase_user(store, [stored], include_opt_out=include_opt_out)
         if include_opt_out:
             request.app[OPT_OUTS].apply(stored, False)
             opted_out = False
         else:
             opted_out = await is_opted_out(store, stored)
-    except StoreError as exc:
-        return _store_failed(exc)
     log.info("user data erased", extra={"rows_deleted": sum(deleted.values()), "opt_out_erased": include_opt_out})
-    return _json({**shown, "deleted": deleted, "deletedAt": rfc3339(time.time()), "optedOut": opted_out})
+    return json_response({**shown, "deleted": deleted, "deletedAt": rfc3339(time.time()), "optedOut": opted_out})
 
 
-def _opt_out_source(request: web.Request) -> tuple[str | None, web.Response | None]:
-    """'admin' or 'ingest_key', from the token presented; else the 401 (none) or 403 (wrong)."""
+def _opt_out_source(request: web.Request) -> str:
+    """'admin' or 'ingest_key', from the token presented; raises the 401 (none) or 403 (wrong)."""
     presented = bearer_token(request)
     if presented is None:
-        return None, _json({"error": "an admin token or an ingest API key is required "
-                                     "(Authorization: Bearer <token>)"}, 401,
+        raise Unauthorized("an admin token or an ingest API key is required (Authorization: Bearer <token>)",
                            headers={"WWW-Authenticate": 'Bearer realm="loom-agent"'})
     if token_matches(presented, request.app[ADMIN_TOKENS].tokens):
-        return "admin", None
+        return "admin"
     if token_matches(presented, request.app[PIPELINE].config.api_keys):
-        return "ingest_key", None
-    return None, _json({"error": "the token is neither an admin token nor an ingest API key"}, 403)
+        return "ingest_key"
+    raise Forbidden("the token is neither an admin token nor an ingest API key")
 
 
-async def _read_object(request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None]:
-    try:
-        body = await read_body(request, MAX_BODY_BYTES)       # bounded in size and time (agent/api/body.py)
-    except BodyError as exc:
-        return None, refusal(request, exc, lambda status, message: _bad("body", message, status))
+async def _read_object(request: web.Request) -> dict[str, Any]:
+    """The body's JSON object, bounded in size and time (agent/api/body.py); raises the 4xx naming `body`
+    (or the field holding a NUL)."""
+    body = await read_body(request, MAX_BODY_BYTES, field="body")
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        return None, _bad("body", f"is not valid JSON: {exc}")
+        raise BadRequest.field("body", f"is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
-        return None, _bad("body", "must be a JSON object {\"userId\": ..., \"optOut\": true|false}")
+        raise BadRequest.field("body", "must be a JSON object {\"userId\": ..., \"optOut\": true|false}")
     if (field := body_nul_field(body, obj)) is not None:       # PostgreSQL cannot store it
-        return None, _bad(request.app[PRIVACY].text(field), NUL_MESSAGE)
-    return obj, None
+        raise BadRequest.field(request.app[PRIVACY].text(field), NUL_MESSAGE)
+    return obj
 
 
-def parse_opt_out(obj: dict[str, Any], scrub: Callable[[str], str] = str) -> tuple[str, bool] | web.Response:
-    """(userId, optOut) or the 400 naming the field. Unknown fields are refused: a misspelt `optout: false`
-    must not silently opt the user out (the default)."""
+def parse_opt_out(obj: dict[str, Any], scrub: Callable[[str], str] = str) -> tuple[str, bool]:
+    """(userId, optOut); raises the 400 naming the field. Unknown fields are refused: a misspelt
+    `optout: false` must not silently opt the user out (the default)."""
     for name in obj:
         if name not in ("userId", "optOut"):
-            return _bad(scrub(str(name)), "unknown field (expected userId and optOut)")
-    if (problem := _user_id_error(obj.get("userId"))) is not None:
-        return _bad("userId", problem)
+            raise BadRequest.field(scrub(str(name)), "unknown field (expected userId and optOut)")
+    user_id = _user_id(obj.get("userId"))
     opt = obj.get("optOut", True)
     if type(opt) is not bool:
-        return _bad("optOut", "must be true or false")
-    return obj["userId"], opt
+        raise BadRequest.field("optOut", "must be true or false")
+    return user_id, opt
 
 
 async def opt_out(request: web.Request) -> web.Response:
-    source, denied = _opt_out_source(request)
-    if denied is not None:
-        return denied
-    obj, refused = await _read_object(request)
-    if refused is not None:
-        return refused
-    parsed = parse_opt_out(obj, request.app[PRIVACY].text)
-    if isinstance(parsed, web.Response):
-        return parsed
-    user_id, opted_out = parsed
-    store = request.app.get(EVENT_STORE)
-    if store is None:
-        return _no_store()
+    source = _opt_out_source(request)
+    user_id, opted_out = parse_opt_out(await _read_object(request), request.app[PRIVACY].text)
+    store = _store(request)
     stored, shown = _ids(request.app, user_id)
     now = time.time()
-    try:
+    with store_call("answer"):            # 503 with Retry-After; retry it whole
         await set_opt_out(store, stored, opted_out, source, now)
-    except StoreError as exc:
-        return _store_failed(exc)
     request.app[OPT_OUTS].apply(stored, opted_out)    # the running rules follow the commit at once
     log.info("opt-out updated", extra={"opted_out": opted_out, "source": source})
-    return _json({**shown, "optedOut": opted_out, "updatedAt": rfc3339(now)})
+    return json_response({**shown, "optedOut": opted_out, "updatedAt": rfc3339(now)})

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from agent.api.keys import RUNTIME
 from agent.api.exposition import exposition_response
+from agent.api.problems import BadRequest
 from agent.collectors import URL_KINDS, kind_module
 from agent.collectors.base import ProbeResult, ProbeTarget, split_host_port, url_credentials_error
 from agent.collectors.scheduler import probe_once
@@ -32,10 +33,6 @@ class _ResultCollector:
 
     def collect(self):
         return iter(self._families)
-
-
-def _bad_request(message: str) -> web.Response:
-    return web.Response(status=400, text=message + "\n")
 
 
 def probe_target(config: Config, module: Module, target_param: str, scrape_timeout: str | None) -> ProbeTarget:
@@ -70,15 +67,15 @@ async def probe(request: web.Request) -> web.Response:
     query = request.query
     target_param = query.get("target")
     if not target_param:
-        return _bad_request("Target parameter is missing")
+        raise BadRequest("Target parameter is missing", plain=True)       # text, as blackbox_exporter answers
     module_name = query.get("module", "http_2xx")
     module = runtime.config.modules.get(module_name)
     if module is None:
-        return _bad_request(f"Unknown module {module_name!r}")
+        raise BadRequest(f"Unknown module {module_name!r}", plain=True)
     try:
         target = probe_target(runtime.config, module, target_param, request.headers.get(SCRAPE_TIMEOUT_HEADER))
     except ValueError as exc:
-        return _bad_request(str(exc))
+        raise BadRequest(str(exc), plain=True) from None
     started = time.time()
     result = await probe_once(runtime.collectors[module.kind], target, target.timeout)
     if runtime.spans_exported and runtime.config.telemetry.trace_probes:

@@ -23,10 +23,10 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
-import orjson
 from aiohttp import web
 
 from agent.api.auth import bearer_token
+from agent.api.problems import TooManyRequests
 from agent.config.api import ApiConfig
 
 WINDOW_SECONDS = 60
@@ -94,13 +94,12 @@ def client_key(request: web.Request) -> str:
     return "addr:" + (request.remote or "unknown")
 
 
-def limited(limiter: RateLimiter, request: web.Request) -> web.Response | None:
-    """None when the request may go on; else the 429 with Retry-After (whole seconds, rounded up)."""
+def enforce_rate_limit(limiter: RateLimiter, request: web.Request) -> None:
+    """Count the request; raises the 429 with Retry-After (whole seconds, rounded up) when the client is
+    over the limit."""
     wait = limiter.acquire(client_key(request))
     if wait is None:
-        return None
+        return
     retry_after = max(1, math.ceil(wait))
-    body = {"error": f"rate limit exceeded: at most {limiter.limit} requests per {limiter.window} seconds "
-                     f"per client; retry after {retry_after} s"}
-    return web.Response(status=429, body=orjson.dumps(body), content_type="application/json",
-                        headers={"Retry-After": str(retry_after)})
+    raise TooManyRequests(f"rate limit exceeded: at most {limiter.limit} requests per {limiter.window} seconds "
+                          f"per client; retry after {retry_after} s", headers={"Retry-After": str(retry_after)})

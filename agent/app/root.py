@@ -23,6 +23,7 @@ from agent.api.keys import (ADMIN_TOKENS, ANOMALIES, BUSINESS_RATE_LIMITER, CUST
                             OPT_OUTS, PIPELINE, PRIVACY, REGISTRY, RELEASES, RELOADER, RUNTIME, STATUS_HISTORY,
                             UPTIME_CACHE)
 from agent.api.nul_guard import refuse_nul_in_url
+from agent.api.problems import problem_middleware
 from agent.api.ratelimit import RateLimiter
 from agent.app.store import build_privacy, build_retention, store_bindings, store_lifetimes
 from agent.app.tasks import CleanupCtx, background, lifetime
@@ -66,7 +67,7 @@ def build_app(config: Config, registry: CollectorRegistry | None = None, *, cloc
     apps, or fill it first) used instead of opening `config.store`; the app then leaves it open."""
     # the body limit is enforced per endpoint (events: events.max_body_bytes); this is the ceiling
     app = web.Application(client_max_size=max(config.events.max_body_bytes, 1024 * 1024),
-                          middlewares=[refuse_nul_in_url])
+                          middlewares=[problem_middleware, refuse_nul_in_url])
     registry = registry or CollectorRegistry(auto_describe=True)
     app[REGISTRY] = registry
     export = build_components(app, config, registry, clocks)
