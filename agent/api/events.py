@@ -14,10 +14,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from agent.api.keys import PIPELINE
+from agent.api.keys import EVENT_STORE, PIPELINE
 from agent.api.auth import bearer_token, require_ingest_key
 from agent.api.body import read_body
-from agent.api.identify_writes import write_identifies
 from agent.api.nul_guard import MESSAGE, body_nul_field
 from agent.api.posthog_wire import PayloadError, decode_posthog_body
 from agent.api.problems import ApiError, BadRequest, json_response, store_call
@@ -171,7 +170,8 @@ async def _posthog_ingest(app: web.Application, pipeline: EventPipeline, events:
                           people: list[Identify]) -> web.Response:
     """The `$set` / `$set_once` traits first (an upsert: a retry rewrites them harmlessly), then the events."""
     if people:
-        await write_identifies(app, people)
+        with store_call("take traits", api="events"):      # counted as the events api's, on every route
+            await pipeline.identify(people, app.get(EVENT_STORE))
     await _ingest(pipeline, events, "posthog")
     return json_response({"status": 1})
 

@@ -9,7 +9,7 @@ is sent once the traits are committed; a store that cannot commit them is a 503 
 (nothing was stored; an identify is idempotent, retry it).
 
 The PostHog endpoints store the `$set` / `$set_once` of the events they receive the same way
-(agent/api/identify_writes.py).
+(EventPipeline.identify, agent/events/pipeline.py).
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from aiohttp import web
 
 from agent.api.keys import EVENT_STORE
 from agent.api.events import _authorized_json, _dnt
-from agent.api.identify_writes import write_identifies
-from agent.api.problems import BadRequest, ServiceUnavailable, json_response
+from agent.api.problems import BadRequest, ServiceUnavailable, json_response, store_call
 from agent.events.identify import parse_identifies
 from agent.events.pipeline import EventPipeline
 from agent.events.validate import BatchError
@@ -35,7 +34,8 @@ async def post_identify(request: web.Request) -> web.Response:
         raise _invalid_identifies(pipeline, err) from None
     if request.app.get(EVENT_STORE) is None:
         raise ServiceUnavailable("the event store is disabled: traits have nowhere to go")
-    stored, dropped = await write_identifies(request.app, identifies, dnt=_dnt(request))
+    with store_call("take traits", api="events"):        # counted as the events api's, on every route
+        stored, dropped = await pipeline.identify(identifies, request.app.get(EVENT_STORE), dnt=_dnt(request))
     return json_response({"accepted": len(identifies), "stored": stored, "dropped": dropped})
 
 

@@ -11,17 +11,21 @@ The pipeline survives config reloads (prepare/commit): counters carry on while m
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agent.events.config import EventsConfig
+from agent.events.identify import Identify, scrub_identify
 from agent.events.limits import Limits
 from agent.events.mapping import TABLE_METRICS, EventMetrics, check_rules, family_shape, rule_shape
 from agent.events.model import Event
 from agent.events.spans import EventSpans
 from agent.metrics.store import MetricStore
+from agent.store.base import Store
 from agent.store.rows import event_rows
+from agent.store.traits import store_identifies
 
 if TYPE_CHECKING:
     from agent.events.privacy import Privacy
@@ -111,6 +115,30 @@ class EventPipeline:
             observe(kept)
         self._batches.observe((api,), len(events))
         return IngestResult(accepted=len(events), stored=len(kept), duplicates=len(duplicates), dropped=dropped)
+
+    async def identify(self, identifies: Sequence[Identify], store: Store | None,
+                       dnt: bool = False) -> tuple[int, int]:
+        """Traits (POST /v1/identify, PostHog's `$set` / `$set_once`): privacy, then one transaction.
+        (stored, dropped by privacy). Raises StoreError when the store cannot commit (nothing was
+        stored; an identify is idempotent, the client retries it). Privacy drops the identifies of a
+        Do-Not-Track request or of opted-out users, counted in loom_agent_events_dropped_total{reason}.
+        Without a store (store.driver: none) nothing is written: (0, 0)."""
+        if store is None or not identifies:
+            return 0, 0
+        if self.privacy is None:            # never in the agent: the composition root always gives them
+            raise RuntimeError("traits are stored only through the privacy rules")
+        kept: list[Identify] = []
+        drops: Counter[str] = Counter()
+        for identify in identifies:
+            scrubbed, reason = scrub_identify(self.privacy, identify, dnt)
+            if scrubbed is None:
+                drops[reason or "dnt"] += 1
+            else:
+                kept.append(scrubbed)
+        await store_identifies(store, kept)
+        for reason, count in drops.items():
+            self.metrics.dropped.inc((reason,), count)
+        return len(kept), sum(drops.values())
 
     def rejected(self, api: str, reason: str) -> None:
         self._rejected.inc((api, reason))
