@@ -18,10 +18,6 @@ import orjson
 import pytest
 from aiohttp import web
 
-from agent.api import EVENT_STORE
-from agent.api import analytics
-from agent.api.auth import ADMIN_TOKENS
-from agent.api.problems import problem_middleware
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import PrivacyConfig
 from agent.store.base import Store
@@ -29,6 +25,7 @@ from agent.store.sqlite import SqliteStore
 from tests.analytics_fixture import (EXPECTED_BUSINESS, EXPECTED_DASHBOARD, FIXTURE, IDENTIFIES, QUERY, T0, T1,
                                      fixture_bodies, identify_bodies, load_fixture)
 from tests.procs import AgentProcess
+from tests.support.agent_app import agent_app
 
 pytest_plugins = ["tests.store_fixtures"]
 
@@ -39,12 +36,7 @@ ENDPOINTS = (DASHBOARD, BUSINESS)
 
 
 def make_app(store: Store | None) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware])   # handlers raise; it answers
-    app[ADMIN_TOKENS] = [TOKEN]
-    if store is not None:
-        app[EVENT_STORE] = store
-    analytics.setup(app, rate_limit=1000)
-    return app
+    return agent_app(store, "api: {rate_limit: 1000}", admin_token=TOKEN)
 
 
 Call = tuple[str, dict[str, str] | None, dict[str, str]]     # path, query, headers
@@ -114,10 +106,13 @@ def run_on_sqlite(tmp_path: Path, calls: Sequence[Call], *, close_first: bool = 
     async def scenario() -> list[tuple[int, Any, Any]]:
         store = SqliteStore(str(tmp_path / "store.db"))
         await store.open()
-        try:
-            if close_first:
+        app = make_app(store)
+        if close_first:                        # under the running app, once it has started
+            async def close(_app: web.Application) -> None:
                 await store.close()
-            return await serve(make_app(store), calls)
+            app.on_startup.append(close)
+        try:
+            return await serve(app, calls)
         finally:
             await store.close()
     return asyncio.run(scenario())

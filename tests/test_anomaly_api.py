@@ -1,4 +1,4 @@
-"""GET /api/anomalies on a small app wired by `agent.api.anomalies.setup` (not agent.app.root): admin auth,
+"""GET /api/anomalies on the real app (tests/support/agent_app.py) with a fake clock: admin auth,
 the documentation's JSON shape, per-request overrides, every bad parameter a 400 naming it, and the
 evaluation timer that keeps loom_anomaly_active fresh."""
 
@@ -8,15 +8,13 @@ import asyncio
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from agent.api.anomalies import setup
-from agent.api.auth import ADMIN_TOKENS
-from agent.api.problems import problem_middleware
-from agent.rules.thresholds import Thresholds
+from agent.api.keys import ANOMALIES
+from agent.app.root import Clocks
 from agent.rules.windows import EventWindows
+from tests.support.agent_app import agent_app
 from tests.test_anomaly_detectors import MINUTE, NOW, Clock, gauge, login
 
 TOKEN = "admin-token-0123456789abcdef"
@@ -27,9 +25,9 @@ class Harness:
     def __init__(self, interval: float = 3600.0):
         self.clock = Clock(NOW)
         self.registry = CollectorRegistry()
-        self.app = web.Application(middlewares=[problem_middleware])   # handlers raise; it answers
-        self.app[ADMIN_TOKENS] = [TOKEN]
-        self.windows: EventWindows = setup(self.app, Thresholds(), self.registry, interval=interval, clock=self.clock)
+        self.app = agent_app(admin_token=TOKEN, clocks=Clocks(wall=self.clock), registry=self.registry)
+        self.app[ANOMALIES].interval = interval
+        self.windows: EventWindows = self.app[ANOMALIES].windows
 
     def requests(self, *queries: tuple[dict[str, str], dict[str, str] | None]) -> list[tuple[int, Any]]:
         """(status, JSON body) of one GET per (query, headers) against one run of the app, in order;

@@ -15,16 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from agent.api import PIPELINE
-from agent.api import metrics_api
-from agent.api.exposition import exposition_response
-from agent.api.problems import problem_middleware
-from agent.custom_metrics.config import CustomMetricsConfig
-from agent.events.config import EventsConfig
-from agent.events.pipeline import EventPipeline
-from agent.events.privacy import Privacy
-from agent.events.privacy_config import PrivacyConfig
-from agent.metrics.store import MetricStore
+from agent.api.keys import CUSTOM_METRICS
+from tests.support.agent_app import agent_app
 
 KEY = "0123456789abcdef0123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -32,17 +24,11 @@ CONVERSION = {"name": "conversions", "type": "counter", "value": 1, "tags": {"ty
 
 
 def make_app(releases: list[str] | None = None, **config: Any) -> web.Application:
-    store = MetricStore()
-    app = web.Application(middlewares=[problem_middleware])   # handlers raise; it answers
-    app[PIPELINE] = EventPipeline(EventsConfig(api_keys=(KEY,), max_batch=5, max_body_bytes=4096), store, None)
-    privacy = Privacy(PrivacyConfig(), b"k" * 32)
-    registry = metrics_api.setup(app, CustomMetricsConfig(**config), store, privacy, [])
+    """The real agent with these `custom_metrics:` settings; `releases` hears the releases seen."""
+    app = agent_app(config={"events": {"api_keys": [KEY], "max_batch": 5, "max_body_bytes": 4096},
+                            "custom_metrics": config})
     if releases is not None:
-        registry.release_observers.append(releases.append)
-
-    async def metrics(request: web.Request) -> web.Response:
-        return exposition_response(request, None, store)
-    app.router.add_get("/metrics", metrics)
+        app[CUSTOM_METRICS].release_observers.append(releases.append)
     return app
 
 

@@ -9,22 +9,12 @@ import time
 from typing import Any
 
 import orjson
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from agent.api.problems import problem_middleware
+from agent.api.keys import ERROR_SINK, EVENT_STORE, METRICS, PRIVACY
 from agent.metrics import exposition
-from agent.api import EVENT_STORE, PIPELINE, PRIVACY
-from agent.api import error_events as errors_api
-from agent.api.auth import ADMIN_TOKENS
-from agent.error_tracking.config import ErrorsConfig
-from agent.error_tracking.sink import ErrorSink
-from agent.events.config import EventsConfig
-from agent.events.pipeline import EventPipeline
-from agent.events.privacy import Privacy
-from agent.events.privacy_config import PrivacyConfig
-from agent.metrics.store import MetricStore
 from agent.store.errors import StoreUnavailable
+from tests.support.agent_app import agent_app
 
 pytest_plugins = ["tests.store_fixtures"]
 
@@ -36,19 +26,15 @@ ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
 
 
 class Agent:
-    """The error routes on a web app holding the store, privacy, the ingest keys and admin tokens."""
+    """The real agent (tests/support/agent_app.py) with the ingest key and admin token, serving `store`
+    (an open store, or a fake one that fails) and these `errors:` settings."""
 
-    def __init__(self, store: Any | None, config: ErrorsConfig = ErrorsConfig()):
-        self.metrics = MetricStore()
-        self.privacy = Privacy(PrivacyConfig(), KEY)
-        self.app = web.Application(middlewares=[problem_middleware])   # handlers raise; it answers
-        self.app[ADMIN_TOKENS] = [ADMIN]
-        self.app[PIPELINE] = EventPipeline(EventsConfig(api_keys=(INGEST,)), self.metrics, None)
-        self.app[PRIVACY] = self.privacy
-        if store is not None:
+    def __init__(self, store: Any | None, errors: dict[str, Any] | None = None):
+        self.app = agent_app(None if isinstance(store, FailingStore) else store,
+                             {"events": {"api_keys": [INGEST]}, "errors": errors or {}}, admin_token=ADMIN)
+        if isinstance(store, FailingStore):           # no start-up reads: every query fails from the first
             self.app[EVENT_STORE] = store
-        self.sink = ErrorSink(config, self.metrics, self.privacy)
-        errors_api.setup(self.app, self.sink)
+        self.metrics, self.privacy, self.sink = self.app[METRICS], self.app[PRIVACY], self.app[ERROR_SINK]
 
     def call(self, run, *requests: tuple[str, str, dict[str, Any]]) -> list[tuple[int, Any, Any]]:
         """(status, JSON body, headers) of each (method, path, aiohttp request kwargs), in order."""
@@ -147,7 +133,7 @@ def test_without_a_store_errors_are_counted_and_the_list_is_503(run):
 
 
 def test_a_body_over_max_body_bytes_is_413(run):
-    agent = Agent(None, ErrorsConfig(max_body_bytes=2048))
+    agent = Agent(None, {"max_body_bytes": 2048})
     status, body, _ = agent.post(run, "/v1/errors", bug(1, "u1", extra={"blob": "x" * 3000}))
     assert status == 413 and body == {"error": "request body is larger than 2048 bytes"}
     chunked = agent.call(run, ("POST", "/v1/errors/batch", {"data": _chunks(b"[" + b" " * 4096 + b"]"),

@@ -12,25 +12,18 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from agent.api import EVENT_STORE, PIPELINE, PRIVACY
-from agent.api import error_events as errors_api
-from agent.api.auth import ADMIN_TOKENS
-from agent.api.problems import problem_middleware
+from agent.api.keys import EVENT_STORE
 from agent.error_tracking.config import ErrorsConfig
-from agent.error_tracking.sink import ErrorSink
 from agent.error_tracking.validate import parse_error, parse_error_batch
-from agent.events.config import EventsConfig
-from agent.events.pipeline import EventPipeline
-from agent.events.privacy import Privacy
-from agent.events.privacy_config import PrivacyConfig
 from agent.events.validate import BatchError, EventError, Limits
-from agent.metrics.store import MetricStore
 from agent.store.config import StoreConfig
 from agent.store.errors import StoreUnavailable
 from agent.store.open import open_store
 from tests.test_openapi import DOC, check_answer, component, errors_of
 
 NOW = 1_795_514_405.0
+from tests.support.agent_app import agent_app
+
 KEY, ADMIN = "0123456789abcdef0123", "admin-token-0123456789abcdef"
 ROUTES = {("POST", "/v1/errors"), ("POST", "/v1/errors/batch"), ("GET", "/api/errors")}
 
@@ -100,14 +93,12 @@ class FailingStore:
 
 
 def make_app(store: Any) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware])   # handlers raise; it answers
-    metrics, privacy = MetricStore(), Privacy(PrivacyConfig(), b"k" * 32)
-    app[ADMIN_TOKENS] = [ADMIN]
-    app[PIPELINE] = EventPipeline(EventsConfig(api_keys=(KEY,)), metrics, None)
-    app[PRIVACY] = privacy
-    if store is not None:
+    """The real agent with the ingest key, the admin token and `store` (open, or a fake that fails)."""
+    fake = isinstance(store, FailingStore)
+    app = agent_app(None if fake else store, {"events": {"api_keys": [KEY]}, "errors": {"max_body_bytes": 2048}},
+                    admin_token=ADMIN)
+    if fake:                                   # no start-up reads: every query fails from the first
         app[EVENT_STORE] = store
-    errors_api.setup(app, ErrorSink(ErrorsConfig(max_body_bytes=2048), metrics, privacy))
     return app
 
 

@@ -15,13 +15,38 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from agent.api import (anomalies, error_events, events, experiments, health, identify, index, metrics_api, openapi,
-                       privacy, probe)
-from agent.api import analytics
+from agent.api import (
+    analytics,
+    anomalies,
+    error_events,
+    events,
+    experiments,
+    health,
+    identify,
+    index,
+    metrics_api,
+    openapi,
+    privacy,
+    probe,
+)
 from agent.api.auth import AdminTokens
-from agent.api.keys import (ADMIN_TOKENS, ANOMALIES, BUSINESS_RATE_LIMITER, CUSTOM_METRICS, ERROR_SINK, METRICS,
-                            OPT_OUTS, PIPELINE, PRIVACY, REGISTRY, RELEASES, RELOADER, RUNTIME, STATUS_HISTORY,
-                            UPTIME_CACHE)
+from agent.api.keys import (
+    ADMIN_TOKENS,
+    ANOMALIES,
+    BUSINESS_RATE_LIMITER,
+    CUSTOM_METRICS,
+    ERROR_SINK,
+    METRICS,
+    OPT_OUTS,
+    PIPELINE,
+    PRIVACY,
+    REGISTRY,
+    RELEASES,
+    RELOADER,
+    RUNTIME,
+    STATUS_HISTORY,
+    UPTIME_CACHE,
+)
 from agent.api.nul_guard import refuse_nul_in_url
 from agent.api.problems import problem_middleware
 from agent.api.ratelimit import RateLimiter
@@ -41,7 +66,7 @@ from agent.metrics.releases import ReleaseTracker
 from agent.metrics.store import MetricStore
 from agent.otlp.export import OtlpExport
 from agent.otlp.tracing import build_tracer_provider
-from agent.rules.anomaly_metrics import EVALUATION_INTERVAL_SECONDS, AnomalyActiveCollector, AnomalyMonitor
+from agent.rules.anomaly_metrics import AnomalyActiveCollector, AnomalyMonitor
 from agent.status.history import ProbeHistory
 from agent.status.uptime import UptimeCache
 from agent.store.base import Store
@@ -139,7 +164,7 @@ def _lifetimes(app: web.Application, config: Config, export: OtlpExport, store: 
     return [
         export.cleanup_ctx,
         statsd_ctx(app[CUSTOM_METRICS], config.custom_metrics.statsd),
-        background("anomaly-evaluation", lambda _: app[ANOMALIES].run(EVALUATION_INTERVAL_SECONDS)),
+        background("anomaly-evaluation", lambda _: app[ANOMALIES].run()),
         lifetime("probes", lambda _: runtime.start(), lambda _: runtime.stop(STOP_GRACE_SECONDS)),
         # end what is open, before the tracer provider shuts down
         background("event-span-sweeper", lambda _: spans.run_sweeper(SPAN_SWEEP_SECONDS),

@@ -43,6 +43,7 @@ class AnomalyMonitor:
         self.windows = EventWindows(detector_window_minutes(thresholds), clock)
         self.active: frozenset[tuple[str, str]] = frozenset()
         self.evaluated_at: float | None = None
+        self.interval = EVALUATION_INTERVAL_SECONDS    # of the background evaluation
 
     def evaluate(self, now: float | None = None) -> list[Anomaly]:
         """Run every detection with the configured thresholds and remember what is active."""
@@ -64,9 +65,10 @@ class AnomalyMonitor:
         self.thresholds = thresholds
         self.evaluate()
 
-    async def run(self, interval: float) -> None:
-        """Evaluate now and every `interval` seconds until cancelled; a failing evaluation is logged
-        and the next one still runs."""
+    async def run(self, interval: float | None = None) -> None:
+        """Evaluate now and every `interval` seconds (default: `self.interval`) until cancelled; a failing
+        evaluation is logged and the next one still runs."""
+        interval = self.interval if interval is None else interval
         while True:
             try:
                 self.evaluate()
