@@ -13,7 +13,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -21,11 +20,21 @@ from aiohttp import web
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import PrivacyConfig
 from agent.store.base import Store
-from agent.store.sqlite import SqliteStore
-from tests.analytics_fixture import (EXPECTED_BUSINESS, EXPECTED_DASHBOARD, FIXTURE, IDENTIFIES, QUERY, T0, T1,
-                                     fixture_bodies, identify_bodies, load_fixture)
+from tests.analytics_fixture import (
+    EXPECTED_BUSINESS,
+    EXPECTED_DASHBOARD,
+    FIXTURE,
+    IDENTIFIES,
+    QUERY,
+    T0,
+    T1,
+    fixture_bodies,
+    identify_bodies,
+    load_fixture,
+)
 from tests.procs import AgentProcess
-from tests.support.agent_app import agent_app
+from tests.support.agent_app import Call, agent_app, get_all
+from tests.support.agent_app import run_on_sqlite as support_run_on_sqlite
 
 pytest_plugins = ["tests.store_fixtures"]
 
@@ -39,31 +48,10 @@ def make_app(store: Store | None) -> web.Application:
     return agent_app(store, "api: {rate_limit: 1000}", admin_token=TOKEN)
 
 
-Call = tuple[str, dict[str, str] | None, dict[str, str]]     # path, query, headers
-
-
-async def serve(app: web.Application, calls: Sequence[Call]) -> list[tuple[int, Any, Any]]:
-    """Start `app` on 127.0.0.1:0, make the calls in order: (status, JSON body, headers) of each."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    out = []
-    try:
-        async with aiohttp.ClientSession() as session:
-            for path, query, headers in calls:
-                async with session.get(f"http://127.0.0.1:{port}{path}", params=query, headers=headers) as resp:
-                    out.append((resp.status, orjson.loads(await resp.read()), resp.headers))
-    finally:
-        await runner.cleanup()
-    return out
-
-
 def test_both_documents_over_http_match_the_hand_computed_fixture(store, run):
     run(load_fixture(store))
     unix = {"from": str(int(T0)), "to": f"{T1:.1f}"}            # the same range in unix seconds
-    answers = run(serve(make_app(store), [(DASHBOARD, QUERY, AUTH), (BUSINESS, QUERY, AUTH),
+    answers = run(get_all(make_app(store), [(DASHBOARD, QUERY, AUTH), (BUSINESS, QUERY, AUTH),
                                           (DASHBOARD, unix, AUTH), (BUSINESS, unix, AUTH)]))
     assert [status for status, _, _ in answers] == [200] * 4
     assert answers[0][1] == EXPECTED_DASHBOARD
@@ -74,7 +62,7 @@ def test_both_documents_over_http_match_the_hand_computed_fixture(store, run):
 
 
 def test_the_documentation_example_keys_are_all_there(store, run):
-    status, body, _ = run(serve(make_app(store), [(DASHBOARD, None, AUTH)]))[0]
+    status, body, _ = run(get_all(make_app(store), [(DASHBOARD, None, AUTH)]))[0]
     assert status == 200
     assert {"summary", "funnelMetrics", "coachProductivity", "clientEngagement", "goalCompletion",
             "serviceUptime"} <= set(body)
@@ -103,19 +91,7 @@ def test_the_default_range_is_the_last_30_days_and_range_counts_back_from_to(tmp
 
 
 def run_on_sqlite(tmp_path: Path, calls: Sequence[Call], *, close_first: bool = False) -> list[tuple[int, Any, Any]]:
-    async def scenario() -> list[tuple[int, Any, Any]]:
-        store = SqliteStore(str(tmp_path / "store.db"))
-        await store.open()
-        app = make_app(store)
-        if close_first:                        # under the running app, once it has started
-            async def close(_app: web.Application) -> None:
-                await store.close()
-            app.on_startup.append(close)
-        try:
-            return await serve(app, calls)
-        finally:
-            await store.close()
-    return asyncio.run(scenario())
+    return support_run_on_sqlite(str(tmp_path / "store.db"), make_app, calls, close_first=close_first)
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
@@ -157,7 +133,7 @@ def test_bad_parameters_are_400_naming_the_parameter(endpoint: str, tmp_path: Pa
 
 
 def test_a_disabled_store_is_503():
-    answers = asyncio.run(serve(make_app(None), [(DASHBOARD, None, AUTH), (BUSINESS, None, AUTH)]))
+    answers = asyncio.run(get_all(make_app(None), [(DASHBOARD, None, AUTH), (BUSINESS, None, AUTH)]))
     for status, body, _ in answers:
         assert status == 503
         assert body == {"error": "the event store is disabled"}

@@ -11,21 +11,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import orjson
 from aiohttp import web
 
-from agent.analytics.experiments import (Visitor, choose_control, conversion_rows, experiment, exposure_rows, report,
-                                         versus_control)
+from agent.analytics.experiments import (
+    Visitor,
+    choose_control,
+    conversion_rows,
+    experiment,
+    exposure_rows,
+    report,
+    versus_control,
+)
 from agent.analytics.timerange import TimeRange
-from agent.api import EVENT_STORE, experiments
-from agent.api.auth import ADMIN_TOKENS
-from agent.api.problems import problem_middleware
 from agent.events.limits import Limits
 from agent.events.validate import parse_event
 from agent.store.base import Store
 from agent.store.rows import event_rows
 from agent.store.sqlite import SqliteStore
+from tests.support.agent_app import Call, agent_app, get_all
+from tests.support.agent_app import run_on_sqlite as support_run_on_sqlite
 from tests.test_openapi import documented, errors_of
 
 pytest_plugins = ["tests.store_fixtures"]
@@ -195,30 +199,7 @@ def test_at_most_max_variants_are_reported_the_rest_counted(monkeypatch):
 # --- the endpoint -----------------------------------------------------------------------------------
 
 def make_app(store: Store | None) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware])   # handlers raise; it answers
-    app[ADMIN_TOKENS] = [TOKEN]
-    if store is not None:
-        app[EVENT_STORE] = store
-    experiments.add_routes(app)
-    return app
-
-
-async def serve(app: web.Application, calls: Sequence[tuple[str, dict[str, str] | None, dict[str, str]]]
-                ) -> list[tuple[int, Any, Any]]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    out = []
-    try:
-        async with aiohttp.ClientSession() as session:
-            for path, query, headers in calls:
-                async with session.get(f"http://127.0.0.1:{port}{path}", params=query, headers=headers) as resp:
-                    out.append((resp.status, orjson.loads(await resp.read()), resp.headers))
-    finally:
-        await runner.cleanup()
-    return out
+    return agent_app(store, admin_token=TOKEN)
 
 
 PATH = f"/api/experiments/{EXP}"
@@ -226,7 +207,7 @@ PATH = f"/api/experiments/{EXP}"
 
 def test_the_endpoint_answers_the_hand_computed_document(store, run):
     run(load(store))
-    answers = run(serve(make_app(store), [(PATH, QUERY, AUTH),
+    answers = run(get_all(make_app(store), [(PATH, QUERY, AUTH),
                                           (PATH, {**QUERY, "conversion": "trial_converted", "control": "variant_b"},
                                            AUTH)]))
     assert answers[0][:2] == (200, EXPECTED)
@@ -234,17 +215,8 @@ def test_the_endpoint_answers_the_hand_computed_document(store, run):
     assert answers[1][1]["conversion"]["event"] == "trial_converted"
 
 
-def run_on_sqlite(tmp_path: Path, calls, *, close_first: bool = False) -> list[tuple[int, Any, Any]]:
-    async def scenario() -> list[tuple[int, Any, Any]]:
-        store = SqliteStore(str(tmp_path / "store.db"))
-        await store.open()
-        try:
-            if close_first:
-                await store.close()
-            return await serve(make_app(store), calls)
-        finally:
-            await store.close()
-    return asyncio.run(scenario())
+def run_on_sqlite(tmp_path: Path, calls: Sequence[Call], *, close_first: bool = False) -> list[tuple[int, Any, Any]]:
+    return support_run_on_sqlite(str(tmp_path / "store.db"), make_app, calls, close_first=close_first)
 
 
 def test_an_admin_token_is_required(tmp_path: Path):
@@ -276,7 +248,7 @@ def test_bad_parameters_are_400_naming_the_parameter(tmp_path: Path):
 
 
 def test_no_store_or_a_failing_store_is_503_never_500(tmp_path: Path):
-    status, body, _ = asyncio.run(serve(make_app(None), [(PATH, None, AUTH)]))[0]
+    status, body, _ = asyncio.run(get_all(make_app(None), [(PATH, None, AUTH)]))[0]
     assert (status, body) == (503, {"error": "the event store is disabled"})
     status, body, headers = run_on_sqlite(tmp_path, [(PATH, None, AUTH)], close_first=True)[0]
     assert status == 503 and headers["Retry-After"] == "5" and "store.db" not in body["error"]
@@ -317,9 +289,9 @@ def test_the_answers_are_the_documented_ones(store, run):
     run(load(store))
     calls = [(PATH, QUERY, AUTH), (PATH, {**QUERY, "control": "nobody"}, AUTH), ("/api/experiments/nope", None, AUTH),
              (PATH, {"control": ""}, AUTH), (PATH, None, {}), (PATH, None, {"Authorization": "Bearer wrong"})]
-    answers = run(serve(make_app(store), calls))
+    answers = run(get_all(make_app(store), calls))
     assert [status for status, _, _ in answers] == [200, 200, 200, 400, 401, 403]
-    answers += asyncio.run(serve(make_app(None), [(PATH, None, AUTH)]))
+    answers += asyncio.run(get_all(make_app(None), [(PATH, None, AUTH)]))
     for status, body, headers in answers:
         check = documented("/api/experiments/{experimentId}", "GET", status, headers["Content-Type"])
         assert errors_of(check, body) == [], (status, body)

@@ -15,14 +15,10 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
 from agent.analytics.business import business_metrics
 from agent.analytics.dashboard import dashboard
 from agent.analytics.timerange import TimeRange
-from agent.api import EVENT_STORE, analytics
-from agent.api.auth import ADMIN_TOKENS
-from agent.api.problems import problem_middleware
 from agent.events.config import EventsConfig
 from agent.events.identify import parse_identifies
 from agent.events.limits import Limits
@@ -30,15 +26,23 @@ from agent.events.pipeline import EventPipeline
 from agent.events.properties import FieldError
 from agent.events.validate import EventError, parse_event, parse_release
 from agent.metrics.exposition import render
-from agent.metrics.store import MetricStore
 from agent.metrics.releases import ReleaseTracker
+from agent.metrics.store import MetricStore
 from agent.store.base import Store
 from agent.store.rows import event_rows
 from agent.store.sqlite import SqliteStore
 from agent.store.traits import store_identifies
-from tests.analytics_fixture import (EXPECTED_BUSINESS, EXPECTED_DASHBOARD, T0, T1, fixture_events, identify_bodies,
-                                     load_fixture)
+from tests.analytics_fixture import (
+    EXPECTED_BUSINESS,
+    EXPECTED_DASHBOARD,
+    T0,
+    T1,
+    fixture_events,
+    identify_bodies,
+    load_fixture,
+)
 from tests.procs import AgentProcess
+from tests.support.agent_app import agent_app, get_all
 from tests.test_openapi import documented, errors_of
 
 pytest_plugins = ["tests.store_fixtures"]
@@ -272,24 +276,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 async def serve(store: Store, calls: list[tuple[str, str]]) -> list[tuple[int, Any]]:
-    app = web.Application(middlewares=[problem_middleware])   # handlers raise; it answers
-    app[ADMIN_TOKENS] = [TOKEN]
-    app[EVENT_STORE] = store
-    analytics.setup(app, rate_limit=1000)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    out = []
-    try:
-        async with aiohttp.ClientSession() as session:
-            for path, query in calls:
-                async with session.get(f"http://127.0.0.1:{port}{path}?{query}", headers=AUTH) as resp:
-                    out.append((resp.status, orjson.loads(await resp.read())))
-    finally:
-        await runner.cleanup()
-    return out
+    app = agent_app(store, "api: {rate_limit: 1000}", admin_token=TOKEN)
+    return [(status, body) for status, body, _ in await get_all(app, [(path, query, AUTH) for path, query in calls])]
 
 
 def test_the_release_parameter_over_http(tmp_path: Path):

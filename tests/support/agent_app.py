@@ -8,9 +8,12 @@ builds: the same components, middlewares, keys and routes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import aiohttp
+import orjson
 import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -18,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from agent.app.root import Clocks, build_app
 from agent.config.load import Config, parse_config
 from agent.store.base import Store
+from agent.store.sqlite import SqliteStore
 
 # a fixed key, so a test can compute the pseudonyms it expects
 HMAC_KEY = "agent-app-test-hmac-key-0123456789abcdef"
@@ -43,3 +47,46 @@ def agent_app(store: Store | None = None, config: str | Mapping[str, Any] = "", 
               clocks: Clocks = Clocks(), registry: CollectorRegistry | None = None) -> web.Application:
     """build_app for `agent_config(config, admin_token=...)`, with `store` as its event store when given."""
     return build_app(agent_config(config, admin_token=admin_token), registry, clocks=clocks, store=store)
+
+
+Call = tuple[str, Mapping[str, str] | str | None, Mapping[str, str]]     # path, query, headers
+
+
+async def get_all(app: web.Application, calls: Sequence[Call]) -> list[tuple[int, Any, Any]]:
+    """Serve `app` on 127.0.0.1:0 (its start-up and shutdown run), GET each (path, query, headers) in
+    order: (status, JSON body, headers) of each."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    out = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            for path, query, headers in calls:
+                url = f"http://127.0.0.1:{port}{path}" + (f"?{query}" if isinstance(query, str) else "")
+                params = None if isinstance(query, str) else query
+                async with session.get(url, params=params, headers=headers) as resp:
+                    out.append((resp.status, orjson.loads(await resp.read()), resp.headers))
+    finally:
+        await runner.cleanup()
+    return out
+
+
+def run_on_sqlite(path: str, build: Callable[[Store], web.Application], calls: Sequence[Call], *,
+                  close_first: bool = False) -> list[tuple[int, Any, Any]]:
+    """`get_all` on the app `build` makes around a fresh SQLite store at `path`; `close_first`: the store
+    is closed under the running app once it has started (every query then fails)."""
+    async def scenario() -> list[tuple[int, Any, Any]]:
+        store = SqliteStore(path)
+        await store.open()
+        app = build(store)
+        if close_first:
+            async def close(_app: web.Application) -> None:
+                await store.close()
+            app.on_startup.append(close)        # after the app's own start-up (its cleanup contexts)
+        try:
+            return await get_all(app, calls)
+        finally:
+            await store.close()
+    return asyncio.run(scenario())
