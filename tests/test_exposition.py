@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import math
-from types import SimpleNamespace
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -16,11 +15,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from agent.api import RUNTIME, STORE, health
 from agent.api.exposition import accepts_gzip, exposition_response, negotiate
+from agent.api.keys import METRICS, RUNTIME
 from agent.metrics.exposition import render
 from agent.metrics.store import MetricStore
-from agent.metrics.probe import ProbeMetrics
+from tests.support.agent_app import agent_app
 
 PROMETHEUS_2_42_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
                           "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
@@ -262,12 +261,13 @@ def test_negotiation_follows_prometheus_client_rules() -> None:
 
 
 def metrics_app(store: MetricStore) -> web.Application:
+    """The real agent's /metrics over `store` as its event metric store, plus a route rendering one small
+    registry alone (as /probe does)."""
+    app = agent_app()
+    app[RUNTIME].self_metrics.probes_in_flight.set(2)
+    app[METRICS] = store
     registry = CollectorRegistry()
     Gauge("loom_agent_probes_in_flight", "Probes running now.", registry=registry).set(2)
-    app = web.Application()
-    app[RUNTIME] = SimpleNamespace(registry=registry, probe_metrics=ProbeMetrics())   # what health.metrics reads
-    app[STORE] = store
-    app.router.add_get("/metrics", health.metrics)
 
     async def registry_only(request: web.Request) -> web.Response:      # as /probe calls it
         return exposition_response(request, registry)

@@ -15,15 +15,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from agent.api import EVENT_STORE, PIPELINE, PRIVACY
-from agent.api import privacy as privacy_api
-from agent.api.auth import ADMIN_TOKENS
-from agent.api.problems import problem_middleware
+from agent.api.keys import OPT_OUTS, PRIVACY
 from agent.error_tracking.config import ErrorsConfig
 from agent.error_tracking.sink import ErrorSink
 from agent.error_tracking.validate import parse_error
-from agent.events.config import EventsConfig
-from agent.events.pipeline import EventPipeline
+from agent.events.opt_outs import OptOuts
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import PrivacyConfig
 from agent.events.validate import Limits
@@ -32,6 +28,7 @@ from agent.store.gdpr import erase_user, export_user, load_opt_outs, set_opt_out
 from agent.store.rows import event_rows
 from agent.store.schema import USER_TABLES
 from tests.store_fixtures import example_event
+from tests.support.agent_app import agent_app
 
 pytest_plugins = ["tests.store_fixtures"]
 
@@ -73,17 +70,14 @@ def seed(run, store, privacy: Privacy) -> None:
 
 
 class Agent:
-    """The GDPR routes on a web app holding the store, the privacy rules and the ingest keys."""
+    """The real agent (tests/support/agent_app.py) with the ingest key, the admin token, the privacy key
+    of make_privacy() and `store` (none: `with_store=False`)."""
 
-    def __init__(self, store: Any, privacy: Privacy | None = None, *, with_store: bool = True):
-        self.privacy = privacy or make_privacy()
-        self.app = web.Application(middlewares=[problem_middleware])   # handlers raise; it answers
-        self.app[ADMIN_TOKENS] = [ADMIN]
-        self.app[PIPELINE] = EventPipeline(EventsConfig(api_keys=(INGEST,)), MetricStore(), None)
-        self.app[PRIVACY] = self.privacy
-        if with_store:
-            self.app[EVENT_STORE] = store
-        privacy_api.add_routes(self.app)
+    def __init__(self, store: Any, *, with_store: bool = True):
+        self.app = agent_app(store if with_store else None,
+                             {"events": {"api_keys": [INGEST]}, "privacy": {"hmac_key": KEY.decode()}},
+                             admin_token=ADMIN)
+        self.privacy = self.app[PRIVACY]
 
     def call(self, run, *requests: tuple[str, str, dict[str, Any]]) -> list[tuple[int, Any, Any]]:
         """(status, JSON body, headers) of each (method, path, aiohttp request kwargs), in order."""
@@ -333,11 +327,10 @@ def test_an_oversized_opt_out_body_is_413(store, run):
     assert status == 413 and body["errors"][0]["field"] == "body"
 
 
-def test_the_opt_outs_ctx_loads_the_list_at_start_and_refreshes_it(store, run):
-    privacy = make_privacy()
+def test_the_app_loads_the_opt_outs_at_start_and_a_refresh_follows_the_table(store, run):
     run(set_opt_out(store, "user_early", True, "admin", 1.8e9))
-    agent = Agent(store, privacy)
-    agent.app.cleanup_ctx.append(privacy_api.opt_outs_ctx())
+    agent = Agent(store)
+    privacy = agent.privacy
 
     async def scenario() -> None:
         runner = web.AppRunner(agent.app)
@@ -347,7 +340,7 @@ def test_the_opt_outs_ctx_loads_the_list_at_start_and_refreshes_it(store, run):
             # another agent on the same database opts a user out, and withdraws the first one
             await set_opt_out(store, "user_late", True, "ingest_key", 1.8e9)
             await set_opt_out(store, "user_early", False, "admin", 1.8e9)
-            assert await privacy_api.refresh_opt_outs(agent.app) is True
+            assert await agent.app[OPT_OUTS].refresh(store) is True
             assert privacy.opted_out == {"user_late"}
         finally:
             await runner.cleanup()
@@ -368,8 +361,9 @@ class RacingStore:
 
 
 def test_a_refresh_racing_a_local_opt_out_does_not_undo_it(store, run):
-    agent = Agent(store)
+    privacy = make_privacy()
+    opt_outs = OptOuts(privacy)
     pseudonym = "user_racing"
-    agent.app[EVENT_STORE] = RacingStore(store, lambda: privacy_api._apply_opt_out(agent.app, pseudonym, True))
-    assert run(privacy_api.refresh_opt_outs(agent.app)) is False
-    assert agent.privacy.opted_out == {pseudonym}
+    racing = RacingStore(store, lambda: opt_outs.apply(pseudonym, True))
+    assert run(opt_outs.refresh(racing)) is False
+    assert privacy.opted_out == {pseudonym}
