@@ -15,11 +15,10 @@ import pytest
 from aiohttp import web
 
 from agent.collectors import http
-from agent.collectors.base import ProbeResult, ProbeTarget, Reason
-from agent.collectors.http_wire import ChunkedDecoder, WireError
+from agent.collectors.base import ProbeFailed, ProbeResult, ProbeTarget, Reason
+from agent.collectors.http_wire import ChunkedDecoder
 from tests.certs import make_cert
 from tests.collector_config import parse_kind
-
 
 # ---------------------------------------------------------------- helpers
 
@@ -297,7 +296,7 @@ def test_chunked_decoder_byte_by_byte() -> None:
     decoder = ChunkedDecoder()
     done = [decoder.feed(wire[i:i + 1], lambda p: pieces.append(bytes(p))) for i in range(len(wire))]
     assert b"".join(pieces) == b"Wikipedia in\r\n\r\nchunks." and done.index(True) == len(wire) - 6
-    with pytest.raises(WireError):
+    with pytest.raises(ProbeFailed):
         ChunkedDecoder().feed(b"zz\r\n", pieces.append)
 
 

@@ -1,12 +1,73 @@
-"""The scheduler with scripted collectors: intervals, jitter, concurrency, retries, isolation."""
+"""The scheduler with scripted collectors: intervals, jitter, concurrency, retries, isolation.
+
+Every test runs on a virtual-time event loop: timers fire in order, but when nothing is ready the loop
+jumps to the next timer instead of waiting, so a second of schedule takes milliseconds and the counts
+below do not depend on the machine's load. The scheduler reads that loop's time through its Clock.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
+import itertools
+import selectors
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
 from agent.collectors.scheduler import Scheduler, probe_once
+
+T = TypeVar("T")
+EPOCH = 1_700_000_000.0           # the virtual clock's unix time at loop time 0
+
+
+class _JumpingSelector(selectors.DefaultSelector):
+    """Polls for I/O without waiting; a wait for the next timer becomes a jump of the virtual clock."""
+
+    def __init__(self, jump: Callable[[float], None]) -> None:
+        super().__init__()
+        self._jump = jump
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = super().select(0)
+        if ready or timeout == 0:
+            return ready
+        if timeout is None:               # no timer at all: only I/O (the loop's self-pipe) can wake it
+            return super().select(None)
+        self._jump(timeout)
+        return []
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop whose time() only moves when every task waits on a timer."""
+
+    def __init__(self) -> None:
+        self._now = 0.0
+        super().__init__(selector=_JumpingSelector(self._jump))
+
+    def time(self) -> float:
+        return self._now
+
+    def _jump(self, seconds: float) -> None:
+        self._now += seconds
+
+
+class VirtualClock:
+    """The scheduler's Clock on the virtual loop: its time, and a unix time that moves with it."""
+
+    def monotonic(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def time(self) -> float:
+        return EPOCH + asyncio.get_running_loop().time()
+
+
+def run_virtual(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        return runner.run(main())
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def target(name: str, interval: float = 0.2, timeout: float = 0.1, retries: int = 0, kind: str = "fake") -> ProbeTarget:
@@ -24,7 +85,7 @@ class Scripted:
         self.calls: list[tuple[str, float]] = []
 
     async def probe(self, t: ProbeTarget, deadline: float) -> ProbeResult:
-        self.calls.append((t.name, time.monotonic()))
+        self.calls.append((t.name, now()))
         return await self.behaviours[t.name](t, deadline)
 
     async def close(self) -> None:
@@ -48,12 +109,12 @@ def run_for(seconds: float, collector, targets, **kwargs):
 
     async def main():
         scheduler = Scheduler({"fake": collector}, lambda t, r, a, s: records.append((t.name, r, a)),
-                              max_concurrency=kwargs.pop("max_concurrency", 10), **kwargs)
+                              max_concurrency=kwargs.pop("max_concurrency", 10), clock=VirtualClock(), **kwargs)
         scheduler.update(targets)
         await asyncio.sleep(seconds)
         await scheduler.stop(grace=0.5)
 
-    asyncio.run(main())
+    run_virtual(main)
     return records
 
 
@@ -131,7 +192,8 @@ def test_update_removes_and_adds_targets():
     records = []
 
     async def main():
-        s = Scheduler({"fake": collector}, lambda t, r, a, st: records.append(t.name), max_concurrency=4)
+        s = Scheduler({"fake": collector}, lambda t, r, a, st: records.append(t.name), max_concurrency=4,
+                      clock=VirtualClock())
         s.update([target("a", 0.1, 0.05)])
         await asyncio.sleep(0.35)
         s.update([target("b", 0.1, 0.05)])
@@ -139,7 +201,7 @@ def test_update_removes_and_adds_targets():
         await asyncio.sleep(0.35)
         await s.stop(0.5)
 
-    asyncio.run(main())
+    run_virtual(main)
     assert "b" in records and "a" not in records
 
 
@@ -151,25 +213,26 @@ def test_stop_lets_in_flight_probe_finish():
         return ProbeResult(True, 0.3)
 
     async def main():
-        s = Scheduler({"fake": Scripted({"s": slowish})}, lambda t, r, a, st: records.append(r), max_concurrency=1)
+        s = Scheduler({"fake": Scripted({"s": slowish})}, lambda t, r, a, st: records.append(r), max_concurrency=1,
+                      clock=VirtualClock())
         s.update([target("s", interval=0.05, timeout=1.0)])   # first slot within 50 ms
         await asyncio.sleep(0.1)                              # the probe is in flight now
-        began = time.monotonic()
+        began = now()
         await s.stop(grace=2.0)
-        return time.monotonic() - began
+        return now() - began
 
-    waited = asyncio.run(main())
+    waited = run_virtual(main)
     assert len(records) == 1 and records[0].success
     assert 0.1 < waited < 1.0
 
 
 def test_probe_once_enforces_deadline_on_a_misbehaving_collector():
     async def main():
-        began = time.monotonic()
+        began = now()
         result = await probe_once(Scripted({"h": hang}), target("h", 1, 0.2), 0.2)
-        return result, time.monotonic() - began
+        return result, now() - began
 
-    result, took = asyncio.run(main())
+    result, took = run_virtual(main)
     assert result.reason is Reason.TIMEOUT and took < 1.5
 
 
@@ -181,13 +244,30 @@ def test_slot_grid_makes_due_probes_share_a_wakeup():
     async def main():
         loop = asyncio.get_running_loop()
         s = Scheduler({"fake": collector}, lambda t, r, a, st: None, max_concurrency=64, slot_grid=0.1,
-                      on_lag=lambda lag: seen.append(loop.time() - lag))
+                      on_lag=lambda lag: seen.append(loop.time() - lag), clock=VirtualClock())
         s.update([target(f"t{i}", 1.0, 0.5) for i in range(30)])
         await asyncio.sleep(1.15)          # every first slot is on the grid within 1.1 s
         await s.stop(0.5)
 
-    asyncio.run(main())
+    run_virtual(main)
     # (loop.time() - lag) is the slot, up to the microseconds between two clock reads
     assert len(collector.calls) >= 30 and len({name for name, _ in collector.calls}) == 30
     assert all(abs(t / 0.1 - round(t / 0.1)) < 0.01 for t in seen)      # every start on the grid
     assert len({round(t / 0.1) for t in seen}) <= 12
+
+
+def test_a_record_starts_at_the_clock_time_of_its_slot():
+    starts: list[float] = []
+
+    async def main() -> None:
+        s = Scheduler({"fake": Scripted({"a": ok})}, lambda t, r, a, st: starts.append(st), max_concurrency=1,
+                      clock=VirtualClock())
+        s.update([target("a", 0.2, 0.1)])
+        await asyncio.sleep(1.0)
+        await s.stop(0.5)
+
+    run_virtual(main)
+    assert len(starts) == 5
+    # one interval apart (to the precision of a float near 1.7e9)
+    assert all(abs(b - a - 0.2) < 1e-6 for a, b in itertools.pairwise(starts))
+    assert all(EPOCH <= t < EPOCH + 1.0 for t in starts)

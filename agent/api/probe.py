@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from agent.api.keys import RUNTIME
 from agent.api.exposition import exposition_response
 from agent.api.problems import BadRequest
-from agent.collectors import URL_KINDS, kind_module
-from agent.collectors.base import ProbeResult, ProbeTarget, split_host_port, url_credentials_error
+from agent.collectors.base import ProbeResult, ProbeTarget, split_host_port
+from agent.collectors.kinds import KINDS
 from agent.collectors.scheduler import probe_once
 from agent.config.load import Config, Module
 from agent.metrics.probe import gauge_families, result_gauges
@@ -37,19 +37,18 @@ class _ResultCollector:
 
 def probe_target(config: Config, module: Module, target_param: str, scrape_timeout: str | None) -> ProbeTarget:
     """The ad-hoc target of one /probe request. Raises ValueError with a message for the client."""
-    kind = module.kind
+    kind = KINDS[module.kind]
     url = address = None
-    if kind in URL_KINDS:
+    if kind.target_is_url:
         url = target_param
         if "://" not in url:
-            url = ("http://" if kind == "http" else "ws://") + url
-        if not url.startswith(("http://", "https://") if kind == "http" else ("ws://", "wss://")):
-            raise ValueError(f"target {target_param!r} is not a URL this module ({kind}) can probe")
-        if (kind == "http" and (problem := kind_module("http").check_url(url))) or \
-                (problem := url_credentials_error(url)):
+            url = kind.url_schemes[0] + url
+        if not url.startswith(kind.url_schemes):
+            raise ValueError(f"target {target_param!r} is not a URL this module ({kind.name}) can probe")
+        if problem := kind.url_problem(url):
             raise ValueError(f"target: {problem}")
     else:
-        split_host_port(target_param, 53 if kind == "dns" else None)
+        split_host_port(target_param, kind.default_port)
         address = target_param
     timeout = module.timeout or config.defaults.timeout
     if scrape_timeout:
@@ -57,7 +56,7 @@ def probe_target(config: Config, module: Module, target_param: str, scrape_timeo
             timeout = min(timeout, float(scrape_timeout) - TIMEOUT_OFFSET)
         except ValueError:
             raise ValueError(f"{SCRAPE_TIMEOUT_HEADER}: not a number: {scrape_timeout!r}") from None
-    return ProbeTarget(name=target_param, kind=kind, url=url, address=address, interval=0.0,
+    return ProbeTarget(name=target_param, kind=kind.name, url=url, address=address, interval=0.0,
                        timeout=max(MIN_TIMEOUT, timeout), retries=0, labels={}, options=module.options,
                        module=module.name)
 

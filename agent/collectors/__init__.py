@@ -1,19 +1,24 @@
-"""Probe kinds: one module per kind, each with KIND, Options, parse_options() and Collector."""
+"""Probe kinds and the machinery that runs them.
+
+One module per kind (http, tcp, dns, tls, websocket), each with KIND, Options, parse_options() and
+Collector, on the plumbing they share in `base.py` (the result contract, the failure exception, the
+phase trace, the resolver). `kinds.py` is the typed registry the rest of the agent reaches them through;
+`scheduler.py` runs them, `runtime.py` holds their running state, `spans.py` turns results into spans.
+
+May import: agent.config, agent.metrics (runtime.py). Kind modules never import `kinds.py`.
+"""
 
 from __future__ import annotations
 
 import importlib
-from functools import cache
 from types import ModuleType
 
-KINDS = ("http", "tcp", "dns", "tls", "websocket")
-# what each kind probes: a URL (http, websocket) or a host:port address
-URL_KINDS = frozenset({"http", "websocket"})
 
-
-@cache
 def kind_module(kind: str) -> ModuleType:
-    """The module implementing `kind` (imported on first use)."""
-    if kind not in KINDS:
+    """Deprecated: use `agent.collectors.kinds.KINDS[kind]`. Kept only for tests/test_demo.py and
+    tests/test_fuzz_api.py until they move to the registry (this package may not import it: the
+    registry imports the kind modules, which import this package)."""
+    module = importlib.import_module(f"agent.collectors.{kind}")
+    if getattr(module, "KIND", None) != kind:
         raise KeyError(kind)
-    return importlib.import_module(f"agent.collectors.{kind}")
+    return module

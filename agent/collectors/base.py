@@ -22,12 +22,17 @@ timeout); a collector reports `Reason.TIMEOUT` when it runs out, with the phase 
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import ipaddress
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, ClassVar, Protocol
+from urllib.parse import urlsplit
 
 
 class Reason(str, enum.Enum):
@@ -112,7 +117,7 @@ class Collector(Protocol):
 class ProbeLog:
     """Collects timestamped lines for `/probe?debug=true` and the span, cheaply."""
 
-    __slots__ = ("start", "lines")
+    __slots__ = ("lines", "start")
 
     def __init__(self, start: float | None = None):
         self.start = time.monotonic() if start is None else start
@@ -150,8 +155,11 @@ def split_host_port(address: str, default_port: int | None = None) -> tuple[str,
     return host, int(port_text)
 
 
+@lru_cache(maxsize=1024)
 def is_ip_literal(host: str) -> bool:
-    """True for '127.0.0.1' or '::1' (no name resolution needed), False for a host name."""
+    """True for '127.0.0.1' or '::1' (no name resolution needed), False for a host name.
+
+    Cached: every probe asks about its target's host, and a host name costs a ValueError each time."""
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -162,8 +170,6 @@ def is_ip_literal(host: str) -> bool:
 def url_credentials_error(url: str) -> str | None:
     """URLs with user:password@ are refused: the credentials would show in /, spans and logs, and
     the probes take them from `basic_auth` (or `*_file`) instead."""
-    from urllib.parse import urlsplit
-
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -171,3 +177,114 @@ def url_credentials_error(url: str) -> str | None:
     if parts.username is not None or parts.password is not None:
         return "must not contain credentials (user:password@); use basic_auth or bearer_token"
     return None
+
+
+# ---------------------------------------------------------------- the plumbing every collector shares
+
+
+class ProbeFailed(Exception):
+    """Raised inside a probe to end it with a failed result; never leaves the collector.
+
+    Why an exception: a probe is a sequence of steps (resolve, connect, handshake, exchange) each of which
+    may fail for a reason of its own; raising from the step that knows the reason keeps the steps short,
+    and the collector turns the failure into a `ProbeResult` at its boundary (`PhaseTrace.result`)."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class PhaseTrace:
+    """What one probe has done so far: the phase in progress, the time spent in each phase, what TLS
+    told it, and the debug log.
+
+    Why one class: every kind reports phases, a `timeout during <phase>` detail and a log in the same
+    way; only the phases differ. Phases are timed on `perf_counter()` (the finest clock); the deadline
+    stays on `time.monotonic()`. `waiting` names a wait inside a phase that the timeout detail should
+    name instead ("waiting for pong", "during send[1]")."""
+
+    __slots__ = ("cert_expiry", "log", "phase", "phases", "started", "tls_version", "waiting")
+
+    def __init__(self, phase: str = "resolve", log: ProbeLog | None = None) -> None:
+        self.started = time.perf_counter()
+        self.phase = phase
+        self.waiting = ""
+        self.phases: dict[str, float] = {}
+        self.log = ProbeLog() if log is None else log
+        self.tls_version: str | None = None         # "TLS 1.3", once a handshake completed
+        self.cert_expiry: float | None = None       # unix seconds of the earliest NotAfter
+
+    def enter(self, phase: str) -> float:
+        """Start `phase`; returns its start (perf_counter) for `add` once the phase completed."""
+        self.phase, self.waiting = phase, ""
+        return time.perf_counter()
+
+    def add(self, phase: str, seconds: float) -> None:
+        """Add to a phase's time: phases repeated in one probe (an http redirect) are summed."""
+        self.phases[phase] = self.phases.get(phase, 0.0) + seconds
+
+    def done(self, phase: str, started: float) -> None:
+        """`phase`, entered at `started`, completed now."""
+        self.add(phase, time.perf_counter() - started)
+
+    @contextmanager
+    def timing(self, phase: str) -> Iterator[None]:
+        """Enter `phase` for the block and count its time also when the block fails (the tcp and tls
+        kinds report the time spent in the phase that failed; the others call `done` on success)."""
+        started = self.enter(phase)
+        try:
+            yield
+        finally:
+            self.done(phase, started)
+
+    def timeout(self) -> ProbeFailed:
+        """The failure for a deadline that passed now: it names the wait or the phase in progress."""
+        return ProbeFailed(Reason.TIMEOUT, f"timeout {self.waiting or 'during ' + self.phase}")
+
+    def result(self, failure: ProbeFailed | None = None, **fields: Any) -> ProbeResult:
+        """The probe's result: duration, phases, TLS facts and log, plus the kind's own `fields`
+        (which may override the TLS facts, as http does with its final response's)."""
+        if failure is not None:
+            self.log(f"probe failed ({failure.reason.value}): {failure.detail}")
+        facts: dict[str, Any] = {"tls_version": self.tls_version, "cert_expiry": self.cert_expiry, **fields}
+        return ProbeResult(success=failure is None, duration_seconds=time.perf_counter() - self.started,
+                           reason=None if failure is None else failure.reason,
+                           detail="" if failure is None else failure.detail,
+                           phases=dict(self.phases), log=self.log.freeze(), **facts)
+
+
+async def run_until(deadline: float, trace: PhaseTrace, work: Awaitable[None]) -> ProbeFailed | None:
+    """Run a probe's steps until `deadline` (monotonic): the failure they raised, the timeout, or None.
+
+    Why here: the deadline contract (see the module docstring) is the same for every kind, and a
+    timeout must name what the probe was waiting on, which only the trace knows."""
+    try:
+        async with asyncio.timeout(deadline - time.monotonic()):
+            await work
+    except TimeoutError:
+        return trace.timeout()
+    except ProbeFailed as failure:
+        return failure
+    return None
+
+
+async def resolve(host: str, port: int, log: ProbeLog, socktype: int = socket.SOCK_STREAM) -> str:
+    """The IP address to connect to for `host` (the host itself when it is an IP literal).
+
+    Why one resolver: a name the system cannot resolve, one the IDNA codec refuses (a 64-character
+    label, a control character) and an empty answer are all `resolve` failures, with one wording for
+    every kind. The caller times the resolve phase (see `PhaseTrace.timing` and `done`)."""
+    if is_ip_literal(host):
+        return host
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socktype)
+    except socket.gaierror as exc:
+        raise ProbeFailed(Reason.RESOLVE, f"cannot resolve {host}: {exc.strerror or exc}") from None
+    except UnicodeError as exc:
+        raise ProbeFailed(Reason.RESOLVE, f"cannot resolve {host}: not a valid host name: {exc}") from None
+    if not infos:
+        raise ProbeFailed(Reason.RESOLVE, f"cannot resolve {host}: no addresses")
+    ip = str(infos[0][4][0])
+    log(f"resolved {host} to {ip}")
+    return ip

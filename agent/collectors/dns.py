@@ -12,12 +12,10 @@ Phases: resolve (server name -> IP; ~0 for an IP literal), connect (tcp only), r
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
-import time
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import dns.asyncbackend
 import dns.asyncquery
@@ -33,7 +31,17 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from agent.collectors.base import ProbeLog, ProbeResult, ProbeTarget, Reason, split_host_port
+from agent.collectors.base import (
+    PhaseTrace,
+    ProbeFailed,
+    ProbeLog,
+    ProbeResult,
+    ProbeTarget,
+    Reason,
+    resolve,
+    run_until,
+    split_host_port,
+)
 from agent.config.node import Node
 
 KIND = "dns"
@@ -108,31 +116,6 @@ def _rr_validation(node: Node) -> RRValidation:
     return validation
 
 
-class _Failed(Exception):
-    """A probe step failed; turned into a ProbeResult at the probe boundary."""
-
-    def __init__(self, reason: Reason, detail: str):
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
-@dataclass(slots=True)
-class _Run:
-    """The bookkeeping of one probe: where it is, how long each phase took, the log."""
-
-    log: ProbeLog
-    phase: str = "resolve"
-    phases: dict[str, float] = field(default_factory=dict)
-
-    def begin(self, phase: str) -> float:
-        self.phase = phase
-        return time.perf_counter()
-
-    def end(self, phase: str, started: float) -> None:
-        self.phases[phase] = time.perf_counter() - started
-
-
 class Collector:
     kind: ClassVar[str] = KIND
 
@@ -141,99 +124,84 @@ class Collector:
 
     async def probe(self, target: ProbeTarget, deadline: float) -> ProbeResult:
         options: Options = target.options
-        run = _Run(ProbeLog())
-        started = time.perf_counter()
-        reply: dns.message.Message | None = None
-        try:
-            async with asyncio.timeout(deadline - time.monotonic()):
-                server = await self._server(target.address, run)
-                reply = await self._exchange(_make_query(options), server, options.transport, run)
-            failure = _validate(reply, options, run.log)
-        except TimeoutError:
-            failure = _Failed(Reason.TIMEOUT, f"timeout during {run.phase}")
-        except _Failed as exc:
-            failure = exc
-        if failure is not None:
-            run.log(f"probe failed ({failure.reason.value}): {failure.detail}")
-        return _result(reply, failure, run, time.perf_counter() - started)
+        trace = PhaseTrace()
+        replies: list[dns.message.Message] = []
+        failure = await run_until(deadline, trace, self._query(target.address, options, trace, replies))
+        reply = replies[0] if replies else None
+        if failure is None and reply is not None:
+            failure = _validate(reply, options, trace.log)
+        return trace.result(failure, **_counts(reply))
 
     async def close(self) -> None:
         return None
 
-    async def _server(self, address: str | None, run: _Run) -> tuple[str, int]:
-        """The server's (IP, port): from the target address, or the system resolver's first."""
-        t0 = run.begin("resolve")
-        if address is None:
-            ip, port = _system_nameserver()
-            run.log(f"using system resolver {ip} port {port}")
-        else:
-            try:
-                host, port = split_host_port(address, 53)
-            except ValueError as exc:
-                raise _Failed(Reason.RESOLVE, str(exc)) from None
-            ip = await _resolve(host, port, run.log)
-            run.log(f"server {ip} port {port}")
-        run.end("resolve", t0)
-        return ip, port
+    async def _query(self, address: str | None, options: Options, trace: PhaseTrace,
+                     replies: list[dns.message.Message]) -> None:
+        """Find the server and exchange the query; the reply is appended to `replies` (the caller reads
+        it after the deadline's scope, which a return value could not leave)."""
+        server = await _server(address, trace)
+        replies.append(await self._exchange(_make_query(options), server, options.transport, trace))
 
     async def _exchange(self, query: dns.message.Message, server: tuple[str, int], transport: str,
-                        run: _Run) -> dns.message.Message:
+                        trace: PhaseTrace) -> dns.message.Message:
         ip, port = server
         af = dns.inet.af_for_address(ip)
         try:
             if transport == "tcp":
-                t0 = run.begin("connect")
+                started = trace.enter("connect")
                 sock = await self._backend.make_socket(af, socket.SOCK_STREAM, 0, None, (ip, port))
-                run.end("connect", t0)
-                run.log(f"connected to {ip} port {port} over tcp")
+                trace.done("connect", started)
+                trace.log(f"connected to {ip} port {port} over tcp")
             else:
                 sock = await self._backend.make_socket(af, socket.SOCK_DGRAM, 0, None, (ip, port))
             async with sock:
-                t0 = run.begin("request")
-                run.log(f"sending query {query.question[0].to_text()} over {transport}")
+                started = trace.enter("request")
+                trace.log(f"sending query {query.question[0].to_text()} over {transport}")
                 send = dns.asyncquery.tcp if transport == "tcp" else dns.asyncquery.udp
                 reply = await send(query, ip, port=port, sock=sock)
-                run.end("request", t0)
+                trace.done("request", started)
                 return reply
         except ConnectionRefusedError:
-            raise _Failed(Reason.CONNECT, f"connection refused by {ip} port {port}") from None
+            raise ProbeFailed(Reason.CONNECT, f"connection refused by {ip} port {port}") from None
         except EOFError:
-            raise _Failed(Reason.PROTOCOL, "server closed the connection before replying") from None
+            raise ProbeFailed(Reason.PROTOCOL, "server closed the connection before replying") from None
         except dns.query.BadResponse:
-            raise _Failed(Reason.PROTOCOL, "reply does not answer the query") from None
+            raise ProbeFailed(Reason.PROTOCOL, "reply does not answer the query") from None
         except dns.exception.Timeout:
-            raise _Failed(Reason.TIMEOUT, f"timeout during {run.phase}") from None
+            raise trace.timeout() from None
         except dns.exception.DNSException as exc:
-            raise _Failed(Reason.PROTOCOL, f"malformed reply: {exc}") from None
+            raise ProbeFailed(Reason.PROTOCOL, f"malformed reply: {exc}") from None
         except OSError as exc:
-            raise _Failed(Reason.CONNECT, f"{ip} port {port}: {exc.strerror or exc}") from None
+            raise ProbeFailed(Reason.CONNECT, f"{ip} port {port}: {exc.strerror or exc}") from None
 
 
 def _system_nameserver() -> tuple[str, int]:
     try:
         resolver = dns.asyncresolver.Resolver()
     except dns.exception.DNSException as exc:
-        raise _Failed(Reason.RESOLVE, f"no system resolver: {exc}") from None
+        raise ProbeFailed(Reason.RESOLVE, f"no system resolver: {exc}") from None
     for nameserver in resolver.nameservers:
         if isinstance(nameserver, str) and dns.inet.is_address(nameserver):
             return nameserver, resolver.nameserver_ports.get(nameserver, resolver.port)
-    raise _Failed(Reason.RESOLVE, "no system resolver: /etc/resolv.conf lists no nameserver address")
+    raise ProbeFailed(Reason.RESOLVE, "no system resolver: /etc/resolv.conf lists no nameserver address")
 
 
-async def _resolve(host: str, port: int, log: ProbeLog) -> str:
-    if dns.inet.is_address(host):
-        return host
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    except socket.gaierror as exc:
-        raise _Failed(Reason.RESOLVE, f"cannot resolve {host}: {exc.strerror}") from None
-    except UnicodeError as exc:          # not encodable as an IDNA name (a 64-char label, a control char)
-        raise _Failed(Reason.RESOLVE, f"cannot resolve {host}: not a valid host name: {exc}") from None
-    if not infos:
-        raise _Failed(Reason.RESOLVE, f"cannot resolve {host}: no address")
-    ip = infos[0][4][0]
-    log(f"resolved {host} to {ip}")
-    return ip
+async def _server(address: str | None, trace: PhaseTrace) -> tuple[str, int]:
+    """The server's (IP, port): from the target address, or the system resolver's first. Timed as the
+    resolve phase once it is known (a failed resolve reports no phase time, as before)."""
+    started = trace.enter("resolve")
+    if address is None:
+        ip, port = _system_nameserver()
+        trace.log(f"using system resolver {ip} port {port}")
+    else:
+        try:
+            host, port = split_host_port(address, 53)
+        except ValueError as exc:
+            raise ProbeFailed(Reason.RESOLVE, str(exc)) from None
+        ip = await resolve(host, port, trace.log, socket.SOCK_DGRAM)
+        trace.log(f"server {ip} port {port}")
+    trace.done("resolve", started)
+    return ip, port
 
 
 def _make_query(options: Options) -> dns.message.Message:
@@ -253,7 +221,7 @@ def rr_lines(rrsets: list[dns.rrset.RRset]) -> list[str]:
     return lines
 
 
-def _validate(reply: dns.message.Message, options: Options, log: ProbeLog) -> _Failed | None:
+def _validate(reply: dns.message.Message, options: Options, log: ProbeLog) -> ProbeFailed | None:
     rcode = dns.rcode.to_text(reply.rcode())
     log(f"reply rcode {rcode}: {_count(reply.answer)} answer, {_count(reply.authority)} authority, "
         f"{_count(reply.additional)} additional")
@@ -262,11 +230,11 @@ def _validate(reply: dns.message.Message, options: Options, log: ProbeLog) -> _F
         for line in lines[section]:
             log(f"{section}: {line}")
     if rcode not in options.valid_rcodes:
-        return _Failed(Reason.RCODE, f"rcode {rcode} is not one of {', '.join(options.valid_rcodes)}")
+        return ProbeFailed(Reason.RCODE, f"rcode {rcode} is not one of {', '.join(options.valid_rcodes)}")
     for section in SECTIONS:
         problem = _check_rrs(lines[section], getattr(options, f"validate_{section}_rrs"))
         if problem:
-            return _Failed(Reason.ANSWER, f"{section} {problem}")
+            return ProbeFailed(Reason.ANSWER, f"{section} {problem}")
     return None
 
 
@@ -287,20 +255,11 @@ def _count(rrsets: list[dns.rrset.RRset]) -> int:
     return sum(len(rrset) for rrset in rrsets)
 
 
-def _result(reply: dns.message.Message | None, failure: _Failed | None, run: _Run,
-            duration: float) -> ProbeResult:
-    counts: dict[str, object] = {}
-    if reply is not None:
-        counts = {"dns_rcode": dns.rcode.to_text(reply.rcode()),
-                  "dns_answer_rrs": _count(reply.answer),
-                  "dns_authority_rrs": _count(reply.authority),
-                  "dns_additional_rrs": _count(reply.additional)}
-    return ProbeResult(
-        success=failure is None,
-        duration_seconds=duration,
-        reason=None if failure is None else failure.reason,
-        detail="" if failure is None else failure.detail,
-        phases=dict(run.phases),
-        log=run.log.freeze(),
-        **counts,  # type: ignore[arg-type]
-    )
+def _counts(reply: dns.message.Message | None) -> dict[str, Any]:
+    """The result fields read from the reply, when there is one (also for a failed check)."""
+    if reply is None:
+        return {}
+    return {"dns_rcode": dns.rcode.to_text(reply.rcode()),
+            "dns_answer_rrs": _count(reply.answer),
+            "dns_authority_rrs": _count(reply.authority),
+            "dns_additional_rrs": _count(reply.additional)}

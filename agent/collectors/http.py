@@ -20,8 +20,8 @@ from functools import lru_cache
 from typing import ClassVar
 from urllib.parse import quote, urljoin, urlsplit
 
-from agent.collectors.base import ProbeLog, ProbeResult, ProbeTarget, Reason, is_ip_literal
-from agent.collectors.http_wire import Exchange, Response, Trace, WireError, encode_request, exchange
+from agent.collectors.base import PhaseTrace, ProbeFailed, ProbeResult, ProbeTarget, Reason, is_ip_literal
+from agent.collectors.http_wire import Exchange, Response, encode_request, exchange
 from agent.collectors.tlsinfo import TlsSettings, client_context, parse_tls
 from agent.config.node import Node
 
@@ -195,48 +195,58 @@ def _header_block(options: Options, with_auth: bool) -> tuple[bytes, str | None]
     return "".join(f"{line}\r\n" for line in lines).encode(), host
 
 
+@dataclass(slots=True)
+class _Fetch:
+    """What the http probe learnt beside its PhaseTrace: the latest response (partial when the body
+    failed) and the redirects followed."""
+
+    response: Response | None = None
+    redirects: int = 0
+
+    def keep(self, response: Response | None) -> None:
+        self.response = response
+
+
 class Collector:
     kind: ClassVar[str] = KIND
 
     async def probe(self, target: ProbeTarget, deadline: float) -> ProbeResult:
         options: Options = target.options
-        trace = Trace(ProbeLog())
-        started = time.perf_counter()
+        trace, fetch = PhaseTrace(), _Fetch()
         try:
             async with asyncio.timeout(deadline - time.monotonic()) as scope:
-                await _follow(target.url or "", options, trace)
-        except (WireError, OSError) as exc:       # TimeoutError is an OSError
+                await _follow(target.url or "", options, trace, fetch)
+        except (ProbeFailed, OSError) as exc:       # TimeoutError is an OSError
             if isinstance(exc, TimeoutError) and scope.expired():
-                return _result(trace, started, Reason.TIMEOUT, f"timeout during {trace.current_phase()}")
-            reason, detail = _failure(exc, trace.phase)
-            return _result(trace, started, reason, detail)
-        failed = _check(trace.response, options)
-        return _result(trace, started, *failed) if failed else _result(trace, started)
+                return _result(trace, fetch, trace.timeout())
+            return _result(trace, fetch, _failure(exc, trace.phase))
+        assert fetch.response is not None           # _follow returned: the final response is complete
+        return _result(trace, fetch, _check(fetch.response, options))
 
     async def close(self) -> None:
         return None
 
 
-async def _follow(url_text: str, options: Options, trace: Trace) -> None:
-    """Request the URL, then each redirect target; the last response lands in trace.response."""
+async def _follow(url_text: str, options: Options, trace: PhaseTrace, fetch: _Fetch) -> None:
+    """Request the URL, then each redirect target; the last response lands in fetch.response."""
     first = url = _url(url_text)
     method, body = options.method, None if options.body is None else options.body.encode()
     if body is None and method in ("POST", "PUT", "PATCH"):
         body = b""
     visited = {(method, url.text)}
     while True:
-        response = await _fetch(url, method, body, options, trace, first)
+        response = await _fetch(url, method, body, options, trace, fetch, first)
         location = response.headers.get(b"location")
         if not options.follow_redirects or response.status not in REDIRECT_STATUSES or location is None:
             return
-        if trace.redirects >= options.max_redirects:
-            raise WireError(Reason.REDIRECT, f"stopped after {trace.redirects} redirects (max_redirects)")
+        if fetch.redirects >= options.max_redirects:
+            raise ProbeFailed(Reason.REDIRECT, f"stopped after {fetch.redirects} redirects (max_redirects)")
         url = _url(urljoin(url.text, location.decode("latin-1")))
         method, body = _redirected_method(response.status, method, body)
         if (method, url.text) in visited:
-            raise WireError(Reason.REDIRECT, f"redirect loop: {method} {url.text} was requested before")
+            raise ProbeFailed(Reason.REDIRECT, f"redirect loop: {method} {url.text} was requested before")
         visited.add((method, url.text))
-        trace.redirects += 1
+        fetch.redirects += 1
         trace.log(f"redirect {response.status} to {url.text}")
 
 
@@ -244,7 +254,7 @@ def _url(text: str) -> Url:
     try:
         return parse_url(text)
     except ValueError as exc:
-        raise WireError(Reason.PROTOCOL, f"invalid URL {text!r}: {exc}") from None
+        raise ProbeFailed(Reason.PROTOCOL, f"invalid URL {text!r}: {exc}") from None
 
 
 def _redirected_method(status: int, method: str, body: bytes | None) -> tuple[str, bytes | None]:
@@ -254,7 +264,7 @@ def _redirected_method(status: int, method: str, body: bytes | None) -> tuple[st
     return method, body
 
 
-async def _fetch(url: Url, method: str, body: bytes | None, options: Options, trace: Trace,
+async def _fetch(url: Url, method: str, body: bytes | None, options: Options, trace: PhaseTrace, fetch: _Fetch,
                  first: Url) -> Response:
     same_host = url.host == first.host and url.port == first.port
     headers, user_host = _header_block(options, same_host)
@@ -269,64 +279,58 @@ async def _fetch(url: Url, method: str, body: bytes | None, options: Options, tr
         body_limit=options.body_size_limit,
     )
     trace.log(f"{method} {url.text}")
-    return await exchange(how, trace)
+    fetch.response = None               # a redirect hop that fails before its response reports none
+    return await exchange(how, trace, fetch.keep)
 
 
-def _failure(exc: WireError | OSError, phase: str) -> tuple[Reason, str]:
-    """The Reason and detail for an exception raised during `phase`."""
-    if isinstance(exc, WireError):
-        return exc.reason, exc.detail
-    if isinstance(exc, socket.gaierror):
-        return Reason.RESOLVE, f"resolve: {exc.strerror or exc}"
+def _failure(exc: ProbeFailed | OSError, phase: str) -> ProbeFailed:
+    """The failure for an exception raised during `phase`."""
+    if isinstance(exc, ProbeFailed):
+        return exc
+    if isinstance(exc, socket.gaierror):       # an IP literal the system still refused to take
+        return ProbeFailed(Reason.RESOLVE, f"resolve: {exc.strerror or exc}")
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return Reason.TLS, f"certificate verify failed: {exc.verify_message or exc}"
+        return ProbeFailed(Reason.TLS, f"certificate verify failed: {exc.verify_message or exc}")
     if isinstance(exc, ssl.SSLError):
-        return Reason.TLS, f"TLS error: {exc.reason or exc}"
+        return ProbeFailed(Reason.TLS, f"TLS error: {exc.reason or exc}")
     reason = {"resolve": Reason.RESOLVE, "tls": Reason.TLS}.get(phase, Reason.CONNECT)
-    return reason, f"{phase}: {exc.strerror or str(exc) or type(exc).__name__}"
+    return ProbeFailed(reason, f"{phase}: {exc.strerror or str(exc) or type(exc).__name__}")
 
 
-def _check(response: Response, options: Options) -> tuple[Reason, str] | None:
+def _check(response: Response, options: Options) -> ProbeFailed | None:
     """Why the final response fails the target's expectations, or None."""
     status = response.status
     if not (status in options.valid_status_codes if options.valid_status_codes else 200 <= status < 300):
-        return Reason.STATUS, f"status {status} is not valid"
+        return ProbeFailed(Reason.STATUS, f"status {status} is not valid")
     if options.valid_http_versions and response.version_text not in options.valid_http_versions:
-        return Reason.PROTOCOL, f"{response.version_text} is not in valid_http_versions"
+        return ProbeFailed(Reason.PROTOCOL, f"{response.version_text} is not in valid_http_versions")
     if options.fail_if_ssl and response.tls_version is not None:
-        return Reason.TLS, "final response came over TLS (fail_if_ssl)"
+        return ProbeFailed(Reason.TLS, "final response came over TLS (fail_if_ssl)")
     if options.fail_if_not_ssl and response.tls_version is None:
-        return Reason.TLS, "final response did not come over TLS (fail_if_not_ssl)"
+        return ProbeFailed(Reason.TLS, "final response did not come over TLS (fail_if_not_ssl)")
     if response.body is not None:
         return _check_body(response.body.decode("utf-8", "replace"), options)
     return None
 
 
-def _check_body(text: str, options: Options) -> tuple[Reason, str] | None:
+def _check_body(text: str, options: Options) -> ProbeFailed | None:
     for pattern in options.fail_if_body_matches_regexp:
         if pattern.search(text):
-            return Reason.BODY, f"body matched {pattern.pattern!r}"
+            return ProbeFailed(Reason.BODY, f"body matched {pattern.pattern!r}")
     for pattern in options.fail_if_body_not_matches_regexp:
         if not pattern.search(text):
-            return Reason.BODY, f"body did not match {pattern.pattern!r}"
+            return ProbeFailed(Reason.BODY, f"body did not match {pattern.pattern!r}")
     return None
 
 
-def _result(trace: Trace, started: float, reason: Reason | None = None, detail: str = "") -> ProbeResult:
-    trace.log("probe succeeded" if reason is None else f"probe failed ({reason.value}): {detail}")
-    response = trace.response
-    return ProbeResult(
-        success=reason is None,
-        duration_seconds=time.perf_counter() - started,
-        reason=reason,
-        detail=detail,
-        phases=trace.phases,
-        status_code=response and response.status,
-        content_length=response and response.content_length,
-        body_length=response and response.body_length,
-        http_version=response and response.version,
-        redirects=trace.redirects,
-        tls_version=response and response.tls_version,
-        cert_expiry=response and response.cert_expiry,
-        log=trace.log.freeze(),
-    )
+def _result(trace: PhaseTrace, fetch: _Fetch, failure: ProbeFailed | None) -> ProbeResult:
+    """The result, with the final (or partial) response's facts and its TLS facts, not the first hop's."""
+    if failure is None:
+        trace.log("probe succeeded")
+    response = fetch.response
+    if response is None:
+        return trace.result(failure, redirects=fetch.redirects)
+    return trace.result(failure, status_code=response.status, content_length=response.content_length,
+                        body_length=response.body_length, http_version=response.version,
+                        redirects=fetch.redirects, tls_version=response.tls_version,
+                        cert_expiry=response.cert_expiry)

@@ -2,22 +2,21 @@
 
 `exchange()` resolves, connects, upgrades to TLS for https, sends one request with
 `Connection: close`, reads one response and closes, timing blackbox_exporter's phases into
-a `Trace` (processing = request written -> first byte; transfer = first byte -> body end).
+a `PhaseTrace` (processing = request written -> first byte; transfer = first byte -> body end).
 `ResponseReader`, an asyncio Protocol with no StreamReader layer, parses the response as
-it arrives and drops body bytes unless asked to keep them. Protocol failures raise
-`WireError`; OS and ssl errors propagate for the caller to map by `Trace.current_phase()`.
+it arrives and drops body bytes unless asked to keep them. Protocol and resolve failures raise
+`ProbeFailed`; OS and ssl errors propagate for the caller to map by the trace's phase.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
 
-from agent.collectors.base import ProbeLog, Reason
+from agent.collectors.base import PhaseTrace, ProbeFailed, Reason, resolve
 from agent.collectors.tlsinfo import peer_info
 
 MAX_HEAD_BYTES = 65536
@@ -26,15 +25,6 @@ _VERSIONS = {b"HTTP/1.1": 1.1, b"HTTP/1.0": 1.0}
 TlsFacts = tuple[str | None, float | None]      # (TLS version, earliest certificate NotAfter)
 # body framing modes of ResponseReader
 _HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE, _DONE = range(5)
-
-
-class WireError(Exception):
-    """The exchange failed for a reason the collector reports as is."""
-
-    def __init__(self, reason: Reason, detail: str):
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 def encode_request(method: str, target: str, host: str, header_block: bytes, body: bytes | None) -> bytes:
@@ -61,28 +51,6 @@ class Response:
     cert_expiry: float | None = None
 
 
-class Trace:
-    """What a probe did so far: summed phase durations, the phase in progress, the log."""
-
-    __slots__ = ("phase", "phases", "log", "reader", "response", "redirects")
-
-    def __init__(self, log: ProbeLog):
-        self.phase = "resolve"
-        self.phases: dict[str, float] = {}
-        self.log = log
-        self.reader: ResponseReader | None = None
-        self.response: Response | None = None
-        self.redirects = 0
-
-    def add(self, phase: str, seconds: float) -> None:
-        self.phases[phase] = self.phases.get(phase, 0.0) + seconds
-
-    def current_phase(self) -> str:
-        if self.phase == "processing" and self.reader is not None and self.reader.first_byte_at:
-            return "transfer"
-        return self.phase
-
-
 def parse_head(head: bytes) -> tuple[float, str, int, dict[bytes, bytes]]:
     """Status line and header lines (without the final blank line) -> (version, text, status, headers)."""
     lines = head.split(b"\r\n")
@@ -90,15 +58,15 @@ def parse_head(head: bytes) -> tuple[float, str, int, dict[bytes, bytes]]:
     parts = status_line.split(b" ", 2)
     version = _VERSIONS.get(parts[0])
     if version is None or len(parts) < 2:
-        raise WireError(Reason.PROTOCOL, f"malformed status line {status_line[:80]!r}")
+        raise ProbeFailed(Reason.PROTOCOL, f"malformed status line {status_line[:80]!r}")
     code = parts[1]
     if len(code) != 3 or not code.isdigit() or code[0] == 0x30:
-        raise WireError(Reason.PROTOCOL, f"malformed status code in {status_line[:80]!r}")
+        raise ProbeFailed(Reason.PROTOCOL, f"malformed status code in {status_line[:80]!r}")
     headers: dict[bytes, bytes] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
         if not sep or not name or name[-1:] in (b" ", b"\t") or line[:1] in (b" ", b"\t"):
-            raise WireError(Reason.PROTOCOL, f"malformed header line {line[:80]!r}")
+            raise ProbeFailed(Reason.PROTOCOL, f"malformed header line {line[:80]!r}")
         name = name.lower()
         value = value.strip()
         old = headers.get(name)
@@ -110,7 +78,7 @@ def _content_length(value: bytes) -> int:
     texts = {v.strip() for v in value.split(b",")}
     text = texts.pop()
     if texts or not text.isdigit():
-        raise WireError(Reason.PROTOCOL, f"invalid Content-Length {value[:40]!r}")
+        raise ProbeFailed(Reason.PROTOCOL, f"invalid Content-Length {value[:40]!r}")
     return int(text)
 
 
@@ -141,7 +109,7 @@ class ChunkedDecoder:
             end = buf.find(b"\r\n", pos)
             if end < 0:
                 if len(buf) - pos > MAX_CHUNK_LINE:
-                    raise WireError(Reason.PROTOCOL, "malformed chunked body: line too long")
+                    raise ProbeFailed(Reason.PROTOCOL, "malformed chunked body: line too long")
                 break
             line, pos = bytes(buf[pos:end]), end + 2
             if self._state == self._SIZE:
@@ -149,7 +117,7 @@ class ChunkedDecoder:
                 self._state = self._DATA_END if self._left else self._TRAILER
             elif self._state == self._DATA_END:
                 if line:
-                    raise WireError(Reason.PROTOCOL, "malformed chunked body: no CRLF after chunk data")
+                    raise ProbeFailed(Reason.PROTOCOL, "malformed chunked body: no CRLF after chunk data")
                 self._state = self._SIZE
             elif not line:              # the blank line after the trailers
                 return True
@@ -164,15 +132,17 @@ def _chunk_size(line: bytes) -> int:
             raise ValueError
         return int(text, 16)
     except ValueError:
-        raise WireError(Reason.PROTOCOL, f"malformed chunk size line {line[:40]!r}") from None
+        raise ProbeFailed(Reason.PROTOCOL, f"malformed chunk size line {line[:40]!r}") from None
 
 
 class ResponseReader(asyncio.Protocol):
     """Receives one response. `done` resolves (to None) when the body is complete or on
     failure; then `response` or `error` is set. Timestamps are perf_counter() values."""
 
-    def __init__(self, done: asyncio.Future, *, head_request: bool, keep_body: bool, body_limit: int):
+    def __init__(self, done: asyncio.Future[None], *, head_request: bool, keep_body: bool, body_limit: int,
+                 trace: PhaseTrace | None = None) -> None:
         self.done = done
+        self._trace = trace
         self.response: Response | None = None
         self.error: BaseException | None = None
         self.first_byte_at = 0.0
@@ -190,13 +160,15 @@ class ResponseReader(asyncio.Protocol):
             return
         if not self.first_byte_at:
             self.first_byte_at = perf_counter()
+            if self._trace is not None:     # a timeout from now on is one during transfer
+                self._trace.waiting = "during transfer"
         try:
             if self._mode == _HEAD:
                 data = self._feed_head(data)
                 if self._mode in (_HEAD, _DONE):
                     return
             self._feed_body(data)
-        except WireError as exc:
+        except ProbeFailed as exc:
             self._fail(exc)
 
     def eof_received(self) -> bool:
@@ -216,7 +188,7 @@ class ResponseReader(asyncio.Protocol):
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(buf) > MAX_HEAD_BYTES:
-                    raise WireError(Reason.PROTOCOL, f"response head larger than {MAX_HEAD_BYTES} bytes")
+                    raise ProbeFailed(Reason.PROTOCOL, f"response head larger than {MAX_HEAD_BYTES} bytes")
                 return b""
             version, text, status, headers = parse_head(bytes(buf[:end]))
             del buf[:end + 4]
@@ -265,7 +237,7 @@ class ResponseReader(asyncio.Protocol):
             return
         total = self.response.body_length + size
         if self._limit and total > self._limit:
-            raise WireError(Reason.BODY, f"body larger than body_size_limit ({self._limit} bytes)")
+            raise ProbeFailed(Reason.BODY, f"body larger than body_size_limit ({self._limit} bytes)")
         self.response.body_length = total
         if self._chunks is not None:
             self._chunks.append(bytes(piece))
@@ -277,9 +249,9 @@ class ResponseReader(asyncio.Protocol):
             self._finish()
         elif self._mode == _HEAD:
             where = "inside the response head" if self.first_byte_at else "without a response"
-            self._fail(WireError(Reason.PROTOCOL, f"connection closed {where}"))
+            self._fail(ProbeFailed(Reason.PROTOCOL, f"connection closed {where}"))
         else:
-            self._fail(WireError(Reason.PROTOCOL, f"connection closed after {self.response.body_length} "
+            self._fail(ProbeFailed(Reason.PROTOCOL, f"connection closed after {self.response.body_length} "
                                                   "body bytes, before the end of the body"))
 
     def _finish(self) -> None:
@@ -312,31 +284,34 @@ class Exchange:
     body_limit: int = 0                 # 0: no limit
 
 
-async def exchange(how: Exchange, trace: Trace) -> Response:
-    """One request on a fresh connection; phases are added to `trace`, and the response
-    (complete, or partial when the body failed) is left in `trace.response`."""
+async def exchange(how: Exchange, trace: PhaseTrace, keep: Callable[[Response | None], None]) -> Response:
+    """One request on a fresh connection; phases are added to `trace`. The response (complete, or
+    partial when the body failed or the deadline passed) is handed to `keep` before this returns or
+    raises, so that a failed probe still reports the status it saw."""
     loop = asyncio.get_running_loop()
-    trace.response = None
-    address = await _resolve(loop, how, trace)
-    reader = trace.reader = ResponseReader(loop.create_future(), head_request=how.head_request,
-                                           keep_body=how.keep_body, body_limit=how.body_limit)
-    transport, tls_facts = None, (None, None)
+    address = await _resolve(how, trace)
+    reader = ResponseReader(loop.create_future(), head_request=how.head_request, keep_body=how.keep_body,
+                            body_limit=how.body_limit, trace=trace)
+    transport: asyncio.Transport | None = None
+    tls_facts: TlsFacts = (None, None)
     try:
         transport, tls_facts = await _connect(loop, address, how, reader, trace)
-        trace.phase = "processing"
+        trace.enter("processing")
         transport.write(how.request)
         sent = perf_counter()
         await reader.done
     finally:
-        response = trace.response = reader.response
+        response = reader.response
         if response is not None:
             response.tls_version, response.cert_expiry = tls_facts
+        keep(response)
         if transport is not None and reader.finished_at:
             transport.close()
         elif transport is not None:
             transport.abort()           # no waiting for a TLS close_notify on a failed exchange
     if reader.error is not None:
         raise reader.error
+    assert response is not None         # done without an error: the response is complete
     trace.add("processing", reader.first_byte_at - sent)
     trace.add("transfer", reader.finished_at - reader.first_byte_at)
     trace.log(f"response {response.version_text} {response.status}, {response.body_length} body bytes")
@@ -344,43 +319,33 @@ async def exchange(how: Exchange, trace: Trace) -> Response:
 
 
 async def _connect(loop: asyncio.AbstractEventLoop, address: str, how: Exchange, reader: ResponseReader,
-                   trace: Trace) -> tuple[asyncio.BaseTransport, TlsFacts]:
+                   trace: PhaseTrace) -> tuple[asyncio.Transport, TlsFacts]:
     """TCP connect, then the TLS handshake for https: (transport, (tls version, cert expiry)).
     On failure or cancellation asyncio closes the half-made connection itself."""
-    trace.phase = "connect"
-    started = perf_counter()
+    started = trace.enter("connect")
     transport, _ = await loop.create_connection(lambda: reader, address, how.port)
-    trace.add("connect", perf_counter() - started)
+    trace.done("connect", started)
     trace.log(f"connected to {address} port {how.port}")
     if how.tls is None:
         return transport, (None, None)
-    trace.phase = "tls"
+    trace.enter("tls")
     if reader.first_byte_at:
         # an SSH or SMTP banner, garbage: bytes TLS will never see, and a server that then waits would
         # hold the handshake until the deadline. Not a TLS server: fail now, and close what we opened.
         transport.abort()
-        raise WireError(Reason.TLS, "TLS handshake: the server sent something else before the handshake (not TLS?)")
+        raise ProbeFailed(Reason.TLS, "TLS handshake: the server sent something else before the handshake (not TLS?)")
     started = perf_counter()
-    transport = await loop.start_tls(transport, reader, how.tls, server_hostname=how.server_name or how.host)
-    trace.add("tls", perf_counter() - started)
-    facts = peer_info(transport.get_extra_info("ssl_object"))
+    tls_transport = await loop.start_tls(transport, reader, how.tls, server_hostname=how.server_name or how.host)
+    assert tls_transport is not None
+    trace.done("tls", started)
+    facts = peer_info(tls_transport.get_extra_info("ssl_object"))
     trace.log(f"TLS handshake done: {facts[0]}")
-    return transport, facts
+    return tls_transport, facts
 
 
-async def _resolve(loop: asyncio.AbstractEventLoop, how: Exchange, trace: Trace) -> str:
-    trace.phase = "resolve"
-    started = perf_counter()
-    if how.is_ip:
-        address = how.host
-    else:
-        try:
-            infos = await loop.getaddrinfo(how.host, how.port, type=socket.SOCK_STREAM)
-        except UnicodeError as exc:      # not encodable as an IDNA name (a 64-char label, a control char)
-            raise socket.gaierror(socket.EAI_NONAME, f"not a valid host name: {exc}") from None
-        if not infos:
-            raise socket.gaierror(socket.EAI_NONAME, "no addresses")
-        address = infos[0][4][0]
-        trace.log(f"resolved {how.host} to {address}")
-    trace.add("resolve", perf_counter() - started)
+async def _resolve(how: Exchange, trace: PhaseTrace) -> str:
+    """The address to connect to, timed as the resolve phase once resolved."""
+    started = trace.enter("resolve")
+    address = how.host if how.is_ip else await resolve(how.host, how.port, trace.log)
+    trace.done("resolve", started)
     return address

@@ -11,16 +11,16 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 
-from agent.collectors import KINDS, kind_module
 from agent.collectors.base import Collector, ProbeResult, ProbeTarget
+from agent.collectors.kinds import KINDS
 from agent.collectors.scheduler import Scheduler
-from agent.config.load import Config
-from agent.metrics.probe import ProbeMetrics
 from agent.collectors.spans import emit_probe_span
+from agent.config.load import Config
 from agent.metrics.agent import SelfMetrics
+from agent.metrics.probe import ProbeMetrics
 
 log = logging.getLogger("agent.collectors.runtime")
 
@@ -42,7 +42,7 @@ class ProbeRuntime:
         self.result_observers: list[Callable[[ProbeTarget, ProbeResult, float], None]] = []
 
     async def start(self) -> None:
-        self.collectors = {kind: kind_module(kind).Collector() for kind in KINDS}
+        self.collectors = {name: kind.collector_factory() for name, kind in KINDS.items()}
         m = self.self_metrics
         self.scheduler = Scheduler(
             self.collectors, self._record, max_concurrency=self.config.scheduler.max_concurrency,

@@ -6,6 +6,10 @@ due within one grid step share a wake-up), waits for a slot of the global concur
 bound, probes (retrying up to `retries` times), records the result and emits a span.
 A slow or hanging target only delays itself: its probe ends at its own deadline, and slots
 it overran are skipped and counted, never queued.
+
+Time comes from a `Clock` (the running loop's by default). Why injectable: the scheduler's behaviour is all
+about time (slots, jitter, overruns, deadlines), and its tests drive it on a virtual-time event loop with
+a clock that reads that loop, instead of sleeping on the real one.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
 from agent.collectors.base import Collector, ProbeResult, ProbeTarget, Reason
 
@@ -27,8 +32,37 @@ DEADLINE_GRACE = 0.5
 Recorder = Callable[[ProbeTarget, ProbeResult, int, float], None]   # target, result, attempts, start (unix)
 
 
+class Clock(Protocol):
+    """Where the scheduler reads the time. Its sleeps still run on the event loop's timers, so
+    `monotonic()` must be the loop's clock: the real loop's by default, a virtual-time loop's in tests."""
+
+    def monotonic(self) -> float:
+        """Seconds on the event loop's clock: slots, lag and overruns are computed on it."""
+        ...
+
+    def time(self) -> float:
+        """Unix seconds: when a probe started, for its record and span."""
+        ...
+
+
+class LoopClock:
+    """The running event loop's time (uvloop's or asyncio's) and the system's unix time."""
+
+    def monotonic(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def time(self) -> float:
+        return time.time()
+
+
+LOOP_CLOCK = LoopClock()
+
+
 async def probe_once(collector: Collector, target: ProbeTarget, timeout: float) -> ProbeResult:
-    """One probe with its deadline enforced; an exception (a bug) becomes an INTERNAL result."""
+    """One probe with its deadline enforced; an exception (a bug) becomes an INTERNAL result.
+
+    The deadline is on time.monotonic(), the collectors' clock (agent/collectors/base.py); the
+    cut-off for an overrunning collector is an event-loop timer."""
     start = time.monotonic()
     try:
         async with asyncio.timeout(timeout + DEADLINE_GRACE):
@@ -38,7 +72,7 @@ async def probe_once(collector: Collector, target: ProbeTarget, timeout: float) 
                            f"collector overran its {timeout:g}s deadline")
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a collector bug must not stop the schedule
+    except Exception as exc:
         log.exception("probe of target %s raised", target.name)
         return ProbeResult(False, time.monotonic() - start, Reason.INTERNAL, f"{type(exc).__name__}: {exc}")
 
@@ -49,8 +83,10 @@ class Scheduler:
                  on_lag: Callable[[float], None] = lambda lag: None,
                  on_missed: Callable[[ProbeTarget, int], None] = lambda target, n: None,
                  on_internal_error: Callable[[ProbeTarget], None] = lambda target: None,
-                 in_flight: Callable[[int], None] = lambda delta: None):
+                 in_flight: Callable[[int], None] = lambda delta: None,
+                 clock: Clock = LOOP_CLOCK) -> None:
         self._collectors = collectors
+        self._clock = clock
         self._record = record
         self._slots = asyncio.Semaphore(max_concurrency)
         self._grid = slot_grid
@@ -87,16 +123,16 @@ class Scheduler:
         self._tasks.clear()
 
     async def _run(self, target: ProbeTarget) -> None:
-        loop = asyncio.get_running_loop()
-        slot = self._on_grid(loop.time() + random.uniform(0, target.interval))
+        clock = self._clock
+        slot = self._on_grid(clock.monotonic() + random.uniform(0, target.interval))
         while not self._stopping:
-            await asyncio.sleep(max(0.0, slot - loop.time()))
+            await asyncio.sleep(max(0.0, slot - clock.monotonic()))
             async with self._slots:
-                self._on_lag(loop.time() - slot)
+                self._on_lag(clock.monotonic() - slot)
                 self._probing.add(target.name)
                 self._in_flight(1)
                 try:
-                    started = time.time()
+                    started = clock.time()
                     result, attempts = await self._attempts(target)
                 finally:
                     self._probing.discard(target.name)
@@ -104,7 +140,7 @@ class Scheduler:
             if result.reason is Reason.INTERNAL:
                 self._on_internal_error(target)
             self._record(target, result, attempts, started)
-            slot = self._next_slot(target, slot, loop.time())
+            slot = self._next_slot(target, slot, clock.monotonic())
 
     async def _attempts(self, target: ProbeTarget) -> tuple[ProbeResult, int]:
         collector = self._collectors[target.kind]

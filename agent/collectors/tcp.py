@@ -12,8 +12,8 @@ Options (blackbox_exporter's tcp prober names):
 A step is named in details by its index in `query_response`: "timeout waiting for
 expect[2] /^250/", "expect[2] /^250/: connection closed before a match".
 
-The connection helpers here (`Trace`, `resolve`, `connect`, `start_tls`, `within_deadline`)
-are also what the `tls` probe runs: a TLS probe is a TCP probe that stops after the handshake.
+The connection helpers here (`address_of`, `resolve_address`, `connect`, `start_tls`) are also
+what the `tls` probe runs: a TLS probe is a TCP probe that stops after the handshake.
 """
 
 from __future__ import annotations
@@ -21,15 +21,21 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import ssl
-import time
-from collections.abc import Awaitable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import ClassVar
 
-from agent.collectors.base import ProbeLog, ProbeResult, ProbeTarget, Reason, split_host_port, is_ip_literal
+from agent.collectors.base import (
+    PhaseTrace,
+    ProbeFailed,
+    ProbeResult,
+    ProbeTarget,
+    Reason,
+    resolve,
+    run_until,
+    split_host_port,
+)
 from agent.collectors.tlsinfo import TlsSettings, client_context, parse_tls, peer_info
 from agent.config.node import Node, join
 
@@ -112,61 +118,12 @@ def _parse_step(node: Node) -> Step | None:
 # ---------------------------------------------------------------- probe plumbing
 
 
-class ProbeFailed(Exception):
-    """Raised inside a probe to end it with a failed result; never leaves the collector."""
-
-    def __init__(self, reason: Reason, detail: str):
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
-@dataclass(slots=True)
-class Trace:
-    """What one probe has done so far: phase timings, what it waits on, TLS facts, the log."""
-
-    started: float = field(default_factory=time.perf_counter)
-    waiting: str = "during resolve"        # completes "timeout ..." when the deadline passes
-    phases: dict[str, float] = field(default_factory=dict)
-    tls_version: str | None = None
-    cert_expiry: float | None = None
-    log: ProbeLog = field(default_factory=ProbeLog)
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        self.waiting = f"during {name}"
-        begin = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - begin
-
-    def result(self, reason: Reason | None = None, detail: str = "") -> ProbeResult:
-        if reason is not None:
-            self.log(f"failed ({reason.value}): {detail}")
-        return ProbeResult(success=reason is None, duration_seconds=time.perf_counter() - self.started,
-                           reason=reason, detail=detail, phases=dict(self.phases),
-                           tls_version=self.tls_version, cert_expiry=self.cert_expiry, log=self.log.freeze())
-
-
-async def within_deadline(trace: Trace, deadline: float, work: Awaitable[None]) -> ProbeResult:
-    """Run `work` until `deadline` (monotonic); a timeout or a ProbeFailed becomes a failed result."""
-    try:
-        async with asyncio.timeout(deadline - time.monotonic()):
-            await work
-    except TimeoutError:
-        return trace.result(Reason.TIMEOUT, f"timeout {trace.waiting}")
-    except ProbeFailed as failure:
-        return trace.result(failure.reason, failure.detail)
-    return trace.result()
-
-
 def address_of(target: ProbeTarget) -> tuple[str, int]:
+    """The target's host and port; a malformed address (refused at config load) fails as `resolve`."""
     try:
         return split_host_port(target.address or "")
     except ValueError as exc:
         raise ProbeFailed(Reason.RESOLVE, str(exc)) from None
-
 
 
 def _ssl_message(exc: ssl.SSLError) -> str:
@@ -182,27 +139,15 @@ def _os_message(exc: OSError) -> str:
     return "connection closed by the peer" if isinstance(exc, ConnectionResetError) else type(exc).__name__
 
 
-async def resolve(host: str, port: int, trace: Trace) -> str:
-    """The IP address to connect to: the host itself when it is an IP literal."""
-    with trace.phase("resolve"):
-        if is_ip_literal(host):
-            return host
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise ProbeFailed(Reason.RESOLVE, f"resolve {host}: {exc.strerror or exc}") from None
-        except UnicodeError as exc:          # not encodable as an IDNA name
-            raise ProbeFailed(Reason.RESOLVE, f"resolve {host}: {exc}") from None
-    if not infos:
-        raise ProbeFailed(Reason.RESOLVE, f"resolve {host}: no addresses")
-    ip = str(infos[0][4][0])
-    trace.log(f"resolved {host} to {ip}")
-    return ip
+async def resolve_address(host: str, port: int, trace: PhaseTrace) -> str:
+    """The IP address to connect to, timed as the resolve phase (also when it fails)."""
+    with trace.timing("resolve"):
+        return await resolve(host, port, trace.log)
 
 
-async def connect(ip: str, port: int, trace: Trace) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def connect(ip: str, port: int, trace: PhaseTrace) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A fresh TCP connection; the caller must abort its transport."""
-    with trace.phase("connect"):
+    with trace.timing("connect"):
         try:
             streams = await asyncio.open_connection(ip, port, limit=MAX_LINE)
         except OSError as exc:
@@ -222,10 +167,10 @@ def refuse_early_bytes(reader: asyncio.StreamReader) -> None:
                                       "(not TLS?)")
 
 
-async def start_tls(writer: asyncio.StreamWriter, settings: TlsSettings, host: str, trace: Trace) -> None:
+async def start_tls(writer: asyncio.StreamWriter, settings: TlsSettings, host: str, trace: PhaseTrace) -> None:
     """Upgrade the connection to TLS and record the version and the earliest certificate expiry."""
     server_name = settings.server_name or host
-    with trace.phase("tls"):
+    with trace.timing("tls"):
         try:
             await writer.start_tls(client_context(settings), server_hostname=server_name)
         except ssl.SSLCertVerificationError as exc:
@@ -260,10 +205,10 @@ async def _read_line(reader: asyncio.StreamReader, label: str) -> str:
     return raw.decode("utf-8", "replace").rstrip("\r\n")
 
 
-async def _expect(reader: asyncio.StreamReader, index: int, step: Step, trace: Trace) -> None:
+async def _expect(reader: asyncio.StreamReader, index: int, step: Step, trace: PhaseTrace) -> None:
     assert step.expect is not None
     label = _label(index, step)
-    trace.waiting = f"waiting for {label}"
+    trace.waiting = f"waiting for {label}"       # the timeout names the step, not the phase
     while True:
         line = await _read_line(reader, label)
         trace.log(f"read {line[:_LOGGED_CHARS]!r}")
@@ -272,7 +217,7 @@ async def _expect(reader: asyncio.StreamReader, index: int, step: Step, trace: T
             return
 
 
-async def _send(writer: asyncio.StreamWriter, index: int, step: Step, trace: Trace) -> None:
+async def _send(writer: asyncio.StreamWriter, index: int, step: Step, trace: PhaseTrace) -> None:
     assert step.send is not None
     trace.waiting = f"during send[{index}]"
     try:
@@ -286,7 +231,7 @@ async def _send(writer: asyncio.StreamWriter, index: int, step: Step, trace: Tra
 
 
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, options: Options,
-                    host: str, trace: Trace) -> None:
+                    host: str, trace: PhaseTrace) -> None:
     for index, step in enumerate(options.query_response):
         if step.expect is not None:
             await _expect(reader, index, step, trace)
@@ -296,9 +241,9 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
             await start_tls(writer, options.tls_config, host, trace)
 
 
-async def _run(target: ProbeTarget, options: Options, trace: Trace) -> None:
+async def _run(target: ProbeTarget, options: Options, trace: PhaseTrace) -> None:
     host, port = address_of(target)
-    ip = await resolve(host, port, trace)
+    ip = await resolve_address(host, port, trace)
     reader, writer = await connect(ip, port, trace)
     try:
         if options.tls:
@@ -313,8 +258,8 @@ class Collector:
     kind: ClassVar[str] = KIND
 
     async def probe(self, target: ProbeTarget, deadline: float) -> ProbeResult:
-        trace = Trace()
-        return await within_deadline(trace, deadline, _run(target, target.options, trace))
+        trace = PhaseTrace()
+        return trace.result(await run_until(deadline, trace, _run(target, target.options, trace)))
 
     async def close(self) -> None:
         return None

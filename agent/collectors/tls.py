@@ -17,9 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
-from agent.collectors.base import ProbeResult, ProbeTarget, Reason
-from agent.collectors.tcp import (ProbeFailed, Trace, address_of, connect, refuse_early_bytes, resolve, start_tls,
-                                  within_deadline)
+from agent.collectors.base import PhaseTrace, ProbeFailed, ProbeResult, ProbeTarget, Reason, run_until
+from agent.collectors.tcp import address_of, connect, refuse_early_bytes, resolve_address, start_tls
 from agent.collectors.tlsinfo import TlsSettings, parse_tls
 from agent.config.node import Node
 
@@ -41,7 +40,7 @@ def _days(seconds: float) -> str:
     return f"{seconds / 86400:.1f}d"
 
 
-def _check_expiry(options: Options, trace: Trace) -> None:
+def _check_expiry(options: Options, trace: PhaseTrace) -> None:
     """Fail with Reason.TLS when the earliest certificate expires within the configured window."""
     within, expiry = options.fail_if_expires_within, trace.cert_expiry
     if within is None or expiry is None:
@@ -55,9 +54,9 @@ def _check_expiry(options: Options, trace: Trace) -> None:
                                   f"within fail_if_expires_within {_days(within)}")
 
 
-async def _handshake(target: ProbeTarget, options: Options, trace: Trace) -> None:
+async def _handshake(target: ProbeTarget, options: Options, trace: PhaseTrace) -> None:
     host, port = address_of(target)
-    ip = await resolve(host, port, trace)
+    ip = await resolve_address(host, port, trace)
     reader, writer = await connect(ip, port, trace)
     try:
         refuse_early_bytes(reader)
@@ -71,8 +70,8 @@ class Collector:
     kind: ClassVar[str] = KIND
 
     async def probe(self, target: ProbeTarget, deadline: float) -> ProbeResult:
-        trace = Trace()
-        return await within_deadline(trace, deadline, _handshake(target, target.options, trace))
+        trace = PhaseTrace()
+        return trace.result(await run_until(deadline, trace, _handshake(target, target.options, trace)))
 
     async def close(self) -> None:
         return None

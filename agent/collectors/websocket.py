@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from agent.collectors.base import ProbeLog, ProbeResult, ProbeTarget, Reason
+from agent.collectors.base import PhaseTrace, ProbeFailed, ProbeLog, ProbeResult, ProbeTarget, Reason, run_until
 from agent.collectors.tlsinfo import TlsSettings, client_context, parse_tls, peer_info
 from agent.config.node import Node
 
@@ -73,25 +73,32 @@ def _headers(node: Node, key: str) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in headers.items() if k.lower() not in _HANDSHAKE_HEADERS)
 
 
-class _Failed(Exception):
-    """A probe step failed; turned into a ProbeResult at the probe boundary."""
+@dataclass(slots=True)
+class _Conversation:
+    """What one probe holds beside its PhaseTrace: the instants aiohttp's trace hooks marked while
+    connecting (perf_counter), the open websocket, the round trip, and whether every step passed."""
 
-    def __init__(self, reason: Reason, detail: str):
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+    trace: PhaseTrace
+    marks: dict[str, float] = field(default_factory=dict)
+    ws: aiohttp.ClientWebSocketResponse | None = None
+    round_trip: float | None = None
+    done: bool = False                 # every step passed: close the websocket cleanly
 
 
-# perf_counter() marks of the connection steps, set by the aiohttp trace hooks below. The
-# hooks run inside the probing task (or a task it spawned, which copies its context), so a
-# context variable keeps concurrent probes on one session apart.
-_MARKS: ContextVar[dict[str, float] | None] = ContextVar("loom_websocket_marks", default=None)
+# The probe in progress, for aiohttp's trace hooks below. The hooks run inside the probing task (or a
+# task it spawned, which copies its context), so a context variable keeps concurrent probes on one
+# session apart.
+_CURRENT: ContextVar[_Conversation | None] = ContextVar("loom_websocket_probe", default=None)
+# the connection step in progress once a hook has fired: what a timeout then names
+_PHASE_AFTER = {"connect_start": "connect", "resolve_start": "resolve", "resolve_end": "connect",
+                "connect_end": "upgrade"}
 
 
 async def _mark(name: str, _session: Any, _ctx: SimpleNamespace, _params: Any) -> None:
-    marks = _MARKS.get()
-    if marks is not None:
-        marks[name] = time.perf_counter()
+    conversation = _CURRENT.get()
+    if conversation is not None:
+        conversation.marks[name] = time.perf_counter()
+        conversation.trace.phase = _PHASE_AFTER[name]
 
 
 def _trace_config() -> aiohttp.TraceConfig:
@@ -103,41 +110,16 @@ def _trace_config() -> aiohttp.TraceConfig:
     return trace
 
 
-@dataclass(slots=True)
-class _Run:
-    """The bookkeeping of one probe: when each step happened, phase durations, the log."""
-
-    log: ProbeLog
-    marks: dict[str, float] = field(default_factory=dict)
-    phases: dict[str, float] = field(default_factory=dict)
-    waiting: str = ""                  # set while waiting for a reply or a pong
-    ws: aiohttp.ClientWebSocketResponse | None = None
-    done: bool = False                 # every step passed: close the websocket cleanly
-
-    def connect_phase(self) -> str:
-        """The connection step in progress, from the trace marks."""
-        if "connect_end" in self.marks:
-            return "upgrade"
-        if "resolve_start" in self.marks and "resolve_end" not in self.marks:
-            return "resolve"
-        return "connect"
-
-    def connection_phases(self, started: float, upgraded: float) -> None:
-        marks = self.marks
-        resolve = marks.get("resolve_end", 0.0) - marks.get("resolve_start", 0.0)
-        self.phases["resolve"] = resolve
-        if "connect_start" in marks and "connect_end" in marks:
-            self.phases["connect"] = marks["connect_end"] - marks["connect_start"] - resolve
-            self.phases["upgrade"] = upgraded - marks["connect_end"]
-        else:
-            self.phases["connect"] = upgraded - started - resolve
-
-
-@dataclass(slots=True)
-class _Outcome:
-    tls_version: str | None = None
-    cert_expiry: float | None = None
-    round_trip: float | None = None
+def _connection_phases(conversation: _Conversation, started: float, upgraded: float) -> None:
+    """resolve, connect and upgrade from the hooks' marks (connect without its resolve time)."""
+    marks, phases = conversation.marks, conversation.trace.phases
+    resolve = marks.get("resolve_end", 0.0) - marks.get("resolve_start", 0.0)
+    phases["resolve"] = resolve
+    if "connect_start" in marks and "connect_end" in marks:
+        phases["connect"] = marks["connect_end"] - marks["connect_start"] - resolve
+        phases["upgrade"] = upgraded - marks["connect_end"]
+    else:
+        phases["connect"] = upgraded - started - resolve
 
 
 class Collector:
@@ -147,38 +129,16 @@ class Collector:
         self._session: aiohttp.ClientSession | None = None
 
     async def probe(self, target: ProbeTarget, deadline: float) -> ProbeResult:
-        options: Options = target.options
-        run = _Run(ProbeLog())
-        outcome = _Outcome()
-        failure: _Failed | None = None
-        started = time.perf_counter()
-        token = _MARKS.set(run.marks)
+        conversation = _Conversation(PhaseTrace(phase="connect"))
+        token = _CURRENT.set(conversation)
         try:
-            async with asyncio.timeout(deadline - time.monotonic()):
-                run.ws = await self._connect(target.url or "", options, run)
-                await _converse(run.ws, options, run, outcome)
-        except TimeoutError:
-            failure = _Failed(Reason.TIMEOUT, f"timeout {run.waiting}" if run.waiting
-                              else f"timeout during {run.connect_phase()}")
-        except _Failed as exc:
-            failure = exc
+            failure = await run_until(deadline, conversation.trace,
+                                      self._talk(target.url or "", target.options, conversation))
         finally:
-            _MARKS.reset(token)
-            if run.ws is not None:      # clean close after success, else drop the connection
-                await _close(run.ws, deadline if run.done else None, run)
-        if failure is not None:
-            run.log(f"probe failed ({failure.reason.value}): {failure.detail}")
-        return ProbeResult(
-            success=failure is None,
-            duration_seconds=time.perf_counter() - started,
-            reason=None if failure is None else failure.reason,
-            detail="" if failure is None else failure.detail,
-            phases=dict(run.phases),
-            tls_version=outcome.tls_version,
-            cert_expiry=outcome.cert_expiry,
-            round_trip_seconds=outcome.round_trip,
-            log=run.log.freeze(),
-        )
+            _CURRENT.reset(token)
+            if conversation.ws is not None:      # clean close after success, else drop the connection
+                await _close(conversation.ws, deadline if conversation.done else None, conversation.trace.log)
+        return conversation.trace.result(failure, round_trip_seconds=conversation.round_trip)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -193,11 +153,16 @@ class Collector:
                 timeout=aiohttp.ClientTimeout(), trace_configs=[_trace_config()])
         return self._session
 
-    async def _connect(self, url: str, options: Options, run: _Run) -> aiohttp.ClientWebSocketResponse:
+    async def _talk(self, url: str, options: Options, conversation: _Conversation) -> None:
+        conversation.ws = await self._connect(url, options, conversation)
+        await _converse(conversation.ws, options, conversation)
+
+    async def _connect(self, url: str, options: Options,
+                       conversation: _Conversation) -> aiohttp.ClientWebSocketResponse:
         problem = url_error(url)
         if problem:         # the config loader should have refused it (see url_error)
-            raise _Failed(Reason.INTERNAL, problem)
-        run.log(f"opening {url}")
+            raise ProbeFailed(Reason.INTERNAL, problem)
+        conversation.trace.log(f"opening {url}")
         started = time.perf_counter()
         try:
             ws = await self._client().ws_connect(
@@ -207,9 +172,9 @@ class Collector:
         except (aiohttp.ClientError, ssl.SSLError, OSError) as exc:
             raise _connect_failure(exc) from None
         except UnicodeError as exc:      # the resolver could not IDNA-encode the host (a 64-char label, ...)
-            raise _Failed(Reason.RESOLVE, f"not a valid host name: {exc}") from None
-        run.connection_phases(started, time.perf_counter())
-        run.log(f"upgraded: HTTP 101, subprotocol {ws.protocol or '(none)'}")
+            raise ProbeFailed(Reason.RESOLVE, f"not a valid host name: {exc}") from None
+        _connection_phases(conversation, started, time.perf_counter())
+        conversation.trace.log(f"upgraded: HTTP 101, subprotocol {ws.protocol or '(none)'}")
         return ws
 
 
@@ -222,73 +187,73 @@ def url_error(url: str | None) -> str | None:
     return None
 
 
-def _connect_failure(exc: Exception) -> _Failed:
+def _connect_failure(exc: Exception) -> ProbeFailed:
     """The Reason for an error of the connect, TLS or upgrade step."""
     if isinstance(exc, aiohttp.WSServerHandshakeError):
         if exc.status != 101:
-            return _Failed(Reason.PROTOCOL, f"websocket upgrade refused: HTTP {exc.status}")
-        return _Failed(Reason.PROTOCOL, f"bad websocket upgrade: {exc.message}")
+            return ProbeFailed(Reason.PROTOCOL, f"websocket upgrade refused: HTTP {exc.status}")
+        return ProbeFailed(Reason.PROTOCOL, f"bad websocket upgrade: {exc.message}")
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         cert_error = exc.certificate_error
         message = getattr(cert_error, "verify_message", None) or str(cert_error)
-        return _Failed(Reason.TLS, f"certificate verification failed: {message}")
+        return ProbeFailed(Reason.TLS, f"certificate verification failed: {message}")
     if isinstance(exc, (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch, ssl.SSLError)):
-        return _Failed(Reason.TLS, f"TLS handshake failed: {exc}")
+        return ProbeFailed(Reason.TLS, f"TLS handshake failed: {exc}")
     if isinstance(exc, aiohttp.InvalidURL):      # yarl could not IDNA-encode the host (a 64-char label, ...)
-        return _Failed(Reason.RESOLVE, f"not a valid host name in {exc}")
+        return ProbeFailed(Reason.RESOLVE, f"not a valid host name in {exc}")
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return _Failed(Reason.RESOLVE, f"cannot resolve {exc.host}: {exc.os_error.strerror or exc.os_error}")
+        return ProbeFailed(Reason.RESOLVE, f"cannot resolve {exc.host}: {exc.os_error.strerror or exc.os_error}")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return _Failed(Reason.CONNECT, f"{exc.host} port {exc.port}: {_os_message(exc.os_error)}")
+        return ProbeFailed(Reason.CONNECT, f"{exc.host} port {exc.port}: {_os_message(exc.os_error)}")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return _Failed(Reason.PROTOCOL, "server closed the connection during the upgrade")
+        return ProbeFailed(Reason.PROTOCOL, "server closed the connection during the upgrade")
     if isinstance(exc, (aiohttp.ClientOSError, ConnectionError)):
-        return _Failed(Reason.CONNECT, f"connection failed: {exc}")
+        return ProbeFailed(Reason.CONNECT, f"connection failed: {exc}")
     if isinstance(exc, aiohttp.ClientError):
-        return _Failed(Reason.PROTOCOL, f"bad upgrade response: {exc}")
-    return _Failed(Reason.CONNECT, f"connection failed: {exc}")
+        return ProbeFailed(Reason.PROTOCOL, f"bad upgrade response: {exc}")
+    return ProbeFailed(Reason.CONNECT, f"connection failed: {exc}")
 
 
-async def _converse(ws: aiohttp.ClientWebSocketResponse, options: Options, run: _Run,
-                    outcome: _Outcome) -> None:
-    """TLS facts, then the message exchange and the ping the options ask for (into `outcome`,
-    so a failed exchange still reports what was learnt)."""
-    outcome.tls_version, outcome.cert_expiry = peer_info(ws.get_extra_info("ssl_object"))
-    if outcome.tls_version:
-        run.log(f"TLS: {outcome.tls_version}")
+async def _converse(ws: aiohttp.ClientWebSocketResponse, options: Options, conversation: _Conversation) -> None:
+    """TLS facts, then the message exchange and the ping the options ask for (into the trace and the
+    conversation, so a failed exchange still reports what was learnt)."""
+    trace = conversation.trace
+    trace.tls_version, trace.cert_expiry = peer_info(ws.get_extra_info("ssl_object"))
+    if trace.tls_version:
+        trace.log(f"TLS: {trace.tls_version}")
     try:
         if options.send is not None or options.expect is not None:
-            outcome.round_trip = await _message_round_trip(ws, options, run)
+            conversation.round_trip = await _message_round_trip(ws, options, trace)
         if options.ping:
-            rtt = await _ping_round_trip(ws, run)
-            outcome.round_trip = rtt if outcome.round_trip is None else outcome.round_trip
+            rtt = await _ping_round_trip(ws, trace)
+            conversation.round_trip = rtt if conversation.round_trip is None else conversation.round_trip
     except (aiohttp.ClientConnectionError, ConnectionError) as exc:
-        raise _Failed(Reason.PROTOCOL, f"connection lost before the reply: {exc}") from None
-    run.waiting = ""
-    run.done = True
+        raise ProbeFailed(Reason.PROTOCOL, f"connection lost before the reply: {exc}") from None
+    trace.waiting = ""
+    conversation.done = True
 
 
 async def _message_round_trip(ws: aiohttp.ClientWebSocketResponse, options: Options,
-                              run: _Run) -> float | None:
+                              trace: PhaseTrace) -> float | None:
     started = time.perf_counter()
     if options.send is not None:
-        run.log(f"sending {_excerpt(options.send)}")
+        trace.log(f"sending {_excerpt(options.send)}")
         await ws.send_str(options.send)
-    run.waiting = "waiting for reply"
+    trace.waiting = "waiting for reply"
     reply = await _next_message(ws)
     elapsed = time.perf_counter() - started
-    run.phases["round_trip" if options.send is not None else "receive"] = elapsed
-    run.log(f"received {_excerpt(reply)}")
+    trace.phases["round_trip" if options.send is not None else "receive"] = elapsed
+    trace.log(f"received {_excerpt(reply)}")
     if options.expect is not None and not options.expect.search(reply):
-        raise _Failed(Reason.BODY, f"reply did not match expect {options.expect.pattern!r}: {_excerpt(reply)}")
+        raise ProbeFailed(Reason.BODY, f"reply did not match expect {options.expect.pattern!r}: {_excerpt(reply)}")
     return elapsed if options.send is not None else None
 
 
-async def _ping_round_trip(ws: aiohttp.ClientWebSocketResponse, run: _Run) -> float:
+async def _ping_round_trip(ws: aiohttp.ClientWebSocketResponse, trace: PhaseTrace) -> float:
     started = time.perf_counter()
-    run.log("sending ping")
+    trace.log("sending ping")
     await ws.ping(PING_PAYLOAD)
-    run.waiting = "waiting for pong"
+    trace.waiting = "waiting for pong"
     for count in itertools.count(1):
         msg = await ws.receive()
         if count % YIELD_EVERY == 0:
@@ -300,8 +265,8 @@ async def _ping_round_trip(ws: aiohttp.ClientWebSocketResponse, run: _Run) -> fl
         elif msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.PONG):
             raise _closed_failure(ws, msg, "pong")
     elapsed = time.perf_counter() - started
-    run.phases["ping"] = elapsed
-    run.log("received pong")
+    trace.phases["ping"] = elapsed
+    trace.log("received pong")
     return elapsed
 
 
@@ -321,13 +286,13 @@ async def _next_message(ws: aiohttp.ClientWebSocketResponse) -> str:
             raise _closed_failure(ws, msg, "reply")
 
 
-def _closed_failure(ws: aiohttp.ClientWebSocketResponse, msg: aiohttp.WSMessage, awaited: str) -> _Failed:
+def _closed_failure(ws: aiohttp.ClientWebSocketResponse, msg: aiohttp.WSMessage, awaited: str) -> ProbeFailed:
     if msg.type is aiohttp.WSMsgType.ERROR:
-        return _Failed(Reason.PROTOCOL, f"websocket error before the {awaited}: {msg.data}")
-    return _Failed(Reason.PROTOCOL, f"server closed the websocket before the {awaited} (code {ws.close_code})")
+        return ProbeFailed(Reason.PROTOCOL, f"websocket error before the {awaited}: {msg.data}")
+    return ProbeFailed(Reason.PROTOCOL, f"server closed the websocket before the {awaited} (code {ws.close_code})")
 
 
-async def _close(ws: aiohttp.ClientWebSocketResponse, deadline: float | None, run: _Run) -> None:
+async def _close(ws: aiohttp.ClientWebSocketResponse, deadline: float | None, log: ProbeLog) -> None:
     """Close handshake within what is left of the deadline. With no deadline (a failed probe)
     or once it has passed, the close frame is sent and the connection dropped at once: the
     expired timeout cancels the wait for the server's close frame, and aiohttp then closes
@@ -338,12 +303,12 @@ async def _close(ws: aiohttp.ClientWebSocketResponse, deadline: float | None, ru
     try:
         async with asyncio.timeout(budget):
             await ws.close()
-        run.log(f"closed (code {ws.close_code})")
+        log(f"closed (code {ws.close_code})")
     except TimeoutError:
-        run.log("connection dropped" if deadline is None else
+        log("connection dropped" if deadline is None else
                 "close not acknowledged before the deadline; connection dropped")
     except (aiohttp.ClientError, ConnectionError) as exc:
-        run.log(f"close failed: {exc}")
+        log(f"close failed: {exc}")
 
 
 def _os_message(error: OSError) -> str:

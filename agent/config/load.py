@@ -16,17 +16,17 @@ from typing import Any
 
 import yaml
 
+from agent.collectors.base import ProbeTarget, split_host_port
+from agent.collectors.kinds import KINDS, ProbeKind
 from agent.config.api import ApiConfig, parse_api
-from agent.collectors import KINDS, URL_KINDS, kind_module
-from agent.collectors.base import ProbeTarget, split_host_port, url_credentials_error
+from agent.config.node import ConfigError, Node, format_duration
 from agent.custom_metrics.config import CustomMetricsConfig, parse_custom_metrics
 from agent.error_tracking.config import ErrorsConfig, parse_errors
 from agent.events.config import EventsConfig, parse_events
 from agent.events.privacy_config import PrivacyConfig, parse_privacy
-from agent.rules.thresholds import Thresholds, parse_thresholds
-from agent.config.node import ConfigError, Node, format_duration
-from agent.store.config import RetentionConfig, StoreConfig, parse_retention, parse_store
 from agent.otlp.config import TelemetryConfig, parse_telemetry
+from agent.rules.thresholds import Thresholds, parse_thresholds
+from agent.store.config import RetentionConfig, StoreConfig, parse_retention, parse_store
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 ENV_LISTEN = "LOOM_AGENT_LISTEN"
@@ -162,13 +162,13 @@ def _parse_scheduler(node: Node) -> SchedulerConfig:
 
 
 def _parse_module(node: Node, name: str) -> Module | None:
-    kind = node.str("kind", required=True, choices=KINDS)
+    kind = node.str("kind", required=True, choices=tuple(KINDS))
     timeout = node.duration("timeout")
     if kind is None:
         node.finish(allowed_extra=tuple(node.data))   # kind-specific keys unknowable without a kind
         return None
     raw = {k: v for k, v in node.data.items() if k not in MODULE_KEYS}
-    options = kind_module(kind).parse_options(node)
+    options = KINDS[kind].parse_options(node)
     node.finish(allowed_extra=MODULE_KEYS)
     return Module(name=name, kind=kind, timeout=timeout, raw=raw, options=options)
 
@@ -176,12 +176,14 @@ def _parse_module(node: Node, name: str) -> Module | None:
 def builtin_modules() -> dict[str, Module]:
     """blackbox_exporter's stock modules, so `/probe?module=http_2xx` works with no config."""
     out = {}
-    for name, kind in (("http_2xx", "http"), ("tcp_connect", "tcp"), ("tls_connect", "tls"),
-                       ("websocket_connect", "websocket")):
+    for kind in KINDS.values():
+        name = kind.builtin_module
+        if name is None:
+            continue
         errors: list[str] = []
-        options = kind_module(kind).parse_options(Node({}, f"modules.{name}", errors))
+        options = kind.parse_options(Node({}, f"modules.{name}", errors))
         assert not errors, errors
-        out[name] = Module(name=name, kind=kind, timeout=None, raw={}, options=options)
+        out[name] = Module(name=name, kind=kind.name, timeout=None, raw={}, options=options)
     return out
 
 
@@ -206,7 +208,7 @@ def _parse_target(node: Node, modules: Mapping[str, Module | None], defaults: De
     if name is not None and not _NAME_RE.match(name):
         node.error("must be 1-128 letters, digits, '_', '.', ':' or '-', starting with a letter or digit", "name")
     module = _target_module(node, modules)
-    kind = node.str("kind", choices=KINDS, required=module is None)
+    kind = node.str("kind", choices=tuple(KINDS), required=module is None)
     if module is not None:
         if kind is not None and kind != module.kind:
             node.error(f"is {kind!r} but module {module.name!r} is {module.kind!r}", "kind")
@@ -223,7 +225,7 @@ def _parse_target(node: Node, modules: Mapping[str, Module | None], defaults: De
         return None
     merged = {**(module.raw if module else {}), **{k: v for k, v in node.data.items() if k not in TARGET_KEYS}}
     option_node = Node(merged, node.path, node.errors)
-    options = kind_module(kind).parse_options(option_node)
+    options = KINDS[kind].parse_options(option_node)
     option_node.finish(allowed_extra=TARGET_KEYS)
     node.finish(allowed_extra=tuple(merged))
     if name is None:
@@ -259,27 +261,32 @@ def _parse_endpoint(node: Node, kind: str | None) -> tuple[str | None, str | Non
     address = node.str("address")
     if kind is None:
         return url, address
-    if kind in URL_KINDS:
-        if address is not None:
-            node.error(f"is not used by {kind} targets; use url", "address")
-        schemes = ("http://", "https://") if kind == "http" else ("ws://", "wss://")
-        if url is None:
-            node.error(f"is required for {kind} targets", "url")
-        elif not url.startswith(schemes):
-            node.error(f"must start with {' or '.join(schemes)}", "url")
-        elif kind == "http" and (problem := kind_module("http").check_url(url)):
-            node.error(problem, "url")
-        elif problem := url_credentials_error(url):
-            node.error(problem, "url")
-        return url, None
+    if KINDS[kind].target_is_url:
+        return _parse_url(node, KINDS[kind], url, address), None
+    return None, _parse_address(node, KINDS[kind], url, address)
+
+
+def _parse_url(node: Node, kind: ProbeKind, url: str | None, address: str | None) -> str | None:
+    if address is not None:
+        node.error(f"is not used by {kind.name} targets; use url", "address")
+    if url is None:
+        node.error(f"is required for {kind.name} targets", "url")
+    elif not url.startswith(kind.url_schemes):
+        node.error(f"must start with {' or '.join(kind.url_schemes)}", "url")
+    elif problem := kind.url_problem(url):
+        node.error(problem, "url")
+    return url
+
+
+def _parse_address(node: Node, kind: ProbeKind, url: str | None, address: str | None) -> str | None:
     if url is not None:
-        node.error(f"is not used by {kind} targets; use address (host:port)", "url")
+        node.error(f"is not used by {kind.name} targets; use address (host:port)", "url")
     if address is None:
-        if kind != "dns":
-            node.error(f"is required for {kind} targets (host:port)", "address")
-        return None, None
+        if not kind.address_optional:
+            node.error(f"is required for {kind.name} targets (host:port)", "address")
+        return None
     try:
-        split_host_port(address, 53 if kind == "dns" else None)
+        split_host_port(address, kind.default_port)
     except ValueError as exc:
         node.error(str(exc), "address")
-    return None, address
+    return address

@@ -16,10 +16,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-
 from prometheus_client.utils import floatToGoString
 
-from agent.collectors.base import PHASES, ProbeResult, ProbeTarget, Reason
+from agent.collectors.base import ProbeResult, ProbeTarget, Reason
+from agent.collectors.kinds import KINDS, PhaseGauge
 from agent.metrics.exposition import format_value, header_text, label_text
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -64,18 +64,17 @@ def result_gauges(kind: str, result: ProbeResult) -> list[Sample]:
                          ("probe_duration_seconds", {}, result.duration_seconds)]
     if "resolve" in result.phases:
         out.append(("probe_dns_lookup_time_seconds", {}, result.phases["resolve"]))
-    if kind in ("http", "tcp", "dns", "websocket"):
+    facts = KINDS[kind]
+    if facts.regex_gauge:
         out.append(("probe_failed_due_to_regex", {}, 1.0 if result.reason in _REGEX_REASONS else 0.0))
-    if kind == "http":
-        out.extend(("probe_http_duration_seconds", {"phase": p}, result.phases.get(p, 0.0)) for p in PHASES)
-    elif kind == "dns":
-        out.extend(("probe_dns_duration_seconds", {"phase": p}, v) for p, v in result.phases.items())
+    if facts.phase_gauge is not None:
+        out.extend(_phase_samples(facts.phase_gauge, result))
     _optional(out, "probe_http_status_code", result.status_code)
     _optional(out, "probe_http_content_length", result.content_length)
     _optional(out, "probe_http_uncompressed_body_length", result.body_length)
     _optional(out, "probe_http_version", result.http_version)
     _optional(out, "probe_http_redirects", result.redirects)
-    if kind == "http":
+    if facts.ssl_gauge:
         out.append(("probe_http_ssl", {}, 1.0 if result.tls_version else 0.0))
     _optional(out, "probe_ssl_earliest_cert_expiry", result.cert_expiry)
     if result.tls_version:
@@ -85,6 +84,13 @@ def result_gauges(kind: str, result: ProbeResult) -> list[Sample]:
     _optional(out, "probe_dns_additional_rrs", result.dns_additional_rrs)
     _optional(out, "probe_websocket_round_trip_seconds", result.round_trip_seconds)
     return out
+
+
+def _phase_samples(gauge: PhaseGauge, result: ProbeResult) -> list[Sample]:
+    """A kind's per-phase gauge: every phase it always carries (0 when skipped), or those measured."""
+    if gauge.every_phase:
+        return [(gauge.name, {"phase": p}, result.phases.get(p, 0.0)) for p in gauge.every_phase]
+    return [(gauge.name, {"phase": p}, v) for p, v in result.phases.items()]
 
 
 def _optional(out: list[Sample], name: str, value: float | None) -> None:
@@ -174,7 +180,7 @@ class ProbeMetrics:
             if s.last is None:
                 continue
             if s.gauge_lines_of is not s.last:
-                s.gauge_lines = _gauge_lines(s)
+                s.gauge_lines = _gauge_lines(s, s.last)
                 s.gauge_lines_of = s.last
             for family, line in s.gauge_lines:
                 gauges.setdefault(family, []).append(line)
@@ -230,9 +236,9 @@ class ProbeMetrics:
         return family
 
 
-def _gauge_lines(state: _TargetState) -> list[tuple[str, str]]:
+def _gauge_lines(state: _TargetState, last: ProbeResult) -> list[tuple[str, str]]:
     lines = []
-    for name, extra, value in result_gauges(state.target.kind, state.last):
+    for name, extra, value in result_gauges(state.target.kind, last):
         labels = state.label_text if not extra else f"{state.label_text},{label_text(extra, extra.values())}"
         lines.append((name, f"\n{name}{{{labels}}} {format_value(value)}"))
     return lines

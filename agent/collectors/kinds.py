@@ -1,0 +1,73 @@
+"""The registry of probe kinds: what the config loader, `/probe`, the runtime and the probe metrics
+need to know about each kind, in one typed table.
+
+Why a table: before it, the kinds were reached through an untyped module lookup, and `kind == "http"`
+checks outside agent/collectors decided which kinds take a URL, which default port an address has and
+which gauges a result carries. A new kind (gRPC, ICMP) is its module plus one line in `KINDS`.
+
+This module imports the kind modules directly; they never import it (no cycle, no importlib).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agent.collectors import dns, http, tcp, tls, websocket
+from agent.collectors.base import PHASES, Collector, url_credentials_error
+from agent.config.node import Node
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseGauge:
+    """blackbox_exporter's per-phase duration gauge of a kind: its name, and the phases it always
+    carries (0 when a phase did not happen), or () for the phases the probe measured."""
+
+    name: str
+    every_phase: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeKind:
+    """One probe kind.
+
+    Endpoint: a target of a URL kind has `url` (one of `url_schemes`, the first being what `/probe`
+    prepends to a bare host, then `check_url`'s own test), otherwise `address` (host:port, or host alone
+    with `default_port`; optional when `address_optional`). `/probe`: `builtin_module` is the stock
+    blackbox module of the kind that answers with no config. Gauges: blackbox's view of a result."""
+
+    name: str
+    parse_options: Callable[[Node], Any]
+    collector_factory: Callable[[], Collector]
+    url_schemes: tuple[str, ...] = ()               # non-empty: the target is a URL
+    check_url: Callable[[str], str | None] | None = None
+    default_port: int | None = None
+    address_optional: bool = False                  # dns: no address means the system resolver
+    builtin_module: str | None = None               # /probe?module=<this> works with no config
+    regex_gauge: bool = False                       # probe_failed_due_to_regex
+    phase_gauge: PhaseGauge | None = None
+    ssl_gauge: bool = False                         # probe_http_ssl
+
+    @property
+    def target_is_url(self) -> bool:
+        return bool(self.url_schemes)
+
+    def url_problem(self, url: str) -> str | None:
+        """Why `url`, which starts with one of the kind's schemes, cannot be probed, or None."""
+        if self.check_url is not None and (problem := self.check_url(url)):
+            return problem
+        return url_credentials_error(url)
+
+
+KINDS: dict[str, ProbeKind] = {kind.name: kind for kind in (
+    ProbeKind(http.KIND, http.parse_options, http.Collector, url_schemes=("http://", "https://"),
+              check_url=http.check_url, builtin_module="http_2xx", regex_gauge=True,
+              phase_gauge=PhaseGauge("probe_http_duration_seconds", PHASES), ssl_gauge=True),
+    ProbeKind(tcp.KIND, tcp.parse_options, tcp.Collector, builtin_module="tcp_connect", regex_gauge=True),
+    ProbeKind(dns.KIND, dns.parse_options, dns.Collector, default_port=53, address_optional=True,
+              regex_gauge=True, phase_gauge=PhaseGauge("probe_dns_duration_seconds")),
+    ProbeKind(tls.KIND, tls.parse_options, tls.Collector, builtin_module="tls_connect"),
+    ProbeKind(websocket.KIND, websocket.parse_options, websocket.Collector, url_schemes=("ws://", "wss://"),
+              builtin_module="websocket_connect", regex_gauge=True),
+)}
