@@ -16,27 +16,24 @@ import orjson
 import pytest
 from aiohttp import web
 
-from agent.api import EVENT_STORE, PIPELINE, PRIVACY
-from agent.api import identify as identify_api
-from agent.api.problems import problem_middleware
-from agent.config.load import parse_config
+from agent.api.keys import PIPELINE
 from agent.events.identify import Identify, parse_identifies, posthog_identify, scrub_identify
 from agent.events.limits import Limits
-from agent.events.pipeline import EventPipeline
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import PrivacyConfig
 from agent.events.properties import FieldError
 from agent.events.validate import BatchError
-from agent.metrics.store import MetricStore
 from agent.store.base import Store
+from agent.store.gdpr import set_opt_out
 from agent.store.rows import event_rows
 from agent.store.sqlite import SqliteStore
 from agent.store.traits import store_identifies
-from tests.procs import AgentProcess
+from tests.support.procs import AgentProcess
+from tests.support.store_fixtures import example_event
+from tests.support.agent_app import agent_app
 from tests.test_openapi import DOC, documented, errors_of, validator
-from tests.store_fixtures import example_event
 
-pytest_plugins = ["tests.store_fixtures"]
+pytest_plugins = ["tests.support.store_fixtures"]
 
 NOW = 1_795_514_405.0                     # 2026-11-24T10:00:05Z
 LIMITS = Limits()
@@ -238,15 +235,10 @@ def test_one_transaction_for_a_batch_in_user_order_with_repeats_applied_in_order
 
 # --- POST /v1/identify over HTTP --------------------------------------------------------------------
 
-def make_app(store: Store | None, privacy: Privacy = PRIVACY_RULES, keys: tuple[str, ...] = (KEY,)) -> web.Application:
-    config = parse_config(f"events: {{api_keys: [{', '.join(keys)}], max_body_bytes: 4096}}\nstore: {{driver: none}}")
-    app = web.Application(middlewares=[problem_middleware])   # handlers raise; it answers
-    app[PIPELINE] = EventPipeline(config.events, MetricStore(), None, privacy)
-    app[PRIVACY] = privacy
-    if store is not None:
-        app[EVENT_STORE] = store
-    identify_api.add_routes(app)
-    return app
+def make_app(store: Store | None, keys: tuple[str, ...] = (KEY,)) -> web.Application:
+    """The real agent with PRIVACY_RULES' settings, the ingest `keys` and `store`."""
+    return agent_app(store, {"events": {"api_keys": list(keys), "max_body_bytes": 4096},
+                             "privacy": {"hmac_key": HMAC_KEY, "private_properties": ["phone"]}})
 
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -316,14 +308,12 @@ def test_identify_auth_and_bad_bodies_are_4xx_naming_the_field(tmp_path: Path):
 
 
 def test_an_opted_out_user_is_dropped_and_counted(tmp_path: Path):
-    rules = Privacy(PrivacyConfig(), HMAC_KEY.encode())
-    rules.opted_out.add("u9")
-
     async def scenario() -> tuple[list[tuple[int, Any, Any]], list[tuple[Any, ...]], dict]:
         store = SqliteStore(str(tmp_path / "store.db"))
         await store.open()
         try:
-            app = make_app(store, rules)
+            await set_opt_out(store, "u9", True, "admin", 1.8e9)      # the app loads the list at start
+            app = make_app(store)
             answers = await post(app, [({"userId": "u9", "traits": {"role": "coach"}}, AUTH)])
             return answers, await store.fetch("SELECT count(*) FROM users"), dropped(app)
         finally:
@@ -340,8 +330,12 @@ def test_no_store_or_a_failing_store_is_503_never_500(tmp_path: Path):
     async def closed() -> list[tuple[int, Any, Any]]:
         store = SqliteStore(str(tmp_path / "store.db"))
         await store.open()
-        await store.close()                                  # every write now raises StoreUnavailable
-        return await post(make_app(store), [({"userId": "u"}, AUTH)])
+        app = make_app(store)
+
+        async def close(_app: web.Application) -> None:      # under the running app: every write now fails
+            await store.close()
+        app.on_startup.append(close)
+        return await post(app, [({"userId": "u"}, AUTH)])
     status, body, headers = asyncio.run(closed())[0]
     assert status == 503 and headers["Retry-After"] == "5"
     assert body["error"] == "the event store cannot take traits now (StoreUnavailable); retry after 5 s"
@@ -424,8 +418,12 @@ def test_the_answers_are_the_documented_ones(tmp_path: Path):
             answers = await post(make_app(store), [({"userId": "u"}, AUTH), ({"userId": "u"}, {}),
                                                    ({"userId": "u"}, {"Authorization": "Bearer wrong-key-0123456789"}),
                                                    ({"traits": {}}, AUTH), (b"[" + b" " * 5000 + b"]", AUTH)])
-            await store.close()
-            return answers + await post(make_app(store), [({"userId": "u"}, AUTH)]) + \
+            failing = make_app(store)
+
+            async def close(_app: web.Application) -> None:      # under the running app: writes fail
+                await store.close()
+            failing.on_startup.append(close)
+            return answers + await post(failing, [({"userId": "u"}, AUTH)]) + \
                 await post(make_app(None), [({"userId": "u"}, AUTH)])
         finally:
             await store.close()

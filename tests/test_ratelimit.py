@@ -9,10 +9,11 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.api import analytics
+from agent.api.keys import BUSINESS_RATE_LIMITER
 from agent.api.ratelimit import RateLimiter
 from agent.store.sqlite import SqliteStore
-from tests.test_analytics_api import AUTH, BUSINESS, DASHBOARD, TOKEN, make_app, serve
+from tests.support.agent_app import get_all
+from tests.test_analytics_api import AUTH, BUSINESS, DASHBOARD, TOKEN, make_app
 
 
 class Clock:
@@ -86,17 +87,17 @@ def test_over_http_the_101st_is_429_with_retry_after_and_auth_comes_first(tmp_pa
         await store.open()
         try:
             app = make_app(store)
-            app[analytics.BUSINESS_RATE_LIMITER] = RateLimiter(100, clock=clock)
-            first = await serve(app, [(BUSINESS, None, AUTH)] * 100)
+            app[BUSINESS_RATE_LIMITER] = RateLimiter(100, clock=clock)
+            first = await get_all(app, [(BUSINESS, None, AUTH)] * 100)
             app = rebuild(app, store)
-            second = await serve(app, [
+            second = await get_all(app, [
                 (BUSINESS, None, AUTH),                                          # the 101st
                 (BUSINESS, None, {}),                                            # no token: 401, not 429
                 (BUSINESS, None, {"Authorization": "Bearer wrong"}),             # 403, not 429
                 (BUSINESS, None, {"X-Loom-Api-Key": TOKEN}),                     # the same client, other header
                 (DASHBOARD, None, AUTH)])                                        # the dashboard is not limited
             clock.now += int(second[0][2]["Retry-After"])
-            third = await serve(rebuild(app, store), [(BUSINESS, None, AUTH)])
+            third = await get_all(rebuild(app, store), [(BUSINESS, None, AUTH)])
             return first, second, third
         finally:
             await store.close()
@@ -104,7 +105,7 @@ def test_over_http_the_101st_is_429_with_retry_after_and_auth_comes_first(tmp_pa
     def rebuild(old, store):
         """A fresh app (an app runs once) keeping the same limiter."""
         app = make_app(store)
-        app[analytics.BUSINESS_RATE_LIMITER] = old[analytics.BUSINESS_RATE_LIMITER]
+        app[BUSINESS_RATE_LIMITER] = old[BUSINESS_RATE_LIMITER]
         return app
 
     first, second, third = asyncio.run(scenario())

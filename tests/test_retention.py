@@ -8,7 +8,6 @@ import asyncio
 import io
 import logging
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,16 +15,18 @@ import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from agent.api import EVENT_STORE
+from agent.api.keys import RETENTION
+from agent.app.root import Clocks
 from agent.config.node import Node
+from agent.metrics.retention import RetentionMetrics
+from agent.store.cleanup import cleanup_command, main_cleanup
+from agent.store.config import CLASSES, DAY, RetentionConfig, parse_retention
 from agent.store.errors import StoreUnavailable
-from agent.store.retention import (
-    CLASSES, DAY, RETENTION, RetentionConfig, RetentionMetrics, RetentionSchedule, cleanup_command, main_cleanup,
-    parse_retention, run_cleanup_once, schedule_ctx,
-)
-from tests.store_fixtures import example_rows
+from agent.store.retention import RetentionSchedule, run_cleanup_once
+from tests.support.store_fixtures import example_rows
+from tests.support.agent_app import agent_app
 
-pytest_plugins = ["tests.store_fixtures"]
+pytest_plugins = ["tests.support.store_fixtures"]
 
 NOW = 1_800_000_030.0            # not on a whole minute: the probe_rollups cut-off rounds
 CONFIG = RetentionConfig(batch_size=2)
@@ -227,15 +228,14 @@ async def _until(predicate, timeout: float = 20.0) -> None:
     raise AssertionError("condition not reached")
 
 
-def test_the_schedule_runs_from_the_apps_cleanup_ctx(store, run):
+def test_the_schedule_runs_in_the_running_agent(store, run):
     seed(run, store)
     registry = CollectorRegistry()
-    schedule = RetentionSchedule(None, CONFIG, RetentionMetrics(registry), clock=lambda: NOW)
 
     async def scenario() -> None:
-        app = web.Application()
-        app[RETENTION], app[EVENT_STORE] = schedule, store     # the store: the app's, when it starts
-        app.cleanup_ctx.append(schedule_ctx(first_delay=0))
+        app = agent_app(store, {"retention": {"batch_size": CONFIG.batch_size}}, registry=registry,
+                        clocks=Clocks(wall=lambda: NOW))
+        app[RETENTION].first_delay = 0              # the store: the app's, given to the schedule at start
         runner = web.AppRunner(app)
         await runner.setup()
         try:
@@ -282,7 +282,7 @@ def test_main_cleanup_uses_the_config_store_and_the_clock(store, store_config, r
     now = time.time()
     run(store.write_events([example_rows("cta_click", user=None, ts=now - 100 * DAY),
                             example_rows("cta_click", user=None, ts=now - 80 * DAY)]))
-    assert main_cleanup(SimpleNamespace(store=store_config, retention=RetentionConfig())) == 0
+    assert main_cleanup(store_config, RetentionConfig()) == 0
     assert capsys.readouterr().out.splitlines()[0] == "analytics: 1 rows deleted (kept: the last 90 days)"
     assert run(store.fetch("SELECT count(*) FROM events")) == [(1,)]
 

@@ -17,8 +17,7 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from agent import __version__
-from agent.api import EVENT_STORE
-from agent.api.index import UPTIME
+from agent.api.keys import EVENT_STORE, UPTIME_CACHE
 from agent.app.root import build_app
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
 from agent.config.load import load_config, parse_config
@@ -32,11 +31,11 @@ from agent.store.config import StoreConfig
 from agent.store.errors import StoreUnavailable
 from agent.store.open import open_store
 from agent.store.probe_rollups import ProbeRollups
-from tests.event_examples import envelope
-from tests.procs import free_port, loopback_http_server
-from tests.status_fixtures import HOSTILE_LABEL, HOSTILE_STATUS_LINE, hostile_http_server, read_page
+from tests.support.event_examples import envelope
+from tests.support.procs import free_port, loopback_http_server
+from tests.support.status_fixtures import HOSTILE_LABEL, HOSTILE_STATUS_LINE, hostile_http_server, read_page
 
-pytest_plugins = ["tests.store_fixtures"]
+pytest_plugins = ["tests.support.store_fixtures"]
 
 KEY = "status-page-ingest-key-0123"
 TOKEN = "status-page-admin-token-0123"
@@ -245,7 +244,7 @@ def test_24h_uptime_comes_from_the_stores_probe_rollups_and_is_cached(
                 await status_json(client)                   # within the ttl: no query...
                 await asyncio.sleep(0.3)                    # ...not even one in the background
                 cached = await status_json(client)
-                cache = app[UPTIME]
+                cache = app[UPTIME_CACHE]
                 cache.clock = lambda: time.time() + cache.ttl + 1
 
                 async def refreshed() -> dict[str, Any] | None:
@@ -302,7 +301,7 @@ def test_reload_forgets_removed_targets() -> None:
     history.observe(target("kept"), failed(), 1.0)
     history.observe(target("removed"), failed(), 2.0)
     new = parse_config("targets:\n  - {name: kept, kind: tcp, address: '127.0.0.1:1'}\n", environ={})
-    history.reload_hook(new)()
+    history.prepare(new.targets)()
     assert history.counts("removed") == (0, 0) and history.last_failure("removed") is None
     assert history.counts("kept") == (1, 0)
 

@@ -135,7 +135,7 @@ def build_components(app: web.Application, config: Config, registry: CollectorRe
     sink.observers.append(releases.observe)
     custom.release_observers.append(releases.seen)          # POST /v1/metrics, StatsD
     runtime.result_observers.append(history.observe)
-    build_retention(app, config)
+    build_retention(app, config, clocks.wall)
     return export
 
 
@@ -161,6 +161,8 @@ def _lifetimes(app: web.Application, config: Config, export: OtlpExport, store: 
     pipeline's span sweeper, so the store closes before them only once nothing writes to it; the uptime
     cache's refresh is cancelled before the store closes under it."""
     runtime, spans = app[RUNTIME], app[PIPELINE].spans
+    if spans is None:
+        raise RuntimeError("the event pipeline has no EventSpans (build_components gives it one)")
     return [
         export.cleanup_ctx,
         statsd_ctx(app[CUSTOM_METRICS], config.custom_metrics.statsd),

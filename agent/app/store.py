@@ -11,6 +11,7 @@ turns ingest into 503 with Retry-After until it recovers.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 import os
 import secrets
 
@@ -46,10 +47,10 @@ def build_privacy(config: Config) -> Privacy:
     return Privacy(config.privacy, resolve_hmac_key(config.privacy, store_dir))
 
 
-def build_retention(app: web.Application, config: Config) -> None:
+def build_retention(app: web.Application, config: Config, clock: Callable[[], float]) -> None:
     """The retention schedule: built with the other components, given the store once it is open; it
     follows `retention:` on reload (with or without a store to clean)."""
-    app[RETENTION] = RetentionSchedule(None, config.retention, RetentionMetrics(app[REGISTRY]))
+    app[RETENTION] = RetentionSchedule(None, config.retention, RetentionMetrics(app[REGISTRY]), clock)
 
 
 def store_bindings(app: web.Application) -> list[Binding]:

@@ -146,20 +146,25 @@ class RetentionSchedule:
     def __init__(self, store: Store | None, config: RetentionConfig, metrics: RetentionMetrics,
                  clock: Callable[[], float] = time.time):
         self.store, self.config, self.metrics, self.clock = store, config, metrics, clock
+        self.first_delay = FIRST_RUN_DELAY
 
     def prepare(self, config: RetentionConfig) -> Callable[[], None]:
         """Reloadable: the next run uses the new periods and interval."""
         return lambda: setattr(self, "config", config)
 
-    async def run(self, first_delay: float = FIRST_RUN_DELAY) -> None:
-        """Clean up after `first_delay`, then every `config.interval` (re-read each time; 0: stop)."""
-        delay = first_delay
+    async def run(self, first_delay: float | None = None) -> None:
+        """Clean up after `first_delay` (default: `self.first_delay`), then every `config.interval`
+        (re-read each time; 0: stop)."""
+        delay = self.first_delay if first_delay is None else first_delay
         while self.config.interval > 0:
             await asyncio.sleep(delay)
             if self.config.interval <= 0:
                 return
+            store = self.store
+            if store is None:       # the composition root sets it before it starts the schedule
+                raise RuntimeError("the retention schedule runs without a store")
             try:
-                await run_cleanup_once(self.store, self.config, self.clock(), self.metrics)
+                await run_cleanup_once(store, self.config, self.clock(), self.metrics)
             except StoreError as exc:
                 log.warning("retention clean-up failed, next try in %s s: %s: %s", self.config.interval,
                             type(exc).__name__, exc)
