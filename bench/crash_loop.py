@@ -7,7 +7,7 @@
     python bench/crash_loop.py --quick                 # 3 rounds, writes nothing
 
 The CI test (tests/test_store_durability.py, LOOM_DURABILITY_ROUNDS rounds, 3 by default) and this
-loop share tests/durability_load.py: six client threads post batches of 20 login attempts with unique
+loop share tests/support/durability_load.py: six client threads post batches of 20 login attempts with unique
 event ids (each also writes a security_events audit row) to a real agent on a real SQLite file
 (WAL, synchronous=full), and remember which batches were answered 2xx. Each round restarts the agent
 on the same file, checks that every event acknowledged so far is stored exactly once, then loads it
@@ -43,9 +43,9 @@ if str(ROOT) not in sys.path:
 
 from bench import report  # noqa: E402
 from bench.promtext import percentile  # noqa: E402
-from tests.durability_load import (BATCH, LOADERS, Load, problems, retry_batches,  # noqa: E402
+from tests.support.durability_load import (BATCH, LOADERS, Load, problems, retry_batches,  # noqa: E402
                                    sigkill_under_load, tally)
-from tests.procs import AgentProcess  # noqa: E402
+from tests.support.procs import AgentProcess  # noqa: E402
 
 RESULTS_JSON = ROOT / "bench" / "results" / "crash_loop.json"
 RESULTS_MD = ROOT / "bench" / "RESULTS.md"

@@ -49,8 +49,8 @@ from agent.config.load import load_config  # noqa: E402
 from agent.metrics.exposition import render  # noqa: E402
 from agent.metrics.store import MetricStore  # noqa: E402
 from bench.processes import Child, rss_bytes  # noqa: E402
-from tests.event_examples import all_examples, envelope  # noqa: E402
-from tests.procs import PrometheusProcess, wait_until  # noqa: E402
+from tests.support.event_examples import all_examples, envelope  # noqa: E402
+from tests.support.procs import PrometheusProcess, wait_until  # noqa: E402
 
 RESULTS_JSON = ROOT / "bench" / "results" / "exposition.json"
 RESULTS_MD = ROOT / "bench" / "RESULTS.md"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import AgentProcess, free_port, http_get, http_post, loopback_http_server, wait_until
+from tests.support.procs import AgentProcess, free_port, http_get, http_post, loopback_http_server, wait_until
 
 
 @contextmanager

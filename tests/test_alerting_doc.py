@@ -25,7 +25,7 @@ from agent.rules.routing_doc import (Matcher, build_routes, load_alertmanager, m
                                      routes_for)
 from agent.rules.thresholds import (AuthFailureSpike, EngagementDrop, FunnelDrop, MfaAnomalies,
                                     NotificationFailures, PerformanceDegradation, Probes, Slo, Thresholds)
-from tests.alerting_procs import AMTOOL, ENVSUBST, amtool, installed, render_shipped_config
+from tests.support.alerting_procs import AMTOOL, ENVSUBST, amtool, installed, render_shipped_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "alerting.md"

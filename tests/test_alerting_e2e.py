@@ -18,10 +18,10 @@ import yaml
 
 from agent.rules.render import render_rules
 from agent.rules.thresholds import Thresholds
-from tests.alerting_procs import (ALERTMANAGER, ENVSUBST, AlertmanagerProcess, SwitchableTarget, WebhookReceiver,
+from tests.support.alerting_procs import (ALERTMANAGER, ENVSUBST, AlertmanagerProcess, SwitchableTarget, WebhookReceiver,
                                   installed, post_json, receiver_secrets, render_shipped_config, with_short_timings)
-from tests.event_examples import envelope
-from tests.procs import AgentProcess, PrometheusProcess, wait_until
+from tests.support.event_examples import envelope
+from tests.support.procs import AgentProcess, PrometheusProcess, wait_until
 
 pytestmark = [
     pytest.mark.e2e,

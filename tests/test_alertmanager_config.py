@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.alerting_procs import (ALERTMANAGER, AMTOOL, ENVSUBST, PLACEHOLDERS, SECRETS_DIR, SHIPPED_CONFIG,
+from tests.support.alerting_procs import (ALERTMANAGER, AMTOOL, ENVSUBST, PLACEHOLDERS, SECRETS_DIR, SHIPPED_CONFIG,
                                   SLACK_SECRET, AlertmanagerProcess, WebhookReceiver, amtool, installed,
                                   receiver_secrets, render_shipped_config, with_short_timings)
-from tests.procs import ROOT, wait_until
+from tests.support.procs import ROOT, wait_until
 
 pytestmark = pytest.mark.skipif(not (installed(AMTOOL) and installed(ALERTMANAGER) and installed(ENVSUBST)),
                                 reason="prometheus-alertmanager and gettext-base are installed by scripts/test.sh")

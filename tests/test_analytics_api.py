@@ -20,7 +20,7 @@ from aiohttp import web
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import PrivacyConfig
 from agent.store.base import Store
-from tests.analytics_fixture import (
+from tests.support.analytics_fixture import (
     EXPECTED_BUSINESS,
     EXPECTED_DASHBOARD,
     FIXTURE,
@@ -32,11 +32,11 @@ from tests.analytics_fixture import (
     identify_bodies,
     load_fixture,
 )
-from tests.procs import AgentProcess
+from tests.support.procs import AgentProcess
 from tests.support.agent_app import Call, agent_app, get_all
 from tests.support.agent_app import run_on_sqlite as support_run_on_sqlite
 
-pytest_plugins = ["tests.store_fixtures"]
+pytest_plugins = ["tests.support.store_fixtures"]
 
 TOKEN = "admin-token-for-the-analytics-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -20,10 +20,10 @@ from agent.analytics.business import business_metrics
 from agent.analytics.stats import nearest_rank
 from agent.analytics.timerange import TimeRange
 from agent.store.base import Store
-from tests.event_examples import properties
-from tests.store_fixtures import Run, example_rows
+from tests.support.event_examples import properties
+from tests.support.store_fixtures import Run, example_rows
 
-pytest_plugins = ["tests.store_fixtures"]
+pytest_plugins = ["tests.support.store_fixtures"]
 
 PS = (1, 50, 75, 95, 99, 100)
 

@@ -1,4 +1,4 @@
-"""The analytics documents against hand-computed fixtures (tests/analytics_fixture.py), on SQLite and on a
+"""The analytics documents against hand-computed fixtures (tests/support/analytics_fixture.py), on SQLite and on a
 real PostgreSQL; probe rollups' additive upsert; and the rule that no query scans the events table."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from agent.analytics.timerange import TimeRange
 from agent.store.errors import StoreError
 from agent.store.probe_rollups import ProbeRollups
 from agent.store.sqlite import SqliteStore
-from tests.analytics_fixture import EXPECTED_BUSINESS, EXPECTED_DASHBOARD, T0, T1, load_fixture
+from tests.support.analytics_fixture import EXPECTED_BUSINESS, EXPECTED_DASHBOARD, T0, T1, load_fixture
 
-pytest_plugins = ["tests.store_fixtures"]
+pytest_plugins = ["tests.support.store_fixtures"]
 
 RANGE = TimeRange(T0, T1)
 

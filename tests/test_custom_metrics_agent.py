@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from tests.procs import ROOT, AgentProcess, PrometheusProcess, free_port, http_post, wait_until
+from tests.support.procs import ROOT, AgentProcess, PrometheusProcess, free_port, http_post, wait_until
 
 KEY = "0123456789abcdef0123"
 

@@ -26,12 +26,12 @@ from agent.demo.sender import Sender, Stats
 from agent.demo.targets import DemoTargets
 from agent.demo.traffic import Traffic
 from agent.rules.render import thresholds_from_file
-from tests.dashboard_checks import (DASHBOARD_DIR, PROMETHEUS_OWN, RULE_FILES, ROOT, applies, dashboards,
+from tests.support.dashboard_checks import (DASHBOARD_DIR, PROMETHEUS_OWN, RULE_FILES, ROOT, applies, dashboards,
                                     expected_empty, expected_empty_queries, exposed_names, metric_names,
                                     panel_queries, panels, query_variables, recorded_names, rule_expressions,
                                     variable_promql)
-from tests.otlp_receiver import OtlpReceiver
-from tests.procs import AgentProcess, PrometheusProcess, http_get, wait_until
+from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.procs import AgentProcess, PrometheusProcess, http_get, wait_until
 
 DOCUMENTED = {"Service Uptime", "Admin Analytics", "Business Metrics", "Onboarding and Funnels", "MFA Health",
               "Notification Analytics", "Realtime Connections", "Web Vitals", "Errors and Releases", "Agent Health"}

@@ -27,7 +27,7 @@ from agent.demo.targets import DemoTargets
 from agent.demo.traffic import Traffic
 from agent.events.catalog import CATALOG, CATEGORIES, CUSTOM
 from agent.events.validate import parse_batch
-from tests.procs import ROOT, free_port
+from tests.support.procs import ROOT, free_port
 
 
 def test_every_catalog_event_has_a_builder() -> None:

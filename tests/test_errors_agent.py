@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from tests.otlp_receiver import OtlpReceiver
-from tests.procs import AgentProcess, http_post
+from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.procs import AgentProcess, http_post
 
 INGEST_KEY, ADMIN_TOKEN = "ingest-key-errors-0123456789", "admin-token-errors-0123456789"
 HMAC_KEY = "hmac-key-errors-test-0123456789abcdef01"

@@ -16,7 +16,7 @@ from agent.metrics import exposition
 from agent.store.errors import StoreUnavailable
 from tests.support.agent_app import agent_app
 
-pytest_plugins = ["tests.store_fixtures"]
+pytest_plugins = ["tests.support.store_fixtures"]
 
 INGEST = "ingest-key-0123456789abcdef"
 ADMIN = "admin-token-0123456789abcdef"

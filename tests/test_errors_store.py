@@ -21,7 +21,7 @@ from agent.events.validate import Limits
 from agent.metrics.store import MetricStore
 from agent.store.errors import StoreUnavailable
 
-pytest_plugins = ["tests.store_fixtures"]
+pytest_plugins = ["tests.support.store_fixtures"]
 
 T0 = 1_795_500_000.0                 # 2026-11-24T06:00:00Z
 NOW = T0 + 3600

@@ -21,8 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.api.events import json_nesting_within
-from tests.event_examples import USER, envelope, properties
-from tests.procs import ROOT, AgentProcess
+from tests.support.event_examples import USER, envelope, properties
+from tests.support.procs import ROOT, AgentProcess
 
 MAX_BATCH = 20
 MAX_BODY = 1024 * 1024

@@ -24,7 +24,7 @@ from agent.events.posthog import parse_capture
 from agent.events.validate import EventError, parse_event
 from agent.metrics.exposition import render
 from agent.metrics.store import OTHER, Histogram, MetricStore
-from tests.event_examples import all_examples, envelope, properties
+from tests.support.event_examples import all_examples, envelope, properties
 
 NOW = 1_795_514_405.0                     # 2026-11-24T10:00:05Z
 TABLE_FAMILIES = {emit.metric for emit in TABLE}

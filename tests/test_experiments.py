@@ -32,7 +32,7 @@ from tests.support.agent_app import Call, agent_app, get_all
 from tests.support.agent_app import run_on_sqlite as support_run_on_sqlite
 from tests.test_openapi import documented, errors_of
 
-pytest_plugins = ["tests.store_fixtures"]
+pytest_plugins = ["tests.support.store_fixtures"]
 
 T0 = 1740787200.0          # 2025-03-01T00:00:00Z
 H, D = 3600.0, 86400.0

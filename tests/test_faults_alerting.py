@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 
 from agent.rules.thresholds import Thresholds
-from tests.alerting_procs import (ALERTMANAGER, ENVSUBST, AlertmanagerProcess, SwitchableTarget, WebhookReceiver,
+from tests.support.alerting_procs import (ALERTMANAGER, ENVSUBST, AlertmanagerProcess, SwitchableTarget, WebhookReceiver,
                                   installed, post_json, receiver_secrets, render_shipped_config, with_short_timings)
-from tests.event_examples import envelope
-from tests.procs import AgentProcess, PrometheusProcess, wait_until
+from tests.support.event_examples import envelope
+from tests.support.procs import AgentProcess, PrometheusProcess, wait_until
 from tests.test_alerting_e2e import FAILED_LOGIN, INGEST_KEY, notifications, write_fast_rules
 
 pytestmark = [

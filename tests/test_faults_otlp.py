@@ -35,8 +35,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.otlp_receiver import OtlpReceiver, _HttpHandler
-from tests.procs import AgentProcess, wait_until
+from tests.support.otlp_receiver import OtlpReceiver, _HttpHandler
+from tests.support.procs import AgentProcess, wait_until
 
 QUEUE_SIZE = 2000
 BATCH = 1000                  # events per request

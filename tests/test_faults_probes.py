@@ -7,7 +7,7 @@ The servers live in this test process, on 127.0.0.1, in one asyncio loop on a th
 - an endless body: a 200 without a length, then bytes as fast as the socket takes them
   (with the default body_size_limit: `body` long before the timeout; with no limit: `timeout`);
 - garbage instead of a TLS handshake, for the tls, https and wss probes;
-- a DNS server that never answers (tests/dns_server.py, UDP and TCP);
+- a DNS server that never answers (tests/support/dns_server.py, UDP and TCP);
 - a WebSocket that floods text frames from the upgrade on (a ping never gets its pong: `timeout`; a
   message exchange gets a flood frame as its reply: `body`).
 
@@ -34,9 +34,9 @@ from typing import Any
 
 import orjson
 
-from tests.dns_server import DnsServer
-from tests.loopback import Handler, serve
-from tests.procs import AgentProcess, http_get, loopback_http_server, wait_until
+from tests.support.dns_server import DnsServer
+from tests.support.loopback import Handler, serve
+from tests.support.procs import AgentProcess, http_get, loopback_http_server, wait_until
 
 HOSTILE_INTERVAL, HOSTILE_TIMEOUT = 3.0, 2.0
 HEALTHY_INTERVAL = 1.0

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.durability_load import Load, Tally, check_exactly_once, post_batch, problems, retry_batches
-from tests.pg import PostgresServer
-from tests.procs import AgentProcess, wait_until
+from tests.support.durability_load import Load, Tally, check_exactly_once, post_batch, problems, retry_batches
+from tests.support.pg import PostgresServer
+from tests.support.procs import AgentProcess, wait_until
 
 HMAC_KEY = "faults-store-hmac-key-0123456789abcdef"
 LOADERS = 4

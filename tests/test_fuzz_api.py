@@ -38,7 +38,7 @@ from agent.collectors import kind_module
 from agent.collectors.base import ProbeResult, Reason
 from agent.collectors.scheduler import probe_once
 from agent.config.load import parse_config
-from tests.procs import AgentProcess
+from tests.support.procs import AgentProcess
 
 EXAMPLES = int(os.environ.get("LOOM_FUZZ_EXAMPLES", "25"))
 STEPS = int(os.environ.get("LOOM_FUZZ_STEPS", "20"))

@@ -54,9 +54,9 @@ from agent.events.validate import DEFAULT_LIMITS, BatchError, EventError, parse_
 from agent.metrics.store import MetricStore
 from agent.store.base import Store
 from agent.store.rows import event_rows
-from tests import event_examples
-from tests.procs import AgentProcess, http_get
-from tests.store_fixtures import Run
+from tests.support import event_examples
+from tests.support.procs import AgentProcess, http_get
+from tests.support.store_fixtures import Run
 
 EXAMPLES = int(os.environ.get("LOOM_FUZZ_EXAMPLES", "25")) * 8
 PROPERTY = settings(max_examples=EXAMPLES, deadline=None,

@@ -27,10 +27,10 @@ from agent.metrics.store import MetricStore
 from agent.store.gdpr import erase_user, export_user, load_opt_outs, set_opt_out
 from agent.store.rows import event_rows
 from agent.store.schema import USER_TABLES
-from tests.store_fixtures import example_event
+from tests.support.store_fixtures import example_event
 from tests.support.agent_app import agent_app
 
-pytest_plugins = ["tests.store_fixtures"]
+pytest_plugins = ["tests.support.store_fixtures"]
 
 ADMIN = "admin-token-0123456789abcdef"
 INGEST = "ingest-key-0123456789abcdef"

@@ -36,7 +36,7 @@ from agent.events.mapping import EventMetrics
 from agent.events.model import Event
 from agent.metrics.exposition import render
 from agent.metrics.store import OTHER, MetricStore
-from tests.procs import AgentProcess, PrometheusProcess, http_get, wait_until
+from tests.support.procs import AgentProcess, PrometheusProcess, http_get, wait_until
 from tests.test_custom_metrics_agent import free_udp_port
 
 KEY, ADMIN = "hostile-ingest-key-0123456789", "hostile-admin-token-0123456789"

@@ -29,8 +29,8 @@ from google.protobuf import text_format
 
 from agent.events.privacy import Privacy, luhn
 from agent.events.privacy_config import PrivacyConfig
-from tests.otlp_receiver import OtlpReceiver
-from tests.procs import AgentProcess, loopback_http_server
+from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.procs import AgentProcess, loopback_http_server
 
 INGEST_KEY, ADMIN_TOKEN = "ingest-key-PII-test-0123456789", "admin-token-PII-test-0123456789"
 HMAC_KEY = "hmac-key-PII-test-0123456789abcdef0123"

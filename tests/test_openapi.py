@@ -23,7 +23,7 @@ from agent.custom_metrics.samples import parse_samples
 from agent.events.catalog import CATEGORIES, CUSTOM
 from agent.events.posthog import parse_capture, parse_posthog_batch
 from agent.events.validate import BatchError, EventError, parse_batch, parse_event
-from tests import event_examples
+from tests.support import event_examples
 
 DOC: dict[str, Any] = json.loads(openapi.OPENAPI_BODY)
 NOW = 1_795_514_405.0                     # 2026-11-24T10:00:05Z, just after the examples' timestamps

@@ -24,7 +24,7 @@ from agent.config.node import ConfigError
 from agent.otlp.tracing import (METRIC_POINTS_PER_REQUEST, DirectSpanExporter, build_metric_exporter, build_span_exporter,
                              build_tracer_provider)
 from agent.otlp.config import OtlpConfig, TelemetryConfig
-from tests.otlp_receiver import OtlpReceiver
+from tests.support.otlp_receiver import OtlpReceiver
 
 PROTOCOLS = ["http/protobuf", "grpc"]
 START_NS = 1_700_000_000_000_000_000

@@ -31,7 +31,7 @@ from agent.events.spans import EventSpans
 from agent.otlp.span_encoding import _tag, BoundedCache, encode_spans, varint
 from agent.collectors.spans import emit_probe_span
 from agent.otlp.tracing import DirectSpanExporter
-from tests.otlp_receiver import OtlpReceiver
+from tests.support.otlp_receiver import OtlpReceiver
 
 T0 = 1_700_000_000.0
 NAN_MARK = 1.2345e-300           # stands in for NaN (never equal to itself) when comparing messages

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from agent.api.posthog_wire import PayloadError, decode_posthog_body
-from tests.event_api_helpers import post_raw
-from tests.procs import AgentProcess
+from tests.support.event_api_helpers import post_raw
+from tests.support.procs import AgentProcess
 
 EVENT = {"api_key": "phc_project", "event": "cta_click", "distinct_id": "u-1",
          "properties": {"ctaId": "wire_cta", "$lib": "posthog-js"}}

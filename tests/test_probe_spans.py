@@ -11,8 +11,8 @@ from opentelemetry.trace import StatusCode
 
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
 from agent.collectors.spans import emit_probe_span
-from tests.otlp_receiver import OtlpReceiver
-from tests.procs import AgentProcess, free_port, loopback_http_server, wait_until
+from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.procs import AgentProcess, free_port, loopback_http_server, wait_until
 
 
 def test_span_has_phases_as_events_and_error_status() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import AgentProcess, PrometheusProcess, free_port, loopback_http_server, wait_until
+from tests.support.procs import AgentProcess, PrometheusProcess, free_port, loopback_http_server, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None and not Path(PrometheusProcess.BINARY).exists(),
                                 reason="Prometheus is installed by scripts/test.sh")

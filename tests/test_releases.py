@@ -1,6 +1,6 @@
 """Releases: the `release` of an event (validation, storage on SQLite and a real PostgreSQL),
 loom_release_info{release} (bounded, the most recently seen kept), and the `release=` filter of the
-analytics documents against the hand-computed fixture (tests/analytics_fixture.py)."""
+analytics documents against the hand-computed fixture (tests/support/analytics_fixture.py)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from agent.store.base import Store
 from agent.store.rows import event_rows
 from agent.store.sqlite import SqliteStore
 from agent.store.traits import store_identifies
-from tests.analytics_fixture import (
+from tests.support.analytics_fixture import (
     EXPECTED_BUSINESS,
     EXPECTED_DASHBOARD,
     T0,
@@ -41,11 +41,11 @@ from tests.analytics_fixture import (
     identify_bodies,
     load_fixture,
 )
-from tests.procs import AgentProcess
+from tests.support.procs import AgentProcess
 from tests.support.agent_app import agent_app, get_all
 from tests.test_openapi import documented, errors_of
 
-pytest_plugins = ["tests.store_fixtures"]
+pytest_plugins = ["tests.support.store_fixtures"]
 
 NOW = 1_795_514_405.0
 H, D = 3600.0, 86400.0

@@ -33,9 +33,9 @@ from google.protobuf import text_format
 
 from agent.app.root import build_app
 from agent.config.load import parse_config
-from tests.otlp_receiver import OtlpReceiver
-from tests.pg import PostgresServer
-from tests.procs import AgentProcess, http_get, http_post, wait_until
+from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.pg import PostgresServer
+from tests.support.procs import AgentProcess, http_get, http_post, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = json.loads((ROOT / "agent/api/openapi.json").read_text())

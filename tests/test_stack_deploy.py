@@ -21,8 +21,8 @@ import yaml
 from agent.__main__ import build_parser
 from agent.app.root import build_app
 from agent.config.load import load_config, parse_config
-from tests.procs import AgentProcess
-from tests.stack_files import (ROOT, command_list, dockerfile_instructions, dockerignore_excludes, exec_form,
+from tests.support.procs import AgentProcess
+from tests.support.stack_files import (ROOT, command_list, dockerfile_instructions, dockerignore_excludes, exec_form,
                                flag_value, load_compose, read_dockerignore, readme_environment_variables)
 
 DOCKERFILE = dockerfile_instructions((ROOT / "Dockerfile").read_text())
@@ -93,7 +93,7 @@ def test_every_copy_source_exists_and_is_in_the_build_context() -> None:
         for source in sources:
             assert (ROOT / source).exists(), f"COPY {source}: no such file in the repository"
             assert not dockerignore_excludes(ignore, source), f"COPY {source}: excluded by .dockerignore"
-    assert dockerignore_excludes(ignore, ".git/config") and dockerignore_excludes(ignore, "tests/procs.py")
+    assert dockerignore_excludes(ignore, ".git/config") and dockerignore_excludes(ignore, "tests/support/procs.py")
     assert dockerignore_excludes(ignore, "agent/__pycache__/app.cpython-311.pyc")
 
 

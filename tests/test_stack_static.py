@@ -20,7 +20,7 @@ from agent.config.load import load_config
 from agent.demo.cli import PROBE_INTERVAL, PROBE_TIMEOUT
 from agent.demo.targets import DemoTarget, DemoTargets
 from agent.config.node import ConfigError
-from tests.stack_files import (COMPOSE_FILE, ROOT, command_list, container_ports, flag_value, host_path,
+from tests.support.stack_files import (COMPOSE_FILE, ROOT, command_list, container_ports, flag_value, host_path,
                                interpolate, load_compose, service_mounts, split_url)
 
 COMPOSE = load_compose()

@@ -25,9 +25,9 @@ from agent import __version__
 from agent.store.config import StoreConfig
 from agent.store.open import open_store
 from agent.store.probe_rollups import ProbeRollups
-from tests.event_examples import envelope
-from tests.procs import ROOT, AgentProcess, free_port, http_get, loopback_http_server, wait_until
-from tests.status_fixtures import HOSTILE_STATUS_LINE, hostile_http_server, png_pixels, read_page
+from tests.support.event_examples import envelope
+from tests.support.procs import ROOT, AgentProcess, free_port, http_get, loopback_http_server, wait_until
+from tests.support.status_fixtures import HOSTILE_STATUS_LINE, hostile_http_server, png_pixels, read_page
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian package `chromium`; "

@@ -22,11 +22,11 @@ from agent.store.postgres import PostgresStore, store_error as pg_error, to_doll
 from agent.store.rows import EVENT_COLUMNS, TABLE_COLUMNS
 from agent.store.schema import MIGRATIONS, Migration
 from agent.store.sqlite import SqliteStore
-from tests.pg import PostgresServer
-from tests.procs import free_port
-from tests.store_fixtures import example_rows
+from tests.support.pg import PostgresServer
+from tests.support.procs import free_port
+from tests.support.store_fixtures import example_rows
 
-pytest_plugins = ["tests.store_fixtures"]
+pytest_plugins = ["tests.support.store_fixtures"]
 
 TABLES = ("events", "users", "onboarding_funnel", "mfa_audit_logs", "security_events", "download_logs",
           "opt_outs", "probe_rollups", "probe_rollups_hourly")

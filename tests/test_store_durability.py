@@ -6,7 +6,7 @@
    row), nothing invented; re-posting the unacknowledged batches and some acknowledged ones must leave
    every event still stored exactly once. `ROUNDS` kill/restart rounds on one database
    (LOOM_DURABILITY_ROUNDS; bench/crash_loop.py runs many more). The load and the checks are in
-   tests/durability_load.py.
+   tests/support/durability_load.py.
 2. A full store (store.max_size_mb, a real SQLITE_FULL): the API answers 503 with Retry-After, never 2xx,
    and nothing acknowledged is lost.
 """
@@ -17,9 +17,9 @@ import os
 import signal
 from pathlib import Path
 
-from tests.durability_load import (Load, batch_events, check_exactly_once, post_batch, retry_batches,
+from tests.support.durability_load import (Load, batch_events, check_exactly_once, post_batch, retry_batches,
                                    sigkill_under_load)
-from tests.procs import AgentProcess
+from tests.support.procs import AgentProcess
 
 ROUNDS = int(os.environ.get("LOOM_DURABILITY_ROUNDS", "3"))
 ACKED_BEFORE_KILL = 30      # batches acknowledged before the kill (the kill lands mid-load)

@@ -15,9 +15,9 @@ from agent.metrics.store import MetricStore
 from agent.store.errors import StoreBusy, StoreFull, StoreUnavailable
 from agent.store.rows import EventRows
 from agent.store.writer import GroupCommitWriter
-from tests.store_fixtures import example_rows
+from tests.support.store_fixtures import example_rows
 
-pytest_plugins = ["tests.store_fixtures"]
+pytest_plugins = ["tests.support.store_fixtures"]
 
 
 class GatedStore:

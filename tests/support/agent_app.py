@@ -1,7 +1,7 @@
 """The real agent, `agent.app.root.build_app`, for API tests: one builder instead of hand-wired apps.
 
 A test gives the YAML it cares about (merged over a base with no probes and no store of its own) and,
-when it fills a store first, that open store (SQLite or PostgreSQL from tests/store_fixtures.py); the
+when it fills a store first, that open store (SQLite or PostgreSQL from tests/support/store_fixtures.py); the
 app uses it as its event store and leaves it open. Everything else is what `python -m agent run`
 builds: the same components, middlewares, keys and routes.
 """

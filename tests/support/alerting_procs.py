@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from tests.procs import ROOT, free_port, http_get, wait_until
+from tests.support.procs import ROOT, free_port, http_get, wait_until
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
 AMTOOL = shutil.which("amtool") or "/usr/bin/amtool"

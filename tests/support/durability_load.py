@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.procs import AgentProcess, wait_until
+from tests.support.procs import AgentProcess, wait_until
 
 BATCH = 20                  # events per batch
 LOADERS = 6                 # concurrent clients

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import http.client
 
-from tests.procs import AgentProcess
+from tests.support.procs import AgentProcess
 
 
 def post_raw(agent: AgentProcess, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:

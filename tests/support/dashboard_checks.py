@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = ROOT / "grafana" / "dashboards"
 RULE_FILES = sorted((ROOT / "prometheus" / "rules").glob("*.yml"))
 EXPECTED_EMPTY = DASHBOARD_DIR / "EXPECTED_EMPTY.yaml"

@@ -4,7 +4,7 @@ listening on 127.0.0.1 and a free port, trust authentication, stopped by its PID
 The server runs as the `postgres` user when the tests run as root (PostgreSQL refuses to run as root):
 the data directory is created under /tmp (pytest's tmp_path is private to root) and handed to that user.
 
-Fixtures (register with `pytest_plugins = ["tests.pg"]`, or through tests/store_fixtures.py):
+Fixtures (register with `pytest_plugins = ["tests.support.pg"]`, or through tests/support/store_fixtures.py):
     pg_server     session-scoped PostgresServer, shared by every test
     pg_dsn        a DSN of a fresh, empty database on it (CREATE DATABASE test_<n>), dropped after the test
 A test that must stop the server (outage and recovery) starts its own `PostgresServer()` instead.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import free_port, wait_until
+from tests.support.procs import free_port, wait_until
 
 PG_BIN = Path(os.environ.get("LOOM_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 SUPERUSER = "postgres"

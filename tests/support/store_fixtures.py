@@ -1,10 +1,10 @@
 """Fixtures for tests that need a real store, on both databases.
 
-Use from a test module:  pytest_plugins = ["tests.store_fixtures"]
+Use from a test module:  pytest_plugins = ["tests.support.store_fixtures"]
 
     store_config  parametrized ["sqlite", "postgres"]: a StoreConfig for a fresh, empty database
                   (SQLite: a file in tmp_path; PostgreSQL: a new database on the session's server,
-                  tests/pg.py). Build an app or an agent on it when the test needs more than the Store.
+                  tests/support/pg.py). Build an app or an agent on it when the test needs more than the Store.
     store         the Store of `store_config`, opened (migrations applied) on the test's event loop,
                   closed after the test.
     loop / run    the test's event loop and `run(coroutine) -> result` on it. The PostgreSQL pool is
@@ -34,9 +34,9 @@ from agent.store.base import Store
 from agent.store.config import StoreConfig
 from agent.store.open import open_store
 from agent.store.rows import EventRows, event_rows
-from tests.event_examples import USER, envelope
+from tests.support.event_examples import USER, envelope
 
-pytest_plugins = ["tests.pg"]
+pytest_plugins = ["tests.support.pg"]
 
 DRIVERS = ["sqlite", "postgres"]
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
@@ -72,7 +72,7 @@ def store(store_config: StoreConfig, run: Run) -> Iterator[Store]:
 
 def example_event(name: str, *, event_id: str | None = None, user: str | None = USER, ts: float | None = None,
                   props: dict[str, Any] | None = None, **fields: Any) -> Event:
-    """The documentation's example of catalog event `name` (tests/event_examples.py), validated.
+    """The documentation's example of catalog event `name` (tests/support/event_examples.py), validated.
     `user=None` sends it anonymously; `ts` (unix seconds) is both its time and when the agent received
     it (default: now)."""
     body = envelope(name, props, **fields)
