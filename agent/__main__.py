@@ -11,8 +11,8 @@ import signal
 import sys
 
 from agent import __version__
-from agent.logs import FORMATS, LEVELS, setup_logging
 from agent.config.node import ConfigError
+from agent.logs import FORMATS, LEVELS, setup_logging
 
 EXIT_CONFIG = 2
 # SIGTERM budget (exit within 5 s): in-flight requests 0.5 s (aiohttp may take twice that), then
@@ -165,7 +165,8 @@ def run(path: str) -> int:
     async def on_startup(app: web.Application) -> None:
         reloader = app[RELOADER]
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reloader.reload()))
-        log.info("loom-agent started", extra={"version": __version__, "listen": "%s:%d" % config.listen,
+        host, port = config.listen
+        log.info("loom-agent started", extra={"version": __version__, "listen": f"{host}:{port:d}",
                                               "config_file": path, "targets": len(config.targets)})
 
     app.on_startup.append(on_startup)

@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from agent.events.properties import FieldError, parse_timestamp
 from agent.config.node import parse_duration
+from agent.events.properties import FieldError, parse_timestamp
 
 DAY = 86400.0
 DEFAULT_LENGTH = 30 * DAY
@@ -50,7 +50,7 @@ class RangeError(ValueError):
 
 def iso_time(unix: float) -> str:
     """RFC 3339 in UTC, with milliseconds only when there are some."""
-    moment = datetime.fromtimestamp(unix, timezone.utc)
+    moment = datetime.fromtimestamp(unix, UTC)
     text = moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
     return text.replace("+00:00", "Z")
 

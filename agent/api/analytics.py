@@ -19,10 +19,9 @@ from aiohttp import web
 
 from agent.analytics.business import business_metrics
 from agent.analytics.dashboard import dashboard
-from agent.analytics.timerange import (PARAMETERS, RangeError, TimeRange, parse_time_range, unknown_parameters,
-                                      values)
-from agent.api.keys import BUSINESS_RATE_LIMITER, EVENT_STORE
+from agent.analytics.timerange import PARAMETERS, RangeError, TimeRange, parse_time_range, unknown_parameters, values
 from agent.api.auth import require_admin
+from agent.api.keys import BUSINESS_RATE_LIMITER, EVENT_STORE
 from agent.api.problems import BadRequest, ServiceUnavailable, json_response
 from agent.api.ratelimit import enforce_rate_limit
 from agent.events.properties import FieldError

@@ -14,16 +14,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from agent.api.keys import EVENT_STORE, PIPELINE
 from agent.api.auth import bearer_token, require_ingest_key
 from agent.api.body import read_body
+from agent.api.keys import EVENT_STORE, PIPELINE
 from agent.api.nul_guard import MESSAGE, body_nul_field
 from agent.api.posthog_wire import PayloadError, decode_posthog_body
 from agent.api.problems import ApiError, BadRequest, json_response, store_call
 from agent.events.identify import Identify, posthog_identifies, posthog_identify
-from agent.events.pipeline import EventPipeline
+from agent.events.pipeline import EventPipeline, IngestResult
 from agent.events.posthog import capture_api_key, parse_capture, parse_posthog_batch
-from agent.events.pipeline import IngestResult
 from agent.events.properties import FieldError
 from agent.events.validate import BatchError, EventError, parse_batch, parse_event
 

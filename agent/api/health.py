@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.api.keys import METRICS, REGISTRY, RELOADER, RUNTIME
 from agent.api.exposition import exposition_response
+from agent.api.keys import METRICS, REGISTRY, RELOADER, RUNTIME
 from agent.api.problems import BadRequest, ServiceUnavailable
 
 

@@ -18,8 +18,8 @@ import time
 
 from aiohttp import web
 
-from agent.api.keys import EVENT_STORE
 from agent.api.events import _authorized_json, _dnt
+from agent.api.keys import EVENT_STORE
 from agent.api.problems import BadRequest, ServiceUnavailable, json_response, store_call
 from agent.events.identify import parse_identifies
 from agent.events.pipeline import EventPipeline

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from agent.api.keys import CUSTOM_METRICS, PIPELINE
 from agent.api.auth import bearer_token, require_ingest_key
 from agent.api.events import _read_json
+from agent.api.keys import CUSTOM_METRICS, PIPELINE
 from agent.api.problems import ApiError, json_response
 from agent.custom_metrics.registry import BatchRejected, MetricError
 from agent.custom_metrics.samples import parse_samples

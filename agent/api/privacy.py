@@ -30,14 +30,20 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from agent.api.keys import ADMIN_TOKENS, EVENT_STORE, OPT_OUTS, PIPELINE, PRIVACY
 from agent.api.auth import bearer_token, require_admin, token_matches
 from agent.api.body import read_body
-from agent.api.nul_guard import MESSAGE as NUL_MESSAGE, body_nul_field
+from agent.api.keys import ADMIN_TOKENS, EVENT_STORE, OPT_OUTS, PIPELINE, PRIVACY
+from agent.api.nul_guard import MESSAGE as NUL_MESSAGE
+from agent.api.nul_guard import body_nul_field
 from agent.api.problems import BadRequest, Forbidden, NotFound, Unauthorized, json_response, store_call
 from agent.store.base import Store
 from agent.store.gdpr import (
-    anonymous_ids, erase_user, export_user, is_opted_out, rfc3339, set_opt_out,
+    anonymous_ids,
+    erase_user,
+    export_user,
+    is_opted_out,
+    rfc3339,
+    set_opt_out,
 )
 
 log = logging.getLogger("agent.gdpr")

@@ -11,9 +11,9 @@ turns ingest into 503 with Retry-After until it recovers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 import os
 import secrets
+from collections.abc import Callable
 
 from aiohttp import web
 

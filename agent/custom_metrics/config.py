@@ -4,6 +4,7 @@ anyone on the host can write metrics to)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Mapping
@@ -94,7 +95,7 @@ def parse_buckets(node: Node, key: str, default: tuple[float, ...]) -> tuple[flo
     if not all(math.isfinite(b) for b in raw):
         node.error("must be finite numbers (the +Inf bucket is always added)", key)
         return default
-    if any(b >= c for b, c in zip(raw, raw[1:])):
+    if any(b >= c for b, c in itertools.pairwise(raw)):
         node.error("must be strictly increasing", key)
         return default
     return tuple(float(b) for b in raw)

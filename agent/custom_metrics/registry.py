@@ -208,8 +208,8 @@ class CustomMetrics:
         if declared is None:
             declared = self._declare(final, kind, sorted_labels, unit.suffix, pending)
         elif (declared.kind, declared.labels) != (kind, sorted_labels):
-            raise MetricError("type" if declared.kind != kind else "tags", self._conflict(declared, kind, sorted_labels),
-                              "conflict")
+            raise MetricError("type" if declared.kind != kind else "tags",
+                              self._conflict(declared, kind, sorted_labels), "conflict")
         return Target(declared, order, masked, unit.factor)
 
     def _personal(self, text: str) -> bool:

@@ -92,7 +92,8 @@ def _value(item: dict[str, Any], kind: str, op: str) -> float:
         return 1.0                                  # Sentry's increment() defaults to 1
     value = item.get("value")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise MetricError("value", "is required: a number" if value is None else f"must be a number, got {_type(value)}")
+        raise MetricError("value",
+                          "is required: a number" if value is None else f"must be a number, got {_type(value)}")
     value = float(value)
     problem = check_value(value, op)
     if problem is not None:

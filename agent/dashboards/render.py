@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.config.node import ConfigError
 from agent.dashboards.agent_health import agent_health
 from agent.dashboards.errors import errors_releases
 from agent.dashboards.funnels import onboarding_funnels
@@ -25,7 +26,6 @@ from agent.dashboards.uptime import service_uptime
 from agent.dashboards.web_vitals import web_vitals
 from agent.rules.render import thresholds_from_file
 from agent.rules.thresholds import Thresholds
-from agent.config.node import ConfigError
 
 REGENERATE = "python -m agent.dashboards"
 EXIT_CONFIG = 2

@@ -29,10 +29,10 @@ from typing import Any
 import aiohttp
 import yaml
 
+from agent.config.node import parse_duration
 from agent.demo.sender import Sender, Stats
 from agent.demo.targets import DemoTarget, DemoTargets
 from agent.demo.traffic import Traffic
-from agent.config.node import parse_duration
 
 DEFAULT_CONFIG = "config.yaml"
 PROBE_INTERVAL, PROBE_TIMEOUT = 5.0, 3.0

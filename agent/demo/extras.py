@@ -56,5 +56,5 @@ def identify_body(r: Random, user: str) -> dict[str, Any]:
 
 def _days_ago(days: float) -> str:
     """An RFC 3339 time `days` before now (a sign-up date is never in the future)."""
-    when = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
+    when = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")

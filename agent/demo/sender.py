@@ -84,7 +84,7 @@ class Sender:
             async with session.get(self.url + "/openapi.json") as response:
                 paths = (await response.json(content_type=None)).get("paths", {}) if response.status == 200 else {}
                 self.api_read = response.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+        except (TimeoutError, aiohttp.ClientError, ValueError):
             paths = {}
         return {path for path in extras.PATHS if path in paths}
 
@@ -101,7 +101,7 @@ class Sender:
                     if response.status >= 300:
                         self.stats.last_error = f"{path}: {response.status} {text[:160]}"
                     return response.status, text
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 self.stats.last_error = f"{path}: {type(exc).__name__}: {exc}"[:200]
                 return 0, ""
         return 503, ""

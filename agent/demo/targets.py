@@ -159,7 +159,7 @@ class DemoTargets:
             writer.write(BANNER)
             await writer.drain()
             await asyncio.wait_for(reader.read(64), 5)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             pass
         finally:
             writer.close()

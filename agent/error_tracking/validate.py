@@ -43,8 +43,15 @@ from agent.error_tracking.model import LEVELS, ErrorEvent, Frame
 from agent.events.limits import Limits
 from agent.events.model import Context
 from agent.events.properties import FieldError, check_generic, join_path, type_error
-from agent.events.validate import (EVENT_ID_MAX, BatchError, EventError, parse_context, parse_event_time,
-                                   parse_identifier, parse_release)
+from agent.events.validate import (
+    EVENT_ID_MAX,
+    BatchError,
+    EventError,
+    parse_context,
+    parse_event_time,
+    parse_identifier,
+    parse_release,
+)
 
 TYPE_MAX = 256
 ENVIRONMENT_MAX = 64

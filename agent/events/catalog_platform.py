@@ -3,8 +3,18 @@ tasks, files, performance (api_request, page_load), web vitals and business even
 
 from __future__ import annotations
 
-from agent.events.catalog_types import (EventSpec, boolean, described, event, integer, number, obj, req, string,
-                                        timestamp)
+from agent.events.catalog_types import (
+    EventSpec,
+    boolean,
+    described,
+    event,
+    integer,
+    number,
+    obj,
+    req,
+    string,
+    timestamp,
+)
 
 ID = 256
 NAME = 512

@@ -4,8 +4,7 @@ TypeScript examples (`scrollDepthPercent` -> `scroll_depth_percent`)."""
 
 from __future__ import annotations
 
-from agent.events.catalog_types import (EventSpec, array, boolean, described, event, integer, number, obj,
-                                        req, string)
+from agent.events.catalog_types import EventSpec, array, boolean, described, event, integer, number, obj, req, string
 
 # --- shared properties -------------------------------------------------------------------------
 

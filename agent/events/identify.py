@@ -37,8 +37,15 @@ from typing import Any
 from agent.events.limits import Limits
 from agent.events.model import Context, Event
 from agent.events.privacy import EMAIL, Privacy
-from agent.events.properties import (FieldError, SpecValidator, json_type, parse_properties, parse_timestamp,
-                                     type_error, validators)
+from agent.events.properties import (
+    FieldError,
+    SpecValidator,
+    json_type,
+    parse_properties,
+    parse_timestamp,
+    type_error,
+    validators,
+)
 from agent.events.validate import BatchError, EventError, parse_event_time, parse_identifier
 
 ROLE_MAX = 64

@@ -35,10 +35,18 @@ from dataclasses import asdict
 from opentelemetry.trace import Tracer
 
 from agent.events.model import Event
+from agent.events.span_common import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_OPEN,
+    DEFAULT_MAX_SPAN_EVENTS,
+    EVENT_PREFIX,
+    SpanCounts,
+    event_parent,
+    prefixed,
+    to_ns,
+)
 from agent.events.span_connections import Connections
 from agent.events.span_onboarding import Flows
-from agent.events.span_common import (DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_OPEN, DEFAULT_MAX_SPAN_EVENTS,
-                                     event_parent, EVENT_PREFIX, prefixed, SpanCounts, to_ns)
 
 
 class EventSpans:

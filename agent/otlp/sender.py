@@ -66,7 +66,7 @@ def in_daemon_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future:
     def run() -> None:
         try:
             ok, value = True, fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+        except BaseException as exc:  # handed to the awaiting coroutine
             ok, value = False, exc
         try:
             loop.call_soon_threadsafe(settle, ok, value)

@@ -218,7 +218,7 @@ def _attribute(key: str, value: Any) -> bytes | None:
             return encoded
     try:
         encoded = key_value(key, value)
-    except Exception as error:  # noqa: BLE001 - the SDK encoder skips (and logs) such an attribute too
+    except Exception as error:  # the SDK encoder skips (and logs) such an attribute too
         log.exception("Failed to encode key %s: %s", key, error)
         return None
     if cacheable:

@@ -25,8 +25,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from agent import __version__
-from agent.otlp.span_encoding import encode_spans
 from agent.otlp.config import TelemetryConfig
+from agent.otlp.span_encoding import encode_spans
 
 log = logging.getLogger("agent.otlp")
 
@@ -56,7 +56,7 @@ class DirectSpanExporter(HttpSpanExporter):
         with self._metrics.export_operation(len(spans)) as result:
             try:
                 body = encode_spans(spans)
-            except Exception as error:  # noqa: BLE001 - a batch that cannot be encoded is a failed export
+            except Exception as error:  # a batch that cannot be encoded is a failed export
                 log.error("Failed to encode span batch: %s", error)
                 result.error = error
                 return SpanExportResult.FAILURE

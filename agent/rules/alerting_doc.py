@@ -106,7 +106,8 @@ def _share(block: str, field: str, minimum: str, of: str, bad: str) -> Explain:
 
 def _auth(t: Thresholds, severity: str, rule: Rule) -> tuple[str, str]:
     d = t.auth_failure_spike
-    return (f"{num(_level(severity, d.spike_threshold))} or more login attempts failed{_times(severity, 'spike_threshold')}"
+    return (f"{num(_level(severity, d.spike_threshold))} or more login attempts failed"
+            f"{_times(severity, 'spike_threshold')}"
             f" in the last {minutes(d.window_minutes)} (`login_attempt` events with `result: failure`)",
             _keys("auth_failure_spike", "spike_threshold", "window_minutes"))
 
@@ -237,7 +238,8 @@ def overview_lines() -> list[str]:
         "deviation (the drop percent, the failed-login count, the failure or slow share) it is `critical`, "
         "on both paths. The warning rule keeps firing next to its critical one and Alertmanager's inhibition "
         "silences it. Certificate expiry and SLO burn have their own two levels (days left, burn-rate windows).",
-        "", "| detection | detector (`?detector=`, `detector` label) | alert | its `alerting:` block |", "|---|---|---|---|"]
+        "", "| detection | detector (`?detector=`, `detector` label) | alert | its `alerting:` block |",
+        "|---|---|---|---|"]
     lines += [f"| {detection} | `{name}` | {runbook_link(alert)} | `alerting.{name}` |"
               for name, (detection, alert) in DETECTOR_ALERTS.items()]
     return lines + [""]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from agent.rules import windows as w
@@ -53,7 +53,7 @@ class Anomaly:
 
 def iso_time(timestamp: float) -> str:
     """Unix seconds -> `2026-11-24T12:00:00.000Z`, the documentation's (JavaScript's) date format."""
-    moment = datetime.fromtimestamp(timestamp, timezone.utc)
+    moment = datetime.fromtimestamp(timestamp, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 

@@ -45,7 +45,7 @@ def group(name: str, rules: list[Rule]) -> dict[str, Any]:
 
 def duration(seconds: float) -> str:
     """A Prometheus duration: 3600 -> '1h', 5400 -> '1h30m', 0 -> '0s'."""
-    remaining = int(round(seconds))
+    remaining = round(seconds)
     if remaining == 0:
         return "0s"
     parts = []

@@ -39,7 +39,8 @@ def render_page(report: StatusReport) -> str:
 def _targets_section(report: StatusReport) -> str:
     note = ""
     if report.uptime_error is not None:
-        note = f'<p class="note">24 h uptime unavailable (store: {esc(report.uptime_error)}); showing counts since start.</p>'
+        note = (f'<p class="note">24 h uptime unavailable (store: {esc(report.uptime_error)}); '
+                "showing counts since start.</p>")
     elif report.uptime_source == "memory":
         note = ('<p class="note">No store is configured: uptime is counted since the agent started, '
                 f"{_time(report.since, report.rendered_at)}.</p>")
@@ -53,7 +54,8 @@ def _targets_section(report: StatusReport) -> str:
 
 def _target_row(t: TargetStatus, now: float) -> str:
     last_probe = "never" if t.last_probe_at is None else _time(t.last_probe_at, now)
-    name = (f'<td class="name" data-label="Target"><strong>{esc(t.name)}</strong><span class="kind">{esc(t.kind)}</span>'
+    name = (f'<td class="name" data-label="Target"><strong>{esc(t.name)}</strong>'
+            f'<span class="kind">{esc(t.kind)}</span>'
             f'<div class="sub endpoint">{esc(t.endpoint)}</div>{_labels(t.labels)}</td>')
     return "".join((f'<tr class="target {t.state}" data-target="{esc(t.name)}">', name,
                     _cell("State", f'<span class="state {t.state}">{t.state}</span>'),

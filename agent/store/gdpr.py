@@ -13,7 +13,7 @@ The queries are written once with `?` placeholders and run on both drivers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -40,7 +40,7 @@ OPT_OUT_SOURCES = ("admin", "ingest_key")
 
 def rfc3339(timestamp: float) -> str:
     """Unix seconds -> `2026-11-24T12:00:00.123Z` (RFC 3339, UTC, milliseconds)."""
-    moment = datetime.fromtimestamp(timestamp, timezone.utc)
+    moment = datetime.fromtimestamp(timestamp, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 

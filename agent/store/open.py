@@ -14,7 +14,7 @@ async def open_store(config: StoreConfig) -> Store | None:
         store: Store = SqliteStore(config.path, synchronous=config.synchronous,
                                    busy_timeout=config.connect_timeout, max_size_mb=config.max_size_mb)
     elif config.driver == "postgres" and config.dsn:
-        from agent.store.postgres import PostgresStore   # asyncpg is imported only when used
+        from agent.store.postgres import PostgresStore  # asyncpg is imported only when used
         store = PostgresStore(config.dsn, pool_size=config.pool_size, connect_timeout=config.connect_timeout)
     else:
         return None

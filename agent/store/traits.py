@@ -66,7 +66,8 @@ def upsert_statement(dialect: str, identify: Identify) -> tuple[str, list[Any]]:
     first = {**once, **now}
     pairs = [v for pair in zip(now_cols, once_cols) for v in pair]    # role, role once, plan, ...
     if dialect == "postgres":
-        insert_sql, merged_sql = "CAST(? AS jsonb)", "CAST(? AS jsonb) || coalesce(users.traits, '{}') || CAST(? AS jsonb)"
+        insert_sql = "CAST(? AS jsonb)"
+        merged_sql = "CAST(? AS jsonb) || coalesce(users.traits, '{}') || CAST(? AS jsonb)"
         insert_params, merged_params = [_json(first)], [_json(once), _json(now)]
     else:
         insert_sql, insert_params = "?", [_json(first)]

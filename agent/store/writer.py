@@ -87,7 +87,7 @@ class GroupCommitWriter:
             return
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._fail(self._queue, StoreUnavailable("the agent stopped before these events were committed"))
