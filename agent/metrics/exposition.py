@@ -109,7 +109,7 @@ def escape(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
 
 
-def label_text(names: Sequence[str], values: Iterable[str]) -> str:
+def label_text(names: Iterable[str], values: Iterable[str]) -> str:
     return ",".join(f'{name}="{escape(str(value))}"' for name, value in zip(names, values))
 
 
@@ -139,7 +139,7 @@ def snapshot(family: Family) -> tuple[list[str], list]:
 def updated_cache(family: Family, cache: object, keys: list[tuple[str, ...]]) -> PrefixCache:
     build = prefix_builder(family)
     known = len(cache.keys) if isinstance(cache, PrefixCache) else 0
-    if known and len(keys) > known and keys[:known] == cache.keys:
+    if isinstance(cache, PrefixCache) and known and len(keys) > known and keys[:known] == cache.keys:
         prefixes, new = list(cache.prefixes), keys[known:]       # a copy: a concurrent render may hold the old
     else:
         prefixes, new = [], keys

@@ -15,13 +15,19 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Protocol
 
-
-from agent.events.model import Event
 from agent.metrics.store import MAX_LABEL_VALUE_LENGTH, Gauge, MetricStore
 
 RELEASE_INFO = "loom_release_info"
 DEFAULT_MAX_RELEASES = 20
+
+
+class Released(Protocol):
+    """What `observe` reads of an accepted event or captured error."""
+
+    @property
+    def release(self) -> str | None: ...
 
 
 class ReleaseTracker:
@@ -52,8 +58,9 @@ class ReleaseTracker:
         recent[release] = None
         self._gauge.set((release,), 1.0)
 
-    def observe(self, events: Sequence[Event]) -> None:
-        """A pipeline observer (EventPipeline.observers): the releases of committed events."""
+    def observe(self, events: Sequence[Released]) -> None:
+        """A pipeline observer (EventPipeline.observers, ErrorSink.observers): the releases of committed
+        events or errors."""
         last = None
         for event in events:
             release = event.release

@@ -18,14 +18,17 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Collection, Iterator, Mapping
-from typing import ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 OTHER = "other"
 DEFAULT_SERIES_LIMIT = 2000
 MAX_LABEL_VALUE_LENGTH = 128
 
+V = TypeVar("V")    # a series' value: a float, or a histogram's list of bucket counts and sum
+F = TypeVar("F", bound="Family[Any]")
 
-class Family:
+
+class Family(Generic[V]):
     """One metric family: a name, fixed label names, and its series keyed by label-value tuples."""
 
     kind: ClassVar[str] = ""
@@ -37,7 +40,7 @@ class Family:
         self._store = store
         self._allow = tuple(frozenset(allow[label]) if label in allow else None for label in labels)
         self._checks_allow = any(a is not None for a in self._allow)
-        self.series: dict[tuple[str, ...], object] = {}
+        self.series: dict[tuple[str, ...], V] = {}
         # owned by agent/metrics/exposition.py: each series' rendered line prefix(es), in series order;
         # never read or written on the update path
         self.render_cache: object | None = None
@@ -67,7 +70,7 @@ class Family:
         return key
 
 
-class Counter(Family):
+class Counter(Family[float]):
     kind = "counter"
 
     def inc(self, key: tuple[str, ...], amount: float = 1.0) -> None:
@@ -81,7 +84,7 @@ class Counter(Family):
         series[admitted] = series.get(admitted, 0.0) + amount
 
 
-class Gauge(Family):
+class Gauge(Family[float]):
     kind = "gauge"
 
     def set(self, key: tuple[str, ...], value: float) -> None:
@@ -99,13 +102,14 @@ class Gauge(Family):
         series[admitted] = series.get(admitted, 0.0) + delta
 
 
-class Histogram(Family):
+class Histogram(Family[list[float]]):
     """Series values are lists: [count per bucket (non-cumulative)..., +Inf bucket, sum]."""
 
     kind = "histogram"
 
-    def __init__(self, *args, buckets: tuple[float, ...], **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, store: MetricStore, name: str, help: str, labels: tuple[str, ...], unit: str,
+                 series_limit: int, allow: Mapping[str, Collection[str]], *, buckets: tuple[float, ...]):
+        super().__init__(store, name, help, labels, unit, series_limit, allow)
         if list(buckets) != sorted(set(buckets)) or not buckets:
             raise ValueError(f"{self.name}: buckets must be increasing and unique")
         self.buckets = tuple(float(b) for b in buckets)
@@ -117,7 +121,7 @@ class Histogram(Family):
             key = self.admit(key)
             data = series.get(key)
             if data is None:
-                data = series[key] = [0] * (len(self.buckets) + 1) + [0.0]
+                data = series[key] = [0] * (len(self.buckets) + 1) + [0.0]   # counts stay ints
         data[bisect.bisect_left(self.buckets, value)] += 1
         data[-1] += value
 
@@ -130,8 +134,8 @@ class MetricStore:
         self._families: dict[str, Family] = {}
         self.overflow: dict[tuple[str, str], int] = {}
 
-    def _add(self, cls: type[Family], name: str, help: str, labels: tuple[str, ...], unit: str,
-             series_limit: int | None, allow: Mapping[str, Collection[str]] | None, **extra) -> Family:
+    def _add(self, cls: type[F], name: str, help: str, labels: tuple[str, ...], unit: str,
+             series_limit: int | None, allow: Mapping[str, Collection[str]] | None, **extra: Any) -> F:
         existing = self._families.get(name)
         if existing is not None:
             if type(existing) is not cls or existing.labels != tuple(labels):

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
@@ -26,13 +26,14 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric as PromMetric
 
 from agent.metrics.store import MetricStore
-from agent.otlp.metrics import take_snapshot, to_metrics_data
+from agent.otlp.config import TelemetryConfig
+from agent.otlp.metrics import MetricSource, take_snapshot, to_metrics_data
 from agent.otlp.sender import ExportStatsCollector, RetryPolicy, Sender, in_daemon_thread
 from agent.otlp.traces import SpanQueue
 from agent.otlp.tracing import build_metric_exporter, build_span_exporter
-from agent.otlp.config import TelemetryConfig
 
 log = logging.getLogger("agent.otlp")
 
@@ -70,7 +71,7 @@ class LatestSnapshot:
 
 
 class MetricsExport:
-    def __init__(self, exporter: MetricExporter, store: MetricStore | None, registry: CollectorRegistry | None,
+    def __init__(self, exporter: MetricExporter, store: MetricStore | None, registry: MetricSource | None,
                  resource: Resource, start_ns: int, interval: float, policy: RetryPolicy, stopping: asyncio.Event):
         self.exporter = exporter
         self.pending = LatestSnapshot()
@@ -152,10 +153,10 @@ class TracesExport:
 class _Combined:
     """The registry plus collectors that are rendered outside it (probe metrics): what OTLP exports."""
 
-    def __init__(self, registry: CollectorRegistry, collectors: Sequence[Any]):
-        self._parts = (registry, *collectors)
+    def __init__(self, registry: CollectorRegistry, collectors: Sequence[MetricSource]):
+        self._parts: tuple[MetricSource, ...] = (registry, *collectors)
 
-    def collect(self):
+    def collect(self) -> Iterator[PromMetric]:
         for part in self._parts:
             yield from part.collect()
 
@@ -169,7 +170,7 @@ class OtlpExport:
                  metrics_interval: float = 15.0, queue_size: int = 8192, max_retries: int = 5,
                  batch_size: int = BATCH_SIZE, flush_interval: float = FLUSH_INTERVAL,
                  backoff: float = 1.0, backoff_cap: float = 30.0, stop_timeout: float = STOP_TIMEOUT,
-                 start_ns: int | None = None, collectors: Sequence[Any] = ()):
+                 start_ns: int | None = None, collectors: Sequence[MetricSource] = ()):
         self._stopping = asyncio.Event()
         self._stopped = False
         self._stop_timeout = stop_timeout
@@ -196,7 +197,7 @@ class OtlpExport:
 
     @classmethod
     def from_config(cls, config: TelemetryConfig, *, registry: CollectorRegistry, tracer_provider: TracerProvider,
-                    store: MetricStore | None = None, collectors: Sequence[Any] = (),
+                    store: MetricStore | None = None, collectors: Sequence[MetricSource] = (),
                     environ: Mapping[str, str] = os.environ, **overrides: Any) -> OtlpExport:
         """Exporters and limits from `telemetry:`; `overrides` (tests: short intervals) win."""
         otlp = config.otlp

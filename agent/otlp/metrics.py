@@ -17,15 +17,26 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from opentelemetry.sdk.metrics.export import (AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric,
-                                              MetricsData, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum)
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric as PromMetric
 
 from agent import __version__
+from agent.metrics.store import Histogram as StoreHistogram
 from agent.metrics.store import MetricStore
 
 CUMULATIVE = AggregationTemporality.CUMULATIVE
@@ -35,9 +46,16 @@ OVERFLOW_NAME = "loom_agent_label_overflow"
 OVERFLOW_HELP = "Label values folded to `other` by an allow-list or a series limit, by metric and label."
 
 
+class MetricSource(Protocol):
+    """Where prometheus_client families are collected from: a CollectorRegistry, or a collector."""
+
+    def collect(self) -> Iterable[PromMetric]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class FamilySnapshot:
-    """One MetricStore family at one instant; histogram values are copies of the live lists."""
+    """One MetricStore family at one instant: a counter's or gauge's values in `series`, a histogram's
+    in `histograms` (copies of the live lists: bucket counts..., +Inf bucket, sum)."""
 
     name: str
     help: str
@@ -45,7 +63,8 @@ class FamilySnapshot:
     kind: str
     labels: tuple[str, ...]
     buckets: tuple[float, ...]
-    series: list[tuple[tuple[str, ...], object]]
+    series: list[tuple[tuple[str, ...], float]]
+    histograms: list[tuple[tuple[str, ...], list[float]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,17 +75,19 @@ class Snapshot:
     registry: list[PromMetric]
 
 
-def take_snapshot(store: MetricStore | None, registry: CollectorRegistry | None) -> Snapshot:
+def take_snapshot(store: MetricStore | None, registry: MetricSource | None) -> Snapshot:
     """Copy what the loop may mutate; cheap enough to run on the event loop."""
-    families, overflow = [], []
+    families: list[FamilySnapshot] = []
+    overflow: list[tuple[tuple[str, str], int]] = []
     if store is not None:
         for family in store.families():
-            if family.kind == "histogram":
-                series = [(key, list(value)) for key, value in family.series.items()]
+            if isinstance(family, StoreHistogram):
+                series, histograms = [], [(key, list(value)) for key, value in family.series.items()]
+                buckets = family.buckets
             else:
-                series = list(family.series.items())
+                series, histograms, buckets = list(family.series.items()), [], ()
             families.append(FamilySnapshot(family.name, family.help, family.unit, family.kind, family.labels,
-                                           getattr(family, "buckets", ()), series))
+                                           buckets, series, histograms))
         overflow = list(store.overflow.items())
     collected = list(registry.collect()) if registry is not None else []
     return Snapshot(time.time_ns(), families, overflow, collected)
@@ -79,7 +100,7 @@ def to_metrics_data(snapshot: Snapshot, resource: Resource, start_ns: int) -> tu
     is exported once, from the store.
     """
     now = snapshot.time_ns
-    events = [store_metric(f, start_ns, now) for f in snapshot.store if f.series]
+    events = [store_metric(f, start_ns, now) for f in snapshot.store if f.series or f.histograms]
     if snapshot.overflow:
         events.append(overflow_metric(snapshot.overflow, start_ns, now))
     in_store = {f.name for f in snapshot.store} | ({OVERFLOW_NAME} if snapshot.overflow else set())
@@ -95,9 +116,10 @@ def store_metric(family: FamilySnapshot, start_ns: int, now: int) -> Metric:
     labels = family.labels
     if family.kind == "histogram":
         bounds = family.buckets
-        points = [HistogramDataPoint(dict(zip(labels, key)), start_ns, now, sum(v[:-1]), v[-1], v[:-1], bounds,
-                                     None, None) for key, v in family.series]
-        return Metric(family.name, family.help, family.unit, Histogram(points, CUMULATIVE))
+        # the store keeps bucket counts as ints in a list[float] (whose last item is the float sum)
+        histogram = [_histogram_point(dict(zip(labels, key)), start_ns, now, int(sum(v[:-1])), v[-1],
+                                      [int(c) for c in v[:-1]], bounds) for key, v in family.histograms]
+        return Metric(family.name, family.help, family.unit, Histogram(histogram, CUMULATIVE))
     points = [NumberDataPoint(dict(zip(labels, key)), start_ns, now, float(v)) for key, v in family.series]
     if family.kind == "counter":
         return Metric(family.name, family.help, family.unit, Sum(points, CUMULATIVE, True))
@@ -116,8 +138,9 @@ def registry_metrics(family: PromMetric, start_ns: int, now: int) -> list[Metric
         points = _number_points(family.samples, family.name + "_total", start_ns, now)
         return [Metric(family.name, family.documentation, family.unit, Sum(points, CUMULATIVE, True))] if points else []
     if family.type == "histogram":
-        points = _histogram_points(family, start_ns, now)
-        return [Metric(family.name, family.documentation, family.unit, Histogram(points, CUMULATIVE))] if points else []
+        histogram = _histogram_points(family, start_ns, now)
+        return ([Metric(family.name, family.documentation, family.unit, Histogram(histogram, CUMULATIVE))]
+                if histogram else [])
     if family.type == "summary":
         return _summary_metrics(family, start_ns, now)
     return _gauges_by_sample_name(family, family.samples, start_ns, now)
@@ -169,6 +192,15 @@ def _histogram_points(family: PromMetric, start_ns: int, now: int) -> list[Histo
         bounds = [le for le, _ in cumulative if le != float("inf")]
         if len(bounds) == len(counts):       # no +Inf bucket: the last count is the total
             counts.append(0)
-        points.append(HistogramDataPoint(attrs[key], start_ns, now, int(previous), float(sums.get(key, 0.0)),
-                                         counts, bounds, None, None))
+        points.append(_histogram_point(attrs[key], start_ns, now, int(previous), float(sums.get(key, 0.0)),
+                                       counts, bounds))
     return points
+
+
+def _histogram_point(attributes: dict[str, str], start_ns: int, now: int, count: int, total: float,
+                     bucket_counts: Sequence[int], bounds: Sequence[float]) -> HistogramDataPoint:
+    """A data point without min and max (neither store keeps them): None leaves OTLP's optional fields unset."""
+    return HistogramDataPoint(attributes, start_ns, now, count, total, bucket_counts, bounds,
+                              # opentelemetry-sdk declares min and max `float`, but its OTLP encoder hands them
+                              # to the protobuf constructor, where None means "not set" (optional double)
+                              None, None)  # type: ignore[arg-type]
