@@ -270,7 +270,7 @@ def _labels_cell(emits: list[Emit]) -> str:
 
 
 def _events_cell(emits: list[Emit]) -> str:
-    parts = []
+    parts: list[str] = []
     for emit in emits:
         constants = [f"{label}={src[1:]}" for label, src in emit.labels.items()
                      if isinstance(src, str) and src.startswith("=")]

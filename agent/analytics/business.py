@@ -92,7 +92,8 @@ async def performance(store: Store, r: TimeRange, release: str | None = None) ->
 
 def web_vitals(p75: dict[str | None, float], counts: dict[tuple[str | None, str | None], int]) -> dict[str, Any]:
     """Per Core Web Vital: its p75, the count of each rating, and how many values it has."""
-    out = {name: {"p75": p75.get(name), **dict.fromkeys(RATINGS.values(), 0), "count": 0} for name in WEB_VITALS}
+    out: dict[str, dict[str, Any]] = {name: {"p75": p75.get(name), **dict.fromkeys(RATINGS.values(), 0), "count": 0}
+                                      for name in WEB_VITALS}
     for (name, rating), n in counts.items():
         entry = out.get(name or "")
         if entry is None:

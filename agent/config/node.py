@@ -7,6 +7,7 @@ report every mistake in one run. `Node.finish()` reports the keys nobody asked f
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -90,6 +91,8 @@ class Node:
             return default
         return value
 
+    # the accessors below are named after the types they read, so later annotations in this class spell the
+    # builtins `builtins.str`, `builtins.int` and `builtins.bool`
     def str(self, key: str, default: Any = None, *, required: bool = False, choices: tuple[str, ...] = ()) -> Any:
         value = self._typed(key, (str,), "a string", default, required)
         if choices and value is not None and value not in choices:
@@ -97,18 +100,20 @@ class Node:
             return default
         return value
 
-    def bool(self, key: str, default: bool) -> bool:
+    def bool(self, key: builtins.str, default: builtins.bool) -> builtins.bool:
         return self._typed(key, (bool,), "true or false", default, False)
 
-    def int(self, key: str, default: Any = None, *, minimum: int | None = None, maximum: int | None = None, required: bool = False) -> Any:
+    def int(self, key: builtins.str, default: Any = None, *, minimum: builtins.int | None = None,
+            maximum: builtins.int | None = None, required: builtins.bool = False) -> Any:
         value = self._typed(key, (int,), "an integer", default, required)
         return self._bounded(key, value, default, minimum, maximum)
 
-    def number(self, key: str, default: Any = None, *, minimum: float | None = None, maximum: float | None = None) -> Any:
+    def number(self, key: builtins.str, default: Any = None, *, minimum: float | None = None,
+               maximum: float | None = None) -> Any:
         value = self._typed(key, (int, float), "a number", default, False)
         return self._bounded(key, value, default, minimum, maximum)
 
-    def _bounded(self, key: str, value: Any, default: Any, minimum: Any, maximum: Any) -> Any:
+    def _bounded(self, key: builtins.str, value: Any, default: Any, minimum: Any, maximum: Any) -> Any:
         if value is None or value is default:
             return value
         if minimum is not None and value < minimum:
@@ -119,7 +124,7 @@ class Node:
             return default
         return value
 
-    def duration(self, key: str, default: float | None = None, *, required: bool = False) -> Any:
+    def duration(self, key: builtins.str, default: float | None = None, *, required: builtins.bool = False) -> Any:
         value = self._typed(key, (str, int, float), "a duration such as 500ms, 15s or 5m", default, required)
         if value is None or value is default:
             return value
@@ -136,7 +141,7 @@ class Node:
             return default
         return seconds
 
-    def str_list(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    def str_list(self, key: builtins.str, default: tuple[builtins.str, ...] = ()) -> tuple[builtins.str, ...]:
         value = self._typed(key, (list,), "a list of strings", None, False)
         if value is None:
             return default
@@ -148,11 +153,11 @@ class Node:
             out.append(item)
         return tuple(out)
 
-    def str_map(self, key: str) -> dict[str, str]:
+    def str_map(self, key: builtins.str) -> dict[builtins.str, builtins.str]:
         value = self._typed(key, (Mapping,), "a mapping of strings", None, False)
         if value is None:
             return {}
-        out: dict[str, str] = {}
+        out: dict[builtins.str, builtins.str] = {}
         for k, v in value.items():
             if not isinstance(k, str) or isinstance(v, (dict, list)) or v is None:
                 self.error("must be a string", f"{key}.{k}")
@@ -160,7 +165,7 @@ class Node:
             out[k] = v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
         return out
 
-    def regex(self, key: str) -> re.Pattern[str] | None:
+    def regex(self, key: builtins.str) -> re.Pattern[builtins.str] | None:
         value = self.str(key)
         if value is None:
             return None
@@ -170,7 +175,7 @@ class Node:
             self.error(f"invalid regular expression: {exc}", key)
             return None
 
-    def regex_list(self, key: str) -> tuple[re.Pattern[str], ...]:
+    def regex_list(self, key: builtins.str) -> tuple[re.Pattern[builtins.str], ...]:
         out = []
         for i, text in enumerate(self.str_list(key)):
             try:
@@ -179,7 +184,7 @@ class Node:
                 self.error(f"invalid regular expression: {exc}", f"{key}[{i}]")
         return tuple(out)
 
-    def secret(self, key: str) -> str | None:
+    def secret(self, key: builtins.str) -> builtins.str | None:
         """A secret: `key: value` (with `${ENV_VAR}` references expanded) or `key_file: path`.
 
         A reference to an unset variable or an unreadable file is an error naming the key.
@@ -200,7 +205,7 @@ class Node:
         if value is None:
             return None
 
-        def expand(match: re.Match[str]) -> str:
+        def expand(match: re.Match[builtins.str]) -> builtins.str:
             name = match.group(1)
             if name not in os.environ:
                 self.error(f"environment variable {name} is not set", key)
@@ -209,7 +214,8 @@ class Node:
 
         return _ENV_REF.sub(expand, value)
 
-    def secret_list(self, key: str, env_name: str, environ: Mapping[str, str], min_length: int = 16) -> tuple[str, ...]:
+    def secret_list(self, key: builtins.str, env_name: builtins.str, environ: Mapping[builtins.str, builtins.str],
+                    min_length: builtins.int = 16) -> tuple[builtins.str, ...]:
         """A list of secrets (API keys, tokens): `env_name` (comma-separated) when set, else the list at
         `key`, each item a secret (`${ENV}` or `*_file`). Each must be at least `min_length` characters."""
         if environ.get(env_name):
@@ -235,23 +241,23 @@ class Node:
                 values.append(value)
         return tuple(values)
 
-    def child(self, key: str) -> Node:
+    def child(self, key: builtins.str) -> Node:
         self._seen.add(key)
         return Node(self.data.get(key), join(self.path, key), self.errors)
 
-    def items(self, key: str) -> list[tuple[int, Any]]:
+    def items(self, key: builtins.str) -> list[tuple[builtins.int, Any]]:
         """The elements of a list value, with their index (an error if it is not a list)."""
         value = self._typed(key, (list,), "a list", [], False)
         return list(enumerate(value))
 
-    def map_of(self, key: str, parse: Callable[[Node, str], T]) -> dict[str, T]:
+    def map_of(self, key: builtins.str, parse: Callable[[Node, builtins.str], T]) -> dict[builtins.str, T]:
         value = self._typed(key, (Mapping,), "a mapping", {}, False)
-        out: dict[str, T] = {}
+        out: dict[builtins.str, T] = {}
         for name, item in value.items():
             out[str(name)] = parse(Node(item, join(join(self.path, key), str(name)), self.errors), str(name))
         return out
 
-    def finish(self, allowed_extra: tuple[str, ...] = ()) -> None:
+    def finish(self, allowed_extra: tuple[builtins.str, ...] = ()) -> None:
         """Report every key that no accessor read: unknown keys are errors."""
         for key in self.data:
             if key not in self._seen and key not in allowed_extra:

@@ -37,8 +37,9 @@ MIN_RATE = 0.001                 # a timer sampled more sparsely would cost > 1,
 RECEIVE_BUFFER = 4 * 1024 * 1024     # bursts wait in the kernel instead of being dropped (capped by rmem_max)
 LOG_EVERY_SECONDS = 60.0
 # type -> (kind, unit, op)
-TYPES = {"c": ("counter", "none", "inc"), "g": ("gauge", "none", "set"), "ms": ("distribution", "millisecond", "observe"),
-         "h": ("distribution", "none", "observe"), "d": ("distribution", "none", "observe")}
+TYPES = {"c": ("counter", "none", "inc"), "g": ("gauge", "none", "set"),
+         "ms": ("distribution", "millisecond", "observe"), "h": ("distribution", "none", "observe"),
+         "d": ("distribution", "none", "observe")}
 
 
 class LineError(Exception):
@@ -65,7 +66,9 @@ def parse_line(line: str) -> list[Sample]:
             raise LineError("sets (|s) are not supported: counting distinct values means keeping them", "unsupported")
         raise LineError(f"unknown type {fields[1][:10]!r} (c, g, ms, h, d)")
     kind, unit, op = spec
-    rate, keys, values = 1.0, [], []
+    rate = 1.0
+    keys: list[str] = []
+    values: list[str] = []
     if "," in name or "#" in name or "[" in name:
         name = _name_tags(name, keys, values)
     for field in fields[2:]:

@@ -182,7 +182,7 @@ def table(title: str, description: str, unit: str, *queries: Query, columns: dic
                        {"id": "filterFieldsByName", "options": {"include": {"names": list(columns.values())}}}]
     overrides = []
     for column, column_unit in (column_units or {}).items():
-        props = [{"id": "unit", "value": column_unit}]
+        props: list[dict[str, Any]] = [{"id": "unit", "value": column_unit}]
         steps = (column_steps or {}).get(column)
         if steps:
             props += [{"id": "thresholds", "value": thresholds(steps)},

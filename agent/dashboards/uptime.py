@@ -6,8 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.dashboards.panels import (Row, bars, dashboard, q, query_variable, stat, state_timeline, table,
-                                     timeseries, value_map)
+from agent.dashboards.panels import (
+    Row,
+    Steps,
+    bars,
+    dashboard,
+    q,
+    query_variable,
+    stat,
+    state_timeline,
+    table,
+    timeseries,
+    value_map,
+)
 from agent.dashboards.promql import RANGE, RATE, num, sel
 from agent.rules.thresholds import Thresholds
 
@@ -31,7 +42,7 @@ def service_uptime(t: Thresholds) -> dict[str, Any]:
     objective, probes = t.slo.uptime_objective, t.probes
     budget = 1 - objective
     uptime_steps = [("red", None), ("orange", 1 - 10 * budget), ("green", objective)]
-    days_steps = [("red", None), ("orange", probes.cert_critical_days), ("green", probes.cert_warning_days)]
+    days_steps: Steps = [("red", None), ("orange", probes.cert_critical_days), ("green", probes.cert_warning_days)]
     latency_line = [("green", None), ("red", probes.latency_threshold_seconds)]
     burn_line = [("green", None), ("orange", 1), ("red", 14.4)]
     now = Row("Now", [

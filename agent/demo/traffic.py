@@ -13,8 +13,8 @@ from __future__ import annotations
 from random import Random
 from typing import Any
 
-from agent.demo.extras import RELEASES
 from agent.demo.events import BUILDERS, LANDING, ONBOARDING_STEPS, PAGES, SIGNUP_STEPS, VITALS, api_request, web_vital
+from agent.demo.extras import RELEASES
 
 Event = dict[str, Any]
 OPEN_CONNECTIONS = 40          # realtime connections the stories keep open, about
@@ -37,10 +37,11 @@ class Traffic:
     def _id(self, bits: int = 64) -> str:
         return f"{self.r.getrandbits(bits) | 1:0{bits // 4}x}"
 
-    def event(self, name: str, user: str | None = None, /, context: dict[str, Any] | None = None,
-              **overrides: Any) -> Event:
+    def event(self, name: str, user: str | None = None, /, **overrides: Any) -> Event:
         """The /v1/events body of one event: the builder's properties with `overrides` on top
-        (positional-only `name`: web_vitals has a property called name)."""
+        (positional-only `name`: web_vitals has a property called name), except `context` (a dict or
+        None; the stories pass it among the properties they spread), the event's context."""
+        context: dict[str, Any] | None = overrides.pop("context", None)
         body: Event = {"event": name, "eventId": self._id(128),
                        "properties": {**BUILDERS[name](self.r), **overrides} if name in BUILDERS else overrides}
         if user:

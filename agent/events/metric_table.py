@@ -65,13 +65,16 @@ def _failed(props: Mapping[str, Any]) -> bool:
     return props.get("result") == "failure"
 
 
-def _counter(events: str, metric: str, help: str, value: str | None = None, *, when=None, when_doc: str = "",
-             **labels: str | Derived) -> Emit:
+Condition = Callable[[Mapping[str, Any]], bool]     # an Emit's `when`: only events whose properties pass
+
+
+def _counter(events: str, metric: str, help: str, value: str | None = None, *, when: Condition | None = None,
+             when_doc: str = "", **labels: str | Derived) -> Emit:
     return Emit(tuple(events.split()), metric, "counter", help, labels, value=value, when=when, when_doc=when_doc)
 
 
 def _histogram(events: str, metric: str, help: str, value: str, buckets: tuple[float, ...], *,
-               scale: float = 1.0, unit: str = "seconds", when=None, when_doc: str = "",
+               scale: float = 1.0, unit: str = "seconds", when: Condition | None = None, when_doc: str = "",
                labels_allow: Mapping[str, tuple[str, ...]] | None = None, **labels: str | Derived) -> Emit:
     return Emit(tuple(events.split()), metric, "histogram", help, labels, value=value, scale=scale,
                 buckets=buckets, unit=unit, labels_allow=labels_allow or {}, when=when, when_doc=when_doc)

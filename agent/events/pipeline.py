@@ -71,7 +71,7 @@ class EventPipeline:
             "loom_agent_events_anonymized", "Events stored without the identity of the person, by reason.",
             ("reason",), allow={"reason": frozenset({"dnt", "opted_out"})})
 
-    def prepare(self, config: EventsConfig):
+    def prepare(self, config: EventsConfig) -> Callable[[], None]:
         """Check `config`'s mapping rules against the live store; returns the function that switches
         to it. Raises ValueError (naming the metric) when a rule conflicts with a catalog family.
         The running rules' own families may change shape or go away: the switch removes them

@@ -23,8 +23,8 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from agent.events.properties import PROPERTY_NAME, snake_case
 from agent.config.node import Node
+from agent.events.properties import PROPERTY_NAME, snake_case
 
 log = logging.getLogger("agent.privacy")
 
@@ -67,14 +67,14 @@ def _hmac_key(node: Node, environ: Mapping[str, str]) -> str | None:
             return None
         return key
     errors = len(node.errors)
-    key = node.secret("hmac_key")
+    secret = node.secret("hmac_key")
     if len(node.errors) > errors:                   # unset variable, unreadable file: already reported
         return None
-    if key is not None and len(key) < MIN_KEY_LENGTH:
+    if secret is not None and len(secret) < MIN_KEY_LENGTH:
         node.error(f"must be at least {MIN_KEY_LENGTH} characters", "hmac_key_file" if node.has("hmac_key_file")
                    else "hmac_key")
         return None
-    return key or None
+    return secret or None
 
 
 def _private_properties(node: Node) -> tuple[str, ...]:

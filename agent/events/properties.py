@@ -123,7 +123,7 @@ def check_generic(value: Any, depth: int, limits: Limits) -> None:
             try:
                 check_generic(item, depth + 1, limits)
             except FieldError as err:
-                raise FieldError(join_path(f"[{key}]" if kind is list else key, err.field), err.message) from None
+                raise FieldError(join_path(f"[{key}]" if kind is list else str(key), err.field), err.message) from None
     else:
         raise FieldError("", "must be a JSON value")
 

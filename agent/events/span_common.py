@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.context import Context as OtelContext
-from opentelemetry.trace import NonRecordingSpan, set_span_in_context, SpanContext, TraceFlags, Tracer
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Tracer, set_span_in_context
 
 from agent.events.config import IDENTIFYING
 from agent.events.model import Event
-
 
 DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_MAX_OPEN = 10_000
@@ -56,8 +55,9 @@ def prefixed(properties: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 def seconds_spent(properties: dict[str, Any], name: str = "time_spent_seconds") -> float:
     spent = properties.get(name)
-    ok = isinstance(spent, (int, float)) and not isinstance(spent, bool) and 0 <= spent < math.inf
-    return float(spent) if ok else 0.0
+    if isinstance(spent, (int, float)) and not isinstance(spent, bool) and 0 <= spent < math.inf:
+        return float(spent)
+    return 0.0
 
 
 def ended_early(end_reason: str | None) -> dict[str, Any]:

@@ -10,8 +10,17 @@ from opentelemetry.context import Context as OtelContext
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from agent.events.model import Event
-from agent.events.span_common import (_Closed, _Tracker, connection_key, CONNECTION_PREFIX, ended_early,
-                                     event_parent, first_text, prefixed, to_ns)
+from agent.events.span_common import (
+    CONNECTION_PREFIX,
+    _Closed,
+    _Tracker,
+    connection_key,
+    ended_early,
+    event_parent,
+    first_text,
+    prefixed,
+    to_ns,
+)
 
 
 @dataclass(slots=True)
@@ -50,7 +59,8 @@ class Connections(_Tracker):
 
     def message(self, event: Event) -> None:
         """realtime_message, the hottest path: the open-connection case is inlined."""
-        key = event.properties.get("connection_id")
+        # Any: the `__class__` check (cheaper than isinstance here) narrows it to str, which mypy does not follow
+        key: Any = event.properties.get("connection_id")
         record = self.open.get(key) if key.__class__ is str else None
         if record is None:
             record = self.find(connection_key(event), event, new_connection(event))
@@ -86,7 +96,7 @@ class Connections(_Tracker):
         """connection_disconnected (OK) or connection_error (ERROR)."""
         key = connection_key(event)
         record = self.take(key, event, new_connection(event))
-        if record is not None:
+        if record is not None and key is not None:      # take() gives no record without a key
             self._emit(key, record, event, None)
 
     def finish(self, key: str, record: _Connection, end_reason: str) -> None:

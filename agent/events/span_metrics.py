@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from agent.events.span_connections import _Connection
 from agent.events.spans import EventSpans
 
 TRANSPORTS = frozenset({"websocket", "sse", "polling"})
@@ -47,6 +48,6 @@ class EventSpanMetrics:
         yield from families.values()
 
 
-def _transport(record) -> str:
+def _transport(record: _Connection) -> str:
     transport = record.opening.get("transport") if record.opening else None
     return transport if transport in TRANSPORTS else "unknown"

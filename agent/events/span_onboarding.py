@@ -8,11 +8,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.context import Context as OtelContext
-from opentelemetry.trace import set_span_in_context, Span, Status, StatusCode
+from opentelemetry.trace import Span, Status, StatusCode, set_span_in_context
 
 from agent.events.model import Event
-from agent.events.span_common import (_Closed, _Tracker, ended_early, event_parent, flow_key,
-                                     ONBOARDING_PREFIX, prefixed, seconds_spent, step_key, to_ns)
+from agent.events.span_common import (
+    ONBOARDING_PREFIX,
+    _Closed,
+    _Tracker,
+    ended_early,
+    event_parent,
+    flow_key,
+    prefixed,
+    seconds_spent,
+    step_key,
+    to_ns,
+)
 
 
 @dataclass(slots=True)
@@ -61,7 +71,7 @@ class Flows(_Tracker):
         key = flow_key(event)
         spent = seconds_spent(event.properties, "total_time_seconds") or seconds_spent(event.properties)
         flow = self.take(key, event, self._new(event, event.timestamp - spent))
-        if flow is not None:
+        if flow is not None and key is not None:        # take() gives no record without a key
             flow.root.set_attributes(prefixed(event.properties, ONBOARDING_PREFIX))
             self._end(key, flow, "completed" if event.name == "onboarding_completed" else "abandoned", None)
 

@@ -36,11 +36,33 @@ from typing import Any
 
 from agent.events.limits import DEFAULT_LIMITS, Limits
 from agent.events.model import Context, Event
-from agent.events.properties import (PROPERTY_NAME, TIMESTAMP_HINT, FieldError, SpecValidator, fmt_number,
-                                     parse_properties, parse_timestamp, snake_case, type_error, validators)
+from agent.events.properties import (
+    PROPERTY_NAME,
+    TIMESTAMP_HINT,
+    FieldError,
+    SpecValidator,
+    fmt_number,
+    parse_properties,
+    parse_timestamp,
+    snake_case,
+    type_error,
+    validators,
+)
 
-__all__ = ["BatchError", "DEFAULT_LIMITS", "EventError", "FieldError", "Limits", "TIMESTAMP_HINT", "build_event",
-           "parse_batch", "parse_event", "parse_event_time", "parse_identifier", "parse_release"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "TIMESTAMP_HINT",
+    "BatchError",
+    "EventError",
+    "FieldError",
+    "Limits",
+    "build_event",
+    "parse_batch",
+    "parse_event",
+    "parse_event_time",
+    "parse_identifier",
+    "parse_release",
+]
 
 EVENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:$-]*")
 ID_MAX = 256
@@ -260,11 +282,13 @@ def build_event(obj: Any, now: float, limits: Limits, dnt_header: bool = False,
         raise type_error("an object", obj)
     fields = _fields(obj)
     get = fields.get
-    event = get("event")
+    value = get("event")
     compiled = validators(limits)
-    spec: SpecValidator | None = compiled.events.get(event) if type(event) is str else None
-    if spec is None:                      # catalog names are valid: only other names are checked
-        event = _event_name(event, limits, name_pattern)
+    spec: SpecValidator | None
+    if type(value) is str and (spec := compiled.events.get(value)) is not None:
+        event: str = value
+    else:                                 # catalog names are valid: only other names are checked
+        event = _event_name(value, limits, name_pattern)
         if limits.strict:
             raise FieldError("event", f"unknown event {event!r} (strict mode)")
         spec = compiled.custom

@@ -133,15 +133,22 @@ _BOUNDS: dict[str, tuple[float, float | None]] = {
 
 def parse_thresholds(node: Node) -> Thresholds:
     """The `alerting:` block -> Thresholds; every mistake is an error naming its key."""
-    blocks = {f.name: _parse_block(node.child(f.name), f.default_factory())  # type: ignore[misc]
-              for f in dataclasses.fields(Thresholds)}
+    blocks = {f.name: _parse_block(node.child(f.name), _default_block(f)) for f in dataclasses.fields(Thresholds)}
     node.finish()
     return Thresholds(**blocks)
 
 
+def _default_block(f: dataclasses.Field[Any]) -> Any:
+    """The default of one block of Thresholds: each has a default_factory."""
+    if f.default_factory is dataclasses.MISSING:
+        raise TypeError(f"Thresholds.{f.name} has no default_factory")
+    return f.default_factory()
+
+
 def _parse_block(node: Node, default: Any) -> Any:
     _refuse_camel_case(node, default)
-    values = {f.name: _parse_field(node, f.name, f.type, getattr(default, f.name))
+    # str(): the annotation as written, a string already (postponed annotations)
+    values = {f.name: _parse_field(node, f.name, str(f.type), getattr(default, f.name))
               for f in dataclasses.fields(default)}
     node.finish()
     block = type(default)(**values)

@@ -128,8 +128,9 @@ def _outcome(props: dict[str, Any], spec: str | None) -> str | None:
 
 def context_json(event: Event) -> str:
     c = event.context
-    ctx = {k: v for k, v in (("page", c.page), ("user_agent", c.user_agent), ("trace_id", c.trace_id),
-                             ("span_id", c.span_id), ("ip", c.ip), ("library", c.library)) if v is not None}
+    ctx: dict[str, str | bool] = {
+        k: v for k, v in (("page", c.page), ("user_agent", c.user_agent), ("trace_id", c.trace_id),
+                          ("span_id", c.span_id), ("ip", c.ip), ("library", c.library)) if v is not None}
     if c.dnt:
         ctx["dnt"] = True
     return orjson.dumps(ctx).decode()
