@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.support.store_fixtures"]
+pytest_plugins = ["tests.support.store_fixtures", "tests.support.agent_app"]

@@ -8,13 +8,12 @@ import asyncio
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from agent.api.keys import ANOMALIES
 from agent.app.root import Clocks
 from agent.rules.windows import EventWindows
-from tests.support.agent_app import agent_app
+from tests.support.agent_app import agent_app, served
 from tests.test_anomaly_detectors import MINUTE, NOW, Clock, gauge, login
 
 TOKEN = "admin-token-0123456789abcdef"
@@ -34,10 +33,11 @@ class Harness:
         headers None: the admin token."""
         async def scenario() -> list[tuple[int, Any]]:
             answers = []
-            async with TestClient(TestServer(self.app)) as client:
+            async with served(self.app) as agent:
                 for query, headers in queries:
-                    resp = await client.get("/api/anomalies", params=query, headers=AUTH if headers is None else headers)
-                    answers.append((resp.status, await resp.json()))
+                    answer = await agent.fetch("GET", "/api/anomalies", params=query,
+                                               headers=AUTH if headers is None else headers)
+                    answers.append((answer.status, answer.body))
             return answers
         return asyncio.run(scenario())
 
@@ -124,7 +124,7 @@ def test_the_evaluation_timer_refreshes_the_gauge():
 
     async def scenario() -> list[float | None]:
         seen = []
-        async with TestClient(TestServer(harness.app)):
+        async with served(harness.app):
             seen.append(gauge(harness.registry, "auth_failure_spike", "warning"))
             login(harness.windows, 12, "failure")
             for _ in range(500):                    # up to 10 s; the timer ticks every 20 ms

@@ -9,12 +9,11 @@ import time
 from typing import Any
 
 import orjson
-from aiohttp.test_utils import TestClient, TestServer
 
 from agent.api.keys import ERROR_SINK, EVENT_STORE, METRICS, PRIVACY
 from agent.metrics import exposition
 from agent.store.errors import StoreUnavailable
-from tests.support.agent_app import agent_app
+from tests.support.agent_app import agent_app, served
 
 pytest_plugins = ["tests.support.store_fixtures"]
 
@@ -40,10 +39,9 @@ class Agent:
         """(status, JSON body, headers) of each (method, path, aiohttp request kwargs), in order."""
         async def scenario() -> list[tuple[int, Any, Any]]:
             out = []
-            async with TestClient(TestServer(self.app, host="127.0.0.1", port=0)) as client:
+            async with served(self.app) as agent:
                 for method, path, kwargs in requests:
-                    resp = await client.request(method, path, **kwargs)
-                    out.append((resp.status, orjson.loads(await resp.read()), resp.headers))
+                    out.append(tuple(await agent.fetch(method, path, **kwargs)))
             return out
         return run(scenario())
 

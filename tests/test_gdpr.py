@@ -13,7 +13,6 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from agent.api.keys import OPT_OUTS, PRIVACY
 from agent.error_tracking.config import ErrorsConfig
@@ -28,7 +27,7 @@ from agent.store.gdpr import erase_user, export_user, load_opt_outs, set_opt_out
 from agent.store.rows import event_rows
 from agent.store.schema import USER_TABLES
 from tests.support.store_fixtures import example_event
-from tests.support.agent_app import agent_app
+from tests.support.agent_app import agent_app, served
 
 pytest_plugins = ["tests.support.store_fixtures"]
 
@@ -83,10 +82,9 @@ class Agent:
         """(status, JSON body, headers) of each (method, path, aiohttp request kwargs), in order."""
         async def scenario() -> list[tuple[int, Any, Any]]:
             out = []
-            async with TestClient(TestServer(self.app)) as client:
+            async with served(self.app) as agent:
                 for method, path, kwargs in requests:
-                    resp = await client.request(method, path, **kwargs)
-                    out.append((resp.status, orjson.loads(await resp.read()), resp.headers))
+                    out.append(tuple(await agent.fetch(method, path, **kwargs)))
             return out
         return run(scenario())
 

@@ -4,14 +4,12 @@ on 127.0.0.1 (auth, 400s, DNT and opt-out, 503s)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -26,11 +24,10 @@ from agent.events.validate import BatchError
 from agent.store.base import Store
 from agent.store.gdpr import set_opt_out
 from agent.store.rows import event_rows
-from agent.store.sqlite import SqliteStore
 from agent.store.traits import store_identifies
 from tests.support.procs import AgentProcess
 from tests.support.store_fixtures import example_event
-from tests.support.agent_app import agent_app
+from tests.support.agent_app import ServedAgent
 from tests.test_openapi import DOC, documented, errors_of, validator
 
 pytest_plugins = ["tests.support.store_fixtures"]
@@ -235,44 +232,28 @@ def test_one_transaction_for_a_batch_in_user_order_with_repeats_applied_in_order
 
 # --- POST /v1/identify over HTTP --------------------------------------------------------------------
 
-def make_app(store: Store | None, keys: tuple[str, ...] = (KEY,)) -> web.Application:
-    """The real agent with PRIVACY_RULES' settings, the ingest `keys` and `store`."""
-    return agent_app(store, {"events": {"api_keys": list(keys), "max_body_bytes": 4096},
-                             "privacy": {"hmac_key": HMAC_KEY, "private_properties": ["phone"]}})
-
-
+CONFIG = {"events": {"api_keys": [KEY], "max_body_bytes": 4096},
+          "privacy": {"hmac_key": HMAC_KEY, "private_properties": ["phone"]}}      # PRIVACY_RULES' settings
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
-async def post(app: web.Application, calls: list[tuple[Any, dict[str, str]]]) -> list[tuple[int, Any, Any]]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    out = []
-    try:
-        async with aiohttp.ClientSession() as session:
-            for body, headers in calls:
-                data = body if isinstance(body, bytes) else orjson.dumps(body)
-                async with session.post(f"http://127.0.0.1:{port}/v1/identify", data=data, headers=headers) as resp:
-                    out.append((resp.status, orjson.loads(await resp.read()), resp.headers))
-    finally:
-        await runner.cleanup()
-    return out
+def post(agent: ServedAgent, calls: list[tuple[Any, dict[str, str]]]) -> list[tuple[int, Any, Any]]:
+    """POST /v1/identify with each (body, headers): (status, JSON body, headers) of each."""
+    return [tuple(agent.post("/v1/identify", data=body if isinstance(body, bytes) else orjson.dumps(body),
+                             headers=headers)) for body, headers in calls]
 
 
 def dropped(app: web.Application) -> dict[tuple[str, ...], float]:
     return dict(app[PIPELINE].metrics.dropped.series)
 
 
-def test_identify_over_http_commits_before_the_200(store, run):
-    app = make_app(store)
-    answers = run(post(app, [
+def test_identify_over_http_commits_before_the_200(store, run, agent_server):
+    agent = agent_server(CONFIG, store=store)
+    answers = post(agent, [
         ({"userId": "Ada@Example.com", "traits": {"role": "coach", "email": "ada@example.com"}}, AUTH),
         ([{"userId": "u2", "traits": {"plan": "pro"}}, {"userId": "u3"}], AUTH),
         ({"userId": "u4", "traits": {"role": "client"}}, {**AUTH, "DNT": "1"}),
-    ]))
+    ])
     assert [(status, body) for status, body, _ in answers] == [
         (200, {"accepted": 1, "stored": 1, "dropped": 0}), (200, {"accepted": 2, "stored": 2, "dropped": 0}),
         (200, {"accepted": 1, "stored": 0, "dropped": 1})]
@@ -280,25 +261,18 @@ def test_identify_over_http_commits_before_the_200(store, run):
     stored = users(store, run)
     assert set(stored) == {pseudonym, "u2", "u3"}
     assert stored[pseudonym][2] == "coach" and stored[pseudonym][5] == {"email": pseudonym}
-    assert dropped(app) == {("dnt",): 1.0}
+    assert dropped(agent.app) == {("dnt",): 1.0}
 
 
-def test_identify_auth_and_bad_bodies_are_4xx_naming_the_field(tmp_path: Path):
-    async def scenario() -> list[tuple[int, Any, Any]]:
-        store = SqliteStore(str(tmp_path / "store.db"))
-        await store.open()
-        try:
-            return await post(make_app(store), [
-                ({"userId": "u"}, {}),
-                ({"userId": "u"}, {"Authorization": "Bearer wrong-key-0123456789"}),
-                (b"{not json", AUTH),
-                (b"[" + b" " * 5000 + b"]", AUTH),
-                ({"userId": "u", "traits": {"signupDate": "soon"}}, AUTH),
-                ([{"userId": "u"}, {"userId": 1.5}, {"traits": {}}], AUTH),
-            ])
-        finally:
-            await store.close()
-    answers = asyncio.run(scenario())
+def test_identify_auth_and_bad_bodies_are_4xx_naming_the_field(sqlite_store, agent_server):
+    answers = post(agent_server(CONFIG, store=sqlite_store), [
+        ({"userId": "u"}, {}),
+        ({"userId": "u"}, {"Authorization": "Bearer wrong-key-0123456789"}),
+        (b"{not json", AUTH),
+        (b"[" + b" " * 5000 + b"]", AUTH),
+        ({"userId": "u", "traits": {"signupDate": "soon"}}, AUTH),
+        ([{"userId": "u"}, {"userId": 1.5}, {"traits": {}}], AUTH),
+    ])
     assert [status for status, _, _ in answers] == [401, 403, 400, 413, 400, 400]
     assert answers[4][1]["errors"] == [{"index": None, "field": "traits.signup_date",
                                         "message": answers[4][1]["errors"][0]["message"]}]
@@ -307,36 +281,22 @@ def test_identify_auth_and_bad_bodies_are_4xx_naming_the_field(tmp_path: Path):
     assert [(e["index"], e["field"]) for e in answers[5][1]["errors"]] == [(1, "user_id"), (2, "user_id")]
 
 
-def test_an_opted_out_user_is_dropped_and_counted(tmp_path: Path):
-    async def scenario() -> tuple[list[tuple[int, Any, Any]], list[tuple[Any, ...]], dict]:
-        store = SqliteStore(str(tmp_path / "store.db"))
-        await store.open()
-        try:
-            await set_opt_out(store, "u9", True, "admin", 1.8e9)      # the app loads the list at start
-            app = make_app(store)
-            answers = await post(app, [({"userId": "u9", "traits": {"role": "coach"}}, AUTH)])
-            return answers, await store.fetch("SELECT count(*) FROM users"), dropped(app)
-        finally:
-            await store.close()
-    answers, count, drops = asyncio.run(scenario())
+def test_an_opted_out_user_is_dropped_and_counted(sqlite_store, run, agent_server):
+    run(set_opt_out(sqlite_store, "u9", True, "admin", 1.8e9))      # the app loads the list at start
+    agent = agent_server(CONFIG, store=sqlite_store)
+    answers = post(agent, [({"userId": "u9", "traits": {"role": "coach"}}, AUTH)])
     assert answers[0][:2] == (200, {"accepted": 1, "stored": 0, "dropped": 1})
-    assert count == [(0,)] and drops == {("opted_out",): 1.0}
+    assert run(sqlite_store.fetch("SELECT count(*) FROM users")) == [(0,)]
+    assert dropped(agent.app) == {("opted_out",): 1.0}
 
 
-def test_no_store_or_a_failing_store_is_503_never_500(tmp_path: Path):
-    status, body, _ = asyncio.run(post(make_app(None), [({"userId": "u"}, AUTH)]))[0]
+def test_no_store_or_a_failing_store_is_503_never_500(sqlite_store, run, agent_server):
+    status, body, _ = post(agent_server(CONFIG), [({"userId": "u"}, AUTH)])[0]
     assert (status, body) == (503, {"error": "the event store is disabled: traits have nowhere to go"})
 
-    async def closed() -> list[tuple[int, Any, Any]]:
-        store = SqliteStore(str(tmp_path / "store.db"))
-        await store.open()
-        app = make_app(store)
-
-        async def close(_app: web.Application) -> None:      # under the running app: every write now fails
-            await store.close()
-        app.on_startup.append(close)
-        return await post(app, [({"userId": "u"}, AUTH)])
-    status, body, headers = asyncio.run(closed())[0]
+    agent = agent_server(CONFIG, store=sqlite_store)
+    run(sqlite_store.close())                               # under the running app: every write now fails
+    status, body, headers = post(agent, [({"userId": "u"}, AUTH)])[0]
     assert status == 503 and headers["Retry-After"] == "5"
     assert body["error"] == "the event store cannot take traits now (StoreUnavailable); retry after 5 s"
 
@@ -410,24 +370,14 @@ def test_what_the_agent_rejects_the_schema_rejects(body: Any):
         parse_identifies(body, now=NOW, limits=LIMITS)
 
 
-def test_the_answers_are_the_documented_ones(tmp_path: Path):
-    async def scenario() -> list[tuple[int, Any, Any]]:
-        store = SqliteStore(str(tmp_path / "store.db"))
-        await store.open()
-        try:
-            answers = await post(make_app(store), [({"userId": "u"}, AUTH), ({"userId": "u"}, {}),
-                                                   ({"userId": "u"}, {"Authorization": "Bearer wrong-key-0123456789"}),
-                                                   ({"traits": {}}, AUTH), (b"[" + b" " * 5000 + b"]", AUTH)])
-            failing = make_app(store)
-
-            async def close(_app: web.Application) -> None:      # under the running app: writes fail
-                await store.close()
-            failing.on_startup.append(close)
-            return answers + await post(failing, [({"userId": "u"}, AUTH)]) + \
-                await post(make_app(None), [({"userId": "u"}, AUTH)])
-        finally:
-            await store.close()
-    answers = asyncio.run(scenario())
+def test_the_answers_are_the_documented_ones(sqlite_store, run, agent_server):
+    answers = post(agent_server(CONFIG, store=sqlite_store), [
+        ({"userId": "u"}, AUTH), ({"userId": "u"}, {}),
+        ({"userId": "u"}, {"Authorization": "Bearer wrong-key-0123456789"}),
+        ({"traits": {}}, AUTH), (b"[" + b" " * 5000 + b"]", AUTH)])
+    failing = agent_server(CONFIG, store=sqlite_store)
+    run(sqlite_store.close())                               # under the running app: writes fail
+    answers += post(failing, [({"userId": "u"}, AUTH)]) + post(agent_server(CONFIG), [({"userId": "u"}, AUTH)])
     assert [status for status, _, _ in answers] == [200, 401, 403, 400, 413, 503, 503]
     for status, body, headers in answers:
         check = documented("/v1/identify", "POST", status, headers["Content-Type"])

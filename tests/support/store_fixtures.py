@@ -7,6 +7,7 @@ Use from a test module:  pytest_plugins = ["tests.support.store_fixtures"]
                   tests/support/pg.py). Build an app or an agent on it when the test needs more than the Store.
     store         the Store of `store_config`, opened (migrations applied) on the test's event loop,
                   closed after the test.
+    sqlite_store  the same on SQLite only (a file in tmp_path), for tests that need one database.
     loop / run    the test's event loop and `run(coroutine) -> result` on it. The PostgreSQL pool is
                   bound to the loop that opened it, so use `run(...)` (not asyncio.run) with `store`:
                       def test_x(store, run):
@@ -65,6 +66,14 @@ def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> StoreConfig:
 @pytest.fixture
 def store(store_config: StoreConfig, run: Run) -> Iterator[Store]:
     opened = run(open_store(store_config))
+    assert opened is not None
+    yield opened
+    run(opened.close())
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path, run: Run) -> Iterator[Store]:
+    opened = run(open_store(StoreConfig(driver="sqlite", path=str(tmp_path / "store.db"))))
     assert opened is not None
     yield opened
     run(opened.close())
