@@ -8,19 +8,21 @@ less a 0.5 s margin, as blackbox does), `debug=true` for a readable log of the p
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
 
-from agent.api.keys import RUNTIME
 from agent.api.exposition import exposition_response
+from agent.api.keys import RUNTIME
 from agent.api.problems import BadRequest
 from agent.collectors.base import ProbeResult, ProbeTarget, split_host_port
 from agent.collectors.kinds import KINDS
 from agent.collectors.scheduler import probe_once
+from agent.collectors.spans import emit_probe_span
 from agent.config.load import Config, Module
 from agent.metrics.probe import gauge_families, result_gauges
-from agent.collectors.spans import emit_probe_span
 
 SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
 TIMEOUT_OFFSET = 0.5
@@ -31,7 +33,7 @@ class _ResultCollector:
     def __init__(self, kind: str, result: ProbeResult):
         self._families = gauge_families(({}, s) for s in result_gauges(kind, result))
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         return iter(self._families)
 
 
@@ -87,7 +89,7 @@ async def probe(request: web.Request) -> web.Response:
 
 
 def _debug_text(module: Module, target: ProbeTarget, result: ProbeResult, registry: CollectorRegistry) -> str:
-    outcome = "succeeded" if result.success else f"failed ({result.reason.value}: {result.detail})"
+    outcome = "succeeded" if result.success else f"failed ({result.reason_value}: {result.detail})"
     lines = [f"Logs for the probe: target={target.name} module={module.name} kind={module.kind} "
              f"timeout={target.timeout:g}s", *result.log, f"Probe {outcome} in {result.duration_seconds:.6f}s",
              "", "Metrics that would have been returned:", generate_latest(registry).decode(),

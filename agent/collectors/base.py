@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 
-class Reason(str, enum.Enum):
+class Reason(str, enum.Enum):  # noqa: UP042  (StrEnum would change str(reason) in logs and messages)
     """Why a probe failed: a closed set, so it is safe as a metric label."""
 
     RESOLVE = "resolve"        # name resolution failed
@@ -104,6 +104,11 @@ class ProbeResult:
             raise ValueError("a successful result has no failure reason")
         if not self.success and self.reason is None:
             raise ValueError("a failed result needs a reason")
+
+    @property
+    def reason_value(self) -> str:
+        """The failure reason's value ("" for a success): for logs, spans and the /probe debug text."""
+        return self.reason.value if self.reason is not None else ""
 
 
 class Collector(Protocol):

@@ -213,7 +213,7 @@ def _make_query(options: Options) -> dns.message.Message:
 
 def rr_lines(rrsets: list[dns.rrset.RRset]) -> list[str]:
     """Each resource record as blackbox prints it: name, ttl, class, type, rdata, tab separated."""
-    lines = []
+    lines: list[str] = []
     for rrset in rrsets:
         head = (f"{rrset.name.to_text()}\t{rrset.ttl}\t{dns.rdataclass.to_text(rrset.rdclass)}"
                 f"\t{dns.rdatatype.to_text(rrset.rdtype)}\t")

@@ -226,6 +226,7 @@ class ResponseReader(asyncio.Protocol):
             if not self._left:
                 self._finish()
         elif self._mode == _CHUNKED:
+            assert self._decoder is not None          # set with the mode, in _start_body
             if self._decoder.feed(data, self._count):
                 self._finish()
         else:
@@ -235,6 +236,7 @@ class ResponseReader(asyncio.Protocol):
         size = len(piece)
         if not size:
             return
+        assert self.response is not None          # the body is counted only once the head is parsed
         total = self.response.body_length + size
         if self._limit and total > self._limit:
             raise ProbeFailed(Reason.BODY, f"body larger than body_size_limit ({self._limit} bytes)")
@@ -251,6 +253,7 @@ class ResponseReader(asyncio.Protocol):
             where = "inside the response head" if self.first_byte_at else "without a response"
             self._fail(ProbeFailed(Reason.PROTOCOL, f"connection closed {where}"))
         else:
+            assert self.response is not None
             self._fail(ProbeFailed(Reason.PROTOCOL, f"connection closed after {self.response.body_length} "
                                                   "body bytes, before the end of the body"))
 
@@ -258,6 +261,7 @@ class ResponseReader(asyncio.Protocol):
         self._mode = _DONE
         self.finished_at = perf_counter()
         if self._chunks is not None:
+            assert self.response is not None
             self.response.body = b"".join(self._chunks)
         if not self.done.done():
             self.done.set_result(None)

@@ -83,5 +83,5 @@ class ProbeRuntime:
         if self.spans_exported and self.config.telemetry.trace_probes:
             emit_probe_span(self.tracer, target, result, start_unix, attempts)
         if not result.success:
-            log.debug("probe failed", extra={"target": target.name, "reason": result.reason.value,
+            log.debug("probe failed", extra={"target": target.name, "reason": result.reason_value,
                                              "detail": result.detail})

@@ -8,6 +8,7 @@ the cost of a child span per phase on every probe.
 from __future__ import annotations
 
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.util.types import AttributeValue
 
 from agent.collectors.base import ProbeResult, ProbeTarget
 
@@ -15,7 +16,7 @@ from agent.collectors.base import ProbeResult, ProbeTarget
 def emit_probe_span(tracer: Tracer, target: ProbeTarget, result: ProbeResult, start_unix: float,
                     attempts: int) -> None:
     start_ns = int(start_unix * 1e9)
-    attributes = {
+    attributes: dict[str, AttributeValue] = {
         "loom.probe.target": target.name,
         "loom.probe.kind": target.kind,
         "loom.probe.success": result.success,
@@ -28,7 +29,7 @@ def emit_probe_span(tracer: Tracer, target: ProbeTarget, result: ProbeResult, st
     if result.status_code is not None:
         attributes["http.response.status_code"] = result.status_code
     if result.reason is not None:
-        attributes["error.type"] = result.reason.value
+        attributes["error.type"] = result.reason_value
     span = tracer.start_span(f"probe {target.kind}", kind=SpanKind.CLIENT, start_time=start_ns,
                              attributes=attributes)
     offset = start_ns
@@ -36,5 +37,5 @@ def emit_probe_span(tracer: Tracer, target: ProbeTarget, result: ProbeResult, st
         offset += int(seconds * 1e9)
         span.add_event(f"phase.{phase}", {"loom.probe.phase.duration_s": seconds}, timestamp=offset)
     if not result.success:
-        span.set_status(Status(StatusCode.ERROR, result.detail or result.reason.value))
+        span.set_status(Status(StatusCode.ERROR, result.detail or result.reason_value))
     span.end(end_time=start_ns + int(result.duration_seconds * 1e9))

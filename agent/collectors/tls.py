@@ -48,7 +48,7 @@ def _check_expiry(options: Options, trace: PhaseTrace) -> None:
     left = expiry - time.time()
     if left >= within:
         return
-    at = dt.datetime.fromtimestamp(expiry, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    at = dt.datetime.fromtimestamp(expiry, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     when = f"expired {_days(-left)} ago" if left < 0 else f"expires in {_days(left)}"
     raise ProbeFailed(Reason.TLS, f"certificate {when} (at {at}), "
                                   f"within fail_if_expires_within {_days(within)}")

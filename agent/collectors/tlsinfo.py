@@ -16,6 +16,8 @@ from functools import lru_cache
 
 from cryptography import x509
 
+from agent.config.node import Node
+
 _VERSION_NAMES = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2", "TLSv1.3": "TLS 1.3"}
 
 
@@ -89,7 +91,7 @@ def _chain_ders(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[bytes]:
     return [leaf] if leaf else []
 
 
-def parse_tls(node) -> TlsSettings:
+def parse_tls(node: Node) -> TlsSettings:
     """Read a `tls:` block (schema.Node): verify, ca_file, cert_file, key_file, server_name, min_version."""
     settings = TlsSettings(
         verify=node.bool("verify", True),
@@ -105,7 +107,7 @@ def parse_tls(node) -> TlsSettings:
     return settings
 
 
-def _existing_file(node, key: str) -> str | None:
+def _existing_file(node: Node, key: str) -> str | None:
     path = node.str(key)
     if path is not None and not os.path.isfile(path):
         node.error(f"file not found: {path}", key)

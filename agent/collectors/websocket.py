@@ -16,7 +16,6 @@ ping round trip. Each probe opens a fresh connection (the connector never reuses
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import re
 import ssl
@@ -254,7 +253,9 @@ async def _ping_round_trip(ws: aiohttp.ClientWebSocketResponse, trace: PhaseTrac
     trace.log("sending ping")
     await ws.ping(PING_PAYLOAD)
     trace.waiting = "waiting for pong"
-    for count in itertools.count(1):
+    count = 0
+    while True:
+        count += 1
         msg = await ws.receive()
         if count % YIELD_EVERY == 0:
             await asyncio.sleep(0)
@@ -272,7 +273,9 @@ async def _ping_round_trip(ws: aiohttp.ClientWebSocketResponse, trace: PhaseTrac
 
 async def _next_message(ws: aiohttp.ClientWebSocketResponse) -> str:
     """The next text or binary message (binary decoded as UTF-8), answering pings on the way."""
-    for count in itertools.count(1):
+    count = 0
+    while True:
+        count += 1
         msg = await ws.receive()
         if count % YIELD_EVERY == 0:
             await asyncio.sleep(0)

@@ -153,8 +153,9 @@ def _parse_defaults(node: Node) -> Defaults:
 def _parse_scheduler(node: Node) -> SchedulerConfig:
     base = SchedulerConfig()
     grid = node.raw("slot_grid")
+    no_grid = grid is not False and grid in (0, "0", "0s")
     s = SchedulerConfig(max_concurrency=node.int("max_concurrency", base.max_concurrency, minimum=1, maximum=10000),
-                        slot_grid=0.0 if grid is not False and grid in (0, "0", "0s") else node.duration("slot_grid", base.slot_grid))
+                        slot_grid=0.0 if no_grid else node.duration("slot_grid", base.slot_grid))
     if s.slot_grid > 1.0:
         node.error("must be at most 1s (probe phases move by up to one step)", "slot_grid")
     node.finish()
