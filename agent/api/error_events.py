@@ -20,8 +20,7 @@ from agent.api.auth import bearer_token, require_admin, require_ingest_key
 from agent.api.body import read_body
 from agent.api.events import parse_json
 from agent.api.keys import ERROR_SINK, EVENT_STORE, PIPELINE, PRIVACY
-from agent.api.nul_guard import MESSAGE as NUL_MESSAGE
-from agent.api.nul_guard import body_nul_field
+from agent.api.nul_guard import MESSAGE as NUL_MESSAGE, body_nul_field
 from agent.api.problems import BadRequest, json_response, store_call
 from agent.error_tracking.queries import DEFAULT_LIMIT, FILTERS, MAX_LIMIT, IssueFilter, list_issues
 from agent.error_tracking.sink import ErrorSink

@@ -33,8 +33,7 @@ from aiohttp import web
 from agent.api.auth import bearer_token, require_admin, token_matches
 from agent.api.body import read_body
 from agent.api.keys import ADMIN_TOKENS, EVENT_STORE, OPT_OUTS, PIPELINE, PRIVACY
-from agent.api.nul_guard import MESSAGE as NUL_MESSAGE
-from agent.api.nul_guard import body_nul_field
+from agent.api.nul_guard import MESSAGE as NUL_MESSAGE, body_nul_field
 from agent.api.problems import BadRequest, Forbidden, NotFound, Unauthorized, json_response, store_call
 from agent.store.base import Store
 from agent.store.gdpr import (

@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
-from agent.events import catalog_platform as platform
-from agent.events import catalog_product as product
+from agent.events import catalog_platform as platform, catalog_product as product
 from agent.events.catalog_types import EventSpec, Prop
 
 __all__ = ["CATALOG", "CATEGORIES", "CUSTOM", "EventSpec", "Prop"]

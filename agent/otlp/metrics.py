@@ -36,8 +36,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client.metrics_core import Metric as PromMetric
 
 from agent import __version__
-from agent.metrics.store import Histogram as StoreHistogram
-from agent.metrics.store import MetricStore
+from agent.metrics.store import Histogram as StoreHistogram, MetricStore
 
 CUMULATIVE = AggregationTemporality.CUMULATIVE
 EVENTS_SCOPE = InstrumentationScope("loom-agent.events", __version__)
