@@ -1,0 +1,16 @@
+"""Sentry's ingest protocol, as pure functions over bytes and dicts: the groundwork of the Sentry
+drop-in (issue 13), so an application's own Sentry SDKs can report to the agent by changing only
+their DSN.
+
+What it owns:
+- envelope.py   splitting an envelope (or a legacy /store/ body) into items, bounded per item
+- auth.py       the public key of a request (X-Sentry-Auth, `sentry_key` query, envelope `dsn`), DSNs
+- decode.py     Content-Encoding (gzip, deflate, br, zstd) with a hard bound on the decompressed size
+- ratelimit.py  `X-Sentry-Rate-Limits` and `Retry-After` for a 429 that makes SDKs back off
+- events.py     a Sentry `event` payload -> the agent's typed `ErrorEvent`, validated like /v1/errors
+
+What it may import: the standard library, orjson, brotli, zstandard, agent.error_tracking (model,
+validate, config), agent.events and agent.config.node. Never agent.api or agent.app: the HTTP route
+that wires these together lives there and imports this package, not the other way round.
+docs/sentry.md is the user-facing version.
+"""
