@@ -17,6 +17,8 @@ import pytest
 
 from tests.support.procs import AgentProcess, free_port, http_get, http_post, loopback_http_server, wait_until
 
+pytestmark = pytest.mark.slow     # starts real processes or waits (the inner loop: -m "not slow")
+
 
 @contextmanager
 def hanging_server() -> Iterator[int]:

@@ -285,6 +285,7 @@ def test_the_name_check_catches_an_unknown_metric() -> None:
 
 # ---- promtool -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_promtool_check_rules_is_clean() -> None:
     files = sorted(RULES_DIR.glob("*.yml"))
     result = promtool("check", "rules", *map(str, files))
@@ -293,6 +294,7 @@ def test_promtool_check_rules_is_clean() -> None:
     assert output.count("SUCCESS") == len(files) and "warn" not in output.lower(), output
 
 
+@pytest.mark.slow
 def test_promtool_unit_tests_pass() -> None:
     assert len(PROMTOOL_TESTS) == 4
     result = promtool("test", "rules", *map(str, PROMTOOL_TESTS))
@@ -305,6 +307,7 @@ def promtool_cases() -> list[dict[str, Any]]:
             for case in test.get("alert_rule_test", [])]
 
 
+@pytest.mark.slow
 def test_every_alert_has_a_promtool_test_that_fires_and_a_near_miss() -> None:
     fired, silent = set(), set()
     for case in promtool_cases():
@@ -317,6 +320,7 @@ def test_every_alert_has_a_promtool_test_that_fires_and_a_near_miss() -> None:
     assert silent == {name for name, _ in EXPECTED_ALERTS}
 
 
+@pytest.mark.slow
 def test_the_promtool_tests_catch_a_burst_born_counter_going_unseen(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """With plain increase(), a failure counter born at 12 counts 0: the auth spike test must fail."""

@@ -249,6 +249,7 @@ def test_the_walk_stops_at_the_first_match_unless_continue() -> None:
     assert [r.receiver for r in routes_for(root, {"team": "c"})] == ["root"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (installed(AMTOOL) and installed(ENVSUBST)),
                     reason="prometheus-alertmanager and gettext-base are installed by scripts/test.sh")
 def test_the_route_walk_agrees_with_amtool_for_every_alert(tmp_path: Path) -> None:

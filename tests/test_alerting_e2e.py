@@ -24,6 +24,7 @@ from tests.support.event_examples import envelope
 from tests.support.procs import AgentProcess, PrometheusProcess, wait_until
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.e2e,
     pytest.mark.skipif(not (installed(ALERTMANAGER) and installed(ENVSUBST) and installed(PrometheusProcess.BINARY)),
                        reason="prometheus, prometheus-alertmanager and gettext-base are installed by scripts/test.sh"),

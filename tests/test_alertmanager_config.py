@@ -76,11 +76,13 @@ def test_the_shipped_config_commits_no_secret_only_where_each_comes_from() -> No
         assert urls == [], f"{receiver['name']} commits a URL: {urls}"
 
 
+@pytest.mark.slow
 def test_the_unrendered_file_is_refused_so_a_missed_render_step_cannot_start() -> None:
     result = amtool("check-config", str(SHIPPED_CONFIG))
     assert result.returncode != 0 and "unsupported scheme" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_amtool_check_config_is_clean_once_rendered(rendered: Path) -> None:
     text = rendered.read_text()
     assert "${" not in "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
@@ -91,6 +93,7 @@ def test_amtool_check_config_is_clean_once_rendered(rendered: Path) -> None:
         assert found in result.stdout, result.stdout
 
 
+@pytest.mark.slow
 def test_amtool_check_config_catches_a_broken_template(tmp_path: Path, rendered: Path) -> None:
     """The check above parses prometheus/alertmanager/*.tmpl: a broken template fails it."""
     (tmp_path / "broken.tmpl").write_text('{{ define "loom.slack.title" }}{{ .Status \n')
@@ -102,6 +105,7 @@ def test_amtool_check_config_catches_a_broken_template(tmp_path: Path, rendered:
     assert result.returncode != 0 and "unclosed action" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("labels, receiver", ROUTE_CASES,
                          ids=[" ".join(f"{k}={v}" for k, v in labels.items()) for labels, _ in ROUTE_CASES])
 def test_amtool_routes(rendered: Path, labels: dict[str, str], receiver: str) -> None:
@@ -111,6 +115,7 @@ def test_amtool_routes(rendered: Path, labels: dict[str, str], receiver: str) ->
     assert result.stdout.split() == [receiver]
 
 
+@pytest.mark.slow
 def test_a_wrong_route_expectation_fails(rendered: Path) -> None:
     """--verify.receivers is what the cases above rely on: it does fail on a mismatch."""
     result = amtool("config", "routes", "test", f"--config.file={rendered}", "--verify.receivers=loom-warning",
@@ -138,6 +143,7 @@ def _committed_alert_rules() -> list[dict[str, Any]]:
             for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"] if "alert" in rule]
 
 
+@pytest.mark.slow
 def test_every_committed_alert_routes_by_its_severity_and_security_alerts_to_security(rendered: Path) -> None:
     """The rules and the routing tree agree: each alert's own labels (those the rule sets; a probe
     alert adds its target's labels on top) reach the receiver its severity promises."""
@@ -182,6 +188,7 @@ def live(tmp_path: Path):
             manager.stop()
 
 
+@pytest.mark.slow
 def test_each_severity_reaches_its_integrations(live) -> None:
     manager, receiver = live
     manager.post_alerts([
@@ -212,6 +219,7 @@ def test_each_severity_reaches_its_integrations(live) -> None:
     assert len(receiver.posts) == 4 + 3 + 2                # one notification per group and integration
 
 
+@pytest.mark.slow
 def test_inhibitions_down_over_latency_and_critical_over_warning(live) -> None:
     manager, receiver = live
     manager.post_alerts([
@@ -256,6 +264,7 @@ def test_inhibitions_down_over_latency_and_critical_over_warning(live) -> None:
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not installed(PROMTOOL), reason="promtool comes with Debian's prometheus")
 def test_the_shipped_prometheus_config_checks_and_wires_agent_rules_and_alertmanager() -> None:
     path = ROOT / "prometheus" / "prometheus.yml"

@@ -170,6 +170,7 @@ def with_coach(document: dict[str, Any], coach: str) -> dict[str, Any]:
     return orjson.loads(orjson.dumps(document).replace(b'"coach_7"', orjson.dumps(coach)))
 
 
+@pytest.mark.slow
 def test_events_ingested_by_a_running_agent_give_the_hand_computed_documents(store_config, tmp_path: Path):
     store = ({"driver": "sqlite", "path": store_config.path} if store_config.driver == "sqlite"
              else {"driver": "postgres", "dsn": store_config.dsn})

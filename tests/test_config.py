@@ -93,6 +93,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=60)
 
 
+@pytest.mark.slow
 def test_check_config_exit_codes() -> None:
     ok = run_cli("check-config", "config.yaml")
     assert ok.returncode == 0, ok.stderr
@@ -102,6 +103,7 @@ def test_check_config_exit_codes() -> None:
     assert expected_error(BAD[0]) in bad.stderr
 
 
+@pytest.mark.slow
 def test_run_with_bad_config_exits_2() -> None:
     path = next(p for p in BAD if p.stem == "timeout_not_shorter")
     result = run_cli("run", "--config", str(path))
@@ -109,6 +111,7 @@ def test_run_with_bad_config_exits_2() -> None:
     assert "targets[2].timeout: must be shorter than interval (15s)" in result.stderr
 
 
+@pytest.mark.slow
 def test_help_and_version() -> None:
     assert run_cli("--help").returncode == 0
     version = run_cli("--version")

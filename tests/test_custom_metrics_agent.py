@@ -13,10 +13,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from tests.support.procs import ROOT, AgentProcess, PrometheusProcess, free_port, http_post, wait_until
+
+pytestmark = pytest.mark.slow     # starts real processes or waits (the inner loop: -m "not slow")
 
 KEY = "0123456789abcdef0123"
 

@@ -43,6 +43,7 @@ def test_names_that_cannot_be_made_valid_are_refused(raw: str, message: str) -> 
         sanitize(raw)
 
 
+@pytest.mark.slow
 @given(st.text(max_size=60))
 def test_any_accepted_name_is_a_valid_prometheus_name(raw: str) -> None:
     try:

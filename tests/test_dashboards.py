@@ -245,6 +245,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         loop.close()
 
 
+@pytest.mark.slow
 @needs_prometheus
 @pytest.mark.parametrize("name", FILES)
 def test_every_panel_query_parses_and_returns_data(stack: Stack, name: str) -> None:
@@ -266,6 +267,7 @@ def test_every_panel_query_parses_and_returns_data(stack: Stack, name: str) -> N
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.slow
 @needs_prometheus
 def test_every_template_variable_has_values(stack: Stack) -> None:
     expected = {(e["dashboard"], e["variable"]) for e in expected_empty()["variables"] if applies(e, stack.api_paths)}
@@ -283,6 +285,7 @@ def test_every_template_variable_has_values(stack: Stack) -> None:
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.slow
 @needs_prometheus
 def test_every_metric_a_dashboard_or_rule_names_is_exposed(stack: Stack) -> None:
     """Names in dashboards and prometheus/rules/ against the agent's real /metrics after the demo."""

@@ -94,6 +94,7 @@ def _probe_all(config_text: str) -> dict[str, list]:
     return asyncio.run(run())
 
 
+@pytest.mark.slow
 def test_the_demo_targets_are_in_their_states(tmp_path: Path) -> None:
     async def start() -> tuple[DemoTargets, list]:
         servers = DemoTargets(tmp_path, flap_period=1.0, slow_seconds=(0.3, 0.4))
@@ -129,6 +130,7 @@ def test_the_demo_targets_are_in_their_states(tmp_path: Path) -> None:
     assert results["realtime"][0].round_trip_seconds is not None
 
 
+@pytest.mark.slow
 def test_the_sender_drops_the_release_for_an_agent_without_it() -> None:
     """An agent from before releases refuses the key (400 naming it): the sender resends without it."""
     bodies: list[list[dict]] = []
@@ -171,6 +173,7 @@ def _port_is_free(port: int) -> bool:
             return False
 
 
+@pytest.mark.slow
 def test_the_demo_command_starts_an_agent_fills_it_and_stops_it() -> None:
     port = free_port()
     proc = subprocess.run([sys.executable, "-m", "agent.demo", "--listen", f"127.0.0.1:{port}", "--duration", "4s",
@@ -191,6 +194,7 @@ def test_the_demo_command_starts_an_agent_fills_it_and_stops_it() -> None:
     (["--no-targets"], "--no-targets needs --agent"),
     (["--targets-only", "--targets-listen", "localhost"], "--targets-listen: expected HOST:PORT"),
 ])
+@pytest.mark.slow
 def test_bad_arguments_are_refused_by_name(args: list[str], message: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "agent.demo", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=30)
@@ -198,6 +202,7 @@ def test_bad_arguments_are_refused_by_name(args: list[str], message: str) -> Non
     assert f"error: {message}" in proc.stderr
 
 
+@pytest.mark.slow
 def test_an_agent_that_cannot_start_is_reported_with_its_log(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("listen: 127.0.0.1:9464\ndefaults: {intervall: 5s}\n")

@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.procs import AgentProcess, http_post
+
+pytestmark = pytest.mark.slow     # starts real processes or waits (the inner loop: -m "not slow")
 
 INGEST_KEY, ADMIN_TOKEN = "ingest-key-errors-0123456789", "admin-token-errors-0123456789"
 HMAC_KEY = "hmac-key-errors-test-0123456789abcdef01"

@@ -272,6 +272,7 @@ KEYS = st.sampled_from(["type", "message", "frames", "stacktrace", "tags", "extr
                         "environment", "level", "fingerprint", "eventId", "timestamp", "context", "other"])
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(KEYS, JSON, max_size=8))
 def test_arbitrary_json_is_an_error_event_or_an_event_error(obj: dict[str, Any]):

@@ -114,6 +114,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
 
 # --- ingest ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_single_and_batch_ingest_show_in_metrics(agent: AgentProcess) -> None:
     before = metrics(agent)
     assert post(agent, "/v1/events", envelope("api_request", {"route": "/api/sessions/:id", "method": "GET",
@@ -133,6 +134,7 @@ def test_single_and_batch_ingest_show_in_metrics(agent: AgentProcess) -> None:
     assert value(after, "loom_web_vitals_lcp_seconds_sum", rating="good") >= 2.5
 
 
+@pytest.mark.slow
 def test_camel_case_and_snake_case_properties_are_the_same(agent: AgentProcess) -> None:
     before = metrics(agent)
     camel = {"resourceId": "r1", "resourceType": "worksheet", "scrollDepthPercent": 50, "viewDurationSeconds": 10}
@@ -148,6 +150,7 @@ def test_camel_case_and_snake_case_properties_are_the_same(agent: AgentProcess) 
         value(before, f"{name}_bucket", type="worksheet", le="0.5") == 1
 
 
+@pytest.mark.slow
 def test_dnt_events_are_acknowledged_and_dropped_by_default(agent: AgentProcess) -> None:
     """privacy.dnt defaults to drop: a Do-Not-Track event (header or context.dnt) is acknowledged, then
     neither stored nor counted, only counted as dropped."""
@@ -165,6 +168,7 @@ def test_dnt_events_are_acknowledged_and_dropped_by_default(agent: AgentProcess)
             - value(before, "loom_agent_events_dropped_total", reason="dnt")) == 2
 
 
+@pytest.mark.slow
 def test_realtime_connections_open_goes_back_to_zero(agent: AgentProcess) -> None:
     def open_now() -> float:
         return value(metrics(agent), "loom_realtime_connections_open", transport="sse")
@@ -179,6 +183,7 @@ def test_realtime_connections_open_goes_back_to_zero(agent: AgentProcess) -> Non
     assert value(metrics(agent), "loom_realtime_disconnects_total", transport="sse", clean="true") == 1
 
 
+@pytest.mark.slow
 def test_posthog_capture_and_batch_shapes(agent: AgentProcess) -> None:
     before = metrics(agent)
     capture = {"api_key": "phc_project", "event": "$pageview", "distinct_id": "ph-user-1", "timestamp": None,
@@ -297,6 +302,7 @@ def _chunks() -> Iterator[bytes]:
     yield orjson.dumps(envelope("feature_used")) + b"]"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path,body,status,reason,errors", [case[1:] for case in BAD_INPUTS],
                          ids=[case[0] for case in BAD_INPUTS])
 def test_bad_input_is_a_4xx_json_error_counted_by_reason(agent: AgentProcess, path: str, body: Any, status: int,
@@ -318,6 +324,7 @@ def test_bad_input_is_a_4xx_json_error_counted_by_reason(agent: AgentProcess, pa
     assert_healthy(agent)
 
 
+@pytest.mark.slow
 def test_a_batch_with_invalid_events_counts_none_of_its_valid_ones(agent: AgentProcess) -> None:
     before = metrics(agent)
     body = _batch_with({1: envelope("goal_created", {"goalId": 7}), 3: {"event": "goal_created"}})
@@ -332,6 +339,7 @@ def test_a_batch_with_invalid_events_counts_none_of_its_valid_ones(agent: AgentP
     assert events_total(metrics(agent), "goal_created", "goal") - events_total(before, "goal_created", "goal") == 3
 
 
+@pytest.mark.slow
 def test_a_body_arriving_in_pieces_is_read_whole(agent: AgentProcess) -> None:
     batch = [envelope("cta_click", {"ctaId": "pieces_cta", "ctaText": "x" * 500}) for _ in range(MAX_BATCH)]
     pieces = iter([orjson.dumps(batch)[i:i + 1000] for i in range(0, len(orjson.dumps(batch)), 1000)])
@@ -347,6 +355,7 @@ def test_a_body_arriving_in_pieces_is_read_whole(agent: AgentProcess) -> None:
     assert response.startswith(b"HTTP/1.1 200"), response
 
 
+@pytest.mark.slow
 def test_gzip_bodies_valid_corrupt_and_a_bomb(agent: AgentProcess) -> None:
     before = metrics(agent)
     body = gzip.compress(orjson.dumps([envelope("task_completed", {"taskId": "gz"})] * 3))
@@ -396,6 +405,7 @@ def test_json_nesting_guard_agrees_with_the_parsed_depth(value: Any) -> None:
     assert depth == 0 or not json_nesting_within(body, depth - 1)
 
 
+@pytest.mark.slow
 def test_a_broken_chunk_encoding_is_400_and_the_agent_keeps_serving(tmp_path: Path) -> None:
     agent = AgentProcess(tmp_path, {})
     head = (b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -422,6 +432,7 @@ def test_a_broken_chunk_encoding_is_400_and_the_agent_keeps_serving(tmp_path: Pa
 
 # --- a bigger body limit: the string itself is too long ------------------------------------------------
 
+@pytest.mark.slow
 def test_5mb_string_within_a_bigger_body_limit_is_400_for_the_string(tmp_path: Path) -> None:
     agent = AgentProcess(tmp_path, {"events": {"max_body_bytes": 8 * 1024 * 1024}})
     try:
@@ -439,6 +450,7 @@ def test_5mb_string_within_a_bigger_body_limit_is_400_for_the_string(tmp_path: P
 
 # --- API keys -------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_api_keys(tmp_path: Path) -> None:
     agent = AgentProcess(tmp_path, {"events": {"api_keys": [KEY, OTHER_KEY]}})
     try:
@@ -479,6 +491,7 @@ def test_api_keys(tmp_path: Path) -> None:
         agent.stop()
 
 
+@pytest.mark.slow
 def test_api_keys_from_the_environment(tmp_path: Path) -> None:
     agent = AgentProcess(tmp_path, {}, env={"LOOM_AGENT_INGEST_API_KEYS": f"{KEY}, {OTHER_KEY}"})
     try:
@@ -490,6 +503,7 @@ def test_api_keys_from_the_environment(tmp_path: Path) -> None:
 
 # --- mapping rules through the config file ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_mapping_rules_from_the_config_file(tmp_path: Path) -> None:
     agent = AgentProcess(tmp_path, {"events": {"mappings": [
         {"match": "debug_*", "action": "drop"},
@@ -508,6 +522,7 @@ def test_mapping_rules_from_the_config_file(tmp_path: Path) -> None:
         agent.stop()
 
 
+@pytest.mark.slow
 def test_a_reload_with_a_colliding_rule_is_rejected_and_the_running_rules_stay(tmp_path: Path) -> None:
     config: dict[str, Any] = {"events": {"mappings": [{"match": "video_*", "name": "loom_video_events"}]}}
     agent = AgentProcess(tmp_path, config)

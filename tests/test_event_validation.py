@@ -393,6 +393,7 @@ ENVELOPES = st.builds(lambda base, name, props, ctx: {**base, "event": name, "us
                       st.dictionaries(KEYS, JSON, max_size=4), NAMES, PROPS, CONTEXT)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(JSON, st.dictionaries(KEYS, JSON, max_size=8), ENVELOPES))
 def test_arbitrary_json_raises_only_event_error(obj: Any) -> None:

@@ -31,6 +31,7 @@ from tests.support.procs import AgentProcess, PrometheusProcess, wait_until
 from tests.test_alerting_e2e import FAILED_LOGIN, INGEST_KEY, notifications, write_fast_rules
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.e2e,
     pytest.mark.skipif(not (installed(ALERTMANAGER) and installed(ENVSUBST) and installed(PrometheusProcess.BINARY)),
                        reason="prometheus, prometheus-alertmanager and gettext-base are installed by scripts/test.sh"),

@@ -38,6 +38,8 @@ import pytest
 from tests.support.otlp_receiver import OtlpReceiver, _HttpHandler
 from tests.support.procs import AgentProcess, wait_until
 
+pytestmark = pytest.mark.slow     # starts real processes or waits (the inner loop: -m "not slow")
+
 QUEUE_SIZE = 2000
 BATCH = 1000                  # events per request
 FLOOD_REQUESTS = 20           # per client

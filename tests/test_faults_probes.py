@@ -33,10 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.support.dns_server import DnsServer
 from tests.support.loopback import Handler, serve
 from tests.support.procs import AgentProcess, http_get, loopback_http_server, wait_until
+
+pytestmark = pytest.mark.slow     # starts real processes or waits (the inner loop: -m "not slow")
 
 HOSTILE_INTERVAL, HOSTILE_TIMEOUT = 3.0, 2.0
 HEALTHY_INTERVAL = 1.0

@@ -35,6 +35,8 @@ from tests.support.durability_load import Load, Tally, check_exactly_once, post_
 from tests.support.pg import PostgresServer
 from tests.support.procs import AgentProcess, wait_until
 
+pytestmark = pytest.mark.slow     # starts real processes or waits (the inner loop: -m "not slow")
+
 HMAC_KEY = "faults-store-hmac-key-0123456789abcdef"
 LOADERS = 4
 PAUSE_AFTER_503 = 0.05       # a real client waits Retry-After; the test only avoids a hot loop

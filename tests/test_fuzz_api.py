@@ -40,6 +40,8 @@ from agent.collectors.scheduler import probe_once
 from agent.config.load import parse_config
 from tests.support.procs import AgentProcess
 
+pytestmark = pytest.mark.slow     # starts real processes or waits (the inner loop: -m "not slow")
+
 EXAMPLES = int(os.environ.get("LOOM_FUZZ_EXAMPLES", "25"))
 STEPS = int(os.environ.get("LOOM_FUZZ_STEPS", "20"))
 INGEST_KEY = "fuzz-ingest-key-0123456789"

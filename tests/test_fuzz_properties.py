@@ -58,6 +58,8 @@ from tests.support import event_examples
 from tests.support.procs import AgentProcess, http_get
 from tests.support.store_fixtures import Run
 
+pytestmark = pytest.mark.slow     # starts real processes or waits (the inner loop: -m "not slow")
+
 EXAMPLES = int(os.environ.get("LOOM_FUZZ_EXAMPLES", "25")) * 8
 PROPERTY = settings(max_examples=EXAMPLES, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -39,6 +39,8 @@ from agent.metrics.store import OTHER, MetricStore
 from tests.support.procs import AgentProcess, PrometheusProcess, http_get, wait_until
 from tests.test_custom_metrics_agent import free_udp_port
 
+pytestmark = pytest.mark.slow     # starts real processes or waits (the inner loop: -m "not slow")
+
 KEY, ADMIN = "hostile-ingest-key-0123456789", "hostile-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 ROUTE_LIMIT, RULE_LIMIT, CUSTOM_EVENT_LIMIT, TAG_LIMIT = 500, 2000, 500, 1000

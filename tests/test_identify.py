@@ -314,6 +314,7 @@ def http_json(method: str, url: str, body: Any = None, headers: dict[str, str] |
         return exc.code, orjson.loads(exc.read())
 
 
+@pytest.mark.slow
 def test_a_running_agent_stores_identify_and_posthog_traits(tmp_path: Path):
     token = "admin-token-for-the-identify-tests"
     config = {"store": {"driver": "sqlite", "path": str(tmp_path / "store.db")}, "api": {"admin_tokens": [token]},

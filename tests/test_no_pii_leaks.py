@@ -396,12 +396,14 @@ def find(kind: str, sinks: dict[str, bytes]) -> list[str]:
     return leaks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["e-mail", "password", "card"])
 def test_no_pii_in_the_database_metrics_spans_logs_or_answers(scenario: Run, kind: str) -> None:
     leaks = find(kind, scenario.sinks)
     assert not leaks, f"{len(leaks)} {kind} leak(s):\n" + "\n".join(leaks)
 
 
+@pytest.mark.slow
 def test_the_sinks_did_receive_the_scrubbed_data(scenario: Run) -> None:
     """Positive controls: without them an empty database or a silent exporter would pass."""
     database = b"".join(raw for name, raw in scenario.sinks.items() if name.startswith("SQLite"))
@@ -429,6 +431,7 @@ def test_the_inputs_are_what_they_claim() -> None:
     assert len({address.split("@")[1] for address in addresses}) == len(E)
 
 
+@pytest.mark.slow
 def test_bad_requests_are_4xx_and_echo_no_pii(scenario: Run) -> None:
     """Values are never echoed; a key the error names (an e-mail or a card number as a property name) is
     scrubbed like event data, so a 400 body, often logged by clients and proxies, carries none."""

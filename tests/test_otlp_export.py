@@ -255,6 +255,7 @@ def test_metrics_export_recovers_and_the_last_values_arrive_on_stop() -> None:
         asyncio.run(run(receiver))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_hung_collector_never_blocks_the_loop_and_stop_is_bounded(protocol: str) -> None:
     async def run(receiver: OtlpReceiver) -> None:

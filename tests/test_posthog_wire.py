@@ -57,6 +57,7 @@ def test_form_body_without_data_is_400() -> None:
         decode_posthog_body(b"foo=bar", {}, "application/x-www-form-urlencoded", 10_000)
 
 
+@pytest.mark.slow
 def test_the_agent_accepts_posthog_js_gzip_and_form_bodies(tmp_path) -> None:
     agent = AgentProcess(tmp_path, {})
     try:

@@ -8,6 +8,7 @@ import copy
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -117,6 +118,7 @@ def make_event(props: dict[str, Any], user_id: str, page: str) -> Event:
                  context=Context(page=page, user_agent=page, ip="192.0.2.7"))
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(injected(), emails(), st.data())
 def test_no_address_card_or_secret_survives(case: Any, user: str, data: st.DataObject) -> None:
@@ -136,6 +138,7 @@ def test_no_address_card_or_secret_survives(case: Any, user: str, data: st.DataO
     assert out.user_id == PRIVACY.pseudonymize(user.lower())
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(injected(), st.text(max_size=20) | emails(), st.lists(st.text(max_size=6), max_size=3))
 def test_scrubbing_twice_is_scrubbing_once(case: Any, user: str, private: list[str]) -> None:

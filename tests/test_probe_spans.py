@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -34,6 +35,7 @@ def test_span_has_phases_as_events_and_error_status() -> None:
     assert span.attributes["loom.probe.attempts"] == 2
 
 
+@pytest.mark.slow
 def test_agent_exports_probe_spans_over_otlp_http(tmp_path: Path) -> None:
     sink = OtlpReceiver("http/protobuf")
     try:

@@ -9,8 +9,9 @@ import pytest
 
 from tests.support.procs import AgentProcess, PrometheusProcess, free_port, loopback_http_server, wait_until
 
-pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None and not Path(PrometheusProcess.BINARY).exists(),
-                                reason="Prometheus is installed by scripts/test.sh")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("prometheus") is None and not Path(PrometheusProcess.BINARY).exists(),
+                                 reason="Prometheus is installed by scripts/test.sh")]
 
 
 def values_by(results: list[dict], label: str) -> dict[str, float]:

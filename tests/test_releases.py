@@ -134,6 +134,7 @@ def test_committed_events_feed_release_info_through_the_pipeline_observer():
     assert len(release_lines(store)) == 2
 
 
+@pytest.mark.slow
 def test_a_running_agent_exposes_release_info(tmp_path: Path):
     agent = AgentProcess(tmp_path, {"store": {"driver": "none"}})
     try:

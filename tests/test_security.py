@@ -142,6 +142,7 @@ def test_every_authenticated_route_answers_401_without_a_token_and_403_with_a_wr
     assert problems == [], "\n".join(problems)
 
 
+@pytest.mark.slow
 def test_the_rate_limit_admits_exactly_100_of_101_concurrent_requests(tmp_path: Path) -> None:
     second = "admin-token-second-client-0123456789"
     agent = AgentProcess(tmp_path, {"store": {"driver": "sqlite", "path": str(tmp_path / "store.db")},
@@ -217,6 +218,7 @@ def _invalid_config(config: dict[str, Any], bad: dict[str, str]) -> dict[str, An
     return broken
 
 
+@pytest.mark.slow
 def test_no_configured_secret_reaches_logs_metrics_answers_or_exports(tmp_path: Path,
                                                                        target: tuple[str, list[str]]) -> None:
     url, seen = target
@@ -336,6 +338,7 @@ TRAVERSALS = ["/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/%252e%252e/%25
               "/probe?target=/etc/passwd", "/probe?module=../../etc/passwd&target=x", "/%00", "/api/experiments/%00"]
 
 
+@pytest.mark.slow
 def test_no_request_serves_a_file(tmp_path: Path) -> None:
     """Traversal attempts on every route with a path parameter and on static-looking paths, with the
     admin token so that nothing stops at the auth check: 4xx, or an answer about the id as sent (a user

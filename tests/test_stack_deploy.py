@@ -97,6 +97,7 @@ def test_every_copy_source_exists_and_is_in_the_build_context() -> None:
     assert dockerignore_excludes(ignore, "agent/__pycache__/app.cpython-311.pyc")
 
 
+@pytest.mark.slow
 def test_the_build_stage_yields_a_wheel_with_every_data_file_of_the_agent(tmp_path: Path) -> None:
     """The first stage, reproduced: only what it COPYs, then `pip wheel`. A data file the package
     reads (the OpenAPI document, status page assets) but pyproject.toml does not ship would make the
@@ -131,6 +132,7 @@ def run_healthcheck(command: list[str], listen: str) -> int:
     return subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode
 
 
+@pytest.mark.slow
 def test_the_image_and_compose_healthchecks_pass_on_a_running_agent_and_fail_on_a_stopped_one(tmp_path: Path) -> None:
     compose = load_compose()
     compose_check = command_list(compose["services"]["agent"]["healthcheck"]["test"])

@@ -103,6 +103,7 @@ def compose_client() -> list[str] | None:
     return None
 
 
+@pytest.mark.slow
 def test_docker_compose_accepts_the_file_when_a_client_is_installed(tmp_path: Path) -> None:
     """Compose's own schema check, offline (`config` needs no engine)."""
     command = compose_client()
@@ -206,6 +207,7 @@ def busybox_path(tmp: Path) -> str:
     return str(bin_dir)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shell", ["dash", "busybox"])
 def test_the_entrypoint_renders_exactly_what_envsubst_renders(tmp_path: Path, shell: str) -> None:
     if shell == "dash":
@@ -223,6 +225,7 @@ def test_the_entrypoint_renders_exactly_what_envsubst_renders(tmp_path: Path, sh
     assert (tmp_path / "run" / "alertmanager.yml").stat().st_mode & 0o077 == 0
 
 
+@pytest.mark.slow
 def test_the_rendered_config_passes_amtool_with_the_example_secrets(tmp_path: Path) -> None:
     amtool = shutil.which("amtool")
     if amtool is None:
@@ -242,6 +245,7 @@ def test_the_rendered_config_passes_amtool_with_the_example_secrets(tmp_path: Pa
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("missing", SECRETS)
 def test_the_entrypoint_refuses_to_start_without_a_secret(tmp_path: Path, missing: str) -> None:
     secrets = {name: "https://example.invalid/x" for name in SECRETS if name != missing}

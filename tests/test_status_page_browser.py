@@ -30,8 +30,9 @@ from tests.support.procs import ROOT, AgentProcess, free_port, http_get, loopbac
 from tests.support.status_fixtures import HOSTILE_STATUS_LINE, hostile_http_server, png_pixels, read_page
 
 CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian package `chromium`; "
-                                                         "scripts/test.sh installs it)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian package `chromium`; "
+                                                          "scripts/test.sh installs it)")]
 KEY = "browser-test-ingest-key-0123"
 TOKEN = "browser-test-admin-token-0123"
 PHONE = (390, 844)

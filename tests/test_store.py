@@ -316,6 +316,7 @@ def test_postgres_on_a_closed_port_is_unavailable(run) -> None:
     assert "postgres@" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_postgres_outage_is_unavailable_and_the_store_recovers(run) -> None:
     server = PostgresServer()
     try:

@@ -17,9 +17,13 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.support.durability_load import (Load, batch_events, check_exactly_once, post_batch, retry_batches,
                                    sigkill_under_load)
 from tests.support.procs import AgentProcess
+
+pytestmark = pytest.mark.slow     # starts real processes or waits (the inner loop: -m "not slow")
 
 ROUNDS = int(os.environ.get("LOOM_DURABILITY_ROUNDS", "3"))
 ACKED_BEFORE_KILL = 30      # batches acknowledged before the kill (the kill lands mid-load)

@@ -4,7 +4,7 @@ Use from a test module:  pytest_plugins = ["tests.support.store_fixtures"]
 
     store_config  parametrized ["sqlite", "postgres"]: a StoreConfig for a fresh, empty database
                   (SQLite: a file in tmp_path; PostgreSQL: a new database on the session's server,
-                  tests/support/pg.py). Build an app or an agent on it when the test needs more than the Store.
+                  tests/support/pg.py; marked slow: it starts PostgreSQL). Build an app or an agent on it when the test needs more than the Store.
     store         the Store of `store_config`, opened (migrations applied) on the test's event loop,
                   closed after the test.
     sqlite_store  the same on SQLite only (a file in tmp_path), for tests that need one database.
@@ -39,7 +39,8 @@ from tests.support.event_examples import USER, envelope
 
 pytest_plugins = ["tests.support.pg"]
 
-DRIVERS = ["sqlite", "postgres"]
+# the PostgreSQL cases start a server (once per session, or per xdist worker): not in the -m "not slow" lane
+DRIVERS = ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)]
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 
 
