@@ -33,6 +33,7 @@ from google.protobuf import text_format
 
 from agent.app.root import build_app
 from agent.config.load import parse_config
+from tests.support.agent_app import served
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.pg import PostgresServer
 from tests.support.procs import AgentProcess, http_get, http_post, wait_until
@@ -101,41 +102,32 @@ def test_every_authenticated_route_answers_401_without_a_token_and_403_with_a_wr
         "privacy": {"hmac_key": "h" * 40}, "events": {"api_keys": [INGEST]}, "api": {"admin_tokens": [ADMIN]}}))
 
     async def walk() -> list[str]:
-        runner = web.AppRunner(build_app(config), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
         problems = []
-        try:
-            async with aiohttp.ClientSession() as session:
-                async def status(method: str, path: str, headers: dict[str, str], key: str | None = None) -> int:
-                    async with session.request(method, base + path, data=_body(path, key),
-                                               headers={"Content-Type": "application/json", **headers}) as response:
-                        await response.read()
-                        return response.status
-                for method, route in walked:
-                    schemes = documented.get((method, route), {"adminBearer"})       # undocumented: admin
-                    path = re.sub(r"\{[^}]+\}", lambda m: PATH_VALUES.get(m.group(0), "x1"), route)
-                    right, other_kind = _credentials(schemes)
-                    checks = [("no credentials", {}, None, 401),
-                              ("Basic auth with the right token", {"Authorization": "Basic " + base64.b64encode(
-                                  f"admin:{right}".encode()).decode()}, None, 401),
-                              ("a wrong bearer token", {"Authorization": f"Bearer {WRONG}"}, None, 403),
-                              ("a wrong X-Loom-Api-Key", {"X-Loom-Api-Key": WRONG}, None, 403),
-                              *((f"the valid {'ingest key' if other == INGEST else 'admin token'}",
-                                 {"Authorization": f"Bearer {other}"}, None, 403) for other in other_kind)]
-                    if path.startswith(("/capture", "/e", "/batch")):
-                        checks.append(("a wrong api_key in the body", {}, WRONG, 403))
-                    for what, headers, key, expected in checks:
-                        got = await status(method, path, headers, key)
-                        if got != expected:
-                            problems.append(f"{method} {path} with {what}: {got}, expected {expected}")
-                    got = await status(method, path, {"Authorization": f"Bearer {right}"})
-                    if got in (401, 403):
-                        problems.append(f"{method} {path} refuses its own valid token: {got}")
-        finally:
-            await runner.cleanup()
+        async with served(build_app(config)) as agent:
+            async def status(method: str, path: str, headers: dict[str, str], key: str | None = None) -> int:
+                answer = await agent.fetch(method, path, data=_body(path, key),
+                                           headers={"Content-Type": "application/json", **headers})
+                return answer.status
+            for method, route in walked:
+                schemes = documented.get((method, route), {"adminBearer"})       # undocumented: admin
+                path = re.sub(r"\{[^}]+\}", lambda m: PATH_VALUES.get(m.group(0), "x1"), route)
+                right, other_kind = _credentials(schemes)
+                checks = [("no credentials", {}, None, 401),
+                          ("Basic auth with the right token", {"Authorization": "Basic " + base64.b64encode(
+                              f"admin:{right}".encode()).decode()}, None, 401),
+                          ("a wrong bearer token", {"Authorization": f"Bearer {WRONG}"}, None, 403),
+                          ("a wrong X-Loom-Api-Key", {"X-Loom-Api-Key": WRONG}, None, 403),
+                          *((f"the valid {'ingest key' if other == INGEST else 'admin token'}",
+                             {"Authorization": f"Bearer {other}"}, None, 403) for other in other_kind)]
+                if path.startswith(("/capture", "/e", "/batch")):
+                    checks.append(("a wrong api_key in the body", {}, WRONG, 403))
+                for what, headers, key, expected in checks:
+                    got = await status(method, path, headers, key)
+                    if got != expected:
+                        problems.append(f"{method} {path} with {what}: {got}, expected {expected}")
+                got = await status(method, path, {"Authorization": f"Bearer {right}"})
+                if got in (401, 403):
+                    problems.append(f"{method} {path} refuses its own valid token: {got}")
         return problems
 
     problems = asyncio.run(walk())
