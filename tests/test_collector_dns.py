@@ -13,8 +13,8 @@ import pytest
 
 from agent.collectors import dns as dns_collector
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
-from tests.collector_config import parse_kind
-from tests.dns_server import DnsServer
+from tests.support.collector_config import parse_kind
+from tests.support.dns_server import DnsServer
 
 RECORDS = {
     ("example.test.", "A"): ["192.0.2.1", "192.0.2.2"],

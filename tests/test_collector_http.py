@@ -17,8 +17,8 @@ from aiohttp import web
 from agent.collectors import http
 from agent.collectors.base import ProbeFailed, ProbeResult, ProbeTarget, Reason
 from agent.collectors.http_wire import ChunkedDecoder
-from tests.certs import make_cert
-from tests.collector_config import parse_kind
+from tests.support.certs import make_cert
+from tests.support.collector_config import parse_kind
 
 # ---------------------------------------------------------------- helpers
 

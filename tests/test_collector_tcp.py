@@ -12,9 +12,9 @@ import yaml
 
 from agent.collectors import tcp
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
-from tests.certs import make_cert
-from tests.collector_config import parse_kind
-from tests.loopback import Handler, serve
+from tests.support.certs import make_cert
+from tests.support.collector_config import parse_kind
+from tests.support.loopback import Handler, serve
 
 
 def parse(mapping: dict[str, Any]) -> tuple[tcp.Options, list[str]]:

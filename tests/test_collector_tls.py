@@ -13,9 +13,9 @@ import pytest
 
 from agent.collectors import tls
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
-from tests.certs import CertFiles, make_ca, make_cert
-from tests.collector_config import parse_kind
-from tests.loopback import serve
+from tests.support.certs import CertFiles, make_ca, make_cert
+from tests.support.collector_config import parse_kind
+from tests.support.loopback import serve
 
 
 async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -15,8 +15,8 @@ from aiohttp import WSMsgType, web
 
 from agent.collectors import websocket as ws_collector
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
-from tests.certs import make_cert
-from tests.collector_config import parse_kind
+from tests.support.certs import make_cert
+from tests.support.collector_config import parse_kind
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HEADERS = web.AppKey("headers", dict)

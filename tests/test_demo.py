@@ -18,7 +18,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from agent.collectors import kind_module
+from agent.collectors.kinds import KINDS
 from agent.collectors.scheduler import probe_once
 from agent.config.load import parse_config
 from agent.demo.events import BUILDERS
@@ -82,7 +82,7 @@ def _probe_all(config_text: str) -> dict[str, list]:
     config = parse_config(config_text, environ={})
 
     async def run() -> dict[str, list]:
-        collectors = {t.kind: kind_module(t.kind).Collector() for t in config.targets}
+        collectors = {t.kind: KINDS[t.kind].collector_factory() for t in config.targets}
         results: dict[str, list] = {t.name: [] for t in config.targets}
         for target in config.targets:
             for _ in range(10 if target.name == "mfa-flows" else 3):

@@ -34,8 +34,8 @@ import schemathesis
 from hypothesis import strategies as st
 
 from agent.api.probe import probe_target
-from agent.collectors import kind_module
 from agent.collectors.base import ProbeResult, Reason
+from agent.collectors.kinds import KINDS
 from agent.collectors.scheduler import probe_once
 from agent.config.load import parse_config
 from tests.support.procs import AgentProcess
@@ -205,7 +205,7 @@ def test_a_host_name_no_resolver_can_take_fails_the_probe_with_resolve(host: str
     target = probe_target(PROBE_CONFIG, PROBE_CONFIG.modules[module], param, None)
 
     async def probe() -> ProbeResult:
-        collector = kind_module(kind).Collector()
+        collector = KINDS[kind].collector_factory()
         try:
             return await probe_once(collector, target, target.timeout)
         finally:

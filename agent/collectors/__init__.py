@@ -7,18 +7,3 @@ phase trace, the resolver). `kinds.py` is the typed registry the rest of the age
 
 May import: agent.config, agent.metrics (runtime.py). Kind modules never import `kinds.py`.
 """
-
-from __future__ import annotations
-
-import importlib
-from types import ModuleType
-
-
-def kind_module(kind: str) -> ModuleType:
-    """Deprecated: use `agent.collectors.kinds.KINDS[kind]`. Kept only for tests/test_demo.py and
-    tests/test_fuzz_api.py until they move to the registry (this package may not import it: the
-    registry imports the kind modules, which import this package)."""
-    module = importlib.import_module(f"agent.collectors.{kind}")
-    if getattr(module, "KIND", None) != kind:
-        raise KeyError(kind)
-    return module
