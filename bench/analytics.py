@@ -43,6 +43,7 @@ from agent.api import analytics  # noqa: E402
 from agent.api.auth import AdminTokens  # noqa: E402
 from agent.api.keys import ADMIN_TOKENS, BUSINESS_RATE_LIMITER, EVENT_STORE  # noqa: E402
 from agent.api.ratelimit import RateLimiter  # noqa: E402
+from agent.store.base import StoreSlot  # noqa: E402
 from agent.events.catalog import CATALOG  # noqa: E402
 from agent.events.model import Event  # noqa: E402
 from agent.store.probe_rollups import ProbeRollups  # noqa: E402
@@ -188,7 +189,7 @@ async def fill(store: SqliteStore, total: int, end: float) -> dict[str, float]:
 async def measure(store: SqliteStore, requests: int) -> dict[str, Any]:
     app = web.Application()
     app[ADMIN_TOKENS] = AdminTokens((TOKEN,))
-    app[EVENT_STORE] = store
+    app[EVENT_STORE] = StoreSlot(store)
     app[BUSINESS_RATE_LIMITER] = RateLimiter(10**6)
     analytics.add_routes(app)
     runner = web.AppRunner(app, access_log=None)

@@ -32,7 +32,7 @@ class Agent:
         self.app = agent_app(None if isinstance(store, FailingStore) else store,
                              {"events": {"api_keys": [INGEST]}, "errors": errors or {}}, admin_token=ADMIN)
         if isinstance(store, FailingStore):           # no start-up reads: every query fails from the first
-            self.app[EVENT_STORE] = store
+            self.app[EVENT_STORE].store = store
         self.metrics, self.privacy, self.sink = self.app[METRICS], self.app[PRIVACY], self.app[ERROR_SINK]
 
     def call(self, run, *requests: tuple[str, str, dict[str, Any]]) -> list[tuple[int, Any, Any]]:

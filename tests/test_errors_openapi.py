@@ -98,7 +98,7 @@ def make_app(store: Any) -> web.Application:
     app = agent_app(None if fake else store, {"events": {"api_keys": [KEY]}, "errors": {"max_body_bytes": 2048}},
                     admin_token=ADMIN)
     if fake:                                   # no start-up reads: every query fails from the first
-        app[EVENT_STORE] = store
+        app[EVENT_STORE].store = store
     return app
 
 

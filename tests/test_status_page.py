@@ -240,7 +240,7 @@ def test_24h_uptime_comes_from_the_stores_probe_rollups_and_is_cached(
                 first = await probed(client, {"web", "fresh"})
                 document = await page_html(client)
                 app = client.server.app
-                await rollups(("web", now - 120, 100, 0)).flush(app[EVENT_STORE])
+                await rollups(("web", now - 120, 100, 0)).flush(app[EVENT_STORE].store)
                 await status_json(client)                   # within the ttl: no query...
                 await asyncio.sleep(0.3)                    # ...not even one in the background
                 cached = await status_json(client)

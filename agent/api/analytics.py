@@ -78,7 +78,7 @@ async def answer_from_store(request: web.Request,
 
 def event_store(request: web.Request) -> Store:
     """The event store of a read route; raises the 503 when store.driver is none."""
-    store = request.app.get(EVENT_STORE)
+    store = request.app[EVENT_STORE].store
     if store is None:
         raise ServiceUnavailable("the event store is disabled")
     return store

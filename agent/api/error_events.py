@@ -64,7 +64,7 @@ def _invalid(request: web.Request, errors: list[EventError]) -> BadRequest:
 
 async def _record(request: web.Request, sink: ErrorSink, errors: list) -> web.Response:
     with store_call("take errors", api=API):
-        result = await sink.record(errors, request.app.get(EVENT_STORE))
+        result = await sink.record(errors, request.app[EVENT_STORE].store)
     return json_response(result.to_json())
 
 

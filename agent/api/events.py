@@ -170,7 +170,7 @@ async def _posthog_ingest(app: web.Application, pipeline: EventPipeline, events:
     """The `$set` / `$set_once` traits first (an upsert: a retry rewrites them harmlessly), then the events."""
     if people:
         with store_call("take traits", api="events"):      # counted as the events api's, on every route
-            await pipeline.identify(people, app.get(EVENT_STORE))
+            await pipeline.identify(people, app[EVENT_STORE].store)
     await _ingest(pipeline, events, "posthog")
     return json_response({"status": 1})
 

@@ -32,10 +32,10 @@ async def post_identify(request: web.Request) -> web.Response:
         identifies = parse_identifies(obj, now=time.time(), limits=pipeline.limits)
     except BatchError as err:
         raise _invalid_identifies(pipeline, err) from None
-    if request.app.get(EVENT_STORE) is None:
+    if request.app[EVENT_STORE].store is None:
         raise ServiceUnavailable("the event store is disabled: traits have nowhere to go")
     with store_call("take traits", api="events"):        # counted as the events api's, on every route
-        stored, dropped = await pipeline.identify(identifies, request.app.get(EVENT_STORE), dnt=_dnt(request))
+        stored, dropped = await pipeline.identify(identifies, request.app[EVENT_STORE].store, dnt=_dnt(request))
     return json_response({"accepted": len(identifies), "stored": stored, "dropped": dropped})
 
 

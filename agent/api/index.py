@@ -36,7 +36,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def current_report(app: web.Application) -> StatusReport:
-    store = app.get(EVENT_STORE)
+    store = app[EVENT_STORE].store
     cache = app[UPTIME_CACHE]
     rows = await cache.get(store) if store is not None else None
     runtime = app[RUNTIME]

@@ -26,9 +26,10 @@ if TYPE_CHECKING:
     from agent.metrics.releases import ReleaseTracker
     from agent.metrics.store import MetricStore
     from agent.rules.anomaly_metrics import AnomalyMonitor
+    from agent.sentry.ingest import SentryIngest
     from agent.status.history import ProbeHistory
     from agent.status.uptime import UptimeCache
-    from agent.store.base import Store
+    from agent.store.base import StoreSlot
     from agent.store.retention import RetentionSchedule
 
 # the running configuration and its reload (SIGHUP, POST /-/reload)
@@ -43,11 +44,13 @@ METRICS: web.AppKey[MetricStore] = web.AppKey("metrics")
 PIPELINE: web.AppKey[EventPipeline] = web.AppKey("pipeline")
 # the privacy rules every datum passes through, and the opted-out ids
 PRIVACY: web.AppKey[Privacy] = web.AppKey("privacy")
-# the durable event store; absent when store.driver is none (set once it is open, at start)
-EVENT_STORE: web.AppKey[Store] = web.AppKey("event_store")
+# the durable event store: its slot holds it once it is open (None when store.driver is none)
+EVENT_STORE: web.AppKey[StoreSlot] = web.AppKey("event_store")
 # the running opt-out set and its refresh from the store
 OPT_OUTS: web.AppKey[OptOuts] = web.AppKey("opt_outs")
 ERROR_SINK: web.AppKey[ErrorSink] = web.AppKey("error_sink")
+# the Sentry endpoints' running `sentry:` settings (keys, origins) and their item counter
+SENTRY: web.AppKey[SentryIngest] = web.AppKey("sentry")
 CUSTOM_METRICS: web.AppKey[CustomMetrics] = web.AppKey("custom_metrics")
 RELEASES: web.AppKey[ReleaseTracker] = web.AppKey("releases")
 ANOMALIES: web.AppKey[AnomalyMonitor] = web.AppKey("anomalies")

@@ -62,7 +62,7 @@ def add_routes(app: web.Application) -> None:
 
 def _store(request: web.Request) -> Store:
     """The event store; without one (store.driver: none) the user has no data here: a 404."""
-    store = request.app.get(EVENT_STORE)
+    store = request.app[EVENT_STORE].store
     if store is None:
         raise NotFound("the event store is off (store.driver: none): the agent holds no user data")
     return store

@@ -28,6 +28,7 @@ from agent.api import (
     openapi,
     privacy,
     probe,
+    sentry,
 )
 from agent.api.auth import AdminTokens
 from agent.api.keys import (
@@ -36,6 +37,7 @@ from agent.api.keys import (
     BUSINESS_RATE_LIMITER,
     CUSTOM_METRICS,
     ERROR_SINK,
+    EVENT_STORE,
     METRICS,
     OPT_OUTS,
     PIPELINE,
@@ -44,6 +46,7 @@ from agent.api.keys import (
     RELEASES,
     RELOADER,
     RUNTIME,
+    SENTRY,
     STATUS_HISTORY,
     UPTIME_CACHE,
 )
@@ -67,16 +70,17 @@ from agent.metrics.store import MetricStore
 from agent.otlp.export import OtlpExport
 from agent.otlp.tracing import build_tracer_provider
 from agent.rules.anomaly_metrics import AnomalyActiveCollector, AnomalyMonitor
+from agent.sentry.ingest import SentryIngest
 from agent.status.history import ProbeHistory
 from agent.status.uptime import UptimeCache
-from agent.store.base import Store
+from agent.store.base import Store, StoreSlot
 
 # how long in-flight probes may finish after SIGTERM before they are cancelled (the whole budget
 # is in agent/__main__.py)
 STOP_GRACE_SECONDS = 1.5
 SPAN_SWEEP_SECONDS = 5.0
-ROUTE_MODULES = (health, probe, events, identify, error_events, metrics_api, analytics, experiments, privacy,
-                 anomalies, index, openapi)
+ROUTE_MODULES = (health, probe, events, identify, error_events, sentry, metrics_api, analytics, experiments,
+                 privacy, anomalies, index, openapi)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,7 @@ def build_components(app: web.Application, config: Config, registry: CollectorRe
     spans = EventSpans(tracer_provider.get_tracer("loom-agent.events"), idle_timeout=config.events.span_idle_timeout,
                        max_open=config.events.max_open_spans)
     registry.register(EventSpanMetrics(spans))
+    app[EVENT_STORE] = StoreSlot()          # filled at start-up once the store is open
     app[PRIVACY] = privacy_rules = build_privacy(config)
     app[OPT_OUTS] = OptOuts(privacy_rules)
     app[PIPELINE] = pipeline = EventPipeline(config.events, metrics, spans, privacy_rules)
@@ -124,6 +129,7 @@ def build_components(app: web.Application, config: Config, registry: CollectorRe
     app[CUSTOM_METRICS] = custom = CustomMetrics(config.custom_metrics, metrics, privacy_rules)
     app[ERROR_SINK] = sink = ErrorSink(config.errors, metrics, privacy_rules,
                                        tracer_provider.get_tracer("loom-agent.errors"))
+    app[SENTRY] = SentryIngest(config.sentry, metrics)        # the Sentry endpoints feed the sink above
     app[ANOMALIES] = monitor = AnomalyMonitor(config.alerting, clocks.wall)
     registry.register(AnomalyActiveCollector(monitor))
     app[ADMIN_TOKENS] = AdminTokens(config.api.admin_tokens)
@@ -146,6 +152,7 @@ def _bindings(app: web.Application) -> list[Binding]:
         Binding(app[STATUS_HISTORY], "targets"),
         Binding(app[PIPELINE], "events"),
         Binding(app[ERROR_SINK], "errors"),
+        Binding(app[SENTRY], "sentry"),
         Binding(app[CUSTOM_METRICS], "custom_metrics", applies=("custom_metrics.max_metrics",
                                                                 "custom_metrics.series_limit")),
         Binding(app[ANOMALIES], "alerting"),

@@ -47,6 +47,13 @@ def build_privacy(config: Config) -> Privacy:
     return Privacy(config.privacy, resolve_hmac_key(config.privacy, store_dir))
 
 
+def store_of(app: web.Application) -> Store:
+    """The open event store (the store's contexts run only while it is open)."""
+    store = app[EVENT_STORE].store
+    assert store is not None
+    return store
+
+
 def build_retention(app: web.Application, config: Config, clock: Callable[[], float]) -> None:
     """The retention schedule: built with the other components, given the store once it is open; it
     follows `retention:` on reload (with or without a store to clean)."""
@@ -70,7 +77,7 @@ def store_lifetimes(app: web.Application, config: Config, given: Store | None = 
     async def open_(app: web.Application) -> None:
         store = given or await open_store(config.store)
         assert store is not None
-        app[EVENT_STORE] = store
+        app[EVENT_STORE].store = store
         writer = GroupCommitWriter(store, config.store.max_pending_events, app[METRICS])
         writer.start()
         app[PIPELINE].writer = writer
@@ -80,21 +87,21 @@ def store_lifetimes(app: web.Application, config: Config, given: Store | None = 
         assert writer is not None
         await writer.stop(WRITER_STOP_SECONDS)   # from here on, ingest answers 503: never acknowledged unstored
         if given is None:
-            await app[EVENT_STORE].close()
+            await store_of(app).close()       # kept in its slot: a late request gets StoreUnavailable, a 503
 
     async def load_opt_outs(app: web.Application) -> None:
-        await app[OPT_OUTS].refresh(app[EVENT_STORE])
+        await app[OPT_OUTS].refresh(store_of(app))
 
     async def refresh_opt_outs(app: web.Application) -> None:
-        if app[EVENT_STORE].dialect == "postgres":      # other agents sharing the database change the list too
-            await app[OPT_OUTS].keep_fresh(app[EVENT_STORE], REFRESH_SECONDS)
+        if store_of(app).dialect == "postgres":      # other agents sharing the database change the list too
+            await app[OPT_OUTS].keep_fresh(store_of(app), REFRESH_SECONDS)
 
     async def start_retention(app: web.Application) -> None:
-        app[RETENTION].store = app[EVENT_STORE]
+        app[RETENTION].store = store_of(app)
 
     return [
         lifetime("event-store", open_, close),
         background("opt-out-refresh", refresh_opt_outs, start=load_opt_outs),
         background("retention-schedule", lambda _: app[RETENTION].run(), start=start_retention),
-        background("probe-rollups", lambda _: rollups.run(app[EVENT_STORE], ROLLUP_FLUSH_SECONDS)),
+        background("probe-rollups", lambda _: rollups.run(store_of(app), ROLLUP_FLUSH_SECONDS)),
     ]

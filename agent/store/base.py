@@ -29,3 +29,14 @@ class Store(Protocol):
     async def execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         """Run write statements in one transaction, serialised with write_events; returns each
         statement's row count."""
+
+
+class StoreSlot:
+    """Where the running agent keeps its event store: None before start-up, without a store
+    (store.driver: none) and after close. Why a slot: the store opens during start-up (migrations are
+    async), and an aiohttp application's state may not change once the application has started."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: Store | None = None) -> None:
+        self.store = store
