@@ -40,14 +40,25 @@ from tests.support.procs import AgentProcess, http_get, http_post, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = json.loads((ROOT / "agent/api/openapi.json").read_text())
-METHODS = ("get", "post", "put", "patch", "delete")
+METHODS = ("get", "post", "put", "patch", "delete", "options")
 INGEST, ADMIN = "ingest-key-security-0123456789", "admin-token-security-0123456789"
 WRONG = "wrong-token-security-0123456789"
 # deliberately public: Prometheus-style lifecycle and exposition endpoints, the blackbox /probe, the
-# status page and its JSON, the API description. Anything else needs a token.
+# status page and its JSON, the API description, the CORS preflights of the Sentry endpoints (a browser
+# sends a preflight without credentials). Anything else needs a token.
+SENTRY_PATHS = ("/api/{project_id}/envelope/", "/api/{project_id}/envelope", "/api/{project_id}/store/",
+                "/api/{project_id}/store")
 PUBLIC = {("GET", "/metrics"), ("GET", "/probe"), ("GET", "/-/healthy"), ("GET", "/-/ready"), ("POST", "/-/reload"),
-          ("GET", "/"), ("GET", "/api/status"), ("GET", "/openapi.json")}
-PATH_VALUES = {"{userId}": "user-1", "{experimentId}": "exp-1"}
+          ("GET", "/"), ("GET", "/api/status"), ("GET", "/openapi.json"),
+          *(("OPTIONS", path) for path in SENTRY_PATHS)}
+PATH_VALUES = {"{userId}": "user-1", "{experimentId}": "exp-1", "{project_id}": "1"}
+# the Sentry endpoints take Sentry's own key schemes (X-Sentry-Auth, ?sentry_key=): a public key of sentry.projects
+SENTRY_SCHEMES = {"sentryAuth", "sentryKey"}
+SENTRY_KEY = "sentry-public-key-security-0123456789"
+
+
+def sentry_auth(key: str) -> dict[str, str]:
+    return {"X-Sentry-Auth": f"Sentry sentry_key={key}, sentry_version=7"}
 
 
 def documented_security() -> dict[tuple[str, str], set[str]]:
@@ -99,7 +110,8 @@ def test_every_authenticated_route_answers_401_without_a_token_and_403_with_a_wr
     assert len(walked) >= 20
     config = parse_config(yaml.safe_dump({
         "store": {"driver": "sqlite", "path": str(tmp_path / "store.db")}, "targets": [],
-        "privacy": {"hmac_key": "h" * 40}, "events": {"api_keys": [INGEST]}, "api": {"admin_tokens": [ADMIN]}}))
+        "privacy": {"hmac_key": "h" * 40}, "events": {"api_keys": [INGEST]}, "api": {"admin_tokens": [ADMIN]},
+        "sentry": {"projects": [{"id": 1, "keys": [SENTRY_KEY]}]}}))
 
     async def walk() -> list[str]:
         problems = []
@@ -121,11 +133,19 @@ def test_every_authenticated_route_answers_401_without_a_token_and_403_with_a_wr
                              {"Authorization": f"Bearer {other}"}, None, 403) for other in other_kind)]
                 if path.startswith(("/capture", "/e", "/batch")):
                     checks.append(("a wrong api_key in the body", {}, WRONG, 403))
+                valid = {"Authorization": f"Bearer {right}"}
+                if schemes & SENTRY_SCHEMES:        # the agent's own tokens are not Sentry keys: no key at all
+                    checks = [("no credentials", {}, None, 401),
+                              ("the valid ingest key", {"Authorization": f"Bearer {INGEST}"}, None, 401),
+                              ("the valid admin token", {"Authorization": f"Bearer {ADMIN}"}, None, 401),
+                              ("a wrong X-Sentry-Auth key", sentry_auth(WRONG), None, 403),
+                              ("the ingest key as X-Sentry-Auth", sentry_auth(INGEST), None, 403)]
+                    valid = sentry_auth(SENTRY_KEY)
                 for what, headers, key, expected in checks:
                     got = await status(method, path, headers, key)
                     if got != expected:
                         problems.append(f"{method} {path} with {what}: {got}, expected {expected}")
-                got = await status(method, path, {"Authorization": f"Bearer {right}"})
+                got = await status(method, path, valid)
                 if got in (401, 403):
                     problems.append(f"{method} {path} refuses its own valid token: {got}")
         return problems

@@ -26,6 +26,7 @@ from agent.events.config import EventsConfig, parse_events
 from agent.events.privacy_config import PrivacyConfig, parse_privacy
 from agent.otlp.config import TelemetryConfig, parse_telemetry
 from agent.rules.thresholds import Thresholds, parse_thresholds
+from agent.sentry.config import SentryConfig, parse_sentry
 from agent.store.config import RetentionConfig, StoreConfig, parse_retention, parse_store
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
@@ -78,6 +79,7 @@ class Config:
     retention: RetentionConfig = RetentionConfig()
     custom_metrics: CustomMetricsConfig = CustomMetricsConfig()
     errors: ErrorsConfig = ErrorsConfig()
+    sentry: SentryConfig = SentryConfig()
     modules: Mapping[str, Module] = field(default_factory=dict)
     targets: tuple[ProbeTarget, ...] = ()
     source: str | None = None     # the file it was read from
@@ -121,6 +123,7 @@ def _parse_root(root: Node, environ: Mapping[str, str], base_dir: str) -> dict[s
     retention = parse_retention(root.child("retention"))
     custom_metrics = parse_custom_metrics(root.child("custom_metrics"))
     errors = parse_errors(root.child("errors"))
+    sentry = parse_sentry(root.child("sentry"))
     if store.driver == "postgres" and privacy.hmac_key is None:
         root.error("is required with store.driver postgres: every agent sharing the database must pseudonymize "
                    "with the same key (or set LOOM_AGENT_HMAC_KEY)", "privacy.hmac_key")
@@ -128,7 +131,7 @@ def _parse_root(root: Node, environ: Mapping[str, str], base_dir: str) -> dict[s
     targets = _parse_targets(root, modules, defaults)
     return dict(listen=listen, defaults=defaults, scheduler=scheduler, telemetry=telemetry, events=events,
                 api=api, alerting=alerting, store=store, privacy=privacy, retention=retention, errors=errors,
-                custom_metrics=custom_metrics, modules=modules, targets=targets)
+                sentry=sentry, custom_metrics=custom_metrics, modules=modules, targets=targets)
 
 
 def _parse_listen(root: Node, environ: Mapping[str, str]) -> tuple[str, int]:

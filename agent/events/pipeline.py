@@ -65,7 +65,7 @@ class EventPipeline:
             allow={"api": frozenset({"events", "posthog"})})
         self._rejected = store.counter(
             "loom_agent_ingest_rejected", "Ingest requests rejected, by API and reason.", ("api", "reason"),
-            allow={"api": frozenset({"events", "posthog", "errors", "identify", "metrics"}),
+            allow={"api": frozenset({"events", "posthog", "errors", "identify", "metrics", "sentry"}),
                    "reason": frozenset({"invalid", "auth", "too_large", "malformed", "store_unavailable"})})
         self._anonymized = store.counter(
             "loom_agent_events_anonymized", "Events stored without the identity of the person, by reason.",

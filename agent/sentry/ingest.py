@@ -1,0 +1,52 @@
+"""The running state of the Sentry endpoints: the `sentry:` block (reloadable) and the counter of the
+items they read, `loom_agent_sentry_items_total{type, outcome}`.
+
+Why a component: the route (agent/api/sentry.py) reads the keys, origins and bound of the running
+config, which a reload may change, and counts each item in a family whose labels are closed sets
+(an envelope's item type is the client's text: an unknown one is counted as `other`).
+
+Outcomes: `accepted` (an item the agent took: an error event committed), `skipped` (a type the agent
+does not read yet: counted, the rest of the envelope goes on), `rejected` (an item refused on its own:
+past its size limit, past the session limit, or an event that does not validate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from agent.metrics.store import Counter, MetricStore
+from agent.sentry.config import SentryConfig
+
+# Sentry's item types (Relay's ItemType), each its own label value; anything else is "other"
+ITEM_TYPES = ("event", "transaction", "span", "otel_span", "session", "sessions", "check_in", "log", "otel_log",
+              "trace_metric", "statsd", "metric_buckets", "client_report", "attachment", "replay_event",
+              "replay_recording", "replay_video", "profile", "profile_chunk", "feedback", "user_report",
+              "security", "form_data", "raw_security", "nel", "unreal_report")
+OTHER = "other"
+OUTCOMES = ("accepted", "skipped", "rejected")
+ACCEPTED, SKIPPED, REJECTED = OUTCOMES
+
+
+def item_label(item_type: str) -> str:
+    return item_type if item_type in ITEM_TYPES else OTHER
+
+
+class SentryIngest:
+    """The `sentry:` settings of the running agent and the item counter. `config` follows reloads."""
+
+    def __init__(self, config: SentryConfig, metrics: MetricStore):
+        self.config = config
+        self.keys = config.keys()
+        self.items: Counter = metrics.counter(
+            "loom_agent_sentry_items", "Items of Sentry envelopes (and /store/ events), by item type and outcome.",
+            ("type", "outcome"), allow={"type": frozenset((*ITEM_TYPES, OTHER)), "outcome": frozenset(OUTCOMES)})
+
+    def prepare(self, config: SentryConfig) -> Callable[[], None]:
+        """Reloadable: every `sentry:` setting applies from the next request."""
+        return lambda: self.reconfigure(config)
+
+    def reconfigure(self, config: SentryConfig) -> None:
+        self.config, self.keys = config, config.keys()
+
+    def count(self, item_type: str, outcome: str, n: int = 1) -> None:
+        self.items.inc((item_label(item_type), outcome), n)
