@@ -46,6 +46,7 @@ EXAMPLES = int(os.environ.get("LOOM_FUZZ_EXAMPLES", "25"))
 STEPS = int(os.environ.get("LOOM_FUZZ_STEPS", "20"))
 INGEST_KEY = "fuzz-ingest-key-0123456789"
 ADMIN_TOKEN = "fuzz-admin-token-0123456789"
+SENTRY_KEY, SENTRY_PROJECT = "fuzzsentrypublickey0123456789ab", "1"
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_schema_conformance", "response_headers_conformance")
 TIMEOUTS = 15.0          # seconds per request: a probe of a generated target ends at its 1 s timeout
@@ -61,7 +62,9 @@ def fuzz_config() -> schemathesis.Config:
     return schemathesis.Config.from_dict({
         "auth": {"openapi": {"bearerAuth": {"bearer": INGEST_KEY},
                              "apiKeyHeader": {"api_key": INGEST_KEY},
-                             "adminBearer": {"bearer": ADMIN_TOKEN}}},
+                             "adminBearer": {"bearer": ADMIN_TOKEN},
+                             "sentryAuth": {"api_key": f"Sentry sentry_key={SENTRY_KEY}, sentry_version=7"},
+                             "sentryKey": {"api_key": SENTRY_KEY}}},
         "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}},
         "generation": {"max-examples": EXAMPLES, "database": "none"},
         "phases": {"stateful": {"max-steps": 6}},
@@ -78,6 +81,7 @@ def agent_config(db: Path) -> dict[str, Any]:
         "api": {"admin_tokens": [ADMIN_TOKEN], "rate_limit": 1_000_000},
         # a target that fails at once (nothing listens on port 1): probe rollups and failures to report
         "targets": [{"name": "down", "kind": "tcp", "address": "127.0.0.1:1"}],
+        "sentry": {"projects": [{"id": int(SENTRY_PROJECT), "keys": [SENTRY_KEY]}]},
     }
 
 
@@ -97,8 +101,30 @@ def with_ingest_key(body: Any) -> Any:
     return body
 
 
+def as_sentry_body(path: str, body: Any) -> Any:
+    """A Sentry route's generated body, made a well-formed envelope (or /store/ event) around what was
+    generated, so the fuzzer reaches the event mapping and not only the envelope parser's 400: the
+    generated value becomes the event's message. The parser itself is fuzzed in tests/test_sentry_*.py."""
+    if "/envelope" in path and isinstance(body, str | bytes):
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        return b"{}\n" + b'{"type":"event"}\n' + json.dumps({"message": text}).encode()
+    if "/store" in path and isinstance(body, dict):
+        return {**body, "message": str(body.get("message", ""))}
+    return body
+
+
 def map_body(context: schemathesis.HookContext, body: Any) -> Any:      # schemathesis hook, by name
-    return with_ingest_key(body)
+    path = context.operation.path if context.operation is not None else ""
+    return as_sentry_body(path, with_ingest_key(body)) if path.startswith("/api/{project_id}") else \
+        with_ingest_key(body)
+
+
+def map_path_parameters(context: schemathesis.HookContext, parameters: dict[str, Any] | None
+                        ) -> dict[str, Any] | None:
+    """The Sentry routes' project: the configured one (a random project id is a documented 403)."""
+    if parameters and "project_id" in parameters:
+        parameters["project_id"] = SENTRY_PROJECT
+    return parameters
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +143,7 @@ def served_schema(agent: AgentProcess) -> schemathesis.BaseSchema:
     """The document as the agent serves it; requests go to that agent."""
     schema = schemathesis.openapi.from_url(agent.url + "/openapi.json", config=fuzz_config())
     schema.hook(map_body)
+    schema.hook(map_path_parameters)
     return schema
 
 
