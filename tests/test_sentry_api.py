@@ -233,13 +233,15 @@ def test_invalid_events_are_400_naming_the_field_unless_a_sibling_is_valid(agent
     assert items_counted(agent) == {("event", "rejected"): 2, ("event", "accepted"): 1}
 
 
-@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd"])
 def test_a_zip_bomb_is_413(agent_server: Any, encoding: str) -> None:
     brotli = pytest.importorskip("brotli")
+    zstandard = pytest.importorskip("zstandard")
     limit = 64 * 1024
     agent = agent_server({"sentry": {**CONFIG["sentry"], "max_envelope_bytes": limit}})
     inflated = b'{"event_id":"' + EVENT_ID.encode() + b'"}\n' + b" " * (8 * 1024 * 1024)
-    compress = {"gzip": gzip.compress, "deflate": zlib.compress, "br": brotli.compress}[encoding]
+    compress = {"gzip": gzip.compress, "deflate": zlib.compress, "br": brotli.compress,
+                "zstd": zstandard.ZstdCompressor().compress}[encoding]
     bomb = compress(inflated)
     assert len(bomb) < 100 * 1024
     status, answer, _ = agent.post(ENVELOPE, data=bomb, headers={**AUTH, "Content-Encoding": encoding})
