@@ -303,6 +303,114 @@ def test_the_legacy_store_endpoint(agent_server: Any) -> None:
     assert agent.app[METRICS].get("loom_agent_sentry_items").series[("event", "accepted")] == 4
 
 
+# --- client reports, logs and metrics ----------------------------------------------------------------
+
+def series(agent: Any, family: str) -> dict[tuple[str, ...], float]:
+    return {key: value for key, value in agent.app[METRICS].get(family).series.items() if value}
+
+
+def test_a_client_report_counts_what_the_sdk_dropped_with_bounded_labels(agent_server: Any) -> None:
+    agent = agent_server(CONFIG)
+    report = {"timestamp": 1767225600, "discarded_events": [
+        {"reason": "queue_overflow", "category": "error", "quantity": 3},
+        {"reason": "sample_rate", "category": "transaction", "quantity": 0},
+        {"reason": "queue_overflow", "category": "error", "quantity": 2},
+        {"reason": "made-up-reason", "category": "a-category-of-mine", "quantity": 1},
+        {"reason": "before_send", "category": "log_item", "quantity": 4}]}
+    assert agent.post(ENVELOPE, data=envelope(("client_report", report)), headers=AUTH).status == 200
+    assert series(agent, "loom_agent_sdk_discarded_events") == {
+        ("queue_overflow", "error"): 5, ("other", "other"): 1, ("before_send", "log_item"): 4}
+    bad = [{"discarded_events": [{"reason": "queue_overflow", "category": "error", "quantity": -1}]},
+           {"discarded_events": [{"reason": "queue_overflow", "category": "error", "quantity": 1.5}]},
+           {"discarded_events": [{"reason": "queue_overflow", "category": "error", "quantity": True}]},
+           {"discarded_events": [{"reason": "queue_overflow", "category": "error", "quantity": 2**40}]},
+           {"discarded_events": {"reason": "queue_overflow"}}, [1, 2], b"not json"]
+    good = {"discarded_events": [{"reason": "network_error", "category": "span", "quantity": 7}]}
+    status, answer, _ = agent.post(ENVELOPE, data=envelope(*[("client_report", b) for b in bad],
+                                                           ("client_report", good)), headers=AUTH)
+    assert (status, answer) == (200, {"id": EVENT_ID})
+    assert items_counted(agent) == {("client_report", "accepted"): 2, ("client_report", "rejected"): len(bad)}
+    assert series(agent, "loom_agent_sdk_discarded_events")[("network_error", "span")] == 7
+    assert series(agent, "loom_agent_sdk_discarded_events")[("queue_overflow", "error")] == 5   # nothing half-counted
+
+
+def test_logs_are_counted_by_a_bounded_level(agent_server: Any) -> None:
+    agent = agent_server(CONFIG)
+    logs = {"version": 2, "items": [
+        {"timestamp": 1767225600.0, "level": "info", "body": "payment p-1 done", "trace_id": "0" * 32},
+        {"timestamp": 1767225600.0, "level": "warn", "body": "slow"},
+        {"timestamp": 1767225600.0, "level": "warning", "body": "slow again"},
+        {"timestamp": 1767225600.0, "level": "Error", "body": "failed"},
+        {"timestamp": 1767225600.0, "level": "loud", "body": "?"}, "not a record"]}
+    otel = {"severityText": "fatal", "body": {"stringValue": "down"}, "attributes": []}
+    otel_by_number = {"severityNumber": 5, "body": {"stringValue": "details"}}
+    body = envelope(("log", logs), ("otel_log", otel), ("otel_log", otel_by_number), ("log", {"items": "no"}),
+                    ("log", b"{"), ("log", [1]))
+    assert agent.post(ENVELOPE, data=body, headers=AUTH).status == 200
+    assert series(agent, "loom_agent_sentry_logs") == {("info",): 1, ("warn",): 2, ("error",): 1, ("other",): 2,
+                                                       ("fatal",): 1, ("debug",): 1}
+    assert items_counted(agent) == {("log", "accepted"): 1, ("otel_log", "accepted"): 2, ("log", "rejected"): 3}
+
+
+def sdk_attributes(**extra: Any) -> dict[str, Any]:
+    """What sentry-sdk 2.76 attaches to every metric, plus the metric's own attributes."""
+    typed = {key: {"value": value, "type": "string" if isinstance(value, str) else "integer"}
+             for key, value in extra.items()}
+    return {**typed, "sentry.sdk.name": {"value": "sentry.python", "type": "string"},
+            "sentry.release": {"value": RELEASE, "type": "string"},
+            "sentry.environment": {"value": "production", "type": "string"},
+            "server.address": {"value": "web-7f9c", "type": "string"},
+            "process.runtime.name": {"value": "CPython", "type": "string"},
+            "user.id": {"value": "user-42", "type": "string"}}
+
+
+def test_trace_metrics_become_custom_metrics_like_post_v1_metrics(agent_server: Any) -> None:
+    agent = agent_server(CONFIG)
+    metrics = {"version": 2, "items": [
+        {"timestamp": 1767225600.0, "name": "conversions", "type": "counter", "value": 2.0,
+         "attributes": sdk_attributes(plan="pro"), "trace_id": "0" * 32},
+        {"timestamp": 1767225600.0, "name": "queue.depth", "type": "gauge", "value": 7, "unit": "none",
+         "attributes": sdk_attributes()},
+        {"timestamp": 1767225600.0, "name": "checkout.time", "type": "distribution", "value": 250.0,
+         "unit": "millisecond", "attributes": sdk_attributes(step=3)},
+        {"name": "conversions", "type": "counter", "value": -1, "attributes": sdk_attributes(plan="pro")},
+        {"name": "signups", "type": "counter", "value": 1, "attributes": {"email": {"value": "a@b.example"}}},
+        {"name": "bad", "type": "set", "value": 1}, "not a metric"]}
+    assert agent.post(ENVELOPE, data=envelope(("trace_metric", metrics)), headers=AUTH).status == 200
+    store = agent.app[METRICS]
+    assert store.get("loom_app_conversions").series == {("pro",): 2.0}
+    assert store.get("loom_app_conversions").labels == ("plan",)         # the SDK's own attributes are no tags
+    assert store.get("loom_app_queue_depth").series == {(): 7.0}
+    histogram = store.get("loom_app_checkout_time_seconds")
+    assert histogram.labels == ("step",) and ("3",) in histogram.series   # 250 ms observed as 0.25 s
+    assert store.get("loom_app_signups") is None                         # an identifying tag: refused
+    assert items_counted(agent) == {("trace_metric", "accepted"): 1}
+    # an item none of whose metrics can be recorded, and payloads of the wrong shape: rejected, never a 500
+    body = envelope(("trace_metric", {"items": [{"name": "x", "type": "counter", "value": float("inf")}]}),
+                    ("trace_metric", {"items": {}}), ("trace_metric", b"[[["), ("trace_metric", {"items": []}))
+    assert agent.post(ENVELOPE, data=body, headers=AUTH).status == 200
+    assert items_counted(agent) == {("trace_metric", "accepted"): 2, ("trace_metric", "rejected"): 3}
+
+
+def test_the_retired_statsd_item_becomes_custom_metrics(agent_server: Any) -> None:
+    agent = agent_server(CONFIG)
+    lines = ("page.load@millisecond:120:80|d|#route:/checkout,region:eu|T1767225600\n"
+             "logins@none:3|c|#plan:pro|T1767225600\n"
+             "workers:4:1:6:20:5|g|T1767225600\n"
+             "visitors@none:1:2|s|T1767225600\n"
+             "garbage line\n")
+    assert agent.post(ENVELOPE, data=envelope(("statsd", lines.encode())), headers=AUTH).status == 200
+    store = agent.app[METRICS]
+    histogram = store.get("loom_app_page_load_seconds")
+    assert histogram.labels == ("region", "route")
+    assert store.get("loom_app_logins").series == {("pro",): 3.0}
+    assert store.get("loom_app_workers").series == {(): 4.0}             # last of last:min:max:sum:count
+    assert items_counted(agent) == {("statsd", "accepted"): 1}
+    assert agent.post(ENVELOPE, data=envelope(("statsd", b"\xff\xfe"), ("statsd", b"v:1|s")),
+                      headers=AUTH).status == 200
+    assert items_counted(agent)[("statsd", "rejected")] == 2
+
+
 # --- the real SDK ------------------------------------------------------------------------------------
 
 def divide(a: int, b: int) -> float:
@@ -326,8 +434,11 @@ def test_the_real_sdk_with_only_a_dsn(tmp_path: Path) -> None:
               "api": {"admin_tokens": [ADMIN]}, "retention": {"interval": 0}, **CONFIG}
     agent = AgentProcess(tmp_path, config, env={"LOOM_AGENT_HMAC_KEY": "h" * 40})
     try:
+        def before_send(event: Any, hint: Any) -> Any:                # the SDK reports what it drops
+            return None if "dropped on purpose" in f"{event.get('message')} {event.get('logentry')}" else event
+
         sentry_sdk.init(dsn=f"http://{KEY}@127.0.0.1:{agent.port}/1", release=RELEASE, environment="staging",
-                        auto_enabling_integrations=False)
+                        auto_enabling_integrations=False, enable_logs=True, before_send=before_send)
         # what sentry-python sends whenever `brotli` is importable (a private attribute: the check that
         # this test exercises the br path aiohttp undoes, not the gzip one)
         assert getattr(sentry_sdk.get_client().transport, "_compression_algo", "br") == "br"
@@ -340,6 +451,11 @@ def test_the_real_sdk_with_only_a_dsn(tmp_path: Path) -> None:
                     except ValueError:
                         sentry_sdk.capture_exception()
                 sentry_sdk.capture_message("nightly export finished", level="warning")
+                sentry_sdk.capture_message("dropped on purpose")
+                sentry_sdk.metrics.count("conversions", 2, attributes={"plan": "pro"})
+                sentry_sdk.metrics.distribution("checkout.time", 250, unit="millisecond")
+                sentry_sdk.logger.info("payment {payment} done", payment="p-1")
+                sentry_sdk.logger.warning("slow checkout")
             sentry_sdk.flush(timeout=10)
         finally:
             sentry_sdk.get_client().close()
@@ -362,5 +478,16 @@ def test_the_real_sdk_with_only_a_dsn(tmp_path: Path) -> None:
         metrics = agent.metrics()
         assert f'loom_errors_total{{feature="payment",type="ValueError",release="{RELEASE}"}} 2.0' in metrics
         assert 'loom_agent_sentry_items_total{type="event",outcome="accepted"} 3.0' in metrics
+        # the SDK's metrics, logs and client report (flush sends them after the events: wait for them)
+        while time.monotonic() < deadline and 'loom_agent_sdk_discarded_events_total{' not in metrics:
+            time.sleep(0.2)
+            metrics = agent.metrics()
+        assert 'loom_app_conversions_total{plan="pro"} 2.0' in metrics, metrics
+        assert 'loom_app_checkout_time_seconds_sum 0.25' in metrics
+        assert 'loom_agent_sentry_logs_total{level="info"} 1.0' in metrics
+        assert 'loom_agent_sentry_logs_total{level="warn"} 1.0' in metrics
+        assert 'loom_agent_sdk_discarded_events_total{reason="before_send",category="error"} 1.0' in metrics
+        for kind in ("trace_metric", "log", "client_report"):
+            assert f'loom_agent_sentry_items_total{{type="{kind}",outcome="accepted"}}' in metrics
     finally:
         assert agent.stop() == 0

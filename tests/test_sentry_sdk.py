@@ -27,6 +27,7 @@ from agent.sentry.auth import authenticate
 from agent.sentry.decode import decode_body
 from agent.sentry.envelope import Envelope, parse_envelope, parse_item_json
 from agent.sentry.events import MESSAGE_TYPE, MappedEvent, parse_sentry_event
+from agent.sentry.items import log_levels, trace_metrics
 
 sentry_sdk = pytest.importorskip("sentry_sdk")
 crons = pytest.importorskip("sentry_sdk.crons")
@@ -219,9 +220,15 @@ def test_the_real_sdk_is_understood(captured: tuple[str, list[Captured], dict[st
     if supports["logs"]:
         log = next(parse_item_json(i) for e in parsed for i in e.items if i.type == "log")
         assert any(entry["body"] == "payment p-1 done" for entry in log["items"])
+        assert log_levels(log)["info"] >= 1
     if supports["metrics"]:
         metric = next(parse_item_json(i) for e in parsed for i in e.items if i.type == "trace_metric")
         assert any(entry["name"] == "conversions" for entry in metric["items"])
+        batch = trace_metrics(metric)                       # the /v1/metrics sample, without the SDK's attributes
+        assert not batch.errors and RELEASE in batch.releases
+        conversions = next(sample for _, sample in batch.samples if sample.name == "conversions")
+        assert (conversions.kind, conversions.value, conversions.keys, conversions.values) == \
+            ("counter", 1.0, ("plan",), ("pro",))
 
 
 @pytest.mark.slow

@@ -17,9 +17,13 @@ The request, in order (agent/sentry/ holds the pure parts; docs/sentry.md is the
    not configured.
 5. each item: `event` -> agent/sentry/events.py -> ErrorEvent -> the error sink (privacy, grouping,
    store, loom_errors_total, spans), all of the envelope's events in one commit; an item refused on its
-   own (too large, an event that does not validate) is `rejected`, the rest go on; other types are
-   `skipped`; each counted in loom_agent_sentry_items_total{type, outcome}. An envelope whose events
-   are all invalid is a 400 naming their fields.
+   own (too large, an event that does not validate) is `rejected`, the rest go on. Once the events
+   are committed (so a 429 leaves nothing of the envelope taken): `client_report` ->
+   loom_agent_sdk_discarded_events_total, `log` / `otel_log` -> loom_agent_sentry_logs_total,
+   `trace_metric` and `statsd` -> the custom-metrics registry of POST /v1/metrics (agent/sentry/items.py
+   reads them; a payload of the wrong shape is `rejected`); other types are `skipped`. Each item is
+   counted in loom_agent_sentry_items_total{type, outcome}. An envelope whose events are all invalid is
+   a 400 naming their fields.
 6. the answer: 200 `{"id": "<event id>"}`; when the store cannot commit, 429 with `Retry-After` and
    `X-Sentry-Rate-Limits` (agent/sentry/ratelimit.py), so SDKs back off instead of dropping events.
 
@@ -37,8 +41,9 @@ from typing import Any
 from aiohttp import web
 
 from agent.api.body import BodyError, read_body
-from agent.api.keys import ERROR_SINK, EVENT_STORE, PIPELINE, PRIVACY, SENTRY
+from agent.api.keys import CUSTOM_METRICS, ERROR_SINK, EVENT_STORE, PIPELINE, PRIVACY, SENTRY
 from agent.api.problems import ApiError, BadRequest, Forbidden, NotFound, TooManyRequests, body_refusal, json_response
+from agent.custom_metrics.registry import CustomMetrics, MetricError
 from agent.error_tracking.model import ErrorEvent
 from agent.events.validate import EventError
 from agent.sentry.auth import AuthError, authenticate, check_key
@@ -47,6 +52,7 @@ from agent.sentry.decode import DecodeError, decode_body
 from agent.sentry.envelope import Envelope, EnvelopeError, Item, parse_envelope, parse_item_json, parse_store_body
 from agent.sentry.events import parse_sentry_event
 from agent.sentry.ingest import ACCEPTED, REJECTED, SKIPPED, SentryIngest
+from agent.sentry.items import ItemError, MetricBatch, discarded_events, log_levels, statsd_lines, trace_metrics
 from agent.sentry.ratelimit import backoff_headers, categories_of
 from agent.store.errors import StoreError
 
@@ -250,11 +256,13 @@ async def post_envelope(request: web.Request) -> web.Response:
     for item in envelope.items:
         if item.type == "event":
             _map_item(events, item, header_id)
-        else:
-            ingest.count(item.type, SKIPPED)
     if events.invalid and not events.errors:
         raise events.refusal()
     await events.record([item.type for item in envelope.items if item.type == "event"])
+    registry = request.app[CUSTOM_METRICS]
+    for item in envelope.items:
+        if item.type != "event":
+            ingest.count(item.type, _read_item(ingest, registry, item))
     return json_response({"id": header_id or _first_event_id(envelope) or uuid.uuid4().hex})
 
 
@@ -266,6 +274,48 @@ def _map_item(events: _Events, item: Item, header_id: str | None) -> None:
         events.ingest.count(item.type, REJECTED)
         return
     events.map(payload, header_id, item.index)
+
+
+READ_TYPES = frozenset({"client_report", "log", "otel_log", "trace_metric", "statsd"})
+
+
+def _read_item(ingest: SentryIngest, registry: CustomMetrics, item: Item) -> str:
+    """A non-event item into its metrics (agent/sentry/items.py); returns its outcome."""
+    kind = item.type
+    if kind not in READ_TYPES:
+        return SKIPPED
+    try:
+        if kind == "statsd":
+            return _record_metrics(registry, statsd_lines(item.payload))
+        payload = parse_item_json(item)
+        if kind == "trace_metric":
+            return _record_metrics(registry, trace_metrics(payload))
+        if kind == "client_report":
+            for (reason, category), quantity in discarded_events(payload).items():
+                ingest.discarded.inc((reason, category), quantity)
+        else:
+            for level, records in log_levels(payload, kind).items():
+                ingest.logs.inc((level,), records)
+    except (EnvelopeError, ItemError):
+        return REJECTED
+    return ACCEPTED
+
+
+def _record_metrics(registry: CustomMetrics, batch: MetricBatch) -> str:
+    """Each metric recorded on its own, as a StatsD line is (one refused metric does not refuse the rest):
+    the item is `accepted` when at least one was recorded or it had none, else `rejected`."""
+    recorded = 0
+    for _, sample in batch.samples:
+        try:
+            registry.record(sample)
+        except MetricError:
+            continue
+        recorded += 1
+    if recorded:
+        for release in batch.releases:
+            for observe in registry.release_observers:
+                observe(release)
+    return ACCEPTED if recorded or not (batch.samples or batch.errors) else REJECTED
 
 
 def _first_event_id(envelope: Envelope) -> str | None:

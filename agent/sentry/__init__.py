@@ -8,11 +8,14 @@ What it owns:
 - decode.py     Content-Encoding (gzip, deflate, br, zstd) with a hard bound on the decompressed size
 - ratelimit.py  `X-Sentry-Rate-Limits` and `Retry-After` for a 429 that makes SDKs back off
 - events.py     a Sentry `event` payload -> the agent's typed `ErrorEvent`, validated like /v1/errors
+- items.py      `client_report`, `log` / `otel_log` counts; `trace_metric` / `statsd` -> /v1/metrics samples
 - config.py     the `sentry:` block (projects and their public keys, CORS origins, the envelope bound)
-- ingest.py     the endpoints' running settings (reloadable) and loom_agent_sentry_items_total
+- ingest.py     the endpoints' running settings (reloadable), loom_agent_sentry_items_total,
+                loom_agent_sentry_logs_total and loom_agent_sdk_discarded_events_total
 
 What it may import: the standard library, orjson, brotli, zstandard, agent.error_tracking (model,
-validate, config), agent.events, agent.metrics.store and agent.config.node. Never agent.api or
+validate, config), agent.events, agent.custom_metrics (samples, registry, the StatsD line parser),
+agent.metrics.store and agent.config.node. Never agent.api or
 agent.app: the HTTP route (agent/api/sentry.py) that wires these together lives there and imports
 this package, not the other way round. docs/sentry.md is the user-facing version.
 """

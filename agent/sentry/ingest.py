@@ -1,13 +1,17 @@
-"""The running state of the Sentry endpoints: the `sentry:` block (reloadable) and the counter of the
-items they read, `loom_agent_sentry_items_total{type, outcome}`.
+"""The running state of the Sentry endpoints: the `sentry:` block (reloadable) and the counters of what
+they read: `loom_agent_sentry_items_total{type, outcome}`, what the SDKs report they dropped
+(`client_report` items: `loom_agent_sdk_discarded_events_total{reason, category}`) and the SDKs' log
+records by level (`log` / `otel_log` items: `loom_agent_sentry_logs_total{level}`).
 
 Why a component: the route (agent/api/sentry.py) reads the keys, origins and bound of the running
 config, which a reload may change, and counts each item in a family whose labels are closed sets
 (an envelope's item type is the client's text: an unknown one is counted as `other`).
 
-Outcomes: `accepted` (an item the agent took: an error event committed), `skipped` (a type the agent
+Outcomes: `accepted` (an item the agent took: an error event committed, a client report, log or
+metric item read; a metric item with at least one metric recorded), `skipped` (a type the agent
 does not read yet: counted, the rest of the envelope goes on), `rejected` (an item refused on its own:
-past its size limit, past the session limit, or an event that does not validate).
+past its size limit, past the session limit, an event that does not validate, a payload of the wrong
+shape, a metric item none of whose metrics could be recorded).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Callable
 
 from agent.metrics.store import Counter, MetricStore
 from agent.sentry.config import SentryConfig
+from agent.sentry.items import CATEGORIES, LEVELS, REASONS
 
 # Sentry's item types (Relay's ItemType), each its own label value; anything else is "other"
 ITEM_TYPES = ("event", "transaction", "span", "otel_span", "session", "sessions", "check_in", "log", "otel_log",
@@ -40,6 +45,13 @@ class SentryIngest:
         self.items: Counter = metrics.counter(
             "loom_agent_sentry_items", "Items of Sentry envelopes (and /store/ events), by item type and outcome.",
             ("type", "outcome"), allow={"type": frozenset((*ITEM_TYPES, OTHER)), "outcome": frozenset(OUTCOMES)})
+        self.discarded: Counter = metrics.counter(
+            "loom_agent_sdk_discarded_events", "Events the Sentry SDKs report they dropped before sending "
+            "(client reports), by Sentry's discard reason and data category.", ("reason", "category"),
+            allow={"reason": REASONS | {OTHER}, "category": CATEGORIES | {OTHER}})
+        self.logs: Counter = metrics.counter(
+            "loom_agent_sentry_logs", "Log records sent by the Sentry SDKs (log and otel_log items), by level.",
+            ("level",), allow={"level": frozenset((*LEVELS, OTHER))})
 
     def prepare(self, config: SentryConfig) -> Callable[[], None]:
         """Reloadable: every `sentry:` setting applies from the next request."""
