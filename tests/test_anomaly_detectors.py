@@ -344,3 +344,16 @@ def test_monitor_reconfigure_grows_the_ring_and_keeps_history():
     monitor.reconfigure(dataclasses.replace(Thresholds(), auth_failure_spike=AuthFailureSpike(window_minutes=90)))
     assert monitor.windows.size == 181
     assert ("auth_failure_spike", "warning") in monitor.active
+
+
+def test_a_reload_commit_survives_a_failing_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload commits every binding in turn: an evaluation bug in this one must not stop the rest
+    half-way (agent/config/reload.py promises all or nothing); the thresholds still apply."""
+    monitor = AnomalyMonitor(Thresholds(), Clock(NOW))
+
+    def broken(now: float | None = None) -> list[Anomaly]:
+        raise RuntimeError("a detector bug")
+    monkeypatch.setattr(monitor, "evaluate", broken)
+    new = dataclasses.replace(Thresholds())
+    monitor.prepare(new)()
+    assert monitor.thresholds is new

@@ -233,6 +233,28 @@ def test_invalid_events_are_400_naming_the_field_unless_a_sibling_is_valid(agent
     assert items_counted(agent) == {("event", "rejected"): 2, ("event", "accepted"): 1}
 
 
+def test_an_invalid_event_does_not_cost_its_sibling_items(agent_server: Any) -> None:
+    """The SDK drops an envelope answered 400: its logs and reports must not go with one bad event."""
+    agent = agent_server(CONFIG)
+    bad = sentry_event()
+    bad["exception"]["values"][1]["stacktrace"]["frames"][0]["lineno"] = "ten"
+    logs = {"items": [{"level": "info", "body": "checkout started"}]}
+    status, _, _ = agent.post(ENVELOPE, data=envelope(("event", bad), ("log", logs)), headers=AUTH)
+    assert status == 200
+    assert items_counted(agent) == {("event", "rejected"): 1, ("log", "accepted"): 1}
+
+
+def test_a_client_report_with_unhashable_labels_counts_as_other_and_the_event_answers_200(
+        agent_server: Any) -> None:
+    agent = agent_server(CONFIG)
+    report = {"discarded_events": [{"reason": ["x"], "category": {"a": 1}, "quantity": 1}]}
+    status, _, _ = agent.post(ENVELOPE, data=envelope(("event", sentry_event()), ("client_report", report)),
+                              headers=AUTH)
+    assert status == 200
+    assert items_counted(agent) == {("event", "accepted"): 1, ("client_report", "accepted"): 1}
+    assert series(agent, "loom_agent_sdk_discarded_events") == {("other", "other"): 1}
+
+
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd"])
 def test_a_zip_bomb_is_413(agent_server: Any, encoding: str) -> None:
     brotli = pytest.importorskip("brotli")

@@ -22,8 +22,8 @@ The request, in order (agent/sentry/ holds the pure parts; docs/sentry.md is the
    loom_agent_sdk_discarded_events_total, `log` / `otel_log` -> loom_agent_sentry_logs_total,
    `trace_metric` and `statsd` -> the custom-metrics registry of POST /v1/metrics (agent/sentry/items.py
    reads them; a payload of the wrong shape is `rejected`); other types are `skipped`. Each item is
-   counted in loom_agent_sentry_items_total{type, outcome}. An envelope whose events are all invalid is
-   a 400 naming their fields.
+   counted in loom_agent_sentry_items_total{type, outcome}. An envelope that holds nothing but invalid
+   events is a 400 naming their fields; beside other items they are `rejected` and the rest is taken.
 6. the answer: 200 `{"id": "<event id>"}`; when the store cannot commit, 429 with `Retry-After` and
    `X-Sentry-Rate-Limits` (agent/sentry/ratelimit.py), so SDKs back off instead of dropping events.
 
@@ -33,6 +33,7 @@ the 429's headers). Refusals are counted in loom_agent_ingest_rejected_total{api
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -57,6 +58,7 @@ from agent.sentry.ratelimit import backoff_headers, categories_of
 from agent.store.errors import StoreError
 
 API = "sentry"            # the `api` label of loom_agent_ingest_rejected_total
+log = logging.getLogger("agent.api.sentry")
 ROUTES = ("/api/{project_id}/envelope/", "/api/{project_id}/envelope", "/api/{project_id}/store/",
           "/api/{project_id}/store")
 ALLOW_HEADERS = "content-type, content-encoding, x-sentry-auth, authorization, sentry-trace, baggage"
@@ -256,13 +258,13 @@ async def post_envelope(request: web.Request) -> web.Response:
     for item in envelope.items:
         if item.type == "event":
             _map_item(events, item, header_id)
-    if events.invalid and not events.errors:
-        raise events.refusal()
+    others = [item for item in envelope.items if item.type != "event"]
+    if events.invalid and not events.errors and not others:
+        raise events.refusal()          # nothing of the envelope could be taken: say why, field by field
     await events.record([item.type for item in envelope.items if item.type == "event"])
     registry = request.app[CUSTOM_METRICS]
-    for item in envelope.items:
-        if item.type != "event":
-            ingest.count(item.type, _read_item(ingest, registry, item))
+    for item in others:             # read after the events' commit: a 429 above leaves nothing counted twice
+        ingest.count(item.type, _read_item(ingest, registry, item))
     return json_response({"id": header_id or _first_event_id(envelope) or uuid.uuid4().hex})
 
 
@@ -297,6 +299,9 @@ def _read_item(ingest: SentryIngest, registry: CustomMetrics, item: Item) -> str
             for level, records in log_levels(payload, kind).items():
                 ingest.logs.inc((level,), records)
     except (EnvelopeError, ItemError):
+        return REJECTED
+    except Exception:       # an agent bug: the envelope's events are committed, its answer must stay 200
+        log.exception("a Sentry %s item could not be read", kind)
         return REJECTED
     return ACCEPTED
 

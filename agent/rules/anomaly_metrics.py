@@ -63,7 +63,10 @@ class AnomalyMonitor:
         if minutes != self.windows.max_window_minutes:
             self.windows.resize(minutes)
         self.thresholds = thresholds
-        self.evaluate()
+        try:                    # a reload's commit must not fail half-way: the next evaluation tick retries
+            self.evaluate()
+        except Exception:
+            log.exception("anomaly evaluation failed")
 
     async def run(self, interval: float | None = None) -> None:
         """Evaluate now and every `interval` seconds (default: `self.interval`) until cancelled; a failing

@@ -87,7 +87,8 @@ def discarded_events(payload: Any) -> dict[tuple[str, str], int]:
         if type(quantity) is not int or not 0 <= quantity <= MAX_QUANTITY:
             raise ItemError(f"quantity must be an integer from 0 to {MAX_QUANTITY}")
         reason, category = entry.get("reason"), entry.get("category")
-        key = (reason if reason in REASONS else OTHER, category if category in CATEGORIES else OTHER)
+        key = (reason if type(reason) is str and reason in REASONS else OTHER,       # a list is unhashable
+               category if type(category) is str and category in CATEGORIES else OTHER)
         counts[key] = counts.get(key, 0) + quantity
     return counts
 
