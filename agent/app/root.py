@@ -179,9 +179,5 @@ def _lifetimes(app: web.Application, config: Config, export: OtlpExport, store: 
         background("event-span-sweeper", lambda _: spans.run_sweeper(SPAN_SWEEP_SECONDS),
                    stop=lambda _: spans.close()),
         *store_lifetimes(app, config, store),
-        lifetime("status-uptime", _nothing, lambda _: app[UPTIME_CACHE].close()),
+        lifetime("status-uptime", None, lambda _: app[UPTIME_CACHE].close()),
     ]
-
-
-async def _nothing(_app: web.Application) -> None:
-    return None

@@ -42,11 +42,12 @@ def background(name: str, run: Callable[[web.Application], Coroutine[Any, Any, N
     return context
 
 
-def lifetime(name: str, start: Callable[[web.Application], Awaitable[None]],
+def lifetime(name: str, start: Callable[[web.Application], Awaitable[None]] | None,
              stop: Callable[[web.Application], Awaitable[None]]) -> CleanupCtx:
-    """A cleanup context with no task: `start(app)` at start-up, `stop(app)` at shutdown."""
+    """A cleanup context with no task: `start(app)` (if any) at start-up, `stop(app)` at shutdown."""
     async def context(app: web.Application) -> AsyncIterator[None]:
-        await start(app)
+        if start is not None:
+            await start(app)
         yield
         await stop(app)
     context.__name__ = name.replace("-", "_")
