@@ -4,11 +4,12 @@ fingerprint wins, "{{ default }}" extends the derived one."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from agent.error_tracking.config import ErrorsConfig
 from agent.error_tracking.fingerprint import fingerprint, in_app_top, normalise_file, normalise_message
-from agent.error_tracking.model import Frame
+from agent.error_tracking.model import ChainedException, Frame
 from agent.error_tracking.validate import parse_error
 from agent.events.validate import Limits
 
@@ -116,3 +117,46 @@ def test_the_clients_fingerprint_wins_and_default_extends_the_derived_one():
 def test_a_fingerprint_is_32_hex_digits_and_holds_no_client_text():
     print_ = fingerprint(error(fingerprint="alice@example.com"))
     assert len(print_) == 32 and int(print_, 16) >= 0 and "alice" not in print_
+
+
+# --- Sentry's grouping inputs: the source line and the chain ----------------------------------------------
+
+def test_the_source_line_splits_two_bugs_in_one_function_and_survives_moving_lines():
+    def stack(line: str, lineno: int) -> list[dict[str, Any]]:
+        return [{"filename": "app/pay.py", "function": "charge", "lineno": lineno, "inApp": True, "contextLine": line}]
+    amount = error(frames=stack("    total = order.amount  ", 10))
+    assert fingerprint(amount) == fingerprint(error(frames=stack("total =   order.amount", 52)))   # moved, re-indented
+    assert fingerprint(amount) != fingerprint(error(frames=stack("    fee = order.fee", 11)))
+    minified = "x" * 121                                      # longer than Sentry reads: left out, as if absent
+    assert fingerprint(error(frames=stack(minified, 1))) == fingerprint(error(frames=stack("", 1)))
+
+
+def test_an_error_without_causes_or_source_lines_keeps_its_old_fingerprint():
+    """Issues stored before the chain and source lines were read must not split in two."""
+    legacy = error(frames=payment_stack(0))
+    expected = hashlib.sha256("\x1f".join(
+        ["frames", "TypeError", "/_next/static/chunks/pages/checkout-<id>.js|onSubmit",
+         "/_next/static/chunks/pages/checkout-<id>.js|chargeCard"]).encode()).hexdigest()[:32]
+    assert fingerprint(legacy) == expected
+
+
+def test_every_exception_of_the_chain_groups():
+    raised = error(type_="ValueError", frames=payment_stack(0))
+    with_cause = error(type_="ValueError", frames=payment_stack(0))
+    with_cause.causes = [ChainedException("ZeroDivisionError", "division by zero",
+                                          frames=[Frame(filename="app/math.py", function="divide", in_app=True)])]
+    other_cause = error(type_="ValueError", frames=payment_stack(0))
+    other_cause.causes = [ChainedException("KeyError", "'amount'",
+                                           frames=[Frame(filename="app/orders.py", function="load", in_app=True)])]
+    assert len({fingerprint(raised), fingerprint(with_cause), fingerprint(other_cause)}) == 3
+
+
+def test_a_chain_without_frames_groups_by_types_and_values_normalised():
+    first = error(type_="Error", message="request 1234 failed")
+    second = error(type_="Error", message="request 9 failed")
+    for e, code in ((first, 500), (second, 503)):
+        e.causes = [ChainedException("FetchError", f"status {code} from upstream")]
+    assert fingerprint(first) == fingerprint(second)
+    third = error(type_="Error", message="request 9 failed")
+    third.causes = [ChainedException("TimeoutError", "timed out after 30 s")]
+    assert fingerprint(third) != fingerprint(first)

@@ -32,6 +32,7 @@ from agent.sentry.config import DEFAULT_MAX_ENVELOPE_BYTES
 from agent.store.errors import StoreUnavailable
 from tests.support.agent_app import agent_config
 from tests.support.procs import AgentProcess, http_get
+from tests.test_openapi import component, errors_of
 
 pytest_plugins = ["tests.support.store_fixtures"]
 
@@ -199,6 +200,41 @@ def test_an_event_is_stored_while_unknown_items_and_sessions_are_skipped_and_cou
     # the same event id again: acknowledged, never stored or counted twice
     assert agent.post(ENVELOPE, data=body, headers=AUTH).status == 200
     assert agent.app[METRICS].get("loom_errors").series == {("payment", "ValueError", RELEASE): 1}
+
+
+def test_the_issue_keeps_the_chain_source_lines_breadcrumbs_and_request_scrubbed(
+        agent_server: Any, sqlite_store: Any) -> None:
+    agent = agent_server(CONFIG, store=sqlite_store, admin_token=ADMIN)
+    event = sentry_event(
+        breadcrumbs={"values": [{"timestamp": 1767261500.5, "category": "http", "message": "POST /pay",
+                                 "data": {"url": "/pay", "api_token": "tok-123", "to": "sam@example.com"}}]},
+        request={"method": "post", "url": "https://shop.example/pay?card=4111111111111111",
+                 "headers": {"Cookie": "session=abc", "Authorization": "Bearer t", "Accept": "text/html"},
+                 "data": {"card": "4111111111111111"}, "cookies": {"session": "abc"}})
+    raising = event["exception"]["values"][1]
+    raising["mechanism"] = {"type": "generic", "handled": False}
+    raising["stacktrace"]["frames"][0].update(pre_context=["def charge(order):"], post_context=["", "# end"],
+                                               vars={"order": 42, "password": "hunter2", "email": "sam@example.com"})
+    assert agent.post(ENVELOPE, data=envelope(("event", event)), headers=AUTH).status == 200
+    status, issues, _ = agent.get("/api/errors", params={"range": "1h"}, headers={"Authorization": f"Bearer {ADMIN}"})
+    assert status == 200
+    latest = issues["issues"][0]["latest"]
+    assert [(c["type"], c["value"], c["frames"][0]["contextLine"]) for c in latest["causes"]] == [
+        ("ZeroDivisionError", "division by zero", "    return a / b")]
+    assert latest["mechanism"] == {"type": "generic", "handled": False}
+    frame = latest["frames"][-1]
+    assert (frame["preContext"], frame["contextLine"], frame["postContext"]) == (
+        ["def charge(order):"], "    raise ValueError(...)", ["", "# end"])
+    assert frame["vars"]["order"] == 42 and "password" not in frame["vars"]
+    assert frame["vars"]["email"].startswith("email:")                   # pseudonymised like a property
+    assert latest["request"] == {"method": "POST", "url": "https://shop.example/pay",
+                                 "headers": {"Accept": "text/html"}}
+    crumb = latest["breadcrumbs"][0]
+    assert (crumb["message"], crumb["data"]["url"]) == ("POST /pay", "/pay") and "api_token" not in crumb["data"]
+    assert errors_of(component("ErrorSample"), latest) == []              # as openapi.json documents it
+    stored = orjson.dumps(latest).decode()
+    for secret in ("hunter2", "tok-123", "4111111111111111", "session=abc", "Bearer t", "sam@example.com"):
+        assert secret not in stored
 
 
 def test_a_message_event_and_an_oversized_item_beside_it(agent_server: Any) -> None:
@@ -496,7 +532,13 @@ def test_the_real_sdk_with_only_a_dsn(tmp_path: Path) -> None:
         assert by_type["ValueError"]["count"] == 2 and by_type["Message"]["count"] == 1
         assert by_type["ValueError"]["title"] == "charge failed for order 42"
         assert by_type["Message"]["title"] == "nightly export finished"
-        assert by_type["ValueError"]["latest"]["frames"][-1]["function"] == "charge"
+        latest = by_type["ValueError"]["latest"]
+        assert latest["frames"][-1]["function"] == "charge"
+        assert "raise ValueError" in latest["frames"][-1]["contextLine"] and latest["frames"][-1]["preContext"]
+        assert latest["frames"][-1]["vars"]["order"] == "42"                   # sentry-python sends repr()s
+        assert [(c["type"], c["frames"][-1]["function"]) for c in latest["causes"]] == [("ZeroDivisionError", "divide")]
+        assert latest["mechanism"]["handled"] is True
+        assert errors_of(component("ErrorSample"), latest) == []
         metrics = agent.metrics()
         assert f'loom_errors_total{{feature="payment",type="ValueError",release="{RELEASE}"}} 2.0' in metrics
         assert 'loom_agent_sentry_items_total{type="event",outcome="accepted"} 3.0' in metrics

@@ -87,38 +87,34 @@ def with_(path: str, value: Any, payload: dict[str, Any] | None = None) -> dict[
 # --- the full mapping -------------------------------------------------------------------------------
 
 def test_the_raised_exception_is_the_last_value_its_causes_come_before() -> None:
-    result = mapped(sentry_event())
-    error = result.error
+    error = mapped(sentry_event())
     assert (error.type, error.message) == ("PaymentError", "charge failed for order 42")
-    assert [(e.type, e.value) for e in result.exceptions] == [
-        ("ZeroDivisionError", "division by zero"), ("PaymentError", "charge failed for order 42")]
-    assert result.exceptions[-1].frames is error.frames
-    assert [(e.mechanism, e.handled, e.module) for e in result.exceptions] == [
-        ("chained", True, None), ("generic", False, "app.errors")]
+    assert [(e.type, e.value, e.mechanism, e.handled, e.module) for e in error.causes] == [
+        ("ZeroDivisionError", "division by zero", "chained", True, None)]
+    assert (error.mechanism, error.handled, error.causes_omitted) == ("generic", False, 0)
 
 
 def test_frames_keep_order_in_app_and_positions_and_their_source_lines_beside() -> None:
     result = mapped(sentry_event())
-    assert [(f.function, f.lineno, f.colno, f.in_app, f.filename, f.abs_path, f.module) for f in result.error.frames] \
+    assert [(f.function, f.lineno, f.colno, f.in_app, f.filename, f.abs_path, f.module) for f in result.frames] \
         == [("handler", 5, 4, False, "app/payments.py", "/srv/app/payments.py", "app.payments"),
             ("charge", 30, 4, True, "app/payments.py", "/srv/app/payments.py", "app.payments")]
-    assert [s.context_line for s in result.sources] == ["    handler()", "    raise PaymentError()"]
-    assert result.sources[1].pre_context == ("def charge(card):", "    amount = card.amount")
-    assert result.sources[1].post_context == ("    return amount",)
-    cause = result.exceptions[0]
+    assert [f.context_line for f in result.frames] == ["    handler()", "    raise PaymentError()"]
+    assert result.frames[1].pre_context == ("def charge(card):", "    amount = card.amount")
+    assert result.frames[1].post_context == ("    return amount",)
+    cause = result.causes[0]
     assert [f.function for f in cause.frames] == ["split", "divide"]
-    assert cause.sources[1].context_line == "    return a / b"
+    assert cause.frames[1].context_line == "    return a / b"
 
 
-def test_vars_are_dropped_and_counted() -> None:
+def test_vars_are_kept_for_the_sink_to_scrub() -> None:
     result = mapped(sentry_event())
-    assert result.vars_dropped == 4
-    assert "hunter2" not in repr(result)
+    assert [f.vars for f in result.frames] == [{"card": "<Card>", "password": "hunter2"}] * 2
 
 
 def test_everything_else_of_the_event() -> None:
     result = mapped(sentry_event())
-    error = result.error
+    error = result
     assert error.tags == {"feature": "payment", "region": "eu"} and error.feature == "payment"
     assert error.extra == {"amount": 49.0, "sys.argv": ["app.py"]}
     assert (error.user_id, error.release, error.environment, error.level) == ("42", "web@2.3.1", "production", "error")
@@ -129,21 +125,36 @@ def test_everything_else_of_the_event() -> None:
     assert (error.context.ip, error.context.library) == ("203.0.113.9", "sentry.python/2.76.0")
     assert (error.context.page, error.context.user_agent) == ("https://shop.example/pay", "Mozilla/5.0")
     assert result.log_message == "payment p-1 failed for order 42"
+    assert result.request == {"method": "POST", "url": "https://shop.example/pay",
+                              "headers": {"User-Agent": "Mozilla/5.0"}}
     text = repr(result)
     assert "session=abc" not in text and "Bearer t" not in text and "4111" not in text and "token=secret" not in text
 
 
+def test_breadcrumbs_keep_the_last_hundred_and_leave_malformed_ones_out() -> None:
+    crumbs = [{"timestamp": 1767261500.0 + i, "category": "http", "type": "http", "level": "info",
+               "message": f"GET /p/{i}", "data": {"status_code": 200}} for i in range(120)]
+    crumbs[-1] = "not a crumb"
+    crumbs[-2] = {"message": "deep", "data": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {}}}}}}}}}}
+    result = mapped(with_("breadcrumbs", {"values": crumbs}))
+    assert len(result.breadcrumbs) == 99
+    assert result.breadcrumbs[0] == {"timestamp": 1767261520.0, "category": "http", "type": "http", "level": "info",
+                                     "message": "GET /p/20", "data": {"status_code": 200}}
+    assert result.breadcrumbs[-1] == {"message": "deep", "dataDropped": True}
+    assert mapped(with_("breadcrumbs", "junk")).breadcrumbs == []
+
+
 def test_the_default_part_of_a_fingerprint_stands_for_the_derived_one() -> None:
-    error = mapped(sentry_event()).error
+    error = mapped(sentry_event())
     assert fingerprint(error) != derived_fingerprint(error)
-    plain = mapped(with_("fingerprint", ["{{default}}"])).error
+    plain = mapped(with_("fingerprint", ["{{default}}"]))
     assert fingerprint(plain) != fingerprint(error)
-    other_region = mapped(with_("fingerprint", ["{{ default }}", "us", 7])).error
+    other_region = mapped(with_("fingerprint", ["{{ default }}", "us", 7]))
     assert fingerprint(other_region) != fingerprint(error)
 
 
 def test_tags_as_a_list_of_pairs() -> None:
-    error = mapped(with_("tags", [["feature", "search"], ["n", 3], ["flag", True], ["gone", None]])).error
+    error = mapped(with_("tags", [["feature", "search"], ["n", 3], ["flag", True], ["gone", None]]))
     assert error.tags == {"feature": "search", "n": "3", "flag": "true"}
 
 
@@ -152,31 +163,31 @@ def test_tags_as_a_list_of_pairs() -> None:
                                                  ("2026-01-01T11:00:00+01:00", 1767261600.0)])
 def test_timestamps_as_seconds_or_rfc_3339_offset_less_being_utc(timestamp: Any, expected: float) -> None:
     now = 1767261600.0
-    assert build_sentry_error(with_("timestamp", timestamp), now, CONFIG, LIMITS).error.timestamp == expected
+    assert build_sentry_error(with_("timestamp", timestamp), now, CONFIG, LIMITS).timestamp == expected
 
 
 def test_no_timestamp_is_now_and_the_envelope_event_id_is_the_fallback() -> None:
-    error = mapped(with_("event_id", ..., with_("timestamp", ...)), event_id="envelope-id").error
+    error = mapped(with_("event_id", ..., with_("timestamp", ...)), event_id="envelope-id")
     assert (error.timestamp, error.event_id) == (NOW, "envelope-id")
 
 
 @pytest.mark.parametrize("level, expected", [("warn", "warning"), ("critical", "fatal"), ("log", "info"),
                                              ("fatal", "fatal"), ("debug", "debug")])
 def test_levels_with_sentrys_aliases(level: str, expected: str) -> None:
-    assert mapped(with_("level", level)).error.level == expected
+    assert mapped(with_("level", level)).level == expected
 
 
 def test_the_user_is_the_id_else_the_email_else_the_username_and_auto_ip_is_not_an_ip() -> None:
-    assert mapped(with_("user", {"email": "a@b.example", "username": "sam"})).error.user_id == "a@b.example"
-    only_name = mapped(with_("user", {"username": "sam", "ip_address": "{{auto}}"})).error
+    assert mapped(with_("user", {"email": "a@b.example", "username": "sam"})).user_id == "a@b.example"
+    only_name = mapped(with_("user", {"username": "sam", "ip_address": "{{auto}}"}))
     assert (only_name.user_id, only_name.context.ip) == ("sam", None)
-    assert mapped(with_("user", ...)).error.user_id is None
+    assert mapped(with_("user", ...)).user_id is None
 
 
 # --- other shapes --------------------------------------------------------------------------------------
 
 def test_a_message_event_from_capture_message() -> None:
-    error = mapped({"message": "hello world", "level": "info", "event_id": "abc"}).error
+    error = mapped({"message": "hello world", "level": "info", "event_id": "abc"})
     assert (error.type, error.message, error.level, error.frames) == (MESSAGE_TYPE, "hello world", "info", [])
 
 
@@ -187,51 +198,51 @@ def test_a_message_event_from_capture_message() -> None:
     ({"message": "no params %s"}, "no params %s"),
 ])
 def test_logentry_formatting(entry: dict[str, Any], expected: str) -> None:
-    assert mapped({"logentry": entry}).error.message == expected
-    assert mapped({"message": entry}).error.message == expected
+    assert mapped({"logentry": entry}).message == expected
+    assert mapped({"message": entry}).message == expected
 
 
 def test_a_message_event_takes_the_stack_of_the_crashed_or_current_thread() -> None:
     threads = {"values": [{"id": 1, "stacktrace": {"frames": [frame("idle", 1)]}},
                           {"id": 2, "current": True, "stacktrace": {"frames": [frame("work", 2)]}}]}
     result = mapped({"message": "slow", "threads": threads})
-    assert [f.function for f in result.error.frames] == ["work"]
-    assert result.sources[0].context_line == "    work()"
-    assert [f.function for f in mapped({"message": "x", "stacktrace": {"frames": [frame("top", 3)]}}).error.frames] \
+    assert [f.function for f in result.frames] == ["work"]
+    assert result.frames[0].context_line == "    work()"
+    assert [f.function for f in mapped({"message": "x", "stacktrace": {"frames": [frame("top", 3)]}}).frames] \
         == ["top"]
 
 
 def test_exception_as_a_bare_list_or_a_legacy_object_and_a_missing_type() -> None:
-    assert mapped({"exception": [{"type": "A", "value": "a"}, {"type": "B", "value": "b"}]}).error.type == "B"
-    assert mapped({"exception": {"type": "Legacy", "value": "v"}}).error.type == "Legacy"
-    error = mapped({"exception": {"values": [{"value": "Script error."}]}}).error
+    assert mapped({"exception": [{"type": "A", "value": "a"}, {"type": "B", "value": "b"}]}).type == "B"
+    assert mapped({"exception": {"type": "Legacy", "value": "v"}}).type == "Legacy"
+    error = mapped({"exception": {"values": [{"value": "Script error."}]}})
     assert (error.type, error.message) == ("Error", "Script error.")
 
 
 def test_a_long_chain_keeps_the_exceptions_nearest_the_raise() -> None:
     values = [{"type": f"E{i}", "value": str(i)} for i in range(MAX_EXCEPTIONS + 5)]
     result = mapped({"exception": {"values": values}})
-    assert result.exceptions_omitted == 5 and len(result.exceptions) == MAX_EXCEPTIONS
-    assert (result.exceptions[0].type, result.error.type) == ("E5", f"E{MAX_EXCEPTIONS + 4}")
+    assert result.causes_omitted == 5 and len(result.causes) == MAX_EXCEPTIONS - 1
+    assert (result.causes[0].type, result.type) == ("E5", f"E{MAX_EXCEPTIONS + 4}")
 
 
 def test_a_deep_stack_keeps_both_ends_with_their_sources_aligned() -> None:
     frames = [frame(f"f{i}", i + 1, line=f"line {i}") for i in range(CONFIG.max_frames + 20)]
     result = mapped({"exception": {"values": [{"type": "RecursionError", "stacktrace": {"frames": frames}}]}})
-    assert result.error.frames_omitted == 20 and len(result.error.frames) == CONFIG.max_frames
-    assert [s.context_line for s in result.sources] == [f"line {int(f.function[1:])}" for f in result.error.frames]
-    assert result.error.frames[-1].function == f"f{CONFIG.max_frames + 19}"
+    assert result.frames_omitted == 20 and len(result.frames) == CONFIG.max_frames
+    assert [f.context_line for f in result.frames] == [f"line {int(f.function[1:])}" for f in result.frames]
+    assert result.frames[-1].function == f"f{CONFIG.max_frames + 19}"
 
 
 def test_long_source_lines_and_contexts_are_cut_not_refused() -> None:
     long = frame("f", 1, line="x" * 10_000, pre_context=[f"p{i}" for i in range(30)])
     result = mapped({"exception": {"values": [{"type": "E", "stacktrace": {"frames": [long]}}]}})
-    assert len(result.sources[0].context_line or "") == LIMITS.max_string_length
-    assert result.sources[0].pre_context == tuple(f"p{i}" for i in range(20, 30))
+    assert len(result.frames[0].context_line or "") == LIMITS.max_string_length
+    assert result.frames[0].pre_context == tuple(f"p{i}" for i in range(20, 30))
 
 
 def test_a_long_message_is_cut_and_marked_like_v1_errors() -> None:
-    error = mapped(with_("exception.values.1.value", "m" * (CONFIG.max_message_length + 1))).error
+    error = mapped(with_("exception.values.1.value", "m" * (CONFIG.max_message_length + 1)))
     assert error.message_truncated and len(error.message) == CONFIG.max_message_length
 
 
@@ -286,4 +297,4 @@ def test_a_payload_that_is_not_an_object() -> None:
 def test_unknown_keys_are_ignored_not_errors() -> None:
     event = with_("exception.values.1.stacktrace.frames.1.new_frame_key", {"x": 1},
                   with_("brand_new_top_level_key", [1, 2, 3]))
-    assert mapped(event).error.type == "PaymentError"
+    assert mapped(event).type == "PaymentError"

@@ -22,11 +22,16 @@ import pytest
 from aiohttp import web
 
 from agent.error_tracking.config import ErrorsConfig
+from agent.error_tracking.model import ErrorEvent
+from agent.error_tracking.sink import ErrorSink
 from agent.events.limits import Limits
+from agent.events.privacy import Privacy
+from agent.events.privacy_config import PrivacyConfig
+from agent.metrics.store import MetricStore
 from agent.sentry.auth import authenticate
 from agent.sentry.decode import decode_body
 from agent.sentry.envelope import Envelope, parse_envelope, parse_item_json
-from agent.sentry.events import MESSAGE_TYPE, MappedEvent, parse_sentry_event
+from agent.sentry.events import MESSAGE_TYPE, parse_sentry_event
 from agent.sentry.items import log_levels, trace_metrics
 
 sentry_sdk = pytest.importorskip("sentry_sdk")
@@ -167,7 +172,7 @@ def envelopes(requests: list[Captured]) -> list[Envelope]:
     return parsed
 
 
-def events_of(parsed: list[Envelope]) -> list[MappedEvent]:
+def events_of(parsed: list[Envelope]) -> list[ErrorEvent]:
     mapped = []
     for envelope in parsed:
         for item in envelope.items:
@@ -175,7 +180,7 @@ def events_of(parsed: list[Envelope]) -> list[MappedEvent]:
                 event = parse_sentry_event(parse_item_json(item), now=time.time(), config=ErrorsConfig(),
                                            limits=Limits(), event_id=envelope.header.get("event_id"),
                                            index=item.index)
-                assert event.error.event_id == envelope.header["event_id"]
+                assert event.event_id == envelope.header["event_id"]
                 mapped.append(event)
     return mapped
 
@@ -192,25 +197,26 @@ def test_the_real_sdk_is_understood(captured: tuple[str, list[Captured], dict[st
     assert expected <= set(types), types
     assert types.count("event") == 2
 
-    failure, message = events_of(parsed)
-    error = failure.error
+    error, message = events_of(parsed)
     assert (error.type, error.message) == ("ValueError", "charge failed for order 42")
-    assert [(e.type, e.value) for e in failure.exceptions] == [
-        ("ZeroDivisionError", "division by zero"), ("ValueError", "charge failed for order 42")]
+    assert [(e.type, e.value) for e in error.causes] == [("ZeroDivisionError", "division by zero")]
     assert (error.release, error.environment, error.level) == (RELEASE, ENVIRONMENT, "error")
     assert (error.tags["feature"], error.extra["amount"], error.user_id) == ("payment", 49.0, "user-42")
     assert error.context.trace_id is not None and len(error.context.trace_id) == 32
     raising = error.frames[-1]
     assert (raising.function, raising.in_app, raising.filename) == ("charge", True, "tests/test_sentry_sdk.py")
-    assert failure.sources[-1].context_line is not None and "raise ValueError" in failure.sources[-1].context_line
-    cause = failure.exceptions[0]
+    assert raising.context_line is not None and "raise ValueError" in raising.context_line
+    assert any("card_secret" in line for line in raising.pre_context)
+    cause = error.causes[0]
     assert (cause.frames[-1].function, cause.frames[-1].in_app) == ("divide", True)
-    assert "return a / b" in (cause.sources[-1].context_line or "")
-    assert failure.vars_dropped == sum(len(e.frames) for e in failure.exceptions)
+    assert "return a / b" in (cause.frames[-1].context_line or "")
     assert "card-42000-secret" in requests_text(requests)
-    assert "card-42000-secret" not in repr(failure)
+    assert raising.vars is not None and "card-42000-secret" in repr(raising.vars)
+    ErrorSink(ErrorsConfig(), MetricStore(), Privacy(PrivacyConfig(), b"k" * 32)).scrub(error)
+    assert raising.vars == {"order": "42"}          # the secret-named local is removed, as a property would be
+    assert "card-42000-secret" not in repr(error)
 
-    assert (message.error.type, message.error.message, message.error.level) == \
+    assert (message.type, message.message, message.level) == \
         (MESSAGE_TYPE, "nightly export finished", "warning")
 
     check_in = next(parse_item_json(i) for e in parsed for i in e.items if i.type == "check_in")

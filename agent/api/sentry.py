@@ -212,13 +212,13 @@ class _Events:
 
     def map(self, payload: Any, event_id: str | None, index: int | None) -> None:
         try:
-            mapped = parse_sentry_event(payload, now=self.now, config=self.sink.config, limits=self.pipeline.limits,
+            error = parse_sentry_event(payload, now=self.now, config=self.sink.config, limits=self.pipeline.limits,
                                         dnt_header=self.dnt, event_id=event_id, index=index)
         except EventError as err:
             self.invalid.append(err)
             self.ingest.count("event", REJECTED)
             return
-        self.errors.append(mapped.error)
+        self.errors.append(error)
 
     def refusal(self) -> BadRequest:
         """400 naming every invalid event's field; the client's own keys in a path pass through privacy."""

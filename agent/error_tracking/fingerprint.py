@@ -1,16 +1,22 @@
 """Grouping errors into issues: the fingerprint.
 
-An issue is every occurrence of one bug. Without a fingerprint from the client it is derived from:
-- the exception type, and
-- the top IN_APP_FRAMES in-app frames (those nearest the raise; `inApp: true` frames, or when the
+An issue is every occurrence of one bug. Without a fingerprint from the client it is derived, the
+way Sentry groups, from every exception of the chain (the causes, then the error) when any of them
+has frames:
+- each exception's type, and
+- its top IN_APP_FRAMES in-app frames (those nearest the raise; `inApp: true` frames, or when the
   client marks none, every frame not marked `inApp: false`, or when all are, every frame): each
   frame's file (filename, else abs_path, else module) with the parts that change between deploys,
   hosts and machines normalised away (scheme://host, query and fragment, UUIDs, hex ids such as
-  bundle hashes, digit runs such as versions and build numbers) and its function.
+  bundle hashes, digit runs such as versions and build numbers), its function, and its source line
+  (`context_line`, whitespace collapsed) when the SDK sent one no longer than CONTEXT_LINE_MAX
+  (Sentry ignores longer ones: minified code).
 Line and column numbers are left out: the same bug moves when code above it changes, and must stay
-one issue across releases. The message is not used when there are frames (it carries ids, amounts,
-names); without frames it is the only thing to go on, and is used with its numbers and ids
-normalised away.
+one issue across releases; the source line does not move with it. The message is not used when
+there are frames (it carries ids, amounts, names); without frames the chain's types and values are
+the only thing to go on, and are used with their numbers and ids normalised away (a message event
+is grouped by its message). An error with neither causes nor source lines (every /v1/errors event
+without them) keeps the fingerprint it always had.
 
 A client's own fingerprint (Sentry's `fingerprint: ["payment-timeout"]`) replaces the derived one;
 the part "{{ default }}" stands for the derived fingerprint, so a client can split an issue further.
@@ -25,6 +31,7 @@ import re
 from agent.error_tracking.model import ErrorEvent, Frame
 
 IN_APP_FRAMES = 5
+CONTEXT_LINE_MAX = 120
 _SEP = "\x1f"
 _DEFAULT_PART = re.compile(r"\{\{\s*default\s*\}\}")
 _ORIGIN = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/]*")
@@ -65,7 +72,11 @@ def in_app_top(frames: list[Frame], count: int = IN_APP_FRAMES) -> list[Frame]:
 
 def frame_key(frame: Frame) -> str:
     where = frame.filename or frame.abs_path or frame.module or ""
-    return f"{normalise_file(where)}|{(frame.function or '').strip()}"
+    key = f"{normalise_file(where)}|{(frame.function or '').strip()}"
+    line = frame.context_line
+    if line is not None and line.strip() and len(line) <= CONTEXT_LINE_MAX:
+        key += "|" + _SPACES.sub(" ", line).strip()
+    return key
 
 
 def _digest(parts: list[str]) -> str:
@@ -73,9 +84,16 @@ def _digest(parts: list[str]) -> str:
 
 
 def derived_fingerprint(error: ErrorEvent) -> str:
-    if error.frames:
-        return _digest(["frames", error.type.strip(), *map(frame_key, in_app_top(error.frames))])
-    return _digest(["message", error.type.strip(), normalise_message(error.message)])
+    chain = [*((c.type, c.value, c.frames) for c in error.causes), (error.type, error.message, error.frames)]
+    if any(frames for _, _, frames in chain):
+        parts = ["frames"]
+        for kind, _, frames in chain:
+            parts += [kind.strip(), *map(frame_key, in_app_top(frames))]
+        return _digest(parts)
+    parts = ["message"]
+    for kind, message, _ in chain:
+        parts += [kind.strip(), normalise_message(message)]
+    return _digest(parts)
 
 
 def fingerprint(error: ErrorEvent) -> str:

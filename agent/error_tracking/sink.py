@@ -4,9 +4,11 @@
    user agent) whatever privacy.dnt / privacy.opted_out say: an error is service health, not tracking,
    and dropping it would make error rates lie (counted in loom_agent_events_anonymized_total). Then the
    scrubbing every event gets: the user id and event id pseudonymised, `extra` and `tags` scrubbed as
-   event properties are (e-mails, card numbers, secret-named keys removed, private names masked), the
-   context as an event's, and the type, message, environment, frames and fingerprint parts as free
-   text (e-mails, card numbers). The release is kept as it is: it names a build, and validation
+   event properties are (e-mails, card numbers, secret-named keys removed, private names masked), and
+   so are the frames' local variables (`vars`), the breadcrumbs and the request record of a Sentry
+   event; the context as an event's; the type, message, log message, environment, fingerprint parts,
+   the chained causes and every frame's text and source lines as free text (e-mails, card numbers).
+   The release is kept as it is: it names a build, and validation
    (agent/events/validate.py parse_release) refuses anything shaped like an e-mail address.
 2. fingerprint (agent/error_tracking/fingerprint.py), from the scrubbed error.
 3. store: one `errors` row per occurrence, all of a request in ONE transaction, committed before the
@@ -38,7 +40,7 @@ from agent.store.base import Store
 UNKNOWN = "unknown"
 INSERT_ERROR = ("INSERT INTO errors (event_id, fingerprint, ts, received_at, user_id, release, environment, "
                 "feature, type, message, sample) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
-_FRAME_TEXT = ("filename", "abs_path", "function", "module")
+_FRAME_TEXT = ("filename", "abs_path", "function", "module", "context_line")
 
 # called with the errors of a request once they are committed (and not duplicates)
 Observer = Callable[[Sequence[ErrorEvent]], None]
@@ -64,6 +66,17 @@ def sample_json(error: ErrorEvent) -> str:
         sample["framesOmitted"], sample["framesOmittedAt"] = error.frames_omitted, error.frames_omitted_at
     if error.message_truncated:
         sample["messageTruncated"] = True
+    if error.causes:
+        sample["causes"] = [cause.to_json() for cause in error.causes]
+    if error.causes_omitted:
+        sample["causesOmitted"] = error.causes_omitted
+    if error.mechanism is not None or error.handled is not None:
+        sample["mechanism"] = {key: value for key, value in (("type", error.mechanism), ("handled", error.handled))
+                               if value is not None}
+    for key, value in (("logMessage", error.log_message), ("request", error.request),
+                       ("breadcrumbs", error.breadcrumbs or None)):
+        if value is not None:
+            sample[key] = value
     c = error.context
     context = {key: value for key, value in (("page", c.page), ("userAgent", c.user_agent), ("ip", c.ip),
                                              ("traceId", c.trace_id), ("spanId", c.span_id),
@@ -129,27 +142,43 @@ class ErrorSink:
     def scrub(self, error: ErrorEvent) -> ErrorEvent:
         """Privacy for one error, in place (see the module docstring); returns it."""
         privacy, text = self.privacy, self.privacy.text
-        # the ids, tags, extra and context go through exactly the path of an event's
+        # the ids, tags, extra, context, frame variables, breadcrumbs and request go through exactly the
+        # path of an event's properties (secret-named keys removed, e-mails and card numbers scrubbed)
+        frames = [frame for stack in (error.frames, *(cause.frames for cause in error.causes)) for frame in stack]
+        properties = {"tags": error.tags, "extra": error.extra, "frame_vars": [frame.vars for frame in frames],
+                      "breadcrumbs": error.breadcrumbs, "request": error.request}
         carrier = Event(name="$exception", category="error", timestamp=error.timestamp, received_at=error.received_at,
-                        properties={"tags": error.tags, "extra": error.extra}, user_id=error.user_id,
-                        event_id=error.event_id, context=error.context)
+                        properties=properties, user_id=error.user_id, event_id=error.event_id, context=error.context)
         reason = privacy.decide(carrier)
         if reason is not None:
             anonymize(carrier)
             self._anonymized.inc((reason,))
         privacy.scrub(carrier)
         error.user_id, error.event_id, error.context = carrier.user_id, carrier.event_id, carrier.context
-        tags, extra = carrier.properties.get("tags"), carrier.properties.get("extra")
-        error.tags = tags if isinstance(tags, dict) else {}         # a private name may mask the whole object
-        error.extra = extra if isinstance(extra, dict) else {}
+        scrubbed = carrier.properties
+        # a private name may mask a whole object: what is not of its shape any more is left out
+        error.tags = _of_type(scrubbed.get("tags"), dict, {})
+        error.extra = _of_type(scrubbed.get("extra"), dict, {})
+        error.breadcrumbs = [c for c in _of_type(scrubbed.get("breadcrumbs"), list, []) if isinstance(c, dict)]
+        error.request = _of_type(scrubbed.get("request"), dict, None)
+        frame_vars = _of_type(scrubbed.get("frame_vars"), list, [])
+        for frame, variables in zip(frames, frame_vars + [None] * (len(frames) - len(frame_vars))):
+            frame.vars = variables if isinstance(variables, dict) and frame.vars is not None else None
         error.type, error.message = text(error.type), text(error.message)
-        if error.environment is not None:
-            error.environment = text(error.environment)
+        for name in ("environment", "log_message"):
+            if (value := getattr(error, name)) is not None:
+                setattr(error, name, text(value))
         if error.fingerprint is not None:
             error.fingerprint = tuple(map(text, error.fingerprint))
-        for frame in error.frames:
+        for cause in error.causes:
+            cause.type, cause.value = text(cause.type), text(cause.value)
+        for frame in frames:
             _scrub_frame(frame, text)
         return error
+
+
+def _of_type(value: Any, kind: type, default: Any) -> Any:
+    return value if isinstance(value, kind) else default
 
 
 def _scrub_frame(frame: Frame, text: Callable[[str], str]) -> None:
@@ -157,4 +186,6 @@ def _scrub_frame(frame: Frame, text: Callable[[str], str]) -> None:
         value = getattr(frame, name)
         if value is not None:
             setattr(frame, name, text(value))
+    frame.pre_context = tuple(map(text, frame.pre_context))
+    frame.post_context = tuple(map(text, frame.post_context))
 

@@ -9,7 +9,11 @@ The envelope, Sentry-like (camelCase or snake_case; unknown keys are errors; `nu
                    Sentry sends them, the outermost call first and the frame that raised last. A frame:
                    filename, abs_path | absPath, function, module (strings, "" counting as absent; at
                    least one of them),
-                   lineno, colno (integers >= 0), in_app | inApp (boolean). More than errors.max_frames
+                   lineno, colno (integers >= 0), in_app | inApp (boolean), the source around the line
+                   as Sentry SDKs send it: pre_context | preContext and post_context | postContext
+                   (arrays of strings; the CONTEXT_LINES nearest the line kept, each cut to the string
+                   limit), context_line | contextLine (a string, cut), and vars (the frame's local
+                   variables: an object within the event limits, scrubbed like `extra`). More than errors.max_frames
                    frames: the first half and the last half are kept (the raising frames always are),
                    the sample says how many were omitted (`framesOmitted`).
     tags           {name: value}: at most 50; names 1 to 64 of letters, digits, _ . : $ -; values strings
@@ -69,8 +73,12 @@ _ENVELOPE = {"type": "type", "message": "message", "stacktrace": "stacktrace", "
              "fingerprint": "fingerprint", "event_id": "event_id", "eventId": "event_id",
              "timestamp": "timestamp", "context": "context"}
 _FRAME = {"filename": "filename", "abs_path": "abs_path", "absPath": "abs_path", "function": "function",
-          "module": "module", "lineno": "lineno", "colno": "colno", "in_app": "in_app", "inApp": "in_app"}
+          "module": "module", "lineno": "lineno", "colno": "colno", "in_app": "in_app", "inApp": "in_app",
+          "pre_context": "pre_context", "preContext": "pre_context", "context_line": "context_line",
+          "contextLine": "context_line", "post_context": "post_context", "postContext": "post_context",
+          "vars": "vars"}
 _FRAME_TEXT = ("filename", "abs_path", "function", "module")
+CONTEXT_LINES = 10                  # source lines kept on each side of a frame's line (Sentry's SDKs send 5)
 
 
 def _fields(obj: dict[str, Any], names: dict[str, str], prefix: str = "") -> dict[str, Any]:
@@ -142,7 +150,48 @@ def parse_frame(raw: Any, field: str, limits: Limits) -> Frame:
         if type(fields["in_app"]) is not bool:
             raise type_error("a boolean", fields["in_app"], f"{field}.in_app")
         frame.in_app = fields["in_app"]
+    longest = limits.max_string_length
+    if "context_line" in fields:
+        line = fields["context_line"]
+        if type(line) is not str:
+            raise type_error("a string", line, f"{field}.context_line")
+        frame.context_line = line[:longest]
+    if "pre_context" in fields:
+        frame.pre_context = _context_lines(fields["pre_context"], f"{field}.pre_context", longest, keep_last=True)
+    if "post_context" in fields:
+        frame.post_context = _context_lines(fields["post_context"], f"{field}.post_context", longest, keep_last=False)
+    if "vars" in fields:
+        frame.vars = _object_within_limits(fields["vars"], f"{field}.vars", limits)
     return frame
+
+
+def _context_lines(value: Any, field: str, longest: int, keep_last: bool) -> tuple[str, ...]:
+    """Source lines: strings (null reads as an empty line); the CONTEXT_LINES nearest the frame's line
+    kept (the last ones before it, the first ones after it), each cut to `longest`: long minified
+    lines are normal, not an error."""
+    if type(value) is not list:
+        raise type_error("an array of strings", value, field)
+    chosen = value[-CONTEXT_LINES:] if keep_last else value[:CONTEXT_LINES]
+    offset = len(value) - len(chosen) if keep_last else 0
+    lines: list[str] = []
+    for i, line in enumerate(chosen):
+        if line is not None and type(line) is not str:
+            raise type_error("a string", line, f"{field}[{offset + i}]")
+        lines.append((line or "")[:longest])
+    return tuple(lines)
+
+
+def _object_within_limits(raw: Any, field: str, limits: Limits) -> dict[str, Any]:
+    """An object of any JSON within the event limits (key count, depth, string length, finite numbers)."""
+    if type(raw) is not dict:
+        raise type_error("an object", raw, field)
+    if len(raw) > limits.max_properties:
+        raise FieldError(field, f"must have at most {limits.max_properties} keys (got {len(raw)})")
+    try:
+        check_generic(raw, 0, limits)
+    except FieldError as err:
+        raise FieldError(join_path(field, err.field), err.message) from None
+    return raw
 
 
 def parse_frames(raw: Any, field: str, config: ErrorsConfig, limits: Limits) -> tuple[list[Frame], int]:
@@ -201,15 +250,7 @@ def parse_tags(raw: Any) -> dict[str, str]:
 
 
 def parse_extra(raw: Any, limits: Limits) -> dict[str, Any]:
-    if type(raw) is not dict:
-        raise type_error("an object", raw, "extra")
-    if len(raw) > limits.max_properties:
-        raise FieldError("extra", f"must have at most {limits.max_properties} keys (got {len(raw)})")
-    try:
-        check_generic(raw, 0, limits)
-    except FieldError as err:
-        raise FieldError(join_path("extra", err.field), err.message) from None
-    return raw
+    return _object_within_limits(raw, "extra", limits)
 
 
 def _user(fields: dict[str, Any]) -> str | None:

@@ -11,19 +11,20 @@ Unlike /v1/errors, keys this mapping does not read are ignored, not errors: Sent
 The mapping:
 - `exception.values[]` (or a bare list): Sentry orders a chain from the first cause to the exception
   that was raised, which comes LAST (sentry-python reverses `walk_exception_chain`); the last value
-  gives `type`, `message` (its `value`) and `frames`. Every value is kept, validated the same way, in
-  `MappedEvent.exceptions` (the model has one exception only). A missing type is "Error".
-- frames: `filename`, `abs_path`, `function`, `module`, `lineno`, `colno`, `in_app` as in the model;
-  `pre_context` / `context_line` / `post_context` (the model has no place) in `MappedEvent.sources`,
-  one per frame, at most CONTEXT_LINES lines a side and lines cut to the string limit; `vars` are
-  DROPPED (the model has no place, and local variables are where passwords and tokens are), counted
-  in `MappedEvent.vars_dropped`. Other frame keys (`platform`, `package`, `instruction_addr`, ...) are
-  ignored.
+  gives `type`, `message` (its `value`), `frames` and the mechanism (`mechanism.type`,
+  `mechanism.handled`: False for a crash). The values before it are the error's `causes`, each
+  validated the same way (the last MAX_EXCEPTIONS kept; `causes_omitted` counts the rest). A missing
+  type is "Error".
+- frames: `filename`, `abs_path`, `function`, `module`, `lineno`, `colno`, `in_app`, the source
+  context (`pre_context` / `context_line` / `post_context`, CONTEXT_LINES a side) and `vars` (local
+  variables, which the sink scrubs like event properties: a secret-named variable is removed),
+  validated by /v1/errors' own frame parser. Other frame keys (`platform`, `package`,
+  `instruction_addr`, ...) are ignored.
 - no exception: a message event. `type` is "Message"; frames from `stacktrace` or the crashed/current
   thread's (`threads.values[]`) when the SDK attached one.
 - the message: `logentry` (or the legacy `message`, a string or the same object): `formatted`, else
   `message` with its `params` filled in (`%s`, `%(name)s`). An exception event's message is the
-  exception's value; its log message, if any, is `MappedEvent.log_message`.
+  exception's value; its log message, if any, is `log_message`.
 - `level` (Sentry's `warn`, `critical` and `log` read as warning, fatal and info), `tags` (an object
   or a list of [name, value] pairs), `extra`, `release`, `environment`, `fingerprint` (numbers as
   text; `{{ default }}` is kept and resolved by the fingerprint stage), `event_id` (a UUID in either
@@ -32,68 +33,43 @@ The mapping:
 - `user`: `id`, else `email`, else `username` -> user_id; `ip_address` -> context.ip (not `{{auto}}`).
 - `contexts.trace.trace_id` / `span_id` -> context (the error joins the trace); `sdk` name/version ->
   context.library; `request.url` without query and fragment -> context.page; the request's
-  `User-Agent` header -> context.user_agent. No other part of `request` (cookies, headers, data) is read.
+  `User-Agent` header -> context.user_agent.
+- `request` -> `request`: method, URL without query, headers but credentials, cookies and client
+  addresses (request_record); `data`, `query_string`, `cookies`, `env` are never read.
+- `breadcrumbs` -> the last MAX_BREADCRUMBS, malformed ones left out (breadcrumbs()).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.error_tracking.config import ErrorsConfig
-from agent.error_tracking.model import ErrorEvent, Frame
+from agent.error_tracking.model import ChainedException, ErrorEvent
 from agent.error_tracking.validate import TYPE_MAX, build_error, parse_frames
 from agent.events.limits import Limits
-from agent.events.properties import FieldError, type_error
+from agent.events.properties import FieldError, check_generic, type_error
 from agent.events.validate import EventError
 
 DEFAULT_TYPE = "Error"
 MESSAGE_TYPE = "Message"
 MAX_EXCEPTIONS = 32                      # a longer chain keeps the last ones (nearest the raise)
-CONTEXT_LINES = 10                       # source lines kept on each side of a frame's line
+MAX_BREADCRUMBS = 100                    # Sentry's SDKs keep 100 by default
+MAX_HEADERS = 50
+# request headers never kept: credentials, cookies, and the client's address (the IP is user.ip_address)
+DROPPED_HEADERS = frozenset({"cookie", "set-cookie", "authorization", "proxy-authorization", "x-api-key",
+                             "x-auth-token", "x-csrf-token", "x-xsrf-token", "x-sentry-auth", "x-forwarded-for",
+                             "x-real-ip", "forwarded", "cf-connecting-ip", "true-client-ip"})
 MAX_PARAMS = 100
 LEVEL_ALIASES = {"warn": "warning", "critical": "fatal", "log": "info"}
-_FRAME_KEYS = ("filename", "abs_path", "function", "module", "lineno", "colno", "in_app")
+_FRAME_KEYS = ("filename", "abs_path", "function", "module", "lineno", "colno", "in_app", "pre_context",
+               "context_line", "post_context", "vars")
 _PLACEHOLDER = re.compile(r"%(?:\(([A-Za-z0-9_.-]{1,64})\))?[sdifr]|%%")
 _NAIVE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
-
-
-@dataclass(frozen=True, slots=True)
-class SourceContext:
-    """A frame's source lines, which `Frame` has no place for (Sentry groups by `context_line`)."""
-
-    pre_context: tuple[str, ...] = ()
-    context_line: str | None = None
-    post_context: tuple[str, ...] = ()
-
-
-@dataclass(slots=True)
-class SentryException:
-    """One value of `exception.values`, validated like the error's own exception."""
-
-    type: str
-    value: str
-    module: str | None = None
-    frames: list[Frame] = field(default_factory=list)
-    sources: list[SourceContext] = field(default_factory=list)     # one per frame
-    frames_omitted: int = 0
-    mechanism: str | None = None          # `mechanism.type`: how it was captured ("generic", "onerror")
-    handled: bool | None = None           # `mechanism.handled`: False for a crash
-
-
-@dataclass(slots=True)
-class MappedEvent:
-    """The ErrorEvent, and what of the Sentry event the model has no place for (see docs/sentry.md)."""
-
-    error: ErrorEvent
-    exceptions: list[SentryException] = field(default_factory=list)   # Sentry's order, error's last
-    sources: list[SourceContext] = field(default_factory=list)        # error.frames' source lines
-    exceptions_omitted: int = 0
-    vars_dropped: int = 0                 # frames that carried `vars`, dropped
-    log_message: str | None = None        # an exception event's log message (logging.exception's)
 
 
 # --- small shapes -----------------------------------------------------------------------------------
@@ -112,31 +88,6 @@ def _optional_text(value: Any, where: str) -> str | None:
     return value
 
 
-def _lines(value: Any, where: str, keep_last: bool, longest: int) -> tuple[str, ...]:
-    """A context list: strings (null counts as an empty line), CONTEXT_LINES nearest kept, cut."""
-    if value is None:
-        return ()
-    if type(value) is not list:
-        raise type_error("an array of strings", value, where)
-    chosen = value[-CONTEXT_LINES:] if keep_last else value[:CONTEXT_LINES]
-    offset = len(value) - len(chosen) if keep_last else 0
-    lines: list[str] = []
-    for i, line in enumerate(chosen):
-        text = _optional_text(line, f"{where}[{offset + i}]") or ""
-        lines.append(text[:longest])
-    return tuple(lines)
-
-
-def _source(raw: Any, where: str, limits: Limits) -> SourceContext:
-    if type(raw) is not dict:
-        return SourceContext()
-    longest = limits.max_string_length
-    line = _optional_text(raw.get("context_line"), f"{where}.context_line")
-    return SourceContext(_lines(raw.get("pre_context"), f"{where}.pre_context", True, longest),
-                         None if line is None else line[:longest],
-                         _lines(raw.get("post_context"), f"{where}.post_context", False, longest))
-
-
 def _frame_fields(raw: Any) -> Any:
     """The keys the model has of a Sentry frame (a non-object is passed on for parse_frame to refuse)."""
     if type(raw) is not dict:
@@ -146,15 +97,13 @@ def _frame_fields(raw: Any) -> Any:
 
 @dataclass(slots=True)
 class _Stack:
-    """A Sentry stacktrace's frames as /v1/errors takes them, their sources, and the vars seen."""
+    """A Sentry stacktrace's frames as /v1/errors takes them."""
 
     path: str                             # where its frames are: "exception.values[1].stacktrace.frames"
     frames: list[Any] = field(default_factory=list)
-    sources: list[SourceContext] = field(default_factory=list)
-    vars_dropped: int = 0
 
 
-def _stack(raw: Any, where: str, limits: Limits) -> _Stack:
+def _stack(raw: Any, where: str) -> _Stack:
     path = f"{where}.frames"
     if raw is None:
         return _Stack(path)
@@ -163,15 +112,7 @@ def _stack(raw: Any, where: str, limits: Limits) -> _Stack:
         return _Stack(path)
     if type(frames) is not list:
         raise type_error("an array of frames", frames, path)
-    stack = _Stack(path, [_frame_fields(frame) for frame in frames])
-    stack.sources = [_source(frame, f"{path}[{i}]", limits) for i, frame in enumerate(frames)]
-    stack.vars_dropped = sum(1 for frame in frames if type(frame) is dict and frame.get("vars") is not None)
-    return stack
-
-
-def _trimmed(sources: list[SourceContext], omitted: int, at: int) -> list[SourceContext]:
-    """The sources of the frames parse_frames kept (its first and last halves)."""
-    return sources[:at] + sources[at + omitted:] if omitted else sources
+    return _Stack(path, [_frame_fields(frame) for frame in frames])
 
 
 # --- exceptions --------------------------------------------------------------------------------------
@@ -217,43 +158,43 @@ def _mechanism(raw: dict[str, Any], where: str) -> tuple[str | None, bool | None
 class _Link:
     """One exception of the chain while it is mapped: the exception, its raw stack, its field."""
 
-    exception: SentryException
+    exception: ChainedException
     stack: _Stack
     where: str
 
 
-def _exception(raw: Any, where: str, limits: Limits) -> _Link:
+def _exception(raw: Any, where: str) -> _Link:
     obj = _object(raw, where)
-    stack = _stack(obj.get("stacktrace"), f"{where}.stacktrace", limits)
+    stack = _stack(obj.get("stacktrace"), f"{where}.stacktrace")
     value = _optional_text(obj.get("value"), f"{where}.value") or ""
     mechanism, handled = _mechanism(obj, where)
-    exception = SentryException(type=_exception_type(obj, where), value=value,
-                                module=_optional_text(obj.get("module"), f"{where}.module"),
-                                mechanism=mechanism, handled=handled)
+    exception = ChainedException(type=_exception_type(obj, where), value=value,
+                                 module=_optional_text(obj.get("module"), f"{where}.module"),
+                                 mechanism=mechanism, handled=handled)
     return _Link(exception, stack, where)
 
 
-def _chain(payload: dict[str, Any], limits: Limits) -> tuple[list[_Link], int]:
+def _chain(payload: dict[str, Any]) -> tuple[list[_Link], int]:
     """Every exception (the last MAX_EXCEPTIONS), in Sentry's order; and how many were left out."""
     values = _exception_values(payload.get("exception"))
     omitted = max(0, len(values) - MAX_EXCEPTIONS)
-    return [_exception(value, where, limits) for value, where in values[omitted:]], omitted
+    return [_exception(value, where) for value, where in values[omitted:]], omitted
 
 
-def _finish_cause(link: _Link, config: ErrorsConfig, limits: Limits) -> None:
+def _finish_cause(link: _Link, config: ErrorsConfig, limits: Limits) -> ChainedException:
     """A cause's frames and value, bounded as build_error bounds the raised exception's."""
     link.exception.value = link.exception.value[:config.max_message_length]
     frames, omitted = parse_frames(link.stack.frames, link.stack.path, config, limits)
     link.exception.frames, link.exception.frames_omitted = frames, omitted
-    link.exception.sources = _trimmed(link.stack.sources, omitted, config.max_frames // 2)
+    return link.exception
 
 
 # --- message events ---------------------------------------------------------------------------------
 
-def _thread_stack(payload: dict[str, Any], limits: Limits) -> _Stack:
+def _thread_stack(payload: dict[str, Any]) -> _Stack:
     """A message event's stack: `stacktrace`, else the crashed or current thread's, else the first."""
     if payload.get("stacktrace") is not None:
-        return _stack(payload["stacktrace"], "stacktrace", limits)
+        return _stack(payload["stacktrace"], "stacktrace")
     threads = payload.get("threads")
     values = threads.get("values") if type(threads) is dict else None
     if type(values) is not list:
@@ -265,7 +206,7 @@ def _thread_stack(payload: dict[str, Any], limits: Limits) -> _Stack:
     if chosen is None:
         return _Stack("stacktrace.frames")
     index, thread = chosen
-    return _stack(thread["stacktrace"], f"threads.values[{index}].stacktrace", limits)
+    return _stack(thread["stacktrace"], f"threads.values[{index}].stacktrace")
 
 
 def _param(match: re.Match[str], params: list[Any] | dict[str, Any], position: int) -> tuple[str, bool]:
@@ -394,6 +335,72 @@ def _context(payload: dict[str, Any], ip: Any, limits: Limits) -> dict[str, Any]
     return context
 
 
+def _header_pairs(raw: Any) -> list[tuple[str, Any]]:
+    """Sentry's headers: an object, or a list of [name, value] pairs; anything else reads as none."""
+    pairs = raw.items() if type(raw) is dict else raw if type(raw) is list else ()
+    return [(pair[0], pair[1]) for pair in pairs
+            if type(pair) in (tuple, list) and len(pair) == 2 and type(pair[0]) is str]
+
+
+def request_record(raw: Any, limits: Limits) -> dict[str, Any] | None:
+    """What is kept of `request`: the method, the URL without query and fragment, and the headers
+    but those that carry credentials, cookies or the client's address (DROPPED_HEADERS), at most
+    MAX_HEADERS, values cut to the string limit. `data`, `query_string`, `cookies` and `env` are never
+    read: form bodies and query strings are where personal data travels. The sink scrubs what is left."""
+    if type(raw) is not dict:
+        return None
+    longest = limits.max_string_length
+    record: dict[str, Any] = {}
+    method = raw.get("method")
+    if type(method) is str and 0 < len(method) <= 16:
+        record["method"] = method.upper()
+    url = raw.get("url")
+    if type(url) is str and url:
+        record["url"] = re.split(r"[?#]", url, maxsplit=1)[0][:longest]
+    headers = {name[:64]: value[:longest] for name, value in _header_pairs(raw.get("headers"))
+               if type(value) is str and name.lower() not in DROPPED_HEADERS}
+    if headers:
+        record["headers"] = dict(list(headers.items())[:MAX_HEADERS])
+    return record or None
+
+
+def _crumb(raw: Any, limits: Limits) -> dict[str, Any] | None:
+    if type(raw) is not dict:
+        return None
+    longest = limits.max_string_length
+    crumb: dict[str, Any] = {}
+    when = raw.get("timestamp")
+    if isinstance(when, (int, float)) and type(when) is not bool and math.isfinite(when):
+        crumb["timestamp"] = float(when)
+    elif type(when) is str and len(when) <= 64:
+        crumb["timestamp"] = when
+    for key, longest_here in (("type", 64), ("category", 128), ("level", 16), ("message", longest)):
+        value = raw.get(key)
+        if type(value) is str and value:
+            crumb[key] = value[:longest_here]
+    data = raw.get("data")
+    if type(data) is dict and data:
+        try:
+            check_generic(data, 1, limits)
+        except FieldError:
+            crumb["dataDropped"] = True     # too deep, too long or not finite: the crumb stays without it
+        else:
+            crumb["data"] = data
+    return crumb or None
+
+
+def breadcrumbs(raw: Any, limits: Limits) -> list[dict[str, Any]]:
+    """`breadcrumbs` ({"values": [...]} or a bare list) -> the last MAX_BREADCRUMBS, oldest first.
+    A breadcrumb is context, not the error: a malformed one is left out, never a reason to refuse
+    the event. Kept per crumb: timestamp, type, category, level, message (cut), data (within the
+    event limits; the sink scrubs it like event properties)."""
+    values = raw.get("values") if type(raw) is dict else raw
+    if type(values) is not list:
+        return []
+    crumbs = (_crumb(item, limits) for item in values[-MAX_BREADCRUMBS:])
+    return [crumb for crumb in crumbs if crumb is not None]
+
+
 # --- errors in Sentry's terms -----------------------------------------------------------------------
 
 def _renamer(stack_path: str, message_field: str, type_field: str, user_field: str) -> list[tuple[str, str]]:
@@ -419,11 +426,11 @@ def _present(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_sentry_error(payload: Any, now: float, config: ErrorsConfig, limits: Limits,
-                       dnt_header: bool = False, event_id: str | None = None) -> MappedEvent:
-    """A Sentry event payload -> MappedEvent (see the module docstring); raises FieldError with the
+                       dnt_header: bool = False, event_id: str | None = None) -> ErrorEvent:
+    """A Sentry event payload -> ErrorEvent (see the module docstring); raises FieldError with the
     Sentry field. `event_id` is the envelope header's, used when the payload has none."""
     payload = _object(payload, "")
-    chain, exceptions_omitted = _chain(payload, limits)
+    chain, exceptions_omitted = _chain(payload)
     log_message, log_field = _log_message(payload)
     if chain:
         main = chain[-1]
@@ -431,7 +438,7 @@ def build_sentry_error(payload: Any, now: float, config: ErrorsConfig, limits: L
         kind, message, type_field, message_field = (main.exception.type, main.exception.value,
                                                     f"{main.where}.type", f"{main.where}.value")
     else:
-        stack = _thread_stack(payload, limits)
+        stack = _thread_stack(payload)
         kind, message, type_field, message_field = MESSAGE_TYPE, log_message or "", "type", log_field
     user, user_field, ip = _user(payload.get("user"))
     raw_id = payload.get("event_id")
@@ -448,21 +455,19 @@ def build_sentry_error(payload: Any, now: float, config: ErrorsConfig, limits: L
         error = build_error(body, now, config, limits, dnt_header)
     except FieldError as err:
         raise _rename(err, _renamer(stack.path, message_field, type_field, user_field)) from None
-    for link in chain[:-1]:
-        _finish_cause(link, config, limits)
-    sources = _trimmed(stack.sources, error.frames_omitted, error.frames_omitted_at)
+    error.causes = [_finish_cause(link, config, limits) for link in chain[:-1]]
+    error.causes_omitted = exceptions_omitted
     if chain:
-        main.exception.value, main.exception.frames, main.exception.sources = error.message, error.frames, sources
-        main.exception.frames_omitted = error.frames_omitted
-    return MappedEvent(error=error, exceptions=[link.exception for link in chain], sources=sources,
-                       exceptions_omitted=exceptions_omitted,
-                       vars_dropped=sum(link.stack.vars_dropped for link in chain) if chain else stack.vars_dropped,
-                       log_message=log_message if chain else None)
+        error.mechanism, error.handled = main.exception.mechanism, main.exception.handled
+        error.log_message = None if log_message is None else log_message[:config.max_message_length]
+    error.breadcrumbs = breadcrumbs(payload.get("breadcrumbs"), limits)
+    error.request = request_record(payload.get("request"), limits)
+    return error
 
 
 def parse_sentry_event(payload: Any, *, now: float, config: ErrorsConfig, limits: Limits,
                        dnt_header: bool = False, event_id: str | None = None,
-                       index: int | None = None) -> MappedEvent:
+                       index: int | None = None) -> ErrorEvent:
     """Validate one Sentry event; raises EventError(index, field, message), str() as
     "items[2].exception.values[0].stacktrace.frames[3].lineno: must be an integer, got string"."""
     try:
