@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(prometheus prometheus-alertmanager postgresql gettext-base chromium busybox docker-compose)
+DEBIAN_PACKAGES=(prometheus prometheus-alertmanager postgresql gettext-base chromium busybox docker-compose nodejs)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -23,6 +23,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   [ -n "$created_policy" ] && rm -f /usr/sbin/policy-rc.d
+fi
+
+# npm: Debian's nodejs ships without it (a NodeSource nodejs carries its own and conflicts with the package)
+command -v npm >/dev/null || { apt-get update -qq; apt-get install -y -qq --no-install-recommends npm >/dev/null; }
+
+# The real JavaScript SDKs the tests drive (@sentry/node, @sentry/browser, puppeteer-core, esbuild), pinned
+# by tests/js/package-lock.json; `npm ci` again only when the lock changed. No browser is downloaded:
+# puppeteer-core drives Debian's chromium, and no install script runs.
+if ! cmp -s tests/js/package-lock.json tests/js/node_modules/.installed-lock.json; then
+  (cd tests/js && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+  cp tests/js/package-lock.json tests/js/node_modules/.installed-lock.json
 fi
 
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'

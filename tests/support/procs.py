@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import yaml
@@ -79,9 +79,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def loopback_http_server() -> Iterator[str]:
-    """A healthy HTTP server on 127.0.0.1:<port 0>; yields its base URL."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+def loopback_http_server(handler: Callable[..., http.server.BaseHTTPRequestHandler] = _Handler) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1:<port 0> (by default a healthy one answering 200 "ok"); yields its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

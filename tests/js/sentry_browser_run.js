@@ -1,0 +1,71 @@
+// Drives headless Chromium (Debian's /usr/bin/chromium, through puppeteer-core: nothing is downloaded) to
+// a page that uses the real @sentry/browser, for tests/test_sentry_js.py.
+//
+//   node sentry_browser_run.js bundle OUT_FILE     bundle @sentry/browser (esbuild) into one IIFE script
+//                                                  that sets window.Sentry
+//   node sentry_browser_run.js visit PAGE_URL AGENT_URL
+//                                                  open the page, wait until it says it is done (or 20 s),
+//                                                  print one JSON line: what the page recorded, the
+//                                                  browser's responses from and failed requests to the agent,
+//                                                  console messages and uncaught page errors
+'use strict';
+
+const path = require('path');
+
+async function bundle(outFile) {
+  const esbuild = require('esbuild');
+  await esbuild.build({
+    stdin: { contents: "import * as Sentry from '@sentry/browser'; window.Sentry = Sentry;",
+             resolveDir: __dirname, loader: 'js' },
+    bundle: true, format: 'iife', minify: true, target: 'es2020', outfile: outFile, logLevel: 'warning',
+  });
+}
+
+async function visit(pageUrl, agentUrl) {
+  const puppeteer = require('puppeteer-core');
+  const browser = await puppeteer.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    pipe: true,                                   // DevTools over a pipe: no port opened for it
+    userDataDir: process.env.CHROMIUM_PROFILE,
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-extensions',
+           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const report = { responses: [], failed: [], console: [], pageErrors: [], page: null, done: false };
+  try {
+    const page = await browser.newPage();
+    page.on('response', (response) => {
+      if (response.url().startsWith(agentUrl)) {
+        report.responses.push({ url: response.url(), method: response.request().method(),
+                                status: response.status(), headers: response.headers() });
+      }
+    });
+    page.on('requestfailed', (request) => {
+      if (request.url().startsWith(agentUrl)) {
+        report.failed.push({ url: request.url(), method: request.method(),
+                             error: request.failure() && request.failure().errorText });
+      }
+    });
+    page.on('console', (message) => report.console.push(`${message.type()}: ${message.text()}`));
+    page.on('pageerror', (error) => report.pageErrors.push(String(error && error.message)));
+    await page.goto(pageUrl, { waitUntil: 'load', timeout: 20000 });
+    try {
+      await page.waitForFunction('window.__done === true', { timeout: 20000 });
+      report.done = true;
+    } catch (error) {
+      report.done = false;
+    }
+    report.page = await page.evaluate(() => ({ sent: window.__sent || [], sdk: window.Sentry && window.Sentry.SDK_VERSION,
+                                               origin: window.location.origin }));
+  } finally {
+    await browser.close();
+  }
+  process.stdout.write(JSON.stringify(report) + '\n');
+}
+
+const [command, ...args] = process.argv.slice(2);
+const run = command === 'bundle' ? bundle(path.resolve(args[0])) : visit(args[0], args[1]);
+run.catch((error) => {
+  process.stderr.write(`${error && error.stack}\n`);
+  process.exit(1);
+});
