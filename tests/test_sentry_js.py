@@ -172,8 +172,11 @@ def test_sentry_node_with_only_a_dsn(tmp_path: Path) -> None:
     assert app_frames[-1]["filename"].endswith("sentry_node_app.js") and app_frames[-1]["lineno"] > 0
     assert "throw new Error(`charge failed for order" in app_frames[-1].get("contextLine", ""), app_frames[-1]
     assert not any(frame.get("inApp") for frame in latest["frames"] if "node_modules" in frame["filename"])
-    # TODO(issue 13): the chained cause (RangeError 'division by zero' thrown in divide) is stored with the
-    # error by work in progress: then assert it here ([c["type"] for c in latest["causes"]] == ["RangeError"]).
+    # the chained cause (`new Error(..., {cause})`), kept with its own frames
+    assert [(c["type"], c["value"]) for c in latest["causes"]] == [("RangeError", "division by zero")], latest
+    cause_frames = [frame for frame in latest["causes"][0]["frames"] if frame.get("inApp")]
+    assert cause_frames and cause_frames[-1]["function"] == "divide", latest["causes"]
+    assert latest["mechanism"]["handled"] is True
 
     message = by_title["nightly export finished"]
     assert message["latest"]["eventId"] == report["eventIds"]["message"]
@@ -257,6 +260,7 @@ def test_sentry_browser_from_an_allowed_origin(tmp_path: Path, page_dir: Path) -
     latest = crash["latest"]
     assert (latest["release"], latest["environment"]) == (RELEASE, ENVIRONMENT)
     assert latest["context"]["library"].startswith("sentry.javascript.browser/")
+    assert latest["mechanism"]["handled"] is False                     # uncaught: it reached the global handler
     functions = [frame.get("function") for frame in latest["frames"] if frame["filename"].endswith("/app.js")]
     assert functions[-1] == "applyDiscount" and functions[-2].endswith("onPay"), latest["frames"]   # the throw last
     assert all(frame["filename"] == f"{page}/app.js" for frame in latest["frames"]
