@@ -182,7 +182,7 @@ def test_cors_preflight_and_post_for_an_allowed_origin_and_a_refused_one(agent_s
 
 # --- envelopes ---------------------------------------------------------------------------------------
 
-def test_an_event_is_stored_while_unknown_items_and_sessions_are_skipped_and_counted(
+def test_an_event_is_stored_while_unknown_items_are_skipped_and_counted(
         agent_server: Any, sqlite_store: Any) -> None:
     agent = agent_server(CONFIG, store=sqlite_store, admin_token=ADMIN)
     session = {"sid": str(uuid.uuid4()), "status": "ok", "started": "2026-01-01T00:00:00Z",
@@ -190,7 +190,7 @@ def test_an_event_is_stored_while_unknown_items_and_sessions_are_skipped_and_cou
     body = envelope(("event", sentry_event()), ("mystery_type", b"\x00\x01 not json"), ("session", session))
     status, answer, _ = agent.post(ENVELOPE, data=body, headers=AUTH)
     assert (status, answer) == (200, {"id": EVENT_ID})
-    assert items_counted(agent) == {("event", "accepted"): 1, ("other", "skipped"): 1, ("session", "skipped"): 1}
+    assert items_counted(agent) == {("event", "accepted"): 1, ("other", "skipped"): 1, ("session", "accepted"): 1}
     status, issues, _ = agent.get("/api/errors", params={"range": "1h"}, headers={"Authorization": f"Bearer {ADMIN}"})
     assert status == 200 and issues["totalIssues"] == 1
     issue = issues["issues"][0]

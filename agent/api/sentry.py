@@ -20,6 +20,8 @@ The request, in order (agent/sentry/ holds the pure parts; docs/sentry.md is the
    own (too large, an event that does not validate) is `rejected`, the rest go on. Once the events
    are committed (so a 429 leaves nothing of the envelope taken): `client_report` ->
    loom_agent_sdk_discarded_events_total, `log` / `otel_log` -> loom_agent_sentry_logs_total,
+   `session` / `sessions` -> release health (agent/sentry/sessions.py), `check_in` -> cron monitors
+   (agent/sentry/crons.py),
    `trace_metric` and `statsd` -> the custom-metrics registry of POST /v1/metrics (agent/sentry/items.py
    reads them; a payload of the wrong shape is `rejected`); other types are `skipped`. Each item is
    counted in loom_agent_sentry_items_total{type, outcome}. An envelope that holds nothing but invalid
@@ -49,12 +51,14 @@ from agent.error_tracking.model import ErrorEvent
 from agent.events.validate import EventError
 from agent.sentry.auth import AuthError, authenticate, check_key
 from agent.sentry.config import SentryConfig
+from agent.sentry.crons import parse_check_in
 from agent.sentry.decode import DecodeError, decode_body
 from agent.sentry.envelope import Envelope, EnvelopeError, Item, parse_envelope, parse_item_json, parse_store_body
 from agent.sentry.events import parse_sentry_event
 from agent.sentry.ingest import ACCEPTED, REJECTED, SKIPPED, SentryIngest
 from agent.sentry.items import ItemError, MetricBatch, discarded_events, log_levels, statsd_lines, trace_metrics
 from agent.sentry.ratelimit import backoff_headers, categories_of
+from agent.sentry.sessions import parse_session, parse_sessions
 from agent.store.errors import StoreError
 
 API = "sentry"            # the `api` label of loom_agent_ingest_rejected_total
@@ -278,7 +282,8 @@ def _map_item(events: _Events, item: Item, header_id: str | None) -> None:
     events.map(payload, header_id, item.index)
 
 
-READ_TYPES = frozenset({"client_report", "log", "otel_log", "trace_metric", "statsd"})
+READ_TYPES = frozenset({"client_report", "log", "otel_log", "trace_metric", "statsd", "session", "sessions",
+                        "check_in"})
 
 
 def _read_item(ingest: SentryIngest, registry: CustomMetrics, item: Item) -> str:
@@ -292,7 +297,13 @@ def _read_item(ingest: SentryIngest, registry: CustomMetrics, item: Item) -> str
         payload = parse_item_json(item)
         if kind == "trace_metric":
             return _record_metrics(registry, trace_metrics(payload))
-        if kind == "client_report":
+        if kind == "session":
+            ingest.release_health.record_session(parse_session(payload))
+        elif kind == "sessions":
+            ingest.release_health.record_aggregates(parse_sessions(payload))
+        elif kind == "check_in":
+            ingest.crons.record(parse_check_in(payload))
+        elif kind == "client_report":
             for (reason, category), quantity in discarded_events(payload).items():
                 ingest.discarded.inc((reason, category), quantity)
         else:

@@ -9,6 +9,14 @@ a decompressed envelope.
           keys: ["${SENTRY_PUBLIC_KEY}"]  # the DSN's public keys (`${ENV}` expanded, or {value_file: PATH})
       allowed_origins: []                 # browser pages allowed to send (https://app.example.com; "*": any)
       max_envelope_bytes: 20971520        # decompressed; larger: 413
+      source_maps_dir: null               # the releases' JavaScript source maps (sourcemaps.py); null: none
+      max_monitors: 100                   # cron monitors tracked besides the declared ones (check_in items)
+      monitors:                           # cron monitors whose schedule the operator declares (crons.py)
+        nightly-export:
+          schedule: {type: crontab, value: "0 3 * * *"}   # or {type: interval, value: 6, unit: hour}
+          checkin_margin: 5               # minutes a check-in may be late (default 1)
+          max_runtime: 60                 # minutes a run may stay in progress (default 30)
+          timezone: Europe/Vienna         # of the crontab (default UTC)
 
 Every error names its YAML path (`sentry.projects[0].keys[1]: ...`); unknown keys are errors.
 """
@@ -18,10 +26,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import SplitResult, urlsplit
 
 from agent.config.node import Node, join
+from agent.sentry.crons import DEFAULT_MAX_MONITORS, MAX_MAX_MONITORS, Schedule, parse_schedule, parse_slug
+from agent.sentry.items import ItemError
 
 MIB = 1024 * 1024
 DEFAULT_MAX_ENVELOPE_BYTES = 20 * MIB
@@ -41,6 +52,9 @@ class SentryConfig:
     projects: tuple[SentryProject, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     max_envelope_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES
+    source_maps_dir: str | None = None     # <dir>/<release>/<url path>.map, or maps carrying a debug_id
+    max_monitors: int = DEFAULT_MAX_MONITORS
+    monitors: tuple[tuple[str, Schedule], ...] = ()       # (slug, schedule) of sentry.monitors
 
     def keys(self) -> Mapping[str, frozenset[str]]:
         """project id -> its public keys, as agent/sentry/auth.py's check_key takes them."""
@@ -103,6 +117,45 @@ def _origin(node: Node, index: int, text: str) -> str | None:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
+MONITOR_KEYS = frozenset({"schedule", "checkin_margin", "max_runtime", "timezone"})
+
+
+def _monitors(node: Node) -> tuple[tuple[str, Schedule], ...]:
+    """`monitors:` slug -> Sentry's monitor_config shape, read by the same parser as a check-in's."""
+    data = node.raw("monitors", {})
+    if not isinstance(data, dict):
+        node.error("must be a mapping of monitor slug to {schedule, checkin_margin, max_runtime, timezone}",
+                   "monitors")
+        return ()
+    if len(data) > MAX_MAX_MONITORS:
+        node.error(f"must declare at most {MAX_MAX_MONITORS} monitors", "monitors")
+        return ()
+    out = []
+    for raw_slug, block in data.items():
+        where = f"monitors.{raw_slug}"
+        try:
+            slug = parse_slug(raw_slug)
+            if isinstance(block, dict) and (unknown := sorted(str(k) for k in block if k not in MONITOR_KEYS)):
+                raise ItemError(f"unknown key {unknown[0]} (known: {', '.join(sorted(MONITOR_KEYS))})")
+            schedule = parse_schedule(block, join(node.path, where))
+        except ItemError as err:
+            message = str(err)
+            prefix = join(node.path, where)
+            node.errors.append(message if message.startswith(prefix) else f"{prefix}: {message}")
+            continue
+        out.append((slug, schedule))
+    return tuple(out)
+
+
+def _directory(node: Node, key: str) -> str | None:
+    """An existing directory (checked at load, so a typo is exit 2, not frames silently left minified)."""
+    text = node.str(key)
+    if text is not None and not Path(text).is_dir():
+        node.error(f"is not a directory: {text}", key)
+        return None
+    return text
+
+
 def parse_sentry(node: Node) -> SentryConfig:
     base = SentryConfig()
     enabled = node.bool("enabled", base.enabled)
@@ -123,6 +176,8 @@ def parse_sentry(node: Node) -> SentryConfig:
     config = SentryConfig(
         enabled=enabled, projects=tuple(projects), allowed_origins=tuple(dict.fromkeys(origins)),
         max_envelope_bytes=node.int("max_envelope_bytes", base.max_envelope_bytes, minimum=64 * 1024,
-                                    maximum=1024 * MIB))
+                                    maximum=1024 * MIB),
+        max_monitors=node.int("max_monitors", base.max_monitors, minimum=0, maximum=MAX_MAX_MONITORS),
+        monitors=_monitors(node), source_maps_dir=_directory(node, "source_maps_dir"))
     node.finish()
     return config

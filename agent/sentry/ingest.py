@@ -1,7 +1,9 @@
 """The running state of the Sentry endpoints: the `sentry:` block (reloadable) and the counters of what
 they read: `loom_agent_sentry_items_total{type, outcome}`, what the SDKs report they dropped
 (`client_report` items: `loom_agent_sdk_discarded_events_total{reason, category}`) and the SDKs' log
-records by level (`log` / `otel_log` items: `loom_agent_sentry_logs_total{level}`).
+records by level (`log` / `otel_log` items: `loom_agent_sentry_logs_total{level}`); and the two
+components that hold the release-health series (`session` / `sessions` items: sessions.py) and the
+cron monitors (`check_in` items: crons.py, whose declared monitors and bound follow `sentry:` reloads).
 
 Why a component: the route (agent/api/sentry.py) reads the keys, origins and bound of the running
 config, which a reload may change, and counts each item in a family whose labels are closed sets
@@ -20,7 +22,9 @@ from collections.abc import Callable
 
 from agent.metrics.store import Counter, MetricStore
 from agent.sentry.config import SentryConfig
+from agent.sentry.crons import CronMonitors
 from agent.sentry.items import CATEGORIES, LEVELS, REASONS
+from agent.sentry.sessions import ReleaseHealth
 
 # Sentry's item types (Relay's ItemType), each its own label value; anything else is "other"
 ITEM_TYPES = ("event", "transaction", "span", "otel_span", "session", "sessions", "check_in", "log", "otel_log",
@@ -52,6 +56,8 @@ class SentryIngest:
         self.logs: Counter = metrics.counter(
             "loom_agent_sentry_logs", "Log records sent by the Sentry SDKs (log and otel_log items), by level.",
             ("level",), allow={"level": frozenset((*LEVELS, OTHER))})
+        self.release_health = ReleaseHealth(metrics)
+        self.crons = CronMonitors(metrics, dict(config.monitors), config.max_monitors)
 
     def prepare(self, config: SentryConfig) -> Callable[[], None]:
         """Reloadable: every `sentry:` setting applies from the next request."""
@@ -59,6 +65,7 @@ class SentryIngest:
 
     def reconfigure(self, config: SentryConfig) -> None:
         self.config, self.keys = config, config.keys()
+        self.crons.reconfigure(dict(config.monitors), config.max_monitors)
 
     def count(self, item_type: str, outcome: str, n: int = 1) -> None:
         self.items.inc((item_label(item_type), outcome), n)
