@@ -35,6 +35,7 @@ the 429's headers). Refusals are counted in loom_agent_ingest_rejected_total{api
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -59,6 +60,7 @@ from agent.sentry.ingest import ACCEPTED, REJECTED, SKIPPED, SentryIngest
 from agent.sentry.items import ItemError, MetricBatch, discarded_events, log_levels, statsd_lines, trace_metrics
 from agent.sentry.ratelimit import backoff_headers, categories_of
 from agent.sentry.sessions import parse_session, parse_sessions
+from agent.sentry.sourcemaps import debug_images
 from agent.store.errors import StoreError
 
 API = "sentry"            # the `api` label of loom_agent_ingest_rejected_total
@@ -212,6 +214,7 @@ class _Events:
         self.pipeline, self.sink = request.app[PIPELINE], request.app[ERROR_SINK]
         self.now, self.dnt = time.time(), _dnt(request)
         self.errors: list[ErrorEvent] = []
+        self.images: list[dict[str, str]] = []      # each error's source-map debug ids (debug_meta.images)
         self.invalid: list[EventError] = []
 
     def map(self, payload: Any, event_id: str | None, index: int | None) -> None:
@@ -223,6 +226,19 @@ class _Events:
             self.ingest.count("event", REJECTED)
             return
         self.errors.append(error)
+        self.images.append(debug_images(payload))
+
+    async def symbolicate(self) -> None:
+        """Minified JavaScript frames -> original ones with the release's source maps, before privacy and
+        grouping (the original file and function are what groups, and the source lines get scrubbed).
+        Map files are read in a worker thread: the event loop never waits on the disk."""
+        maps = self.ingest.source_maps
+        if maps is None or not self.errors:
+            return
+        pairs = list(zip(self.errors, self.images))
+        for outcomes in await asyncio.to_thread(lambda: [maps.resolve(error, images) for error, images in pairs]):
+            for outcome, frames in outcomes.items():
+                self.ingest.source_map_frames.inc((outcome,), frames)
 
     def refusal(self) -> BadRequest:
         """400 naming every invalid event's field; the client's own keys in a path pass through privacy."""
@@ -237,6 +253,7 @@ class _Events:
         """Commit the events (one transaction); a store that cannot commit is a 429 the SDKs back off on."""
         if not self.errors:
             return
+        await self.symbolicate()
         try:
             await self.sink.record(self.errors, self.request.app[EVENT_STORE].store)
         except StoreError as exc:

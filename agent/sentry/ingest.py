@@ -25,6 +25,7 @@ from agent.sentry.config import SentryConfig
 from agent.sentry.crons import CronMonitors
 from agent.sentry.items import CATEGORIES, LEVELS, REASONS
 from agent.sentry.sessions import ReleaseHealth
+from agent.sentry.sourcemaps import REASONS as SOURCE_MAP_OUTCOMES, SourceMaps
 
 # Sentry's item types (Relay's ItemType), each its own label value; anything else is "other"
 ITEM_TYPES = ("event", "transaction", "span", "otel_span", "session", "sessions", "check_in", "log", "otel_log",
@@ -57,6 +58,11 @@ class SentryIngest:
             "loom_agent_sentry_logs", "Log records sent by the Sentry SDKs (log and otel_log items), by level.",
             ("level",), allow={"level": frozenset((*LEVELS, OTHER))})
         self.release_health = ReleaseHealth(metrics)
+        self.source_maps = SourceMaps(config.source_maps_dir) if config.source_maps_dir else None
+        self.source_map_frames: Counter = metrics.counter(
+            "loom_agent_sentry_source_map_frames", "Minified JavaScript frames of Sentry events, by how the "
+            "release's source maps resolved them (resolved, else why not).", ("outcome",),
+            allow={"outcome": frozenset(SOURCE_MAP_OUTCOMES)})
         self.crons = CronMonitors(metrics, dict(config.monitors), config.max_monitors)
 
     def prepare(self, config: SentryConfig) -> Callable[[], None]:
@@ -64,6 +70,8 @@ class SentryIngest:
         return lambda: self.reconfigure(config)
 
     def reconfigure(self, config: SentryConfig) -> None:
+        if config.source_maps_dir != self.config.source_maps_dir:      # a new directory: its maps read afresh
+            self.source_maps = SourceMaps(config.source_maps_dir) if config.source_maps_dir else None
         self.config, self.keys = config, config.keys()
         self.crons.reconfigure(dict(config.monitors), config.max_monitors)
 
