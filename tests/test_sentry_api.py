@@ -237,6 +237,23 @@ def test_the_issue_keeps_the_chain_source_lines_breadcrumbs_and_request_scrubbed
         assert secret not in stored
 
 
+def test_what_a_sentry_event_stored_is_exported_and_erased_with_its_user(agent_server: Any,
+                                                                        sqlite_store: Any) -> None:
+    agent = agent_server(CONFIG, store=sqlite_store, admin_token=ADMIN)
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    event = sentry_event(breadcrumbs=[{"message": "opened /pay", "category": "navigation"}])
+    other = sentry_event(event_id=uuid.uuid4().hex, user={"id": "user-7"})
+    assert agent.post(ENVELOPE, data=envelope(("event", event), ("event", other)), headers=AUTH).status == 200
+    status, export, _ = agent.get("/api/analytics/export", params={"userId": "user-42"}, headers=admin)
+    assert status == 200
+    (row,) = export["tables"]["errors"]
+    assert row["sample"]["breadcrumbs"][0]["message"] == "opened /pay" and row["sample"]["causes"]
+    status, erased, _ = agent.request("DELETE", "/api/analytics/user/user-42", headers=admin)
+    assert status == 200 and erased["deleted"]["errors"] == 1
+    status, issues, _ = agent.get("/api/errors", params={"range": "1h"}, headers=admin)
+    assert [issue["count"] for issue in issues["issues"]] == [1]          # the other user's error stays
+
+
 def test_a_message_event_and_an_oversized_item_beside_it(agent_server: Any) -> None:
     agent = agent_server(CONFIG)
     message = {"event_id": uuid.uuid4().hex, "level": "warning", "logentry": {"formatted": "nightly export finished"}}
