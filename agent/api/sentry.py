@@ -22,6 +22,8 @@ The request, in order (agent/sentry/ holds the pure parts; docs/sentry.md is the
    loom_agent_sdk_discarded_events_total, `log` / `otel_log` -> loom_agent_sentry_logs_total,
    `session` / `sessions` -> release health (agent/sentry/sessions.py), `check_in` -> cron monitors
    (agent/sentry/crons.py),
+   `transaction`, `span` and `otel_span` -> OTLP spans and loom_transactions_* (agent/sentry/transactions.py),
+   `log` / `otel_log` records also -> OTLP log records (agent/sentry/logs.py),
    `trace_metric` and `statsd` -> the custom-metrics registry of POST /v1/metrics (agent/sentry/items.py
    reads them; a payload of the wrong shape is `rejected`); other types are `skipped`. Each item is
    counted in loom_agent_sentry_items_total{type, outcome}. An envelope that holds nothing but invalid
@@ -61,6 +63,7 @@ from agent.sentry.items import ItemError, MetricBatch, discarded_events, log_lev
 from agent.sentry.ratelimit import backoff_headers, categories_of
 from agent.sentry.sessions import parse_session, parse_sessions
 from agent.sentry.sourcemaps import debug_images
+from agent.sentry.transactions import SPAN_ITEM_TYPES
 from agent.store.errors import StoreError
 
 API = "sentry"            # the `api` label of loom_agent_ingest_rejected_total
@@ -300,7 +303,7 @@ def _map_item(events: _Events, item: Item, header_id: str | None) -> None:
 
 
 READ_TYPES = frozenset({"client_report", "log", "otel_log", "trace_metric", "statsd", "session", "sessions",
-                        "check_in"})
+                        "check_in"}) | SPAN_ITEM_TYPES
 
 
 def _read_item(ingest: SentryIngest, registry: CustomMetrics, item: Item) -> str:
@@ -312,6 +315,8 @@ def _read_item(ingest: SentryIngest, registry: CustomMetrics, item: Item) -> str
         if kind == "statsd":
             return _record_metrics(registry, statsd_lines(item.payload))
         payload = parse_item_json(item)
+        if kind in SPAN_ITEM_TYPES:
+            return _record_spans(ingest, kind, payload)
         if kind == "trace_metric":
             return _record_metrics(registry, trace_metrics(payload))
         if kind == "session":
@@ -326,6 +331,8 @@ def _read_item(ingest: SentryIngest, registry: CustomMetrics, item: Item) -> str
         else:
             for level, records in log_levels(payload, kind).items():
                 ingest.logs.inc((level,), records)
+            if ingest.app_logs is not None:
+                ingest.app_logs.export(payload, kind)          # OTLP log records, when exported
     except (EnvelopeError, ItemError):
         return REJECTED
     except Exception:       # an agent bug: the envelope's events are committed, its answer must stay 200
@@ -349,6 +356,14 @@ def _record_metrics(registry: CustomMetrics, batch: MetricBatch) -> str:
             for observe in registry.release_observers:
                 observe(release)
     return ACCEPTED if recorded or not (batch.samples or batch.errors) else REJECTED
+
+
+def _record_spans(ingest: SentryIngest, kind: str, payload: Any) -> str:
+    """A transaction, span or otel_span item -> RED metrics and OTLP spans (agent/sentry/transactions.py)."""
+    if ingest.transactions is None:
+        return SKIPPED
+    ingest.transactions.record(kind, payload)
+    return ACCEPTED
 
 
 def _first_event_id(envelope: Envelope) -> str | None:

@@ -71,6 +71,8 @@ from agent.otlp.export import OtlpExport
 from agent.otlp.tracing import build_tracer_provider
 from agent.rules.anomaly_metrics import AnomalyActiveCollector, AnomalyMonitor
 from agent.sentry.ingest import SentryIngest
+from agent.sentry.logs import SentryLogs
+from agent.sentry.transactions import SentryTransactions
 from agent.status.history import ProbeHistory
 from agent.status.uptime import UptimeCache
 from agent.store.base import Store, StoreSlot
@@ -129,7 +131,10 @@ def build_components(app: web.Application, config: Config, registry: CollectorRe
     app[CUSTOM_METRICS] = custom = CustomMetrics(config.custom_metrics, metrics, privacy_rules)
     app[ERROR_SINK] = sink = ErrorSink(config.errors, metrics, privacy_rules,
                                        tracer_provider.get_tracer("loom-agent.errors"))
-    app[SENTRY] = SentryIngest(config.sentry, metrics)        # the Sentry endpoints feed the sink above
+    # the Sentry endpoints feed the sink above; their spans and log records take the OTLP queues, when exported
+    app[SENTRY] = SentryIngest(config.sentry, metrics, transactions=SentryTransactions(
+        metrics, privacy_rules, export.traces.queue if export.traces is not None else None),
+        logs=SentryLogs(privacy_rules, export.logs.queue if export.logs is not None else None))
     app[ANOMALIES] = monitor = AnomalyMonitor(config.alerting, clocks.wall)
     registry.register(AnomalyActiveCollector(monitor))
     app[ADMIN_TOKENS] = AdminTokens(config.api.admin_tokens)

@@ -224,6 +224,12 @@ class Privacy:
             return [self._value(item, private) for item in value]
         return value
 
+    def mapping(self, obj: dict[Any, Any]) -> dict[Any, Any]:
+        """A copy of a property-like mapping scrubbed as an event's properties are (secret names dropped,
+        private ones masked, e-mails pseudonymized, card numbers removed): for data that is not an event,
+        e.g. the attributes of relayed spans and log records (agent/sentry/otel.py)."""
+        return self._dict(obj, self._private)
+
     def _dict(self, obj: dict[Any, Any], private: frozenset[str]) -> dict[Any, Any]:
         out: dict[Any, Any] = {}
         names = self._names

@@ -23,8 +23,9 @@ class OtlpConfig:
     insecure: bool = True          # gRPC only: plaintext unless the endpoint is https
     export_metrics: bool = True
     export_traces: bool = True
+    export_logs: bool = True        # log records the agent relays (Sentry log items), not its own logging
     metrics_interval: float = 15.0  # how often a cumulative snapshot of every metric is sent
-    queue_size: int = 8192          # spans waiting for export; a full queue drops new spans (counted)
+    queue_size: int = 8192          # spans (and log records, apart) waiting for export; full: new ones dropped
     max_retries: int = 5            # re-attempts of a failed batch, with exponential backoff + jitter
 
 
@@ -55,6 +56,7 @@ def _parse_otlp(node: Node, base: OtlpConfig) -> OtlpConfig:
         insecure=node.bool("insecure", base.insecure),
         export_metrics=node.bool("export_metrics", base.export_metrics),
         export_traces=node.bool("export_traces", base.export_traces),
+        export_logs=node.bool("export_logs", base.export_logs),
         metrics_interval=node.duration("metrics_interval", base.metrics_interval),
         queue_size=node.int("queue_size", base.queue_size, minimum=1, maximum=MAX_QUEUE_SIZE),
         max_retries=node.int("max_retries", base.max_retries, minimum=0, maximum=MAX_RETRIES_LIMIT),

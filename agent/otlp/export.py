@@ -5,6 +5,8 @@ registry (`agent/otlp/metrics.py`) is converted in a thread and placed in a one-
 newer snapshot replaces a waiting one (cumulative data makes it redundant; its points count as
 dropped). Traces: the SpanQueue processor (`agent/otlp/traces.py`) collects ended spans; a flusher
 sends batches of up to `batch_size` spans every `flush_interval`, or sooner when a batch is full.
+Logs (the application's records the agent relays, agent/otlp/logs.py) take the traces' path with
+their own bounded queue, when `telemetry.otlp.export_logs` and an endpoint are set.
 Each signal has one Sender (`agent/otlp/sender.py`): one export in flight, retries with backoff.
 
 `stop()` takes a last metrics snapshot, then flushes what is queued for at most `stop_timeout`
@@ -30,10 +32,11 @@ from prometheus_client.metrics_core import Metric as PromMetric
 
 from agent.metrics.store import MetricStore
 from agent.otlp.config import TelemetryConfig
+from agent.otlp.logs import LogQueue
 from agent.otlp.metrics import MetricSource, take_snapshot, to_metrics_data
 from agent.otlp.sender import ExportStatsCollector, RetryPolicy, Sender, in_daemon_thread
 from agent.otlp.traces import SpanQueue
-from agent.otlp.tracing import build_metric_exporter, build_span_exporter
+from agent.otlp.tracing import build_log_exporter, build_metric_exporter, build_span_exporter
 
 log = logging.getLogger("agent.otlp")
 
@@ -117,11 +120,13 @@ class MetricsExport:
 
 
 class TracesExport:
-    def __init__(self, exporter: SpanExporter, queue: SpanQueue, flush_interval: float, policy: RetryPolicy,
+    signal = "traces"
+
+    def __init__(self, exporter: Any, queue: Any, flush_interval: float, policy: RetryPolicy,
                  stopping: asyncio.Event):
         self.exporter = exporter
         self.queue = queue
-        self.sender = Sender("traces", self._export, policy, stopping)
+        self.sender = Sender(self.signal, self._export, policy, stopping)
         self._flush_interval, self._stopping = flush_interval, stopping
         self._wake = asyncio.Event()
 
@@ -150,6 +155,15 @@ class TracesExport:
         self.sender.stats.dropped += self.queue.close()
 
 
+class LogsExport(TracesExport):
+    """The relayed log records (agent/otlp/logs.py): the traces' flusher over a LogQueue."""
+
+    signal = "logs"
+
+    def _export(self, records: list) -> bool:
+        return bool(self.exporter.export(records))
+
+
 class _Combined:
     """The registry plus collectors that are rendered outside it (probe metrics): what OTLP exports."""
 
@@ -167,6 +181,7 @@ class OtlpExport:
     def __init__(self, *, registry: CollectorRegistry, resource: Resource,
                  metric_exporter: MetricExporter | None = None, span_exporter: SpanExporter | None = None,
                  tracer_provider: TracerProvider | None = None, store: MetricStore | None = None,
+                 log_exporter: Any = None,
                  metrics_interval: float = 15.0, queue_size: int = 8192, max_retries: int = 5,
                  batch_size: int = BATCH_SIZE, flush_interval: float = FLUSH_INTERVAL,
                  backoff: float = 1.0, backoff_cap: float = 30.0, stop_timeout: float = STOP_TIMEOUT,
@@ -187,11 +202,17 @@ class OtlpExport:
             queue = SpanQueue(queue_size, batch_size)
             tracer_provider.add_span_processor(queue)
             self.traces = TracesExport(span_exporter, queue, flush_interval, policy, self._stopping)
+        self.logs: LogsExport | None = None        # the application's log records the agent relays
+        if log_exporter is not None:
+            self.logs = LogsExport(log_exporter, LogQueue(queue_size, batch_size), flush_interval, policy,
+                                   self._stopping)
         signals: dict[str, Any] = {}
         if self.metrics is not None:
             signals["metrics"] = (self.metrics.sender.stats, self.metrics.pending)
         if self.traces is not None:
             signals["traces"] = (self.traces.sender.stats, self.traces.queue)
+        if self.logs is not None:
+            signals["logs"] = (self.logs.sender.stats, self.logs.queue)
         if signals:
             registry.register(ExportStatsCollector(signals))
 
@@ -207,11 +228,12 @@ class OtlpExport:
         return cls(registry=registry, resource=tracer_provider.resource,
                    metric_exporter=build_metric_exporter(config, environ),
                    span_exporter=build_span_exporter(config, environ), tracer_provider=tracer_provider,
+                   log_exporter=build_log_exporter(config, environ),
                    store=store, collectors=collectors, **settings)
 
     @property
     def enabled(self) -> bool:
-        return self.metrics is not None or self.traces is not None
+        return self.metrics is not None or self.traces is not None or self.logs is not None
 
     async def start(self) -> None:
         if self.metrics is not None:
@@ -219,6 +241,8 @@ class OtlpExport:
                             asyncio.create_task(self.metrics.send(), name="otlp-metrics-send")]
         if self.traces is not None:
             self._tasks.append(asyncio.create_task(self.traces.flush(), name="otlp-traces-flush"))
+        if self.logs is not None:
+            self._tasks.append(asyncio.create_task(self.logs.flush(), name="otlp-logs-flush"))
 
     async def stop(self) -> None:
         """Flush for at most `stop_timeout` seconds, then give up on what is left (counted as dropped).
@@ -235,6 +259,8 @@ class OtlpExport:
         self._stopping.set()
         if self.traces is not None:
             self.traces.wake()
+        if self.logs is not None:
+            self.logs.wake()
         if self.metrics is not None:
             self.metrics.pending.ready.set()
         if self._tasks:
@@ -243,7 +269,7 @@ class OtlpExport:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        parts = [part for part in (self.metrics, self.traces) if part is not None]
+        parts = [part for part in (self.metrics, self.traces, self.logs) if part is not None]
         for part in parts:
             part.discard_pending()
         await _shutdown_exporters([part.exporter for part in parts])

@@ -320,7 +320,10 @@ def encode_span(span: ReadableSpan) -> bytes:
     return b"".join(out)
 
 
-def _scope_spans(scope: Any, bodies: Iterable[bytes]) -> bytes:
+def _scope_spans(scope: Any, bodies: Iterable[bytes],
+                 tags: tuple[bytes, bytes, bytes] = (_SS_SCOPE, _SS_SPANS, _SS_SCHEMA_URL)) -> bytes:
+    """A ScopeSpans message body; `tags` (scope, items, schema_url) make it a ScopeLogs one."""
+    scope_tag, items_tag, schema_tag = tags
     head: list[bytes] = []
     if scope is not None:
         if scope.name:
@@ -328,21 +331,26 @@ def _scope_spans(scope: Any, bodies: Iterable[bytes]) -> bytes:
         if scope.version:
             head.append(_delimited(_SCOPE_VERSION, scope.version.encode()))
         attributes(_SCOPE_ATTRIBUTES, scope.attributes, head)
-    out = [_delimited(_SS_SCOPE, b"".join(head))]
+    out = [_delimited(scope_tag, b"".join(head))]
     for body in bodies:
-        out += (_SS_SPANS, varint(len(body)), body)
+        out += (items_tag, varint(len(body)), body)
     if scope is not None and scope.schema_url:
-        out.append(_delimited(_SS_SCHEMA_URL, scope.schema_url.encode()))
+        out.append(_delimited(schema_tag, scope.schema_url.encode()))
     return b"".join(out)
 
 
-def _resource_spans(resource: Any, scopes: dict[Any, list[bytes]]) -> bytes:
+def _resource_spans(resource: Any, scopes: dict[Any, list[bytes]],
+                    tags: tuple[bytes, bytes, bytes] = (_RS_RESOURCE, _RS_SCOPE_SPANS, _RS_SCHEMA_URL),
+                    scope_tags: tuple[bytes, bytes, bytes] = (_SS_SCOPE, _SS_SPANS, _SS_SCHEMA_URL)) -> bytes:
+    """A ResourceSpans message body; `tags` and `scope_tags` make it a ResourceLogs one
+    (agent/otlp/log_encoding.py)."""
+    resource_tag, scopes_tag, schema_tag = tags
     head: list[bytes] = []
     attributes(_RESOURCE_ATTRIBUTES, resource.attributes, head)
-    out = [_delimited(_RS_RESOURCE, b"".join(head))]
-    out += [_delimited(_RS_SCOPE_SPANS, _scope_spans(scope, bodies)) for scope, bodies in scopes.items()]
+    out = [_delimited(resource_tag, b"".join(head))]
+    out += [_delimited(scopes_tag, _scope_spans(scope, bodies, scope_tags)) for scope, bodies in scopes.items()]
     if resource.schema_url:
-        out.append(_delimited(_RS_SCHEMA_URL, resource.schema_url.encode()))
+        out.append(_delimited(schema_tag, resource.schema_url.encode()))
     return b"".join(out)
 
 

@@ -26,11 +26,12 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from agent import __version__
 from agent.otlp.config import TelemetryConfig
+from agent.otlp.logs import DirectLogExporter, grpc_log_exporter
 from agent.otlp.span_encoding import encode_spans
 
 log = logging.getLogger("agent.otlp")
 
-Signal = Literal["traces", "metrics"]
+Signal = Literal["traces", "metrics", "logs"]
 # data points per metrics request: a collector's gRPC receiver accepts 4 MiB messages by default,
 # and 5,000 histogram points with a dozen buckets stay near 1.3 MB (counters: ~0.3 MB)
 METRIC_POINTS_PER_REQUEST = 5000
@@ -90,7 +91,8 @@ def otlp_protocol(config: TelemetryConfig, environ: Mapping[str, str], signal: S
 
 
 def export_enabled(config: TelemetryConfig, environ: Mapping[str, str], signal: Signal) -> bool:
-    wanted = config.otlp.export_traces if signal == "traces" else config.otlp.export_metrics
+    wanted = {"traces": config.otlp.export_traces, "metrics": config.otlp.export_metrics,
+              "logs": config.otlp.export_logs}[signal]
     env_endpoint = (environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
                     or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
     return wanted and bool(config.otlp.endpoint or env_endpoint)
@@ -116,6 +118,18 @@ def build_span_exporter(config: TelemetryConfig, environ: Mapping[str, str] = os
         return GrpcExporter(endpoint=otlp.endpoint, headers=headers, timeout=otlp.timeout,
                             insecure=otlp.insecure if otlp.endpoint else None)
     return DirectSpanExporter(endpoint=http_endpoint(config, "traces"), headers=headers, timeout=otlp.timeout)
+
+
+def build_log_exporter(config: TelemetryConfig, environ: Mapping[str, str] = os.environ) -> Any | None:
+    """The exporter of the log records the agent relays (agent/otlp/logs.py); None when not exported."""
+    if not export_enabled(config, environ, "logs"):
+        return None
+    otlp = config.otlp
+    headers = dict(otlp.headers) or None
+    if otlp_protocol(config, environ, "logs") == "grpc":
+        return grpc_log_exporter(endpoint=otlp.endpoint, headers=headers, timeout=otlp.timeout,
+                                 insecure=otlp.insecure if otlp.endpoint else None)
+    return DirectLogExporter(endpoint=http_endpoint(config, "logs"), headers=headers, timeout=otlp.timeout)
 
 
 def build_metric_exporter(config: TelemetryConfig, environ: Mapping[str, str] = os.environ) -> MetricExporter | None:

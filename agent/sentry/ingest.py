@@ -24,8 +24,10 @@ from agent.metrics.store import Counter, MetricStore
 from agent.sentry.config import SentryConfig
 from agent.sentry.crons import CronMonitors
 from agent.sentry.items import CATEGORIES, LEVELS, REASONS
+from agent.sentry.logs import SentryLogs
 from agent.sentry.sessions import ReleaseHealth
 from agent.sentry.sourcemaps import REASONS as SOURCE_MAP_OUTCOMES, SourceMaps
+from agent.sentry.transactions import SentryTransactions
 
 # Sentry's item types (Relay's ItemType), each its own label value; anything else is "other"
 ITEM_TYPES = ("event", "transaction", "span", "otel_span", "session", "sessions", "check_in", "log", "otel_log",
@@ -44,9 +46,12 @@ def item_label(item_type: str) -> str:
 class SentryIngest:
     """The `sentry:` settings of the running agent and the item counter. `config` follows reloads."""
 
-    def __init__(self, config: SentryConfig, metrics: MetricStore):
+    def __init__(self, config: SentryConfig, metrics: MetricStore, *, transactions: SentryTransactions | None = None,
+                 logs: SentryLogs | None = None):
         self.config = config
         self.keys = config.keys()
+        # transaction / span / otel_span items -> spans and RED metrics; log records -> OTLP (None: not read)
+        self.transactions, self.app_logs = transactions, logs
         self.items: Counter = metrics.counter(
             "loom_agent_sentry_items", "Items of Sentry envelopes (and /store/ events), by item type and outcome.",
             ("type", "outcome"), allow={"type": frozenset((*ITEM_TYPES, OTHER)), "outcome": frozenset(OUTCOMES)})

@@ -18,19 +18,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as lpb
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc as lgrpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as mpb
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc as mgrpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as tpb
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as tgrpc
 
-REQUEST_TYPES = {"traces": tpb.ExportTraceServiceRequest, "metrics": mpb.ExportMetricsServiceRequest}
-RESPONSE_TYPES = {"traces": tpb.ExportTraceServiceResponse, "metrics": mpb.ExportMetricsServiceResponse}
+REQUEST_TYPES = {"traces": tpb.ExportTraceServiceRequest, "metrics": mpb.ExportMetricsServiceRequest,
+                 "logs": lpb.ExportLogsServiceRequest}
+RESPONSE_TYPES = {"traces": tpb.ExportTraceServiceResponse, "metrics": mpb.ExportMetricsServiceResponse,
+                  "logs": lpb.ExportLogsServiceResponse}
 HANG_LIMIT = 60.0          # a hung request is released after this long at the latest
 
 
 @dataclass
 class Received:
-    signal: str                 # "traces" | "metrics"
+    signal: str                 # "traces" | "metrics" | "logs"
     message: Any                # the decoded Export*ServiceRequest
     accepted: bool              # False: answered unavailable, or hung
     headers: dict[str, str] = field(default_factory=dict)
@@ -106,6 +110,10 @@ class OtlpReceiver:
         return [span for request in self.accepted("traces") for rs in request.resource_spans
                 for ss in rs.scope_spans for span in ss.spans]
 
+    def log_records(self) -> list[Any]:
+        return [record for request in self.accepted("logs") for rl in request.resource_logs
+                for sl in rl.scope_logs for record in sl.log_records]
+
     def latest_metrics(self) -> dict[str, Any]:
         """Metric name -> the pb2 Metric of the last accepted metrics request."""
         requests = self.accepted("metrics")
@@ -164,7 +172,7 @@ class _HttpServer:
 
 class _HttpHandler(http.server.BaseHTTPRequestHandler):
     receiver: OtlpReceiver
-    signals = {"/v1/traces": "traces", "/v1/metrics": "metrics"}
+    signals = {"/v1/traces": "traces", "/v1/metrics": "metrics", "/v1/logs": "logs"}
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -197,6 +205,7 @@ class _GrpcServer:
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         tgrpc.add_TraceServiceServicer_to_server(_GrpcService(receiver, "traces"), self.server)
         mgrpc.add_MetricsServiceServicer_to_server(_GrpcService(receiver, "metrics"), self.server)
+        lgrpc.add_LogsServiceServicer_to_server(_GrpcService(receiver, "logs"), self.server)
         bound = self.server.add_insecure_port(f"127.0.0.1:{port}")
         if not bound:
             raise OSError(f"gRPC receiver cannot bind 127.0.0.1:{port}")
@@ -207,7 +216,7 @@ class _GrpcServer:
         self.server.stop(grace=None).wait(5)
 
 
-class _GrpcService(tgrpc.TraceServiceServicer, mgrpc.MetricsServiceServicer):
+class _GrpcService(tgrpc.TraceServiceServicer, mgrpc.MetricsServiceServicer, lgrpc.LogsServiceServicer):
     def __init__(self, receiver: OtlpReceiver, signal: str):
         self.receiver, self.signal = receiver, signal
 
