@@ -8,6 +8,7 @@ real test receiver: the spans arrive with the SDK's trace id, the log records wi
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,19 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry
 
 from agent.api.keys import METRICS
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import PrivacyConfig
 from agent.metrics.store import MetricStore
+from agent.otlp.config import OtlpConfig, TelemetryConfig
+from agent.otlp.export import OtlpExport
 from agent.otlp.log_encoding import encode_logs
 from agent.otlp.logs import LogQueue
 from agent.otlp.span_encoding import encode_spans
 from agent.otlp.traces import SpanQueue
+from agent.otlp.tracing import build_log_exporter, build_tracer_provider
 from agent.sentry.items import ItemError
 from agent.sentry.logs import SentryLogs
 from agent.sentry.otel import scrubbed, timestamp_ns
@@ -337,3 +342,40 @@ def test_the_real_sdk_traces_and_logs_arrive_over_otlp(tmp_path: Path) -> None:
             assert 'loom_agent_exported_total{signal="logs"}' in metrics
         finally:
             assert agent.stop() == 0
+
+
+# --- the log export itself, over both protocols ----------------------------------------------------------
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_log_records_reach_the_receiver_and_a_full_queue_is_counted(protocol: str, run: Any) -> None:
+    with OtlpReceiver(protocol) as receiver:
+        config = TelemetryConfig(otlp=OtlpConfig(endpoint=receiver.endpoint, protocol=protocol, timeout=2.0,
+                                                 export_metrics=False, export_traces=False, queue_size=2))
+        registry = CollectorRegistry()
+        export = OtlpExport.from_config(config, registry=registry, tracer_provider=build_tracer_provider(config),
+                                        environ={}, flush_interval=0.05, stop_timeout=2.0)
+        assert export.logs is not None and export.traces is None
+        logs = SentryLogs(None, export.logs.queue)
+        records = {"items": [{"timestamp": START, "level": "error", "body": f"record {n}", "trace_id": TRACE}
+                             for n in range(3)]}
+
+        async def scenario() -> None:
+            await export.start()
+            assert logs.export(records) == 2                  # the third does not fit: dropped, counted
+            await asyncio.sleep(0)
+            await asyncio.to_thread(receiver.wait_for, lambda: len(receiver.log_records()) == 2, 10, "2 records")
+            await export.stop()
+
+        run(scenario())
+        assert [r.body.string_value for r in receiver.log_records()] == ["record 0", "record 1"]
+        assert {r.trace_id.hex() for r in receiver.log_records()} == {TRACE}
+        assert registry.get_sample_value("loom_agent_exported_total", {"signal": "logs"}) == 2
+        assert registry.get_sample_value("loom_agent_export_dropped_total", {"signal": "logs"}) == 1
+
+
+def test_no_endpoint_or_export_logs_false_queues_nothing() -> None:
+    assert build_log_exporter(TelemetryConfig(), {}) is None
+    off = TelemetryConfig(otlp=OtlpConfig(endpoint="http://127.0.0.1:4318", export_logs=False))
+    assert build_log_exporter(off, {}) is None
+    assert build_log_exporter(TelemetryConfig(), {"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "http://x:4318/v1/logs"}) \
+        is not None
