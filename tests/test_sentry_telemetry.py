@@ -9,6 +9,7 @@ real test receiver: the spans arrive with the SDK's trace id, the log records wi
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -379,3 +380,49 @@ def test_no_endpoint_or_export_logs_false_queues_nothing() -> None:
     assert build_log_exporter(off, {}) is None
     assert build_log_exporter(TelemetryConfig(), {"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "http://x:4318/v1/logs"}) \
         is not None
+
+
+JUNK_KEYS = ["transaction", "start_timestamp", "timestamp", "contexts", "trace", "trace_id", "span_id", "op",
+             "parent_span_id", "status", "data", "spans", "tags", "items", "name", "is_segment", "end_timestamp",
+             "attributes", "value", "type", "traceId", "spanId", "startTimeUnixNano", "endTimeUnixNano", "kind",
+             "body", "level", "severityNumber", "transaction_info", "source", "release", "sdk", "description",
+             "stringValue", "intValue", "arrayValue", "values", "key", "timeUnixNano", "message", "code"]
+JUNK_LEAVES = [None, True, 0, -1, 2 ** 70, 1.5, float("inf"), float("nan"), START, "", "ok", "a" * 32, TRACE, ROOT,
+               "2026-01-01T00:00:00Z", "1767225600000000000", EMAIL, "url", "http.server"]
+
+
+def test_junk_payloads_are_read_or_refused_never_raise_otherwise() -> None:
+    """Nested junk of the right key names (seeded): every reader either takes it or raises ItemError, and
+    whatever it took encodes."""
+    rng = random.Random(13)
+
+    def junk(depth: int = 0) -> Any:
+        roll = rng.random()
+        if depth > 4 or roll < 0.3:
+            return rng.choice(JUNK_LEAVES)
+        if roll < 0.6:
+            return {rng.choice(JUNK_KEYS): junk(depth + 1) for _ in range(rng.randint(0, 6))}
+        return [junk(depth + 1) for _ in range(rng.randint(0, 4))]
+
+    transactions = SentryTransactions(MetricStore(), privacy(), SpanQueue(10 ** 6, 10))
+    logs = SentryLogs(privacy(), LogQueue(10 ** 6, 10))
+    taken = 0
+    for _ in range(4000):
+        payload = junk()
+        if isinstance(payload, dict) and rng.random() < 0.5:         # a readable transaction around the junk
+            payload = {**transaction(spans=[]), **payload}
+        for kind in ("transaction", "span", "otel_span"):
+            try:
+                transactions.record(kind, payload)
+                taken += 1
+            except ItemError:
+                pass
+        for kind in ("log", "otel_log"):
+            try:
+                logs.export(payload, kind)
+            except ItemError:
+                pass
+    assert taken > 100
+    assert transactions.queue is not None and logs.queue is not None
+    encode_spans(transactions.queue.take(10 ** 6))
+    encode_logs(logs.queue.take(10 ** 6))

@@ -220,22 +220,22 @@ class Resources:
 
     def get(self, release: Any, environment: Any, sdk_name: Any, sdk_version: Any) -> tuple[Resource,
                                                                                          InstrumentationScope]:
-        key = (release, environment, sdk_name, sdk_version)
+        release_text, environment_text = text(release, 200), text(environment, 64)      # not text: absent
+        name_text, version_text = text(sdk_name, 128), text(sdk_version, 64)
+        key = (release_text, environment_text, name_text, version_text)
         found = self._cache.get(key)
         if found is not None:
             return found
         attributes: dict[str, Any] = {"service.name": UNKNOWN_SERVICE}
-        release_text = text(release, 200)
         if release_text:          # not through privacy: `name@1.2.3` reads as an e-mail address (as in /v1/errors)
             name, at, version = release_text.partition("@")
             if at and name:
                 attributes["service.name"] = name
             attributes["service.version"] = version if at and name and version else release_text
             attributes["sentry.release"] = release_text
-        environment_text = text(environment, 64)
         if environment_text:
             attributes["deployment.environment.name"] = scrub_text(environment_text, self.privacy)
-        scope = InstrumentationScope(text(sdk_name, 128) or "sentry", text(sdk_version, 64))
+        scope = InstrumentationScope(name_text or "sentry", version_text)
         found = (Resource(attributes), scope)
         if len(self._cache) >= self.size:
             self._cache.clear()
