@@ -41,6 +41,8 @@ EXPECTED_ALERTS = {
                              "LoomSignupFunnelDrop") for s in ("warning", "critical")),
     ("LoomAgentDown", "critical"), ("LoomAgentExportDropping", "warning"),
     ("LoomAgentIngestRejections", "warning"), ("LoomAgentConfigReloadFailed", "warning"),
+    ("LoomReleaseCrashFreeSessionsLow", "warning"), ("LoomReleaseCrashFreeSessionsLow", "critical"),
+    ("LoomCronMissedRun", "warning"), ("LoomCronRunFailed", "warning"),
 }
 
 
@@ -120,6 +122,10 @@ def test_a_block_sets_each_detection() -> None:
     ({"slo": {"uptime_objective": 1}}, "alerting.slo.uptime_objective: must be less than 1 (an objective of 1 "
                                        "leaves no error budget)"),
     ({"slo": {"uptime_objective": 99.9}}, "alerting.slo.uptime_objective: must be at most 1, got 99.9"),
+    ({"release_health": {"crash_free_sessions": 1}}, "alerting.release_health.crash_free_sessions: must be less "
+                                                     "than 1 (at 1 every crash alerts: there is no crash rate to compare)"),
+    ({"cron_monitors": {"missed_grace_seconds": -1}},
+     "alerting.cron_monitors.missed_grace_seconds: must be at least 0, got -1"),
     ({"performance_degradation": {"slow_request_ms": 750}},
      "alerting.performance_degradation.slow_request_ms: must be a bucket bound of loom_api_request_duration_seconds "
      "in ms (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000) so that Prometheus can count the slow requests, "
@@ -153,7 +159,7 @@ def test_severity_is_warning_at_the_threshold_and_critical_at_twice_it() -> None
 def test_render_is_deterministic_and_marked_as_generated() -> None:
     first, second = render_rules(Thresholds()), render_rules(Thresholds())
     assert first == second
-    assert set(first) == {"loom-probes.yml", "loom-slo.yml", "loom-events.yml", "loom-agent.yml"}
+    assert set(first) == {"loom-probes.yml", "loom-slo.yml", "loom-events.yml", "loom-agent.yml", "loom-sentry.yml"}
     for text in first.values():
         assert text.startswith(HEADER) and "edit agent/rules/ and config.yaml" in HEADER
         assert yaml.safe_load(text)["groups"]
@@ -296,7 +302,7 @@ def test_promtool_check_rules_is_clean() -> None:
 
 @pytest.mark.slow
 def test_promtool_unit_tests_pass() -> None:
-    assert len(PROMTOOL_TESTS) == 4
+    assert len(PROMTOOL_TESTS) == 5
     result = promtool("test", "rules", *map(str, PROMTOOL_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("SUCCESS") == len(PROMTOOL_TESTS)

@@ -1,6 +1,8 @@
 """The Errors and Releases dashboard: application errors (POST /v1/errors: loom_errors_total by
 feature, type and release; loom_release_info marks the releases seen), and the error signals the
-event metrics already carry (API 5xx, realtime connection errors, failed payments)."""
+event metrics already carry (API 5xx, realtime connection errors, failed payments); release health and
+cron monitors from the Sentry SDKs' sessions and check-ins (the crash-free rates are the recording rules
+of prometheus/rules/loom-sentry.yml, for the window the alert uses)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ from typing import Any
 
 from agent.dashboards.panels import Row, bars, dashboard, q, stat, table, timeseries
 from agent.dashboards.product import INSTANCE_VARIABLE
-from agent.dashboards.promql import per_minute, sel, share, top, total
+from agent.dashboards.promql import num, per_minute, sel, share, top, total
+from agent.rules.alerts_sentry import release_name
+from agent.rules.ruledef import minutes
 from agent.rules.thresholds import Thresholds
 
 RELEASE = 'release=~"$release"'
@@ -18,7 +22,44 @@ RELEASE_VARIABLE = {**INSTANCE_VARIABLE, "name": "release", "label": "Release",
                     "query": "label_values(loom_release_info, release)"}
 
 
-def errors_releases(_thresholds: Thresholds) -> dict[str, Any]:
+def _release_health(thresholds: Thresholds) -> Row:
+    health = thresholds.release_health
+    window = minutes(health.window_minutes)
+    floor = [("red", None), ("green", health.crash_free_sessions)]
+
+    def crash_free(what: str) -> str:
+        return f'min by (release, environment) ({release_name(what, "ratio", window)}{{{RELEASE}}})'
+
+    late = ("max by (monitor) (loom_cron_next_expected_timestamp_seconds{instance=~\"$instance\"} "
+            "+ loom_cron_checkin_margin_seconds{instance=~\"$instance\"}) - time()")
+    return Row("Release health and cron monitors (Sentry SDKs)", [
+        timeseries("Crash-free sessions", f"Share of each release's sessions that did not crash over the last "
+                   f"{window} (Sentry session items; the alert fires below {num(health.crash_free_sessions * 100)}% "
+                   f"with at least {health.min_sessions} sessions).", "percentunit",
+                   q(crash_free("loom_sessions_crash_free"), "{{release}} {{environment}}"), width=8,
+                   threshold_line=floor, maximum=1),
+        timeseries("Crash-free users", f"Share of each release's users (per hour) without a crashed session over "
+                   f"the last {window}.", "percentunit",
+                   q(crash_free("loom_session_users_crash_free"), "{{release}} {{environment}}"), width=8,
+                   threshold_line=floor, maximum=1),
+        timeseries("Sessions by status", "Sessions ended per minute by final status (exited is healthy), in the "
+                   "selected releases.", "cpm",
+                   q(per_minute("loom_sessions_total", RELEASE, by=("status",)), "{{status}}"), width=8, stack=True),
+        table("Cron monitors", "Each cron monitor: seconds until its next expected check-in plus margin (negative: "
+              "late, LoomCronMissedRun), and its check-ins by status over the range.", "s",
+              q(late, instant=True, fmt="table"),
+              q(total("loom_cron_checkins_total", 'status=~"ok"', by=("monitor",)), instant=True, fmt="table"),
+              q(total("loom_cron_checkins_total", 'status=~"error|timeout"', by=("monitor",)), instant=True,
+                fmt="table"),
+              columns={"monitor": "Monitor", "Value #A": "Next check-in due in", "Value #B": "OK runs",
+                       "Value #C": "Failed runs"},
+              column_units={"OK runs": "short", "Failed runs": "short"},
+              column_steps={"Next check-in due in": [("red", None), ("green", 0)],
+                            "Failed runs": [("green", None), ("red", 1)]}, width=24),
+    ])
+
+
+def errors_releases(thresholds: Thresholds) -> dict[str, Any]:
     errors = Row("Application errors", [
         stat("Errors", "Errors reported over the range (POST /v1/errors), in the selected releases.", "short",
              q(total("loom_errors_total", RELEASE), instant=True), width=6, graph=False,
@@ -61,5 +102,6 @@ def errors_releases(_thresholds: Thresholds) -> dict[str, Any]:
     return dashboard(
         "loom-errors-releases", "Errors and Releases",
         "Application errors by feature, type and release (POST /v1/errors), the releases seen, and the error "
-        "signals of the event metrics.", [INSTANCE_VARIABLE, RELEASE_VARIABLE], [errors, signals],
+        "signals of the event metrics, release health and cron monitors.", [INSTANCE_VARIABLE, RELEASE_VARIABLE],
+        [errors, _release_health(thresholds), signals],
         tags=("errors", "releases"))

@@ -53,6 +53,10 @@ GROUPS = {
                                "short one that it still is."),
     "loom-events": ("Application detections", "The documentation's six detections, over the event metrics of "
                                               "every agent Prometheus scrapes."),
+    "loom-release-health": ("Release health", "Crash-free sessions and users per release and environment, from "
+                                              "the Sentry SDKs' sessions (docs/sentry.md)."),
+    "loom-crons": ("Cron monitors", "Missed and failed runs of the cron monitors the Sentry SDKs check in to "
+                                    "(docs/sentry.md)."),
     "loom-agent": ("The agent itself", "The agent's own health. These have no `alerting:` keys: their "
                                        "thresholds say \"broken\", not \"unusual\"."),
 }
@@ -164,6 +168,26 @@ def _reload_failed(t: Thresholds, severity: str, rule: Rule) -> tuple[str, str]:
             "running the previous config", _AGENT_FIXED)
 
 
+def _crash_free(t: Thresholds, severity: str, rule: Rule) -> tuple[str, str]:
+    d = t.release_health
+    crash_rate = _level(severity, 1 - d.crash_free_sessions)
+    return (f"fewer than {num((1 - crash_rate) * 100)}% of a release's sessions in an environment did not crash "
+            f"over the last {minutes(d.window_minutes)} (a crash rate of {num(crash_rate * 100)}%"
+            f"{_times(severity, '1 - crash_free_sessions')}), with at least {d.min_sessions} sessions started",
+            _keys("release_health", "crash_free_sessions", "window_minutes", "min_sessions"))
+
+
+def _cron_missed(t: Thresholds, severity: str, rule: Rule) -> tuple[str, str]:
+    return (f"a cron monitor has not checked in {t.cron_monitors.missed_grace_seconds} s after its next expected "
+            "run plus its margin (`loom_cron_next_expected_timestamp_seconds`, from its schedule)",
+            _keys("cron_monitors", "missed_grace_seconds"))
+
+
+def _cron_failed(t: Thresholds, severity: str, rule: Rule) -> tuple[str, str]:
+    return ("a cron monitor's last error or timeout check-in is newer than its last ok one",
+            _keys("cron_monitors", "failed_for_seconds"))
+
+
 EXPLAIN: dict[str, Explain] = {
     "LoomProbeDown": _probe_down,
     "LoomProbeHighLatency": _probe_latency,
@@ -181,6 +205,9 @@ EXPLAIN: dict[str, Explain] = {
     "LoomAgentExportDropping": _export_dropping,
     "LoomAgentIngestRejections": _ingest_rejections,
     "LoomAgentConfigReloadFailed": _reload_failed,
+    "LoomReleaseCrashFreeSessionsLow": _crash_free,
+    "LoomCronMissedRun": _cron_missed,
+    "LoomCronRunFailed": _cron_failed,
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from agent.rules.alerts_agent import agent_group
 from agent.rules.alerts_events import events_group
 from agent.rules.alerts_probe import probe_group, slo_group
+from agent.rules.alerts_sentry import sentry_groups
 from agent.rules.thresholds import Thresholds
 
 # file name -> the groups it holds
@@ -17,4 +18,5 @@ FILES: dict[str, Callable[[Thresholds], list[dict[str, Any]]]] = {
     "loom-slo.yml": lambda t: [slo_group(t.slo)],
     "loom-events.yml": lambda t: [events_group(t)],
     "loom-agent.yml": lambda t: [agent_group()],
+    "loom-sentry.yml": sentry_groups,
 }

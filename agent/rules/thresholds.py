@@ -96,6 +96,27 @@ class Slo:
 
 
 @dataclass(frozen=True, slots=True)
+class ReleaseHealth:
+    """Crash-free sessions of each release and environment (Sentry session items) over the window: below
+    `crash_free_sessions`, with at least `min_sessions` started, is a warning (the crash rate at the
+    threshold's); at twice the threshold's crash rate it is critical."""
+
+    window_minutes: int = 60
+    crash_free_sessions: float = 0.98
+    min_sessions: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class CronMonitors:
+    """Cron monitors (Sentry check_in items): a run is missed when no check-in came `missed_grace_seconds`
+    after the monitor's next expected check-in plus its own margin; failed when the last finished
+    check-in (error or timeout) is newer than the last ok one, for `failed_for_seconds`."""
+
+    missed_grace_seconds: int = 60
+    failed_for_seconds: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Thresholds:
     engagement_drop: EngagementDrop = field(default_factory=EngagementDrop)
     auth_failure_spike: AuthFailureSpike = field(default_factory=AuthFailureSpike)
@@ -105,6 +126,8 @@ class Thresholds:
     funnel_drop: FunnelDrop = field(default_factory=FunnelDrop)
     probes: Probes = field(default_factory=Probes)
     slo: Slo = field(default_factory=Slo)
+    release_health: ReleaseHealth = field(default_factory=ReleaseHealth)
+    cron_monitors: CronMonitors = field(default_factory=CronMonitors)
 
 
 def severity(deviation: float, threshold: float) -> str | None:
@@ -128,6 +151,9 @@ _BOUNDS: dict[str, tuple[float, float | None]] = {
     "latency_threshold_seconds": (0.001, None),
     "cert_critical_days": (0, None),
     "uptime_objective": (0.5, 1),
+    "crash_free_sessions": (0.5, 1),
+    "missed_grace_seconds": (0, 86400),
+    "failed_for_seconds": (0, 86400),
 }
 
 
@@ -167,6 +193,9 @@ def _check_block(node: Node, block: Any) -> None:
     """The checks that span fields or need more than a bound."""
     if isinstance(block, Slo) and block.uptime_objective >= 1:
         node.error("must be less than 1 (an objective of 1 leaves no error budget)", "uptime_objective")
+    if isinstance(block, ReleaseHealth) and block.crash_free_sessions >= 1:
+        node.error("must be less than 1 (at 1 every crash alerts: there is no crash rate to compare)",
+                   "crash_free_sessions")
     if isinstance(block, Probes) and block.cert_critical_days >= block.cert_warning_days:
         node.error(f"must be less than cert_warning_days ({block.cert_warning_days})", "cert_critical_days")
     if isinstance(block, PerformanceDegradation) and block.slow_request_ms / 1000 not in API_LATENCY:
