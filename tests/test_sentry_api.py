@@ -254,6 +254,16 @@ def test_what_a_sentry_event_stored_is_exported_and_erased_with_its_user(agent_s
     assert [issue["count"] for issue in issues["issues"]] == [1]          # the other user's error stays
 
 
+def test_attachments_replays_profiles_and_feedback_are_acknowledged_and_counted(agent_server: Any) -> None:
+    agent = agent_server(CONFIG)
+    counted = ("attachment", "replay_event", "replay_recording", "profile", "profile_chunk", "feedback",
+               "user_report")
+    body = envelope(("event", sentry_event()), *[(kind, b'{"opaque": true}') for kind in counted])
+    status, answer, _ = agent.post(ENVELOPE, data=body, headers=AUTH)
+    assert (status, answer) == (200, {"id": EVENT_ID})
+    assert items_counted(agent) == {("event", "accepted"): 1, **{(kind, "accepted"): 1 for kind in counted}}
+
+
 def test_a_message_event_and_an_oversized_item_beside_it(agent_server: Any) -> None:
     agent = agent_server(CONFIG)
     message = {"event_id": uuid.uuid4().hex, "level": "warning", "logentry": {"formatted": "nightly export finished"}}

@@ -304,11 +304,17 @@ def _map_item(events: _Events, item: Item, header_id: str | None) -> None:
 
 READ_TYPES = frozenset({"client_report", "log", "otel_log", "trace_metric", "statsd", "session", "sessions",
                         "check_in"}) | SPAN_ITEM_TYPES
+# acknowledged and counted by type, their payload not kept (docs/sentry.md says why): so an SDK that
+# sends them sees them taken, and the operator sees how many arrive
+COUNTED_TYPES = frozenset({"attachment", "replay_event", "replay_recording", "replay_video", "profile",
+                           "profile_chunk", "feedback", "user_report"})
 
 
 def _read_item(ingest: SentryIngest, registry: CustomMetrics, item: Item) -> str:
     """A non-event item into its metrics (agent/sentry/items.py); returns its outcome."""
     kind = item.type
+    if kind in COUNTED_TYPES:
+        return ACCEPTED
     if kind not in READ_TYPES:
         return SKIPPED
     try:
