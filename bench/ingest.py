@@ -128,13 +128,14 @@ async def quiet_core(core: int, server: Child, longest: float = 45.0, busy_below
             return max(0.0, others)
 
 
-async def drive(h, url: str, server: Child, params: Params, base: float) -> dict:
-    """Run the load generator against `url`; the server's CPU is read at the window's edges."""
+async def drive(h, url: str, server: Child, params: Params, base: float, load: Path = LOAD) -> dict:
+    """Run the load generator `load` (its `load` role) against `url`; the server's CPU is read at the
+    window's edges."""
     from bench.harness import until
 
     others_before = await quiet_core(MEASURED_CORE, server)
     start_at = time.time() + 1.0
-    load_child = Child(f"load-{len(h.children)}", [sys.executable, str(LOAD), "load", "--url", url,
+    load_child = Child(f"load-{len(h.children)}", [sys.executable, str(load), "load", "--url", url,
                                                    "--start-at", repr(start_at), "--warmup", repr(params.warmup),
                                                    "--window", repr(params.window), "--connections",
                                                    str(params.connections), "--base", repr(base)],

@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +44,13 @@ async def ceiling_server() -> None:
 
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_post("/v1/events/batch", handle)
+    await serve(app)
+
+
+async def serve(app) -> None:
+    """Serve the aiohttp `app` on 127.0.0.1:<port 0> for ever, after printing "PORT n"."""
+    from aiohttp import web
+
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -52,13 +60,26 @@ async def ceiling_server() -> None:
 
 
 async def load(args: argparse.Namespace) -> dict:
-    from bench.load import HttpConnection
-
-    host, port = args.url.split("//", 1)[1].split(":")
-    port = int(port.split("/")[0])
+    host, port = host_port(args.url)
     head = (f"POST /v1/events/batch HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
             "User-Agent: loom-bench\r\nContent-Length: {}\r\n\r\n")
     raws = [head.format(len(b)).encode() + b for b in bodies(args.base)]
+    return await closed_loop(args, host, port, lambda n: fill(raws[n % len(raws)], n // len(raws)),
+                             lambda body: orjson.loads(body)["accepted"])
+
+
+def host_port(url: str) -> tuple[str, int]:
+    host, port = url.split("//", 1)[1].split(":")
+    return host, int(port.split("/")[0])
+
+
+async def closed_loop(args: argparse.Namespace, host: str, port: int, request_of: Callable[[int], bytes],
+                      events_of: Callable[[bytes], int]) -> dict:
+    """`args.connections` keep-alive connections each sending request_of(n) (the whole raw request, n counting
+    up across them) until the window's end; the events of each 200 answered inside the window (events_of its
+    body) are counted, with its latency. Returns the figures as JSON-ready values."""
+    from bench.load import HttpConnection
+
     window_start, window_end = args.start_at + args.warmup, args.start_at + args.warmup + args.window
     stats = {"events": 0, "requests": 0, "failed": 0, "errors": [], "latencies_ms": []}
     seq = [0]
@@ -69,14 +90,14 @@ async def load(args: argparse.Namespace) -> dict:
         while time.time() < window_end:
             n = seq[0]
             seq[0] += 1
-            raw = fill(raws[n % len(raws)], n // len(raws))
+            raw = request_of(n)
             sent = time.perf_counter()
             status, body = await conn.request(raw)
             done = time.time()
             if not window_start <= done <= window_end:
                 continue
             if status == 200:
-                stats["events"] += orjson.loads(body)["accepted"]
+                stats["events"] += events_of(body)
                 stats["requests"] += 1
                 stats["latencies_ms"].append((time.perf_counter() - sent) * 1000)
             else:
@@ -96,15 +117,20 @@ async def load(args: argparse.Namespace) -> dict:
     return stats
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("role", choices=("ceiling", "load"))
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The load role's options, as bench/ingest.py's drive() passes them."""
     parser.add_argument("--url")
     parser.add_argument("--start-at", type=float)
     parser.add_argument("--warmup", type=float)
     parser.add_argument("--window", type=float)
     parser.add_argument("--connections", type=int)
     parser.add_argument("--base", type=float)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("role", choices=("ceiling", "load"))
+    add_load_arguments(parser)
     args = parser.parse_args()
     import uvloop
 
