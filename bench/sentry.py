@@ -326,8 +326,8 @@ def main() -> int:
 NOTES = [
     "**Where the time goes** (`python bench/sentry.py --profile`: cProfile on the agent's main thread under this "
     "load, minutes before this run, on the same code; shares of the request handling time): **privacy 34 %**: "
-    "ErrorSink.scrub walks the event's properties (the 30 frames' local variables, the breadcrumbs, tags, extra: ~420 values and ~150 dicts per "
-    "event) through Privacy.scrub (19 %) and each frame's ~11 source lines through Privacy.text (_scrub_frame, "
+    "ErrorSink.scrub walks the event's properties (the 30 frames' local variables, the breadcrumbs, tags, "
+    "extra: ~420 values and ~150 dicts per event) through Privacy.scrub (19 %) and each frame's ~11 source lines through Privacy.text (_scrub_frame, "
     "13 %); Privacy.text runs a regex search on ~460 strings per event (12 % on its own); **frame validation "
     "29 %**: validate.parse_frame 30 times per event (26 %: the key check _fields 9 %, _object_within_limits "
     "walking each frame with its variables 7 %, _context_lines 4 %); the exception span "
