@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from agent.rules.thresholds import Thresholds
-from tests.support.alerting_procs import (ALERTMANAGER, ENVSUBST, AlertmanagerProcess, SwitchableTarget, WebhookReceiver,
+from tests.support.alerting_procs import (ALERTMANAGER, AlertmanagerProcess, SwitchableTarget, WebhookReceiver,
                                   installed, post_json, receiver_secrets, render_shipped_config, with_short_timings)
 from tests.support.event_examples import envelope
 from tests.support.procs import AgentProcess, PrometheusProcess, wait_until
@@ -33,8 +33,8 @@ from tests.test_alerting_e2e import FAILED_LOGIN, INGEST_KEY, notifications, wri
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.e2e,
-    pytest.mark.skipif(not (installed(ALERTMANAGER) and installed(ENVSUBST) and installed(PrometheusProcess.BINARY)),
-                       reason="prometheus, prometheus-alertmanager and gettext-base are installed by scripts/test.sh"),
+    pytest.mark.skipif(not (installed(ALERTMANAGER) and installed(PrometheusProcess.BINARY)),
+                       reason="prometheus and prometheus-alertmanager are installed by scripts/test.sh"),
 ]
 
 RESEND_DELAY = "2s"

@@ -324,13 +324,16 @@ def testing_lines(config: Mapping[str, Any], alerts: list[Rule]) -> list[str]:
         "- `promtool check rules prometheus/rules/*.yml`: the rendered rules are valid.",
         "- `promtool test rules prometheus/tests/*.yml`: every alert fires when it should, with its labels and "
         "annotations, and stays silent on the near miss.",
-        "- Alertmanager: the shipped file holds `${...}` placeholders, so render it first as its header shows, "
-        "then `amtool check-config <rendered>.yml` and, per route, "
-        f"`amtool config routes test --config.file=<rendered>.yml --verify.receivers={receiver} {label_args}`.",
+        "- Alertmanager: the shipped file runs as it is (its secrets are files Alertmanager reads): "
+        "`amtool check-config prometheus/alertmanager.yml` and, per route, "
+        f"`amtool config routes test --config.file=prometheus/alertmanager.yml --verify.receivers={receiver} "
+        f"{label_args}`.",
         "- [tests/test_alerting_e2e.py](../tests/test_alerting_e2e.py): the agent, Debian's Prometheus and "
         "Alertmanager on 127.0.0.1 with short intervals and a webhook receiver in the test: a stopped target's "
         "LoomProbeDown reaches the receiver, so does a burst of failed logins' LoomAuthFailureSpike, and the "
-        "resolved notification arrives when the target is back.",
+        "resolved notification arrives when the target is back; a cron monitor that stops checking in "
+        "(LoomCronMissedRun) and a release whose sessions crash (LoomReleaseCrashFreeSessionsLow), sent by the "
+        "Sentry SDK's items, reach it too.",
         "- `python3 -m pytest tests/test_alert_rules.py tests/test_alertmanager_config.py "
         "tests/test_alerting_e2e.py tests/test_alerting_doc.py` runs all of it; "
         f"`{REGENERATE} --check` says whether the rules and this page are fresh.",

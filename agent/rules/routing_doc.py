@@ -137,11 +137,15 @@ def describe_receiver(receiver: Mapping[str, Any]) -> str:
 
 
 def _url_source(hook: Mapping[str, Any]) -> str:
+    """Where a webhook's URL comes from; one that authenticates with a token from a file has an address in
+    the file (no secret: Alertmanager 0.25 webhooks cannot read their URL from a file)."""
+    authorization = (hook.get("http_config") or {}).get("authorization") or {}
     if hook.get("url_file"):
         return f"URL from file `{hook['url_file']}`"
-    placeholder = _PLACEHOLDER.match(str(hook.get("url", "")))
-    if placeholder:
+    if placeholder := _PLACEHOLDER.match(str(hook.get("url", ""))):
         return f"URL from `${placeholder.group(1)}`"
+    if authorization.get("credentials_file"):
+        return f"address in the file, bearer token from file `{authorization['credentials_file']}`"
     return "URL in the file"
 
 
@@ -193,8 +197,8 @@ def receiver_lines(config: Mapping[str, Any]) -> list[str]:
     described = [(r["name"], describe_receiver(r)) for r in config.get("receivers") or []]
     literal = any("URL in the file" in text for _, text in described)
     note = ("Some URLs are written in the file itself (\"URL in the file\"): move them to secret files "
-            "before committing it." if literal else "No URL is in the file: see its header for how the secret "
-            "files and placeholders are filled when Alertmanager starts.")
+            "before committing it." if literal else "No secret is in the file: Alertmanager reads each from a "
+            "file (see its header); the webhook addresses it names are yours to set.")
     return ["### Receivers", "", "| receiver | notifies |", "|---|---|",
             *(_row(f"`{name}`", text) for name, text in described), "", note]
 

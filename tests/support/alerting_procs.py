@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import shutil
 import subprocess
 import threading
@@ -23,41 +22,44 @@ from tests.support.procs import ROOT, free_port, http_get, wait_until
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
 AMTOOL = shutil.which("amtool") or "/usr/bin/amtool"
-ENVSUBST = shutil.which("envsubst") or "/usr/bin/envsubst"
 
 SHIPPED_CONFIG = ROOT / "prometheus" / "alertmanager.yml"
 TEMPLATES = ROOT / "prometheus" / "alertmanager"
 # where the shipped config expects its secret files and templates in the container
 SECRETS_DIR = "/etc/alertmanager/secrets"
 TEMPLATES_DIR = "/etc/alertmanager/templates"
-# the documentation's variables: Slack's is read from its file by Alertmanager, the other two are
-# ${NAME} placeholders filled by envsubst (Alertmanager 0.25 webhooks have no url_file)
+# the secret files Alertmanager reads itself: Slack's URL, and the two webhooks' bearer tokens
 SLACK_SECRET = "SLACK_WEBHOOK_URL"
-PLACEHOLDERS = ("ALERT_EMAIL_WEBHOOK", "ALERT_WEBHOOK_URL")
+TOKENS = {"ALERT_EMAIL_WEBHOOK": "ALERT_EMAIL_WEBHOOK_TOKEN", "ALERT_WEBHOOK_URL": "ALERT_WEBHOOK_TOKEN"}
+# the two webhook addresses as shipped (no secret in them: Alertmanager 0.25 webhooks have no url_file)
+SHIPPED_ADDRESSES = {"ALERT_EMAIL_WEBHOOK": "https://email-webhook.invalid/alertmanager",
+                     "ALERT_WEBHOOK_URL": "https://alert-webhook.invalid/alertmanager"}
+TEST_TOKENS = {"ALERT_EMAIL_WEBHOOK": "email-token-0123456789", "ALERT_WEBHOOK_URL": "webhook-token-9876543210"}
 
 
 def installed(binary: str) -> bool:
     return Path(binary).exists()
 
 
-def render_shipped_config(tmp: Path, secrets: dict[str, str]) -> str:
-    """The shipped alertmanager.yml as the container entrypoint renders it (see its header):
-    the secret files written under tmp/secrets, the webhook placeholders filled by the same
-    envsubst command, and the container's /etc/alertmanager paths moved to tmp and the repository."""
+def render_shipped_config(tmp: Path, urls: dict[str, str], tokens: dict[str, str] | None = None) -> str:
+    """The shipped alertmanager.yml pointed at a test: the secret files (Slack's URL, the webhooks' tokens)
+    written under tmp/secrets, the container's /etc/alertmanager paths moved to tmp and the repository,
+    and the two webhook addresses (`urls`, by the documentation's names) replacing the shipped ones.
+    Nothing else changes: the shipped file runs as it is, without a render step."""
     secrets_dir = tmp / "secrets"
     secrets_dir.mkdir(parents=True, exist_ok=True)
-    for name, value in secrets.items():
-        (secrets_dir / name).write_text(value + "\n")
-    # $(cat FILE) in the entrypoint: the file's text without its trailing newline
-    env = {**os.environ, **{name: (secrets_dir / name).read_text().rstrip("\n") for name in PLACEHOLDERS}}
-    shell_format = " ".join(f"${{{name}}}" for name in PLACEHOLDERS)
-    rendered = subprocess.run([ENVSUBST, shell_format], input=SHIPPED_CONFIG.read_text(), env=env,
-                              capture_output=True, text=True, check=True, timeout=30).stdout
-    return rendered.replace(SECRETS_DIR, str(secrets_dir)).replace(TEMPLATES_DIR, str(TEMPLATES))
+    (secrets_dir / SLACK_SECRET).write_text(urls[SLACK_SECRET] + "\n")
+    for name, file_name in TOKENS.items():
+        (secrets_dir / file_name).write_text((tokens or TEST_TOKENS)[name] + "\n")
+    text = SHIPPED_CONFIG.read_text()
+    for name, shipped in SHIPPED_ADDRESSES.items():
+        assert text.count(f"url: {shipped} ") == 1, f"{shipped} is not in the shipped config once"
+        text = text.replace(f"url: {shipped} ", f"url: '{urls[name]}' ")
+    return text.replace(SECRETS_DIR, str(secrets_dir)).replace(TEMPLATES_DIR, str(TEMPLATES))
 
 
 def receiver_secrets(receiver_url: str) -> dict[str, str]:
-    """Secret values sending every integration to the test's receiver, one path per integration."""
+    """URLs sending every integration to the test's receiver, one path per integration."""
     return {SLACK_SECRET: receiver_url + "/slack", "ALERT_EMAIL_WEBHOOK": receiver_url + "/email",
             "ALERT_WEBHOOK_URL": receiver_url + "/webhook"}
 
@@ -140,6 +142,7 @@ class WebhookReceiver:
 
     def __init__(self) -> None:
         self.posts: list[tuple[str, Any]] = []
+        self.authorizations: list[tuple[str, str | None]] = []     # (path, Authorization header) of each POST
         self._lock = threading.Lock()
         receiver = self
 
@@ -152,6 +155,7 @@ class WebhookReceiver:
                     payload = body.decode(errors="replace")
                 with receiver._lock:
                     receiver.posts.append((self.path, payload))
+                    receiver.authorizations.append((self.path, self.headers.get("Authorization")))
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
