@@ -3,9 +3,11 @@ against a real agent process (`python -m agent run`, SQLite store), configured w
 
 - @sentry/node, run by node (tests/js/sentry_node_app.js): an exception with a chained cause, a message, a
   transaction with a child span, metrics (count, gauge, distribution), logs, a session and a cron check-in.
-  Every envelope is answered 2xx (the SDK's own transport, wrapped to record each status), no item is
-  rejected, the errors are issues in GET /api/errors with their frames and source lines, the metrics are
-  `loom_app_*` series, the logs `loom_agent_sentry_logs_total`.
+  Every envelope is answered 2xx (the SDK's own transport, wrapped to record each status), every item is
+  accepted; the errors are issues in GET /api/errors with their frames, source lines and chained cause;
+  the metrics are `loom_app_*` series; the transaction `loom_transactions_*` series and OTLP spans with
+  Sentry's ids (a receiver on 127.0.0.1); the logs `loom_agent_sentry_logs_total` and OTLP log records;
+  the sessions release health (`loom_sessions_*`); the check-ins a cron monitor (`loom_cron_*`).
 - @sentry/browser in headless Chromium (Debian's, driven by puppeteer-core: nothing is downloaded), on a
   page served from 127.0.0.1 on another port than the agent's (another origin): an uncaught TypeError and
   a message arrive when the page's origin is in `sentry.allowed_origins`; with it not listed, the browser
@@ -31,6 +33,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.procs import ROOT, AgentProcess, http_get, loopback_http_server
 
 JS = ROOT / "tests" / "js"
@@ -74,12 +77,14 @@ RELEASE = "loom-web@2.3.1"
 ENVIRONMENT = "staging"
 
 
-def start_agent(tmp_path: Path, allowed_origins: list[str] | None = None) -> AgentProcess:
+def start_agent(tmp_path: Path, allowed_origins: list[str] | None = None, otlp: str | None = None) -> AgentProcess:
     sentry: dict[str, Any] = {"projects": [{"id": 1, "keys": [KEY]}]}
     if allowed_origins is not None:
         sentry["allowed_origins"] = allowed_origins
     config = {"targets": [], "store": {"driver": "sqlite", "path": str(tmp_path / "loom.db")},
               "api": {"admin_tokens": [ADMIN]}, "retention": {"interval": 0}, "sentry": sentry}
+    if otlp is not None:
+        config["telemetry"] = {"otlp": {"endpoint": otlp, "protocol": "http/protobuf", "timeout": "2s"}}
     return AgentProcess(tmp_path, config, env={"LOOM_AGENT_HMAC_KEY": "h" * 40})
 
 
@@ -128,15 +133,22 @@ def items_total(metrics: str) -> dict[tuple[str, str], float]:
 
 @needs_node
 def test_sentry_node_with_only_a_dsn(tmp_path: Path) -> None:
-    agent = start_agent(tmp_path)
-    try:
-        report = run_node(tmp_path, ["sentry_node_app.js"], env={
-            "SENTRY_DSN": f"http://{KEY}@127.0.0.1:{agent.port}/1", "SENTRY_RELEASE": RELEASE,
-            "SENTRY_ENVIRONMENT": ENVIRONMENT})
-        issues = wait_for_issues(agent, 2)
-        metrics = agent.metrics()
-    finally:
-        assert agent.stop() == 0
+    with OtlpReceiver("http/protobuf") as receiver:
+        agent = start_agent(tmp_path, otlp=receiver.endpoint)
+        try:
+            report = run_node(tmp_path, ["sentry_node_app.js"], env={
+                "SENTRY_DSN": f"http://{KEY}@127.0.0.1:{agent.port}/1", "SENTRY_RELEASE": RELEASE,
+                "SENTRY_ENVIRONMENT": ENVIRONMENT})
+            issues = wait_for_issues(agent, 2)
+            metrics = agent.metrics()
+            spans = receiver.wait_for(lambda: {span.name: span for span in receiver.spans()}.keys()
+                                      >= {"checkout", "SELECT 1"} and receiver.spans(), what="the SDK's spans")
+            records = receiver.wait_for(lambda: len(receiver.log_records()) >= 2 and receiver.log_records(),
+                                        what="the SDK's log records")
+            resources = [rs.resource for request in receiver.accepted("traces") for rs in request.resource_spans
+                         if any(span.name == "checkout" for ss in rs.scope_spans for span in ss.spans)]
+        finally:
+            assert agent.stop() == 0
 
     # every envelope the SDK sent was answered 2xx, and it sent every kind of item
     sent = report["sent"]
@@ -152,11 +164,8 @@ def test_sentry_node_with_only_a_dsn(tmp_path: Path) -> None:
         arrived = sum(value for (t, _), value in counted.items() if t == kind)
         assert arrived == types.count(kind), (kind, counted)
         assert (kind, "rejected") not in counted, (kind, counted)
-    for kind in ("event", "trace_metric", "log"):
+    for kind in set(types):
         assert counted.get((kind, "accepted")) == types.count(kind), (kind, counted)
-    # TODO(issue 13): session, check_in, span/transaction are read by work in progress; when they are,
-    # require outcome "accepted" for every type and read them back (release health, cron monitor and
-    # loom_transactions_* series, spans over OTLP).
 
     # the errors, as issues with their frames
     by_title = {issue["title"]: issue for issue in issues}
@@ -192,6 +201,37 @@ def test_sentry_node_with_only_a_dsn(tmp_path: Path) -> None:
     assert 'loom_app_checkout_time_seconds_sum 0.25' in metrics
     assert 'loom_agent_sentry_logs_total{level="info"} 1.0' in metrics
     assert 'loom_agent_sentry_logs_total{level="warn"} 1.0' in metrics
+
+    # the transaction: RED metrics, and its spans over OTLP with Sentry's ids, the application as resource
+    assert 'loom_transactions_total{transaction="checkout",op="task",status="ok"} 1.0' in metrics
+    assert 'loom_transaction_duration_seconds_count{transaction="checkout",op="task"} 1' in metrics
+    by_name = {span.name: span for span in spans}
+    checkout, query = by_name["checkout"], by_name["SELECT 1"]
+    assert query.trace_id == checkout.trace_id and query.parent_span_id == checkout.span_id
+    assert query.end_time_unix_nano - query.start_time_unix_nano >= 4_000_000          # it slept 5 ms
+    attributes = {a.key: a.value.string_value for a in resources[0].attributes}
+    assert (attributes["service.name"], attributes["service.version"]) == ("loom-web", "2.3.1"), attributes
+    assert attributes["deployment.environment.name"] == ENVIRONMENT
+    # the logs over OTLP
+    bodies = {record.body.string_value: record for record in records}
+    assert {"payment p-1 done", "slow checkout"} <= bodies.keys(), bodies.keys()
+    assert bodies["slow checkout"].severity_text == "warn" and bodies["payment p-1 done"].severity_number == 9
+
+    # release health: @sentry/node's own session at start and the one the app started, both ended cleanly
+    sessions = types.count("session")
+    assert f'loom_sessions_started_total{{release="{RELEASE}",environment="{ENVIRONMENT}"}} {sessions}.0' in metrics
+    assert (f'loom_sessions_total{{release="{RELEASE}",environment="{ENVIRONMENT}",status="exited"}} '
+            f'{sessions}.0') in metrics
+    assert f'loom_session_users_total{{release="{RELEASE}",environment="{ENVIRONMENT}",status="all"}} 1.0' in metrics
+    # the cron monitor, with the schedule the SDK sent (crontab 0 3 * * * UTC, margin 5 min, max runtime 30 min)
+    assert 'loom_cron_checkins_total{monitor="nightly-export",status="ok"} 1.0' in metrics
+    assert 'loom_cron_checkins_total{monitor="nightly-export",status="in_progress"} 1.0' in metrics
+    assert 'loom_cron_run_duration_seconds_sum{monitor="nightly-export"} 1.5' in metrics
+    assert 'loom_cron_checkin_margin_seconds{monitor="nightly-export"} 300.0' in metrics
+    assert 'loom_cron_max_runtime_seconds{monitor="nightly-export"} 1800.0' in metrics
+    next_run = re.search(r'^loom_cron_next_expected_timestamp_seconds\{monitor="nightly-export"\} (\S+)$', metrics,
+                         re.MULTILINE)
+    assert next_run and float(next_run[1]) % 86400 == 3 * 3600, metrics          # the next 03:00 UTC
 
 
 # --- @sentry/browser in Chromium ------------------------------------------------------------------------
