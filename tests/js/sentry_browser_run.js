@@ -1,8 +1,9 @@
 // Drives headless Chromium (Debian's /usr/bin/chromium, through puppeteer-core: nothing is downloaded) to
 // a page that uses the real @sentry/browser, for tests/test_sentry_js.py.
 //
-//   node sentry_browser_run.js bundle OUT_FILE     bundle @sentry/browser (esbuild) into one IIFE script
-//                                                  that sets window.Sentry
+//   node sentry_browser_run.js bundle OUT_DIR      bundle @sentry/browser (esbuild) into OUT_DIR/sentry.js,
+//                                                  one IIFE script that sets window.Sentry, and minify
+//                                                  browser_page/app.js into app.min.js + app.min.js.map
 //   node sentry_browser_run.js visit PAGE_URL AGENT_URL
 //                                                  open the page, wait until it says it is done (or 20 s),
 //                                                  print one JSON line: what the page recorded, the
@@ -10,14 +11,23 @@
 //                                                  console messages and uncaught page errors
 'use strict';
 
+const fs = require('fs');
 const path = require('path');
 
-async function bundle(outFile) {
+async function bundle(outDir) {
   const esbuild = require('esbuild');
   await esbuild.build({
     stdin: { contents: "import * as Sentry from '@sentry/browser'; window.Sentry = Sentry;",
              resolveDir: __dirname, loader: 'js' },
-    bundle: true, format: 'iife', minify: true, target: 'es2020', outfile: outFile, logLevel: 'warning',
+    bundle: true, format: 'iife', minify: true, target: 'es2020', outfile: path.join(outDir, 'sentry.js'),
+    logLevel: 'warning',
+  });
+  // the application minified as a build would ship it (names mangled), with its source map beside it
+  await esbuild.build({
+    stdin: { contents: fs.readFileSync(path.join(__dirname, 'browser_page', 'app.js'), 'utf8'),
+             sourcefile: 'webpack://checkout/src/app.js', loader: 'js' },
+    format: 'iife', minify: true,
+    target: 'es2020', sourcemap: 'external', outfile: path.join(outDir, 'app.min.js'), logLevel: 'warning',
   });
 }
 
