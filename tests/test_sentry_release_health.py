@@ -42,6 +42,7 @@ def test_a_session_update_as_sentry_python_sends_it() -> None:
     assert parse_session(session(status="crashed", errors=1)).final_status() == "crashed"
     assert parse_session(session(status="abnormal")).final_status() == "abnormal"
     assert parse_session(session(status="errored")).final_status() == "errored"
+    assert parse_session(session(status="unhandled", errors=1)).final_status() == "unhandled"   # @sentry/browser 10
     assert parse_session(session(status="ok", errors=3)).final_status() is None     # still running
     no_env = session()
     del no_env["attrs"]["environment"]
@@ -98,9 +99,13 @@ def test_each_session_starts_once_and_ends_once_with_one_final_status() -> None:
     health.record_session(parse_session(session(sid="b", did="u2")))
     health.record_session(parse_session(session(sid="c", status="crashed", errors=1, did="u2")))
     health.record_session(parse_session(session(sid="d", status="ok")))             # a browser tab: never ends
+    # @sentry/browser: an uncaught error ends the session `unhandled` (sent twice: counted once)
+    for init in (True, False):
+        health.record_session(parse_session(session(sid="e", init=init, status="unhandled", errors=1)))
     key = (RELEASE, "production")
-    assert series(metrics, "loom_sessions_started") == {key: 4}
-    assert series(metrics, "loom_sessions") == {(*key, "errored"): 1, (*key, "exited"): 1, (*key, "crashed"): 1}
+    assert series(metrics, "loom_sessions_started") == {key: 5}
+    assert series(metrics, "loom_sessions") == {(*key, "errored"): 1, (*key, "exited"): 1, (*key, "crashed"): 1,
+                                                (*key, "unhandled"): 1}
     assert series(metrics, "loom_session_users") == {(*key, "all"): 2, (*key, "errored"): 2, (*key, "crashed"): 1}
 
 

@@ -6,10 +6,12 @@ The wire (sentry-python's `sentry_sdk/session.py` and `sessions.py`, @sentry/cor
 
 - `session`: one update of one session, `{sid, did?, init?, started, timestamp, duration?, status,
   errors?, attrs: {release, environment?, ip_address?, user_agent?}}`. `status` is `ok` while the session
-  runs, then one of the final statuses `exited`, `crashed`, `abnormal` (or `errored`). sentry-python
+  runs, then one of the final statuses `exited`, `crashed`, `abnormal`, `unhandled` (or `errored`).
+  The browser SDK (@sentry/browser 10) ends a session with an unhandled error as `unhandled`, not
+  `crashed`: an uncaught error does not crash a browser (Sentry's own distinction). sentry-python
   sends one update per session, at its end, with `init: true`; the JavaScript SDKs send `init: true`
   when it starts, and updates as errors happen and when it ends. A browser session often never ends:
-  it stays `ok` until the page goes away, unless an unhandled error crashes it.
+  it stays `ok` until the page goes away, unless an uncaught error ends it (`unhandled`).
 - `sessions`: pre-aggregated sessions of a server SDK in request mode (one session per request), `{attrs:
   {release, environment?}, aggregates: [{started, did?, exited?, errored?, abnormal?, crashed?}]}`: each
   bucket's counts are sessions that started and ended in that minute, one count per session.
@@ -20,13 +22,14 @@ Semantics (Sentry's release health, as Relay extracts its session metrics):
   "total sessions", the denominator of the crash-free rate; an aggregate bucket starts the sum of its
   counts.
 - a session is counted **once, when it ends** (`loom_sessions_total{status}`), with one final status:
-  `crashed` or `abnormal` when it ended so; else `errored` when it had errors (`errors > 0` or
-  status `errored`); else `exited` (a healthy end). So `errored` counts once per session however many
+  `crashed`, `abnormal` or `unhandled` when it ended so; else `errored` when it had errors (`errors > 0`
+  or status `errored`); else `exited` (a healthy end). So `errored` counts once per session however many
   errors it had, and a crashed session is not also errored. Aggregate buckets are counted as they come:
   the SDK has already classified each session the same way.
 - crash-free sessions = 1 - crashed / started, over a window (the recording rule). A session that
   never ends (a browser tab) is in the denominator and, unless it crashes, never in the numerator:
-  as in Sentry.
+  as in Sentry. `unhandled` sessions are not crashes (a rule on `status=~"crashed|unhandled"` gives the
+  browser SDKs' older meaning, when they reported those as `crashed`).
 - users: a user is the update's `did` (distinct id). Counting distinct users exactly needs every id of
   every release forever; here each (release, environment) keeps a set of 8-byte digests of the ids
   seen in the current hour, at most USERS_PER_RELEASE of them, and the sets are emptied every hour.
@@ -60,14 +63,14 @@ from agent.metrics.store import Counter, MetricStore
 from agent.sentry.items import MAX_RECORDS, ItemError
 
 IN_PROGRESS = "ok"
-FINAL_STATUSES = ("exited", "errored", "crashed", "abnormal")    # the `status` of loom_sessions_total
+FINAL_STATUSES = ("exited", "errored", "crashed", "abnormal", "unhandled")   # `status` of loom_sessions_total
 USER_STATUSES = ("all", "errored", "crashed")
 MAX_COUNT = 2**32 - 1                 # Relay's u32 for an aggregate bucket's counts and `errors`
 SID_MAX = 128
 DID_MAX = 256
 ENVIRONMENT_MAX = 64
 DEFAULT_ENVIRONMENT = "production"    # what the SDKs send when the application sets none
-SERIES_LIMIT = 400                    # per family: 100 (release, environment) pairs at 4 statuses
+SERIES_LIMIT = 500                    # per family: 100 (release, environment) pairs at 5 statuses
 ENDED_LIMIT = 100_000                 # ids of ended sessions remembered against repeated final updates
 USERS_PER_RELEASE = 10_000            # user digests kept per (release, environment) and hour
 USER_WINDOW_SECONDS = 3600
@@ -80,20 +83,20 @@ class SessionUpdate:
     sid: str
     did: str | None
     init: bool
-    status: str                       # ok, exited, errored, crashed, abnormal
+    status: str                       # ok, exited, errored, crashed, abnormal, unhandled
     errors: int
     release: str
     environment: str
 
     @property
     def errored(self) -> bool:
-        return self.errors > 0 or self.status in ("errored", "crashed", "abnormal")
+        return self.errors > 0 or self.status in ("errored", "crashed", "abnormal", "unhandled")
 
     def final_status(self) -> str | None:
         """The status this update ends the session with (loom_sessions_total), None while it runs."""
         if self.status == IN_PROGRESS:
             return None
-        if self.status in ("crashed", "abnormal"):
+        if self.status in ("crashed", "abnormal", "unhandled"):
             return self.status
         return "errored" if self.errored else "exited"
 
@@ -216,7 +219,8 @@ class ReleaseHealth:
             series_limit=SERIES_LIMIT)
         self.ended: Counter = metrics.counter(
             "loom_sessions", "Sessions ended, once each, by release, environment and final status: exited "
-            "(healthy), errored (had errors), crashed, abnormal.", (*labels, "status"),
+            "(healthy), errored (had errors), crashed, abnormal, unhandled (an uncaught error in a browser).",
+            (*labels, "status"),
             series_limit=SERIES_LIMIT, allow={"status": FINAL_STATUSES})
         self.users: Counter = metrics.counter(
             "loom_session_users", "Distinct users (Sentry's did) per hour, by release, environment and status: "
