@@ -12,7 +12,7 @@ from agent.error_tracking.config import ErrorsConfig
 from agent.error_tracking.fingerprint import derived_fingerprint, fingerprint
 from agent.events.limits import Limits
 from agent.events.validate import EventError
-from agent.sentry.events import MAX_EXCEPTIONS, MESSAGE_TYPE, build_sentry_error, parse_sentry_event
+from agent.sentry.events import MAX_EXCEPTIONS, MESSAGE_TYPE, VARS_FRAMES, build_sentry_error, parse_sentry_event
 
 NOW = 1767261600.0 + 60          # a minute after the sample event
 CONFIG = ErrorsConfig()
@@ -298,3 +298,10 @@ def test_unknown_keys_are_ignored_not_errors() -> None:
     event = with_("exception.values.1.stacktrace.frames.1.new_frame_key", {"x": 1},
                   with_("brand_new_top_level_key", [1, 2, 3]))
     assert mapped(event).type == "PaymentError"
+
+
+def test_local_variables_are_kept_for_the_ten_frames_nearest_the_raise() -> None:
+    frames = [frame(f"f{i}", i + 1) for i in range(VARS_FRAMES + 5)]
+    result = mapped({"exception": {"values": [{"type": "E", "stacktrace": {"frames": frames}}]}})
+    assert [f.vars is not None for f in result.frames] == [False] * 5 + [True] * VARS_FRAMES
+    assert all(f.context_line for f in result.frames)          # the source lines stay on every frame

@@ -172,8 +172,8 @@ class ErrorSink:
             error.fingerprint = tuple(map(text, error.fingerprint))
         for cause in error.causes:
             cause.type, cause.value = text(cause.type), text(cause.value)
-        for frame in frames:
-            _scrub_frame(frame, text)
+        for frame in frames:        # an issue's frames come back with every occurrence: remembered
+            _scrub_frame(frame, privacy.repeated_text)
         return error
 
 

@@ -87,11 +87,11 @@ def _fields(obj: dict[str, Any], names: dict[str, str], prefix: str = "") -> dic
     seen: set[str] = set()
     for key, value in obj.items():
         name = names.get(key)
-        where = join_path(prefix, key) if prefix else key
         if name is None:
-            raise FieldError(where, "unknown key")
+            raise FieldError(join_path(prefix, key) if prefix else key, "unknown key")
         if name in seen:
-            raise FieldError(where, f"given twice (as {_first(obj, names, name)} too)")
+            raise FieldError(join_path(prefix, key) if prefix else key,
+                             f"given twice (as {_first(obj, names, name)} too)")
         seen.add(name)
         if value is not None:
             fields[name] = value

@@ -147,7 +147,7 @@ class Privacy:
         self._pseudonyms: dict[str, str] = {}      # address -> pseudonym
         self._pseudonymized: dict[str, str] = {}   # text -> text with pseudonyms
         self._names: dict[Any, tuple[str, bool]] = {}
-        self._context_texts: dict[str, str] = {}   # pages and user agents repeat from event to event
+        self._repeated_texts: dict[str, str] = {}  # pages, user agents, source lines repeat event to event
         self._ip = {"keep": _keep_ip, "truncate": _truncate_ip, "drop": _drop_ip}[config.ip]
 
     # --- e-mail addresses ----------------------------------------------------------------------
@@ -194,13 +194,15 @@ class Privacy:
             text = CARD.sub(_card, text)
         return text
 
-    def _context_text(self, text: str) -> str:
-        scrubbed = self._context_texts.get(text)
+    def repeated_text(self, text: str) -> str:
+        """`text()` remembered (a bounded cache): for strings that come back with every event, such as
+        pages, user agents and an issue's source lines and function names (~0.1 us instead of ~1 us)."""
+        scrubbed = self._repeated_texts.get(text)
         if scrubbed is None:
             scrubbed = self.text(text)
-            if len(self._context_texts) >= _CACHE_MAX:
-                self._context_texts.clear()
-            self._context_texts[text] = scrubbed
+            if len(self._repeated_texts) >= _CACHE_MAX:
+                self._repeated_texts.clear()
+            self._repeated_texts[text] = scrubbed
         return scrubbed
 
     def _value(self, value: Any, private: frozenset[str]) -> Any:
@@ -275,11 +277,11 @@ class Privacy:
         if event.properties:
             event.properties = self._dict(event.properties, private)
         if context.page is not None:
-            context.page = self._context_text(context.page)
+            context.page = self.repeated_text(context.page)
         if context.user_agent is not None:
-            context.user_agent = self._context_text(context.user_agent)
+            context.user_agent = self.repeated_text(context.user_agent)
         if context.library is not None:
-            context.library = self._context_text(context.library)
+            context.library = self.repeated_text(context.library)
         if not event.known and len(event.name) >= _CARD_MIN and CARD.search(event.name) is not None:
             event.name = CARD.sub(_card, event.name)     # a custom name is free text: "Paid 4111 1111 ..."
         if context.ip is not None:

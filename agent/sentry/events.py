@@ -17,7 +17,8 @@ The mapping:
   type is "Error".
 - frames: `filename`, `abs_path`, `function`, `module`, `lineno`, `colno`, `in_app`, the source
   context (`pre_context` / `context_line` / `post_context`, CONTEXT_LINES a side) and `vars` (local
-  variables, which the sink scrubs like event properties: a secret-named variable is removed),
+  variables, of the VARS_FRAMES frames nearest the raise of each exception; the sink scrubs them like
+  event properties: a secret-named variable is removed),
   validated by /v1/errors' own frame parser. Other frame keys (`platform`, `package`,
   `instruction_addr`, ...) are ignored.
 - no exception: a message event. `type` is "Message"; frames from `stacktrace` or the crashed/current
@@ -67,6 +68,10 @@ MAX_PARAMS = 100
 LEVEL_ALIASES = {"warn": "warning", "critical": "fatal", "log": "info"}
 _FRAME_KEYS = ("filename", "abs_path", "function", "module", "lineno", "colno", "in_app", "pre_context",
                "context_line", "post_context", "vars")
+_FRAME_KEYS_NO_VARS = _FRAME_KEYS[:-1]
+# local variables are kept for the frames nearest the raise only: that is where a bug's state is, and
+# scrubbing every variable of a 30-frame stack was a third of the cost of an event (bench/RESULTS.md)
+VARS_FRAMES = 10
 _PLACEHOLDER = re.compile(r"%(?:\(([A-Za-z0-9_.-]{1,64})\))?[sdifr]|%%")
 _NAIVE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
@@ -88,11 +93,11 @@ def _optional_text(value: Any, where: str) -> str | None:
     return value
 
 
-def _frame_fields(raw: Any) -> Any:
+def _frame_fields(raw: Any, with_vars: bool) -> Any:
     """The keys the model has of a Sentry frame (a non-object is passed on for parse_frame to refuse)."""
     if type(raw) is not dict:
         return raw
-    return {key: raw[key] for key in _FRAME_KEYS if key in raw}
+    return {key: raw[key] for key in (_FRAME_KEYS if with_vars else _FRAME_KEYS_NO_VARS) if key in raw}
 
 
 @dataclass(slots=True)
@@ -112,7 +117,8 @@ def _stack(raw: Any, where: str) -> _Stack:
         return _Stack(path)
     if type(frames) is not list:
         raise type_error("an array of frames", frames, path)
-    return _Stack(path, [_frame_fields(frame) for frame in frames])
+    first_with_vars = len(frames) - VARS_FRAMES
+    return _Stack(path, [_frame_fields(frame, i >= first_with_vars) for i, frame in enumerate(frames)])
 
 
 # --- exceptions --------------------------------------------------------------------------------------
