@@ -305,3 +305,17 @@ def test_local_variables_are_kept_for_the_ten_frames_nearest_the_raise() -> None
     result = mapped({"exception": {"values": [{"type": "E", "stacktrace": {"frames": frames}}]}})
     assert [f.vars is not None for f in result.frames] == [False] * 5 + [True] * VARS_FRAMES
     assert all(f.context_line for f in result.frames)          # the source lines stay on every frame
+
+
+def test_a_synthetic_exception_carrying_a_messages_stack_is_a_message_event() -> None:
+    """@sentry/node's captureMessage: one exception the SDK made (mechanism.synthetic) and the message beside it."""
+    payload = {"message": "nightly export finished", "level": "warning",
+               "exception": {"values": [{"value": "nightly export finished",
+                                         "mechanism": {"type": "generic", "handled": True, "synthetic": True},
+                                         "stacktrace": {"frames": [frame("exportAll", 12)]}}]}}
+    result = mapped(payload)
+    assert (result.type, result.message, result.level) == (MESSAGE_TYPE, "nightly export finished", "warning")
+    assert [f.function for f in result.frames] == ["exportAll"] and result.causes == []
+    raised = copy.deepcopy(payload)
+    raised["exception"]["values"][0]["mechanism"]["synthetic"] = False
+    assert mapped(raised).type == "Error"

@@ -193,11 +193,11 @@ def test_sentry_node_with_only_a_dsn(tmp_path: Path) -> None:
     message = by_title["nightly export finished"]
     assert message["latest"]["eventId"] == report["eventIds"]["message"]
     assert message["latest"]["level"] == "warning" and message["count"] == 1
-    # TODO(issue 13): @sentry/node sends a message as a synthetic exception without a type
-    # (mechanism.synthetic: true, "message" beside it); it is stored as type "Error" today, while
-    # docs/sentry.md says a message event is type "Message". Assert message["type"] == "Message" once mapped.
+    # @sentry/node sends a message as a synthetic exception (mechanism.synthetic) beside it: a message event
+    assert message["type"] == "Message", message
 
-    assert f'loom_errors_total{{feature="payment",type="Error",release="{RELEASE}"}} 2.0' in metrics
+    assert f'loom_errors_total{{feature="payment",type="Error",release="{RELEASE}"}} 1.0' in metrics
+    assert f'loom_errors_total{{feature="payment",type="Message",release="{RELEASE}"}} 1.0' in metrics
     # the SDK's metrics and logs
     assert 'loom_app_conversions_total{plan="pro"} 2.0' in metrics, metrics
     assert 'loom_app_queue_depth{queue="emails"} 7.0' in metrics
@@ -302,7 +302,8 @@ def test_sentry_browser_from_an_allowed_origin(tmp_path: Path, page_dir: Path) -
     counted = items_total(metrics)
     assert counted.get(("event", "accepted")) == 2, counted
     assert not [kind for kind, outcome in counted if outcome == "rejected"], f"items of the SDK rejected: {counted}"
-    # TODO(issue 13): require ("session", "accepted") and a release-health series once sessions are read.
+    assert counted.get(("session", "accepted")), counted                 # release health from the browser
+    assert f'loom_sessions_started_total{{release="{RELEASE}",environment="{ENVIRONMENT}"}}' in metrics, metrics
 
     by_title = {issue["title"]: issue for issue in issues}
     assert set(by_title) == {"Cannot read properties of undefined (reading 'percent')", "checkout page shown"}, issues
@@ -315,9 +316,8 @@ def test_sentry_browser_from_an_allowed_origin(tmp_path: Path, page_dir: Path) -
     # the minified frames, resolved with the release's source map: original file, names and source lines
     app = [frame for frame in latest["frames"] if frame.get("absPath", "").startswith("webpack://checkout/")]
     assert len(app) >= 2 and app[-1]["function"] == "applyDiscount", latest["frames"]    # the throw, last
-    # TODO(issue 13): the caller's frame comes as "HTMLButtonElement.o" (the browser's receiver-qualified name of
-    # the mangled onPay) and stays so; Sentry shows the original name: then assert app[-2]["function"] ends
-    # with "onPay".
+    # the caller came as "HTMLButtonElement.o" (the browser's receiver-qualified name of the mangled onPay)
+    assert app[-2]["function"] == "onPay", app
     assert all(frame["sourceMap"] == "resolved" and frame["filename"] == "src/app.js" for frame in app), app
     assert app[-1]["contextLine"].strip() == "return cart.coupon.percent;                 // cart.coupon is " \
         "undefined: a TypeError, uncaught", app[-1]

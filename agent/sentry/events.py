@@ -22,7 +22,9 @@ The mapping:
   validated by /v1/errors' own frame parser. Other frame keys (`platform`, `package`,
   `instruction_addr`, ...) are ignored.
 - no exception: a message event. `type` is "Message"; frames from `stacktrace` or the crashed/current
-  thread's (`threads.values[]`) when the SDK attached one.
+  thread's (`threads.values[]`) when the SDK attached one. One exception marked `mechanism.synthetic`
+  (made by the SDK to carry the stack of a captureMessage, as @sentry/node does) is a message event
+  too, with that exception's frames.
 - the message: `logentry` (or the legacy `message`, a string or the same object): `formatted`, else
   `message` with its `params` filled in (`%s`, `%(name)s`). An exception event's message is the
   exception's value; its log message, if any, is `log_message`.
@@ -149,15 +151,17 @@ def _exception_type(raw: dict[str, Any], where: str) -> str:
     return kind
 
 
-def _mechanism(raw: dict[str, Any], where: str) -> tuple[str | None, bool | None]:
+def _mechanism(raw: dict[str, Any], where: str) -> tuple[str | None, bool | None, bool]:
+    """(mechanism.type, mechanism.handled, mechanism.synthetic)."""
     mechanism = raw.get("mechanism")
     if mechanism is None:
-        return None, None
+        return None, None, False
     mechanism = _object(mechanism, f"{where}.mechanism")
     handled = mechanism.get("handled")
     if handled is not None and type(handled) is not bool:
         raise type_error("a boolean", handled, f"{where}.mechanism.handled")
-    return _optional_text(mechanism.get("type"), f"{where}.mechanism.type"), handled
+    return (_optional_text(mechanism.get("type"), f"{where}.mechanism.type"), handled,
+            mechanism.get("synthetic") is True)
 
 
 @dataclass(slots=True)
@@ -167,17 +171,18 @@ class _Link:
     exception: ChainedException
     stack: _Stack
     where: str
+    synthetic: bool = False               # made by the SDK to carry a stack trace (captureMessage), not raised
 
 
 def _exception(raw: Any, where: str) -> _Link:
     obj = _object(raw, where)
     stack = _stack(obj.get("stacktrace"), f"{where}.stacktrace")
     value = _optional_text(obj.get("value"), f"{where}.value") or ""
-    mechanism, handled = _mechanism(obj, where)
+    mechanism, handled, synthetic = _mechanism(obj, where)
     exception = ChainedException(type=_exception_type(obj, where), value=value,
                                  module=_optional_text(obj.get("module"), f"{where}.module"),
                                  mechanism=mechanism, handled=handled)
-    return _Link(exception, stack, where)
+    return _Link(exception, stack, where, synthetic)
 
 
 def _chain(payload: dict[str, Any]) -> tuple[list[_Link], int]:
@@ -438,7 +443,14 @@ def build_sentry_error(payload: Any, now: float, config: ErrorsConfig, limits: L
     payload = _object(payload, "")
     chain, exceptions_omitted = _chain(payload)
     log_message, log_field = _log_message(payload)
-    if chain:
+    if chain and chain[-1].synthetic and len(chain) == 1:
+        # a message with the stack trace the SDK attached to it (@sentry/node's captureMessage): a message
+        main, chain = chain[-1], []
+        stack = main.stack
+        kind, type_field = MESSAGE_TYPE, "type"
+        message, message_field = (log_message, log_field) if log_message else \
+            (main.exception.value, f"{main.where}.value")
+    elif chain:
         main = chain[-1]
         stack = main.stack
         kind, message, type_field, message_field = (main.exception.type, main.exception.value,

@@ -200,7 +200,10 @@ def _frames(error: ErrorEvent) -> Iterable[Frame]:
 
 
 def _apply(loaded: _Map, frame: Frame, line: int, column: int) -> str:
-    token = loaded.view.lookup(line, column, frame.function, loaded.minified)
+    # browsers qualify a mangled name with its receiver ("HTMLButtonElement.o", "Object.t"): the minified
+    # source knows the bare name only
+    minified_name = frame.function.rsplit(".", 1)[-1] if frame.function else None
+    token = loaded.view.lookup(line, column, minified_name, loaded.minified)
     if token is None or token.dst_line != line or token.src is None:
         return NO_MAPPING                   # symbolic answers the nearest token: on another line, not ours
     frame.abs_path = token.src
