@@ -61,6 +61,8 @@ def _anchor(text: str) -> str:
 
 
 def _camel(name: str) -> str:
+    if name.startswith("$"):                  # PostHog's own properties: one spelling, as its SDKs send them
+        return name
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 

@@ -198,7 +198,9 @@ def test_posthog_capture_and_batch_shapes(agent: AgentProcess) -> None:
     assert post(agent, "/batch", batch)[:3:2] == (200, {"status": 1})
     assert post(agent, "/capture", {"batch": batch["batch"][:1]})[0] == 200          # posthog-js batches /capture
     after = metrics(agent)
-    assert events_total(after, "$pageview", "custom") - events_total(before, "$pageview", "custom") == 2
+    assert events_total(after, "$pageview", "posthog") - events_total(before, "$pageview", "posthog") == 2
+    assert value(after, "loom_pageviews_total", path="/dashboard") - value(before, "loom_pageviews_total",
+                                                                          path="/dashboard") == 2
     assert events_total(after, "Signed Up", "custom") - events_total(before, "Signed Up", "custom") == 1
     assert value(after, "loom_cta_clicks_total", cta="posthog_cta", location="unknown") == 2
     assert value(after, "loom_agent_ingest_batch_size_count", api="posthog") - \
@@ -485,7 +487,7 @@ def test_api_keys(tmp_path: Path) -> None:
         assert value(after, "loom_agent_ingest_rejected_total", api="events", reason="auth") == 7
         assert value(after, "loom_agent_ingest_rejected_total", api="posthog", reason="auth") == 4
         assert value(after, "loom_events_total", category="business", event="feature_used") == 3
-        assert value(after, "loom_events_total", category="custom", event="$pageview") == 5
+        assert value(after, "loom_events_total", category="posthog", event="$pageview") == 5
         assert "Traceback" not in agent.log(), agent.log()
     finally:
         agent.stop()

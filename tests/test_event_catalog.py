@@ -42,7 +42,10 @@ DOCUMENTED = {
     "performance": ["api_request", "page_load"],
     "web_vitals": ["web_vitals"],
     "business": ["feature_used", "trial_started"],
+    # issue 14, item 4: PostHog's own events that feed metrics
+    "posthog": ["$pageview", "$pageleave", "$autocapture", "$rageclick"],
 }
+POSTHOG_NAME = re.compile(r"\$[a-z][a-z0-9]*(_[a-z0-9]+)*")      # PostHog's spelling: `$` + snake_case
 
 
 @pytest.mark.parametrize("category,names", DOCUMENTED.items(), ids=list(DOCUMENTED))
@@ -58,9 +61,10 @@ def test_categories() -> None:
 @pytest.mark.parametrize("name", sorted(CATALOG))
 def test_spec_is_well_formed(name: str) -> None:
     spec = CATALOG[name]
-    assert spec.name == name and SNAKE.fullmatch(name) and spec.description.strip()
+    pattern = POSTHOG_NAME if spec.category == "posthog" else SNAKE
+    assert spec.name == name and pattern.fullmatch(name) and spec.description.strip()
     for prop_name, prop in spec.props.items():
-        assert SNAKE.fullmatch(prop_name), prop_name
+        assert pattern.fullmatch(prop_name), prop_name
         assert prop.type in PROP_TYPES and prop.description.strip(), prop_name
         if prop.enum is not None:
             assert prop.type == "string" and prop.enum and all(isinstance(v, str) for v in prop.enum)

@@ -313,8 +313,10 @@ CAPTURE = {
 def test_posthog_capture() -> None:
     event = parse_capture(CAPTURE, now=NOW)
     assert (event.name, event.category, event.known, event.user_id, event.session_id, event.event_id) == (
-        "$pageview", "custom", False, "user_42", "ph_s1", CAPTURE["uuid"])
-    assert event.properties == {"plan_tier": "pro"}
+        "$pageview", "posthog", True, "user_42", "ph_s1", CAPTURE["uuid"])
+    # PostHog's own $-properties are kept (ids, the IP and the user agent only where privacy treats them so)
+    assert event.properties == {"plan_tier": "pro", "$current_url": "https://app.loom.test/dashboard",
+                                "$pathname": "/dashboard", "$browser": "Chrome"}
     ctx = event.context
     assert (ctx.page, ctx.library, ctx.ip, ctx.user_agent) == ("https://app.loom.test/dashboard",
                                                                "posthog-js/1.160.0", "192.0.2.7", "Mozilla/5.0")

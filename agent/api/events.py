@@ -1,4 +1,5 @@
-"""Event ingestion endpoints: /v1/events, /v1/events/batch, and PostHog's /capture and /batch.
+"""Event ingestion endpoints: /v1/events, /v1/events/batch, and the ingest of PostHog's events (the
+PostHog routes, bodies and shapes are agent/api/posthog.py's).
 
 The handlers parse, authenticate and hand over to the EventPipeline. Every rejection is a 4xx
 JSON body `{"error": ..., "errors": [{"index", "field", "message"}]}`; a batch is all or nothing.
@@ -18,8 +19,7 @@ from agent.api.auth import bearer_token, require_ingest_key
 from agent.api.body import read_body
 from agent.api.keys import EVENT_STORE, PIPELINE
 from agent.api.nul_guard import MESSAGE, body_nul_field
-from agent.api.posthog_wire import PayloadError, decode_posthog_body
-from agent.api.problems import ApiError, BadRequest, json_response, store_call
+from agent.api.problems import BadRequest, json_response, store_call
 from agent.events.identify import Identify, posthog_identifies, posthog_identify
 from agent.events.pipeline import EventPipeline, IngestResult
 from agent.events.posthog import capture_api_key, parse_capture, parse_posthog_batch
@@ -51,16 +51,9 @@ async def _ingest(pipeline: EventPipeline, events: Any, api: str) -> IngestResul
 
 async def _read_json(request: web.Request, pipeline: EventPipeline, api: str) -> Any:
     """The parsed JSON body; raises the 4xx, counted under `api`. The body is read within the size and
-    time limits of agent/api/body.py; PostHog bodies may be gzip-js or base64 form encoded
-    (agent/api/posthog_wire.py)."""
+    time limits of agent/api/body.py (PostHog bodies: agent/api/posthog.py)."""
     limit = pipeline.config.max_body_bytes
     body = await read_body(request, limit, api=api)
-    if api == "posthog":
-        try:
-            body = decode_posthog_body(body, request.query, request.content_type, limit)
-        except PayloadError as exc:
-            raise ApiError.of_status(exc.status, str(exc), api=api,
-                                     reason="too_large" if exc.status == 413 else "malformed") from None
     obj = parse_json(body, api)
     if (field := body_nul_field(body, obj)) is not None:       # PostgreSQL cannot store it
         raise _invalid(pipeline, api, [EventError(None, field, MESSAGE)])
@@ -131,13 +124,10 @@ async def post_batch(request: web.Request) -> web.Response:
     return _accepted(await _ingest(pipeline, events, "events"))
 
 
-async def posthog_capture(request: web.Request) -> web.Response:
-    pipeline = request.app[PIPELINE]
-    obj = await _read_json(request, pipeline, "posthog")
-    now = time.time()
-    if isinstance(obj, dict) and "batch" in obj:          # posthog-js also posts batches to /capture
-        return await _posthog_batch(request.app, pipeline, obj, now, bearer_token(request))
-    require_ingest_key(pipeline.config.api_keys, capture_api_key(obj) or bearer_token(request), "posthog")
+async def _posthog_capture_one(app: web.Application, pipeline: EventPipeline, obj: Any, now: float,
+                               header_key: str | None) -> web.Response:
+    """One PostHog event (agent/api/posthog.py reads the request and its shape)."""
+    require_ingest_key(pipeline.config.api_keys, capture_api_key(obj) or header_key, "posthog")
     try:
         event = parse_capture(obj, now=now, limits=pipeline.limits)
         person = posthog_identify(obj, now, pipeline.limits)
@@ -145,13 +135,7 @@ async def posthog_capture(request: web.Request) -> web.Response:
         raise _invalid(pipeline, "posthog", [err]) from None
     except FieldError as err:
         raise _invalid(pipeline, "posthog", [EventError(None, err.field, err.message)]) from None
-    return await _posthog_ingest(request.app, pipeline, [event], [person] if person is not None else [])
-
-
-async def posthog_batch(request: web.Request) -> web.Response:
-    pipeline = request.app[PIPELINE]
-    obj = await _read_json(request, pipeline, "posthog")
-    return await _posthog_batch(request.app, pipeline, obj, time.time(), bearer_token(request))
+    return await _posthog_ingest(app, pipeline, [event], [person] if person is not None else [])
 
 
 async def _posthog_batch(app: web.Application, pipeline: EventPipeline, obj: Any, now: float,
@@ -178,7 +162,3 @@ async def _posthog_ingest(app: web.Application, pipeline: EventPipeline, events:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/events", post_event)
     app.router.add_post("/v1/events/batch", post_batch)
-    for path in ("/capture", "/capture/", "/e", "/e/"):
-        app.router.add_post(path, posthog_capture)
-    for path in ("/batch", "/batch/"):
-        app.router.add_post(path, posthog_batch)

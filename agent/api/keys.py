@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from agent.events.privacy import Privacy
     from agent.metrics.releases import ReleaseTracker
     from agent.metrics.store import MetricStore
+    from agent.posthog.config import PosthogSettings
     from agent.rules.anomaly_metrics import AnomalyMonitor
     from agent.sentry.ingest import SentryIngest
     from agent.status.history import ProbeHistory
@@ -51,6 +52,8 @@ OPT_OUTS: web.AppKey[OptOuts] = web.AppKey("opt_outs")
 ERROR_SINK: web.AppKey[ErrorSink] = web.AppKey("error_sink")
 # the Sentry endpoints' running `sentry:` settings (keys, origins) and their item counter
 SENTRY: web.AppKey[SentryIngest] = web.AppKey("sentry")
+# the PostHog endpoints' running `posthog:` settings (origins, remote config, skew correction)
+POSTHOG: web.AppKey[PosthogSettings] = web.AppKey("posthog")
 CUSTOM_METRICS: web.AppKey[CustomMetrics] = web.AppKey("custom_metrics")
 RELEASES: web.AppKey[ReleaseTracker] = web.AppKey("releases")
 ANOMALIES: web.AppKey[AnomalyMonitor] = web.AppKey("anomalies")

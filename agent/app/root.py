@@ -26,6 +26,7 @@ from agent.api import (
     index,
     metrics_api,
     openapi,
+    posthog,
     privacy,
     probe,
     sentry,
@@ -41,6 +42,7 @@ from agent.api.keys import (
     METRICS,
     OPT_OUTS,
     PIPELINE,
+    POSTHOG,
     PRIVACY,
     REGISTRY,
     RELEASES,
@@ -69,6 +71,7 @@ from agent.metrics.releases import ReleaseTracker
 from agent.metrics.store import MetricStore
 from agent.otlp.export import OtlpExport
 from agent.otlp.tracing import build_tracer_provider
+from agent.posthog.config import PosthogSettings
 from agent.rules.anomaly_metrics import AnomalyActiveCollector, AnomalyMonitor
 from agent.sentry.ingest import SentryIngest
 from agent.sentry.logs import SentryLogs
@@ -81,7 +84,7 @@ from agent.store.base import Store, StoreSlot
 # is in agent/__main__.py)
 STOP_GRACE_SECONDS = 1.5
 SPAN_SWEEP_SECONDS = 5.0
-ROUTE_MODULES = (health, probe, events, identify, error_events, sentry, metrics_api, analytics, experiments,
+ROUTE_MODULES = (health, probe, events, posthog, identify, error_events, sentry, metrics_api, analytics, experiments,
                  privacy, anomalies, index, openapi)
 
 
@@ -135,6 +138,7 @@ def build_components(app: web.Application, config: Config, registry: CollectorRe
     app[SENTRY] = SentryIngest(config.sentry, metrics, transactions=SentryTransactions(
         metrics, privacy_rules, export.traces.queue if export.traces is not None else None),
         logs=SentryLogs(privacy_rules, export.logs.queue if export.logs is not None else None))
+    app[POSTHOG] = PosthogSettings(config.posthog)
     app[ANOMALIES] = monitor = AnomalyMonitor(config.alerting, clocks.wall)
     registry.register(AnomalyActiveCollector(monitor))
     app[ADMIN_TOKENS] = AdminTokens(config.api.admin_tokens)
@@ -158,6 +162,7 @@ def _bindings(app: web.Application) -> list[Binding]:
         Binding(app[PIPELINE], "events"),
         Binding(app[ERROR_SINK], "errors"),
         Binding(app[SENTRY], "sentry"),
+        Binding(app[POSTHOG], "posthog"),
         Binding(app[CUSTOM_METRICS], "custom_metrics", applies=("custom_metrics.max_metrics",
                                                                 "custom_metrics.series_limit")),
         Binding(app[ANOMALIES], "alerting"),

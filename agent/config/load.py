@@ -25,6 +25,7 @@ from agent.error_tracking.config import ErrorsConfig, parse_errors
 from agent.events.config import EventsConfig, parse_events
 from agent.events.privacy_config import PrivacyConfig, parse_privacy
 from agent.otlp.config import TelemetryConfig, parse_telemetry
+from agent.posthog.config import PosthogConfig, parse_posthog
 from agent.rules.thresholds import Thresholds, parse_thresholds
 from agent.sentry.config import SentryConfig, parse_sentry
 from agent.store.config import RetentionConfig, StoreConfig, parse_retention, parse_store
@@ -80,6 +81,7 @@ class Config:
     custom_metrics: CustomMetricsConfig = CustomMetricsConfig()
     errors: ErrorsConfig = ErrorsConfig()
     sentry: SentryConfig = SentryConfig()
+    posthog: PosthogConfig = PosthogConfig()
     modules: Mapping[str, Module] = field(default_factory=dict)
     targets: tuple[ProbeTarget, ...] = ()
     source: str | None = None     # the file it was read from
@@ -124,6 +126,7 @@ def _parse_root(root: Node, environ: Mapping[str, str], base_dir: str) -> dict[s
     custom_metrics = parse_custom_metrics(root.child("custom_metrics"))
     errors = parse_errors(root.child("errors"))
     sentry = parse_sentry(root.child("sentry"))
+    posthog = parse_posthog(root.child("posthog"))
     if store.driver == "postgres" and privacy.hmac_key is None:
         root.error("is required with store.driver postgres: every agent sharing the database must pseudonymize "
                    "with the same key (or set LOOM_AGENT_HMAC_KEY)", "privacy.hmac_key")
@@ -131,7 +134,7 @@ def _parse_root(root: Node, environ: Mapping[str, str], base_dir: str) -> dict[s
     targets = _parse_targets(root, modules, defaults)
     return dict(listen=listen, defaults=defaults, scheduler=scheduler, telemetry=telemetry, events=events,
                 api=api, alerting=alerting, store=store, privacy=privacy, retention=retention, errors=errors,
-                sentry=sentry, custom_metrics=custom_metrics, modules=modules, targets=targets)
+                sentry=sentry, posthog=posthog, custom_metrics=custom_metrics, modules=modules, targets=targets)
 
 
 def _parse_listen(root: Node, environ: Mapping[str, str]) -> tuple[str, int]:

@@ -4,7 +4,8 @@
 required, range, max length, closed enum). An event whose name is not here is a *custom* event
 (category `custom`): accepted with generically typed properties unless `Limits.strict` is set.
 The events themselves are listed in `catalog_product` (the documentation's categories) and
-`catalog_platform` (auth, MFA, security, coaching sessions, ..., business events).
+`catalog_platform` (auth, MFA, security, coaching sessions, ..., business events) and `catalog_posthog`
+(PostHog's own `$pageview`, `$pageleave`, `$autocapture`, `$rageclick`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
-from agent.events import catalog_platform as platform, catalog_product as product
+from agent.events import catalog_platform as platform, catalog_posthog as posthog, catalog_product as product
 from agent.events.catalog_types import EventSpec, Prop
 
 __all__ = ["CATALOG", "CATEGORIES", "CUSTOM", "EventSpec", "Prop"]
@@ -35,6 +36,7 @@ CATEGORIES: Mapping[str, str] = MappingProxyType({
     "performance": "API request timings and page loads.",
     "web_vitals": "Core Web Vitals measured in the browser (LCP, INP, FID, CLS, TTFB, FCP).",
     "business": "Business events: feature usage, trials, subscriptions, payments.",
+    "posthog": "PostHog's own events (posthog-js, posthog-node, posthog-python) that feed metrics.",
     CUSTOM: "Any event name the catalog does not list; properties are kept, typed generically.",
 })
 
@@ -54,5 +56,5 @@ def _build(groups: Iterable[tuple[EventSpec, ...]]) -> Mapping[str, EventSpec]:
 CATALOG: Mapping[str, EventSpec] = _build((
     product.MARKETING, product.ONBOARDING, product.RESOURCE, product.NOTIFICATION, product.REALTIME,
     platform.AUTH, platform.MFA, platform.SECURITY, platform.SESSION, platform.GOAL, platform.TASK,
-    platform.FILE, platform.PERFORMANCE, platform.WEB_VITALS, platform.BUSINESS,
+    platform.FILE, platform.PERFORMANCE, platform.WEB_VITALS, platform.BUSINESS, posthog.POSTHOG,
 ))

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.events.posthog_props import EVENT_TYPES, TAGS, element_tag, event_type, page_path, previous_page_path
+
 
 @dataclass(frozen=True, slots=True)
 class Derived:
@@ -69,8 +71,10 @@ Condition = Callable[[Mapping[str, Any]], bool]     # an Emit's `when`: only eve
 
 
 def _counter(events: str, metric: str, help: str, value: str | None = None, *, when: Condition | None = None,
-             when_doc: str = "", **labels: str | Derived) -> Emit:
-    return Emit(tuple(events.split()), metric, "counter", help, labels, value=value, when=when, when_doc=when_doc)
+             when_doc: str = "", labels_allow: Mapping[str, tuple[str, ...]] | None = None,
+             **labels: str | Derived) -> Emit:
+    return Emit(tuple(events.split()), metric, "counter", help, labels, value=value, when=when, when_doc=when_doc,
+                labels_allow=labels_allow or {})
 
 
 def _histogram(events: str, metric: str, help: str, value: str, buckets: tuple[float, ...], *,
@@ -261,5 +265,25 @@ BUSINESS = (
     _counter("payment_failed", "loom_payment_failures", "Failed payments, by reason.", reason="failure_reason"),
 )
 
+# PostHog's own events: paths are templates (agent/events/posthog_props.py) bounded by the series limit;
+# event types and element tags are closed sets
+TIME_ON_PAGE = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+PAGE_PATH = Derived(page_path, "the template of `$pathname` (else `$current_url`): ids -> `:id`, no query")
+PREVIOUS_PATH = Derived(previous_page_path, "the template of `$prev_pageview_pathname` (else the page's own)")
+ELEMENT_TAG = Derived(element_tag, "the clicked element's tag (`$elements[0]`, else `$elements_chain`); "
+                                   "one of the common HTML tags, else `other`")
+CLICK_LABELS = {"event_type": (*sorted(EVENT_TYPES), "unknown"), "tag": (*sorted(TAGS), "unknown")}
+POSTHOG = (
+    _counter("$pageview", "loom_pageviews", "Page views (PostHog `$pageview`), by path template.", path=PAGE_PATH),
+    _histogram("$pageview $pageleave", "loom_time_on_page_seconds", "Time spent on a page (PostHog "
+               "`$prev_pageview_duration`), by path template.", "$prev_pageview_duration", TIME_ON_PAGE,
+               path=PREVIOUS_PATH),
+    _counter("$autocapture", "loom_autocapture", "Interactions posthog-js autocaptured, by event type and element "
+             "tag.", event_type=Derived(event_type, "`$event_type`: click, submit, change, copy, cut, else `other`"),
+             tag=ELEMENT_TAG, labels_allow=CLICK_LABELS),
+    _counter("$rageclick", "loom_autocapture", "Interactions posthog-js autocaptured, by event type and element "
+             "tag.", event_type="=rageclick", tag=ELEMENT_TAG, labels_allow=CLICK_LABELS),
+)
+
 TABLE: tuple[Emit, ...] = (*MARKETING, *ONBOARDING, *RESOURCE, *NOTIFICATION, *REALTIME, *AUTH, *COACHING,
-                           *PERFORMANCE, *BUSINESS)
+                           *PERFORMANCE, *BUSINESS, *POSTHOG)

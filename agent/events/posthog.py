@@ -5,14 +5,17 @@
 
 Mapping: `distinct_id` (or `properties.distinct_id`) -> user_id, or anonymous_id when
 `properties.$is_identified` is false (posthog-js's anonymous visitors); `uuid` (or `$insert_id`)
--> event_id; `$session_id` -> session_id; `$current_url` (else `$pathname`) -> context.page;
-`$user_agent` / `$raw_user_agent` -> context.user_agent; `$lib` (+ `$lib_version`) ->
-context.library; `$ip` -> context.ip. Every other `$`-property is dropped, as are `token` and
-`distinct_id`; the rest are typed like any event's properties. Event names keep their PostHog
-spelling (`$pageview` is a custom event named `$pageview`) and may contain spaces. `timestamp` as
-for `/v1/events`; without one, `offset` (milliseconds before now) is honoured. Other top-level keys
-(`type`, `library`, `sent_at`, `$set`, ...) are ignored, as PostHog does. The api_key is returned
-(batch) or read with `capture_api_key` (capture) for the API layer to authenticate.
+-> event_id; `$session_id` -> session_id; `$current_url` (else `$pathname`) -> context.page, without
+its query string; `$user_agent` / `$raw_user_agent` -> context.user_agent; `$lib` (+ `$lib_version`) ->
+context.library; `$ip` -> context.ip. The other `$`-properties are kept beside the properties by
+agent/events/posthog_props.py (bounded; one outside the limits is dropped alone and counted, never
+failing the event); `token` and `distinct_id` are dropped; the rest are typed like any event's
+properties. Event names keep their PostHog spelling (`$pageview` is the catalog's `$pageview`, category
+`posthog`) and may contain spaces. A `$web_vitals` event becomes one catalog `web_vitals` event per
+vital it carries (`$web_vitals_LCP_value`, ...: the Core Web Vitals histograms and ratings).
+`timestamp` as for `/v1/events`; without one, `offset` (milliseconds before now) is honoured. Other
+top-level keys (`type`, `library`, `sent_at`, `$set`, ...) are ignored here, as PostHog does. The
+api_key is returned (batch) or read with `capture_api_key` (capture) for the API layer to authenticate.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from agent.events.limits import DEFAULT_LIMITS, Limits
 from agent.events.model import Event
+from agent.events.posthog_props import lift_dollar, path_template, strip_query
 from agent.events.properties import FieldError, json_type
 from agent.events.validate import BatchError, EventError, build_event
 
@@ -48,6 +52,15 @@ def capture_api_key(obj: Any) -> str | None:
     if key is None and type(props) is dict:
         key = props.get("token")
     return key if type(key) is str else None
+
+
+# posthog-js `$web_vitals`: `$web_vitals_<NAME>_value` (milliseconds; CLS unitless), with the web-vitals
+# library's metric in `$web_vitals_<NAME>_event`; Google's good / poor thresholds rate a value the SDK sent
+# without its rating
+VITALS = {"LCP": (2500, 4000), "INP": (200, 500), "FID": (100, 300), "CLS": (0.1, 0.25), "TTFB": (800, 1800),
+          "FCP": (1800, 3000)}
+_NAVIGATION = frozenset({"navigate", "reload", "back-forward", "back-forward-cache", "prerender", "restore"})
+_RATINGS = frozenset({"good", "needs-improvement", "poor"})
 
 
 def _split(props: dict[str, Any]) -> tuple[dict[str, Any], dict[str, tuple[str, Any]]]:
@@ -99,6 +112,8 @@ def _envelope(obj: Any, now: float) -> tuple[dict[str, Any], dict[str, str]]:
         envelope["timestamp"] = now - offset / 1000.0
     context: dict[str, Any] = {}
     for target, (source, value) in mapped.items():
+        if target == "page" and type(value) is str:
+            value = strip_query(value)
         if target in _CONTEXT_KEYS:
             context[target] = value
             origin[f"context.{target}"] = source
@@ -110,12 +125,69 @@ def _envelope(obj: Any, now: float) -> tuple[dict[str, Any], dict[str, str]]:
     return envelope, origin
 
 
-def _parse(obj: Any, now: float, limits: Limits) -> Event:
-    envelope, origin = _envelope(obj, now)
+def _build(envelope: dict[str, Any], origin: dict[str, str], now: float, limits: Limits) -> Event:
     try:
         return build_event(envelope, now, limits, False, POSTHOG_NAME)
     except FieldError as err:
         raise FieldError(origin.get(err.field, err.field), err.message) from None
+
+
+def _parse(obj: Any, now: float, limits: Limits) -> Event:
+    return parse_posthog_event(obj, now, limits)[0][0]
+
+
+def _vital(name: str, value: Any, detail: Any, page: str) -> dict[str, Any] | None:
+    """One `web_vitals` catalog event's properties, or None when the value is not a number >= 0."""
+    if type(value) not in (int, float) or value < 0 or value != value or value == float("inf"):
+        return None
+    detail = detail if type(detail) is dict else {}
+    good, poor = VITALS[name]
+    rating = detail.get("rating")
+    if rating not in _RATINGS:
+        rating = "good" if value <= good else "needs-improvement" if value <= poor else "poor"
+    props: dict[str, Any] = {"name": name, "value": value, "rating": rating, "page": page}
+    navigation = detail.get("navigationType")
+    if navigation in _NAVIGATION:
+        props["navigation_type"] = navigation
+    delta = detail.get("delta")
+    if type(delta) in (int, float) and delta == delta and abs(delta) != float("inf"):
+        props["delta"] = delta
+    return props
+
+
+def _web_vitals(envelope: dict[str, Any], origin: dict[str, str], props: dict[str, Any], now: float,
+                limits: Limits) -> list[Event]:
+    """posthog-js `$web_vitals` -> one `web_vitals` event per vital (event ids `<uuid>:<NAME>`, so a retry
+    is still recognised); none when it carries no vital."""
+    page = path_template(props.get("$pathname") or props.get("$current_url"))
+    out: list[Event] = []
+    for name in VITALS:
+        vital = _vital(name, props.get(f"$web_vitals_{name}_value"), props.get(f"$web_vitals_{name}_event"), page)
+        if vital is None:
+            continue
+        one = {**envelope, "event": "web_vitals", "properties": vital}
+        if envelope.get("event_id") is not None and type(envelope["event_id"]) is str:
+            one["event_id"] = f"{envelope['event_id']}:{name}"
+        out.append(_build(one, origin, now, limits))
+    return out
+
+
+def parse_posthog_event(obj: Any, now: float, limits: Limits) -> tuple[list[Event], int]:
+    """One PostHog event -> (the events it becomes, `$`-properties dropped); raises FieldError naming the
+    PostHog field. Usually one event; a `$web_vitals` one per vital it carries."""
+    envelope, origin = _envelope(obj, now)
+    props = obj.get("properties") or {}
+    if envelope.get("event") == "$web_vitals":
+        vitals = _web_vitals(envelope, origin, props, now, limits)
+        if vitals:
+            return vitals, 0
+    event = _build(envelope, origin, now, limits)
+    kept, dropped = lift_dollar(props, limits)
+    if kept:
+        properties = event.properties
+        for key, value in kept.items():
+            properties.setdefault(key, value)
+    return [event], dropped
 
 
 def parse_capture(obj: Any, *, now: float, limits: Limits = DEFAULT_LIMITS) -> Event:
@@ -150,7 +222,7 @@ def parse_posthog_batch(obj: Any, *, now: float, limits: Limits = DEFAULT_LIMITS
     errors: list[EventError] = []
     for index, item in enumerate(items):
         try:
-            events.append(_parse(item, now, limits))
+            events += parse_posthog_event(item, now, limits)[0]
         except FieldError as err:
             errors.append(EventError(index, err.field, err.message, "batch"))
     if errors:

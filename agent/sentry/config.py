@@ -28,9 +28,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from urllib.parse import SplitResult, urlsplit
 
 from agent.config.node import Node, join
+from agent.config.origins import parse_origin
 from agent.sentry.crons import DEFAULT_MAX_MONITORS, MAX_MAX_MONITORS, Schedule, parse_schedule, parse_slug
 from agent.sentry.items import ItemError
 
@@ -100,21 +100,7 @@ def _project(node: Node) -> SentryProject | None:
 
 
 def _origin(node: Node, index: int, text: str) -> str | None:
-    where = f"allowed_origins[{index}]"
-    if text == "*":
-        return text
-    parts: SplitResult | None
-    try:
-        parts = urlsplit(text.strip())
-        _ = parts.port                     # raises ValueError on a bad port
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or \
-            parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        node.error("must be an origin such as https://app.example.com (scheme, host, optional port; no path), "
-                   "or \"*\"", where)
-        return None
-    return f"{parts.scheme}://{parts.netloc}".lower()
+    return parse_origin(node, f"allowed_origins[{index}]", text)
 
 
 MONITOR_KEYS = frozenset({"schedule", "checkin_margin", "max_runtime", "timezone"})

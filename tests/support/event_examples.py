@@ -148,6 +148,19 @@ PROPERTIES: dict[str, dict[str, Any]] = {
     "payment_succeeded": {"amount": 29, "currency": "USD", "plan": "premium", "provider": "stripe"},
     "payment_failed": {"amount": 29, "currency": "USD", "plan": "premium", "provider": "stripe",
                        "failure_reason": "card_declined"},
+    # --- PostHog's own events (posthog-js sends them; here through /v1/events as any client could) --------
+    "$pageview": {"$current_url": "https://app.loom.test/coaches/42?tab=reviews", "$pathname": "/coaches/42",
+                  "$referrer": "https://www.google.com/", "$prev_pageview_pathname": "/dashboard",
+                  "$prev_pageview_duration": 12.5},
+    "$pageleave": {"$current_url": "https://app.loom.test/coaches/42", "$pathname": "/coaches/42",
+                   "$prev_pageview_pathname": "/coaches/42", "$prev_pageview_duration": 40},
+    "$autocapture": {"$event_type": "click", "$current_url": "https://app.loom.test/pricing",
+                     "$elements": [{"tag_name": "button", "$el_text": "Start trial", "classes": ["primary"],
+                                    "attr__class": "primary", "nth_child": 1, "nth_of_type": 1}],
+                     "$elements_chain": 'button.primary:attr__class="primary"nth-child="1"nth-of-type="1"'
+                                       'text="Start trial";div:nth-child="2"nth-of-type="1"'},
+    "$rageclick": {"$current_url": "https://app.loom.test/checkout",
+                   "$elements_chain": 'a:attr__href="/pay"nth-child="1"nth-of-type="1";form:nth-child="1"'},
 }
 
 # (event, properties) beyond PROPERTIES: the metric families a `when` condition keeps from the first example
