@@ -24,6 +24,7 @@ from agent.events.privacy_config import PrivacyConfig
 from agent.events.validate import Limits
 from agent.metrics.store import MetricStore
 from agent.store.gdpr import erase_user, export_user, load_opt_outs, set_opt_out
+from agent.store.recordings import ChunkRow, write_chunks
 from agent.store.rows import event_rows
 from agent.store.schema import USER_TABLES
 from tests.support.store_fixtures import example_event
@@ -41,7 +42,8 @@ TABLES = [table for table, _ in USER_TABLES]
 # one event per table the user's data reaches (users: from any of them)
 EVENTS = ("onboarding_step_started", "mfa_verification", "login_attempt", "resource_downloaded", "web_vitals")
 ONE_EACH = {"events": 5, "users": 1, "onboarding_funnel": 1, "mfa_audit_logs": 1, "security_events": 1,
-            "download_logs": 1, "errors": 1}
+            "download_logs": 1, "errors": 1, "recording_sessions": 1}
+ERASED = {**ONE_EACH, "recording_chunks": 1}      # an erasure also counts the recordings' chunks
 
 
 def make_privacy() -> Privacy:
@@ -66,6 +68,9 @@ def seed(run, store, privacy: Privacy) -> None:
     errors.append(parse_error({"type": "TypeError"}, now=time.time(), config=ErrorsConfig(), limits=Limits()))
     run(ErrorSink(ErrorsConfig(), MetricStore(), privacy).record(errors, store))
     run(set_opt_out(store, privacy.pseudonymize(ALICE), True, "admin", 1.8e9))
+    run(write_chunks(store, [ChunkRow.of(f"session-{i}", "window", privacy.pseudonymize(user),
+                                         [{"type": 4, "timestamp": 1.8e12, "data": {}}], 1.8e9, 1.8e9)
+                             for i, user in enumerate((ALICE, BOB))], 1.8e9))
 
 
 class Agent:
@@ -184,14 +189,14 @@ def test_erase_returns_exact_counts_and_leaves_other_users_intact(store, run):
     seed(run, store, agent.privacy)
     status, body, _ = agent.one(run, "DELETE", f"/api/analytics/user/{ALICE}")
     assert status == 200
-    assert body["deleted"] == ONE_EACH          # the opt-out row is kept
+    assert body["deleted"] == ERASED          # the opt-out row is kept
     assert body["optedOut"] is True and body["deletedAt"].endswith("Z")
     assert body["pseudonymousId"] == agent.privacy.pseudonymize(ALICE)
     assert counts(run, store, agent.privacy, ALICE) == {**dict.fromkeys(TABLES, 0), "opt_outs": 1}
     assert counts(run, store, agent.privacy, BOB) == {**ONE_EACH, "opt_outs": 0}
     assert counts(run, store, agent.privacy, ANON)["security_events"] == 1
     again = agent.one(run, "DELETE", f"/api/analytics/user/{ALICE}")
-    assert again[0] == 200 and again[1]["deleted"] == dict.fromkeys(ONE_EACH, 0)
+    assert again[0] == 200 and again[1]["deleted"] == dict.fromkeys(ERASED, 0)
 
 
 def test_erase_with_include_opt_out_removes_the_objection_too(store, run):
@@ -200,7 +205,7 @@ def test_erase_with_include_opt_out_removes_the_objection_too(store, run):
     pseudonym = agent.privacy.pseudonymize(ALICE)
     agent.privacy.opted_out.add(pseudonym)
     status, body, _ = agent.one(run, "DELETE", f"/api/analytics/user/{ALICE}", params={"includeOptOut": "true"})
-    assert status == 200 and body["deleted"] == {**ONE_EACH, "opt_outs": 1} and body["optedOut"] is False
+    assert status == 200 and body["deleted"] == {**ERASED, "opt_outs": 1} and body["optedOut"] is False
     assert pseudonym not in agent.privacy.opted_out
     assert run(load_opt_outs(store)) == set()
 
@@ -210,7 +215,7 @@ def test_erase_by_anonymous_id_takes_the_linked_audit_rows(store, run):
     seed(run, store, agent.privacy)
     status, body, _ = agent.one(run, "DELETE", f"/api/analytics/user/{ANON}")
     assert status == 200
-    assert body["deleted"] == {**dict.fromkeys(ONE_EACH, 0), "events": 1, "security_events": 1}
+    assert body["deleted"] == {**dict.fromkeys(ERASED, 0), "events": 1, "security_events": 1}
     assert counts(run, store, agent.privacy, BOB) == {**ONE_EACH, "opt_outs": 0}
 
 
@@ -245,7 +250,7 @@ def test_erase_is_one_transaction_over_every_table(store, run):
     deleted = run(erase_user(recording, [privacy.pseudonymize(ALICE)], include_opt_out=True))
     assert len(recording.transactions) == 1
     assert [sql.split()[2] for sql in recording.transactions[0]][-1] == "events"   # derived rows first
-    assert deleted == {**ONE_EACH, "opt_outs": 1}
+    assert deleted == {**ERASED, "opt_outs": 1}
 
 
 # --- opt-out -----------------------------------------------------------------------------------

@@ -46,16 +46,17 @@ def test_defaults_are_the_documentation_periods():
     config, errors = parse(None)
     assert errors == []
     assert config.periods() == {"analytics": 90 * DAY, "performance": 30 * DAY, "audit": 365 * DAY,
-                                "security": 730 * DAY}
+                                "security": 730 * DAY, "recordings": 30 * DAY}
     assert (config.interval, config.batch_size) == (3600.0, 5000)
 
 
 def test_every_key_is_configurable_and_interval_zero_disables_the_schedule():
     config, errors = parse({"analytics_events": "30d", "audit_logs": "400d", "security_events": "1000d",
-                            "performance_metrics": "7d", "interval": 0, "batch_size": 100})
+                            "performance_metrics": "7d", "session_recordings": "14d", "interval": 0,
+                            "batch_size": 100})
     assert errors == []
     assert config.periods() == {"analytics": 30 * DAY, "performance": 7 * DAY, "audit": 400 * DAY,
-                                "security": 1000 * DAY}
+                                "security": 1000 * DAY, "recordings": 14 * DAY}
     assert (config.interval, config.batch_size) == (0.0, 100)
     assert parse({"interval": "0s"})[0].interval == 0.0
     assert parse({"interval": "15m"})[0].interval == 900.0
@@ -105,8 +106,10 @@ PLAN = {
     "users": ("analytics", OLD[:2], (1.0,)),
     "mfa_audit_logs": ("audit", OLD[:2], (0.0, 1.0)),
     "security_events": ("security", OLD[:1], (1.0, 365 * DAY)),
+    "recording_chunks": ("recordings", OLD[:2], (0.0, 1.0)),
+    "recording_sessions": ("recordings", OLD[:1], (1.0,)),
 }
-EXPECTED = {"analytics": 5 + 2 + 1 + 3 + 2, "performance": 3 + 2, "audit": 2, "security": 1}
+EXPECTED = {"analytics": 5 + 2 + 1 + 3 + 2, "performance": 3 + 2, "audit": 2, "security": 1, "recordings": 2 + 1}
 
 
 def seed(run, store) -> None:
@@ -123,6 +126,12 @@ def seed(run, store) -> None:
             ("mfa_audit_logs", "INSERT INTO mfa_audit_logs (user_id, action, ts) VALUES ('u', 'verification', ?)"),
             ("security_events", "INSERT INTO security_events (user_id, type, ts) VALUES ('u', 'login_attempt', ?)")):
         statements += [(sql, (CUT[PLAN[table][0]] + d,)) for d in _all(table)]
+    statements += [("INSERT INTO recording_chunks (session_id, first_ts, last_ts, ts, snapshots, raw_bytes, codec, "
+                    "data) VALUES (?, 0, 0, ?, 1, 2, 'zlib', ?)", (f"s{i}", CUT["recordings"] + d, b"x\x9c"))
+                   for i, d in enumerate(_all("recording_chunks"))]
+    statements += [("INSERT INTO recording_sessions (session_id, start_ts, end_ts, received_at, ts, snapshots, "
+                    "raw_bytes, stored_bytes, chunks) VALUES (?, 0, 0, 0, ?, 1, 2, 2, 1)",
+                    (f"s{i}", CUT["recordings"] + d)) for i, d in enumerate(_all("recording_sessions"))]
     statements += [("INSERT INTO users (user_id, first_seen, last_seen) VALUES (?, ?, ?)",
                     (f"user_{i}", CUT["analytics"] - 5 * DAY, CUT["analytics"] + d))
                    for i, d in enumerate(_all("users"))]
@@ -190,7 +199,7 @@ def test_a_batch_size_larger_than_the_backlog_takes_one_batch_per_table(store, r
     counting = CountingStore(store)
     deleted = run(run_cleanup_once(counting, RetentionConfig(batch_size=5000), NOW))
     assert deleted == EXPECTED
-    assert len(counting.calls) == 10    # one per (class, table), events one per stored name
+    assert len(counting.calls) == 12    # one per (class, table), events one per stored name
 
 
 def test_longer_periods_keep_more(store, run):
@@ -273,6 +282,7 @@ def test_cleanup_command_prints_one_line_per_class(store, store_config, run):
         "performance: 5 rows deleted (kept: the last 30 days)",
         "audit: 2 rows deleted (kept: the last 365 days)",
         "security: 1 rows deleted (kept: the last 730 days)",
+        "recordings: 3 rows deleted (kept: the last 30 days)",
     ]
     assert remaining(run, store)["mfa_audit_logs"] == [0.0, 1.0]
 

@@ -25,7 +25,7 @@ DAY = 86400.0
 MIN_PERIOD = DAY
 MIN_INTERVAL = 60.0
 # the retention classes of data (agent/store/retention.py: the tables of each)
-CLASSES = ("analytics", "performance", "audit", "security")
+CLASSES = ("analytics", "performance", "audit", "security", "recordings")
 
 ENV_DSN = "LOOM_AGENT_STORE_DSN"
 DRIVERS = ("sqlite", "postgres", "none")
@@ -88,16 +88,17 @@ class RetentionConfig:
     audit_logs: float = 365 * DAY
     security_events: float = 730 * DAY
     performance_metrics: float = 30 * DAY
+    session_recordings: float = 30 * DAY       # posthog-js recordings (agent/store/recordings.py)
     interval: float = 3600.0       # between scheduled clean-ups; 0: no schedule (on demand only)
     batch_size: int = 5000
 
     def periods(self) -> dict[str, float]:
         """class -> how long its rows are kept, in seconds."""
         return {"analytics": self.analytics_events, "performance": self.performance_metrics,
-                "audit": self.audit_logs, "security": self.security_events}
+                "audit": self.audit_logs, "security": self.security_events, "recordings": self.session_recordings}
 
 
-_PERIOD_KEYS = ("analytics_events", "audit_logs", "security_events", "performance_metrics")
+_PERIOD_KEYS = ("analytics_events", "audit_logs", "security_events", "performance_metrics", "session_recordings")
 
 
 def parse_retention(node: Node) -> RetentionConfig:

@@ -6,6 +6,8 @@ be its pseudonym (`Privacy.pseudonymize`). A user's rows are those whose user co
 ids (schema.USER_TABLES), plus the events whose `anonymous_id` is one of them (what a client sent
 before it knew the user), plus the audit-table rows derived from those anonymous events (linked
 through the client's event id: a derived row carries the event's user_id, NULL for an anonymous event).
+Session recordings: the export holds each of the user's `recording_sessions` with its rrweb events
+(`events`); erasure takes the user's sessions and every chunk of them, and any chunk naming the user.
 
 The queries are written once with `?` placeholders and run on both drivers.
 """
@@ -19,6 +21,7 @@ from typing import Any
 import orjson
 
 from agent.store.base import Store
+from agent.store.recordings import SESSION_COLUMNS, erase_chunks_statement, user_session_events
 from agent.store.rows import EVENT_COLUMNS, TABLE_COLUMNS
 from agent.store.schema import USER_TABLES
 
@@ -30,8 +33,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "errors": ("event_id", "fingerprint", "ts", "received_at", "user_id", "release", "environment", "feature",
                "type", "message", "sample"),
     "opt_outs": ("user_id", "opted_out_at", "source"),
+    "recording_sessions": SESSION_COLUMNS,
 }
-TIME_COLUMNS = frozenset({"ts", "received_at", "first_seen", "last_seen", "opted_out_at", "signed_up_at"})
+TIME_COLUMNS = frozenset({"ts", "received_at", "first_seen", "last_seen", "opted_out_at", "signed_up_at",
+                          "start_ts", "end_ts"})
 JSON_COLUMNS = frozenset({"properties", "context", "sample", "traits"})
 # tables whose rows derive from an event (rows.py): also matched through the event's client id
 DERIVED_TABLES = frozenset(TABLE_COLUMNS)
@@ -108,6 +113,9 @@ async def export_user(store: Store, user_ids: Sequence[str]) -> dict[str, list[d
         order = " ORDER BY ts" if "ts" in COLUMNS[table] else ""
         rows = await store.fetch(f"SELECT {', '.join(COLUMNS[table])} FROM {table} WHERE {where}{order}", params)
         out[table] = [row_dict(table, row) for row in rows]
+    recorded = await user_session_events(store, [row["session_id"] for row in out.get("recording_sessions", ())])
+    for row in out.get("recording_sessions", ()):
+        row["events"] = recorded[row["session_id"]]
     return out
 
 
@@ -126,13 +134,13 @@ async def erase_user(store: Store, user_ids: Sequence[str], *, include_opt_out: 
     ids = _unique(user_ids)
     linked = await has_linked_rows(store, ids)
     tables = _erase_order(include_opt_out)
-    statements = []
+    statements = [erase_chunks_statement(ids)]          # before their sessions' rows go
     for table, column in tables:
         where, params = user_filter(table, column, ids, linked)
         statements.append((f"DELETE FROM {table} WHERE {where}", params))
-    counts = await store.execute(statements)
+    chunks, *counts = await store.execute(statements)
     deleted = {table: count for (table, _), count in zip(tables, counts)}
-    return {table: deleted[table] for table, _ in USER_TABLES if table in deleted}
+    return {**{table: deleted[table] for table, _ in USER_TABLES if table in deleted}, "recording_chunks": chunks}
 
 
 async def is_opted_out(store: Store, user_id: str) -> bool:

@@ -1,7 +1,7 @@
 """Retention: how long each class of data is kept, and the clean-up that deletes what is older.
 
 The documentation's periods are the defaults: analytics events 90 days, audit logs 1 year, security
-events 2 years, performance metrics 30 days. A class covers tables (CLASS_TABLES below).
+events 2 years, performance metrics 30 days, session recordings 30 days. A class covers tables (CLASS_TABLES below).
 
 The clean-up deletes in batches of `batch_size` rows, each batch its own short transaction through
 `store.execute` (serialised with the ingest commits by the driver), yielding to the event loop
@@ -59,6 +59,12 @@ CLASS_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "audit": (("mfa_audit_logs", _by_id("mfa_audit_logs", "ts < ?")),),
     "security": (("security_events", _by_id("security_events", "ts < ?")),),
+    # a recording by when its chunks were received (client clocks lie); a session once its last chunk went
+    "recordings": (
+        ("recording_chunks", _by_id("recording_chunks", "ts < ?")),
+        ("recording_sessions", "DELETE FROM recording_sessions WHERE session_id IN (SELECT session_id FROM "
+                               "recording_sessions WHERE ts < ? ORDER BY ts LIMIT ?)"),
+    ),
 }
 
 

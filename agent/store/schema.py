@@ -4,6 +4,7 @@ A migration is a list of DDL statements with three dialect placeholders:
     {id}    an auto-incrementing integer primary key
     {real}  a double-precision float
     {json}  a JSON document (SQLite: TEXT; PostgreSQL: JSONB)
+    {blob}  bytes (SQLite: BLOB; PostgreSQL: BYTEA)
 Times are unix seconds (float). Migrations run at start-up, in order, each in its own transaction;
 `schema_migrations` records the versions applied. A migration, once released, never changes: the
 next change is a new entry at the end of MIGRATIONS.
@@ -22,6 +23,9 @@ The tables follow the documentation's Supabase tables:
 - opt_outs            users who objected to tracking (GDPR right to object); persisted here.
 - probe_rollups       probe results per target and minute, for uptime over a range; the same per
                       hour in probe_rollups_hourly (a long range reads whole hours, its edges minutes).
+- recording_sessions  one row per session recording (posthog-js `$snapshot`s): its user, times, counts.
+- recording_chunks    the recording's rrweb events, one zlib-compressed JSON array per session, window
+                      and request, in arrival order (agent/store/recordings.py).
 """
 
 from __future__ import annotations
@@ -29,9 +33,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DIALECT_TYPES = {
-    "sqlite": {"id": "INTEGER PRIMARY KEY", "real": "REAL", "json": "TEXT"},
+    "sqlite": {"id": "INTEGER PRIMARY KEY", "real": "REAL", "json": "TEXT", "blob": "BLOB"},
     "postgres": {"id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "real": "DOUBLE PRECISION",
-                 "json": "JSONB"},
+                 "json": "JSONB", "blob": "BYTEA"},
 }
 
 
@@ -174,13 +178,44 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (target, hour))""",
         "CREATE INDEX probe_rollups_hourly_hour ON probe_rollups_hourly (hour)",
     )),
+    Migration(7, "session recordings: one row per recorded session, its rrweb events in compressed chunks", (
+        """CREATE TABLE recording_sessions (
+            session_id TEXT PRIMARY KEY,
+            user_id TEXT,
+            start_ts {real} NOT NULL,
+            end_ts {real} NOT NULL,
+            received_at {real} NOT NULL,
+            ts {real} NOT NULL,
+            snapshots INTEGER NOT NULL,
+            raw_bytes INTEGER NOT NULL,
+            stored_bytes INTEGER NOT NULL,
+            chunks INTEGER NOT NULL)""",
+        "CREATE INDEX recording_sessions_start ON recording_sessions (start_ts)",
+        "CREATE INDEX recording_sessions_ts ON recording_sessions (ts)",
+        "CREATE INDEX recording_sessions_user ON recording_sessions (user_id)",
+        """CREATE TABLE recording_chunks (
+            id {id},
+            session_id TEXT NOT NULL,
+            window_id TEXT,
+            user_id TEXT,
+            first_ts {real} NOT NULL,
+            last_ts {real} NOT NULL,
+            ts {real} NOT NULL,
+            snapshots INTEGER NOT NULL,
+            raw_bytes INTEGER NOT NULL,
+            codec TEXT NOT NULL,
+            data {blob} NOT NULL)""",
+        "CREATE INDEX recording_chunks_session ON recording_chunks (session_id, id)",
+        "CREATE INDEX recording_chunks_ts ON recording_chunks (ts)",
+        "CREATE INDEX recording_chunks_user ON recording_chunks (user_id)",
+    )),
 )
 
 # tables holding a user's data, with the column naming the user (GDPR export and erasure)
 USER_TABLES: tuple[tuple[str, str], ...] = (
     ("events", "user_id"), ("users", "user_id"), ("onboarding_funnel", "user_id"),
     ("mfa_audit_logs", "user_id"), ("security_events", "user_id"), ("download_logs", "user_id"),
-    ("errors", "user_id"), ("opt_outs", "user_id"),
+    ("errors", "user_id"), ("opt_outs", "user_id"), ("recording_sessions", "user_id"),
 )
 
 MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
