@@ -28,7 +28,8 @@ fi
 # npm: Debian's nodejs ships without it (a NodeSource nodejs carries its own and conflicts with the package)
 command -v npm >/dev/null || { apt-get update -qq; apt-get install -y -qq --no-install-recommends npm >/dev/null; }
 
-# The real JavaScript SDKs the tests drive (@sentry/node, @sentry/browser, puppeteer-core, esbuild), pinned
+# The real JavaScript SDKs the tests drive (@sentry/node, @sentry/browser, posthog-node, posthog-js,
+# puppeteer-core, esbuild), pinned
 # by tests/js/package-lock.json; `npm ci` again only when the lock changed. No browser is downloaded:
 # puppeteer-core drives Debian's chromium, and no install script runs.
 if ! cmp -s tests/js/package-lock.json tests/js/node_modules/.installed-lock.json; then

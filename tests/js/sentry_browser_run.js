@@ -13,6 +13,7 @@
 
 const fs = require('fs');
 const path = require('path');
+const { launch, watch, waitDone } = require('./chromium');
 
 async function bundle(outDir) {
   const esbuild = require('esbuild');
@@ -32,15 +33,7 @@ async function bundle(outDir) {
 }
 
 async function visit(pageUrl, agentUrl) {
-  const puppeteer = require('puppeteer-core');
-  const browser = await puppeteer.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    pipe: true,                                   // DevTools over a pipe: no port opened for it
-    userDataDir: process.env.CHROMIUM_PROFILE,
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-extensions',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  const browser = await launch();
   const report = { responses: [], failed: [], console: [], pageErrors: [], page: null, done: false };
   try {
     const page = await browser.newPage();
@@ -50,21 +43,9 @@ async function visit(pageUrl, agentUrl) {
                                 status: response.status(), headers: response.headers() });
       }
     });
-    page.on('requestfailed', (request) => {
-      if (request.url().startsWith(agentUrl)) {
-        report.failed.push({ url: request.url(), method: request.method(),
-                             error: request.failure() && request.failure().errorText });
-      }
-    });
-    page.on('console', (message) => report.console.push(`${message.type()}: ${message.text()}`));
-    page.on('pageerror', (error) => report.pageErrors.push(String(error && error.message)));
+    watch(page, agentUrl, report);
     await page.goto(pageUrl, { waitUntil: 'load', timeout: 20000 });
-    try {
-      await page.waitForFunction('window.__done === true', { timeout: 20000 });
-      report.done = true;
-    } catch (error) {
-      report.done = false;
-    }
+    report.done = await waitDone(page, 20000);
     report.page = await page.evaluate(() => ({ sent: window.__sent || [], sdk: window.Sentry && window.Sentry.SDK_VERSION,
                                                origin: window.location.origin }));
   } finally {
