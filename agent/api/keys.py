@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from agent.events.privacy import Privacy
     from agent.metrics.releases import ReleaseTracker
     from agent.metrics.store import MetricStore
+    from agent.recordings.ingest import Recordings
     from agent.posthog.config import PosthogSettings
     from agent.rules.anomaly_metrics import AnomalyMonitor
     from agent.sentry.ingest import SentryIngest
@@ -54,6 +55,8 @@ ERROR_SINK: web.AppKey[ErrorSink] = web.AppKey("error_sink")
 SENTRY: web.AppKey[SentryIngest] = web.AppKey("sentry")
 # the PostHog endpoints' running `posthog:` settings (origins, remote config, skew correction)
 POSTHOG: web.AppKey[PosthogSettings] = web.AppKey("posthog")
+# posthog-js session recordings (POST /s/): privacy, bounds, the loom_recordings_* counters
+RECORDINGS: web.AppKey[Recordings] = web.AppKey("recordings")
 CUSTOM_METRICS: web.AppKey[CustomMetrics] = web.AppKey("custom_metrics")
 RELEASES: web.AppKey[ReleaseTracker] = web.AppKey("releases")
 ANOMALIES: web.AppKey[AnomalyMonitor] = web.AppKey("anomalies")

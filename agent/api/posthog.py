@@ -82,17 +82,22 @@ def _config(request: web.Request) -> PosthogConfig:
 
 async def _read_json(request: web.Request, pipeline: EventPipeline) -> Any:
     """The JSON value of a PostHog body, decoded within events.max_body_bytes; raises the 4xx."""
-    limit = pipeline.config.max_body_bytes
-    body = await read_body(request, limit, api=API)
-    try:
-        body = decode_posthog_body(body, request.query, request.content_type, limit)
-    except PayloadError as exc:
-        raise ApiError.of_status(exc.status, str(exc), api=API,
-                                 reason="too_large" if exc.status == 413 else "malformed") from None
+    body = await read_decoded(request, pipeline.config.max_body_bytes)
     obj = parse_json(body, API)
     if (field := body_nul_field(body, obj)) is not None:       # PostgreSQL cannot store it
         raise _invalid(pipeline, API, [EventError(None, field, MESSAGE)])
     return obj
+
+
+async def read_decoded(request: web.Request, limit: int, decoded_limit: int | None = None) -> bytes:
+    """A PostHog body of at most `limit` bytes, its gzip or base64 undone (at most `decoded_limit`, default
+    `limit`, bytes); raises the 4xx, counted under the posthog api (also the recordings' /s/)."""
+    body = await read_body(request, limit, api=API)
+    try:
+        return decode_posthog_body(body, request.query, request.content_type, decoded_limit or limit)
+    except PayloadError as exc:
+        raise ApiError.of_status(exc.status, str(exc), api=API,
+                                 reason="too_large" if exc.status == 413 else "malformed") from None
 
 
 def _unwrap(obj: Any) -> Any:

@@ -29,6 +29,7 @@ from agent.api import (
     posthog,
     privacy,
     probe,
+    recordings,
     sentry,
 )
 from agent.api.auth import AdminTokens
@@ -44,6 +45,7 @@ from agent.api.keys import (
     PIPELINE,
     POSTHOG,
     PRIVACY,
+    RECORDINGS,
     REGISTRY,
     RELEASES,
     RELOADER,
@@ -72,6 +74,7 @@ from agent.metrics.store import MetricStore
 from agent.otlp.export import OtlpExport
 from agent.otlp.tracing import build_tracer_provider
 from agent.posthog.config import PosthogSettings
+from agent.recordings.ingest import Recordings
 from agent.rules.anomaly_metrics import AnomalyActiveCollector, AnomalyMonitor
 from agent.sentry.ingest import SentryIngest
 from agent.sentry.logs import SentryLogs
@@ -85,7 +88,7 @@ from agent.store.base import Store, StoreSlot
 STOP_GRACE_SECONDS = 1.5
 SPAN_SWEEP_SECONDS = 5.0
 ROUTE_MODULES = (health, probe, events, posthog, identify, error_events, sentry, metrics_api, analytics, experiments,
-                 privacy, anomalies, index, openapi)
+                 recordings, privacy, anomalies, index, openapi)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,7 @@ def build_components(app: web.Application, config: Config, registry: CollectorRe
         metrics, privacy_rules, export.traces.queue if export.traces is not None else None),
         logs=SentryLogs(privacy_rules, export.logs.queue if export.logs is not None else None))
     app[POSTHOG] = PosthogSettings(config.posthog)
+    app[RECORDINGS] = Recordings(metrics, privacy_rules)
     app[ANOMALIES] = monitor = AnomalyMonitor(config.alerting, clocks.wall)
     registry.register(AnomalyActiveCollector(monitor))
     app[ADMIN_TOKENS] = AdminTokens(config.api.admin_tokens)
