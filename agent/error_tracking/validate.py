@@ -137,10 +137,14 @@ def parse_frame(raw: Any, field: str, limits: Limits) -> Frame:
         raise type_error("an object", raw, field)
     fields = _fields(raw, _FRAME, field)
     frame = Frame()
+    longest = limits.max_string_length
     for name in _FRAME_TEXT:
-        if name in fields:            # "" (an anonymous function) counts as absent
-            setattr(frame, name, _text(fields[name], f"{field}.{name}", limits.max_string_length, empty=True) or None)
-    if all(getattr(frame, name) is None for name in _FRAME_TEXT):
+        value = fields.get(name)
+        if value is not None:         # "" (an anonymous function) counts as absent
+            if type(value) is not str or len(value) > longest:
+                _text(value, f"{field}.{name}", longest, empty=True)       # raises, naming the field
+            setattr(frame, name, value or None)
+    if frame.filename is None and frame.abs_path is None and frame.function is None and frame.module is None:
         raise FieldError(field, "needs at least one of filename, abs_path, function, module")
     if "lineno" in fields:
         frame.lineno = _count(fields["lineno"], f"{field}.lineno")
@@ -150,7 +154,6 @@ def parse_frame(raw: Any, field: str, limits: Limits) -> Frame:
         if type(fields["in_app"]) is not bool:
             raise type_error("a boolean", fields["in_app"], f"{field}.in_app")
         frame.in_app = fields["in_app"]
-    longest = limits.max_string_length
     if "context_line" in fields:
         line = fields["context_line"]
         if type(line) is not str:
@@ -172,6 +175,8 @@ def _context_lines(value: Any, field: str, longest: int, keep_last: bool) -> tup
     if type(value) is not list:
         raise type_error("an array of strings", value, field)
     chosen = value[-CONTEXT_LINES:] if keep_last else value[:CONTEXT_LINES]
+    if all(type(line) is str for line in chosen) and max(map(len, chosen), default=0) <= longest:
+        return tuple(chosen)          # the common case: every line a string within the limit
     offset = len(value) - len(chosen) if keep_last else 0
     lines: list[str] = []
     for i, line in enumerate(chosen):
