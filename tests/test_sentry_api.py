@@ -422,18 +422,21 @@ def test_a_client_report_counts_what_the_sdk_dropped_with_bounded_labels(agent_s
 def test_logs_are_counted_by_a_bounded_level(agent_server: Any) -> None:
     agent = agent_server(CONFIG)
     logs = {"version": 2, "items": [
-        {"timestamp": 1767225600.0, "level": "info", "body": "payment p-1 done", "trace_id": "0" * 32},
-        {"timestamp": 1767225600.0, "level": "warn", "body": "slow"},
+        {"timestamp": 1767225600.0, "level": "info", "body": "payment p-1 done", "trace_id": "0" * 32,
+         "attributes": {"logger.name": {"value": "app.payments", "type": "string"}}},
+        {"timestamp": 1767225600.0, "level": "warn", "body": "slow", "attributes": {"logger.name": ["not text"]}},
         {"timestamp": 1767225600.0, "level": "warning", "body": "slow again"},
         {"timestamp": 1767225600.0, "level": "Error", "body": "failed"},
         {"timestamp": 1767225600.0, "level": "loud", "body": "?"}, "not a record"]}
-    otel = {"severityText": "fatal", "body": {"stringValue": "down"}, "attributes": []}
+    otel = {"severityText": "fatal", "body": {"stringValue": "down"},
+            "attributes": [{"key": "logger.name", "value": {"stringValue": "worker"}}]}
     otel_by_number = {"severityNumber": 5, "body": {"stringValue": "details"}}
     body = envelope(("log", logs), ("otel_log", otel), ("otel_log", otel_by_number), ("log", {"items": "no"}),
                     ("log", b"{"), ("log", [1]))
     assert agent.post(ENVELOPE, data=body, headers=AUTH).status == 200
-    assert series(agent, "loom_agent_sentry_logs") == {("info",): 1, ("warn",): 2, ("error",): 1, ("other",): 2,
-                                                       ("fatal",): 1, ("debug",): 1}
+    assert series(agent, "loom_agent_sentry_logs") == {
+        ("info", "app.payments"): 1, ("warn", "unknown"): 2, ("error", "unknown"): 1, ("other", "unknown"): 2,
+        ("fatal", "worker"): 1, ("debug", "unknown"): 1}
     assert items_counted(agent) == {("log", "accepted"): 1, ("otel_log", "accepted"): 2, ("log", "rejected"): 3}
 
 
@@ -575,8 +578,8 @@ def test_the_real_sdk_with_only_a_dsn(tmp_path: Path) -> None:
             metrics = agent.metrics()
         assert 'loom_app_conversions_total{plan="pro"} 2.0' in metrics, metrics
         assert 'loom_app_checkout_time_seconds_sum 0.25' in metrics
-        assert 'loom_agent_sentry_logs_total{level="info"} 1.0' in metrics
-        assert 'loom_agent_sentry_logs_total{level="warn"} 1.0' in metrics
+        assert 'loom_agent_sentry_logs_total{level="info",logger="unknown"} 1.0' in metrics
+        assert 'loom_agent_sentry_logs_total{level="warn",logger="unknown"} 1.0' in metrics
         assert 'loom_agent_sdk_discarded_events_total{reason="before_send",category="error"} 1.0' in metrics
         for kind in ("trace_metric", "log", "client_report"):
             assert f'loom_agent_sentry_items_total{{type="{kind}",outcome="accepted"}}' in metrics

@@ -202,8 +202,8 @@ def test_sentry_node_with_only_a_dsn(tmp_path: Path) -> None:
     assert 'loom_app_conversions_total{plan="pro"} 2.0' in metrics, metrics
     assert 'loom_app_queue_depth{queue="emails"} 7.0' in metrics
     assert 'loom_app_checkout_time_seconds_sum 0.25' in metrics
-    assert 'loom_agent_sentry_logs_total{level="info"} 1.0' in metrics
-    assert 'loom_agent_sentry_logs_total{level="warn"} 1.0' in metrics
+    assert 'loom_agent_sentry_logs_total{level="info",logger="unknown"} 1.0' in metrics
+    assert 'loom_agent_sentry_logs_total{level="warn",logger="unknown"} 1.0' in metrics
 
     # the transaction: RED metrics, and its spans over OTLP with Sentry's ids, the application as resource
     assert 'loom_transactions_total{transaction="checkout",op="task",status="ok"} 1.0' in metrics

@@ -19,7 +19,7 @@ The request, in order (agent/sentry/ holds the pure parts; docs/sentry.md is the
    store, loom_errors_total, spans), all of the envelope's events in one commit; an item refused on its
    own (too large, an event that does not validate) is `rejected`, the rest go on. Once the events
    are committed (so a 429 leaves nothing of the envelope taken): `client_report` ->
-   loom_agent_sdk_discarded_events_total, `log` / `otel_log` -> loom_agent_sentry_logs_total,
+   loom_agent_sdk_discarded_events_total, `log` / `otel_log` -> loom_agent_sentry_logs_total{level, logger},
    `session` / `sessions` -> release health (agent/sentry/sessions.py), `check_in` -> cron monitors
    (agent/sentry/crons.py),
    `transaction`, `span` and `otel_span` -> OTLP spans and loom_transactions_* (agent/sentry/transactions.py),
@@ -335,8 +335,8 @@ def _read_item(ingest: SentryIngest, registry: CustomMetrics, item: Item) -> str
             for (reason, category), quantity in discarded_events(payload).items():
                 ingest.discarded.inc((reason, category), quantity)
         else:
-            for level, records in log_levels(payload, kind).items():
-                ingest.logs.inc((level,), records)
+            for labels, records in log_levels(payload, kind).items():
+                ingest.logs.inc(labels, records)
             if ingest.app_logs is not None:
                 ingest.app_logs.export(payload, kind)          # OTLP log records, when exported
     except (EnvelopeError, ItemError):

@@ -1,7 +1,7 @@
 """The running state of the Sentry endpoints: the `sentry:` block (reloadable) and the counters of what
 they read: `loom_agent_sentry_items_total{type, outcome}`, what the SDKs report they dropped
 (`client_report` items: `loom_agent_sdk_discarded_events_total{reason, category}`) and the SDKs' log
-records by level (`log` / `otel_log` items: `loom_agent_sentry_logs_total{level}`); and the two
+records by level and logger (`log` / `otel_log` items: `loom_agent_sentry_logs_total{level, logger}`); and the two
 components that hold the release-health series (`session` / `sessions` items: sessions.py) and the
 cron monitors (`check_in` items: crons.py, whose declared monitors and bound follow `sentry:` reloads).
 
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from agent.metrics.store import Counter, MetricStore
 from agent.sentry.config import SentryConfig
 from agent.sentry.crons import CronMonitors
-from agent.sentry.items import CATEGORIES, LEVELS, REASONS
+from agent.sentry.items import CATEGORIES, LEVELS, LOGGER_SERIES_LIMIT, REASONS
 from agent.sentry.logs import SentryLogs
 from agent.sentry.sessions import ReleaseHealth
 from agent.sentry.sourcemaps import REASONS as SOURCE_MAP_OUTCOMES, SourceMaps
@@ -60,8 +60,9 @@ class SentryIngest:
             "(client reports), by Sentry's discard reason and data category.", ("reason", "category"),
             allow={"reason": REASONS | {OTHER}, "category": CATEGORIES | {OTHER}})
         self.logs: Counter = metrics.counter(
-            "loom_agent_sentry_logs", "Log records sent by the Sentry SDKs (log and otel_log items), by level.",
-            ("level",), allow={"level": frozenset((*LEVELS, OTHER))})
+            "loom_agent_sentry_logs", "Log records sent by the Sentry SDKs (log and otel_log items), by level "
+            "and logger.", ("level", "logger"), allow={"level": frozenset((*LEVELS, OTHER))},
+            series_limit=LOGGER_SERIES_LIMIT)
         self.release_health = ReleaseHealth(metrics)
         self.source_maps = SourceMaps(config.source_maps_dir) if config.source_maps_dir else None
         self.source_map_frames: Counter = metrics.counter(

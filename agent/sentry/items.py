@@ -9,8 +9,8 @@ Why each reads as it does:
   documented discard reasons; anything else is `other`, so a client cannot grow the family. The whole
   report is checked before anything is counted: one bad entry refuses the report (`ItemError`).
 - `log` (`{"items": [{level, body, attributes, ...}]}`) and the older `otel_log` (one OTel record with
-  `severityText` / `severityNumber`, or the same `items` container): counted by level, a closed set.
-  The logger name is not a label: nothing bounds it.
+  `severityText` / `severityNumber`, or the same `items` container): counted by level, a closed set,
+  and logger (the `logger.name` attribute), an open set behind the family's series limit.
 - `trace_metric` (`sentry_sdk.metrics.count/gauge/distribution`, `Sentry.metrics.*`):
   `{"items": [{name, type, value, unit, attributes: {key: {value, type}}}]}`. Each metric becomes the
   item shape of POST /v1/metrics (agent/custom_metrics/samples.py parses it: the same naming, units
@@ -48,6 +48,9 @@ REASONS = frozenset({"queue_overflow", "cache_overflow", "ratelimit_backoff", "n
 MAX_QUANTITY = 2**32 - 1            # Relay's u32
 LEVELS = ("trace", "debug", "info", "warn", "error", "fatal")
 LEVEL_ALIASES = {"warning": "warn", "critical": "fatal", "err": "error", "information": "info"}
+UNKNOWN_LOGGER = "unknown"
+LOGGER_MAX = 128
+LOGGER_SERIES_LIMIT = 500           # (level, logger) series of loom_agent_sentry_logs_total; past it: other
 # attributes the SDKs attach to every metric: not tags (see the module docstring)
 SDK_ATTRIBUTE_PREFIXES = ("sentry.", "process.", "os.", "device.", "browser.", "user.", "server.", "telemetry.")
 MAX_RECORDS = 10_000                # entries read from one log / metric / report item (1 MiB bounds it anyway)
@@ -119,15 +122,40 @@ def _record_level(record: Any) -> str:
     return _severity_level(record.get("severityNumber", record.get("severity_number")))
 
 
-def log_levels(payload: Any, item_type: str = "log") -> dict[str, int]:
+def _attribute(attributes: Any, name: str) -> Any:
+    """An attribute's value: Sentry's `{name: {value, type}}` (or a bare value), or OTel's
+    `[{key, value: {stringValue: ...}}]`."""
+    if type(attributes) is dict:
+        value = attributes.get(name)
+        return value.get("value") if type(value) is dict else value
+    if type(attributes) is list:
+        for entry in attributes:
+            if type(entry) is dict and entry.get("key") == name:
+                value = entry.get("value")
+                return value.get("stringValue") if type(value) is dict else value
+    return None
+
+
+def logger_label(record: Any) -> str:
+    """The record's logger (`logger.name`, which sentry-python's logging and loguru integrations set):
+    an open set, bounded by the family's series limit; absent, not text or too long: `unknown`."""
+    if type(record) is not dict:
+        return UNKNOWN_LOGGER
+    name = _attribute(record.get("attributes"), "logger.name")
+    if type(name) is not str or not name.strip() or len(name) > LOGGER_MAX:
+        return UNKNOWN_LOGGER
+    return name.strip()
+
+
+def log_levels(payload: Any, item_type: str = "log") -> dict[tuple[str, str], int]:
     """A `log` item (an `items` container) or an `otel_log` item (one record, or the container) ->
-    {level: records}."""
+    {(level, logger): records}."""
     if item_type == "otel_log" and type(payload) is dict and "items" not in payload:
-        return {_record_level(payload): 1}
-    counts: dict[str, int] = {}
+        return {(_record_level(payload), logger_label(payload)): 1}
+    counts: dict[tuple[str, str], int] = {}
     for record in _records(payload, item_type):
-        level = _record_level(record)
-        counts[level] = counts.get(level, 0) + 1
+        key = (_record_level(record), logger_label(record))
+        counts[key] = counts.get(key, 0) + 1
     return counts
 
 
