@@ -202,6 +202,23 @@ def test_logentry_formatting(entry: dict[str, Any], expected: str) -> None:
     assert mapped({"message": entry}).message == expected
 
 
+def test_a_template_repeating_a_large_parameter_is_filled_only_to_the_message_limit() -> None:
+    """`%(a)s` 100,000 times with a 1 MB `a` would be 100 GB of message before the cut; here 5,000 times
+    20 KB is 100 MB unbounded."""
+    import tracemalloc
+    entry = {"message": "%(a)s" * 5_000, "params": {"a": "x" * 20_000}}
+    tracemalloc.start()
+    try:
+        error = mapped({"logentry": entry})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert error.message == "x" * CONFIG.max_message_length and error.message_truncated
+    assert peak < 20_000_000
+    listed = mapped({"logentry": {"message": "%s " * 200, "params": ["y" * 100_000] * 100}})
+    assert listed.message == "y" * CONFIG.max_message_length and listed.message_truncated
+
+
 def test_a_message_event_takes_the_stack_of_the_crashed_or_current_thread() -> None:
     threads = {"values": [{"id": 1, "stacktrace": {"frames": [frame("idle", 1)]}},
                           {"id": 2, "current": True, "stacktrace": {"frames": [frame("work", 2)]}}]}

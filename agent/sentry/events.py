@@ -232,23 +232,30 @@ def _param(match: re.Match[str], params: list[Any] | dict[str, Any], position: i
     return match.group(0), False
 
 
-def _fill(template: str, params: Any) -> str:
-    """`message` with its `params` (a list for %s, an object for %(name)s); unknown ones stay."""
+def _fill(template: str, params: Any, limit: int) -> str:
+    """`message` with its `params` (a list for %s, an object for %(name)s); unknown ones stay. The
+    message is cut at `limit` anyway, so filling stops a character past it: one named parameter can
+    be repeated by every placeholder of the template (`%(a)s` * 100,000 with a large `a` would be
+    gigabytes)."""
     if type(params) is not list and type(params) is not dict:
         return template
     parts: list[str] = []
-    last = position = 0
+    last = position = length = 0
     for match in _PLACEHOLDER.finditer(template):
         text, took = _param(match, params, position)
         parts += (template[last:match.start()], text)
+        length += match.start() - last + len(text)
         position += took
         last = match.end()
+        if length > limit:
+            return "".join(parts)[:limit + 1]
     parts.append(template[last:])
-    return "".join(parts)
+    return "".join(parts)[:limit + 1]
 
 
-def _log_message(payload: dict[str, Any]) -> tuple[str | None, str]:
-    """(the formatted log message, the field it came from) of `logentry` or `message`."""
+def _log_message(payload: dict[str, Any], limit: int) -> tuple[str | None, str]:
+    """(the formatted log message, the field it came from) of `logentry` or `message`; a template
+    filled to at most `limit` + 1 characters (the caller cuts at `limit` and says it did)."""
     for key in ("logentry", "message"):
         raw = payload.get(key)
         if raw is None:
@@ -261,7 +268,7 @@ def _log_message(payload: dict[str, Any]) -> tuple[str | None, str]:
             return formatted, f"{key}.formatted"
         template = _optional_text(obj.get("message"), f"{key}.message")
         if template is not None:
-            return _fill(template, obj.get("params")), f"{key}.message"
+            return _fill(template, obj.get("params"), limit), f"{key}.message"
     return None, "message"
 
 
@@ -442,7 +449,7 @@ def build_sentry_error(payload: Any, now: float, config: ErrorsConfig, limits: L
     Sentry field. `event_id` is the envelope header's, used when the payload has none."""
     payload = _object(payload, "")
     chain, exceptions_omitted = _chain(payload)
-    log_message, log_field = _log_message(payload)
+    log_message, log_field = _log_message(payload, config.max_message_length)
     if chain and chain[-1].synthetic and len(chain) == 1:
         # a message with the stack trace the SDK attached to it (@sentry/node's captureMessage): a message
         main, chain = chain[-1], []
