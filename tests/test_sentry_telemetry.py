@@ -227,6 +227,25 @@ def test_attribute_privacy() -> None:
     assert timestamp_ns(True) is None and timestamp_ns(-1) is None and timestamp_ns("soon") is None
 
 
+def test_an_attribute_nested_past_the_depth_bound_is_left_out_alone() -> None:
+    """JSON nests 1024 levels, the privacy rules walked them recursively: RecursionError refused the whole
+    span container (every span of it), log item or otel_span, logged as an agent bug."""
+    deep: Any = "x"
+    for _ in range(900):
+        deep = {"a": deep}
+    assert set(scrubbed({"deep": deep, "list": [[[[1]]]], "ok": 1}, privacy())) == {"list", "ok"}
+    transactions = SentryTransactions(MetricStore(), privacy(), SpanQueue(100, 10))
+    payload = {"items": [{"trace_id": TRACE, "span_id": ROOT, "name": "a", "start_timestamp": START,
+                          "end_timestamp": START + 1, "attributes": {"deep": {"value": deep, "type": "x"}, "n": 1}},
+                         {"trace_id": TRACE, "span_id": CHILD, "name": "b", "start_timestamp": START,
+                          "end_timestamp": START + 1}]}
+    assert transactions.record("span", payload) == 2
+    (first, _) = spans_of(transactions.queue)
+    assert attrs(first) == {"n": 1}
+    logs = SentryLogs(privacy(), LogQueue(100, 10))
+    assert logs.export({"items": [{"body": "b", "attributes": {"deep": deep}}]}) == 1
+
+
 # --- logs ----------------------------------------------------------------------------------------------
 
 def test_log_records_are_encoded_as_otlp_with_their_trace() -> None:

@@ -10,7 +10,8 @@ Why each reads as it does:
   JSON nanoseconds (an integer or its decimal text) for `otel_*` items.
 - attribute values: Sentry's typed `{"value": v, "type": t}` or bare JSON values; OTel takes str,
   bool, int64, float and arrays of one of them, so anything else (an object, a mixed array) becomes
-  its JSON text. At most MAX_ATTRIBUTES per span or record, texts cut at MAX_TEXT.
+  its JSON text. At most MAX_ATTRIBUTES per span or record, texts cut at MAX_TEXT; a value nested
+  more than MAX_DEPTH levels is left out (alone: its span or record is kept).
 - privacy (never user PII): attributes about the user or the client are dropped by name (`user.*`,
   `enduser.*`, `client.*`, peer addresses, request and response headers: PII_PREFIXES), query
   strings are cut from URLs and dropped (`url.query`, `http.query`: tokens live there), then the
@@ -41,6 +42,7 @@ from agent.events.privacy import Privacy
 MAX_ATTRIBUTES = 128                # OTel's default attribute count limit
 MAX_TEXT = 4096
 MAX_NAME = 1024
+MAX_DEPTH = 16                      # nesting of one attribute's value; deeper ones are left out
 _MIN_SECONDS, _MAX_SECONDS = 1.0, 7_258_118_400.0          # 1970-01-01T00:00:01 .. 2200-01-01
 _HEX32 = re.compile(r"[0-9a-fA-F]{32}")
 _HEX16 = re.compile(r"[0-9a-fA-F]{16}")
@@ -179,6 +181,17 @@ def without_query(url: str) -> str:
     return url
 
 
+def _within_depth(value: Any, levels: int = MAX_DEPTH) -> bool:
+    """Whether `value` nests objects and arrays at most `levels` deep. JSON allows 1024 levels, the
+    privacy rules walk a value recursively: a deeper one would end in RecursionError, the whole item
+    refused for one attribute."""
+    if type(value) is dict:
+        return levels > 0 and all(_within_depth(v, levels - 1) for v in value.values())
+    if type(value) is list:
+        return levels > 0 and all(_within_depth(v, levels - 1) for v in value)
+    return True
+
+
 def _keep(key: str) -> bool:
     lowered = key.lower()
     return not lowered.startswith(PII_PREFIXES) and lowered not in QUERY_KEYS
@@ -186,7 +199,7 @@ def _keep(key: str) -> bool:
 
 def scrubbed(raw: Mapping[str, Any], privacy: Privacy | None, prefix: str = "") -> dict[str, Any]:
     """Attributes from Sentry's data, tags or attributes: PII names dropped, URLs cut, privacy applied,
-    values made OTel's; keys get `prefix`."""
+    values made OTel's; keys get `prefix`. A value nested more than MAX_DEPTH levels is left out."""
     kept: dict[str, Any] = {}
     for key, value in raw.items():
         if len(kept) >= MAX_ATTRIBUTES:
@@ -194,6 +207,8 @@ def scrubbed(raw: Mapping[str, Any], privacy: Privacy | None, prefix: str = "") 
         if type(key) is not str or not key or len(key) > MAX_NAME or not _keep(key):
             continue
         value = typed(value)
+        if not _within_depth(value):
+            continue
         if key.lower() in URL_KEYS and type(value) is str:
             value = without_query(value)
         kept[key] = value
