@@ -139,6 +139,23 @@ def test_releases_are_bounded_by_the_series_limit_and_users_by_a_cap(monkeypatch
     assert users.users.series[(RELEASE, "production", "all")] == 4
 
 
+def test_user_digests_are_bounded_in_all_not_only_per_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client naming a new release (or environment) per session grew a digest set per name for the hour."""
+    monkeypatch.setattr(sessions_module, "USER_SETS", 6)
+    monkeypatch.setattr(sessions_module, "USERS_TOTAL", 8)
+    clock = [0.0]
+    health = ReleaseHealth(MetricStore(), clock=lambda: clock[0])
+    for n in range(100):
+        health.record_session(parse_session(session(sid=f"s{n}", did=f"user-{n}", status="crashed",
+                                                    attrs={"release": f"web@1.0.{n}"})))
+    users = health._users
+    assert len(users.seen) <= 6 and sum(len(s) for s in users.seen.values()) <= 8
+    assert health.users_overflow.series[()] == 3 * 100 - sum(health.users.series.values())
+    clock[0] += sessions_module.USER_WINDOW_SECONDS                  # a new hour: room again
+    health.record_session(parse_session(session(sid="later", did="user-0", attrs={"release": "web@2.0.0"})))
+    assert health.users.series[("web@2.0.0", "production", "all")] == 1
+
+
 # --- cron monitors ------------------------------------------------------------------------------------
 
 def check_in(**fields: Any) -> dict[str, Any]:

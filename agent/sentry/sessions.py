@@ -33,6 +33,8 @@ Semantics (Sentry's release health, as Relay extracts its session metrics):
 - users: a user is the update's `did` (distinct id). Counting distinct users exactly needs every id of
   every release forever; here each (release, environment) keeps a set of 8-byte digests of the ids
   seen in the current hour, at most USERS_PER_RELEASE of them, and the sets are emptied every hour.
+  Within an hour at most USER_SETS sets (the users family's series limit) and USERS_TOTAL digests in
+  all are kept: a client naming a new release per session would otherwise grow the sets without end.
   `loom_session_users_total{status}` counts a user the first time it is seen in an hour (`all`),
   with an errored session (`errored`) or a crashed one (`crashed`). crash-free users = 1 - crashed /
   all over a window is then the share of user-hours without a crash: the same as Sentry's for windows
@@ -74,6 +76,8 @@ SERIES_LIMIT = 500                    # per family: 100 (release, environment) p
 ENDED_LIMIT = 100_000                 # ids of ended sessions remembered against repeated final updates
 USERS_PER_RELEASE = 10_000            # user digests kept per (release, environment) and hour
 USER_WINDOW_SECONDS = 3600
+USER_SETS = SERIES_LIMIT              # (release, environment, status) digest sets kept per hour
+USERS_TOTAL = 200_000                 # user digests kept per hour in all (about 15 MB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,22 +193,29 @@ class _Users:
         self.clock = clock
         self.window = self._window()
         self.seen: dict[tuple[str, str, str], set[bytes]] = {}
+        self.total = 0                    # digests in all the sets
 
     def _window(self) -> int:
         return int(self.clock() // USER_WINDOW_SECONDS)
 
     def first(self, key: tuple[str, str, str], did: str) -> bool | None:
-        """True the first time `did` is seen under `key` this hour; False after; None past the cap."""
+        """True the first time `did` is seen under `key` this hour; False after; None past a cap (per
+        set, sets, digests in all)."""
         window = self._window()
         if window != self.window:
-            self.window, self.seen = window, {}
+            self.window, self.seen, self.total = window, {}, 0
         digest = hashlib.blake2b(did.encode(), digest_size=8).digest()
-        seen = self.seen.setdefault(key, set())
+        seen = self.seen.get(key)
+        if seen is None:
+            if len(self.seen) >= USER_SETS:
+                return None
+            seen = self.seen[key] = set()
         if digest in seen:
             return False
-        if len(seen) >= USERS_PER_RELEASE:
+        if len(seen) >= USERS_PER_RELEASE or self.total >= USERS_TOTAL:
             return None
         seen.add(digest)
+        self.total += 1
         return True
 
 
@@ -228,7 +239,8 @@ class ReleaseHealth:
             series_limit=SERIES_LIMIT, allow={"status": USER_STATUSES})
         self.users_overflow: Counter = metrics.counter(
             "loom_agent_session_users_overflow", f"Users not counted in loom_session_users_total: their release "
-            f"already had {USERS_PER_RELEASE} users in the hour.")
+            f"already had {USERS_PER_RELEASE} users in the hour, or the hour {USERS_TOTAL} users of "
+            f"{USER_SETS} release, environment and status sets in all.")
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._users = _Users(clock)
 
