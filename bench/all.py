@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ("probes.py", "ingest.py", "exposition.py", "custom_metrics.py", "sentry.py", "analytics.py",
+BENCHES = ("probes.py", "ingest.py", "exposition.py", "custom_metrics.py", "sentry.py", "posthog.py", "analytics.py",
            "crash_loop.py", "soak.py")
 
 

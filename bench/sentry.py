@@ -78,12 +78,12 @@ async def run_ceiling(h, params: Params, parse_event: bool) -> dict:
         await h.stop(child)
 
 
-async def least_disturbed(h, url: str, child: Child, params: Params, attempts: int) -> dict:
+async def least_disturbed(h, url: str, child: Child, params: Params, attempts: int, load: Path = LOAD) -> dict:
     """Windows until one has other processes on core 0 below ingest.OTHERS_TOLERATED (at most `attempts`): the
-    least disturbed, with every window's figures in `attempts`."""
+    least disturbed, with every window's figures in `attempts` (bench/posthog.py drives its own `load`)."""
     runs = []
     for _ in range(attempts):
-        runs.append(await ingest.drive(h, url, child, params, time.time(), load=LOAD))
+        runs.append(await ingest.drive(h, url, child, params, time.time(), load=load))
         if runs[-1]["others_on_measured_core"] <= ingest.OTHERS_TOLERATED:
             break
     result = min(runs, key=lambda r: r["others_on_measured_core"])
@@ -238,12 +238,14 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def meta(args: argparse.Namespace, started: float) -> dict:
+def meta(args: argparse.Namespace, started: float, script: str = "bench/sentry.py",
+         default_connections: int | None = None) -> dict:
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "agent"], cwd=ROOT, capture_output=True,
                            text=True).stdout.strip()
-    return {"command": "python bench/sentry.py" + (" --quick" if args.quick else "")
-            + (f" --connections {args.connections}" if args.connections != DEFAULT_CONNECTIONS else ""),
+    default = DEFAULT_CONNECTIONS if default_connections is None else default_connections
+    return {"command": f"python {script}" + (" --quick" if args.quick else "")
+            + (f" --connections {args.connections}" if args.connections != default else ""),
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "runtime_seconds": round(time.monotonic() - started, 1), "python": platform.python_version(),
             "nproc": os.cpu_count(), "quick": args.quick,

@@ -1,0 +1,285 @@
+"""PostHog benchmark: posthog-js-shaped batches POSTed to the agent's /e/ with the durable store vs a
+parse-only ceiling, in one run.
+
+    python bench/posthog.py              # about 2 minutes; writes bench/results/posthog.json and the
+                                         # "## PostHog batches" section of bench/RESULTS.md
+    python bench/posthog.py --quick      # smoke run (short windows); prints the results, writes nothing
+    python bench/posthog.py --report     # the RESULTS.md section again from the JSON
+    python bench/posthog.py --profile    # only the agent, under cProfile (its main thread): prints the top
+                                         # functions, keeps bench/out/posthog-agent.prof; RESULTS.md untouched
+
+Every request is what posthog-js 1.449 sends with request batching (bench/posthog_events.py): a JSON array of
+50 events of ~40 properties ($pageview, $autocapture, $pageleave, a custom event), new uuids each time, gzip,
+as text/plain to /e/ without ?compression= (the agent finds the gzip by its magic bytes), `?_=` the send time
+(clock-skew correction on), an `Origin` in posthog.allowed_origins (CORS on).
+
+1. ceiling: an aiohttp app on uvloop that reads the body, gunzips it and orjson.loads the events, answers
+   {"status": 1} (bench/posthog_load.py ceiling); 2. the agent: `python -m agent run` with the durable store
+   (SQLite, WAL, synchronous=full: every 200 after its events are committed, through the group-commit
+   writer), /metrics scraped every second. Both pinned to core 0 one after the other (taskset), driven by
+   the same load generator (bench/posthog_load.py load, core 1; N keep-alive connections in a closed loop).
+   CPU from /proc at the window's edges, and how busy core 0 was with anything else.
+3. the per-event path in-process (no HTTP, no privacy, no store): gunzip, orjson.loads, skew correction,
+   parse_posthog_batch and posthog_identifies, in µs per event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import ingest, promtext, report  # noqa: E402
+from bench.posthog_events import KEY  # noqa: E402
+from bench.processes import Child  # noqa: E402
+from bench.sentry import least_disturbed, meta, print_profile  # noqa: E402
+
+LOAD = ROOT / "bench" / "posthog_load.py"
+RESULTS_JSON = ROOT / "bench" / "results" / "posthog.json"
+RESULTS_MD = ROOT / "bench" / "RESULTS.md"
+SECTION = "## PostHog batches"
+TARGET_EVENTS_PER_SECOND = 20_000
+STORE = {"driver": "sqlite", "path": "events.db", "synchronous": "full"}
+DEFAULT_CONNECTIONS = 8
+
+
+class Params:
+    def __init__(self, quick: bool, connections: int):
+        self.quick = quick
+        self.warmup, self.window = (1.0, 4.0) if quick else (3.0, 20.0)
+        self.connections = connections
+        self.reps, self.batches = (2, 20) if quick else (7, 100)
+
+
+async def run_ceiling(h, params: Params) -> dict:
+    child = Child("ceiling", [sys.executable, str(LOAD), "ceiling"], ingest.MEASURED_CORE, h.tmp, registry=h.children)
+    line = await asyncio.wait_for(asyncio.to_thread(child.readline), 30)
+    if not line.startswith("PORT "):
+        raise RuntimeError(f"ceiling server did not start: {line!r}\n{child.log()}")
+    try:
+        return await least_disturbed(h, f"http://127.0.0.1:{int(line.split()[1])}", child, params,
+                                     ingest.MAX_ATTEMPTS, load=LOAD)
+    finally:
+        await h.stop(child)
+
+
+def _stored_events(tmp: Path) -> int | None:
+    import sqlite3
+
+    path = tmp / STORE["path"]
+    if not path.exists():
+        return None
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return db.execute("SELECT count(*) FROM events").fetchone()[0]
+
+
+async def run_agent(h, params: Params, profile: Path | None = None) -> dict:
+    from bench.harness import uses_uvloop
+
+    program = ("-m", "cProfile", "-o", str(profile), "-m", "agent") if profile else ("-m", "agent")
+    agent = await h.start_agent([], program=program, config_overrides={
+        "store": STORE, "privacy": {"hmac_key": "bench-" + "k" * 40}, "retention": {"interval": 0},
+        "events": {"api_keys": [KEY]}, "posthog": {"allowed_origins": ["https://app.example.com"]}})
+    scrapes: list[float] = []
+    stop = asyncio.Event()
+    scraper = asyncio.create_task(ingest._scrape_every_second(h, agent, scrapes, stop))
+    try:
+        result = await least_disturbed(h, agent.url, agent.child, params, 1 if profile else ingest.MAX_ATTEMPTS,
+                                       load=LOAD)
+        stop.set()
+        await scraper
+        final = await h.scrape(agent)
+        t = promtext.total
+        result.update(ingest_rejected=t(final.text, "loom_agent_ingest_rejected_total"),
+                      cpu_seconds_total=agent.child.cpu(), rss_bytes=agent.child.rss(), uvloop=uses_uvloop(agent.pid),
+                      scrapes=len(scrapes), scrape_ms_mean=sum(scrapes) / max(len(scrapes), 1),
+                      stored_events=_stored_events(h.tmp))
+        return result
+    finally:
+        stop.set()
+        await h.stop(agent.child)
+
+
+def hot_path(params: Params) -> dict:
+    """µs per event of each stage, best of `reps` runs over fresh batches."""
+    import orjson
+
+    from agent.api.posthog_wire import decode_posthog_body
+    from agent.events.identify import posthog_identifies
+    from agent.events.limits import Limits
+    from agent.events.posthog import parse_posthog_batch
+    from agent.posthog.skew import correct
+    from bench.posthog_events import EVENTS_PER_BATCH, Batches
+
+    batches = Batches()
+    limits = Limits()
+    gc.set_threshold(10_000, 20, 10)        # as the agent runs (agent/__main__.py)
+    best: dict[str, float] = {}
+    stages = ("gunzip", "orjson_loads", "skew_correction", "parse_posthog_batch", "posthog_identifies")
+    for rep in range(params.reps):
+        spent = dict.fromkeys(stages, 0.0)
+        bodies = [batches.body(rep * params.batches + i) for i in range(params.batches)]
+        for body in bodies:
+            now = time.time()
+            t0 = time.perf_counter()
+            raw = decode_posthog_body(body, {}, "text/plain", 10 * 1024 * 1024)
+            t1 = time.perf_counter()
+            items = orjson.loads(raw)
+            t2 = time.perf_counter()
+            correct(items, now - 0.5, now, limits.max_future_skew)
+            t3 = time.perf_counter()
+            parse_posthog_batch({"api_key": KEY, "batch": items}, now=now, limits=limits)
+            t4 = time.perf_counter()
+            posthog_identifies(items, now, limits)
+            t5 = time.perf_counter()
+            for name, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+                spent[name] += seconds
+        events = params.batches * EVENTS_PER_BATCH
+        for name, seconds in spent.items():
+            best[name] = min(best.get(name, float("inf")), seconds / events * 1e6)
+        gc.collect()
+    best["total"] = sum(best.values())
+    return {"us_per_event": {k: round(v, 2) for k, v in best.items()}, "events_per_run": params.batches * 50,
+            "runs": params.reps}
+
+
+def markdown(r: dict) -> str:
+    m, c, a, hp = r["meta"], r["ceiling"], r["agent"], r["hot_path"]
+    us = hp["us_per_event"]
+    met = a["events_per_second"] >= TARGET_EVENTS_PER_SECOND
+    lines = [SECTION, "",
+             f"`{m['command']}` — {m['date']}, {m['runtime_seconds']:.0f} s, Python {m['python']}, {m['nproc']} cores "
+             f"(shared, noisy: compare ratios), agent at {m['agent_commit']}. Servers pinned to core 0 (taskset); "
+             "load generator and scraper on core 1. JSON: `bench/results/posthog.json`.", "",
+             f"### posthog-js batches of 50 events, POST /e/ ({a['connections']} keep-alive connections, closed loop, "
+             f"{a['window_seconds']:g} s window; ~40 properties an event, {a['body_bytes']:,} bytes a batch, gzip "
+             f"{a['body_gzip_bytes']:,}, text/plain without ?compression=)", "",
+             "| server | events/s | vs ceiling | events per CPU-second | CPU µs per event | request p50 ms | p99 ms "
+             "| server core use | other processes on its core |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for key, name in (("ceiling", "ceiling: aiohttp reads the body, gunzip, orjson.loads, answer (uvloop)"),
+                      ("agent", "agent, durable store: CORS, gunzip by magic bytes, skew correction, validation, "
+                                "privacy, SQLite group commit (WAL, synchronous=full) before each 200, metrics, "
+                                "/metrics every 1 s")):
+        d = r[key]
+        ratio = d["events_per_second"] / c["events_per_second"]
+        lines.append(f"| {name} | {d['events_per_second']:,.0f} | {ratio:.3f} "
+                     f"| {d['events_per_core_second']:,.0f} | {d['server_cpu_us_per_event']:.1f} "
+                     f"| {d['batch_ms_p50']:.2f} | {d['batch_ms_p99']:.2f} | {d['server_core_use'] * 100:.0f} % "
+                     f"| {d['others_on_measured_core'] * 100:.0f} % |")
+    lines += ["", f"Target >= {TARGET_EVENTS_PER_SECOND:,} events/s on one core into the durable store: "
+              f"**{'met' if met else 'not met'}** ({a['events_per_second']:,.0f} events/s; "
+              f"{a['events_per_core_second']:,.0f} per CPU-second of the agent; agent/ceiling = "
+              f"{a['events_per_second'] / c['events_per_second']:.3f}). Failed requests: agent {a['failed']}, "
+              f"ceiling {c['failed']}; rejected {a['ingest_rejected']:.0f}; {a['stored_events'] or 0:,} events in the "
+              f"store at the end; agent RSS {a['rss_bytes'] / 2**20:.1f} MiB, uvloop "
+              f"{'mapped' if a['uvloop'] else 'NOT mapped'}. Agent windows run: "
+              + "; ".join(f"{x['events_per_second']:,.0f} events/s with {x['others_on_measured_core'] * 100:.0f} % "
+                          "of core 0 taken by other processes" for x in a["attempts"]) + ".", "",
+              f"### Per-event path in-process (µs per event, best of {hp['runs']} runs of {hp['events_per_run']:,} "
+              "events; no HTTP, privacy or store)", "",
+              "| gunzip | orjson.loads | skew correction | parse_posthog_batch | posthog_identifies | total "
+              "| events/s on one core |", "|---:|---:|---:|---:|---:|---:|---:|",
+              f"| {us['gunzip']:.2f} | {us['orjson_loads']:.2f} | {us['skew_correction']:.2f} "
+              f"| {us['parse_posthog_batch']:.2f} | {us['posthog_identifies']:.2f} | {us['total']:.2f} "
+              f"| {1e6 / us['total']:,.0f} |"]
+    for note in r.get("notes", []):
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+async def measure(params: Params, tmp: Path) -> dict:
+    from bench.harness import Harness
+
+    async with Harness(tmp, "uvloop") as h:
+        print("[posthog] ceiling ...", file=sys.stderr, flush=True)
+        ceiling = await run_ceiling(h, params)
+        print("[posthog] agent, durable SQLite store ...", file=sys.stderr, flush=True)
+        agent = await run_agent(h, params)
+    return {"ceiling": ceiling, "agent": agent}
+
+
+async def profile_agent(params: Params, tmp: Path, out: Path) -> dict:
+    from bench.harness import Harness
+
+    async with Harness(tmp, "uvloop") as h:
+        return await run_agent(h, params, profile=out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run; prints, writes nothing")
+    parser.add_argument("--profile", action="store_true", help="the agent under cProfile; prints, writes nothing")
+    parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS)
+    parser.add_argument("--report", action="store_true", help="rewrite the RESULTS.md section from the JSON")
+    args = parser.parse_args()
+    if args.report:
+        results = json.loads(RESULTS_JSON.read_text())
+        results["notes"] = NOTES
+        report.replace_section(RESULTS_MD, SECTION, markdown(results))
+        return 0
+    os.sched_setaffinity(0, {ingest.HELPER_CORE})
+    started, params = time.monotonic(), Params(args.quick, args.connections)
+    tmp = Path(tempfile.mkdtemp(prefix="loom-posthog-"))
+    if args.profile:
+        out = ROOT / "bench" / "out" / "posthog-agent.prof"
+        out.parent.mkdir(exist_ok=True)
+        result = asyncio.run(profile_agent(params, tmp, out))
+        print(f"under cProfile: {result['events_per_second']:,.0f} events/s, "
+              f"{result['server_cpu_us_per_event']:.0f} CPU µs per event", file=sys.stderr)
+        print_profile(out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return 0
+    results = asyncio.run(measure(params, tmp))
+    shutil.rmtree(tmp, ignore_errors=True)
+    print("[posthog] per-event path in-process ...", file=sys.stderr, flush=True)
+    results["hot_path"] = hot_path(params)
+    results["meta"] = meta(args, started, "bench/posthog.py", DEFAULT_CONNECTIONS)
+    results["target_met"] = results["agent"]["events_per_second"] >= TARGET_EVENTS_PER_SECOND
+    results["notes"] = NOTES
+    text = markdown(results)
+    print(text)
+    if not args.quick:
+        RESULTS_JSON.parent.mkdir(exist_ok=True)
+        RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
+        report.replace_section(RESULTS_MD, SECTION, text)
+        print(f"wrote {RESULTS_JSON} and the {SECTION!r} section of {RESULTS_MD}", file=sys.stderr)
+    return 0
+
+
+# from `python bench/posthog.py --profile` (cProfile on the agent's main thread under this load, 2026-12-04;
+# cProfile roughly doubles Python-heavy code, the shares hold)
+NOTES = [
+    "**Where the time goes** (`python bench/posthog.py --profile`, shares of the request handling time): the "
+    "PostHog property mapping (agent/events/posthog.py parse_posthog_event and agent/events/posthog_props.py "
+    "lift_dollar / _split: every `$`-property of ~40 kept, typed and filtered) **57 %**; privacy over the "
+    "kept properties (Privacy.scrub / _dict: ~25 strings an event) **26 %**; validation (build_event, "
+    "parse_properties) ~14 %; the group commit, metrics and aiohttp the rest. What the HTTP edge of this "
+    "issue adds is small: the gunzip found by its magic bytes ~2 µs an event (bounded), the clock-skew "
+    "correction ~1.7 µs, CORS and the shape reading under 1 % of the profile; the ceiling, which does the "
+    "same gunzip and orjson.loads, runs at ~8 CPU µs an event.",
+    "**Why 20,000/s is not met**: 20,000 events/s on one core is 50 µs of CPU an event for everything; the "
+    "in-process mapping alone (second table: no HTTP, privacy or store) is ~40 µs with the richer `$`-property "
+    "semantics of issue 14 item 4, and privacy, the store, metrics and aiohttp take ~80 µs more (the agent runs at "
+    "~120 CPU µs an event, 0.07 of the ceiling). The next steps, by yield: map the posthog-js "
+    "properties that repeat within a batch once per batch ($os, $browser, $raw_user_agent, $device_id, "
+    "$session_id, the UTM set are the same for all 50 events of a page: lift and scrub them once and share "
+    "the result), scrub the kept `$`-strings with Privacy.repeated_text (remembered, as the Sentry frames "
+    "are), and skip privacy's secret and e-mail scans for properties whose types are known (numbers, "
+    "booleans, the browser enum values).",
+]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
