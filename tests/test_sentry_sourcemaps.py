@@ -169,6 +169,20 @@ def test_the_envelope_route_resolves_frames_before_grouping_and_counts_them(agen
     assert agent.app[METRICS].get("loom_agent_sentry_source_map_frames").series[("resolved",)] == 4
 
 
+@pytest.mark.parametrize("url", ["app:///%00.min.js", "https://cdn.loom.example/" + "a" * 300 + ".min.js"])
+def test_a_frame_path_the_file_system_refuses_is_no_source_map_not_a_500(agent_server: Any, sqlite_store: Any,
+                                                                         url: str) -> None:
+    """A NUL byte (`%00` decodes to one) or a name too long for the file system raised out of the lookup, in
+    the worker thread the route awaits: 500, and every event of the envelope lost."""
+    config = {"sentry": {"projects": [{"id": 1, "keys": [KEY]}], "source_maps_dir": str(FIXTURES)}}
+    agent = agent_server(config, store=sqlite_store, admin_token=ADMIN)
+    auth = {"X-Sentry-Auth": f"Sentry sentry_key={KEY}, sentry_version=7"}
+    event = js_event(url)
+    event["debug_meta"] = {}
+    assert agent.post("/api/1/envelope/", data=envelope(event), headers=auth).status == 200
+    assert agent.app[METRICS].get("loom_agent_sentry_source_map_frames").series[("no_source_map",)] == 2
+
+
 def test_a_source_maps_dir_that_does_not_exist_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(f"sentry:\n  source_maps_dir: {tmp_path / 'missing'}\n")

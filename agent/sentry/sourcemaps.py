@@ -136,8 +136,11 @@ class SourceMaps:
             return path
         if release is None:
             return None
-        path = _inside(self.root, release, _url_path(location) + ".map")
-        return path if path is not None and path.is_file() else None
+        try:            # a NUL (`%00` in a URL) is a ValueError, a name past the file system's an OSError
+            path = _inside(self.root, release, _url_path(location) + ".map")
+            return path if path is not None and path.is_file() else None
+        except (OSError, ValueError):
+            return None
 
     def _load(self, path: Path) -> _Map | None:
         """The parsed map (and its minified file), cached by path and mtime; None when unreadable."""
