@@ -431,13 +431,17 @@ def test_logs_are_counted_by_a_bounded_level(agent_server: Any) -> None:
     otel = {"severityText": "fatal", "body": {"stringValue": "down"},
             "attributes": [{"key": "logger.name", "value": {"stringValue": "worker"}}]}
     otel_by_number = {"severityNumber": 5, "body": {"stringValue": "details"}}
+    personal = {"items": [{"level": "info", "body": "x", "attributes": {"logger.name": "audit.ada@example.com"}}]}
     body = envelope(("log", logs), ("otel_log", otel), ("otel_log", otel_by_number), ("log", {"items": "no"}),
-                    ("log", b"{"), ("log", [1]))
+                    ("log", b"{"), ("log", [1]), ("log", personal))
     assert agent.post(ENVELOPE, data=body, headers=AUTH).status == 200
-    assert series(agent, "loom_agent_sentry_logs") == {
+    counted = series(agent, "loom_agent_sentry_logs")
+    (pseudonym,) = [logger for level, logger in counted if logger.startswith("email:")]   # not the address
+    assert counted == {
         ("info", "app.payments"): 1, ("warn", "unknown"): 2, ("error", "unknown"): 1, ("other", "unknown"): 2,
-        ("fatal", "worker"): 1, ("debug", "unknown"): 1}
-    assert items_counted(agent) == {("log", "accepted"): 1, ("otel_log", "accepted"): 2, ("log", "rejected"): 3}
+        ("fatal", "worker"): 1, ("debug", "unknown"): 1, ("info", pseudonym): 1}
+    assert "ada@example.com" not in agent.get("/metrics").body
+    assert items_counted(agent) == {("log", "accepted"): 2, ("otel_log", "accepted"): 2, ("log", "rejected"): 3}
 
 
 def sdk_attributes(**extra: Any) -> dict[str, Any]:

@@ -335,8 +335,10 @@ def _read_item(ingest: SentryIngest, registry: CustomMetrics, item: Item) -> str
             for (reason, category), quantity in discarded_events(payload).items():
                 ingest.discarded.inc((reason, category), quantity)
         else:
-            for labels, records in log_levels(payload, kind).items():
-                ingest.logs.inc(labels, records)
+            scrub = ingest.app_logs.privacy if ingest.app_logs is not None else None
+            for (level, logger), records in log_levels(payload, kind).items():
+                # the logger is the client's text on /metrics: no e-mail or card number, as transaction names
+                ingest.logs.inc((level, scrub.text(logger) if scrub is not None else logger), records)
             if ingest.app_logs is not None:
                 ingest.app_logs.export(payload, kind)          # OTLP log records, when exported
     except (EnvelopeError, ItemError):
