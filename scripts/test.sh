@@ -37,6 +37,13 @@ if ! cmp -s tests/js/package-lock.json tests/js/node_modules/.installed-lock.jso
   cp tests/js/package-lock.json tests/js/node_modules/.installed-lock.json
 fi
 
+# The rrweb player of the agent's replay page (GET /replay/{sessionId}), pinned by agent/replay/package-lock.json
+# and served from agent/replay/node_modules: installed, never copied into the repository.
+if ! cmp -s agent/replay/package-lock.json agent/replay/node_modules/.installed-lock.json; then
+  npm ci --prefix agent/replay --ignore-scripts --no-audit --no-fund --loglevel=error
+  cp agent/replay/package-lock.json agent/replay/node_modules/.installed-lock.json
+fi
+
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
 # One pytest worker per core (pytest-xdist), each test module on one worker (its module-scoped agent
 # or Prometheus starts once): most tests wait on processes and sockets, so the suite takes about

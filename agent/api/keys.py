@@ -23,10 +23,11 @@ if TYPE_CHECKING:
     from agent.events.opt_outs import OptOuts
     from agent.events.pipeline import EventPipeline
     from agent.events.privacy import Privacy
+    from agent.flags.evaluate import Flags
     from agent.metrics.releases import ReleaseTracker
     from agent.metrics.store import MetricStore
-    from agent.recordings.ingest import Recordings
     from agent.posthog.config import PosthogSettings
+    from agent.recordings.ingest import Recordings
     from agent.rules.anomaly_metrics import AnomalyMonitor
     from agent.sentry.ingest import SentryIngest
     from agent.status.history import ProbeHistory
@@ -55,6 +56,8 @@ ERROR_SINK: web.AppKey[ErrorSink] = web.AppKey("error_sink")
 SENTRY: web.AppKey[SentryIngest] = web.AppKey("sentry")
 # the PostHog endpoints' running `posthog:` settings (origins, remote config, skew correction)
 POSTHOG: web.AppKey[PosthogSettings] = web.AppKey("posthog")
+# the running feature flags of the `flags:` block (PostHog's /flags, /decide, local evaluation)
+FLAGS: web.AppKey[Flags] = web.AppKey("flags")
 # posthog-js session recordings (POST /s/): privacy, bounds, the loom_recordings_* counters
 RECORDINGS: web.AppKey[Recordings] = web.AppKey("recordings")
 CUSTOM_METRICS: web.AppKey[CustomMetrics] = web.AppKey("custom_metrics")

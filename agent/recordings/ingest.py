@@ -9,8 +9,9 @@ Bounds (docs/posthog.md, "Session recordings"):
   Checked before each write: concurrent requests of one session may pass it by one request each.
 
 Who was recorded: the event's distinct id, pseudonymised like every user id (an e-mail becomes its
-keyed pseudonym; the session and window ids too, as an event's session id is). A recording of an opted-out user is not stored (`opted_out`); with Do-Not-Track and
-`privacy.dnt: drop` neither (`dnt`); with `privacy.dnt: anonymize` it is stored without its user.
+keyed pseudonym; the session and window ids too, as an event's session id is). A recording of an
+opted-out user is not stored (`opted_out`); with Do-Not-Track and `privacy.dnt: drop` neither (`dnt`);
+with `privacy.dnt: anonymize` it is stored without its user.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ main{padding:16px 20px}.note{background:#fff4d6;border:1px solid #e8c66a;padding
 .error{background:#fde2e1;border:1px solid #e08a86;padding:10px 14px;border-radius:6px}
 table{border-collapse:collapse;background:#fff;width:100%}
 td,th{padding:6px 10px;border-bottom:1px solid #e3e5ea;text-align:left}
-code{background:#eceef2;padding:1px 4px;border-radius:3px}#meta{margin:8px 0 12px}form{margin:12px 0}
+code{background:#eceef2;padding:1px 4px;border-radius:3px}header code{background:#2f3747;color:#fff}
+#meta{margin:8px 0 12px}form{margin:12px 0}
 #player{display:inline-block}"""
 
 _SCRIPT_COMMON = """
@@ -106,7 +107,8 @@ _PLAY_SCRIPT = """
     show('status', 'This recording has fewer than two events: nothing to play.', 'note'); return;
   }
   window.loomReplay = new Player({target: document.getElementById('player'),
-    props: {events: rec.events, width: Math.min(1024, innerWidth - 60), height: 576, autoPlay: true,
+    props: {events: rec.events, width: Math.min(1024, innerWidth - 60),
+            height: Math.max(300, Math.min(576, innerHeight - 280)), autoPlay: true,
             showController: true}});
   document.body.dataset.playing = 'true';
 })();
