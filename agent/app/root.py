@@ -21,6 +21,7 @@ from agent.api import (
     error_events,
     events,
     experiments,
+    flags,
     health,
     identify,
     index,
@@ -40,6 +41,7 @@ from agent.api.keys import (
     CUSTOM_METRICS,
     ERROR_SINK,
     EVENT_STORE,
+    FLAGS,
     METRICS,
     OPT_OUTS,
     PIPELINE,
@@ -69,6 +71,7 @@ from agent.events.opt_outs import OptOuts
 from agent.events.pipeline import EventPipeline
 from agent.events.span_metrics import EventSpanMetrics
 from agent.events.spans import EventSpans
+from agent.flags.evaluate import Flags
 from agent.metrics.releases import ReleaseTracker
 from agent.metrics.store import MetricStore
 from agent.otlp.export import OtlpExport
@@ -87,8 +90,8 @@ from agent.store.base import Store, StoreSlot
 # is in agent/__main__.py)
 STOP_GRACE_SECONDS = 1.5
 SPAN_SWEEP_SECONDS = 5.0
-ROUTE_MODULES = (health, probe, events, posthog, identify, error_events, sentry, metrics_api, analytics, experiments,
-                 recordings, privacy, anomalies, index, openapi)
+ROUTE_MODULES = (health, probe, events, posthog, flags, identify, error_events, sentry, metrics_api, analytics,
+                 experiments, recordings, privacy, anomalies, index, openapi)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +145,7 @@ def build_components(app: web.Application, config: Config, registry: CollectorRe
         metrics, privacy_rules, export.traces.queue if export.traces is not None else None),
         logs=SentryLogs(privacy_rules, export.logs.queue if export.logs is not None else None))
     app[POSTHOG] = PosthogSettings(config.posthog)
+    app[FLAGS] = Flags(config.flags)
     app[RECORDINGS] = Recordings(metrics, privacy_rules)
     app[ANOMALIES] = monitor = AnomalyMonitor(config.alerting, clocks.wall)
     registry.register(AnomalyActiveCollector(monitor))
@@ -167,6 +171,7 @@ def _bindings(app: web.Application) -> list[Binding]:
         Binding(app[ERROR_SINK], "errors"),
         Binding(app[SENTRY], "sentry"),
         Binding(app[POSTHOG], "posthog"),
+        Binding(app[FLAGS], "flags"),
         Binding(app[CUSTOM_METRICS], "custom_metrics", applies=("custom_metrics.max_metrics",
                                                                 "custom_metrics.series_limit")),
         Binding(app[ANOMALIES], "alerting"),

@@ -24,6 +24,7 @@ from agent.custom_metrics.config import CustomMetricsConfig, parse_custom_metric
 from agent.error_tracking.config import ErrorsConfig, parse_errors
 from agent.events.config import EventsConfig, parse_events
 from agent.events.privacy_config import PrivacyConfig, parse_privacy
+from agent.flags.config import FlagsConfig, parse_flags
 from agent.otlp.config import TelemetryConfig, parse_telemetry
 from agent.posthog.config import PosthogConfig, parse_posthog
 from agent.rules.thresholds import Thresholds, parse_thresholds
@@ -82,6 +83,7 @@ class Config:
     errors: ErrorsConfig = ErrorsConfig()
     sentry: SentryConfig = SentryConfig()
     posthog: PosthogConfig = PosthogConfig()
+    flags: FlagsConfig = FlagsConfig()
     modules: Mapping[str, Module] = field(default_factory=dict)
     targets: tuple[ProbeTarget, ...] = ()
     source: str | None = None     # the file it was read from
@@ -127,6 +129,7 @@ def _parse_root(root: Node, environ: Mapping[str, str], base_dir: str) -> dict[s
     errors = parse_errors(root.child("errors"))
     sentry = parse_sentry(root.child("sentry"))
     posthog = parse_posthog(root.child("posthog"))
+    flags = parse_flags(root.child("flags"), environ)
     if store.driver == "postgres" and privacy.hmac_key is None:
         root.error("is required with store.driver postgres: every agent sharing the database must pseudonymize "
                    "with the same key (or set LOOM_AGENT_HMAC_KEY)", "privacy.hmac_key")
@@ -134,7 +137,8 @@ def _parse_root(root: Node, environ: Mapping[str, str], base_dir: str) -> dict[s
     targets = _parse_targets(root, modules, defaults)
     return dict(listen=listen, defaults=defaults, scheduler=scheduler, telemetry=telemetry, events=events,
                 api=api, alerting=alerting, store=store, privacy=privacy, retention=retention, errors=errors,
-                sentry=sentry, posthog=posthog, custom_metrics=custom_metrics, modules=modules, targets=targets)
+                sentry=sentry, posthog=posthog, flags=flags, custom_metrics=custom_metrics, modules=modules,
+                targets=targets)
 
 
 def _parse_listen(root: Node, environ: Mapping[str, str]) -> tuple[str, int]:
