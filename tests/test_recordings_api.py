@@ -132,3 +132,16 @@ def test_the_replay_page_holds_no_data_and_says_how_to_get_the_player(agent, tmp
     assert agent.get("/replay/player/../../pyproject.toml").status == 404
     assert agent.get("/replay/player/other.js").status == 404
     assert agent.get("/replay").status == 200
+
+
+def test_with_ingest_keys_the_key_is_checked_before_the_recording_is_read(sqlite_store, agent_server):
+    agent = agent_server({"events": {"api_keys": ["ingest-key-0123456789abcdef"]}}, store=sqlite_store)
+    keyless = {"batch": [{**snapshot_event("s1", [meta(T0)]), "properties": {
+        k: v for k, v in snapshot_event("s1", [meta(T0)])["properties"].items() if k != "token"}}]}
+    assert post(agent, orjson.dumps(keyless)).status == 401
+    assert post(agent, orjson.dumps({**keyless, "batch": [{"event": "$snapshot"}]})).status == 401   # before the shape
+    assert post(agent, orjson.dumps({**keyless, "api_key": "wrong-key-0123456789"})).status == 403
+    assert post(agent, orjson.dumps({**keyless, "api_key": "ingest-key-0123456789abcdef"})).status == 200
+    bearer = {"Authorization": "Bearer ingest-key-0123456789abcdef"}
+    assert post(agent, orjson.dumps(keyless), headers=bearer).status == 200
+

@@ -50,7 +50,10 @@ SENTRY_PATHS = ("/api/{project_id}/envelope/", "/api/{project_id}/envelope", "/a
                 "/api/{project_id}/store")
 PUBLIC = {("GET", "/metrics"), ("GET", "/probe"), ("GET", "/-/healthy"), ("GET", "/-/ready"), ("POST", "/-/reload"),
           ("GET", "/"), ("GET", "/api/status"), ("GET", "/openapi.json"),
-          *(("OPTIONS", path) for path in SENTRY_PATHS)}
+          *(("OPTIONS", path) for path in SENTRY_PATHS),
+          # the replay pages hold no data (their script asks the admin API with the token); the player is npm's
+          ("GET", "/replay"), ("GET", "/replay/{sessionId}"), ("GET", "/replay/player/{file}"),
+          ("OPTIONS", "/s"), ("OPTIONS", "/s/")}
 PATH_VALUES = {"{userId}": "user-1", "{experimentId}": "exp-1", "{project_id}": "1"}
 # the Sentry endpoints take Sentry's own key schemes (X-Sentry-Auth, ?sentry_key=): a public key of sentry.projects
 SENTRY_SCHEMES = {"sentryAuth", "sentryKey"}
@@ -87,6 +90,9 @@ def _body(path: str, key: str | None) -> bytes:
         body: Any = {"event": "$pageview", "distinct_id": "d1"}
     elif path.startswith("/batch"):
         body = {"batch": [{"event": "$pageview", "distinct_id": "d1"}]}
+    elif path in ("/s", "/s/"):
+        body = {"batch": [{"event": "$snapshot", "distinct_id": "d1", "properties": {
+            "$session_id": "s1", "$snapshot_data": [{"type": 4, "timestamp": 1.8e12, "data": {}}]}}]}
     else:
         return b"{}"
     if key is not None:
@@ -131,7 +137,7 @@ def test_every_authenticated_route_answers_401_without_a_token_and_403_with_a_wr
                           ("a wrong X-Loom-Api-Key", {"X-Loom-Api-Key": WRONG}, None, 403),
                           *((f"the valid {'ingest key' if other == INGEST else 'admin token'}",
                              {"Authorization": f"Bearer {other}"}, None, 403) for other in other_kind)]
-                if path.startswith(("/capture", "/e", "/batch")):
+                if path.startswith(("/capture", "/e", "/batch")) or path in ("/s", "/s/"):
                     checks.append(("a wrong api_key in the body", {}, WRONG, 403))
                 valid = {"Authorization": f"Bearer {right}"}
                 if schemes & SENTRY_SCHEMES:        # the agent's own tokens are not Sentry keys: no key at all

@@ -31,7 +31,7 @@ from agent.api.posthog import API, CORS, read_decoded
 from agent.api.problems import ApiError, BadRequest, NotFound, ServiceUnavailable, json_response, store_call
 from agent.recordings.ingest import MAX_BODY_BYTES, MAX_DECODED_BYTES, MAX_INFLATED_BYTES
 from agent.recordings.page import player_file, player_installed, render_list, render_replay
-from agent.recordings.snapshots import MAX_ID_LENGTH, SnapshotError, parse_snapshots
+from agent.recordings.snapshots import MAX_ID_LENGTH, SnapshotError, parse_snapshots, snapshot_api_key
 from agent.store.recordings import get_session, list_sessions, session_events
 
 PATHS = ("/s", "/s/")
@@ -59,12 +59,13 @@ async def post_snapshots(request: web.Request) -> web.Response:
         raise NotFound("the PostHog endpoints are disabled (posthog.enabled: false)")
     pipeline, recordings = request.app[PIPELINE], request.app[RECORDINGS]
     obj = parse_json(await read_decoded(request, MAX_BODY_BYTES, MAX_DECODED_BYTES), API)
+    # the key before the recording is read: nothing is inflated for a client without one
+    require_ingest_key(pipeline.config.api_keys, snapshot_api_key(obj) or bearer_token(request), API)
     try:
         parsed = parse_snapshots(obj, MAX_INFLATED_BYTES, recordings.scrub)
     except SnapshotError as exc:
         raise ApiError.of_status(exc.status, str(exc), [{"field": exc.field, "message": exc.message}], api=API,
                                  reason="too_large" if exc.status == 413 else "invalid") from None
-    require_ingest_key(pipeline.config.api_keys, parsed.api_key or bearer_token(request), API)
     store = request.app[EVENT_STORE].store
     if store is None:
         raise ServiceUnavailable("the event store is disabled (store.driver: none): recordings cannot be kept")

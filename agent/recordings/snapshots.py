@@ -144,6 +144,25 @@ def parse_snapshots(obj: Any, budget: int, scrub: Callable[[str], str] = str) ->
     return Parsed(groups, api_key, other, spend.used)
 
 
+def snapshot_api_key(obj: Any) -> str | None:
+    """The project key of a /s/ body, read before anything else of it: the body's `api_key` / `token`,
+    else the first event's (or a `{"data": ...}`'s) `properties.token`."""
+    for _ in range(2):
+        if isinstance(obj, dict) and "data" in obj and "event" not in obj and "batch" not in obj:
+            obj = obj["data"]
+    first = obj
+    if isinstance(obj, dict):
+        key = obj.get("api_key", obj.get("token"))
+        if isinstance(key, str):
+            return key
+        first = obj["batch"][0] if isinstance(obj.get("batch"), list) and obj["batch"] else obj
+    elif isinstance(obj, list) and obj:
+        first = obj[0]
+    props = first.get("properties") if isinstance(first, dict) else None
+    token = props.get("token") if isinstance(props, dict) else None
+    return token if isinstance(token, str) else None
+
+
 def _join(at: str, name: str) -> str:
     return f"{at}.{name}" if at else name
 
