@@ -15,6 +15,7 @@ Bounds and what is stored: agent/recordings/ingest.py; docs/posthog.md "Session 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import time
@@ -37,6 +38,7 @@ from agent.store.recordings import get_session, list_sessions, session_events
 PATHS = ("/s", "/s/")
 LIST_PARAMETERS = (*PARAMETERS, "limit", "cursor")
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
+OFFLOAD_BYTES = 256 * 1024          # a decoded body larger than this is worked on in a worker thread
 PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
                 "X-Content-Type-Options": "nosniff"}
 
@@ -58,11 +60,19 @@ async def post_snapshots(request: web.Request) -> web.Response:
     if not request.app[POSTHOG].config.enabled:
         raise NotFound("the PostHog endpoints are disabled (posthog.enabled: false)")
     pipeline, recordings = request.app[PIPELINE], request.app[RECORDINGS]
-    obj = parse_json(await read_decoded(request, MAX_BODY_BYTES, MAX_DECODED_BYTES), API)
+    body = await read_decoded(request, MAX_BODY_BYTES, MAX_DECODED_BYTES)
+    # a large recording is parsed, inflated, scrubbed and compressed in a worker thread: ~0.7 s for 10 MB,
+    # during which the event loop keeps answering the other requests
+    offload = len(body) > OFFLOAD_BYTES
+    obj = await asyncio.to_thread(parse_json, body, API) if offload else parse_json(body, API)
+    del body
     # the key before the recording is read: nothing is inflated for a client without one
     require_ingest_key(pipeline.config.api_keys, snapshot_api_key(obj) or bearer_token(request), API)
     try:
-        parsed = parse_snapshots(obj, MAX_INFLATED_BYTES, recordings.scrub)
+        if offload:
+            parsed = await asyncio.to_thread(parse_snapshots, obj, MAX_INFLATED_BYTES, recordings.scrub)
+        else:
+            parsed = parse_snapshots(obj, MAX_INFLATED_BYTES, recordings.scrub)
     except SnapshotError as exc:
         raise ApiError.of_status(exc.status, str(exc), [{"field": exc.field, "message": exc.message}], api=API,
                                  reason="too_large" if exc.status == 413 else "invalid") from None
@@ -70,7 +80,8 @@ async def post_snapshots(request: web.Request) -> web.Response:
     if store is None:
         raise ServiceUnavailable("the event store is disabled (store.driver: none): recordings cannot be kept")
     with store_call("store the recording", api=API, detail=True):
-        await recordings.record(store, parsed, time.time(), dnt=request.headers.get("DNT", "").strip() == "1")
+        await recordings.record(store, parsed, time.time(), dnt=request.headers.get("DNT", "").strip() == "1",
+                                offload=offload)
     return json_response({"status": 1})
 
 

@@ -16,6 +16,7 @@ with `privacy.dnt: anonymize` it is stored without its user.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import dataclass
 
@@ -63,18 +64,17 @@ class Recordings:
     def scrub(self, text: str) -> str:
         return self.privacy.text(text)
 
-    async def record(self, store: Store, parsed: Parsed, now: float, *, dnt: bool = False) -> Recorded:
-        """Store the groups (one transaction); raises StoreError (nothing stored)."""
+    async def record(self, store: Store, parsed: Parsed, now: float, *, dnt: bool = False,
+                     offload: bool = False) -> Recorded:
+        """Store the groups (one transaction); raises StoreError (nothing stored). `offload`: encode and
+        compress in a worker thread (a large recording), so the event loop keeps answering meanwhile."""
         dropped: Counter[str] = Counter()
         if parsed.other_events:
             dropped["not_snapshot"] += parsed.other_events
-        chunks: list[ChunkRow] = []
-        for group in parsed.groups:
-            user = self._user(group, dnt, dropped)
-            if user is not False and user is not True:
-                window = self.privacy.pseudonymize(group.window_id) if group.window_id is not None else None
-                chunks.append(ChunkRow.of(self.privacy.pseudonymize(group.session_id), window, user, group.events,
-                                          group.first_ts, group.last_ts))
+        if offload:
+            chunks = await asyncio.to_thread(self._chunks, parsed, dnt, dropped)
+        else:
+            chunks = self._chunks(parsed, dnt, dropped)
         sizes = await session_sizes(store, list(dict.fromkeys(c.session_id for c in chunks)))
         new_sessions = {c.session_id for c in chunks} - set(sizes)
         kept: list[ChunkRow] = []
@@ -97,6 +97,16 @@ class Recordings:
         for reason, count in dropped.items():
             self.metrics.dropped.inc((reason,), count)
         return Recorded(stored_sessions, snapshots, sum(dropped.values()))
+
+    def _chunks(self, parsed: Parsed, dnt: bool, dropped: Counter[str]) -> list[ChunkRow]:
+        chunks: list[ChunkRow] = []
+        for group in parsed.groups:
+            user = self._user(group, dnt, dropped)
+            if user is not False and user is not True:
+                window = self.privacy.pseudonymize(group.window_id) if group.window_id is not None else None
+                chunks.append(ChunkRow.of(self.privacy.pseudonymize(group.session_id), window, user, group.events,
+                                          group.first_ts, group.last_ts))
+        return chunks
 
     def _user(self, group: Group, dnt: bool, dropped: Counter[str]) -> str | bool | None:
         """The stored user id of the group; False: not stored (counted in `dropped`)."""
