@@ -26,9 +26,9 @@ AUTH = {"Authorization": f"Bearer {ADMIN}"}
 # --- HTTP ------------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def agent(sqlite_store, agent_server):
-    return agent_server({"posthog": {"allowed_origins": ["http://127.0.0.1:9"]}}, store=sqlite_store,
-                        admin_token=ADMIN)
+def agent(store, agent_server):
+    """The agent on SQLite, and on PostgreSQL in the slow lane."""
+    return agent_server({"posthog": {"allowed_origins": ["http://127.0.0.1:9"]}}, store=store, admin_token=ADMIN)
 
 
 def post(agent, body: bytes, path: str = "/s/", **kwargs: Any):
