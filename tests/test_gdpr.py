@@ -25,6 +25,7 @@ from agent.events.validate import Limits
 from agent.metrics.store import MetricStore
 from agent.store.gdpr import erase_user, export_user, load_opt_outs, set_opt_out
 from agent.store.recordings import ChunkRow, write_chunks
+from agent.store.people import group_statement, merge_statements
 from agent.store.rows import event_rows
 from agent.store.schema import USER_TABLES
 from tests.support.store_fixtures import example_event
@@ -38,11 +39,13 @@ KEY = b"k" * 32
 ALICE = "alice@example.com"          # an e-mail used as the user id: stored as its pseudonym
 BOB = "user_bob"
 ANON = "anon_1"                      # the anonymous id of example_event(user=None)
-TABLES = [table for table, _ in USER_TABLES]
+TABLES = [table for table, _ in USER_TABLES] + ["group_profiles"]       # groups: not a user table, exported
 # one event per table the user's data reaches (users: from any of them)
 EVENTS = ("onboarding_step_started", "mfa_verification", "login_attempt", "resource_downloaded", "web_vitals")
 ONE_EACH = {"events": 5, "users": 1, "onboarding_funnel": 1, "mfa_audit_logs": 1, "security_events": 1,
-            "download_logs": 1, "errors": 1, "recording_sessions": 1}
+            "download_logs": 1, "errors": 1, "recording_sessions": 1, "person_aliases": 1, "group_profiles": 1}
+# rows that name the user in another column than user_id
+PERSON_COLUMN = {"person_aliases": "person_id", "group_profiles": "group_key"}
 ERASED = {**ONE_EACH, "recording_chunks": 1}      # an erasure also counts the recordings' chunks
 
 
@@ -71,6 +74,11 @@ def seed(run, store, privacy: Privacy) -> None:
     run(write_chunks(store, [ChunkRow.of(f"session-{i}", "window", privacy.pseudonymize(user),
                                          [{"type": 4, "timestamp": 1.8e12, "data": {}}], 1.8e9, 1.8e9)
                              for i, user in enumerate((ALICE, BOB))], 1.8e9))
+    # PostHog: each has a second id (an alias: one person) and a group keyed by their id
+    for user in (ALICE, BOB):
+        stored = privacy.pseudonymize(user)
+        run(store.execute([*merge_statements(store.dialect, f"backend-{stored}", stored, 1.8e9),
+                           group_statement(store.dialect, "person_company", stored, {"seats": 3}, 1.8e9)]))
 
 
 class Agent:
@@ -117,7 +125,7 @@ def test_export_holds_every_table_of_the_user_and_nothing_of_another(store, run)
     assert body["exportedAt"].endswith("Z")
     assert {table: len(rows) for table, rows in body["tables"].items()} == {**ONE_EACH, "opt_outs": 1}
     for table, rows in body["tables"].items():
-        assert all(row["user_id"] == pseudonym for row in rows), table
+        assert all(row[PERSON_COLUMN.get(table, "user_id")] == pseudonym for row in rows), table
     assert ALICE not in orjson.dumps(body["tables"]).decode()      # only the pseudonym is held
     assert BOB not in orjson.dumps(body).decode()
     names = sorted(row["name"] for row in body["tables"]["events"])

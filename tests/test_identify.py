@@ -15,7 +15,14 @@ import pytest
 from aiohttp import web
 
 from agent.api.keys import PIPELINE
-from agent.events.identify import Identify, parse_identifies, posthog_identify, scrub_identify
+from agent.events.identify import (
+    Identify,
+    parse_identifies,
+    parse_trait_time,
+    posthog_identify,
+    posthog_person,
+    scrub_identify,
+)
 from agent.events.limits import Limits
 from agent.events.privacy import Privacy
 from agent.events.privacy_config import PrivacyConfig
@@ -25,9 +32,9 @@ from agent.store.base import Store
 from agent.store.gdpr import set_opt_out
 from agent.store.rows import event_rows
 from agent.store.traits import store_identifies
+from tests.support.agent_app import ServedAgent
 from tests.support.procs import AgentProcess
 from tests.support.store_fixtures import example_event
-from tests.support.agent_app import ServedAgent
 from tests.test_openapi import DOC, documented, errors_of, validator
 
 pytest_plugins = ["tests.support.store_fixtures"]
@@ -148,16 +155,29 @@ def test_posthog_events_without_person_traits_or_of_anonymous_visitors_set_nothi
     assert posthog_identify(anonymous, NOW, LIMITS) is None
 
 
-def test_posthog_identify_errors_name_the_posthog_field():
-    with pytest.raises(FieldError) as caught:
-        posthog_identify({"event": "$identify", "distinct_id": "u", "properties": {"$set": {"role": 5}}}, NOW, LIMITS)
-    assert (caught.value.field, caught.value.message) == ("properties.$set.role", "must be a string, got integer")
+def test_posthog_identify_drops_a_bad_trait_alone_and_names_a_bad_person():
+    # issue 14: one bad trait is dropped and counted, never the whole batch; dates in the forms people send
+    event = {"event": "$identify", "distinct_id": "u", "properties": {
+        "$set": {"role": 5, "plan": "team", "createdAt": "2026-01-15"},
+        "$set_once": {"signupDate": "2099-01-01", "first_plan": "free"}, "$unset": ["old_trait", 7]}}
+    person, dropped = posthog_person(event, NOW, LIMITS)
+    assert person == Identify("u", NOW, {"plan": "team", "signup_date": 1768435200.0}, {"first_plan": "free"},
+                              ("old_trait",))
+    assert dropped == 3                         # the role, the future sign-up date, the $unset that is no name
+    assert posthog_person({"event": "$set", "distinct_id": "u", "$set_once": "pro"}, NOW, LIMITS)[1] == 1
     with pytest.raises(FieldError) as caught:
         posthog_identify({"event": "$identify", "properties": {"$set": {}}}, NOW, LIMITS)
     assert caught.value.field == "distinct_id"
-    with pytest.raises(FieldError) as caught:
-        posthog_identify({"event": "$set", "distinct_id": "u", "$set_once": "pro"}, NOW, LIMITS)
-    assert caught.value.field == "$set_once"
+
+
+@pytest.mark.parametrize("value, when", [
+    ("2026-01-15", 1768435200.0), ("2026-01-15T10:30:00Z", 1768473000.0), ("2026-01-15T10:30:00", 1768473000.0),
+    ("2026-01-15T10:30:00.123456", 1768473000.123456), ("2026-01-15 10:30", 1768473000.0),
+    ("2026-01-15T11:30:00+01:00", 1768473000.0), (1768435200, 1768435200.0)])
+def test_trait_dates_in_the_forms_people_send(value: Any, when: float):
+    assert parse_trait_time(value) == pytest.approx(when)
+    assert parse_identifies({"userId": "u", "traits": {"signupDate": value}}, now=NOW, limits=LIMITS)[0].traits == \
+        {"signup_date": pytest.approx(when)}
 
 
 # --- privacy ------------------------------------------------------------------------------------------
@@ -314,6 +334,11 @@ def http_json(method: str, url: str, body: Any = None, headers: dict[str, str] |
         return exc.code, orjson.loads(exc.read())
 
 
+def http_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read().decode()
+
+
 @pytest.mark.slow
 def test_a_running_agent_stores_identify_and_posthog_traits(tmp_path: Path):
     token = "admin-token-for-the-identify-tests"
@@ -330,11 +355,15 @@ def test_a_running_agent_stores_identify_and_posthog_traits(tmp_path: Path):
         batch = {"api_key": KEY, "batch": [{"event": "cta_click", "distinct_id": "u1", "properties": {
             "cta_id": "x", "$set": {"plan": "pro"}}}]}
         assert http_json("POST", agent.url + "/batch", batch)[0] == 200
-        bad = {"api_key": KEY, "event": "$identify", "distinct_id": "u3", "properties": {"$set": {"role": 3}}}
-        status, body = http_json("POST", agent.url + "/capture", bad)
-        assert status == 400 and body["errors"][0]["field"] == "properties.$set.role"
+        # posthog-python's set_once with a date-only created_at, and a bad role beside it: the batch is kept
+        lenient = {"api_key": KEY, "batch": [{"event": "$set_once", "distinct_id": "u3", "timestamp": time.time(),
+                                              "$set_once": {"created_at": "2026-01-15"}, "properties": {}},
+                                             {"event": "$identify", "distinct_id": "u3",
+                                              "properties": {"$set": {"role": 3, "plan": "solo"}}}]}
+        assert http_json("POST", agent.url + "/batch", lenient) == (200, {"status": 1})
+        dropped = http_text(agent.url + "/metrics")
         exports = {user: http_json("GET", agent.url + f"/api/analytics/export?userId={user}",
-                                   headers={"Authorization": f"Bearer {token}"}) for user in ("u1", "u2")}
+                                   headers={"Authorization": f"Bearer {token}"}) for user in ("u1", "u2", "u3")}
     finally:
         agent.stop()
     pseudonym = Privacy(PrivacyConfig(), HMAC_KEY.encode()).pseudonymize("ada@example.com")
@@ -342,6 +371,9 @@ def test_a_running_agent_stores_identify_and_posthog_traits(tmp_path: Path):
     [u2] = exports["u2"][1]["tables"]["users"]
     assert (u1["role"], u1["plan"], u1["traits"]) == ("coach", "pro", {"email": pseudonym})
     assert (u2["role"], u2["plan"], u2["signed_up_at_unix"]) == ("client", "team", 1740787200.0)
+    [u3] = exports["u3"][1]["tables"]["users"]
+    assert (u3["role"], u3["plan"], u3["signed_up_at_unix"]) == (None, "solo", 1768435200.0)
+    assert 'loom_agent_posthog_dropped_total{kind="trait"} 1' in dropped
 
 
 # --- the OpenAPI document agrees ---------------------------------------------------------------------

@@ -7,11 +7,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
+
 from agent.events.config import EventsConfig
 from agent.events.limits import DEFAULT_LIMITS
 from agent.events.mapping import EventMetrics
 from agent.events.posthog import parse_posthog_batch, parse_posthog_event
 from agent.events.posthog_props import MAX_DOLLAR_PROPERTIES, element_tag, lift_dollar, path_template
+from agent.events.properties import FieldError
 from agent.metrics.store import MetricStore
 
 NOW = 1_795_514_405.0                     # 2026-11-24T10:00:05Z
@@ -85,8 +88,8 @@ def test_posthog_js_pageview_keeps_its_own_properties_within_the_limits() -> Non
     assert props["utm_source"] == "newsletter" and props["title"] == "Reviews"
     # where privacy treats them as ids and addresses, or the SDK's echo of its settings: not properties
     for key in ("$session_id", "$ip", "$raw_user_agent", "$insert_id", "$device_id", "$lib", "$is_identified",
-                "$feature/new-onboarding", "$web_vitals_enabled_server_side", "$sdk_debug_replay_internal_buffer_length",
-                "$replay_script_config", "token", "distinct_id"):
+                "$feature/new-onboarding", "$web_vitals_enabled_server_side", "$replay_script_config",
+                "$sdk_debug_replay_internal_buffer_length", "token", "distinct_id"):
         assert key not in props, key
     assert event.session_id == "01936f0a-sess-7000-8000-0000000000aa"
     assert event.anonymous_id == JS_COMMON["distinct_id"] and event.user_id is None
@@ -182,3 +185,186 @@ def test_web_vitals_become_the_core_web_vitals_events() -> None:
     # no vital in it: stays a `$web_vitals` event
     bare = {"event": "$web_vitals", "distinct_id": "u", "properties": {"$web_vitals_LCP_value": "fast"}}
     assert [e.name for e in parse_posthog_event(bare, NOW, DEFAULT_LIMITS)[0]] == ["$web_vitals"]
+
+
+# --- $exception -> the errors pipeline -----------------------------------------------------------------
+
+# posthog-python 7.91's captureException of `raise RuntimeError("outer") from ValueError("bad value")`,
+# as captured from the SDK (source context abridged)
+PY_EXCEPTION = {
+    "event": "$exception", "distinct_id": "u1", "uuid": "e09212dc-f063-44f9-8573-b8eb1f7fcbda", "timestamp": TS,
+    "properties": {
+        "$exception_list": [
+            {"mechanism": {"exception_id": 0, "type": "generic", "handled": True, "synthetic": False}, "module": None,
+             "type": "RuntimeError", "value": "outer", "stacktrace": {"type": "raw", "frames": [
+                 {"platform": "python", "filename": "app.py", "abs_path": "/srv/app.py", "function": "<module>",
+                  "module": "__main__", "lineno": 23, "context_line": "raise RuntimeError('outer') from e",
+                  "pre_context": ["try:"], "post_context": [], "in_app": True}]}},
+            {"mechanism": {"exception_id": 1, "source": "cause", "parent_id": 0, "type": "chained",
+                           "synthetic": False}, "module": None, "type": "ValueError", "value": "bad value",
+             "stacktrace": {"type": "raw", "frames": [
+                 {"platform": "python", "filename": "app.py", "abs_path": "/srv/app.py", "function": "<module>",
+                  "module": "__main__", "lineno": 22, "in_app": True},
+                 {"platform": "python", "filename": "app.py", "abs_path": "/srv/app.py", "function": "inner",
+                  "module": "__main__", "lineno": 21, "context_line": "raise ValueError('bad value')",
+                  "in_app": True}]}}],
+        "$exception_level": "error", "$python_runtime": "CPython", "$os": "Linux", "$lib": "posthog-python",
+        "$lib_version": "7.91.1", "$geoip_disable": True, "$is_server": True}}
+# posthog-js 1.449's exception autocapture of an uncaught TypeError (abridged)
+JS_EXCEPTION = js_event("$exception", {
+    "$exception_list": [{"type": "TypeError", "value": "Cannot read properties of undefined (reading 'id')",
+                         "mechanism": {"handled": False, "synthetic": False, "type": "onerror"},
+                         "stacktrace": {"type": "resolved", "frames": [
+                             {"platform": "web:javascript", "filename": "http://127.0.0.1:8123/app.js",
+                              "function": "applyDiscount", "in_app": True, "lineno": 1, "colno": 2044,
+                              "abs_path": "http://127.0.0.1:8123/app.js", "chunk_id": None}]}}],
+    "$exception_level": "error", "$exception_source": "http://127.0.0.1:8123/app.js",
+    "$exception_personURL": "http://127.0.0.1:9101/project/phc_project/person/x"})
+
+
+def test_posthog_python_exception_keeps_its_chain_in_order() -> None:
+    from agent.error_tracking.config import ErrorsConfig
+    from agent.error_tracking.posthog import posthog_error
+
+    error = posthog_error(PY_EXCEPTION, NOW, ErrorsConfig(), DEFAULT_LIMITS)
+    assert (error.type, error.message, error.user_id, error.handled, error.level) == (
+        "RuntimeError", "outer", "u1", True, "error")
+    assert [c.type for c in error.causes] == ["ValueError"] and error.causes[0].frames[-1].function == "inner"
+    assert error.event_id == "e09212dcf06344f98573b8eb1f7fcbda" and error.context.library == "posthog-python/7.91.1"
+    js = posthog_error(JS_EXCEPTION, NOW, ErrorsConfig(), DEFAULT_LIMITS)
+    assert (js.type, js.handled, js.user_id, js.frames[0].function) == ("TypeError", False, None, "applyDiscount")
+    assert js.context.page == "http://127.0.0.1:8123/coaches/42/reviews"
+    bad = copy.deepcopy(PY_EXCEPTION)
+    bad["properties"]["$exception_list"][1]["stacktrace"]["frames"][1]["lineno"] = "21"
+    with pytest.raises(FieldError) as caught:
+        posthog_error(bad, NOW, ErrorsConfig(), DEFAULT_LIMITS)
+    assert caught.value.field == "properties.$exception_list[1].stacktrace.frames[1].lineno"
+
+
+# --- through the HTTP routes of the real agent: persons, groups, errors, opt-in/out --------------------
+
+pytest_plugins = ["tests.support.store_fixtures"]
+KEY = "phc_project_key_0123456789"
+ADMIN = "admin-token-for-the-posthog-event-tests"
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
+CONFIG = {"events": {"api_keys": [KEY]}, "api": {"rate_limit": 1000}}
+
+
+def now_ts(offset: float = 0.0) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + offset)) + "Z"
+
+
+def js_now(event: str, distinct_id: str, extra: dict[str, Any] | None = None, **top: Any) -> dict[str, Any]:
+    """A posthog-js event of now, with a fresh uuid."""
+    import uuid
+
+    body = js_event(event, extra, **top)
+    body.update(uuid=str(uuid.uuid4()), timestamp=now_ts(-60))
+    body["properties"]["distinct_id"] = distinct_id
+    return body
+
+
+def py_now(event: str, distinct_id: str, properties: dict[str, Any], **top: Any) -> dict[str, Any]:
+    """A posthog-python 7.91 event of now (the shape captured from the SDK)."""
+    import uuid
+
+    return {"event": event, "distinct_id": distinct_id, "uuid": str(uuid.uuid4()), "timestamp": now_ts(-30),
+            "properties": {**properties, "$lib": "posthog-python", "$lib_version": "7.91.1", "$geoip_disable": True,
+                           "$is_server": True}, **top}
+
+
+def export(agent: Any, user: str) -> dict[str, Any]:
+    answer = agent.get("/api/analytics/export", params={"userId": user}, headers=ADMIN_AUTH)
+    assert answer.status == 200, answer.body
+    return answer.body
+
+
+def test_identify_alias_and_groups_make_one_person_and_no_group_users(store, agent_server) -> None:
+    agent = agent_server(CONFIG, store=store, admin_token=ADMIN)
+    anon = "01936f0a-anon-7000-8000-00000000beef"
+    visit = [js_now("$pageview", anon), js_now("$autocapture", anon, AUTOCAPTURE["properties"] | {"distinct_id": anon})]
+    identify = js_now("$identify", "coach-7", {"$anon_distinct_id": anon, "$is_identified": True,
+                                               "$set": {"plan": "pro", "email": "coach7@example.com"},
+                                               "$set_once": {"signupDate": "2026-01-15"}})
+    identify["properties"].pop("distinct_id")
+    identify["distinct_id"] = "coach-7"
+    assert agent.post("/batch/", json={"api_key": KEY, "batch": visit}).status == 200
+    assert agent.post("/e/", json={"api_key": KEY, **identify}).status == 200
+    # posthog-python: events under a backend id, then alias(previous_id="backend-7", distinct_id="coach-7"),
+    # then a group and an event in it
+    server = [py_now("invoice paid", "backend-7", {"amount": 20, "$groups": {"company": "acme"}}),
+              py_now("$create_alias", "backend-7", {"distinct_id": "backend-7", "alias": "coach-7"}),
+              py_now("$groupidentify", "b5e0a6c4-1c6a-4d0e-9d5b-2f3e1a7c9d11",
+                     {"$group_type": "company", "$group_key": "acme", "$group_set": {"name": "Acme", "seats": 12}}),
+              py_now("$set_once", "backend-7", {}, **{"$set_once": {"created_at": "2026-01-10"}})]
+    assert agent.post("/batch/", json={"api_key": KEY, "batch": server}).status == 200
+    assert agent.post("/batch/", json={"api_key": KEY, "batch": [py_now("report viewed", "coach-7", {})]}).status == 200
+    # every id gives the same person: all their events, both ids, the traits on one users row
+    for user in ("coach-7", "backend-7", anon):
+        body = export(agent, user)
+        tables = body["tables"]
+        names = sorted(row["name"] for row in tables["events"])
+        assert names == ["$autocapture", "$identify", "$pageview", "$set_once", "invoice paid", "report viewed"], \
+            (user, names)
+        assert len({row["user_id"] for row in tables["events"]}) == 1
+        assert len(tables["users"]) == 1 and tables["users"][0]["plan"] == "pro"
+        assert tables["users"][0]["signed_up_at"].startswith("2026-01-1")
+        # PostHog's alias: the event's distinct_id (backend-7) is the person, `alias` joins it; the anonymous
+        # id that coach-7 had was merged with coach-7 first and follows it
+        assert sorted((row["alias_id"], row["person_id"]) for row in tables["person_aliases"]) == [
+            (anon, "backend-7"), ("coach-7", "backend-7")]
+        assert [(g["group_type"], g["group_key"], g["properties"]) for g in tables["group_profiles"]] == [
+            ("company", "acme", {"name": "Acme", "seats": 12})]
+        assert anon in body["anonymousIds"]                           # was `anonymousIds: []`
+    invoice = next(row for row in export(agent, "coach-7")["tables"]["events"] if row["name"] == "invoice paid")
+    assert invoice["properties"]["$groups"] == {"company": "acme"}
+    # the group is no user, the person is one
+    dashboard = agent.get("/api/analytics/dashboard", headers=ADMIN_AUTH).body
+    assert dashboard["summary"]["totalUsers"] == 1
+    # erasure by any id takes the whole person
+    erased = agent.request("DELETE", "/api/analytics/user/backend-7", headers=ADMIN_AUTH)
+    assert erased.status == 200, erased.body
+    assert export(agent, "coach-7")["tables"]["events"] == [] and export(agent, anon)["tables"]["users"] == []
+
+
+def test_exceptions_reach_the_errors_pipeline_and_bad_traits_never_lose_the_batch(sqlite_store, agent_server) -> None:
+    agent = agent_server(CONFIG, store=sqlite_store, admin_token=ADMIN)
+    python_error = copy.deepcopy(PY_EXCEPTION) | {"timestamp": now_ts(-5)}
+    js_error = js_now("$exception", "coach-9", JS_EXCEPTION["properties"] | {"$is_identified": True})
+    bad_traits = py_now("$set", "coach-9", {}, **{"$set": {"role": 42, "signupDate": "yesterday", "plan": "team"}})
+    answer = agent.post("/batch/", json={"api_key": KEY, "batch": [python_error, js_error, bad_traits,
+                                                                    js_now("$pageview", "coach-9")]})
+    assert answer.status == 200, answer.body
+    issues = agent.get("/api/errors", headers=ADMIN_AUTH).body
+    types = sorted(issue["type"] for issue in issues["issues"])
+    assert types == ["RuntimeError", "TypeError"], issues
+    metrics = agent.get("/metrics").body
+    assert 'loom_errors_total{feature="unknown",type="RuntimeError",release="unknown"} 1' in metrics
+    assert 'loom_agent_posthog_dropped_total{kind="trait"} 2' in metrics
+    assert 'loom_pageviews_total{path="/coaches/:id/reviews"} 1' in metrics
+    [user] = export(agent, "coach-9")["tables"]["users"]
+    assert user["plan"] == "team" and user["role"] is None
+    # a bad exception is a 400 naming the PostHog field; nothing of the batch is kept
+    broken = copy.deepcopy(PY_EXCEPTION) | {"timestamp": now_ts(-5), "uuid": "0c6f2b1e-0000-4000-8000-000000000001"}
+    broken["properties"]["$exception_list"][0]["stacktrace"]["frames"][0]["lineno"] = "x"
+    answer = agent.post("/batch/", json={"api_key": KEY, "batch": [js_now("$pageview", "coach-9"), broken]})
+    assert answer.status == 400
+    assert answer.body["errors"][0]["field"] == "properties.$exception_list[0].stacktrace.frames[0].lineno"
+    assert answer.body["errors"][0]["index"] == 1
+    assert 'loom_pageviews_total{path="/coaches/:id/reviews"} 1' in agent.get("/metrics").body
+
+
+def test_opt_in_and_opt_out_events_are_the_opt_out_api(sqlite_store, agent_server) -> None:
+    agent = agent_server(CONFIG, store=sqlite_store, admin_token=ADMIN)
+    out = js_now("$opt_out", "coach-3", {"$is_identified": True})
+    assert agent.post("/e/", json={"api_key": KEY, **out}).status == 200
+    assert export(agent, "coach-3")["optedOut"] is True
+    assert agent.post("/e/", json={"api_key": KEY, **js_now("$pageview", "coach-3")}).status == 200
+    assert export(agent, "coach-3")["tables"]["events"] == []            # dropped: the person objected
+    back = js_now("$opt_in", "coach-3", {"$is_identified": True})
+    assert agent.post("/e/", json={"api_key": KEY, **back}).status == 200
+    assert export(agent, "coach-3")["optedOut"] is False
+    assert agent.post("/e/", json={"api_key": KEY, **js_now("$pageview", "coach-3")}).status == 200
+    assert sorted(row["name"] for row in export(agent, "coach-3")["tables"]["events"]) == ["$opt_in", "$pageview"]

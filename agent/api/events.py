@@ -17,14 +17,14 @@ from aiohttp import web
 
 from agent.api.auth import bearer_token, require_ingest_key
 from agent.api.body import read_body
-from agent.api.keys import EVENT_STORE, PIPELINE
+from agent.api.keys import ERROR_SINK, EVENT_STORE, OPT_OUTS, PIPELINE
 from agent.api.nul_guard import MESSAGE, body_nul_field
 from agent.api.problems import BadRequest, json_response, store_call
-from agent.events.identify import Identify, posthog_identifies, posthog_identify
+from agent.error_tracking.posthog import posthog_errors
 from agent.events.pipeline import EventPipeline, IngestResult
-from agent.events.posthog import capture_api_key, parse_capture, parse_posthog_batch
-from agent.events.properties import FieldError
+from agent.events.posthog import capture_api_key, posthog_items, read_posthog
 from agent.events.validate import BatchError, EventError, parse_batch, parse_event
+from agent.store.gdpr import set_opt_out
 
 # JSON nesting accepted in a body; an event needs 8 (batch, event, properties, 5 levels of value).
 # orjson before 3.9.15 has no recursion limit (CVE-2024-27454): ~150,000 nested arrays, a 300 kB
@@ -128,34 +128,55 @@ async def _posthog_capture_one(app: web.Application, pipeline: EventPipeline, ob
                                header_key: str | None) -> web.Response:
     """One PostHog event (agent/api/posthog.py reads the request and its shape)."""
     require_ingest_key(pipeline.config.api_keys, capture_api_key(obj) or header_key, "posthog")
-    try:
-        event = parse_capture(obj, now=now, limits=pipeline.limits)
-        person = posthog_identify(obj, now, pipeline.limits)
-    except EventError as err:
-        raise _invalid(pipeline, "posthog", [err]) from None
-    except FieldError as err:
-        raise _invalid(pipeline, "posthog", [EventError(None, err.field, err.message)]) from None
-    return await _posthog_ingest(app, pipeline, [event], [person] if person is not None else [])
+    return await _posthog_ingest(app, pipeline, [obj], now, batch=False)
 
 
 async def _posthog_batch(app: web.Application, pipeline: EventPipeline, obj: Any, now: float,
                          header_key: str | None) -> web.Response:
     require_ingest_key(pipeline.config.api_keys, capture_api_key(obj) or header_key, "posthog")
     try:
-        _, events = parse_posthog_batch(obj, now=now, limits=pipeline.limits)
-        people = posthog_identifies(obj["batch"], now, pipeline.limits)
+        _, items = posthog_items(obj, pipeline.limits)
     except BatchError as err:
         raise _invalid(pipeline, "posthog", err.errors) from None
-    return await _posthog_ingest(app, pipeline, events, people)
+    return await _posthog_ingest(app, pipeline, items, now)
 
 
-async def _posthog_ingest(app: web.Application, pipeline: EventPipeline, events: list[Any],
-                          people: list[Identify]) -> web.Response:
-    """The `$set` / `$set_once` traits first (an upsert: a retry rewrites them harmlessly), then the events."""
-    if people:
-        with store_call("take traits", api="events"):      # counted as the events api's, on every route
-            await pipeline.identify(people, app[EVENT_STORE].store)
-    await _ingest(pipeline, events, "posthog")
+async def _posthog_ingest(app: web.Application, pipeline: EventPipeline, items: list[Any], now: float,
+                          batch: bool = True) -> web.Response:
+    """What each PostHog event becomes (agent/events/posthog.py read_posthog), all or nothing: the
+    persons first (aliases merged, groups, `$set` / `$set_once` / `$unset` traits: upserts, a retry
+    rewrites them harmlessly), opt-in / opt-out as POST /api/analytics/opt-out does, then `$exception`s
+    through the errors pipeline and the events through the event pipeline."""
+    sink = app[ERROR_SINK]
+    invalid: list[EventError] = []
+    try:
+        read = read_posthog(items, now=now, limits=pipeline.limits, batch=batch)
+    except BatchError as err:
+        invalid, read = err.errors, None
+    exceptions = read.exceptions if read is not None else \
+        [(i if batch else None, item) for i, item in enumerate(items)
+         if type(item) is dict and item.get("event") == "$exception"]
+    errors, bad = posthog_errors(exceptions, now, sink.config, pipeline.limits)
+    if read is None or bad:
+        raise _invalid(pipeline, "posthog", sorted(invalid + bad, key=lambda e: e.index or 0))
+    for kind, count in read.dropped.items():
+        pipeline.posthog_dropped(kind, count)
+    store = app[EVENT_STORE].store
+    with store_call("take traits", api="events"):      # counted as the events api's, on every route
+        await pipeline.merge_aliases(read.aliases, store)
+        await pipeline.store_groups(read.groups, store)
+        if read.people:
+            await pipeline.identify(read.people, store)
+        for change in read.opt_changes:
+            stored = pipeline.privacy.pseudonymize(change.user_id) if pipeline.privacy is not None else change.user_id
+            if store is not None:
+                await set_opt_out(store, stored, change.opted_out, "ingest_key", now)
+            app[OPT_OUTS].apply(stored, change.opted_out)
+    if errors:
+        with store_call("take errors", api="errors", detail=True):
+            await sink.record(errors, store)
+    if read.events:
+        await _ingest(pipeline, read.events, "posthog")
     return json_response({"status": 1})
 
 

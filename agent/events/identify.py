@@ -19,17 +19,22 @@ Traits, keys in camelCase or snake_case (stored snake_case), typed like event pr
     role           1 to 64 characters; `coach` and `client` are the documentation's roles, any other
                    value counts as `other` in the analytics
     signupDate | signup_date | createdAt | created_at | signedUpAt | signed_up_at
-                   the sign-up time: RFC 3339 or unix seconds, after 1970, not in the future (beyond
-                   `max_future_skew`); "new users" are counted by it when it is known
+                   the sign-up time in the forms people send: RFC 3339, the same without an offset
+                   (read as UTC: Python's isoformat()), a date alone ("2026-01-15", midnight UTC) or unix
+                   seconds (milliseconds are refused, naming them); after 1970, not in the future
+                   (beyond `max_future_skew`); "new users" are counted by it when known
     plan           1 to 128 characters
     email          an e-mail address: stored as its keyed pseudonym, never in clear
-Every other trait is kept generically, like an unknown event property. Privacy then does to traits
-what it does to properties: e-mail addresses anywhere become pseudonyms, secret-named traits
+Every other trait is kept generically, like an unknown event property. PostHog's `$set` / `$set_once`
+(posthog_person) are lenient: a trait that is not valid is dropped alone (counted in
+loom_agent_posthog_dropped_total{kind="trait"}), never the batch; `$unset` names traits to remove.
+Privacy then does to traits what it does to properties: e-mail addresses anywhere become pseudonyms, secret-named traits
 (`password`, `apiToken`, ...) are removed, card numbers become "[card]", private names are masked.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -38,11 +43,13 @@ from agent.events.limits import Limits
 from agent.events.model import Context, Event
 from agent.events.privacy import EMAIL, Privacy
 from agent.events.properties import (
+    PROPERTY_NAME,
     FieldError,
     SpecValidator,
     json_type,
     parse_properties,
     parse_timestamp,
+    snake_case,
     type_error,
     validators,
 )
@@ -64,6 +71,7 @@ class Identify:
     timestamp: float                                         # unix seconds: client time, else the agent's
     traits: dict[str, Any] = field(default_factory=dict)
     traits_once: dict[str, Any] = field(default_factory=dict)
+    unset: tuple[str, ...] = ()                              # trait names to remove (PostHog's `$unset`)
 
 
 def _text_check(longest: int) -> Any:
@@ -84,8 +92,22 @@ def _email_check(value: Any) -> str:
     return value
 
 
+_DATE_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_NAIVE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?")
+
+
+def parse_trait_time(value: Any) -> float:
+    """A date as people put it in a trait (see the module docstring) -> unix seconds; raises FieldError."""
+    if type(value) is str and len(value) <= 40:
+        if _DATE_ONLY.fullmatch(value):
+            value += "T00:00:00Z"
+        elif _NAIVE.fullmatch(value):
+            value = (value + ":00" if value.count(":") == 1 else value) + "Z"
+    return parse_timestamp(value)
+
+
 def _signup_check(value: Any) -> float:
-    when = parse_timestamp(value)
+    when = parse_trait_time(value)
     if when < 0:
         raise FieldError("", "must not be before 1970")
     return when
@@ -182,51 +204,98 @@ def _person_properties(value: Any) -> Any:
     return {key: item for key, item in value.items() if not (type(key) is str and key.startswith("$"))}
 
 
-def posthog_identify(obj: Any, now: float, limits: Limits) -> Identify | None:
-    """The traits a PostHog event sets on its person (`$set` / `$set_once`, in `properties` or at the
-    top level, on `$identify` or any other event), or None when it sets none or its distinct_id is
-    anonymous (`properties.$is_identified` false). Raises FieldError naming the PostHog field."""
+def lenient_traits(value: Any, name: str, spec: SpecValidator, now: float,
+                   limits: Limits) -> tuple[dict[str, Any], int]:
+    """(the valid traits of a PostHog `$set` / `$set_once`, how many were dropped). Why lenient: an SDK
+    sends a person's traits beside events, and PostHog keeps the rest when one trait is bad; one trait
+    of a type the agent checks (a date it cannot read, a role that is not text) must not lose the batch.
+    Past `max_properties` traits, the rest are dropped too."""
+    if type(value) is not dict:
+        return {}, 1
+    kept: dict[str, Any] = {}
+    dropped = 0
+    for key, item in _person_properties(value).items():
+        if len(kept) >= limits.max_properties:
+            dropped += 1
+            continue
+        try:
+            kept.update(_traits({key: item}, name, spec, now, limits))
+        except FieldError:
+            dropped += 1
+    return kept, dropped
+
+
+def _unset_names(value: Any) -> tuple[tuple[str, ...], int]:
+    """PostHog's `$unset`: trait names -> (snake_case names, how many were not names)."""
+    if type(value) is not list:
+        return (), 1
+    names = [snake_case(item) for item in value if type(item) is str and 0 < len(item) <= 128
+             and PROPERTY_NAME.fullmatch(item) and not item.startswith("$")]
+    return tuple(dict.fromkeys(names)), len(value) - len(names)
+
+
+def posthog_person(obj: Any, now: float, limits: Limits) -> tuple[Identify | None, int]:
+    """(the traits a PostHog event sets on its person, how many traits were dropped). `$set` / `$set_once`
+    (in `properties` or at the top level, on `$identify`, `$set` or any other event) and `$unset` (names);
+    None when it sets nothing or its distinct_id is anonymous (`properties.$is_identified` false). A bad
+    trait is dropped alone and counted; a bad distinct_id or timestamp raises FieldError naming the
+    PostHog field (the event itself is refused for them too)."""
     if type(obj) is not dict:
-        return None
+        return None, 0
     props = obj.get("properties")
     props = props if type(props) is dict else {}
     found: dict[str, Any] = {}
-    origin = {"user_id": "distinct_id", "timestamp": "timestamp"}
-    for source, target in (("$set", "traits"), ("$set_once", "traits_once")):
+    for source in ("$set", "$set_once", "$unset"):
         if props.get(source) is not None:
-            found[target], origin[target] = props[source], f"properties.{source}"
+            found[source] = props[source]
         elif obj.get(source) is not None:
-            found[target], origin[target] = obj[source], source
+            found[source] = obj[source]
     if not found or props.get("$is_identified") is False:
-        return None
-    distinct_id = obj.get("distinct_id")
+        return None, 0
+    distinct_id, where = obj.get("distinct_id"), "distinct_id"
     if distinct_id is None and props.get("distinct_id") is not None:
-        distinct_id, origin["user_id"] = props["distinct_id"], "properties.distinct_id"
-    payload = {"user_id": distinct_id, "timestamp": obj.get("timestamp"),
-               **{target: _person_properties(value) for target, value in found.items()}}
-    try:
-        return build_identify(payload, now, limits)
-    except FieldError as err:
-        head, _, rest = err.field.partition(".")
-        where = origin.get(head, head)
-        raise FieldError(f"{where}.{rest}" if rest else where, err.message) from None
+        distinct_id, where = props["distinct_id"], "properties.distinct_id"
+    if distinct_id is None:
+        raise FieldError("distinct_id", "is required")
+    user_id = parse_identifier(distinct_id, where)
+    value = obj.get("timestamp")
+    timestamp = now if value is None else parse_event_time(value, now, limits)
+    spec = _trait_spec(limits)
+    traits, dropped = lenient_traits(found.get("$set", {}), "traits", spec, now, limits)
+    once, more = lenient_traits(found.get("$set_once", {}), "traits_once", spec, now, limits)
+    unset, bad = _unset_names(found.get("$unset", []))
+    return Identify(user_id, timestamp, traits, once, tuple(n for n in unset if n not in traits)), \
+        dropped + more + bad
 
 
-def posthog_identifies(items: list[Any], now: float, limits: Limits) -> list[Identify]:
-    """`posthog_identify` over a PostHog batch; BatchError lists every invalid one as `batch[i].field`."""
+def posthog_identify(obj: Any, now: float, limits: Limits) -> Identify | None:
+    """`posthog_person` without the count of dropped traits."""
+    return posthog_person(obj, now, limits)[0]
+
+
+def posthog_people(items: list[Any], now: float, limits: Limits) -> tuple[list[Identify], int]:
+    """`posthog_person` over a PostHog batch: (the identifies, traits dropped); BatchError lists every
+    event whose distinct_id or timestamp is invalid as `batch[i].field`."""
     out: list[Identify] = []
     errors: list[EventError] = []
+    dropped = 0
     for index, item in enumerate(items):
         try:
-            found = posthog_identify(item, now, limits)
+            found, bad = posthog_person(item, now, limits)
         except FieldError as err:
             errors.append(EventError(index, err.field, err.message, "batch"))
             continue
+        dropped += bad
         if found is not None:
             out.append(found)
     if errors:
         raise BatchError(errors)
-    return out
+    return out, dropped
+
+
+def posthog_identifies(items: list[Any], now: float, limits: Limits) -> list[Identify]:
+    """`posthog_people` without the count of dropped traits."""
+    return posthog_people(items, now, limits)[0]
 
 
 # --- privacy ---------------------------------------------------------------------------------------

@@ -24,15 +24,20 @@ from agent.events.model import Event
 from agent.events.spans import EventSpans
 from agent.metrics.store import MetricStore
 from agent.store.base import Store
+from agent.store.people import group_statement, load_aliases, merge_statements, roots
 from agent.store.rows import event_rows
 from agent.store.traits import store_identifies
 
 if TYPE_CHECKING:
+    from agent.events.posthog_people import Alias, Group
     from agent.events.privacy import Privacy
     from agent.store.writer import GroupCommitWriter
 
 # called with the events of a request once they are committed (and not duplicates)
 Observer = Callable[[Sequence[Event]], None]
+# PostHog aliases held in memory (alias -> person, stored ids), so events still sent under an alias are
+# stored under the person; past this many, the oldest loaded are not held (their rows were merged)
+MAX_ALIASES = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,12 @@ class EventPipeline:
         self._anonymized = store.counter(
             "loom_agent_events_anonymized", "Events stored without the identity of the person, by reason.",
             ("reason",), allow={"reason": frozenset({"dnt", "opted_out"})})
+        self._posthog_dropped = store.counter(
+            "loom_agent_posthog_dropped", "Parts of valid PostHog events dropped alone (a `$`-property past the "
+            "cap or the limits, a trait or group property that is not valid), by kind.", ("kind",),
+            allow={"kind": frozenset({"property", "trait"})})
+        self.aliases: dict[str, str] = {}          # alias -> person (stored ids), see MAX_ALIASES
+        self._aliases_loaded = False
 
     def prepare(self, config: EventsConfig) -> Callable[[], None]:
         """Check `config`'s mapping rules against the live store; returns the function that switches
@@ -102,6 +113,8 @@ class EventPipeline:
                 dropped += count
             for reason, count in anonymized.items():
                 self._anonymized.inc((reason,), count)
+        if self.aliases:
+            _to_persons(kept, self.aliases)
         duplicates: frozenset[int] = frozenset()
         if self.writer is not None and kept:
             duplicates = await self.writer.submit([event_rows(event) for event in kept])
@@ -134,6 +147,8 @@ class EventPipeline:
             if scrubbed is None:
                 drops[reason or "dnt"] += 1
             else:
+                if self.aliases and (person := person_of(self.aliases, scrubbed.user_id)) is not None:
+                    scrubbed.user_id = person          # traits of an alias are its person's
                 kept.append(scrubbed)
         await store_identifies(store, kept)
         for reason, count in drops.items():
@@ -142,3 +157,71 @@ class EventPipeline:
 
     def rejected(self, api: str, reason: str) -> None:
         self._rejected.inc((api, reason))
+
+    def posthog_dropped(self, kind: str, count: int) -> None:
+        if count:
+            self._posthog_dropped.inc((kind,), count)
+
+    async def merge_aliases(self, aliases: Sequence[Alias], store: Store | None) -> int:
+        """PostHog aliases (`$create_alias`, `$identify`'s `$anon_distinct_id`): each pair of ids becomes one
+        person in the store (agent/store/people.py), one transaction per alias; the in-memory map follows
+        each commit. Returns how many merged (a pair already one person merges nothing). Raises StoreError."""
+        if store is None or not aliases:
+            return 0
+        if self.privacy is None:
+            raise RuntimeError("ids are stored only through the privacy rules")
+        if not self._aliases_loaded:
+            self.aliases.update(await load_aliases(store, MAX_ALIASES))
+            self._aliases_loaded = True
+        merged = 0
+        stored = self.privacy.pseudonymize
+        for alias in aliases:
+            ids = (stored(alias.alias_id), stored(alias.person_id))
+            known = await roots(store, ids)
+            other, person = (known.get(i, i) for i in ids)
+            if other == person:
+                continue
+            await store.execute(merge_statements(store.dialect, other, person, alias.timestamp))
+            if len(self.aliases) < MAX_ALIASES:         # older aliases of `other` resolve through it
+                self.aliases[other] = person
+            merged += 1
+        return merged
+
+    async def store_groups(self, groups: Sequence[Group], store: Store | None) -> None:
+        """PostHog groups (`$groupidentify`), their keys and properties through the privacy rules, in one
+        transaction. Raises StoreError."""
+        if store is None or not groups:
+            return
+        if self.privacy is None:
+            raise RuntimeError("groups are stored only through the privacy rules")
+        privacy = self.privacy
+        await store.execute([group_statement(store.dialect, group.type, privacy.pseudonymize(group.key),
+                                             privacy.mapping(group.properties), group.timestamp)
+                             for group in sorted(groups, key=lambda g: (g.type, g.key))])
+
+
+def person_of(aliases: dict[str, str], user_id: str) -> str | None:
+    """The person `user_id` is an alias of, or None. The store re-points a merged person's aliases; the
+    map only adds, so a chain is followed (a few steps: a cycle cannot be stored, the bound is a guard)."""
+    person = aliases.get(user_id)
+    for _ in range(8):
+        if person is None or person not in aliases:
+            break
+        person = aliases[person]
+    return person
+
+
+def _to_persons(events: Sequence[Event], aliases: dict[str, str]) -> None:
+    """Events sent under an alias are stored under its person (the alias kept as their anonymous id)."""
+    for event in events:
+        user = event.user_id
+        if user is not None:
+            person = person_of(aliases, user)
+            if person is not None:
+                event.user_id = person
+                if event.anonymous_id is None:
+                    event.anonymous_id = user
+        elif event.anonymous_id is not None:
+            person = person_of(aliases, event.anonymous_id)
+            if person is not None:
+                event.user_id = person

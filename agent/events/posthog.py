@@ -21,10 +21,24 @@ api_key is returned (batch) or read with `capture_api_key` (capture) for the API
 from __future__ import annotations
 
 import re
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
+from agent.events.identify import Identify, posthog_person
 from agent.events.limits import DEFAULT_LIMITS, Limits
 from agent.events.model import Event
+from agent.events.posthog_people import (
+    ALIAS,
+    GROUP_IDENTIFY,
+    OPT_EVENTS,
+    Alias,
+    Group,
+    OptChange,
+    read_alias,
+    read_group,
+    read_opt,
+)
 from agent.events.posthog_props import lift_dollar, path_template, strip_query
 from agent.events.properties import FieldError, json_type
 from agent.events.validate import BatchError, EventError, build_event
@@ -198,9 +212,68 @@ def parse_capture(obj: Any, *, now: float, limits: Limits = DEFAULT_LIMITS) -> E
         raise EventError(None, err.field, err.message) from None
 
 
-def parse_posthog_batch(obj: Any, *, now: float, limits: Limits = DEFAULT_LIMITS) -> tuple[str | None, list[Event]]:
-    """POST /batch -> (api_key or None, events). All or nothing, like `parse_batch`: BatchError lists
-    every invalid event as `batch[i].field`."""
+@dataclass(slots=True)
+class PosthogBatch:
+    """What a PostHog request becomes (see read_posthog)."""
+
+    events: list[Event] = field(default_factory=list)
+    people: list[Identify] = field(default_factory=list)          # `$set`, `$set_once`, `$unset`
+    aliases: list[Alias] = field(default_factory=list)            # `$create_alias`, `$identify`'s anon id
+    groups: list[Group] = field(default_factory=list)             # `$groupidentify`
+    opt_changes: list[OptChange] = field(default_factory=list)    # `$opt_in`, `$opt_out`
+    exceptions: list[tuple[int | None, Any]] = field(default_factory=list)   # (index, `$exception` event)
+    dropped: Counter[str] = field(default_factory=Counter)        # "property", "trait": dropped alone
+
+
+def read_posthog(items: list[Any], *, now: float, limits: Limits = DEFAULT_LIMITS, batch: bool = True) -> PosthogBatch:
+    """PostHog events -> what each becomes (docs/posthog.md, "What each event becomes"): events for the
+    pipeline (`$web_vitals` expanded), traits, aliases, groups, opt-in/out changes, and the `$exception`
+    events left for the errors pipeline (agent/error_tracking/posthog.py, which needs the errors config).
+    `$create_alias` and `$groupidentify` are not events. All or nothing: BatchError lists every invalid
+    event (`batch[i].field`, or `field` alone when not `batch`); a bad `$`-property, trait or group
+    property is dropped alone and counted in `dropped` instead."""
+    out = PosthogBatch()
+    errors: list[EventError] = []
+    for index, item in enumerate(items):
+        try:
+            if type(item) is not dict:
+                raise FieldError("", f"must be an object, got {json_type(item)}")
+            name = item.get("event")
+            if name == "$exception":
+                out.exceptions.append((index if batch else None, item))
+                continue
+            if name == ALIAS:
+                alias = read_alias(item, now, limits)
+                if alias is not None:
+                    out.aliases.append(alias)
+                continue
+            if name == GROUP_IDENTIFY:
+                group, dropped = read_group(item, now, limits)
+                out.groups.append(group)
+                out.dropped["trait"] += dropped
+                continue
+            events, dropped = parse_posthog_event(item, now, limits)
+            person, bad = posthog_person(item, now, limits)
+            if name == "$identify" and (alias := read_alias(item, now, limits)) is not None:
+                out.aliases.append(alias)
+            if name in OPT_EVENTS:
+                out.opt_changes.append(read_opt(item))
+        except FieldError as err:
+            errors.append(EventError(index if batch else None, err.field, err.message, "batch"))
+            continue
+        out.events += events
+        out.dropped["property"] += dropped
+        out.dropped["trait"] += bad
+        if person is not None:
+            out.people.append(person)
+    if errors:
+        raise BatchError(errors)
+    return out
+
+
+def posthog_items(obj: Any, limits: Limits = DEFAULT_LIMITS) -> tuple[str | None, list[Any]]:
+    """POST /batch's `{api_key, batch: [...]}` -> (api_key or None, the events); raises BatchError about
+    the batch itself."""
     def fail(field: str, message: str) -> BatchError:
         return BatchError([EventError(None, field, message, "batch")])
 
@@ -218,6 +291,13 @@ def parse_posthog_batch(obj: Any, *, now: float, limits: Limits = DEFAULT_LIMITS
         raise fail("batch", "must not be empty")
     if len(items) > limits.max_batch:
         raise fail("batch", f"must have at most {limits.max_batch} events (got {len(items)})")
+    return api_key, items
+
+
+def parse_posthog_batch(obj: Any, *, now: float, limits: Limits = DEFAULT_LIMITS) -> tuple[str | None, list[Event]]:
+    """POST /batch -> (api_key or None, events). All or nothing, like `parse_batch`: BatchError lists
+    every invalid event as `batch[i].field`."""
+    api_key, items = posthog_items(obj, limits)
     events: list[Event] = []
     errors: list[EventError] = []
     for index, item in enumerate(items):

@@ -6,6 +6,11 @@ be its pseudonym (`Privacy.pseudonymize`). A user's rows are those whose user co
 ids (schema.USER_TABLES), plus the events whose `anonymous_id` is one of them (what a client sent
 before it knew the user), plus the audit-table rows derived from those anonymous events (linked
 through the client's event id: a derived row carries the event's user_id, NULL for an anonymous event).
+PostHog aliases (agent/store/people.py) make several ids one person: the ids asked for are extended
+with the ids they are one person with, so the export and the erasure see the whole person whichever
+of its ids is given; their `person_aliases` rows go with them. Groups are not persons: the export shows
+the groups the person's events name (`$groups`) and any group keyed by one of the person's ids; the
+erasure deletes only the latter (a company's group stays for its other members).
 Session recordings: the export holds each of the user's `recording_sessions` with its rrweb events
 (`events`); erasure takes the user's sessions and every chunk of them, and any chunk naming the user.
 
@@ -34,6 +39,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
                "type", "message", "sample"),
     "opt_outs": ("user_id", "opted_out_at", "source"),
     "recording_sessions": SESSION_COLUMNS,
+    "person_aliases": ("alias_id", "person_id", "ts"),
+    "group_profiles": ("group_type", "group_key", "properties", "first_seen", "last_seen"),
 }
 TIME_COLUMNS = frozenset({"ts", "received_at", "first_seen", "last_seen", "opted_out_at", "signed_up_at",
                           "start_ts", "end_ts"})
@@ -60,6 +67,8 @@ def user_filter(table: str, column: str, ids: Sequence[str], linked: bool) -> tu
     marks = _marks(ids)
     if table == "events":
         return f"{column} IN ({marks}) OR anonymous_id IN ({marks})", [*ids, *ids]
+    if table == "person_aliases":
+        return f"{column} IN ({marks}) OR alias_id IN ({marks})", [*ids, *ids]
     if table in DERIVED_TABLES and linked:
         through = (f"{column} IS NULL AND event_id IN (SELECT event_id FROM events WHERE anonymous_id IN ({marks}) "
                    f"AND user_id IS NULL AND event_id IS NOT NULL)")
@@ -72,6 +81,33 @@ async def has_linked_rows(store: Store, ids: Sequence[str]) -> bool:
     rows = await store.fetch(f"SELECT 1 FROM events WHERE anonymous_id IN ({_marks(ids)}) AND user_id IS NULL "
                              "AND event_id IS NOT NULL LIMIT 1", list(ids))
     return bool(rows)
+
+
+async def person_ids(store: Store, ids: Sequence[str]) -> list[str]:
+    """`ids` and the ids they are one person with: the person each is an alias of, and every alias of
+    those persons (aliases point at their person directly: two look-ups)."""
+    rows = await store.fetch(f"SELECT person_id FROM person_aliases WHERE alias_id IN ({_marks(ids)})", list(ids))
+    persons = list(dict.fromkeys([*ids, *(row[0] for row in rows)]))
+    rows = await store.fetch(f"SELECT alias_id FROM person_aliases WHERE person_id IN ({_marks(persons)})", persons)
+    return list(dict.fromkeys([*persons, *(row[0] for row in rows)]))
+
+
+def _group_keys(events: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(type, key) of the groups the events name in `$groups`."""
+    found: set[tuple[str, str]] = set()
+    for event in events:
+        groups = (event.get("properties") or {}).get("$groups")
+        if isinstance(groups, dict):
+            found.update((kind, key) for kind, key in groups.items() if isinstance(key, str))
+    return found
+
+
+async def _groups(store: Store, ids: Sequence[str], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    named = _group_keys(events)
+    keys = list(dict.fromkeys([*ids, *(key for _, key in named)]))
+    rows = await store.fetch(f"SELECT {', '.join(COLUMNS['group_profiles'])} FROM group_profiles "
+                             f"WHERE group_key IN ({_marks(keys)}) ORDER BY group_type, group_key", keys)
+    return [row_dict("group_profiles", row) for row in rows if row[1] in ids or (row[0], row[1]) in named]
 
 
 def _unique(user_ids: Sequence[str]) -> list[str]:
@@ -105,7 +141,7 @@ def row_dict(table: str, row: Sequence[Any]) -> dict[str, Any]:
 async def export_user(store: Store, user_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
     """Everything the store holds about the user, table by table (every table of USER_TABLES present,
     empty when nothing is held)."""
-    ids = _unique(user_ids)
+    ids = await person_ids(store, _unique(user_ids))
     linked = await has_linked_rows(store, ids)
     out: dict[str, list[dict[str, Any]]] = {}
     for table, column in USER_TABLES:
@@ -116,6 +152,7 @@ async def export_user(store: Store, user_ids: Sequence[str]) -> dict[str, list[d
     recorded = await user_session_events(store, [row["session_id"] for row in out.get("recording_sessions", ())])
     for row in out.get("recording_sessions", ()):
         row["events"] = recorded[row["session_id"]]
+    out["group_profiles"] = await _groups(store, ids, out.get("events", []))
     return out
 
 
@@ -131,16 +168,18 @@ async def erase_user(store: Store, user_ids: Sequence[str], *, include_opt_out: 
     The opt-out row is kept unless `include_opt_out`: erasing a person who objected to tracking must
     not start tracking them again. (An anonymous event stored between the `linked` check and the
     transaction keeps its audit rows; its events row goes: the clause on `events` is always complete.)"""
-    ids = _unique(user_ids)
+    ids = await person_ids(store, _unique(user_ids))
     linked = await has_linked_rows(store, ids)
     tables = _erase_order(include_opt_out)
-    statements = [erase_chunks_statement(ids)]          # before their sessions' rows go
+    statements = [erase_chunks_statement(ids),          # before their sessions' rows go
+                  (f"DELETE FROM group_profiles WHERE group_key IN ({_marks(ids)})", ids)]
     for table, column in tables:
         where, params = user_filter(table, column, ids, linked)
         statements.append((f"DELETE FROM {table} WHERE {where}", params))
-    chunks, *counts = await store.execute(statements)
+    chunks, groups, *counts = await store.execute(statements)
     deleted = {table: count for (table, _), count in zip(tables, counts)}
-    return {**{table: deleted[table] for table, _ in USER_TABLES if table in deleted}, "recording_chunks": chunks}
+    return {**{table: deleted[table] for table, _ in USER_TABLES if table in deleted}, "recording_chunks": chunks,
+            "group_profiles": groups}
 
 
 async def is_opted_out(store: Store, user_id: str) -> bool:
@@ -162,8 +201,9 @@ async def set_opt_out(store: Store, user_id: str, opted_out: bool, source: str, 
 
 async def anonymous_ids(store: Store, user_ids: Sequence[str]) -> list[str]:
     """The anonymous ids seen on the user's events: their pre-login events are exported and erased
-    by asking for those ids (not automatically: a shared device's id belongs to several people)."""
-    ids = _unique(user_ids)
+    by asking for those ids (not automatically: a shared device's id belongs to several people). The ids
+    a PostHog alias made one person with them are asked for too (their events are the person's)."""
+    ids = await person_ids(store, _unique(user_ids))
     rows = await store.fetch(f"SELECT DISTINCT anonymous_id FROM events WHERE user_id IN ({_marks(ids)}) "
                              "AND anonymous_id IS NOT NULL ORDER BY anonymous_id", ids)
     return [row[0] for row in rows]

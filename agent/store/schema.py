@@ -21,6 +21,8 @@ The tables follow the documentation's Supabase tables:
 - security_events     logins, logouts and security events (security class).
 - download_logs       resource and file downloads.
 - opt_outs            users who objected to tracking (GDPR right to object); persisted here.
+- person_aliases      PostHog aliases: an id that is one person with another (agent/store/people.py).
+- group_profiles      PostHog groups ($groupidentify): type, key, properties; never users.
 - probe_rollups       probe results per target and minute, for uptime over a range; the same per
                       hour in probe_rollups_hourly (a long range reads whole hours, its edges minutes).
 - recording_sessions  one row per session recording (posthog-js `$snapshot`s): its user, times, counts.
@@ -178,6 +180,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (target, hour))""",
         "CREATE INDEX probe_rollups_hourly_hour ON probe_rollups_hourly (hour)",
     )),
+    Migration(6, "PostHog persons and groups: aliases (two ids, one person) and groups (type, key, properties)", (
+        """CREATE TABLE person_aliases (
+            alias_id TEXT PRIMARY KEY,
+            person_id TEXT NOT NULL,
+            ts {real} NOT NULL)""",
+        "CREATE INDEX person_aliases_person ON person_aliases (person_id)",
+        """CREATE TABLE group_profiles (
+            group_type TEXT NOT NULL,
+            group_key TEXT NOT NULL,
+            properties {json},
+            first_seen {real} NOT NULL,
+            last_seen {real} NOT NULL,
+            PRIMARY KEY (group_type, group_key))""",
+    )),
     Migration(7, "session recordings: one row per recorded session, its rrweb events in compressed chunks", (
         """CREATE TABLE recording_sessions (
             session_id TEXT PRIMARY KEY,
@@ -216,6 +232,7 @@ USER_TABLES: tuple[tuple[str, str], ...] = (
     ("events", "user_id"), ("users", "user_id"), ("onboarding_funnel", "user_id"),
     ("mfa_audit_logs", "user_id"), ("security_events", "user_id"), ("download_logs", "user_id"),
     ("errors", "user_id"), ("opt_outs", "user_id"), ("recording_sessions", "user_id"),
+    ("person_aliases", "person_id"),
 )
 
 MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -6,6 +6,8 @@ sent only once they are committed. On an existing user:
   when none is stored (PostHog's $set_once);
 - every other trait is merged into the `traits` JSON object trait by trait (a nested object is
   replaced whole, not merged), `traits_once` ones only where the trait is absent;
+- `unset` trait names (PostHog's `$unset`) are removed from the `traits` JSON object (role, plan and the
+  sign-up date have columns of their own: a later trait replaces them, `$unset` does not clear them);
 - first_seen and last_seen are left alone: they stay the user's first and last *activity* (events).
 A user the store has never seen gets a row first and last seen at the identify's time; the events that
 follow move first_seen back if they are older. "New users" are counted by signed_up_at when known,
@@ -65,6 +67,7 @@ def upsert_statement(dialect: str, identify: Identify) -> tuple[str, list[Any]]:
     once_cols, once = _split(identify.traits_once)
     first = {**once, **now}
     pairs = [v for pair in zip(now_cols, once_cols) for v in pair]    # role, role once, plan, ...
+    merged_params: list[Any]
     if dialect == "postgres":
         insert_sql = "CAST(? AS jsonb)"
         merged_sql = "CAST(? AS jsonb) || coalesce(users.traits, '{}') || CAST(? AS jsonb)"
@@ -72,6 +75,13 @@ def upsert_statement(dialect: str, identify: Identify) -> tuple[str, list[Any]]:
     else:
         insert_sql, insert_params = "?", [_json(first)]
         merged_sql, merged_params = _sqlite_merge("coalesce(users.traits, '{}')", once, now)
+    unset = [name for name in identify.unset if name not in COLUMN_TRAITS]
+    if unset and dialect == "postgres":
+        merged_sql, merged_params = f"({merged_sql}) - CAST(? AS text[])", [*merged_params, unset]
+    elif unset:
+        paths = ", ".join("?" for _ in unset)
+        merged_sql, merged_params = f"json_remove({merged_sql}, {paths})", [*merged_params,
+                                                                            *(f'$."{name}"' for name in unset)]
     sql = _UPSERT.format(insert_traits=insert_sql, merged_traits=merged_sql)
     params = [identify.user_id, identify.timestamp, identify.timestamp, *pairs, *insert_params, *pairs,
               *merged_params]
