@@ -21,6 +21,7 @@ import binascii
 import time
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from agent.analytics.timerange import PARAMETERS, parse_time_range, values
@@ -33,7 +34,7 @@ from agent.api.problems import ApiError, BadRequest, NotFound, ServiceUnavailabl
 from agent.recordings.ingest import MAX_BODY_BYTES, MAX_DECODED_BYTES, MAX_INFLATED_BYTES
 from agent.recordings.page import player_file, player_installed, render_list, render_replay
 from agent.recordings.snapshots import MAX_ID_LENGTH, SnapshotError, parse_snapshots, snapshot_api_key
-from agent.store.recordings import get_session, list_sessions, session_events
+from agent.store.recordings import decode_events, get_session, list_sessions, session_chunks
 
 PATHS = ("/s", "/s/")
 LIST_PARAMETERS = (*PARAMETERS, "limit", "cursor")
@@ -154,9 +155,18 @@ async def get_recording(request: web.Request) -> web.Response:
         row = await get_session(store, session_id)
         if row is None:
             raise NotFound(f"no recording of session {session_id[:200]}")
-        events, windows = await session_events(store, session_id, window_id)
-    return json_response({**_summary(row), "windowId": window_id, "windows": windows,
-                          "events": events})
+        chunks = await session_chunks(store, session_id)
+    head = {**_summary(row), "windowId": window_id}
+    if row["raw_bytes"] > OFFLOAD_BYTES:        # decompress, sort and encode a large one off the event loop
+        body = await asyncio.to_thread(_recording_body, head, chunks, window_id)
+    else:
+        body = _recording_body(head, chunks, window_id)
+    return web.Response(body=body, content_type="application/json")
+
+
+def _recording_body(head: dict[str, Any], chunks: list[tuple[Any, ...]], window_id: str | None) -> bytes:
+    events, windows = decode_events(chunks, window_id)
+    return orjson.dumps({**head, "windows": windows, "events": events})
 
 
 # --- the replay pages --------------------------------------------------------------------------------

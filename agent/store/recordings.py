@@ -131,12 +131,23 @@ def decode_chunk(codec: str, data: Any) -> list[Any]:
     return events if isinstance(events, list) else []
 
 
+async def session_chunks(store: Store, session_id: str) -> list[tuple[Any, ...]]:
+    """The session's chunks, (window_id, codec, data), in arrival order; `decode_events` reads them."""
+    return await store.fetch("SELECT window_id, codec, data FROM recording_chunks WHERE session_id = ? ORDER BY id",
+                             (session_id,))
+
+
 async def session_events(store: Store, session_id: str,
                          window_id: str | None = None) -> tuple[list[Any], list[str | None]]:
     """The session's rrweb events in order (of `window_id` only, when given) and the session's window
     ids in order of their first chunk."""
-    rows = await store.fetch("SELECT window_id, codec, data FROM recording_chunks WHERE session_id = ? ORDER BY id",
-                             (session_id,))
+    return decode_events(await session_chunks(store, session_id), window_id)
+
+
+def decode_events(rows: Sequence[tuple[Any, ...]],
+                  window_id: str | None = None) -> tuple[list[Any], list[str | None]]:
+    """`session_chunks`' rows -> (the rrweb events in order, of `window_id` only when given; the window ids
+    in order of their first chunk). CPU-bound for a large session: a caller may run it in a thread."""
     windows: dict[str | None, None] = {}
     events: list[Any] = []
     for window, codec, data in rows:
