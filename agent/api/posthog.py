@@ -217,7 +217,7 @@ async def get_remote_config(request: web.Request) -> web.Response:
     token = request.match_info["token"]
     if not _TOKEN.fullmatch(token):
         raise BadRequest("token: must be a project key of 1 to 256 letters, digits, '.', '_', '~', '+' or '-'",
-                         [{"field": "token", "message": "not a project key"}])
+                         [{"index": None, "field": "token", "message": "not a project key"}])
     headers = {"Cache-Control": CONFIG_CACHE}
     if request.path.endswith(".js"):
         return web.Response(text=remote_config_js(config, token), content_type="application/javascript",
