@@ -368,3 +368,32 @@ def test_opt_in_and_opt_out_events_are_the_opt_out_api(sqlite_store, agent_serve
     assert export(agent, "coach-3")["optedOut"] is False
     assert agent.post("/e/", json={"api_key": KEY, **js_now("$pageview", "coach-3")}).status == 200
     assert sorted(row["name"] for row in export(agent, "coach-3")["tables"]["events"]) == ["$opt_in", "$pageview"]
+
+
+def test_retention_takes_aliases_of_persons_gone_and_groups_not_seen_again(store, run) -> None:
+    from agent.store.config import RetentionConfig
+    from agent.store.people import group_statement, merge_statements
+    from agent.store.retention import run_cleanup_once
+
+    now = 1.9e9
+    old, recent = now - 400 * 86400, now - 86400
+    run(store.execute([
+        ("INSERT INTO users (user_id, first_seen, last_seen) VALUES (?, ?, ?)", ("kept-person", old, recent)),
+        *merge_statements(store.dialect, "alias-of-kept", "kept-person", old),
+        *merge_statements(store.dialect, "alias-of-gone", "gone-person", old),
+        group_statement(store.dialect, "company", "stale", {"n": 1}, old),
+        group_statement(store.dialect, "company", "fresh", {"n": 2}, recent)]))
+    run(run_cleanup_once(store, RetentionConfig(), now))
+    assert run(store.fetch("SELECT alias_id FROM person_aliases")) == [("alias-of-kept",)]
+    assert run(store.fetch("SELECT group_key FROM group_profiles")) == [("fresh",)]
+
+
+def test_after_a_restart_events_under_an_alias_still_reach_the_person(sqlite_store, agent_server) -> None:
+    first = agent_server(CONFIG, store=sqlite_store, admin_token=ADMIN)
+    alias = py_now("$create_alias", "person-1", {"distinct_id": "person-1", "alias": "device-1"})
+    assert first.post("/batch/", json={"api_key": KEY, "batch": [alias]}).status == 200
+    again = agent_server(CONFIG, store=sqlite_store, admin_token=ADMIN)          # a new agent, the same store
+    assert again.post("/batch/", json={"api_key": KEY, "batch": [py_now("late event", "device-1", {})]}).status == 200
+    [event] = export(again, "person-1")["tables"]["events"]
+    assert (event["name"], event["anonymous_id"]) == ("late event", "device-1")
+    assert [row["user_id"] for row in export(again, "person-1")["tables"]["users"]] == ["person-1"]

@@ -163,6 +163,7 @@ async def _posthog_ingest(app: web.Application, pipeline: EventPipeline, items: 
         pipeline.posthog_dropped(kind, count)
     store = app[EVENT_STORE].store
     with store_call("take traits", api="events"):      # counted as the events api's, on every route
+        await pipeline.load_aliases(store)
         await pipeline.merge_aliases(read.aliases, store)
         await pipeline.store_groups(read.groups, store)
         if read.people:

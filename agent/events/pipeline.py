@@ -170,9 +170,7 @@ class EventPipeline:
             return 0
         if self.privacy is None:
             raise RuntimeError("ids are stored only through the privacy rules")
-        if not self._aliases_loaded:
-            self.aliases.update(await load_aliases(store, MAX_ALIASES))
-            self._aliases_loaded = True
+        await self.load_aliases(store)
         merged = 0
         stored = self.privacy.pseudonymize
         for alias in aliases:
@@ -186,6 +184,14 @@ class EventPipeline:
                 self.aliases[other] = person
             merged += 1
         return merged
+
+    async def load_aliases(self, store: Store | None) -> None:
+        """Read the stored aliases once (the first PostHog request after a start), so events still sent
+        under an alias merged before the restart are stored under the person. Raises StoreError (the next
+        request tries again)."""
+        if not self._aliases_loaded and store is not None:
+            self.aliases.update(await load_aliases(store, MAX_ALIASES))
+            self._aliases_loaded = True
 
     async def store_groups(self, groups: Sequence[Group], store: Store | None) -> None:
         """PostHog groups (`$groupidentify`), their keys and properties through the privacy rules, in one

@@ -49,6 +49,12 @@ CLASS_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("errors", _by_id("errors", "ts < ?")),
         ("users", "DELETE FROM users WHERE user_id IN (SELECT user_id FROM users WHERE last_seen < ? "
                   "ORDER BY last_seen LIMIT ?)"),
+        # a PostHog alias goes once its person has (the users row, by last_seen) and it is older than the period;
+        # a group not identified again within the period goes (the next $groupidentify brings it back)
+        ("person_aliases", "DELETE FROM person_aliases WHERE alias_id IN (SELECT alias_id FROM person_aliases "
+                           "WHERE ts < ? AND person_id NOT IN (SELECT user_id FROM users) ORDER BY ts LIMIT ?)"),
+        ("group_profiles", "DELETE FROM group_profiles WHERE (group_type, group_key) IN (SELECT group_type, "
+                           "group_key FROM group_profiles WHERE last_seen < ? ORDER BY last_seen LIMIT ?)"),
     ),
     "performance": (
         # a rollup row is the minute starting at minute*60; the cutoff is a whole minute (see _cutoff)
