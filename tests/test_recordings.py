@@ -18,7 +18,7 @@ from agent.events.privacy_config import PrivacyConfig
 from agent.metrics.exposition import render
 from agent.metrics.store import MetricStore
 from agent.recordings.ingest import Recordings
-from agent.recordings.snapshots import SnapshotError, parse_snapshots
+from agent.recordings.snapshots import SnapshotError, parse_snapshots, snapshot_api_key
 from agent.store.config import DAY, RetentionConfig
 from agent.store.gdpr import erase_user, export_user
 from agent.store.recordings import session_events
@@ -144,6 +144,20 @@ def test_wrong_shapes_name_the_field(obj, field):
     with pytest.raises(SnapshotError) as caught:
         parse_snapshots(obj, 1 << 20)
     assert caught.value.field == field and caught.value.status == 400
+
+
+@pytest.mark.parametrize("obj, key", [
+    ({"api_key": "k1", "batch": []}, "k1"),
+    ({"token": "k2", "batch": [snapshot_event("s1", [meta(T0)])]}, "k2"),
+    ({"batch": [snapshot_event("s1", [meta(T0)])]}, "phc_test"),                 # posthog-js: properties.token
+    ([snapshot_event("s1", [meta(T0)])], "phc_test"),
+    ({"data": {"batch": [snapshot_event("s1", [meta(T0)])]}}, "phc_test"),
+    (snapshot_event("s1", [meta(T0)]), "phc_test"),
+    ({"batch": [{"event": "$snapshot", "properties": {"token": 5}}]}, None),
+    ({"batch": "x"}, None), ([], None), ("text", None), (None, None),
+])
+def test_the_key_is_found_before_the_body_is_read(obj, key):
+    assert snapshot_api_key(obj) == key
 
 
 def test_a_compressed_field_inflating_beyond_the_budget_is_413():
