@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agent.events.config import EventsConfig
-from agent.events.limits import DEFAULT_LIMITS
+from agent.events.limits import DEFAULT_LIMITS, Limits
 from agent.events.mapping import EventMetrics
 from agent.events.posthog import parse_posthog_batch, parse_posthog_event
 from agent.events.posthog_props import MAX_DOLLAR_PROPERTIES, element_tag, lift_dollar, path_template
@@ -111,6 +111,10 @@ def test_dollar_properties_are_bounded_one_by_one_never_failing_the_event() -> N
     event = {"event": "$pageview", "distinct_id": "u", "properties": {**props, "plan": "pro"}}
     [parsed], dropped = parse_posthog_event(event, NOW, limits)
     assert parsed.properties["plan"] == "pro" and dropped == 24
+    # the cached plans follow the limits (a reload): a name too long for the new ones is dropped
+    short = Limits(max_name_length=11)
+    assert lift_dollar({"$current_url": "/a", "$pathname": "/a"}, short) == ({"$pathname": "/a"}, 1)
+    assert lift_dollar({"$current_url": "/a", "$pathname": "/a"}, limits)[1] == 0
 
 
 def test_path_templates_strip_ids_queries_and_people() -> None:
@@ -397,3 +401,60 @@ def test_after_a_restart_events_under_an_alias_still_reach_the_person(sqlite_sto
     [event] = export(again, "person-1")["tables"]["events"]
     assert (event["name"], event["anonymous_id"]) == ("late event", "device-1")
     assert [row["user_id"] for row in export(again, "person-1")["tables"]["users"]] == ["person-1"]
+
+
+# --- the real posthog-python SDK, its own payloads, against a real agent process -------------------------
+
+@pytest.mark.slow
+def test_posthog_python_person_group_and_exception_calls(tmp_path) -> None:
+    """posthog (PyPI) 7.91 with only the agent as its host: what its person, group and error calls send
+    becomes one person, a group that is no user, traits from a date-only `created_at`, and an issue."""
+    import sqlite3
+    import time
+    import urllib.request
+
+    import orjson
+
+    from tests.support.procs import AgentProcess
+
+    posthog = pytest.importorskip("posthog", reason="posthog is not installed (the `test` extra)")
+    config = {"targets": [], "store": {"driver": "sqlite", "path": str(tmp_path / "loom.db")},
+              "retention": {"interval": 0}, "events": {"api_keys": [KEY]}, "api": {"admin_tokens": [ADMIN]}}
+    agent = AgentProcess(tmp_path, config, env={"LOOM_AGENT_HMAC_KEY": "h" * 40})
+    failures: list[Any] = []
+    try:
+        client = posthog.Posthog(KEY, host=agent.url, sync_mode=True, max_retries=0,
+                                 enable_exception_autocapture=False,
+                                 on_error=lambda error, batch: failures.append(repr(error)))
+        client.capture("report viewed", distinct_id="frontend-1", properties={"page": "/r"})
+        client.alias(previous_id="frontend-1", distinct_id="backend-1")
+        client.set_once(distinct_id="backend-1", properties={"created_at": "2026-01-15", "role": 7})
+        client.group_identify("company", "acme", {"name": "Acme", "seats": 12})
+        client.capture("invoice paid", distinct_id="backend-1", groups={"company": "acme"})
+        try:
+            raise ValueError("no invoice for the period")
+        except ValueError as exc:
+            client.capture_exception(exc, distinct_id="backend-1")
+        client.shutdown()
+
+        def admin(path: str) -> Any:
+            request = urllib.request.Request(agent.url + path, headers={"Authorization": f"Bearer {ADMIN}"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return orjson.loads(response.read())
+
+        exported = admin("/api/analytics/export?userId=backend-1")
+        issues = admin("/api/errors")
+        metrics = urllib.request.urlopen(agent.url + "/metrics", timeout=30).read().decode()
+    finally:
+        assert agent.stop() == 0
+    assert failures == []
+    tables = exported["tables"]
+    assert sorted(row["name"] for row in tables["events"]) == ["$set_once", "invoice paid", "report viewed"]
+    assert len({row["user_id"] for row in tables["events"]}) == 1 and len(tables["users"]) == 1
+    assert tables["users"][0]["signed_up_at"].startswith("2026-01-15")
+    assert [g["group_key"] for g in tables["group_profiles"]] == ["acme"]
+    assert [issue["type"] for issue in issues["issues"]] == ["ValueError"]
+    assert 'loom_agent_posthog_dropped_total{kind="trait"} 1' in metrics        # the role that is no text
+    with sqlite3.connect(f"file:{tmp_path / 'loom.db'}?mode=ro", uri=True) as db:
+        users = [row[0] for row in db.execute("SELECT user_id FROM users")]
+    assert users == ["frontend-1"]       # PostHog's direction: the alias event's distinct_id is the person

@@ -31,6 +31,7 @@ from agent.events.properties import PROPERTY_NAME, FieldError, check_generic
 
 MAX_DOLLAR_PROPERTIES = 100
 PATH_MAX = 256                     # a template longer than this is cut (a label value, not a page)
+_BIG = 2**64                       # integers within orjson's range, as check_generic wants
 
 # read into the envelope / context, the person or the errors pipeline, or ids of the person
 ELSEWHERE = frozenset({
@@ -72,7 +73,7 @@ def _noise(key: str) -> bool:
 
 def strip_query(url: str) -> str:
     """A URL or path without its query string and fragment."""
-    return _QUERY.sub("", url)
+    return _QUERY.sub("", url) if "?" in url or "#" in url else url
 
 
 def _bounded_chain(chain: str, longest: int) -> str:
@@ -84,31 +85,89 @@ def _bounded_chain(chain: str, longest: int) -> str:
     return chain[:cut] if cut > 0 else ""
 
 
+_SKIP, _KEEP, _URL, _CHAIN = 0, 1, 2, 3
+_KINDS: dict[str, int] = {}                 # `$`-key -> what to do with it (cached: keys repeat)
+_KINDS_MAX = 10_000                         # random keys must not grow the cache forever
+
+
+def _kind(key: str, limits: Limits) -> int:
+    kind = _KINDS.get(key)
+    if kind is None:
+        if key in ELSEWHERE or _noise(key):
+            kind = _SKIP
+        elif len(key) > limits.max_name_length or not PROPERTY_NAME.fullmatch(key):
+            kind = -1                       # not a property name: dropped, counted
+        else:
+            kind = _URL if key in _URLS else _CHAIN if key == "$elements_chain" else _KEEP
+        if len(_KINDS) < _KINDS_MAX:
+            _KINDS[key] = kind
+    return kind
+
+
+def _plan(shape: tuple[Any, ...], limits: Limits) -> tuple[tuple[str, int], ...]:
+    """The `$`-keys of an event's key set to read, in order, with what to do with each."""
+    keys = [key for key in shape if key.__class__ is str and key[:1] == "$"]
+    if len(keys) > MAX_DOLLAR_PROPERTIES:               # the known ones first, so the cap never takes them
+        present = set(keys)
+        keys = [key for key in KNOWN if key in present] + [key for key in keys if key not in _KNOWN]
+    return tuple((key, kind) for key in keys if (kind := _kind(key, limits)) != _SKIP)
+
+
+_PLANS: dict[tuple[Any, ...], tuple[tuple[str, int], ...]] = {}   # key set -> plan: an SDK's events share few
+_PLANS_MAX = 1_000
+_planned_for: list[Limits] = []          # the limits the cached plans and kinds were made with
+
+
+def _caches_for(limits: Limits) -> None:
+    """A name's kind depends on `max_name_length`: other limits (a reload) start the caches afresh."""
+    if _planned_for and _planned_for[0] == limits:
+        _planned_for[0] = limits
+        return
+    _PLANS.clear()
+    _KINDS.clear()
+    _planned_for[:] = [limits]
+
+
 def lift_dollar(props: Mapping[str, Any], limits: Limits) -> tuple[dict[str, Any], int]:
-    """The `$`-properties a stored event keeps, and how many were dropped (past the cap, a
-    name that is not a property name, a value outside the event limits). Never raises."""
+    """The `$`-properties a stored event keeps, and how many were dropped (past the cap, a name that is
+    not a property name, a value outside the event limits). Never raises. On the ingest hot path: the
+    plan of which keys to read is cached by the event's key set (an SDK sends the same few sets), the
+    common values (short strings, numbers, booleans) checked inline."""
+    if not _planned_for or _planned_for[0] is not limits:
+        _caches_for(limits)
+    shape = tuple(props)
+    plan = _PLANS.get(shape)
+    if plan is None:
+        plan = _plan(shape, limits)
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()
+        _PLANS[shape] = plan
     kept: dict[str, Any] = {}
     dropped = 0
-    ordered = [key for key in KNOWN if key in props]
-    ordered += [key for key in props if type(key) is str and key.startswith("$") and key not in _KNOWN]
-    for key in ordered:
-        if key in ELSEWHERE or _noise(key):
-            continue
+    longest = limits.max_string_length
+    for key, kind in plan:
         value = props[key]
         if value is None:
             continue
-        if len(kept) >= MAX_DOLLAR_PROPERTIES or len(key) > limits.max_name_length \
-                or not PROPERTY_NAME.fullmatch(key):
+        if kind < 0 or len(kept) >= MAX_DOLLAR_PROPERTIES:
             dropped += 1
             continue
-        if type(value) is str:
-            if key in _URLS:
+        cls = value.__class__
+        if cls is str:
+            if kind == _URL:
                 value = strip_query(value)
-            elif key == "$elements_chain":
-                value = _bounded_chain(value, limits.max_string_length)
-        try:
-            check_generic(value, 0, limits)
-        except FieldError:
+            elif kind == _CHAIN:
+                value = _bounded_chain(value, longest)
+            if len(value) > longest:
+                dropped += 1
+                continue
+        elif cls is not bool and cls is not int:
+            try:
+                check_generic(value, 0, limits)
+            except FieldError:
+                dropped += 1
+                continue
+        elif cls is int and not -_BIG < value < _BIG:
             dropped += 1
             continue
         kept[key] = value
