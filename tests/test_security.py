@@ -43,6 +43,7 @@ DOC = json.loads((ROOT / "agent/api/openapi.json").read_text())
 METHODS = ("get", "post", "put", "patch", "delete", "options")
 INGEST, ADMIN = "ingest-key-security-0123456789", "admin-token-security-0123456789"
 WRONG = "wrong-token-security-0123456789"
+PERSONAL = "personal-key-security-0123456789"
 # deliberately public: Prometheus-style lifecycle and exposition endpoints, the blackbox /probe, the
 # status page and its JSON, the API description, the CORS preflights of the Sentry endpoints (a browser
 # sends a preflight without credentials). Anything else needs a token.
@@ -53,7 +54,14 @@ PUBLIC = {("GET", "/metrics"), ("GET", "/probe"), ("GET", "/-/healthy"), ("GET",
           *(("OPTIONS", path) for path in SENTRY_PATHS),
           # the replay pages hold no data (their script asks the admin API with the token); the player is npm's
           ("GET", "/replay"), ("GET", "/replay/{sessionId}"), ("GET", "/replay/player/{file}"),
-          ("OPTIONS", "/s"), ("OPTIONS", "/s/")}
+          ("OPTIONS", "/s"), ("OPTIONS", "/s/"),
+          # PostHog's CORS preflights (no credentials, as a browser sends them) and posthog-js's remote config
+          # (public, like the project token in a web page)
+          *(("OPTIONS", base + slash) for base in ("/e", "/i/v0/e", "/capture", "/batch", "/track", "/engage",
+                                                   "/i/v1/analytics/events", "/flags", "/decide")
+            for slash in ("", "/")),
+          *((method, path) for path in ("/array/{token}/config", "/array/{token}/config.js")
+            for method in ("GET", "OPTIONS"))}
 PATH_VALUES = {"{userId}": "user-1", "{experimentId}": "exp-1", "{project_id}": "1"}
 # the Sentry endpoints take Sentry's own key schemes (X-Sentry-Auth, ?sentry_key=): a public key of sentry.projects
 SENTRY_SCHEMES = {"sentryAuth", "sentryKey"}
@@ -104,6 +112,8 @@ def _credentials(schemes: set[str]) -> tuple[str, list[str]]:
     """The credential a route takes, and the valid credentials of the other kind (refused with 403)."""
     if "adminBearer" in schemes:
         return ADMIN, [] if schemes & {"bearerAuth", "apiKeyHeader"} else [INGEST]
+    if "personalApiKey" in schemes:
+        return PERSONAL, [INGEST, ADMIN]
     return INGEST, [ADMIN]
 
 
@@ -117,7 +127,7 @@ def test_every_authenticated_route_answers_401_without_a_token_and_403_with_a_wr
     config = parse_config(yaml.safe_dump({
         "store": {"driver": "sqlite", "path": str(tmp_path / "store.db")}, "targets": [],
         "privacy": {"hmac_key": "h" * 40}, "events": {"api_keys": [INGEST]}, "api": {"admin_tokens": [ADMIN]},
-        "sentry": {"projects": [{"id": 1, "keys": [SENTRY_KEY]}]}}))
+        "sentry": {"projects": [{"id": 1, "keys": [SENTRY_KEY]}]}, "flags": {"personal_api_keys": [PERSONAL]}}))
 
     async def walk() -> list[str]:
         problems = []
