@@ -46,6 +46,7 @@ EXAMPLES = int(os.environ.get("LOOM_FUZZ_EXAMPLES", "25"))
 STEPS = int(os.environ.get("LOOM_FUZZ_STEPS", "20"))
 INGEST_KEY = "fuzz-ingest-key-0123456789"
 ADMIN_TOKEN = "fuzz-admin-token-0123456789"
+PERSONAL_KEY = "fuzz-personal-key-0123456789"
 SENTRY_KEY, SENTRY_PROJECT = "fuzzsentrypublickey0123456789ab", "1"
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_schema_conformance", "response_headers_conformance")
@@ -63,6 +64,7 @@ def fuzz_config() -> schemathesis.Config:
         "auth": {"openapi": {"bearerAuth": {"bearer": INGEST_KEY},
                              "apiKeyHeader": {"api_key": INGEST_KEY},
                              "adminBearer": {"bearer": ADMIN_TOKEN},
+                             "personalApiKey": {"bearer": PERSONAL_KEY},
                              "sentryAuth": {"api_key": f"Sentry sentry_key={SENTRY_KEY}, sentry_version=7"},
                              "sentryKey": {"api_key": SENTRY_KEY}}},
         "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}},
@@ -82,6 +84,12 @@ def agent_config(db: Path) -> dict[str, Any]:
         # a target that fails at once (nothing listens on port 1): probe rollups and failures to report
         "targets": [{"name": "down", "kind": "tcp", "address": "127.0.0.1:1"}],
         "sentry": {"projects": [{"id": int(SENTRY_PROJECT), "keys": [SENTRY_KEY]}]},
+        "flags": {"personal_api_keys": [PERSONAL_KEY], "group_types": ["company"], "definitions": [
+            {"key": "beta", "conditions": [{"properties": [{"key": "plan", "operator": "exact", "value": "pro"}],
+                                            "rollout_percentage": 50}]},
+            {"key": "split", "variants": [{"key": "control", "rollout_percentage": 50},
+                                          {"key": "test", "rollout_percentage": 50}], "payloads": {"test": [1]}},
+            {"key": "teams", "group_type": "company"}]},
     }
 
 

@@ -64,7 +64,8 @@ def _version(request: web.Request) -> int:
     if not raw:
         return 1
     if not raw.isdigit() or len(raw) > 3:
-        raise BadRequest("v: must be an API version number (2, 3 or 4)", [{"field": "v", "message": "not a number"}],
+        raise BadRequest("v: must be an API version number (2, 3 or 4)",
+                         [{"index": None, "field": "v", "message": "not a number"}],
                          api=API, reason="invalid")
     version = int(raw)
     if request.path.rstrip("/") == "/decide":
@@ -77,11 +78,12 @@ def _object(obj: Mapping[str, Any], name: str) -> dict[str, Any]:
     if value is None:
         return {}
     if type(value) is not dict:
-        raise BadRequest(f"{name}: must be an object", [{"field": name, "message": "must be an object"}],
+        raise BadRequest(f"{name}: must be an object",
+                         [{"index": None, "field": name, "message": "must be an object"}],
                          api=API, reason="invalid")
     if len(value) > MAX_PROPERTIES:
         raise BadRequest(f"{name}: must have at most {MAX_PROPERTIES} keys",
-                         [{"field": name, "message": "too many keys"}], api=API, reason="invalid")
+                         [{"index": None, "field": name, "message": "too many keys"}], api=API, reason="invalid")
     return value
 
 
@@ -91,7 +93,7 @@ def _distinct_id(obj: Mapping[str, Any]) -> str:
         value = str(value)
     if type(value) is not str or not value or len(value) > 400:
         raise BadRequest("distinct_id: is required, a string of 1 to 400 characters",
-                         [{"field": "distinct_id", "message": "required"}], api=API, reason="invalid")
+                         [{"index": None, "field": "distinct_id", "message": "required"}], api=API, reason="invalid")
     return value
 
 
@@ -139,7 +141,8 @@ async def post_flags(request: web.Request) -> web.Response:
     pipeline = request.app[PIPELINE]
     obj = parse_json(await read_decoded(request, MAX_BODY), API)
     if type(obj) is not dict:
-        raise BadRequest("the body must be a JSON object", [{"field": "", "message": "must be an object"}],
+        raise BadRequest("the body must be a JSON object",
+                         [{"index": None, "field": "", "message": "must be an object"}],
                          api=API, reason="invalid")
     key = obj.get("token") if obj.get("token") is not None else obj.get("api_key")
     require_ingest_key(pipeline.config.api_keys, key if isinstance(key, str) else bearer_token(request), API)
