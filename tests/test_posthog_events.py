@@ -458,3 +458,25 @@ def test_posthog_python_person_group_and_exception_calls(tmp_path) -> None:
     with sqlite3.connect(f"file:{tmp_path / 'loom.db'}?mode=ro", uri=True) as db:
         users = [row[0] for row in db.execute("SELECT user_id FROM users")]
     assert users == ["frontend-1"]       # PostHog's direction: the alias event's distinct_id is the person
+
+
+def test_person_and_group_events_name_the_posthog_field() -> None:
+    from agent.events.posthog import read_posthog
+    from agent.events.validate import BatchError
+
+    good = {"event": "$pageview", "distinct_id": "u"}
+    bad = [{"event": "$create_alias", "distinct_id": "u", "properties": {}},
+           {"event": "$groupidentify", "distinct_id": "x", "properties": {"$group_type": "company"}},
+           {"event": "$groupidentify", "distinct_id": "x", "properties": {"$group_key": "acme"}},
+           {"event": "$identify", "distinct_id": "u", "properties": {"$anon_distinct_id": ["a"]}},
+           {"event": "$opt_in", "properties": {}}]
+    with pytest.raises(BatchError) as caught:
+        read_posthog([good, *bad], now=NOW)
+    assert [(e.index, e.field) for e in caught.value.errors] == [
+        (1, "properties.alias"), (2, "properties.$group_key"), (3, "properties.$group_type"),
+        (4, "properties.$anon_distinct_id"), (5, "distinct_id")]
+    read = read_posthog([good, {"event": "$groupidentify", "distinct_id": "x", "properties": {
+        "$group_type": "company", "$group_key": "acme", "$group_set": {"seats": 3, "bad name": 1, "$x": 2}}}],
+        now=NOW)
+    assert [e.name for e in read.events] == ["$pageview"] and read.dropped["trait"] == 1
+    assert [(g.type, g.key, g.properties) for g in read.groups] == [("company", "acme", {"seats": 3})]

@@ -201,7 +201,8 @@ class EventPipeline:
         if self.privacy is None:
             raise RuntimeError("groups are stored only through the privacy rules")
         privacy = self.privacy
-        await store.execute([group_statement(store.dialect, group.type, privacy.pseudonymize(group.key),
+        stored = privacy.pseudonymize                 # a group key may be an e-mail domain's owner, a person
+        await store.execute([group_statement(store.dialect, stored(group.type), stored(group.key),
                                              privacy.mapping(group.properties), group.timestamp)
                              for group in sorted(groups, key=lambda g: (g.type, g.key))])
 
