@@ -47,6 +47,7 @@ STEPS = int(os.environ.get("LOOM_FUZZ_STEPS", "20"))
 INGEST_KEY = "fuzz-ingest-key-0123456789"
 ADMIN_TOKEN = "fuzz-admin-token-0123456789"
 PERSONAL_KEY = "fuzz-personal-key-0123456789"
+SESSION_ID = "fuzz-session-1"
 SENTRY_KEY, SENTRY_PROJECT = "fuzzsentrypublickey0123456789ab", "1"
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_schema_conformance", "response_headers_conformance")
@@ -129,10 +130,24 @@ def map_body(context: schemathesis.HookContext, body: Any) -> Any:      # schema
 
 def map_path_parameters(context: schemathesis.HookContext, parameters: dict[str, Any] | None
                         ) -> dict[str, Any] | None:
-    """The Sentry routes' project: the configured one (a random project id is a documented 403)."""
+    """The Sentry routes' project: the configured one (a random project id is a documented 403); a
+    recording's session: the one seeded at start (a random one is a documented 404)."""
     if parameters and "project_id" in parameters:
         parameters["project_id"] = SENTRY_PROJECT
+    if parameters and "sessionId" in parameters:
+        parameters["sessionId"] = SESSION_ID
     return parameters
+
+
+def seed_recording(process: AgentProcess) -> None:
+    """One recording, so GET /api/recordings/{sessionId} has a session to answer 200 for."""
+    snapshot = {"type": 4, "timestamp": 1_800_000_000_000, "data": {"href": "http://x/", "width": 1, "height": 1}}
+    body = {"api_key": INGEST_KEY, "batch": [{"event": "$snapshot", "distinct_id": "fuzz-user", "properties": {
+        "$session_id": SESSION_ID, "$window_id": "w1", "$snapshot_data": [snapshot]}}]}
+    request = urllib.request.Request(process.url + "/s/", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +155,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     tmp = tmp_path_factory.mktemp("fuzz-agent")
     process = AgentProcess(tmp, agent_config(tmp / "events.db"))
     try:
+        seed_recording(process)
         yield process
     finally:
         code = process.stop()

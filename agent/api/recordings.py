@@ -75,7 +75,7 @@ async def post_snapshots(request: web.Request) -> web.Response:
         else:
             parsed = parse_snapshots(obj, MAX_INFLATED_BYTES, recordings.scrub)
     except SnapshotError as exc:
-        raise ApiError.of_status(exc.status, str(exc), [{"field": exc.field, "message": exc.message}], api=API,
+        raise ApiError.of_status(exc.status, str(exc), [{"index": None, "field": exc.field, "message": exc.message}], api=API,
                                  reason="too_large" if exc.status == 413 else "invalid") from None
     store = request.app[EVENT_STORE].store
     if store is None:
