@@ -32,8 +32,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.analytics.bayes import probability_best, sample_ratio_mismatch
 from agent.analytics.stats import rounded
 from agent.analytics.timerange import TimeRange
+from agent.flags.experiments import ExperimentDefinition
 from agent.store.base import Store
 
 DEFAULT_CONVERSION = "campaign_conversion"
@@ -183,3 +185,105 @@ async def experiment(store: Store, experiment_id: str, r: TimeRange, *, conversi
     if found:
         mark_conversions(found, await conversion_rows(store, experiment_id, conversion, r))
     return report(experiment_id, found, conversion, control, r)
+
+
+# --- experiments run with feature flags (flags.experiments) --------------------------------------------
+
+FLAG_CALLED = "$feature_flag_called"
+
+
+def _json_text(dialect: str, key: str) -> str:
+    """A top-level property whose name may start with `$`, as text (SQLite: its JSON value)."""
+    if dialect == "postgres":
+        return f"properties->>'{key}'"
+    return f"json_extract(properties, '$.\"{key}\"')"
+
+
+def arm_of(raw: Any) -> str:
+    """A `$feature_flag_response` as the flag's arm: a variant, or "true" / "false" (SQLite hands JSON
+    booleans over as 1 and 0, PostgreSQL as text)."""
+    if raw is True or raw == 1 or raw == "true":
+        return "true"
+    if raw is False or raw == 0 or raw == "false" or raw is None:
+        return "false"
+    return str(raw)
+
+
+def _goal_matches(raw: Any, wanted: Any) -> bool:
+    if isinstance(wanted, bool):
+        return arm_of(raw) == ("true" if wanted else "false")
+    if isinstance(wanted, (int, float)):
+        try:
+            return raw is not None and float(raw) == float(wanted)
+        except (TypeError, ValueError):
+            return False
+    return raw is not None and str(raw) == wanted
+
+
+async def flag_exposure_rows(store: Store, flag: str, r: TimeRange) -> list[tuple[Any, ...]]:
+    """(user_id, anonymous_id, arm, first exposure) per identity and answer of the flag's exposures."""
+    response = _json_text(store.dialect, "$feature_flag_response")
+    sql = (f"SELECT user_id, anonymous_id, {response}, min(ts) FROM events WHERE name = ? AND ts >= ? AND ts < ? "
+           f"AND {_json_text(store.dialect, '$feature_flag')} = ? GROUP BY user_id, anonymous_id, {response}")
+    rows = await store.fetch(sql, (FLAG_CALLED, r.start, r.end, flag))
+    return [(user, anonymous, arm_of(answer), first) for user, anonymous, answer, first in rows]
+
+
+async def goal_rows(store: Store, definition: ExperimentDefinition, r: TimeRange) -> list[tuple[Any, ...]]:
+    """(user_id, anonymous_id, ts) of the goal events that may convert an exposure of the range."""
+    prop = definition.goal_property
+    column = _json_text(store.dialect, prop[0]) if prop is not None else "NULL"
+    sql = f"SELECT user_id, anonymous_id, ts, {column} FROM events WHERE name = ? AND ts >= ? AND ts < ?"
+    rows = await store.fetch(sql, (definition.goal_event, r.start, r.end + definition.window))
+    return [(user, anonymous, ts) for user, anonymous, ts, value in rows
+            if prop is None or _goal_matches(value, prop[1])]
+
+
+def mark_windowed(found: dict[Id, Visitor], goals: list[tuple[Any, ...]], window: float) -> None:
+    """A visitor converted when a goal event of one of their ids is within `window` after the first exposure."""
+    owners: dict[Id, list[Visitor]] = defaultdict(list)
+    for visitor in found.values():
+        for i in visitor.ids:
+            owners[i].append(visitor)
+    for user, anonymous, ts in goals:
+        for i in _ids(user, anonymous):
+            for visitor in owners.get(i, ()):
+                if visitor.first <= float(ts) <= visitor.first + window:
+                    visitor.converted = True
+
+
+def flag_report(definition: ExperimentDefinition, found: dict[Id, Visitor], r: TimeRange) -> dict[str, Any]:
+    """The experiment document of a flag experiment: report()'s, over the flag's arms only (an exposure
+    answered by another value, e.g. `false` outside the rollout, is not in the experiment), with the
+    probability that each arm is best and the sample-ratio-mismatch check against the flag's split."""
+    arms = set(definition.arms)
+    in_experiment = {key: visitor for key, visitor in found.items() if visitor.variant in arms}
+    document = report(definition.id, in_experiment, definition.goal_event, definition.control, r)
+    by_variant = {v["variant"]: v for v in document["variants"]}
+    for arm in definition.arms:                        # every arm is listed, seen or not
+        if arm not in by_variant:
+            by_variant[arm] = {"variant": arm, "exposures": 0, "conversions": 0, "conversionRate": None,
+                               "vsControl": None}
+    ordered = [by_variant[definition.control]] + [by_variant[a] for a in definition.arms if a != definition.control]
+    best = probability_best([(v["conversions"], v["exposures"]) for v in ordered])
+    for variant, probability in zip(ordered, best, strict=True):
+        variant["probabilityToBeBest"] = round(probability, 4)
+    observed = {v["variant"]: v["exposures"] for v in ordered}
+    srm = sample_ratio_mismatch([observed[a] for a in definition.arms], list(definition.shares))
+    document.update({
+        "variants": ordered, "variantsOmitted": 0, "source": "feature_flag", "flag": definition.flag,
+        "conversion": {"event": definition.goal_event, "sameExperiment": False,
+                       "property": None if definition.goal_property is None else
+                       {"key": definition.goal_property[0], "value": definition.goal_property[1]},
+                       "windowSeconds": definition.window},
+        "sampleRatioMismatch": {**srm, "expected": dict(zip(definition.arms, definition.shares, strict=True))},
+        "visitors": len(in_experiment),
+    })
+    return document
+
+
+async def flag_experiment(store: Store, definition: ExperimentDefinition, r: TimeRange) -> dict[str, Any]:
+    found = visitors(await flag_exposure_rows(store, definition.flag, r))
+    if found:
+        mark_windowed(found, await goal_rows(store, definition, r), definition.window)
+    return flag_report(definition, found, r)

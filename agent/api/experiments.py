@@ -6,6 +6,11 @@ Parameters: the time range of the analytics API (from / to / range, default the 
 events carrying the experiment's id); `control` (the variant to compare with). The checks run in the
 analytics API's order: the admin token (401/403), the parameters (400 naming the parameter), the store
 (503, with Retry-After while it fails).
+
+An experiment of `flags.experiments` (run with a PostHog feature flag) is read from the flag's
+`$feature_flag_called` exposures and its goal instead, with the probability that each variant is best
+and the sample-ratio-mismatch check (agent/analytics/experiments.py flag_experiment); its goal and
+control come from the config, so `conversion` and `control` are refused for it.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.analytics.experiments import experiment
+from agent.analytics.experiments import experiment, flag_experiment
 from agent.analytics.timerange import PARAMETERS, RangeError, parse_time_range, values
 from agent.api.analytics import answer_from_store, refuse_unknown_parameters
 from agent.api.auth import require_admin
+from agent.api.keys import FLAGS
 from agent.api.problems import BadRequest
 from agent.events.posthog import POSTHOG_NAME
 
@@ -51,6 +57,12 @@ async def get_experiment(request: web.Request) -> web.Response:
     if conversion is not None and not POSTHOG_NAME.fullmatch(conversion):
         raise RangeError("conversion", "must be an event name (letters, digits, _ . : $ - and spaces, "
                                        "starting with a letter or $)")
+    definition = next((e for e in request.app[FLAGS].flags.config.experiments if e.id == experiment_id), None)
+    if definition is not None:                        # run with a feature flag: flags.experiments says it all
+        for name, given in (("conversion", conversion), ("control", control)):
+            if given is not None:
+                raise RangeError(name, f"is set by flags.experiments for the flag experiment {experiment_id}")
+        return await answer_from_store(request, lambda store: flag_experiment(store, definition, time_range))
     return await answer_from_store(request, lambda store: experiment(store, experiment_id, time_range,
                                                                      conversion=conversion, control=control))
 

@@ -75,7 +75,8 @@ async def post_snapshots(request: web.Request) -> web.Response:
         else:
             parsed = parse_snapshots(obj, MAX_INFLATED_BYTES, recordings.scrub)
     except SnapshotError as exc:
-        raise ApiError.of_status(exc.status, str(exc), [{"index": None, "field": exc.field, "message": exc.message}], api=API,
+        refused = [{"index": None, "field": exc.field, "message": exc.message}]
+        raise ApiError.of_status(exc.status, str(exc), refused, api=API,
                                  reason="too_large" if exc.status == 413 else "invalid") from None
     store = request.app[EVENT_STORE].store
     if store is None:

@@ -43,6 +43,8 @@ _NOISE_PREFIXES = ("$feature/", "$feature_flag_", "$replay_", "$sdk_debug", "$se
                    "$console_log_", "$lib_rate_limit", "$config_", "$survey_", "$web_vitals_allowed",
                    "$dead_clicks_", "$autocapture_disabled", "$exception_capture_", "$heatmaps_", "$configured_")
 _NOISE_SUFFIXES = ("_server_side",)
+# a `$feature_flag_called` exposure's flag and answer: what experiments read (agent/analytics/experiments.py)
+EXPOSURE = frozenset({"$feature_flag", "$feature_flag_response"})
 _URLS = frozenset({"$current_url", "$referrer", "$initial_current_url", "$initial_referrer",
                    "$session_entry_url", "$session_entry_referrer", "$prev_pageview_url", "$href"})
 # kept first, so a crowded event never loses these to the cap
@@ -68,7 +70,7 @@ _TAG = re.compile(r"[a-z][a-z0-9-]*")
 
 
 def _noise(key: str) -> bool:
-    return key.startswith(_NOISE_PREFIXES) or key.endswith(_NOISE_SUFFIXES)
+    return key not in EXPOSURE and (key.startswith(_NOISE_PREFIXES) or key.endswith(_NOISE_SUFFIXES))
 
 
 def strip_query(url: str) -> str:

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config.node import Node
+from agent.flags.experiments import ExperimentDefinition, parse_experiments
 
 OPERATORS = ("exact", "is_not", "icontains", "not_icontains", "regex", "not_regex", "gt", "gte", "lt", "lte",
              "is_set", "is_not_set", "is_date_before", "is_date_after")
@@ -112,6 +113,7 @@ class FlagsConfig:
     personal_api_keys: tuple[str, ...] = ()
     group_types: tuple[str, ...] = ()
     definitions: tuple[FlagDefinition, ...] = ()
+    experiments: tuple[ExperimentDefinition, ...] = ()       # flags.experiments (agent/flags/experiments.py)
 
 
 def _number(node: Node, raw: Any, where: str, low: float, high: float) -> float | None:
@@ -303,7 +305,7 @@ def parse_flags(node: Node, environ: Mapping[str, str] | None = None) -> FlagsCo
             seen[flag.key] = i
             definitions.append(flag)
     config = FlagsConfig(enabled=enabled, personal_api_keys=keys, group_types=group_types,
-                         definitions=tuple(definitions))
+                         definitions=tuple(definitions), experiments=parse_experiments(node, definitions))
     node.finish()
     return config
 
