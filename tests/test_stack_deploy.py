@@ -118,8 +118,10 @@ def test_the_build_stage_yields_a_wheel_with_every_data_file_of_the_agent(tmp_pa
     assert result.returncode == 0, result.stdout + result.stderr
     (wheel,) = (tmp_path / "wheels").glob("loom_agent-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
+    # node_modules: what `npm ci --prefix agent/replay` installs (the replay page's player), never shipped
     data_files = {str(p.relative_to(ROOT)) for p in (ROOT / "agent").rglob("*")
-                  if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts}
+                  if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+                  and "node_modules" not in p.parts}
     assert "agent/api/openapi.json" in data_files
     assert data_files <= shipped, f"not in the wheel (pyproject.toml package-data): {sorted(data_files - shipped)}"
     assert "agent/__main__.py" in shipped

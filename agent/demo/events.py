@@ -98,6 +98,11 @@ def api_request(r: Random) -> Props:
             "service": "api", "response_bytes": int(lognormal(r, 2000, 1))}
 
 
+def _posthog_page(r: Random, path: str) -> Props:
+    return {"$current_url": f"https://app.loom.example{path}", "$pathname": path, "$host": "app.loom.example",
+            "$browser": r.choice(["Chrome", "Firefox", "Safari"]), "$os": r.choice(["Mac OS X", "Windows", "iOS"])}
+
+
 BUILDERS: dict[str, Callable[[Random], Props]] = {
     # marketing
     "landing_page_view": lambda r: {"page": r.choice(LANDING), "referrer": "https://www.google.com/", **_utm(r)},
@@ -263,4 +268,13 @@ BUILDERS: dict[str, Callable[[Random], Props]] = {
                                     "provider": "stripe"},
     "payment_failed": lambda r: {"amount": 29, "currency": "EUR", "plan": r.choice(PLANS), "provider": "stripe",
                                  "failure_reason": r.choice(["card_declined", "insufficient_funds", "expired_card"])},
+    # PostHog's own events, as posthog-js sends them (the same catalog names and `$`-properties)
+    "$pageview": lambda r: _posthog_page(r, r.choice(PAGES)),
+    "$pageleave": lambda r: {**_posthog_page(r, r.choice(PAGES)),
+                             "$prev_pageview_duration": round(lognormal(r, 45, 1.0), 1)},
+    "$autocapture": lambda r: {**_posthog_page(r, r.choice(PAGES)), "$event_type": r.choice(["click", "click",
+                                                                                             "submit", "change"]),
+                               "$elements_chain": r.choice(["button.btn-primary:text=\"Book a session\"",
+                                                            "a:href=\"/goals\"", "input.search"])},
+    "$rageclick": lambda r: {**_posthog_page(r, "/sessions"), "$elements_chain": "button.calendar-next"},
 }
