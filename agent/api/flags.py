@@ -20,7 +20,6 @@ property the request did not send). CORS as for capture (posthog.allowed_origins
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -117,18 +116,6 @@ async def _person(request: web.Request, flags: FlagSet, distinct_id: str, given:
     return {**stored, **given} if isinstance(stored, dict) else given
 
 
-def _v2(flags: FlagSet, results: list[Evaluation]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for result in results:
-        flag = flags.by_key[result.key]
-        out[result.key] = {"key": result.key, "enabled": result.enabled, "variant": result.variant,
-                           "reason": result.reason_json(),
-                           "metadata": {"id": flag.id, "version": flags.version(flag),
-                                        "description": flag.description or None,
-                                        "payload": flags.payload(flag, result)}}
-    return {"flags": out, "errorsWhileComputingFlags": False, "requestId": str(uuid.uuid4())}
-
-
 def _v1(flags: FlagSet, results: list[Evaluation]) -> dict[str, Any]:
     payloads = {r.key: p for r in results if (p := flags.payload(flags.by_key[r.key], r)) is not None}
     return {"featureFlags": {r.key: r.value for r in results}, "featureFlagPayloads": payloads,
@@ -151,10 +138,12 @@ async def post_flags(request: web.Request) -> web.Response:
     group_properties = {k: v for k, v in _object(obj, "group_properties").items() if isinstance(v, dict)}
     person = await _person(request, flags, distinct_id, _object(obj, "person_properties"))
     wanted = obj.get("flag_keys_to_evaluate")
-    chosen = [flags.by_key[k] for k in wanted if isinstance(k, str) and k in flags.by_key] \
-        if isinstance(wanted, list) else list(flags.config.definitions)
-    results = [flags.evaluate(flag, distinct_id, person, groups, group_properties) for flag in chosen]
-    return json_response(_v2(flags, results) if version >= 2 else _v1(flags, results))
+    chosen = [flags.by_key[k] for k in dict.fromkeys(k for k in wanted if isinstance(k, str) and k in flags.by_key)] \
+        if isinstance(wanted, list) else flags.config.definitions
+    results = flags.evaluate_many(chosen, distinct_id, person, groups, group_properties)
+    if version >= 2:            # orjson's text of the v2 document, from the outcomes' fragments (FlagSet.v2_body)
+        return web.Response(body=flags.v2_body(results), content_type="application/json")
+    return json_response(_v1(flags, results))
 
 
 async def get_definitions(request: web.Request) -> web.Response:

@@ -116,6 +116,11 @@ class FlagsConfig:
     experiments: tuple[ExperimentDefinition, ...] = ()       # flags.experiments (agent/flags/experiments.py)
 
 
+def is_relative_date(value: Any) -> bool:
+    """A date filter's value relative to now (-7d): its answer moves with the clock."""
+    return isinstance(value, str) and _RELATIVE_DATE.fullmatch(value) is not None
+
+
 def _number(node: Node, raw: Any, where: str, low: float, high: float) -> float | None:
     if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw) or not low <= raw <= high:
         node.error(f"must be a number from {low:g} to {high:g}", where)

@@ -20,23 +20,38 @@ documents it:
 A server knows whether a property is missing: a filter on a property the request and the stored traits
 do not have does not match, but `is_not_set` does (an SDK evaluating locally cannot tell and asks the
 server, i.e. the agent).
+
+The hot path (bench/flags.py: 50 flags a request) does per request only what depends on the request: the
+sha1 buckets of the distinct id (the key prefix encoded once per flag) and the filters. Everything else is
+derived once per FlagSet: the filters' PostHog definitions (identical filters of different flags share
+one), rollout thresholds, cumulative variant ranges, payload texts, versions, and the outcomes themselves
+(every answer a flag can give is one Evaluation built at load, with its v2 JSON fragment). A
+filter's answer depends only on its definition and the property's value, so posthog's matcher runs once
+per (filter, value) and is remembered (bounded) for strings, integers, booleans and null, except a
+relative date, whose answer moves with the clock; floats (-0.0 == 0.0 but their texts differ) are not
+remembered.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+import random
+import uuid
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from posthog.feature_flags import InconclusiveMatchError, match_property
 
-from agent.flags.config import FlagDefinition, FlagsConfig, PropertyFilter
+from agent.flags.config import DATES, FlagDefinition, FlagsConfig, PropertyFilter, is_relative_date
 
 LONG_SCALE = float(0xFFFFFFFFFFFFFFF)
 REGEX_OPERATORS = frozenset({"regex", "not_regex"})
 REGEX_VALUE_MAX = 2000                 # a longer property value matches no regex (and every not_regex)
+MATCH_CACHE_MAX = 32_768               # remembered (filter, value) answers; cleared whole when full
+MATCH_CACHE_VALUE_MAX = 256            # a longer string is matched every time
+_CACHED_TYPES = frozenset({str, int, bool, type(None)})
 # PostHog's reason codes (/flags?v=2 `reason.code`)
 CONDITION_MATCH, NO_CONDITION_MATCH, OUT_OF_ROLLOUT, NO_GROUP_TYPE, DISABLED = (
     "condition_match", "no_condition_match", "out_of_rollout_bound", "no_group_type", "disabled")
@@ -46,6 +61,11 @@ def bucket(key: str, bucketing_value: str, salt: str = "") -> float:
     """PostHog's hash of a flag key and a distinct id (or group key): uniform in [0, 1)."""
     digest = hashlib.sha1(f"{key}.{bucketing_value}{salt}".encode()).hexdigest()
     return int(digest[:15], 16) / LONG_SCALE
+
+
+# FlagSet._evaluate computes bucket() from the encoded `key.` prefix and id: the first 15 hex digits of the
+# digest are its first 60 bits, (int.from_bytes(digest[:8]) >> 4)
+sha1, from_bytes = hashlib.sha1, int.from_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,16 +106,48 @@ def _filter_matches(prop: PropertyFilter, properties: Mapping[str, Any], definit
         return False
 
 
-def variant_of(flag: FlagDefinition, bucketing_value: str) -> str | None:
-    """The variant whose cumulative range (in list order) holds the variant hash."""
-    value = bucket(flag.key, bucketing_value, "variant")
-    low = 0.0
-    for variant in flag.variants:
-        high = low + variant.rollout_percentage / 100
-        if low <= value < high:
-            return variant.key
-        low = high
-    return None
+class _Compiled:
+    """A flag's request-independent parts, derived once per FlagSet, its answers among them: every outcome a
+    condition can give is one Evaluation built here (interned: its v2 fragment is built once too)."""
+
+    __slots__ = ("conditions", "fixed", "flag", "no_group", "no_match", "prefix", "ranges")
+
+    def __init__(self, flag: FlagDefinition, filters: list[tuple]):
+        key = flag.key
+        self.flag = flag
+        self.prefix = f"{key}.".encode()
+        ranges, low = [], 0.0
+        for variant in flag.variants:               # cumulative ranges in list order, as PostHog adds them
+            high = low + variant.rollout_percentage / 100
+            ranges.append((low, high, variant.key))
+            low = high
+        self.ranges = tuple(ranges)
+        # per condition: (filters ((filter id, property key, answer when missing, PropertyFilter, definition),
+        # ...), rollout / 100 or None,
+        # its answer when the variant is not hashed (forced, or a boolean flag), its answers per hashed
+        # variant (None: outside every range), its out-of-rollout answer)
+        conditions = []
+        for index, (condition, condition_filters) in enumerate(zip(flag.conditions, filters, strict=True)):
+            fixed = None
+            by_variant: dict[str | None, Evaluation] = {}
+            if condition.variant is not None or not ranges:
+                fixed = Evaluation(key, True, condition.variant, CONDITION_MATCH, index)
+            else:
+                by_variant = {variant: Evaluation(key, True, variant, CONDITION_MATCH, index)
+                              for variant in [*(k for _, _, k in ranges), None]}
+            threshold = None if condition.rollout_percentage is None else condition.rollout_percentage / 100
+            conditions.append((condition_filters, threshold, fixed, by_variant,
+                               Evaluation(key, False, None, OUT_OF_ROLLOUT, index)))
+        self.conditions = tuple(conditions)
+        self.fixed = None if flag.active else Evaluation(key, False, None, DISABLED)
+        self.no_match = Evaluation(key, False, None, NO_CONDITION_MATCH)
+        self.no_group = Evaluation(key, False, None, NO_GROUP_TYPE)
+
+    def outcomes(self) -> list[Evaluation]:
+        out = [self.no_match, self.no_group] + ([self.fixed] if self.fixed is not None else [])
+        for _, _, fixed, by_variant, off in self.conditions:
+            out += [off, *([fixed] if fixed is not None else []), *by_variant.values()]
+        return out
 
 
 class FlagSet:
@@ -111,48 +163,133 @@ class FlagSet:
                                     for c in flag.conditions] for flag in config.definitions}
         self.person_keys = frozenset(prop.key for flag in config.definitions if flag.group_type is None
                                      for c in flag.conditions for prop in c.properties)
+        self._filter_ids: dict[bytes, int] = {}
+        self._match_cache: dict[tuple, bool] = {}
+        self._payload_texts = {flag.key: {name: orjson.dumps(value).decode() for name, value in flag.payloads.items()}
+                               for flag in config.definitions}
+        self._versions = {flag.key: int(hashlib.sha256(orjson.dumps(self._flag_document(flag))).hexdigest()[:7], 16)
+                          for flag in config.definitions}
+        self._fragments: dict[int, tuple[Evaluation, bytes]] = {}      # id of an interned outcome -> its fragment
+        self._compiled = {flag.key: self._compile(flag) for flag in config.definitions}
         self.document = orjson.dumps(self._document())
         self.etag = '"' + hashlib.sha256(self.document).hexdigest()[:32] + '"'
 
     def _group_index_of(self, flag: FlagDefinition) -> int | None:
         return None if flag.group_type is None else self.group_index[flag.group_type]
 
-    def evaluate(self, flag: FlagDefinition, distinct_id: str, person: Mapping[str, Any],
-                 groups: Mapping[str, Any], group_properties: Mapping[str, Mapping[str, Any]]) -> Evaluation:
-        if not flag.active:
-            return Evaluation(flag.key, False, None, DISABLED)
+    def _filter_id(self, prop: PropertyFilter, definition: dict[str, Any]) -> int | None:
+        """One id per distinct filter definition (flags that filter alike share remembered answers); None
+        for a filter whose answers are not remembered (a relative date)."""
+        if prop.operator in DATES and is_relative_date(prop.value):
+            return None
+        text = orjson.dumps(definition, option=orjson.OPT_SORT_KEYS)
+        return self._filter_ids.setdefault(text, len(self._filter_ids))
+
+    def _compile(self, flag: FlagDefinition) -> _Compiled:
+        # a filter: (its id, its property's key, its answer when the property is missing, the PropertyFilter,
+        # its PostHog definition)
+        compiled = _Compiled(flag, [tuple((self._filter_id(prop, definition), prop.key, prop.operator == "is_not_set",
+                                           prop, definition) for prop, definition in filters)
+                                    for filters in self._filters[flag.key]])
+        for outcome in compiled.outcomes():
+            self._fragments[id(outcome)] = (outcome, self._fragment(outcome))
+        return compiled
+
+    def _remember(self, cache_key: tuple, prop: PropertyFilter, properties: Mapping[str, Any],
+                  definition: dict[str, Any]) -> bool:
+        known = _filter_matches(prop, properties, definition)
+        if len(self._match_cache) >= MATCH_CACHE_MAX:
+            self._match_cache.clear()
+        self._match_cache[cache_key] = known
+        return known
+
+    def _evaluate(self, compiled: _Compiled, distinct_id: bytes, person: Mapping[str, Any],
+                  groups: Mapping[str, Any], group_properties: Mapping[str, Mapping[str, Any]]) -> Evaluation:
+        if compiled.fixed is not None:
+            return compiled.fixed
+        flag = compiled.flag
         properties: Mapping[str, Any] = person
         bucketing = distinct_id
         if flag.group_type is not None:
             group_key = groups.get(flag.group_type)
             if group_key is None:
-                return Evaluation(flag.key, False, None, NO_GROUP_TYPE)
-            bucketing = str(group_key)
+                return compiled.no_group
+            bucketing = str(group_key).encode()
             properties = group_properties.get(flag.group_type) or {}
-        reason, last_index = NO_CONDITION_MATCH, None
-        for index, (condition, filters) in enumerate(zip(flag.conditions, self._filters[flag.key], strict=True)):
-            if not all(_filter_matches(prop, properties, definition) for prop, definition in filters):
+        result = compiled.no_match
+        remembered = self._match_cache.get
+        for filters, threshold, fixed, by_variant, off in compiled.conditions:
+            matched = True
+            for fid, key, if_missing, prop, definition in filters:     # _filter_matches, answers remembered
+                if key not in properties:
+                    matched = if_missing
+                else:
+                    value = properties[key]
+                    kind = type(value)
+                    if fid is None or kind not in _CACHED_TYPES or (kind is str and len(value) > MATCH_CACHE_VALUE_MAX):
+                        matched = _filter_matches(prop, properties, definition)
+                    else:
+                        matched = remembered((fid, kind, value))      # type: ignore[assignment]
+                        if matched is None:
+                            matched = self._remember((fid, kind, value), prop, properties, definition)
+                if not matched:
+                    break
+            if not matched:
                 continue
-            if condition.rollout_percentage is not None and \
-                    bucket(flag.key, bucketing) > condition.rollout_percentage / 100:
-                reason, last_index = OUT_OF_ROLLOUT, index
+            if threshold is not None and \
+                    (from_bytes(sha1(compiled.prefix + bucketing).digest()[:8], "big") >> 4) / LONG_SCALE > threshold:
+                result = off
                 continue
-            variant = condition.variant or (variant_of(flag, bucketing) if flag.variants else None)
-            return Evaluation(flag.key, True, variant, CONDITION_MATCH, index)
-        return Evaluation(flag.key, False, None, reason, last_index)
+            if fixed is not None:
+                return fixed
+            value = (from_bytes(sha1(compiled.prefix + bucketing + b"variant").digest()[:8], "big") >> 4) / LONG_SCALE
+            return by_variant[next((key for low, high, key in compiled.ranges if low <= value < high), None)]
+        return result
+
+    def evaluate(self, flag: FlagDefinition, distinct_id: str, person: Mapping[str, Any],
+                 groups: Mapping[str, Any], group_properties: Mapping[str, Mapping[str, Any]]) -> Evaluation:
+        return self._evaluate(self._compiled[flag.key], distinct_id.encode(), person, groups, group_properties)
+
+    def evaluate_many(self, flags: Iterable[FlagDefinition], distinct_id: str, person: Mapping[str, Any],
+                      groups: Mapping[str, Any], group_properties: Mapping[str, Mapping[str, Any]]) -> list[Evaluation]:
+        """evaluate() of each flag, the id encoded once."""
+        encoded, compiled = distinct_id.encode(), self._compiled
+        return [self._evaluate(compiled[flag.key], encoded, person, groups, group_properties) for flag in flags]
 
     def payload(self, flag: FlagDefinition, evaluation: Evaluation) -> str | None:
         """The payload of what the flag evaluated to, as the JSON text PostHog sends; None without one."""
         if not evaluation.enabled:
             return None
-        name = evaluation.variant if evaluation.variant is not None else "true"
-        if name not in flag.payloads:
-            return None
-        return orjson.dumps(flag.payloads[name]).decode()
+        return self._payload_texts[flag.key].get(evaluation.variant if evaluation.variant is not None else "true")
 
     def version(self, flag: FlagDefinition) -> int:
         """A flag's version: changes when its definition does (PostHog counts edits; a hash serves)."""
-        return int(hashlib.sha256(orjson.dumps(self._flag_document(flag))).hexdigest()[:7], 16)
+        return self._versions[flag.key]
+
+    def v2_entry(self, evaluation: Evaluation) -> dict[str, Any]:
+        """A flag's entry in the `/flags?v=2` answer."""
+        flag = self.by_key[evaluation.key]
+        return {"key": evaluation.key, "enabled": evaluation.enabled, "variant": evaluation.variant,
+                "reason": evaluation.reason_json(),
+                "metadata": {"id": flag.id, "version": self.version(flag), "description": flag.description or None,
+                             "payload": self.payload(flag, evaluation)}}
+
+    def _fragment(self, evaluation: Evaluation) -> bytes:
+        """`"key":{entry}` as orjson writes it inside the answer's `flags` object."""
+        return orjson.dumps(evaluation.key) + b":" + orjson.dumps(self.v2_entry(evaluation))
+
+    def v2_body(self, results: list[Evaluation]) -> bytes:
+        """The `/flags?v=2` answer's JSON: what orjson.dumps of {flags: {key: v2_entry}, errorsWhileComputingFlags,
+        requestId} writes (results hold each flag once), from the fragments built at load for every outcome
+        evaluate() returns. The requestId is a random (version 4) UUID from `random`, not os.urandom: a
+        label of the answer, no secret, and a system call per request saved."""
+        known = self._fragments.get
+        parts = []
+        for result in results:
+            fragment = known(id(result))
+            parts.append(fragment[1] if fragment is not None and fragment[0] is result else self._fragment(result))
+        return (b'{"flags":{' + b",".join(parts) + b'},"errorsWhileComputingFlags":false,"requestId":"'
+                + str(uuid.UUID(int=random.getrandbits(128), version=4)).encode() + b'"}')
 
     def _flag_document(self, flag: FlagDefinition) -> dict[str, Any]:
         group_index = self._group_index_of(flag)
@@ -160,8 +297,7 @@ class FlagSet:
                    "rollout_percentage": condition.rollout_percentage, "variant": condition.variant}
                   for condition, filters in zip(flag.conditions, self._filters[flag.key], strict=True)]
         filters: dict[str, Any] = {"groups": groups, "aggregation_group_type_index": group_index,
-                                   "payloads": {name: orjson.dumps(value).decode()
-                                                for name, value in flag.payloads.items()}}
+                                   "payloads": dict(self._payload_texts[flag.key])}
         if flag.variants:
             filters["multivariate"] = {"variants": [{"key": v.key, "name": v.name or v.key,
                                                      "rollout_percentage": v.rollout_percentage}
