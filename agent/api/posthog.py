@@ -31,7 +31,7 @@ from agent.api.auth import bearer_token, require_ingest_key
 from agent.api.body import read_body
 from agent.api.cors import Cors
 from agent.api.events import _invalid, _posthog_batch, _posthog_capture_one, parse_json
-from agent.api.keys import PIPELINE, POSTHOG
+from agent.api.keys import FLAGS, PIPELINE, POSTHOG
 from agent.api.nul_guard import MESSAGE, body_nul_field
 from agent.api.posthog_wire import PayloadError, decode_posthog_body
 from agent.api.problems import ApiError, BadRequest, NotFound, json_response
@@ -219,7 +219,9 @@ async def get_remote_config(request: web.Request) -> web.Response:
         raise BadRequest("token: must be a project key of 1 to 256 letters, digits, '.', '_', '~', '+' or '-'",
                          [{"index": None, "field": "token", "message": "not a project key"}])
     headers = {"Cache-Control": CONFIG_CACHE}
+    flags = request.app[FLAGS].flags.config           # posthog-js asks /flags/ only when flags are said to exist
+    has_flags = flags.enabled and bool(flags.definitions)
     if request.path.endswith(".js"):
-        return web.Response(text=remote_config_js(config, token), content_type="application/javascript",
+        return web.Response(text=remote_config_js(config, token, has_flags), content_type="application/javascript",
                             headers=headers)
-    return json_response(remote_config(config, token), headers=headers)
+    return json_response(remote_config(config, token, has_flags), headers=headers)

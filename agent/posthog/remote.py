@@ -4,8 +4,9 @@ that sets `window._POSTHOG_REMOTE_CONFIG[token]`), built from the `posthog:` blo
 posthog-js reads it at start-up (lib/src/remote-config.js): `autocapture_opt_out`, `capturePerformance`
 (`web_vitals`, `network_timing`), `autocaptureExceptions` / `errorTracking`, `sessionRecording` (false, or
 where to send recordings: `/s/` on the agent), `supportedCompression` (gzip bodies), `hasFeatureFlags`
-(false: the agent has no feature flags, so posthog-js does not ask `/flags/`), and turns off what the
-agent does not serve (surveys, heatmaps, site apps, dead clicks).
+(true when the `flags:` block defines flags and serves them: posthog-js then asks `/flags/` at start-up;
+false, and it does not), and turns off what the agent does not serve (surveys, heatmaps, site apps, dead
+clicks).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ RECORDINGS_ENDPOINT = "/s/"
 ANALYTICS_ENDPOINT = "/i/v0/e/"
 
 
-def remote_config(config: PosthogConfig, token: str) -> dict[str, Any]:
+def remote_config(config: PosthogConfig, token: str, has_feature_flags: bool = False) -> dict[str, Any]:
     """The config object of a project token (the token is echoed, as PostHog does)."""
     settings = config.remote_config
     recording: Any = False
@@ -37,7 +38,7 @@ def remote_config(config: PosthogConfig, token: str) -> dict[str, Any]:
     return {
         "token": token,
         "supportedCompression": list(SUPPORTED_COMPRESSION),
-        "hasFeatureFlags": False,
+        "hasFeatureFlags": has_feature_flags,
         "captureDeadClicks": False,
         "capturePerformance": performance,
         "autocapture_opt_out": not settings.autocapture,
@@ -53,10 +54,10 @@ def remote_config(config: PosthogConfig, token: str) -> dict[str, Any]:
     }
 
 
-def remote_config_js(config: PosthogConfig, token: str) -> str:
+def remote_config_js(config: PosthogConfig, token: str, has_feature_flags: bool = False) -> str:
     """The script form: the same object under window._POSTHOG_REMOTE_CONFIG[token], no site apps. The
     token is written as a JSON string (never as code)."""
     key = orjson.dumps(token).decode()
-    body = orjson.dumps(remote_config(config, token)).decode()
+    body = orjson.dumps(remote_config(config, token, has_feature_flags)).decode()
     return ("(function() {\n  window._POSTHOG_REMOTE_CONFIG = window._POSTHOG_REMOTE_CONFIG || {};\n"
             f"  window._POSTHOG_REMOTE_CONFIG[{key}] = {{config: {body}, siteApps: []}};\n}})();\n")
