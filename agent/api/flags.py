@@ -15,7 +15,8 @@ A request body is decoded as a capture body is (gzip by its magic bytes, base64 
 read_decoded): `{token | api_key, distinct_id, groups, person_properties, group_properties,
 flag_keys_to_evaluate}`. The key is checked like an event's (events.api_keys). Person properties are
 the request's over the traits identify stored for the person (read only when a flag filters on a
-property the request did not send). CORS as for capture (posthog.allowed_origins).
+property the request did not send, and remembered for 30 s: agent/flags/traits.py). CORS as for
+capture (posthog.allowed_origins).
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ from agent.api.events import parse_json
 from agent.api.keys import EVENT_STORE, FLAGS, PIPELINE, PRIVACY
 from agent.api.posthog import CORS, read_decoded
 from agent.api.problems import BadRequest, Forbidden, NotFound, Unauthorized, json_response
+from agent.events.identify import SIGNUP
 from agent.flags.evaluate import Evaluation, FlagSet
 from agent.store.errors import StoreError
+from agent.store.gdpr import rfc3339
 
 API = "flags"
 MAX_BODY = 1024 * 1024
@@ -40,7 +43,8 @@ MAX_PROPERTIES = 1000
 FLAG_PATHS = ("/flags", "/flags/", "/decide", "/decide/")
 DEFINITION_PATHS = ("/flags/definitions", "/flags/definitions/", "/api/feature_flag/local_evaluation",
                     "/api/feature_flag/local_evaluation/")
-TRAITS_SQL = "SELECT traits FROM users WHERE user_id = ?"
+# the traits identify stored: the JSON object and the three with columns of their own (agent/store/traits.py)
+TRAITS_SQL = "SELECT traits, role, plan, signed_up_at FROM users WHERE user_id = ?"
 
 
 def add_routes(app: web.Application) -> None:
@@ -96,6 +100,18 @@ def _distinct_id(obj: Mapping[str, Any]) -> str:
     return value
 
 
+def _stored_traits(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A users row -> the person properties it holds (the sign-up date as RFC 3339, as $set sends it)."""
+    raw, role, plan, signed_up_at = row
+    decoded = orjson.loads(raw) if isinstance(raw, (str, bytes)) else raw
+    traits = dict(decoded) if isinstance(decoded, dict) else {}
+    for name, value in (("role", role), ("plan", plan),
+                        (SIGNUP, None if signed_up_at is None else rfc3339(float(signed_up_at)))):
+        if value is not None:
+            traits[name] = value
+    return traits
+
+
 async def _person(request: web.Request, flags: FlagSet, distinct_id: str, given: dict[str, Any]) -> dict[str, Any]:
     """The request's person properties over the stored traits (read only when a filter needs a key the
     request did not send; a store that cannot answer leaves the request's alone)."""
@@ -105,15 +121,17 @@ async def _person(request: web.Request, flags: FlagSet, distinct_id: str, given:
     privacy = request.app.get(PRIVACY)
     if store is None or privacy is None:
         return given
-    try:
-        rows = await store.fetch(TRAITS_SQL, [privacy.pseudonymize(distinct_id)])
-    except StoreError:
-        return given
-    if not rows or rows[0][0] is None:
-        return given
-    traits = rows[0][0]
-    stored = orjson.loads(traits) if isinstance(traits, (str, bytes)) else traits
-    return {**stored, **given} if isinstance(stored, dict) else given
+    person = privacy.pseudonymize(distinct_id)
+    cache = request.app[FLAGS].traits
+    stored = cache.get(person)
+    if stored is None:
+        try:
+            rows = await store.fetch(TRAITS_SQL, [person])
+        except StoreError:
+            return given
+        stored = _stored_traits(rows[0]) if rows else {}
+        cache.put(person, stored)
+    return {**stored, **given} if stored else given
 
 
 def _v1(flags: FlagSet, results: list[Evaluation]) -> dict[str, Any]:

@@ -45,6 +45,7 @@ import orjson
 from posthog.feature_flags import InconclusiveMatchError, match_property
 
 from agent.flags.config import DATES, FlagDefinition, FlagsConfig, PropertyFilter, is_relative_date
+from agent.flags.traits import TraitsCache
 
 LONG_SCALE = float(0xFFFFFFFFFFFFFFF)
 REGEX_OPERATORS = frozenset({"regex", "not_regex"})
@@ -317,6 +318,7 @@ class Flags:
 
     def __init__(self, config: FlagsConfig):
         self.flags = FlagSet(config)
+        self.traits = TraitsCache()             # the persons' stored traits /flags read, for a while
 
     def prepare(self, config: FlagsConfig) -> Callable[[], None]:
         flags = FlagSet(config)
