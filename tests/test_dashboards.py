@@ -34,7 +34,8 @@ from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.procs import AgentProcess, PrometheusProcess, http_get, wait_until
 
 DOCUMENTED = {"Service Uptime", "Admin Analytics", "Business Metrics", "Onboarding and Funnels", "MFA Health",
-              "Notification Analytics", "Realtime Connections", "Web Vitals", "Errors and Releases", "Agent Health"}
+              "Notification Analytics", "Realtime Connections", "Web Vitals", "Errors and Releases", "Agent Health",
+              "Feature Flags and Experiments"}
 TRAFFIC_SECONDS = 25
 RATE = 150                      # events per second
 PROBE_INTERVAL, PROBE_TIMEOUT = 2.0, 1.8

@@ -19,7 +19,7 @@ import pytest
 from posthog.feature_flags import _hash as posthog_hash
 
 from agent.__main__ import main
-from agent.api.keys import FLAGS, RELOADER
+from agent.api.keys import FLAGS, METRICS, RELOADER
 from agent.app.root import build_app
 from agent.config.load import load_config, parse_config
 from agent.config.node import ConfigError
@@ -350,3 +350,23 @@ def test_stored_traits_are_read_once_in_a_while_and_the_request_wins(agent_serve
     assert len(reads) == 1
     sent = flags_request(agent, {**body, "person_properties": {"plan": "free"}})[1]["flags"]["new-checkout"]
     assert sent["reason"]["code"] == "no_condition_match"
+
+
+def test_evaluations_and_exposures_are_counted_with_labels_closed_by_the_config(agent_server: Any,
+                                                                                sqlite_store: Any) -> None:
+    agent = agent_server(CONFIG, store=sqlite_store)
+    body = {"token": INGEST_KEY, "distinct_id": "sam", "person_properties": {"email": "sam@loom.example"}}
+    flags_request(agent, body)
+    flags_request(agent, body, "/flags")
+    evaluations = agent.app[METRICS].get("loom_feature_flag_evaluations").series
+    assert evaluations[("pricing-test", "test")] == 2 and evaluations[("switched-off", "false")] == 2
+    exposures = [("pricing-test", "test"), ("pricing-test", "test"), ("pricing-test", "ghost-variant"),
+                 ("made-up-flag", "x"), ("beta-reports", True), ("beta-reports", False)]
+    batch = {"api_key": INGEST_KEY, "batch": [
+        {"event": "$feature_flag_called", "distinct_id": "sam", "timestamp": time.time(),
+         "properties": {"$feature_flag": flag, "$feature_flag_response": answer}} for flag, answer in exposures]}
+    status, _, _ = agent.post("/batch/", data=orjson.dumps(batch), headers={"Content-Type": "application/json"})
+    assert status == 200
+    calls = {k: v for k, v in agent.app[METRICS].get("loom_feature_flag_calls").series.items() if v}
+    assert calls == {("pricing-test", "test"): 2, ("pricing-test", "other"): 1, ("other", "other"): 1,
+                     ("beta-reports", "true"): 1, ("beta-reports", "false"): 1}

@@ -159,6 +159,8 @@ async def post_flags(request: web.Request) -> web.Response:
     chosen = [flags.by_key[k] for k in dict.fromkeys(k for k in wanted if isinstance(k, str) and k in flags.by_key)] \
         if isinstance(wanted, list) else flags.config.definitions
     results = flags.evaluate_many(chosen, distinct_id, person, groups, group_properties)
+    if (counted := request.app[FLAGS].metrics) is not None:
+        counted.served(results)
     if version >= 2:            # orjson's text of the v2 document, from the outcomes' fragments (FlagSet.v2_body)
         return web.Response(body=flags.v2_body(results), content_type="application/json")
     return json_response(_v1(flags, results))

@@ -72,6 +72,7 @@ from agent.events.pipeline import EventPipeline
 from agent.events.span_metrics import EventSpanMetrics
 from agent.events.spans import EventSpans
 from agent.flags.evaluate import Flags
+from agent.flags.metrics import FlagMetrics
 from agent.metrics.releases import ReleaseTracker
 from agent.metrics.store import MetricStore
 from agent.otlp.export import OtlpExport
@@ -146,6 +147,7 @@ def build_components(app: web.Application, config: Config, registry: CollectorRe
         logs=SentryLogs(privacy_rules, export.logs.queue if export.logs is not None else None))
     app[POSTHOG] = PosthogSettings(config.posthog)
     app[FLAGS] = Flags(config.flags)
+    app[FLAGS].metrics = flag_metrics = FlagMetrics(metrics, app[FLAGS])
     app[RECORDINGS] = Recordings(metrics, privacy_rules)
     app[ANOMALIES] = monitor = AnomalyMonitor(config.alerting, clocks.wall)
     registry.register(AnomalyActiveCollector(monitor))
@@ -154,7 +156,7 @@ def build_components(app: web.Application, config: Config, registry: CollectorRe
     app[STATUS_HISTORY] = history = ProbeHistory()
     app[UPTIME_CACHE] = UptimeCache()
     # observers: who hears of what each ingest path accepted
-    pipeline.observers += [releases.observe, monitor.windows.observe]
+    pipeline.observers += [releases.observe, monitor.windows.observe, flag_metrics.observe]
     sink.observers.append(releases.observe)
     custom.release_observers.append(releases.seen)          # POST /v1/metrics, StatsD
     runtime.result_observers.append(history.observe)

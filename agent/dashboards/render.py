@@ -17,6 +17,7 @@ from typing import Any
 from agent.config.node import ConfigError
 from agent.dashboards.agent_health import agent_health
 from agent.dashboards.errors import errors_releases
+from agent.dashboards.flags import feature_flags
 from agent.dashboards.funnels import onboarding_funnels
 from agent.dashboards.mfa import mfa_health
 from agent.dashboards.notifications import notification_analytics
@@ -42,6 +43,7 @@ DASHBOARDS: dict[str, Callable[[Thresholds], dict[str, Any]]] = {
     "web-vitals.json": web_vitals,
     "errors-releases.json": errors_releases,
     "agent-health.json": agent_health,
+    "feature-flags.json": feature_flags,
 }
 
 

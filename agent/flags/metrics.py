@@ -1,0 +1,56 @@
+"""The flag metrics: what the agent answered and what the SDKs report they showed.
+
+- loom_feature_flag_evaluations_total{flag, variant}: every flag evaluation /flags (and /decide) served,
+  `variant` the variant or `true` / `false`;
+- loom_feature_flag_calls_total{flag, variant}: the `$feature_flag_called` events the SDKs send when the
+  application reads a flag (the exposures experiments read), counted once committed.
+
+Both label sets are closed by the `flags:` block: a flag key it does not define and a variant that is not
+one of the flag's (nor `true` / `false`) count as `other`, so a client cannot grow the families; a reload
+that adds flags adds their series. SERIES_LIMIT bounds what a config can name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from agent.analytics.experiments import FLAG_CALLED, arm_of
+from agent.events.model import Event
+from agent.flags.evaluate import Evaluation, Flags
+from agent.metrics.store import Counter, MetricStore
+
+OTHER = "other"
+SERIES_LIMIT = 10_000
+
+
+class FlagMetrics:
+    def __init__(self, metrics: MetricStore, flags: Flags):
+        self.flags = flags
+        self.evaluations: Counter = metrics.counter(
+            "loom_feature_flag_evaluations", "Feature-flag evaluations served by /flags and /decide, by flag and "
+            "variant (true / false for a flag without variants).", ("flag", "variant"), series_limit=SERIES_LIMIT)
+        self.calls: Counter = metrics.counter(
+            "loom_feature_flag_calls", "$feature_flag_called events the SDKs sent (the application read a flag), "
+            "by flag and variant; flags and variants the flags: block does not define are other.",
+            ("flag", "variant"), series_limit=SERIES_LIMIT)
+
+    def served(self, results: Sequence[Evaluation]) -> None:
+        for result in results:
+            value = result.value
+            self.evaluations.inc((result.key, value if isinstance(value, str) else "true" if value else "false"))
+
+    def _labels(self, flag: Any, answer: Any) -> tuple[str, str]:
+        definition = self.flags.flags.by_key.get(flag) if isinstance(flag, str) else None
+        if definition is None:
+            return OTHER, OTHER
+        arm = arm_of(answer)
+        known = {v.key for v in definition.variants} | {"true", "false"}
+        return definition.key, arm if arm in known else OTHER
+
+    def observe(self, events: Sequence[Event]) -> None:
+        """A pipeline observer: the committed `$feature_flag_called` events."""
+        for event in events:
+            if event.name == FLAG_CALLED:
+                props = event.properties
+                self.calls.inc(self._labels(props.get("$feature_flag"), props.get("$feature_flag_response")))
