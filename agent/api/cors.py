@@ -1,4 +1,4 @@
-"""CORS for the ingest routes a browser SDK calls (PostHog's; agent/api/sentry.py has Sentry's own): an
+"""CORS for the ingest routes a browser SDK calls (PostHog's, Sentry's, the flags'): an
 allowed origin gets `Access-Control-Allow-Origin: <that origin>` (never credentials), on answers and
 refusals alike; another origin is refused with a 403 naming the setting to change; a request without
 an `Origin` header (a server SDK) is not a CORS request and passes."""
@@ -20,9 +20,13 @@ class Cors:
     """`allowed(request, origin)` says whether an origin may call; `setting` names where to allow it."""
 
     def __init__(self, allowed: Callable[[web.Request, str], bool], *, setting: str, api: str | None,
-                 allow_headers: str, expose_headers: str = "retry-after"):
+                 allow_headers: str, expose_headers: str = "retry-after", purpose: str = "",
+                 gate: Callable[[web.Request], object] | None = None):
+        """`purpose` completes the refusal ("... is not allowed to send to X: add it to ..."); `gate` runs
+        before the origin is looked at, on requests and preflights alike (a disabled endpoint's 404)."""
         self.allowed, self.setting, self.api = allowed, setting, api
         self.allow_headers, self.expose_headers = allow_headers, expose_headers
+        self.purpose, self.gate = purpose, gate
 
     def headers(self, request: web.Request) -> dict[str, str]:
         """The CORS headers of an answer to an allowed origin; none without an Origin or for another."""
@@ -35,14 +39,16 @@ class Cors:
     def check(self, request: web.Request) -> None:
         origin = request.headers.get("Origin")
         if origin is not None and not self.allowed(request, origin):
-            raise Forbidden(f"the origin {origin[:200]} is not allowed: add it to {self.setting}", api=self.api,
-                            reason="auth")
+            raise Forbidden(f"the origin {origin[:200]} is not allowed{self.purpose}: add it to {self.setting}",
+                            api=self.api, reason="auth")
 
     def wrap(self, handler: Handler) -> Handler:
         """The handler behind the origin check, its answers and refusals carrying the CORS headers."""
         async def wrapped(request: web.Request) -> web.StreamResponse:
             cors = self.headers(request)
             try:
+                if self.gate is not None:
+                    self.gate(request)
                 self.check(request)
                 response = await handler(request)
             except BodyError as exc:
@@ -60,6 +66,8 @@ class Cors:
         """The OPTIONS handler: 200 with the allowed methods and headers for an allowed origin (the
         browser then sends the request), 403 for another origin."""
         async def preflight(request: web.Request) -> web.Response:
+            if self.gate is not None:
+                self.gate(request)
             headers = {"Allow": f"{methods}, OPTIONS"}
             if request.headers.get("Origin") is not None:
                 self.check(request)

@@ -41,14 +41,15 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
-from agent.api.body import BodyError, read_body
+from agent.api.body import read_body
+from agent.api.cors import Cors
 from agent.api.keys import CUSTOM_METRICS, ERROR_SINK, EVENT_STORE, PIPELINE, PRIVACY, SENTRY
-from agent.api.problems import ApiError, BadRequest, Forbidden, NotFound, TooManyRequests, body_refusal, json_response
+from agent.api.problems import ApiError, BadRequest, Forbidden, NotFound, TooManyRequests, json_response
 from agent.custom_metrics.registry import CustomMetrics, MetricError
 from agent.error_tracking.model import ErrorEvent
 from agent.events.validate import EventError
@@ -72,70 +73,14 @@ ROUTES = ("/api/{project_id}/envelope/", "/api/{project_id}/envelope", "/api/{pr
           "/api/{project_id}/store")
 ALLOW_HEADERS = "content-type, content-encoding, x-sentry-auth, authorization, sentry-trace, baggage"
 EXPOSE_HEADERS = "retry-after, x-sentry-rate-limits"
-PREFLIGHT_MAX_AGE = "86400"
 # single codings aiohttp undoes while the body is read (br and zstd when their modules are installed)
 AIOHTTP_CODINGS = frozenset({"gzip", "deflate", "br", "zstd"})
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def add_routes(app: web.Application) -> None:
-    for path in ROUTES:
-        handler = post_envelope if "/envelope" in path else post_store
-        app.router.add_post(path, _cors(handler))
-        app.router.add_route("OPTIONS", path, preflight)
+def _allowed(request: web.Request, origin: str) -> bool:
+    return request.app[SENTRY].config.origin_allowed(origin)
 
-
-# --- CORS --------------------------------------------------------------------------------------------
-
-def _cors_headers(request: web.Request, config: SentryConfig) -> dict[str, str]:
-    """The CORS headers of an answer to an allowed browser origin; none without an Origin header."""
-    origin = request.headers.get("Origin")
-    if origin is None or not config.origin_allowed(origin):
-        return {}
-    return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": EXPOSE_HEADERS,
-            "Vary": "Origin"}
-
-
-def _check_origin(request: web.Request, config: SentryConfig) -> None:
-    origin = request.headers.get("Origin")
-    if origin is not None and not config.origin_allowed(origin):
-        raise Forbidden(f"the origin {origin[:200]} is not allowed to send to the Sentry endpoints: add it to "
-                        "sentry.allowed_origins", api=API, reason="auth")
-
-
-def _cors(handler: Handler) -> Handler:
-    """The handler, with the CORS headers on its answer, refusals included."""
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        cors = _cors_headers(request, request.app[SENTRY].config)
-        try:
-            response = await handler(request)
-        except BodyError as exc:
-            refusal = body_refusal(exc)
-            refusal.headers.update(cors)
-            raise refusal from None
-        except ApiError as exc:
-            exc.headers.update(cors)
-            raise
-        response.headers.update(cors)
-        return response
-    return wrapped
-
-
-async def preflight(request: web.Request) -> web.Response:
-    """A browser's CORS preflight: 200 with the allowed methods and headers for an allowed origin, 403
-    for another one (the browser then never sends the POST)."""
-    config = _enabled(request)
-    headers = {"Allow": "POST, OPTIONS"}
-    if request.headers.get("Origin") is not None:
-        _check_origin(request, config)
-        headers.update(_cors_headers(request, config))
-        headers.update({"Access-Control-Allow-Methods": "POST", "Access-Control-Allow-Headers": ALLOW_HEADERS,
-                        "Access-Control-Max-Age": PREFLIGHT_MAX_AGE})
-    return web.Response(status=200, headers=headers)
-
-
-# --- the request -------------------------------------------------------------------------------------
 
 def _enabled(request: web.Request) -> SentryConfig:
     config = request.app[SENTRY].config
@@ -144,11 +89,24 @@ def _enabled(request: web.Request) -> SentryConfig:
     return config
 
 
+# browser SDKs: the origins of sentry.allowed_origins; a disabled endpoint answers 404 before any of it
+CORS = Cors(_allowed, setting="sentry.allowed_origins", api=API, allow_headers=ALLOW_HEADERS,
+            expose_headers=EXPOSE_HEADERS, purpose=" to send to the Sentry endpoints", gate=_enabled)
+
+
+def add_routes(app: web.Application) -> None:
+    for path in ROUTES:
+        handler = post_envelope if "/envelope" in path else post_store
+        app.router.add_post(path, CORS.wrap(handler))
+        app.router.add_route("OPTIONS", path, CORS.preflight("POST"))
+
+
+# --- the request -------------------------------------------------------------------------------------
+
 def _admitted(request: web.Request) -> SentryIngest:
     """The Sentry component, once the endpoint is on, the origin allowed and a project configured."""
     ingest = request.app[SENTRY]
     config = _enabled(request)
-    _check_origin(request, config)
     if not config.projects:
         raise Forbidden("no Sentry project is configured: list the project and its DSN keys in sentry.projects "
                         "(docs/sentry.md)", api=API, reason="auth")
