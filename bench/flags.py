@@ -31,14 +31,10 @@ server reads the person); a third closed-loop run sends every filtered property 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -49,14 +45,12 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import ingest, report  # noqa: E402
+from bench import ingest  # noqa: E402
 from bench.flags_load import KEY, ORIGIN, PATH, body, flags_block  # noqa: E402
 from bench.processes import Child  # noqa: E402
-from bench.sentry import meta, print_profile  # noqa: E402
+from bench.section_cli import SectionBench  # noqa: E402
 
 LOAD = ROOT / "bench" / "flags_load.py"
-RESULTS_JSON = ROOT / "bench" / "results" / "flags.json"
-RESULTS_MD = ROOT / "bench" / "RESULTS.md"
 SECTION = "## Feature flags"
 TARGET_REQUESTS_PER_SECOND = 3_000
 TARGET_P99_MS = 10.0
@@ -289,49 +283,6 @@ async def profile_agent(params: Params, tmp: Path, out: Path) -> dict:
         return await run_agent(h, params, profile=out)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run; prints, writes nothing")
-    parser.add_argument("--profile", action="store_true", help="the agent under cProfile; prints, writes nothing")
-    parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS)
-    parser.add_argument("--report", action="store_true", help="rewrite the RESULTS.md section from the JSON")
-    args = parser.parse_args()
-    if args.report:
-        results = json.loads(RESULTS_JSON.read_text())
-        results["notes"] = NOTES
-        report.replace_section(RESULTS_MD, SECTION, markdown(results))
-        return 0
-    os.sched_setaffinity(0, {ingest.HELPER_CORE})
-    started, params = time.monotonic(), Params(args.quick, args.connections)
-    tmp = Path(tempfile.mkdtemp(prefix="loom-flags-"))
-    if args.profile:
-        out = ROOT / "bench" / "out" / "flags-agent.prof"        # kept: bench/out/ is not committed
-        out.parent.mkdir(exist_ok=True)
-        result = asyncio.run(profile_agent(params, tmp, out))
-        print(f"under cProfile: {result['closed']['requests_per_second']:,.0f} requests/s, "
-              f"{result['closed']['server_cpu_us_per_request']:.0f} CPU µs per request", file=sys.stderr)
-        print_profile(out)
-        shutil.rmtree(tmp, ignore_errors=True)
-        return 0
-    results = asyncio.run(measure(params, tmp))      # on failure the temp dir (process logs) is kept
-    shutil.rmtree(tmp, ignore_errors=True)
-    print("[flags] request path in-process ...", file=sys.stderr, flush=True)
-    results["hot_path"] = hot_path(params)
-    results["meta"] = meta(args, started, "bench/flags.py", DEFAULT_CONNECTIONS)
-    results["targets_met"] = {
-        "requests_per_second": results["agent"]["closed"]["requests_per_second"] >= TARGET_REQUESTS_PER_SECOND,
-        "p99_at_1000": results["agent"]["open"]["batch_ms_p99"] < TARGET_P99_MS}
-    results["notes"] = NOTES
-    text = markdown(results)
-    print(text)
-    if not args.quick:
-        RESULTS_JSON.parent.mkdir(exist_ok=True)
-        RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
-        report.replace_section(RESULTS_MD, SECTION, text)
-        print(f"wrote {RESULTS_JSON} and the {SECTION!r} section of {RESULTS_MD}", file=sys.stderr)
-    return 0
-
-
 # from `python bench/flags.py --profile` (cProfile on the agent's main thread under the closed loop, 2026-12-04, the
 # code of this run; cProfile roughly doubles Python-heavy code, the shares hold) and the in-process path before
 # and after the change that made it cheaper
@@ -365,5 +316,15 @@ NOTES = [
 ]
 
 
+BENCH = SectionBench(
+    name="flags", doc=__doc__ or "", section=SECTION, default_connections=DEFAULT_CONNECTIONS, params=Params,
+    measure=measure, profile=profile_agent,
+    profile_summary=lambda r: f"{r['closed']['requests_per_second']:,.0f} requests/s, "
+                              f"{r['closed']['server_cpu_us_per_request']:.0f} CPU µs per request",
+    hot_path=hot_path, markdown=markdown,
+    verdict=lambda r: {"targets_met": {
+        "requests_per_second": r["agent"]["closed"]["requests_per_second"] >= TARGET_REQUESTS_PER_SECOND,
+        "p99_at_1000": r["agent"]["open"]["batch_ms_p99"] < TARGET_P99_MS}}, notes=NOTES)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(BENCH.main())

@@ -25,14 +25,9 @@ as text/plain to /e/ without ?compression= (the agent finds the gzip by its magi
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
-import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,14 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import ingest, promtext, report  # noqa: E402
+from bench import ingest, promtext  # noqa: E402
 from bench.posthog_events import KEY  # noqa: E402
 from bench.processes import Child  # noqa: E402
-from bench.sentry import least_disturbed, meta, print_profile  # noqa: E402
+from bench.section_cli import SectionBench  # noqa: E402
+from bench.sentry import least_disturbed  # noqa: E402
 
 LOAD = ROOT / "bench" / "posthog_load.py"
-RESULTS_JSON = ROOT / "bench" / "results" / "posthog.json"
-RESULTS_MD = ROOT / "bench" / "RESULTS.md"
 SECTION = "## PostHog batches"
 TARGET_EVENTS_PER_SECOND = 20_000
 STORE = {"driver": "sqlite", "path": "events.db", "synchronous": "full"}
@@ -217,47 +211,6 @@ async def profile_agent(params: Params, tmp: Path, out: Path) -> dict:
         return await run_agent(h, params, profile=out)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run; prints, writes nothing")
-    parser.add_argument("--profile", action="store_true", help="the agent under cProfile; prints, writes nothing")
-    parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS)
-    parser.add_argument("--report", action="store_true", help="rewrite the RESULTS.md section from the JSON")
-    args = parser.parse_args()
-    if args.report:
-        results = json.loads(RESULTS_JSON.read_text())
-        results["notes"] = NOTES
-        report.replace_section(RESULTS_MD, SECTION, markdown(results))
-        return 0
-    os.sched_setaffinity(0, {ingest.HELPER_CORE})
-    started, params = time.monotonic(), Params(args.quick, args.connections)
-    tmp = Path(tempfile.mkdtemp(prefix="loom-posthog-"))
-    if args.profile:
-        out = ROOT / "bench" / "out" / "posthog-agent.prof"
-        out.parent.mkdir(exist_ok=True)
-        result = asyncio.run(profile_agent(params, tmp, out))
-        print(f"under cProfile: {result['events_per_second']:,.0f} events/s, "
-              f"{result['server_cpu_us_per_event']:.0f} CPU µs per event", file=sys.stderr)
-        print_profile(out)
-        shutil.rmtree(tmp, ignore_errors=True)
-        return 0
-    results = asyncio.run(measure(params, tmp))
-    shutil.rmtree(tmp, ignore_errors=True)
-    print("[posthog] per-event path in-process ...", file=sys.stderr, flush=True)
-    results["hot_path"] = hot_path(params)
-    results["meta"] = meta(args, started, "bench/posthog.py", DEFAULT_CONNECTIONS)
-    results["target_met"] = results["agent"]["events_per_second"] >= TARGET_EVENTS_PER_SECOND
-    results["notes"] = NOTES
-    text = markdown(results)
-    print(text)
-    if not args.quick:
-        RESULTS_JSON.parent.mkdir(exist_ok=True)
-        RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
-        report.replace_section(RESULTS_MD, SECTION, text)
-        print(f"wrote {RESULTS_JSON} and the {SECTION!r} section of {RESULTS_MD}", file=sys.stderr)
-    return 0
-
-
 # from `python bench/posthog.py --profile` (cProfile on the agent's main thread under this load, 2026-12-04;
 # cProfile roughly doubles Python-heavy code, the shares hold)
 NOTES = [
@@ -281,5 +234,13 @@ NOTES = [
 ]
 
 
+BENCH = SectionBench(
+    name="posthog", doc=__doc__ or "", section=SECTION, default_connections=DEFAULT_CONNECTIONS, params=Params,
+    measure=measure, profile=profile_agent,
+    profile_summary=lambda r: f"{r['events_per_second']:,.0f} events/s, {r['server_cpu_us_per_event']:.0f} CPU µs "
+                              "per event",
+    hot_path=hot_path, markdown=markdown,
+    verdict=lambda r: {"target_met": r["agent"]["events_per_second"] >= TARGET_EVENTS_PER_SECOND}, notes=NOTES)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(BENCH.main())

@@ -25,19 +25,10 @@ about 32 KB, gzip about 5 KB), a new event id each time, 8 distinct stack traces
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import datetime
 import gc
 import gzip
-import json
-import os
-import platform
-import pstats
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -45,13 +36,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import ingest, promtext, report  # noqa: E402
+from bench import ingest, promtext  # noqa: E402
 from bench.processes import Child  # noqa: E402
+from bench.section_cli import SectionBench  # noqa: E402
 from bench.sentry_load import KEY  # noqa: E402
 
 LOAD = ROOT / "bench" / "sentry_load.py"
-RESULTS_JSON = ROOT / "bench" / "results" / "sentry.json"
-RESULTS_MD = ROOT / "bench" / "RESULTS.md"
 SECTION = "## Sentry envelopes"
 TARGET_EVENTS_PER_SECOND = 5_000
 STORE = {"driver": "sqlite", "path": "events.db", "synchronous": "full"}
@@ -238,20 +228,6 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def meta(args: argparse.Namespace, started: float, script: str = "bench/sentry.py",
-         default_connections: int | None = None) -> dict:
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "agent"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.strip()
-    default = DEFAULT_CONNECTIONS if default_connections is None else default_connections
-    return {"command": f"python {script}" + (" --quick" if args.quick else "")
-            + (f" --connections {args.connections}" if args.connections != default else ""),
-            "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "runtime_seconds": round(time.monotonic() - started, 1), "python": platform.python_version(),
-            "nproc": os.cpu_count(), "quick": args.quick,
-            "agent_commit": head.strip() + (" (uncommitted changes under agent/)" if dirty else "")}
-
-
 async def measure(params: Params, tmp: Path) -> dict:
     from bench.harness import Harness
 
@@ -272,55 +248,7 @@ async def profile_agent(params: Params, tmp: Path, out: Path) -> dict:
         return await run_agent(h, params, profile=out)
 
 
-def print_profile(path: Path, top: int = 35) -> None:
-    stats = pstats.Stats(str(path))
-    stats.sort_stats("tottime").print_stats(top)
-    stats.sort_stats("cumulative").print_stats(top)
-
-
 DEFAULT_CONNECTIONS = 32
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run; prints, writes nothing")
-    parser.add_argument("--profile", action="store_true", help="the agent under cProfile; prints, writes nothing")
-    parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS)
-    parser.add_argument("--report", action="store_true",
-                        help="rewrite the RESULTS.md section from bench/results/sentry.json (with the current notes)")
-    args = parser.parse_args()
-    if args.report:
-        results = json.loads(RESULTS_JSON.read_text())
-        results["notes"] = NOTES
-        report.replace_section(RESULTS_MD, SECTION, markdown(results))
-        return 0
-    os.sched_setaffinity(0, {ingest.HELPER_CORE})
-    started, params = time.monotonic(), Params(args.quick, args.connections)
-    tmp = Path(tempfile.mkdtemp(prefix="loom-sentry-"))
-    if args.profile:
-        out = ROOT / "bench" / "out" / "sentry-agent.prof"        # kept: bench/out/ is not committed
-        out.parent.mkdir(exist_ok=True)
-        result = asyncio.run(profile_agent(params, tmp, out))
-        print(f"under cProfile: {result['events_per_second']:,.0f} events/s, "
-              f"{result['server_cpu_us_per_event']:.0f} CPU µs per event", file=sys.stderr)
-        print_profile(out)
-        shutil.rmtree(tmp, ignore_errors=True)
-        return 0
-    results = asyncio.run(measure(params, tmp))      # on failure the temp dir (process logs) is kept
-    shutil.rmtree(tmp, ignore_errors=True)
-    print("[sentry] per-event path in-process ...", file=sys.stderr, flush=True)
-    results["hot_path"] = hot_path(params)
-    results["meta"] = meta(args, started)
-    results["target_met"] = results["agent"]["events_per_second"] >= TARGET_EVENTS_PER_SECOND
-    results["notes"] = NOTES
-    text = markdown(results)
-    print(text)
-    if not args.quick:
-        RESULTS_JSON.parent.mkdir(exist_ok=True)
-        RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
-        report.replace_section(RESULTS_MD, SECTION, text)
-        print(f"wrote {RESULTS_JSON} and the {SECTION!r} section of {RESULTS_MD}", file=sys.stderr)
-    return 0
 
 
 # from `python bench/sentry.py --profile` (cProfile on the agent's main thread under this load, 2026-12-04,
@@ -347,5 +275,13 @@ NOTES = [
 ]
 
 
+BENCH = SectionBench(
+    name="sentry", doc=__doc__ or "", section=SECTION, default_connections=DEFAULT_CONNECTIONS, params=Params,
+    measure=measure, profile=profile_agent,
+    profile_summary=lambda r: f"{r['events_per_second']:,.0f} events/s, {r['server_cpu_us_per_event']:.0f} CPU µs "
+                              "per event",
+    hot_path=hot_path, markdown=markdown,
+    verdict=lambda r: {"target_met": r["agent"]["events_per_second"] >= TARGET_EVENTS_PER_SECOND}, notes=NOTES)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(BENCH.main())
