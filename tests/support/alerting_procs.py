@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.procs import ROOT, free_port, http_get, wait_until
+from tests.support.procs import ROOT, free_port, http_get, terminate, wait_until
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
 AMTOOL = shutil.which("amtool") or "/usr/bin/amtool"
@@ -126,13 +126,7 @@ class AlertmanagerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self._log.close()
 
 

@@ -27,6 +27,17 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def terminate(proc: subprocess.Popen, grace: float = 15) -> None:
+    """Stop a process this test started, by its PID: SIGTERM, then SIGKILL after `grace` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def free_port() -> int:
     """A port that was free a moment ago (for programs that cannot report a port-0 bind)."""
     with socket.socket() as s:
@@ -178,12 +189,6 @@ class PrometheusProcess:
         return json.loads(http_get(self.url + "/api/v1/targets")[2])["data"]["activeTargets"]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self._log.close()
 
