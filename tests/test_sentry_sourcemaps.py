@@ -14,8 +14,9 @@ from typing import Any
 import orjson
 import pytest
 
-from agent.api.keys import METRICS
-from agent.config.load import parse_config
+from agent.api.keys import METRICS, RELOADER, SENTRY
+from agent.app.root import build_app
+from agent.config.load import load_config, parse_config
 from agent.config.node import ConfigError
 from agent.error_tracking.model import ChainedException, ErrorEvent, Frame
 from agent.sentry.sourcemaps import SourceMaps, debug_images
@@ -187,3 +188,19 @@ def test_a_source_maps_dir_that_does_not_exist_is_a_config_error_naming_the_key(
     with pytest.raises(ConfigError) as caught:
         parse_config(f"sentry:\n  source_maps_dir: {tmp_path / 'missing'}\n")
     assert "sentry.source_maps_dir: is not a directory" in str(caught.value)
+
+
+def test_a_reload_sets_changes_and_removes_the_directory(tmp_path: Path, run: Any) -> None:
+    path = tmp_path / "agent.yaml"
+    base = "targets: []\nstore: {driver: none}\n"
+    path.write_text(base)
+    app = build_app(load_config(str(path)))
+    assert app[SENTRY].source_maps is None
+    path.write_text(base + f"sentry: {{source_maps_dir: '{FIXTURES}'}}\n")
+    assert run(app[RELOADER].reload()) is True
+    maps = app[SENTRY].source_maps
+    assert maps is not None and maps.resolve(error(node_frames()), {}) == {"resolved": 2}
+    path.write_text(base + f"sentry: {{source_maps_dir: '{FIXTURES}'}}\nerrors: {{max_frames: 50}}\n")
+    assert run(app[RELOADER].reload()) is True and app[SENTRY].source_maps is maps     # same directory: kept
+    path.write_text(base)
+    assert run(app[RELOADER].reload()) is True and app[SENTRY].source_maps is None
