@@ -187,7 +187,7 @@ class _Events:
             self.ingest.count("event", REJECTED)
             return
         self.errors.append(error)
-        self.images.append(debug_images(payload))
+        self.images.append(debug_images(payload) if self.ingest.source_maps is not None else {})
 
     async def symbolicate(self) -> None:
         """Minified JavaScript frames -> original ones with the release's source maps, before privacy and
