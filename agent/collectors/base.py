@@ -96,6 +96,9 @@ class ProbeResult:
     dns_additional_rrs: int | None = None
     # websocket
     round_trip_seconds: float | None = None
+    # the address probed (collectors/ipproto.py): blackbox's probe_ip_protocol and probe_ip_addr_hash
+    ip_protocol: int | None = None          # 4 or 6
+    ip_address: str | None = None
     # human-readable trace of what happened, for /probe?debug=true
     log: tuple[str, ...] = ()
 
@@ -209,7 +212,8 @@ class PhaseTrace:
     stays on `time.monotonic()`. `waiting` names a wait inside a phase that the timeout detail should
     name instead ("waiting for pong", "during send[1]")."""
 
-    __slots__ = ("cert_expiry", "log", "phase", "phases", "started", "tls_version", "waiting")
+    __slots__ = ("cert_expiry", "ip_address", "ip_protocol", "log", "phase", "phases", "started", "tls_version",
+                 "waiting")
 
     def __init__(self, phase: str = "resolve", log: ProbeLog | None = None) -> None:
         self.started = time.perf_counter()
@@ -219,6 +223,8 @@ class PhaseTrace:
         self.log = ProbeLog() if log is None else log
         self.tls_version: str | None = None         # "TLS 1.3", once a handshake completed
         self.cert_expiry: float | None = None       # unix seconds of the earliest NotAfter
+        self.ip_address: str | None = None          # the address probed, once chosen (ipproto.resolve)
+        self.ip_protocol: int | None = None         # its family, 4 or 6
 
     def enter(self, phase: str) -> float:
         """Start `phase`; returns its start (perf_counter) for `add` once the phase completed."""
@@ -252,7 +258,8 @@ class PhaseTrace:
         (which may override the TLS facts, as http does with its final response's)."""
         if failure is not None:
             self.log(f"probe failed ({failure.reason.value}): {failure.detail}")
-        facts: dict[str, Any] = {"tls_version": self.tls_version, "cert_expiry": self.cert_expiry, **fields}
+        facts: dict[str, Any] = {"tls_version": self.tls_version, "cert_expiry": self.cert_expiry,
+                                 "ip_protocol": self.ip_protocol, "ip_address": self.ip_address, **fields}
         return ProbeResult(success=failure is None, duration_seconds=time.perf_counter() - self.started,
                            reason=None if failure is None else failure.reason,
                            detail="" if failure is None else failure.detail,

@@ -38,10 +38,10 @@ from agent.collectors.base import (
     ProbeResult,
     ProbeTarget,
     Reason,
-    resolve,
     run_until,
     split_host_port,
 )
+from agent.collectors.ipproto import IpOptions, parse_ip_options, protocol_of, resolve
 from agent.config.node import Node
 
 KIND = "dns"
@@ -68,6 +68,7 @@ class Options:
     validate_answer_rrs: RRValidation = field(default_factory=RRValidation)
     validate_authority_rrs: RRValidation = field(default_factory=RRValidation)
     validate_additional_rrs: RRValidation = field(default_factory=RRValidation)
+    ip: IpOptions = IpOptions()
 
 
 def parse_options(node: Node) -> Options:
@@ -80,6 +81,7 @@ def parse_options(node: Node) -> Options:
         validate_answer_rrs=_rr_validation(node.child("validate_answer_rrs")),
         validate_authority_rrs=_rr_validation(node.child("validate_authority_rrs")),
         validate_additional_rrs=_rr_validation(node.child("validate_additional_rrs")),
+        ip=parse_ip_options(node, source_ip=True),
     )
 
 
@@ -139,21 +141,23 @@ class Collector:
                      replies: list[dns.message.Message]) -> None:
         """Find the server and exchange the query; the reply is appended to `replies` (the caller reads
         it after the deadline's scope, which a return value could not leave)."""
-        server = await _server(address, trace)
-        replies.append(await self._exchange(_make_query(options), server, options.transport, trace))
+        server = await _server(address, options.ip, trace)
+        replies.append(await self._exchange(_make_query(options), server, options, trace))
 
-    async def _exchange(self, query: dns.message.Message, server: tuple[str, int], transport: str,
+    async def _exchange(self, query: dns.message.Message, server: tuple[str, int], options: Options,
                         trace: PhaseTrace) -> dns.message.Message:
         ip, port = server
+        transport = options.transport
         af = dns.inet.af_for_address(ip)
+        source = (options.ip.source_ip, 0) if options.ip.source_ip else None
         try:
             if transport == "tcp":
                 started = trace.enter("connect")
-                sock = await self._backend.make_socket(af, socket.SOCK_STREAM, 0, None, (ip, port))
+                sock = await self._backend.make_socket(af, socket.SOCK_STREAM, 0, source, (ip, port))
                 trace.done("connect", started)
                 trace.log(f"connected to {ip} port {port} over tcp")
             else:
-                sock = await self._backend.make_socket(af, socket.SOCK_DGRAM, 0, None, (ip, port))
+                sock = await self._backend.make_socket(af, socket.SOCK_DGRAM, 0, source, (ip, port))
             async with sock:
                 started = trace.enter("request")
                 trace.log(f"sending query {query.question[0].to_text()} over {transport}")
@@ -186,21 +190,21 @@ def _system_nameserver() -> tuple[str, int]:
     raise ProbeFailed(Reason.RESOLVE, "no system resolver: /etc/resolv.conf lists no nameserver address")
 
 
-async def _server(address: str | None, trace: PhaseTrace) -> tuple[str, int]:
-    """The server's (IP, port): from the target address, or the system resolver's first. Timed as the
-    resolve phase once it is known (a failed resolve reports no phase time, as before)."""
-    started = trace.enter("resolve")
+async def _server(address: str | None, ip_options: IpOptions, trace: PhaseTrace) -> tuple[str, int]:
+    """The server's (IP, port): from the target address (ipproto: the preferred family), or the system
+    resolver's first. Timed as the resolve phase."""
     if address is None:
-        ip, port = _system_nameserver()
+        with trace.timing("resolve"):
+            ip, port = _system_nameserver()
+        trace.ip_address, trace.ip_protocol = ip, protocol_of(ip)
         trace.log(f"using system resolver {ip} port {port}")
-    else:
-        try:
-            host, port = split_host_port(address, 53)
-        except ValueError as exc:
-            raise ProbeFailed(Reason.RESOLVE, str(exc)) from None
-        ip = await resolve(host, port, trace.log, socket.SOCK_DGRAM)
-        trace.log(f"server {ip} port {port}")
-    trace.done("resolve", started)
+        return ip, port
+    try:
+        host, port = split_host_port(address, 53)
+    except ValueError as exc:
+        raise ProbeFailed(Reason.RESOLVE, str(exc)) from None
+    ip = await resolve(host, port, ip_options, trace, socket.SOCK_DGRAM)
+    trace.log(f"server {ip} port {port}")
     return ip, port
 
 

@@ -22,6 +22,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from agent.collectors.base import PhaseTrace, ProbeFailed, ProbeResult, ProbeTarget, Reason, is_ip_literal
 from agent.collectors.http_wire import Exchange, Response, encode_request, exchange
+from agent.collectors.ipproto import IpOptions, parse_ip_options
 from agent.collectors.tlsinfo import TlsSettings, client_context, parse_tls
 from agent.config.node import Node
 
@@ -58,6 +59,7 @@ class Options:
     body_size_limit: int = DEFAULT_BODY_SIZE_LIMIT       # bytes; 0 = no limit
     fail_if_ssl: bool = False
     fail_if_not_ssl: bool = False
+    ip: IpOptions = IpOptions()
 
 
 def parse_options(node: Node) -> Options:
@@ -82,6 +84,7 @@ def parse_options(node: Node) -> Options:
         body_size_limit=node.int("body_size_limit", DEFAULT_BODY_SIZE_LIMIT, minimum=0),
         fail_if_ssl=node.bool("fail_if_ssl", False),
         fail_if_not_ssl=node.bool("fail_if_not_ssl", False),
+        ip=parse_ip_options(node),
     )
 
 
@@ -277,6 +280,7 @@ async def _fetch(url: Url, method: str, body: bytes | None, options: Options, tr
         head_request=method == "HEAD",
         keep_body=bool(options.fail_if_body_matches_regexp or options.fail_if_body_not_matches_regexp),
         body_limit=options.body_size_limit,
+        ip=options.ip,
     )
     trace.log(f"{method} {url.text}")
     fetch.response = None               # a redirect hop that fails before its response reports none

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
 
-from agent.collectors.base import PhaseTrace, ProbeFailed, Reason, resolve
+from agent.collectors.base import PhaseTrace, ProbeFailed, Reason
+from agent.collectors.ipproto import IpOptions, resolve
 from agent.collectors.tlsinfo import peer_info
 
 MAX_HEAD_BYTES = 65536
@@ -286,6 +287,7 @@ class Exchange:
     head_request: bool = False
     keep_body: bool = False
     body_limit: int = 0                 # 0: no limit
+    ip: IpOptions = IpOptions()         # which address of the host (preferred_ip_protocol, ...)
 
 
 async def exchange(how: Exchange, trace: PhaseTrace, keep: Callable[[Response | None], None]) -> Response:
@@ -348,8 +350,6 @@ async def _connect(loop: asyncio.AbstractEventLoop, address: str, how: Exchange,
 
 
 async def _resolve(how: Exchange, trace: PhaseTrace) -> str:
-    """The address to connect to, timed as the resolve phase once resolved."""
-    started = trace.enter("resolve")
-    address = how.host if how.is_ip else await resolve(how.host, how.port, trace.log)
-    trace.done("resolve", started)
-    return address
+    """The address to connect to (an IP literal too goes through ipproto, for its family), timed as the
+    resolve phase."""
+    return await resolve(how.host, how.port, how.ip, trace)

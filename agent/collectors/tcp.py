@@ -32,10 +32,10 @@ from agent.collectors.base import (
     ProbeResult,
     ProbeTarget,
     Reason,
-    resolve,
     run_until,
     split_host_port,
 )
+from agent.collectors.ipproto import IpOptions, parse_ip_options, resolve as resolve_ip
 from agent.collectors.tlsinfo import TlsSettings, client_context, parse_tls, peer_info
 from agent.config.node import Node, join
 
@@ -59,6 +59,7 @@ class Options:
     tls: bool = False
     tls_config: TlsSettings = TlsSettings()
     query_response: tuple[Step, ...] = ()
+    ip: IpOptions = IpOptions()
 
 
 # ---------------------------------------------------------------- configuration
@@ -70,7 +71,7 @@ def parse_options(node: Node) -> Options:
     tls = node.bool("tls", False)
     tls_config = parse_tls(node.child("tls_config"))
     steps = _parse_steps(node, tls)
-    return Options(tls=tls, tls_config=tls_config, query_response=steps)
+    return Options(tls=tls, tls_config=tls_config, query_response=steps, ip=parse_ip_options(node, source_ip=True))
 
 
 def _parse_steps(node: Node, tls: bool) -> tuple[Step, ...]:
@@ -139,17 +140,19 @@ def _os_message(exc: OSError) -> str:
     return "connection closed by the peer" if isinstance(exc, ConnectionResetError) else type(exc).__name__
 
 
-async def resolve_address(host: str, port: int, trace: PhaseTrace) -> str:
-    """The IP address to connect to, timed as the resolve phase (also when it fails)."""
-    with trace.timing("resolve"):
-        return await resolve(host, port, trace.log)
+async def resolve_address(host: str, port: int, ip: IpOptions, trace: PhaseTrace) -> str:
+    """The IP address to connect to (ipproto: the preferred family), timed as the resolve phase (also
+    when it fails)."""
+    return await resolve_ip(host, port, ip, trace)
 
 
-async def connect(ip: str, port: int, trace: PhaseTrace) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A fresh TCP connection; the caller must abort its transport."""
+async def connect(ip: str, port: int, trace: PhaseTrace,
+                  source_ip: str | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A fresh TCP connection (from `source_ip` when set); the caller must abort its transport."""
     with trace.timing("connect"):
         try:
-            streams = await asyncio.open_connection(ip, port, limit=MAX_LINE)
+            streams = await asyncio.open_connection(ip, port, limit=MAX_LINE,
+                                                    local_addr=(source_ip, 0) if source_ip else None)
         except OSError as exc:
             raise ProbeFailed(Reason.CONNECT, f"connect {ip}:{port}: {_os_message(exc)}") from None
     trace.log(f"connected to {ip}:{port}")
@@ -243,8 +246,8 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
 
 async def _run(target: ProbeTarget, options: Options, trace: PhaseTrace) -> None:
     host, port = address_of(target)
-    ip = await resolve_address(host, port, trace)
-    reader, writer = await connect(ip, port, trace)
+    ip = await resolve_address(host, port, options.ip, trace)
+    reader, writer = await connect(ip, port, trace, options.ip.source_ip)
     try:
         if options.tls:
             refuse_early_bytes(reader)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from agent.collectors.base import PhaseTrace, ProbeFailed, ProbeResult, ProbeTarget, Reason, run_until
+from agent.collectors.ipproto import IpOptions, parse_ip_options
 from agent.collectors.tcp import address_of, connect, refuse_early_bytes, resolve_address, start_tls
 from agent.collectors.tlsinfo import TlsSettings, parse_tls
 from agent.config.node import Node
@@ -29,11 +30,13 @@ KIND = "tls"
 class Options:
     tls: TlsSettings = TlsSettings()
     fail_if_expires_within: float | None = None     # seconds
+    ip: IpOptions = IpOptions()
 
 
 def parse_options(node: Node) -> Options:
     return Options(tls=parse_tls(node.child("tls")),
-                   fail_if_expires_within=node.duration("fail_if_expires_within"))
+                   fail_if_expires_within=node.duration("fail_if_expires_within"),
+                   ip=parse_ip_options(node, source_ip=True))
 
 
 def _days(seconds: float) -> str:
@@ -56,8 +59,8 @@ def _check_expiry(options: Options, trace: PhaseTrace) -> None:
 
 async def _handshake(target: ProbeTarget, options: Options, trace: PhaseTrace) -> None:
     host, port = address_of(target)
-    ip = await resolve_address(host, port, trace)
-    reader, writer = await connect(ip, port, trace)
+    ip = await resolve_address(host, port, options.ip, trace)
+    reader, writer = await connect(ip, port, trace, options.ip.source_ip)
     try:
         refuse_early_bytes(reader)
         await start_tls(writer, options.tls, host, trace)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 import ssl
 import time
 from contextvars import ContextVar
@@ -27,8 +28,20 @@ from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
-from agent.collectors.base import PhaseTrace, ProbeFailed, ProbeLog, ProbeResult, ProbeTarget, Reason, run_until
+from agent.collectors.base import (
+    PhaseTrace,
+    ProbeFailed,
+    ProbeLog,
+    ProbeResult,
+    ProbeTarget,
+    Reason,
+    is_ip_literal,
+    run_until,
+)
+from agent.collectors.ipproto import IpOptions, choose, lookup, parse_ip_options, protocol_of
 from agent.collectors.tlsinfo import TlsSettings, client_context, parse_tls, peer_info
 from agent.config.node import Node
 
@@ -50,6 +63,7 @@ class Options:
     send: str | None = None
     expect: re.Pattern[str] | None = None
     ping: bool = False
+    ip: IpOptions = IpOptions()
 
 
 def parse_options(node: Node) -> Options:
@@ -60,6 +74,7 @@ def parse_options(node: Node) -> Options:
         send=node.str("send"),
         expect=node.regex("expect"),
         ping=node.bool("ping", False),
+        ip=parse_ip_options(node),
     )
 
 
@@ -78,6 +93,7 @@ class _Conversation:
     connecting (perf_counter), the open websocket, the round trip, and whether every step passed."""
 
     trace: PhaseTrace
+    ip: IpOptions = IpOptions()
     marks: dict[str, float] = field(default_factory=dict)
     ws: aiohttp.ClientWebSocketResponse | None = None
     round_trip: float | None = None
@@ -98,6 +114,36 @@ async def _mark(name: str, _session: Any, _ctx: SimpleNamespace, _params: Any) -
     if conversation is not None:
         conversation.marks[name] = time.perf_counter()
         conversation.trace.phase = _PHASE_AFTER[name]
+
+
+class _Resolver(AbstractResolver):
+    """Host names through ipproto (preferred_ip_protocol, ip_protocol_fallback), the choice recorded on
+    the probe in progress; aiohttp hands IP literals to the connection without asking a resolver."""
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        conversation = _CURRENT.get()
+        resolved = await lookup(host, port, conversation.ip if conversation is not None else IpOptions())
+        if conversation is not None and conversation.trace.ip_address is None:
+            conversation.trace.ip_address, conversation.trace.ip_protocol = resolved.ip, resolved.protocol
+            conversation.trace.log(f"resolved {host} to {resolved.ip} (ip{resolved.protocol})")
+        af = socket.AF_INET if resolved.protocol == 4 else socket.AF_INET6
+        return [{"hostname": host, "host": resolved.ip, "port": port, "family": af, "proto": 0,
+                 "flags": socket.AI_NUMERICHOST}]
+
+    async def close(self) -> None:
+        return None
+
+
+def _literal_host(url: str, conversation: _Conversation) -> None:
+    """An IP literal in the URL is the address probed: its family must be allowed (no fallback)."""
+    host = URL(url).host or ""
+    if not is_ip_literal(host):
+        return
+    if choose([host], conversation.ip) is None:
+        raise ProbeFailed(Reason.RESOLVE, f"{host} is not an ip{conversation.ip.preferred} address "
+                                          "(preferred_ip_protocol, ip_protocol_fallback: false)")
+    conversation.trace.ip_address, conversation.trace.ip_protocol = host, protocol_of(host)
 
 
 def _trace_config() -> aiohttp.TraceConfig:
@@ -128,7 +174,7 @@ class Collector:
         self._session: aiohttp.ClientSession | None = None
 
     async def probe(self, target: ProbeTarget, deadline: float) -> ProbeResult:
-        conversation = _Conversation(PhaseTrace(phase="connect"))
+        conversation = _Conversation(PhaseTrace(phase="connect"), target.options.ip)
         token = _CURRENT.set(conversation)
         try:
             failure = await run_until(deadline, conversation.trace,
@@ -146,7 +192,7 @@ class Collector:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(force_close=True, limit=0, use_dns_cache=False)
+            connector = aiohttp.TCPConnector(force_close=True, limit=0, use_dns_cache=False, resolver=_Resolver())
             self._session = aiohttp.ClientSession(
                 connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(), trace_configs=[_trace_config()])
@@ -162,6 +208,7 @@ class Collector:
         if problem:         # the config loader should have refused it (see url_error)
             raise ProbeFailed(Reason.INTERNAL, problem)
         conversation.trace.log(f"opening {url}")
+        _literal_host(url, conversation)
         started = time.perf_counter()
         try:
             ws = await self._client().ws_connect(
