@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(prometheus prometheus-alertmanager postgresql gettext-base chromium busybox docker-compose nodejs)
+DEBIAN_PACKAGES=(prometheus prometheus-alertmanager prometheus-blackbox-exporter postgresql gettext-base chromium busybox
+                 docker-compose nodejs)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

@@ -56,6 +56,11 @@ class RRValidation:
 
     fail_if_matches_regexp: tuple[re.Pattern[str], ...] = ()
     fail_if_not_matches_regexp: tuple[re.Pattern[str], ...] = ()
+    # blackbox's form only: fail unless every RR matches each (sic) / unless some RR matches one of them, and
+    # an empty section fails fail_if_not_matches_regexp and fail_if_none_matches_regexp (blackbox's validRRs)
+    fail_if_all_match_regexp: tuple[re.Pattern[str], ...] = ()
+    fail_if_none_matches_regexp: tuple[re.Pattern[str], ...] = ()
+    blackbox: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +74,14 @@ class Options:
     validate_authority_rrs: RRValidation = field(default_factory=RRValidation)
     validate_additional_rrs: RRValidation = field(default_factory=RRValidation)
     ip: IpOptions = IpOptions()
+    query_class: str = "IN"
 
 
-def parse_options(node: Node) -> Options:
+def parse_options(node: Node, blackbox: bool = False) -> Options:
+    """The agent's form, or with `blackbox` a module's `dns:` block as blackbox_exporter 0.23 reads it
+    (transport_protocol, query_class, query_type ANY by default and any type, validate_*_rrs's four lists)."""
+    if blackbox:
+        return _parse_blackbox(node)
     return Options(
         query_name=_query_name(node),
         query_type=node.str("query_type", "A", choices=QUERY_TYPES),
@@ -83,6 +93,41 @@ def parse_options(node: Node) -> Options:
         validate_additional_rrs=_rr_validation(node.child("validate_additional_rrs")),
         ip=parse_ip_options(node, source_ip=True),
     )
+
+
+def _parse_blackbox(node: Node) -> Options:
+    for key in ("dns_over_tls", "tls_config"):
+        value = node.raw(key)
+        if value not in (None, False):
+            node.error("not supported by loom-agent (blackbox_exporter key)", key)
+    query_type = node.str("query_type", "ANY")
+    if not _known(dns.rdatatype.from_text, query_type):
+        node.error(f"unknown query type {query_type!r}", "query_type")
+        query_type = "ANY"
+    query_class = node.str("query_class", "IN")
+    if not _known(dns.rdataclass.from_text, query_class):
+        node.error(f"unknown query class {query_class!r}", "query_class")
+        query_class = "IN"
+    return Options(
+        query_name=_query_name(node),
+        query_type=query_type,
+        query_class=query_class,
+        transport=node.str("transport_protocol", "udp", choices=TRANSPORTS),
+        recursion_desired=node.bool("recursion_desired", True),
+        valid_rcodes=_rcodes(node, "valid_rcodes"),
+        validate_answer_rrs=_rr_validation(node.child("validate_answer_rrs"), blackbox=True),
+        validate_authority_rrs=_rr_validation(node.child("validate_authority_rrs"), blackbox=True),
+        validate_additional_rrs=_rr_validation(node.child("validate_additional_rrs"), blackbox=True),
+        ip=parse_ip_options(node, source_ip=True),
+    )
+
+
+def _known(parse: Any, text: str) -> bool:
+    try:
+        parse(text)
+    except (dns.exception.DNSException, ValueError):
+        return False
+    return True
 
 
 def _query_name(node: Node) -> str:
@@ -109,10 +154,13 @@ def _rcodes(node: Node, key: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _rr_validation(node: Node) -> RRValidation:
+def _rr_validation(node: Node, blackbox: bool = False) -> RRValidation:
     validation = RRValidation(
         fail_if_matches_regexp=node.regex_list("fail_if_matches_regexp"),
         fail_if_not_matches_regexp=node.regex_list("fail_if_not_matches_regexp"),
+        fail_if_all_match_regexp=node.regex_list("fail_if_all_match_regexp") if blackbox else (),
+        fail_if_none_matches_regexp=node.regex_list("fail_if_none_matches_regexp") if blackbox else (),
+        blackbox=blackbox,
     )
     node.finish()
     return validation
@@ -209,7 +257,7 @@ async def _server(address: str | None, ip_options: IpOptions, trace: PhaseTrace)
 
 
 def _make_query(options: Options) -> dns.message.Message:
-    query = dns.message.make_query(options.query_name, options.query_type, dns.rdataclass.IN)
+    query = dns.message.make_query(options.query_name, options.query_type, options.query_class)
     if not options.recursion_desired:
         query.flags &= ~dns.flags.RD
     return query
@@ -244,7 +292,17 @@ def _validate(reply: dns.message.Message, options: Options, log: ProbeLog) -> Pr
 
 def _check_rrs(lines: list[str], validation: RRValidation) -> str | None:
     """Blackbox semantics: no RR may match a fail_if_matches regexp; every RR must match
-    each fail_if_not_matches regexp (vacuously true for an empty section)."""
+    each fail_if_not_matches regexp (vacuously true for an empty section in the agent's own form; in
+    blackbox's form an empty section fails it, and fail_if_all_match / fail_if_none_matches apply)."""
+    if validation.blackbox and not lines and (validation.fail_if_not_matches_regexp
+                                              or validation.fail_if_none_matches_regexp):
+        return "section is empty but a regexp match is required"
+    for pattern in validation.fail_if_all_match_regexp:       # blackbox fails unless ALL match, despite the name
+        if any(not pattern.search(line) for line in lines):
+            return f"not every record matched fail_if_all_match_regexp {pattern.pattern!r}"
+    if validation.fail_if_none_matches_regexp and lines and not any(
+            pattern.search(line) for line in lines for pattern in validation.fail_if_none_matches_regexp):
+        return "no record matched fail_if_none_matches_regexp"
     for line in lines:
         for pattern in validation.fail_if_matches_regexp:
             if pattern.search(line):

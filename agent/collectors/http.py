@@ -21,10 +21,11 @@ from typing import ClassVar
 from urllib.parse import quote, urljoin, urlsplit
 
 from agent.collectors.base import PhaseTrace, ProbeFailed, ProbeResult, ProbeTarget, Reason, is_ip_literal
+from agent.collectors.gosyntax import go_regex
 from agent.collectors.http_wire import Exchange, Response, encode_request, exchange
 from agent.collectors.ipproto import IpOptions, parse_ip_options
-from agent.collectors.tlsinfo import TlsSettings, client_context, parse_tls
-from agent.config.node import Node
+from agent.collectors.tlsinfo import TlsSettings, client_context, parse_blackbox_tls, parse_tls
+from agent.config.node import Node, join
 
 KIND = "http"
 USER_AGENT = "loom-agent"
@@ -60,32 +61,134 @@ class Options:
     fail_if_ssl: bool = False
     fail_if_not_ssl: bool = False
     ip: IpOptions = IpOptions()
+    fail_if_header_matches: tuple[HeaderMatch, ...] = ()
+    fail_if_header_not_matches: tuple[HeaderMatch, ...] = ()
 
 
-def parse_options(node: Node) -> Options:
-    """Read the http keys of a target/module mapping; errors are recorded on `node`."""
+@dataclass(frozen=True, slots=True)
+class HeaderMatch:
+    """One of blackbox's `fail_if_header_matches` / `fail_if_header_not_matches` entries."""
+
+    header: str                     # lower case
+    regexp: re.Pattern[str]
+    allow_missing: bool = False
+
+
+# blackbox_exporter 0.23 http keys (HTTPProbe and prometheus/common 0.37's HTTPClientConfig) the agent
+# does not implement: an error naming the key, never silently ignored
+BLACKBOX_REFUSED = ("compression", "proxy_url", "skip_resolve_phase_with_proxy", "authorization", "oauth2",
+                    "proxy_connect_header", "no_proxy", "proxy_from_environment")
+REFUSED_MESSAGE = "not supported by loom-agent (blackbox_exporter key)"
+
+
+def parse_options(node: Node, blackbox: bool = False) -> Options:
+    """Read the http keys of a target/module mapping, or with `blackbox` a module's `http:` block as
+    blackbox_exporter 0.23 reads it (tls_config, no_follow_redirects, fail_if_header_*, Go regexps, sizes
+    such as 1MB); errors are recorded on `node`."""
     basic_auth = _basic_auth(node)
     bearer_token = node.secret("bearer_token")
     if basic_auth is not None and bearer_token is not None:
         node.error("set either basic_auth or bearer_token, not both", "bearer_token")
+    if blackbox:
+        regex_list = _go_regex_list
+        tls = parse_blackbox_tls(node.child("tls_config"))
+        follow_redirects = _blackbox_follow_redirects(node)
+        max_redirects = 10
+        body_size_limit = _blackbox_size(node, "body_size_limit")
+        _refuse(node)
+    else:
+        regex_list = _regex_list
+        tls = parse_tls(node.child("tls"))
+        follow_redirects = node.bool("follow_redirects", True)
+        max_redirects = node.int("max_redirects", 10, minimum=0)
+        body_size_limit = node.int("body_size_limit", DEFAULT_BODY_SIZE_LIMIT, minimum=0)
     return Options(
         method=_method(node),
         headers=_headers(node),
         body=node.str("body"),
         valid_status_codes=_status_codes(node),
         valid_http_versions=_http_versions(node),
-        fail_if_body_matches_regexp=node.regex_list("fail_if_body_matches_regexp"),
-        fail_if_body_not_matches_regexp=node.regex_list("fail_if_body_not_matches_regexp"),
-        follow_redirects=node.bool("follow_redirects", True),
-        max_redirects=node.int("max_redirects", 10, minimum=0),
-        tls=parse_tls(node.child("tls")),
+        fail_if_body_matches_regexp=regex_list(node, "fail_if_body_matches_regexp"),
+        fail_if_body_not_matches_regexp=regex_list(node, "fail_if_body_not_matches_regexp"),
+        follow_redirects=follow_redirects,
+        max_redirects=max_redirects,
+        tls=tls,
         basic_auth=basic_auth,
         bearer_token=bearer_token,
-        body_size_limit=node.int("body_size_limit", DEFAULT_BODY_SIZE_LIMIT, minimum=0),
+        body_size_limit=body_size_limit,
         fail_if_ssl=node.bool("fail_if_ssl", False),
         fail_if_not_ssl=node.bool("fail_if_not_ssl", False),
         ip=parse_ip_options(node),
+        fail_if_header_matches=_header_matches(node, "fail_if_header_matches") if blackbox else (),
+        fail_if_header_not_matches=_header_matches(node, "fail_if_header_not_matches") if blackbox else (),
     )
+
+
+def _refuse(node: Node) -> None:
+    for key in BLACKBOX_REFUSED:
+        if node.raw(key) is not None:
+            node.error(REFUSED_MESSAGE, key)
+    if node.bool("enable_http2", False):
+        node.error("not supported by loom-agent (blackbox_exporter key): the agent speaks HTTP/1.1; "
+                   "set enable_http2: false", "enable_http2")
+
+
+def _regex_list(node: Node, key: str) -> tuple[re.Pattern[str], ...]:
+    return node.regex_list(key)
+
+
+def _go_regex_list(node: Node, key: str) -> tuple[re.Pattern[str], ...]:
+    out = []
+    for i, text in enumerate(node.str_list(key)):
+        try:
+            out.append(go_regex(text))
+        except re.error as exc:
+            node.error(f"invalid regular expression: {exc}", f"{key}[{i}]")
+    return tuple(out)
+
+
+def _blackbox_follow_redirects(node: Node) -> bool:
+    if node.has("no_follow_redirects") and node.has("follow_redirects"):
+        node.error("set either follow_redirects or no_follow_redirects (deprecated), not both",
+                   "no_follow_redirects")
+    if node.has("no_follow_redirects"):
+        return not node.bool("no_follow_redirects", False)
+    return node.bool("follow_redirects", True)
+
+
+_SIZE = re.compile(r"^(\d+)\s*([KMGTPE]?)(i?B)?$")
+
+
+def _blackbox_size(node: Node, key: str) -> int:
+    """blackbox's units.Base2Bytes: 1024, "512KB", "10MiB", "1GB" (KB = KiB = 1024 bytes). Absent: the
+    agent's bound (blackbox has none), so a probe's memory stays bounded."""
+    value = node.raw(key)
+    if value is None:
+        return DEFAULT_BODY_SIZE_LIMIT
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE.match(value.strip()) if isinstance(value, str) else None
+    if match is None or (not match.group(3) and match.group(2)):
+        node.error(f"must be a size such as 1024, 512KB or 10MiB, got {value!r}", key)
+        return DEFAULT_BODY_SIZE_LIMIT
+    return int(match.group(1)) * 1024 ** " KMGTPE".index(match.group(2) or " ")
+
+
+def _header_matches(node: Node, key: str) -> tuple[HeaderMatch, ...]:
+    out = []
+    for index, item in node.items(key):
+        entry = Node(item, join(join(node.path, key), index), node.errors)
+        header = entry.str("header", required=True)
+        text = entry.str("regexp", required=True)
+        allow_missing = entry.bool("allow_missing", False)
+        entry.finish()
+        if header is None or text is None:
+            continue
+        try:
+            out.append(HeaderMatch(header.lower(), go_regex(text), allow_missing))
+        except re.error as exc:
+            entry.error(f"invalid regular expression: {exc}", "regexp")
+    return tuple(out)
 
 
 def check_url(url: str) -> str | None:
@@ -312,8 +415,27 @@ def _check(response: Response, options: Options) -> ProbeFailed | None:
         return ProbeFailed(Reason.TLS, "final response came over TLS (fail_if_ssl)")
     if options.fail_if_not_ssl and response.tls_version is None:
         return ProbeFailed(Reason.TLS, "final response did not come over TLS (fail_if_not_ssl)")
+    if problem := _check_headers(response.headers, options):
+        return problem
     if response.body is not None:
         return _check_body(response.body.decode("utf-8", "replace"), options)
+    return None
+
+
+def _check_headers(headers: dict[bytes, bytes], options: Options) -> ProbeFailed | None:
+    """blackbox's header checks: a missing header fails unless allow_missing; a matching value fails
+    `fail_if_header_matches`, no matching value fails `fail_if_header_not_matches`. (Repeated headers are
+    read as one value joined by ", ".)"""
+    for spec, must_match in [*((m, False) for m in options.fail_if_header_matches),
+                             *((m, True) for m in options.fail_if_header_not_matches)]:
+        value = headers.get(spec.header.encode("latin-1"))
+        if value is None:
+            if spec.allow_missing:
+                continue
+            return ProbeFailed(Reason.BODY, f"header {spec.header!r} is missing")
+        if bool(spec.regexp.search(value.decode("latin-1"))) != must_match:
+            verb = "did not match" if must_match else "matched"
+            return ProbeFailed(Reason.BODY, f"header {spec.header!r} {verb} {spec.regexp.pattern!r}")
     return None
 
 

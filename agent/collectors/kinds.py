@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from agent.collectors import dns, http, tcp, tls, websocket
@@ -35,7 +36,13 @@ class ProbeKind:
     Endpoint: a target of a URL kind has `url` (one of `url_schemes`, the first being what `/probe`
     prepends to a bare host, then `check_url`'s own test), otherwise `address` (host:port, or host alone
     with `default_port`; optional when `address_optional`). `/probe`: `builtin_module` is the stock
-    blackbox module of the kind that answers with no config. Gauges: blackbox's view of a result."""
+    blackbox module of the kind that answers with no config. Gauges: blackbox's view of a result.
+
+    Options: `parse_options` reads the agent's flat form (a target, a `kind:` module). A module in
+    blackbox_exporter's form (`prober: <kind>` + a `<kind>:` block, config/modules.py) has its `<kind>:`
+    block's Node read by `blackbox_options`: `blackbox_parser` when blackbox's keys or semantics differ
+    from the flat form's (http, tcp, dns), else `parse_options` itself, which then reads blackbox's key
+    names (grpc, icmp). Either is given the block's Node and leaves `finish()` to the caller."""
 
     name: str
     parse_options: Callable[[Node], Any]
@@ -48,6 +55,10 @@ class ProbeKind:
     regex_gauge: bool = False                       # probe_failed_due_to_regex
     phase_gauge: PhaseGauge | None = None
     ssl_gauge: bool = False                         # probe_http_ssl
+    blackbox_parser: Callable[[Node], Any] | None = None    # blackbox's `<kind>:` block, when it differs
+
+    def blackbox_options(self, node: Node) -> Any:
+        return (self.blackbox_parser or self.parse_options)(node)
 
     @property
     def target_is_url(self) -> bool:
@@ -63,10 +74,13 @@ class ProbeKind:
 KINDS: dict[str, ProbeKind] = {kind.name: kind for kind in (
     ProbeKind(http.KIND, http.parse_options, http.Collector, url_schemes=("http://", "https://"),
               check_url=http.check_url, builtin_module="http_2xx", regex_gauge=True,
-              phase_gauge=PhaseGauge("probe_http_duration_seconds", PHASES), ssl_gauge=True),
-    ProbeKind(tcp.KIND, tcp.parse_options, tcp.Collector, builtin_module="tcp_connect", regex_gauge=True),
+              phase_gauge=PhaseGauge("probe_http_duration_seconds", PHASES), ssl_gauge=True,
+              blackbox_parser=partial(http.parse_options, blackbox=True)),
+    ProbeKind(tcp.KIND, tcp.parse_options, tcp.Collector, builtin_module="tcp_connect", regex_gauge=True,
+              blackbox_parser=partial(tcp.parse_options, blackbox=True)),
     ProbeKind(dns.KIND, dns.parse_options, dns.Collector, default_port=53, address_optional=True,
-              regex_gauge=True, phase_gauge=PhaseGauge("probe_dns_duration_seconds")),
+              regex_gauge=True, phase_gauge=PhaseGauge("probe_dns_duration_seconds"),
+              blackbox_parser=partial(dns.parse_options, blackbox=True)),
     ProbeKind(tls.KIND, tls.parse_options, tls.Collector, builtin_module="tls_connect"),
     ProbeKind(websocket.KIND, websocket.parse_options, websocket.Collector, url_schemes=("ws://", "wss://"),
               builtin_module="websocket_connect", regex_gauge=True),

@@ -35,8 +35,9 @@ from agent.collectors.base import (
     run_until,
     split_host_port,
 )
+from agent.collectors.gosyntax import go_expand, go_regex
 from agent.collectors.ipproto import IpOptions, parse_ip_options, resolve as resolve_ip
-from agent.collectors.tlsinfo import TlsSettings, client_context, parse_tls, peer_info
+from agent.collectors.tlsinfo import TlsSettings, client_context, parse_blackbox_tls, parse_tls, peer_info
 from agent.config.node import Node, join
 
 KIND = "tcp"
@@ -47,11 +48,13 @@ _LOGGED_CHARS = 200         # a read line is cut to this much in the debug log
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One query_response step: exactly one of the three actions is set."""
+    """One query_response step: in the agent's own form exactly one action is set; in blackbox's form
+    (a module's `tcp:` block) any of them, run in the order expect, send, starttls."""
 
     expect: re.Pattern[str] | None = None
     send: str | None = None
     starttls: bool = False
+    blackbox: bool = False          # send + "\n", and with expect in the step ${1}/$name expanded from its match
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +70,16 @@ class Options:
 _ACTIONS = ("expect", "send", "starttls")
 
 
-def parse_options(node: Node) -> Options:
+def parse_options(node: Node, blackbox: bool = False) -> Options:
+    """The agent's form (`tls_config` as tlsinfo.parse_tls reads it) or, with `blackbox`, a module's
+    `tcp:` block as blackbox_exporter 0.23 reads it (its tls_config keys, its query_response steps)."""
     tls = node.bool("tls", False)
-    tls_config = parse_tls(node.child("tls_config"))
-    steps = _parse_steps(node, tls)
+    tls_config = parse_blackbox_tls(node.child("tls_config")) if blackbox else parse_tls(node.child("tls_config"))
+    steps = _parse_steps(node, tls, blackbox)
     return Options(tls=tls, tls_config=tls_config, query_response=steps, ip=parse_ip_options(node, source_ip=True))
 
 
-def _parse_steps(node: Node, tls: bool) -> tuple[Step, ...]:
+def _parse_steps(node: Node, tls: bool, blackbox: bool) -> tuple[Step, ...]:
     steps: list[Step] = []
     starttls_seen = False
     for index, item in node.items("query_response"):
@@ -83,7 +88,7 @@ def _parse_steps(node: Node, tls: bool) -> tuple[Step, ...]:
             Node(item, path, node.errors)       # records "must be a mapping"
             continue
         step_node = Node(item, path, node.errors)
-        step = _parse_step(step_node)
+        step = _parse_blackbox_step(step_node) if blackbox else _parse_step(step_node)
         if step is not None and step.starttls:
             if tls:
                 step_node.error("cannot be used with tls: true (the connection is already TLS)", "starttls")
@@ -114,6 +119,20 @@ def _parse_step(node: Node) -> Step | None:
     if expect is None and send is None and not starttls:
         return None          # the value was invalid and is already reported
     return Step(expect=expect, send=send, starttls=starttls)
+
+
+def _parse_blackbox_step(node: Node) -> Step:
+    """A blackbox step: expect (a Go regexp), send, starttls, each optional, as blackbox runs them."""
+    expect_text = node.str("expect")
+    expect = None
+    if expect_text is not None:
+        try:
+            expect = go_regex(expect_text)
+        except re.error as exc:
+            node.error(f"invalid regular expression: {exc}", "expect")
+    step = Step(expect=expect, send=node.str("send"), starttls=node.bool("starttls", False), blackbox=True)
+    node.finish()
+    return step
 
 
 # ---------------------------------------------------------------- probe plumbing
@@ -208,40 +227,55 @@ async def _read_line(reader: asyncio.StreamReader, label: str) -> str:
     return raw.decode("utf-8", "replace").rstrip("\r\n")
 
 
-async def _expect(reader: asyncio.StreamReader, index: int, step: Step, trace: PhaseTrace) -> None:
+async def _expect(reader: asyncio.StreamReader, index: int, step: Step, trace: PhaseTrace) -> re.Match[str]:
     assert step.expect is not None
     label = _label(index, step)
     trace.waiting = f"waiting for {label}"       # the timeout names the step, not the phase
     while True:
         line = await _read_line(reader, label)
         trace.log(f"read {line[:_LOGGED_CHARS]!r}")
-        if step.expect.search(line):
+        match = step.expect.search(line)
+        if match:
             trace.log(f"{label} matched")
-            return
+            return match
 
 
-async def _send(writer: asyncio.StreamWriter, index: int, step: Step, trace: PhaseTrace) -> None:
-    assert step.send is not None
+async def _send(writer: asyncio.StreamWriter, index: int, text: str, trace: PhaseTrace) -> None:
     trace.waiting = f"during send[{index}]"
     try:
-        writer.write(step.send.encode())
+        writer.write(text.encode())
         await writer.drain()
     except ssl.SSLError as exc:
         raise ProbeFailed(Reason.TLS, f"send[{index}]: {_ssl_message(exc)}") from None
     except OSError as exc:
         raise ProbeFailed(Reason.CONNECT, f"send[{index}]: {_os_message(exc)}") from None
-    trace.log(f"sent {step.send[:_LOGGED_CHARS]!r}")
+    trace.log(f"sent {text[:_LOGGED_CHARS]!r}")
 
 
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, options: Options,
                     host: str, trace: PhaseTrace) -> None:
     for index, step in enumerate(options.query_response):
-        if step.expect is not None:
+        if step.blackbox:
+            await _blackbox_step(reader, writer, index, step, options, host, trace)
+        elif step.expect is not None:
             await _expect(reader, index, step, trace)
         elif step.send is not None:
-            await _send(writer, index, step, trace)
+            await _send(writer, index, step.send, trace)
         else:
             await start_tls(writer, options.tls_config, host, trace)
+
+
+async def _blackbox_step(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int, step: Step,
+                         options: Options, host: str, trace: PhaseTrace) -> None:
+    """As blackbox's ProbeTCP runs a step: expect, then send (expanded from the expect's match, a newline
+    added; an empty send sends nothing), then starttls."""
+    send = step.send or ""
+    if step.expect is not None:
+        send = go_expand(send, await _expect(reader, index, step, trace))
+    if send:
+        await _send(writer, index, send + "\n", trace)
+    if step.starttls:
+        await start_tls(writer, options.tls_config, host, trace)
 
 
 async def _run(target: ProbeTarget, options: Options, trace: PhaseTrace) -> None:

@@ -113,3 +113,27 @@ def _existing_file(node: Node, key: str) -> str | None:
         node.error(f"file not found: {path}", key)
         return None
     return path
+
+
+# blackbox_exporter's (prometheus/common's) tls_config min_version names
+BLACKBOX_TLS_VERSIONS = {"TLS10": "TLS 1.0", "TLS11": "TLS 1.1", "TLS12": "TLS 1.2", "TLS13": "TLS 1.3"}
+
+
+def parse_blackbox_tls(node: Node) -> TlsSettings:
+    """Read blackbox_exporter's `tls_config:` (prometheus/common 0.37's TLSConfig): insecure_skip_verify,
+    ca_file, cert_file, key_file, server_name, min_version (TLS10 ... TLS13)."""
+    min_version = node.str("min_version", choices=tuple(BLACKBOX_TLS_VERSIONS))
+    settings = TlsSettings(
+        verify=not node.bool("insecure_skip_verify", False),
+        ca_file=_existing_file(node, "ca_file"),
+        cert_file=_existing_file(node, "cert_file"),
+        key_file=_existing_file(node, "key_file"),
+        server_name=node.str("server_name"),
+        min_version=BLACKBOX_TLS_VERSIONS.get(min_version or ""),
+    )
+    if settings.key_file and not settings.cert_file:
+        node.error("key_file needs cert_file", "key_file")
+    if settings.cert_file and not settings.key_file:
+        node.error("cert_file needs key_file", "cert_file")
+    node.finish()
+    return settings

@@ -19,6 +19,7 @@ import yaml
 from agent.collectors.base import ProbeTarget, split_host_port
 from agent.collectors.kinds import KINDS, ProbeKind
 from agent.config.api import ApiConfig, parse_api
+from agent.config.modules import Module, parse_modules
 from agent.config.node import ConfigError, Node, format_duration
 from agent.custom_metrics.config import CustomMetricsConfig, parse_custom_metrics
 from agent.error_tracking.config import ErrorsConfig, parse_errors
@@ -35,7 +36,6 @@ DEFAULT_LISTEN = "127.0.0.1:9464"
 ENV_LISTEN = "LOOM_AGENT_LISTEN"
 
 TARGET_KEYS = ("name", "kind", "url", "address", "interval", "timeout", "retries", "labels", "module")
-MODULE_KEYS = ("kind", "timeout")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _LABEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # labels the agent itself sets on probe metrics; a static label may not shadow them
@@ -54,17 +54,6 @@ class Defaults:
 class SchedulerConfig:
     max_concurrency: int = 64
     slot_grid: float = 0.02       # start times rounded up to this grid (0 = off)
-
-
-@dataclass(frozen=True, slots=True)
-class Module:
-    """Reusable blackbox-style probe settings, used by targets and by /probe?module=."""
-
-    name: str
-    kind: str
-    timeout: float | None         # None: the target's / defaults' timeout applies
-    raw: Mapping[str, Any]        # the kind-specific keys, merged under a target's own
-    options: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +122,7 @@ def _parse_root(root: Node, environ: Mapping[str, str], base_dir: str) -> dict[s
     if store.driver == "postgres" and privacy.hmac_key is None:
         root.error("is required with store.driver postgres: every agent sharing the database must pseudonymize "
                    "with the same key (or set LOOM_AGENT_HMAC_KEY)", "privacy.hmac_key")
-    modules = {**builtin_modules(), **root.map_of("modules", _parse_module)}
+    modules = parse_modules(root, base_dir)
     targets = _parse_targets(root, modules, defaults)
     return dict(listen=listen, defaults=defaults, scheduler=scheduler, telemetry=telemetry, events=events,
                 api=api, alerting=alerting, store=store, privacy=privacy, retention=retention, errors=errors,
@@ -170,32 +159,6 @@ def _parse_scheduler(node: Node) -> SchedulerConfig:
         node.error("must be at most 1s (probe phases move by up to one step)", "slot_grid")
     node.finish()
     return s
-
-
-def _parse_module(node: Node, name: str) -> Module | None:
-    kind = node.str("kind", required=True, choices=tuple(KINDS))
-    timeout = node.duration("timeout")
-    if kind is None:
-        node.finish(allowed_extra=tuple(node.data))   # kind-specific keys unknowable without a kind
-        return None
-    raw = {k: v for k, v in node.data.items() if k not in MODULE_KEYS}
-    options = KINDS[kind].parse_options(node)
-    node.finish(allowed_extra=MODULE_KEYS)
-    return Module(name=name, kind=kind, timeout=timeout, raw=raw, options=options)
-
-
-def builtin_modules() -> dict[str, Module]:
-    """blackbox_exporter's stock modules, so `/probe?module=http_2xx` works with no config."""
-    out = {}
-    for kind in KINDS.values():
-        name = kind.builtin_module
-        if name is None:
-            continue
-        errors: list[str] = []
-        options = kind.parse_options(Node({}, f"modules.{name}", errors))
-        assert not errors, errors
-        out[name] = Module(name=name, kind=kind.name, timeout=None, raw={}, options=options)
-    return out
 
 
 def _parse_targets(root: Node, modules: Mapping[str, Module | None], defaults: Defaults) -> tuple[ProbeTarget, ...]:
@@ -236,7 +199,7 @@ def _parse_target(node: Node, modules: Mapping[str, Module | None], defaults: De
         return None
     merged = {**(module.raw if module else {}), **{k: v for k, v in node.data.items() if k not in TARGET_KEYS}}
     option_node = Node(merged, node.path, node.errors)
-    options = KINDS[kind].parse_options(option_node)
+    options = module.parse_options(option_node) if module is not None else KINDS[kind].parse_options(option_node)
     option_node.finish(allowed_extra=TARGET_KEYS)
     node.finish(allowed_extra=tuple(merged))
     if name is None:
