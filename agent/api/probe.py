@@ -17,7 +17,7 @@ from prometheus_client.metrics_core import Metric
 from agent.api.exposition import exposition_response
 from agent.api.keys import RUNTIME
 from agent.api.problems import BadRequest
-from agent.collectors.base import ProbeResult, ProbeTarget, split_host_port
+from agent.collectors.base import ProbeResult, ProbeTarget
 from agent.collectors.kinds import KINDS
 from agent.collectors.scheduler import probe_once
 from agent.collectors.spans import emit_probe_span
@@ -50,7 +50,8 @@ def probe_target(config: Config, module: Module, target_param: str, scrape_timeo
         if problem := kind.url_problem(url):
             raise ValueError(f"target: {problem}")
     else:
-        split_host_port(target_param, kind.default_port)
+        if problem := kind.address_problem(target_param):
+            raise ValueError(problem)
         address = target_param
     timeout = module.timeout or config.defaults.timeout
     if scrape_timeout:

@@ -42,13 +42,14 @@ class Reason(str, enum.Enum):  # noqa: UP042  (StrEnum would change str(reason) 
     CONNECT = "connect"        # TCP connect refused / unreachable / reset
     TLS = "tls"                # handshake failed, certificate invalid or expired
     TIMEOUT = "timeout"        # the deadline passed (phase in detail)
-    STATUS = "status"          # HTTP status not in the valid set
+    STATUS = "status"          # HTTP status not in the valid set; gRPC: a code other than OK, or not SERVING
     BODY = "body"              # body / reply regex did (not) match
     REDIRECT = "redirect"      # too many redirects or a redirect loop
     PROTOCOL = "protocol"      # malformed answer: bad HTTP, bad WebSocket upgrade, bad DNS reply
     EXPECT = "expect"          # tcp send/expect exchange did not match
     RCODE = "rcode"            # DNS answered with an unexpected rcode
     ANSWER = "answer"          # DNS answer did not match the expected regexes
+    PERMISSION = "permission"  # the agent may not probe this way (icmp: no ping socket, no raw socket)
     INTERNAL = "internal"      # a bug in the agent (counted by the scheduler)
 
 
@@ -96,6 +97,11 @@ class ProbeResult:
     dns_additional_rrs: int | None = None
     # websocket
     round_trip_seconds: float | None = None
+    # grpc: the call's status code (None when no call was made) and the health answer (None without one)
+    grpc_status_code: int | None = None
+    grpc_serving_status: str | None = None  # "SERVING", "NOT_SERVING", "UNKNOWN", "SERVICE_UNKNOWN"
+    # icmp: the reply's TTL (IPv4) or hop limit (IPv6), when the socket reported it
+    icmp_hop_limit: int | None = None
     # the address probed (collectors/ipproto.py): blackbox's probe_ip_protocol and probe_ip_addr_hash
     ip_protocol: int | None = None          # 4 or 6
     ip_address: str | None = None

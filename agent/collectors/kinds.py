@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from agent.collectors import dns, http, tcp, tls, websocket
-from agent.collectors.base import PHASES, Collector, url_credentials_error
+from agent.collectors import dns, grpc, http, icmp, tcp, tls, websocket
+from agent.collectors.base import PHASES, Collector, split_host_port, url_credentials_error
 from agent.config.node import Node
 
 
@@ -35,7 +35,8 @@ class ProbeKind:
 
     Endpoint: a target of a URL kind has `url` (one of `url_schemes`, the first being what `/probe`
     prepends to a bare host, then `check_url`'s own test), otherwise `address` (host:port, or host alone
-    with `default_port`; optional when `address_optional`). `/probe`: `builtin_module` is the stock
+    with `default_port`; optional when `address_optional`; a host with no port when `host_only`: see
+    `address_problem`). `/probe`: `builtin_module` is the stock
     blackbox module of the kind that answers with no config. Gauges: blackbox's view of a result.
 
     Options: `parse_options` reads the agent's flat form (a target, a `kind:` module). A module in
@@ -51,10 +52,12 @@ class ProbeKind:
     check_url: Callable[[str], str | None] | None = None
     default_port: int | None = None
     address_optional: bool = False                  # dns: no address means the system resolver
+    host_only: bool = False                         # icmp: the address is a host, with no port
     builtin_module: str | None = None               # /probe?module=<this> works with no config
     regex_gauge: bool = False                       # probe_failed_due_to_regex
     phase_gauge: PhaseGauge | None = None
     ssl_gauge: bool = False                         # probe_http_ssl
+    grpc_gauges: bool = False                       # probe_grpc_{ssl,status_code,healthcheck_response}
     blackbox_parser: Callable[[Node], Any] | None = None    # blackbox's `<kind>:` block, when it differs
 
     def blackbox_options(self, node: Node) -> Any:
@@ -63,6 +66,21 @@ class ProbeKind:
     @property
     def target_is_url(self) -> bool:
         return bool(self.url_schemes)
+
+    @property
+    def address_form(self) -> str:
+        """How the kind's address is written, for messages."""
+        return "a host name or IP address, no port" if self.host_only else "host:port"
+
+    def address_problem(self, address: str) -> str | None:
+        """Why `address` cannot be a target of this kind, or None."""
+        try:
+            _, port = split_host_port(address, self.default_port if not self.host_only else 0)
+        except ValueError as exc:
+            return str(exc)
+        if self.host_only and port:
+            return f"invalid address {address!r}: {self.name} takes a host with no port"
+        return None
 
     def url_problem(self, url: str) -> str | None:
         """Why `url`, which starts with one of the kind's schemes, cannot be probed, or None."""
@@ -84,4 +102,8 @@ KINDS: dict[str, ProbeKind] = {kind.name: kind for kind in (
     ProbeKind(tls.KIND, tls.parse_options, tls.Collector, builtin_module="tls_connect"),
     ProbeKind(websocket.KIND, websocket.parse_options, websocket.Collector, url_schemes=("ws://", "wss://"),
               builtin_module="websocket_connect", regex_gauge=True),
+    ProbeKind(grpc.KIND, grpc.parse_options, grpc.Collector, builtin_module="grpc",
+              phase_gauge=PhaseGauge("probe_grpc_duration_seconds"), grpc_gauges=True),
+    ProbeKind(icmp.KIND, icmp.parse_options, icmp.Collector, host_only=True, builtin_module="icmp",
+              phase_gauge=PhaseGauge("probe_icmp_duration_seconds", icmp.PHASES)),
 )}

@@ -254,13 +254,11 @@ def _parse_url(node: Node, kind: ProbeKind, url: str | None, address: str | None
 
 def _parse_address(node: Node, kind: ProbeKind, url: str | None, address: str | None) -> str | None:
     if url is not None:
-        node.error(f"is not used by {kind.name} targets; use address (host:port)", "url")
+        node.error(f"is not used by {kind.name} targets; use address ({kind.address_form})", "url")
     if address is None:
         if not kind.address_optional:
-            node.error(f"is required for {kind.name} targets (host:port)", "address")
+            node.error(f"is required for {kind.name} targets ({kind.address_form})", "address")
         return None
-    try:
-        split_host_port(address, kind.default_port)
-    except ValueError as exc:
-        node.error(str(exc), "address")
+    if problem := kind.address_problem(address):
+        node.error(problem, "address")
     return address

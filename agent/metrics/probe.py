@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
+from agent.collectors.grpc import SERVING_STATUSES
 from agent.collectors.kinds import KINDS, PhaseGauge
 from agent.metrics.exposition import format_value, header_text, label_text
 
@@ -44,6 +45,12 @@ GAUGES: dict[str, str] = {
     "probe_dns_answer_rrs": "Number of entries in the answer section.",
     "probe_dns_authority_rrs": "Number of entries in the authority section.",
     "probe_dns_additional_rrs": "Number of entries in the additional section.",
+    "probe_grpc_duration_seconds": "Duration of the gRPC health check by phase, in seconds.",
+    "probe_grpc_ssl": "Whether TLS was used for the gRPC connection.",
+    "probe_grpc_status_code": "The gRPC status code of the health check (0 OK, 14 UNAVAILABLE, ...).",
+    "probe_grpc_healthcheck_response": "The health check's serving status (in the serving_status label).",
+    "probe_icmp_duration_seconds": "Duration of the ICMP echo by phase, in seconds.",
+    "probe_icmp_reply_hop_limit": "The reply's hop limit (TTL for IPv4).",
     "probe_websocket_round_trip_seconds": "Time from sending the WebSocket message (or ping) to its reply, in seconds.",
 }
 
@@ -83,6 +90,23 @@ def result_gauges(kind: str, result: ProbeResult) -> list[Sample]:
     _optional(out, "probe_dns_authority_rrs", result.dns_authority_rrs)
     _optional(out, "probe_dns_additional_rrs", result.dns_additional_rrs)
     _optional(out, "probe_websocket_round_trip_seconds", result.round_trip_seconds)
+    if facts.grpc_gauges:
+        out.extend(_grpc_samples(result))
+    _optional(out, "probe_icmp_reply_hop_limit", result.icmp_hop_limit)
+    return out
+
+
+def _grpc_samples(result: ProbeResult) -> list[Sample]:
+    """blackbox's gRPC gauges, registered on every probe: the status code (0 before a call), whether TLS
+    was used, the certificate expiry (0 without TLS), and once a call was made every serving status, the
+    answered one at 1 (all 0 when the call failed)."""
+    out: list[Sample] = [("probe_grpc_ssl", {}, 1.0 if result.tls_version else 0.0),
+                         ("probe_grpc_status_code", {}, float(result.grpc_status_code or 0))]
+    if result.cert_expiry is None:
+        out.append(("probe_ssl_earliest_cert_expiry", {}, 0.0))
+    if result.grpc_status_code is not None:
+        out.extend(("probe_grpc_healthcheck_response", {"serving_status": status},
+                    1.0 if status == result.grpc_serving_status else 0.0) for status in SERVING_STATUSES)
     return out
 
 
