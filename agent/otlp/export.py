@@ -20,10 +20,10 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData, ResourceMetrics
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -44,6 +44,10 @@ BATCH_SIZE = 512
 FLUSH_INTERVAL = 2.0
 STOP_TIMEOUT = 1.5               # part of the SIGTERM budget, see agent/__main__.py
 EXPORTER_SHUTDOWN_WAIT = 0.3
+
+# more ResourceMetrics for each snapshot (the OTLP receiver's converted series, agent/receiver/prom_reexport.py):
+# called on the loop, it copies what it needs and returns the builder the worker thread runs (-> metrics, points)
+ResourceMetricsSource = Callable[[], Callable[[], tuple[list[ResourceMetrics], int]]]
 
 
 class LatestSnapshot:
@@ -81,6 +85,7 @@ class MetricsExport:
         self.sender = Sender("metrics", self._export, policy, stopping)
         self._store, self._registry, self._resource = store, registry, resource
         self._start_ns, self._interval, self._stopping = start_ns, interval, stopping
+        self.sources: list[ResourceMetricsSource] = []
 
     def _export(self, batch: MetricsData) -> bool:
         return self.exporter.export(batch) is MetricExportResult.SUCCESS
@@ -89,7 +94,8 @@ class MetricsExport:
         """Read both sources on the loop, convert in a thread, queue the result."""
         try:
             snap = take_snapshot(self._store, self._registry)
-            batch, points = await in_daemon_thread(to_metrics_data, snap, self._resource, self._start_ns)
+            builds = [take() for take in self.sources]
+            batch, points = await in_daemon_thread(_with_sources, snap, self._resource, self._start_ns, builds)
         except Exception:
             log.exception("taking a metrics snapshot for OTLP failed")
             return
@@ -117,6 +123,20 @@ class MetricsExport:
         taken = self.pending.take()
         if taken is not None:
             self.sender.stats.dropped += taken[1]
+
+
+def _with_sources(snap: Any, resource: Resource, start_ns: int,
+                  builds: list[Callable[[], tuple[list[ResourceMetrics], int]]]) -> tuple[MetricsData, int]:
+    """The agent's own ResourceMetrics, then each source's (under their own resources)."""
+    batch, points = to_metrics_data(snap, resource, start_ns)
+    if not builds:
+        return batch, points
+    more: list[ResourceMetrics] = []
+    for build in builds:
+        metrics, count = build()
+        more += metrics
+        points += count
+    return MetricsData([*batch.resource_metrics, *more]), points
 
 
 class TracesExport:
@@ -230,6 +250,11 @@ class OtlpExport:
                    span_exporter=build_span_exporter(config, environ), tracer_provider=tracer_provider,
                    log_exporter=build_log_exporter(config, environ),
                    store=store, collectors=collectors, **settings)
+
+    def add_metric_source(self, source: ResourceMetricsSource) -> None:
+        """Export `source`'s ResourceMetrics with every metrics snapshot (nothing when metrics are not exported)."""
+        if self.metrics is not None:
+            self.metrics.sources.append(source)
 
     @property
     def enabled(self) -> bool:

@@ -48,7 +48,11 @@ from typing import Any
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import generate_latest as text_of_registry
 from prometheus_client.metrics_core import Metric as PromMetric
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_of_registry
 from prometheus_client.samples import Sample
 
 from agent.receiver.expo_buckets import MAX_SPAN, ExpoError, explicit, merge, scale0
@@ -66,8 +70,16 @@ RESOURCE_LABELS = ("service.name", "service.namespace", "service.instance.id")
 TARGET_INFO = "target_info"
 TARGET_INFO_HELP = "Target metadata: the OTLP resource's attributes, one series per resource."
 
+# families the agent exposes itself on /metrics: a received metric of such a name is refused (type_conflict),
+# so that an application cannot put a second family of the same name into the agent's scrape
+RESERVED_PREFIXES = ("loom_", "probe_", "python_")
+RESERVED_NAMES = frozenset({TARGET_INFO, "process_cpu_seconds", "process_open_fds", "process_max_fds",
+                            "process_virtual_memory_bytes", "process_resident_memory_bytes",
+                            "process_start_time_seconds"})
+
 SERIES_LIMIT, TYPE_CONFLICT, OUT_OF_ORDER, INVALID = "series_limit", "type_conflict", "out_of_order", "invalid"
 REASONS = (SERIES_LIMIT, TYPE_CONFLICT, OUT_OF_ORDER, INVALID)
+EOF = b"# EOF\n"
 
 _serialize = KeyValue.SerializeToString
 
@@ -122,7 +134,7 @@ class Series:
     SummaryState. `start_ns`/`last_ns`: OTLP times of the accumulated value; `seen`: the clock's."""
 
     __slots__ = (
-        "attributes",
+        "attributes",          # the point's attributes as received (values cut), for the re-export
         "family",
         "key",
         "labels",
@@ -272,8 +284,14 @@ def resource_context(attributes: Iterable[KeyValue]) -> ResourceContext:
         info_keys = list(rest)[:MAX_INFO_LABELS]
         merged = attribute_labels(KeyValue(key=k, value=_any(rest[k])) for k in info_keys) or {}
         info = {**merged, **dict(labels)}
-    exported = {k: v if isinstance(v, (str, bool, int, float)) else label_text(v) for k, v in values.items()}
-    return ResourceContext(tuple(labels), info, exported)
+    return ResourceContext(tuple(labels), info, {k: exported_value(v) for k, v in values.items()})
+
+
+def exported_value(value: Any) -> Any:
+    """An attribute value for the re-export: strings cut, scalars as they are, the rest as label text."""
+    if isinstance(value, str):
+        return cut(value)
+    return value if isinstance(value, (bool, int, float)) else label_text(value)
 
 
 def _any(value: Any) -> AnyValue:
@@ -287,8 +305,9 @@ def _any(value: Any) -> AnyValue:
 
 
 class OtlpMetricSeries:
-    """The received metrics as Prometheus families; `collect()` for /metrics, `snapshot()` for the
-    re-export (agent/receiver/prom_reexport.py)."""
+    """The received metrics as Prometheus families: `render()` for /metrics (text or OpenMetrics, through
+    prometheus_client's encoders over `collect()`), `live()` for the re-export (prom_reexport.py),
+    `stats_collector()` for the agent's own loom_agent_otlp_metric_* series."""
 
     def __init__(self, *, max_series: int, stale_after: float, clock: Callable[[], float] = time.monotonic):
         self.max_series, self.stale_after, self._clock = max_series, stale_after, clock
@@ -301,6 +320,10 @@ class OtlpMetricSeries:
         self.rejected: dict[str, int] = dict.fromkeys(REASONS, 0)
         self.accepted = 0
         self.expired = 0
+        # its own registry: rendered beside the agent's, never in it (the OTLP export snapshots the agent's
+        # registry under the agent's resource; these series are re-exported under their own resources)
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(self)
 
     @property
     def series_count(self) -> int:
@@ -378,8 +401,8 @@ class OtlpMetricSeries:
             return 0
         family = self.families.get(how.family)
         if family is None:
-            if how.family == TARGET_INFO:
-                refused.add(TYPE_CONFLICT, f"{TARGET_INFO} is the resources' info metric", len(points))
+            if how.family in RESERVED_NAMES or how.family.startswith(RESERVED_PREFIXES):
+                refused.add(TYPE_CONFLICT, f"{how.family} is a name of the agent's own metrics", len(points))
                 return 0
             family = self.families[how.family] = Family(how.family, how.kind, metric.description[:MAX_HELP_CHARS],
                                                         how.unit)
@@ -407,7 +430,8 @@ class OtlpMetricSeries:
         key = tuple(sorted(labels.items()))
         series = family.series.get(key)
         if series is None:
-            series = self._new_series(family, key, labels, attrs, scope, origin)
+            original = {kv.key: exported_value(any_value(kv.value)) for kv in attributes}
+            series = self._new_series(family, key, labels, original, scope, origin)
             if series is None:
                 refused.add(SERIES_LIMIT, f"max_series {self.max_series} reached")
                 return None
@@ -546,6 +570,20 @@ class OtlpMetricSeries:
 
     # -- exposition -----------------------------------------------------------------------------------
 
+    def render(self, openmetrics: bool) -> str:
+        """The families for /metrics (a renderer of agent/metrics/exposition.py: no `# EOF`)."""
+        if openmetrics:
+            return openmetrics_of_registry(self._registry).removesuffix(EOF).decode()
+        return text_of_registry(self._registry).decode()
+
+    def live(self) -> list[Series]:
+        """Every live series but target_info's, after a sweep (the re-export reads them on the loop)."""
+        self.sweep()
+        return [s for family in self.families.values() for s in family.series.values()]
+
+    def stats_collector(self) -> SeriesStats:
+        return SeriesStats(self)
+
     def collect(self) -> Iterator[PromMetric]:
         """Fresh prometheus_client families of every live series (and target_info)."""
         self.sweep()
@@ -554,6 +592,29 @@ class OtlpMetricSeries:
             families.append(self.info)
         for family in families:
             yield family_metric(family)
+
+
+class SeriesStats:
+    """loom_agent_otlp_metric_series (gauge), _series_limit, _series_expired_total and
+    loom_agent_otlp_metric_points_rejected_total{reason} (REASONS), for the agent's registry."""
+
+    def __init__(self, series: OtlpMetricSeries):
+        self._series = series
+
+    def collect(self) -> Iterator[PromMetric]:
+        s = self._series
+        yield GaugeMetricFamily("loom_agent_otlp_metric_series", "Series converted from received OTLP metric "
+                                "points (label sets, target_info's included) on /metrics now.", s.series_count)
+        yield GaugeMetricFamily("loom_agent_otlp_metric_series_limit", "At most this many converted series "
+                                "(otlp_receiver.metrics.max_series); new ones past it are refused.", s.max_series)
+        yield CounterMetricFamily("loom_agent_otlp_metric_series_expired", "Converted series removed because "
+                                  "no point of theirs arrived for stale_after.", s.expired)
+        rejected = CounterMetricFamily("loom_agent_otlp_metric_points_rejected", "Received OTLP metric points "
+                                       "not converted, by reason (series_limit, type_conflict, out_of_order, "
+                                       "invalid).", labels=["reason"])
+        for reason in REASONS:
+            rejected.add_metric([reason], s.rejected[reason])
+        yield rejected
 
 
 def family_metric(family: Family) -> PromMetric:
