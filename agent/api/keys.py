@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from agent.metrics.releases import ReleaseTracker
     from agent.metrics.store import MetricStore
     from agent.posthog.config import PosthogSettings
+    from agent.receiver.ingest import OtlpIngest
+    from agent.receiver.prom_series import OtlpMetricSeries
     from agent.recordings.ingest import Recordings
     from agent.rules.anomaly_metrics import AnomalyMonitor
     from agent.sentry.ingest import SentryIngest
@@ -67,5 +69,9 @@ ADMIN_TOKENS: web.AppKey[AdminTokens] = web.AppKey("admin_tokens")
 BUSINESS_RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("business_metrics_rate_limiter")
 STATUS_HISTORY: web.AppKey[ProbeHistory] = web.AppKey("status_history")
 UPTIME_CACHE: web.AppKey[UptimeCache] = web.AppKey("status_uptime")
+# the OTLP receiver (agent/receiver): what its listeners do with a request, its counters and span metrics
+OTLP_RECEIVER: web.AppKey[OtlpIngest] = web.AppKey("otlp_receiver")
+# received OTLP metric points as Prometheus series (agent/receiver/prom_series.py), fed by OTLP_RECEIVER
+OTLP_METRICS: web.AppKey[OtlpMetricSeries] = web.AppKey("otlp_metrics")
 # the retention clean-up schedule (given the store once it is open)
 RETENTION: web.AppKey[RetentionSchedule] = web.AppKey("retention")

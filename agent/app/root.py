@@ -44,6 +44,8 @@ from agent.api.keys import (
     FLAGS,
     METRICS,
     OPT_OUTS,
+    OTLP_METRICS,
+    OTLP_RECEIVER,
     PIPELINE,
     POSTHOG,
     PRIVACY,
@@ -76,8 +78,14 @@ from agent.flags.metrics import FlagMetrics
 from agent.metrics.releases import ReleaseTracker
 from agent.metrics.store import MetricStore
 from agent.otlp.export import OtlpExport
+from agent.otlp.forward import EncodedQueue
 from agent.otlp.tracing import build_tracer_provider
 from agent.posthog.config import PosthogSettings
+from agent.receiver.grpc_server import grpc_ctx
+from agent.receiver.http import http_ctx
+from agent.receiver.ingest import OtlpIngest
+from agent.receiver.prom_series import OtlpMetricSeries
+from agent.receiver.stats import ReceiverStatsCollector
 from agent.recordings.ingest import Recordings
 from agent.rules.anomaly_metrics import AnomalyActiveCollector, AnomalyMonitor
 from agent.sentry.ingest import SentryIngest
@@ -155,6 +163,7 @@ def build_components(app: web.Application, config: Config, registry: CollectorRe
     app[BUSINESS_RATE_LIMITER] = RateLimiter(config.api.rate_limit, clock=clocks.monotonic)
     app[STATUS_HISTORY] = history = ProbeHistory()
     app[UPTIME_CACHE] = UptimeCache()
+    build_receiver(app, config, registry, export)
     # observers: who hears of what each ingest path accepted
     pipeline.observers += [releases.observe, monitor.windows.observe, flag_metrics.observe]
     sink.observers.append(releases.observe)
@@ -162,6 +171,21 @@ def build_components(app: web.Application, config: Config, registry: CollectorRe
     runtime.result_observers.append(history.observe)
     build_retention(app, config, clocks.wall)
     return export
+
+
+def build_receiver(app: web.Application, config: Config, registry: CollectorRegistry, export: OtlpExport) -> None:
+    """The OTLP receiver: metric points into OTLP_METRICS, spans and log records into the export's forwarding
+    queues (none when the signal has no destination, or no listener runs), span metrics into METRICS."""
+    receiver = config.otlp_receiver
+    app[OTLP_METRICS] = series = OtlpMetricSeries(max_series=receiver.metrics.max_series,
+                                                  stale_after=receiver.metrics.stale_after)
+    queues: dict[str, EncodedQueue | None] = {"traces": None, "logs": None}
+    for signal, part in (("traces", export.traces), ("logs", export.logs)):
+        if receiver.enabled and part is not None:
+            part.forward = queues[signal] = EncodedQueue(config.telemetry.otlp.queue_size, part.queue.batch_size)
+    app[OTLP_RECEIVER] = ingest = OtlpIngest(receiver, config.events.api_keys, app[METRICS], metric_series=series,
+                                             traces=queues["traces"], logs=queues["logs"])
+    registry.register(ReceiverStatsCollector(ingest.stats))
 
 
 def _bindings(app: web.Application) -> list[Binding]:
@@ -179,6 +203,10 @@ def _bindings(app: web.Application) -> list[Binding]:
         Binding(app[ANOMALIES], "alerting"),
         Binding(app[ADMIN_TOKENS], "api", applies=("api.admin_tokens",)),
         Binding(app[BUSINESS_RATE_LIMITER], "api", applies=("api.rate_limit",)),
+        Binding(app[OTLP_RECEIVER], "", applies=("otlp_receiver.ingest_keys", "otlp_receiver.metrics",
+                                                 "otlp_receiver.span_metrics.series_limit",
+                                                 "otlp_receiver.span_metrics.max_span_names",
+                                                 "otlp_receiver.span_metrics.max_services")),
         *store_bindings(app),
     ]
 
@@ -194,6 +222,9 @@ def _lifetimes(app: web.Application, config: Config, export: OtlpExport, store: 
     return [
         export.cleanup_ctx,
         statsd_ctx(app[CUSTOM_METRICS], config.custom_metrics.statsd),
+        # after the export, so they stop before it and what they accepted is flushed
+        http_ctx(app[OTLP_RECEIVER], config.otlp_receiver.http, config.otlp_receiver.max_body_bytes),
+        grpc_ctx(app[OTLP_RECEIVER], config.otlp_receiver.grpc, config.otlp_receiver.max_body_bytes),
         background("anomaly-evaluation", lambda _: app[ANOMALIES].run()),
         lifetime("probes", lambda _: runtime.start(), lambda _: runtime.stop(STOP_GRACE_SECONDS)),
         # end what is open, before the tracer provider shuts down

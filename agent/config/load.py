@@ -28,6 +28,7 @@ from agent.events.privacy_config import PrivacyConfig, parse_privacy
 from agent.flags.config import FlagsConfig, parse_flags
 from agent.otlp.config import TelemetryConfig, parse_telemetry
 from agent.posthog.config import PosthogConfig, parse_posthog
+from agent.receiver.config import ReceiverConfig, parse_receiver
 from agent.rules.thresholds import Thresholds, parse_thresholds
 from agent.sentry.config import SentryConfig, parse_sentry
 from agent.store.config import RetentionConfig, StoreConfig, parse_retention, parse_store
@@ -73,6 +74,7 @@ class Config:
     sentry: SentryConfig = SentryConfig()
     posthog: PosthogConfig = PosthogConfig()
     flags: FlagsConfig = FlagsConfig()
+    otlp_receiver: ReceiverConfig = ReceiverConfig()
     modules: Mapping[str, Module] = field(default_factory=dict)
     targets: tuple[ProbeTarget, ...] = ()
     source: str | None = None     # the file it was read from
@@ -119,6 +121,7 @@ def _parse_root(root: Node, environ: Mapping[str, str], base_dir: str) -> dict[s
     sentry = parse_sentry(root.child("sentry"))
     posthog = parse_posthog(root.child("posthog"))
     flags = parse_flags(root.child("flags"), environ)
+    otlp_receiver = parse_receiver(root.child("otlp_receiver"), environ, listen)
     if store.driver == "postgres" and privacy.hmac_key is None:
         root.error("is required with store.driver postgres: every agent sharing the database must pseudonymize "
                    "with the same key (or set LOOM_AGENT_HMAC_KEY)", "privacy.hmac_key")
@@ -127,7 +130,7 @@ def _parse_root(root: Node, environ: Mapping[str, str], base_dir: str) -> dict[s
     return dict(listen=listen, defaults=defaults, scheduler=scheduler, telemetry=telemetry, events=events,
                 api=api, alerting=alerting, store=store, privacy=privacy, retention=retention, errors=errors,
                 sentry=sentry, posthog=posthog, flags=flags, custom_metrics=custom_metrics, modules=modules,
-                targets=targets)
+                targets=targets, otlp_receiver=otlp_receiver)
 
 
 def _parse_listen(root: Node, environ: Mapping[str, str]) -> tuple[str, int]:

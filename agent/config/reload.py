@@ -41,6 +41,12 @@ RESTART_ONLY = (
     "custom_metrics.statsd",
     "store",
     "privacy",
+    # the OTLP receiver's sockets and gRPC message bound, and what its span-metric families are made with
+    "otlp_receiver.http",
+    "otlp_receiver.grpc",
+    "otlp_receiver.max_body_bytes",
+    "otlp_receiver.span_metrics.enabled",
+    "otlp_receiver.span_metrics.buckets",
 )
 # fields of Config that are not settings
 NOT_SETTINGS = ("source",)

@@ -8,6 +8,8 @@ sends batches of up to `batch_size` spans every `flush_interval`, or sooner when
 Logs (the application's records the agent relays, agent/otlp/logs.py) take the traces' path with
 their own bounded queue, when `telemetry.otlp.export_logs` and an endpoint are set.
 Each signal has one Sender (`agent/otlp/sender.py`): one export in flight, retries with backoff.
+The application's spans and log records the OTLP receiver accepts (agent/receiver) wait in the
+signal's `forward` queue (agent/otlp/forward.py, encoded bytes) and take the same flusher and Sender.
 
 `stop()` takes a last metrics snapshot, then flushes what is queued for at most `stop_timeout`
 seconds; whatever is still waiting then is counted as dropped and the exporters are shut down.
@@ -32,6 +34,7 @@ from prometheus_client.metrics_core import Metric as PromMetric
 
 from agent.metrics.store import MetricStore
 from agent.otlp.config import TelemetryConfig
+from agent.otlp.forward import Encoded, EncodedQueue
 from agent.otlp.logs import LogQueue
 from agent.otlp.metrics import MetricSource, take_snapshot, to_metrics_data
 from agent.otlp.sender import ExportStatsCollector, RetryPolicy, Sender, in_daemon_thread
@@ -146,33 +149,63 @@ class TracesExport:
                  stopping: asyncio.Event):
         self.exporter = exporter
         self.queue = queue
+        # the received items to forward (agent/receiver), set by the composition root when it runs a receiver
+        self.forward: EncodedQueue | None = None
         self.sender = Sender(self.signal, self._export, policy, stopping)
         self._flush_interval, self._stopping = flush_interval, stopping
         self._wake = asyncio.Event()
 
-    def _export(self, spans: list) -> bool:
-        return self.exporter.export(spans) is SpanExportResult.SUCCESS
+    def _export(self, batch: Any) -> bool:
+        if isinstance(batch, Encoded):
+            return bool(self.exporter.export_encoded(batch))
+        return self.exporter.export(batch) is SpanExportResult.SUCCESS
 
     def wake(self) -> None:
         self._wake.set()
 
+    def _full(self) -> bool:
+        return len(self.queue) >= self.queue.batch_size or (self.forward is not None and self.forward.ready())
+
     async def flush(self) -> None:
-        """Send batches until stopping and the queue is empty."""
+        """Send batches (the agent's own items, then the received ones) until stopping and both are empty."""
         self.queue.wake_with(asyncio.get_running_loop(), self._wake)
+        if self.forward is not None:
+            self.forward.wake_with(self._wake)
         while True:
-            if len(self.queue) < self.queue.batch_size and not self._stopping.is_set():
+            if not self._full() and not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._flush_interval)
                 self._wake.clear()
             batch = self.queue.take(self.queue.batch_size)
             if batch:
                 await self.sender.deliver(batch, len(batch))
-            elif self._stopping.is_set():
+            encoded = self.forward.take() if self.forward is not None else None
+            if encoded is not None:
+                await self.sender.deliver(encoded, encoded.count)
+            if not batch and encoded is None and self._stopping.is_set():
                 return
 
     def discard_pending(self) -> None:
         self.queue.wake_with(None)
         self.sender.stats.dropped += self.queue.close()
+        if self.forward is not None:
+            self.forward.wake_with(None)
+            self.sender.stats.dropped += self.forward.close()
+
+
+class _Waiting:
+    """A signal's queue as the export counters see it: its own items plus the received ones to forward."""
+
+    def __init__(self, export: TracesExport):
+        self._export = export
+
+    @property
+    def dropped(self) -> int:
+        return int(self._export.queue.dropped)
+
+    def __len__(self) -> int:
+        forward = self._export.forward
+        return len(self._export.queue) + (len(forward) if forward is not None else 0)
 
 
 class LogsExport(TracesExport):
@@ -180,8 +213,10 @@ class LogsExport(TracesExport):
 
     signal = "logs"
 
-    def _export(self, records: list) -> bool:
-        return bool(self.exporter.export(records))
+    def _export(self, batch: Any) -> bool:
+        if isinstance(batch, Encoded):
+            return bool(self.exporter.export_encoded(batch))
+        return bool(self.exporter.export(batch))
 
 
 class _Combined:
@@ -230,9 +265,9 @@ class OtlpExport:
         if self.metrics is not None:
             signals["metrics"] = (self.metrics.sender.stats, self.metrics.pending)
         if self.traces is not None:
-            signals["traces"] = (self.traces.sender.stats, self.traces.queue)
+            signals["traces"] = (self.traces.sender.stats, _Waiting(self.traces))
         if self.logs is not None:
-            signals["logs"] = (self.logs.sender.stats, self.logs.queue)
+            signals["logs"] = (self.logs.sender.stats, _Waiting(self.logs))
         if signals:
             registry.register(ExportStatsCollector(signals))
 

@@ -26,6 +26,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from agent.otlp.forward import Encoded
 from agent.otlp.log_encoding import encode_logs
 
 log = logging.getLogger("agent.otlp")
@@ -71,6 +72,16 @@ class DirectLogExporter(HttpLogExporter):
             return False
         return bool(self._client.export(body).success)
 
+    def export_encoded(self, batch: Encoded) -> bool:
+        """Post an already serialized request (records the OTLP receiver forwards, agent/otlp/forward.py)."""
+        if self._shutdown:
+            return False
+        if 0 < self._max_request_size < len(batch.body):
+            log.warning("Dropping forwarded log batch: %d bytes exceed max_request_size %d bytes.",
+                        len(batch.body), self._max_request_size)
+            return False
+        return bool(self._client.export(batch.body).success)
+
 
 def grpc_log_exporter(**kwargs: Any) -> Any:
     """The SDK's gRPC log exporter, sending the direct encoder's bytes (parsed into its request)."""
@@ -78,10 +89,15 @@ def grpc_log_exporter(**kwargs: Any) -> Any:
 
     class DirectGrpcLogExporter(GrpcExporter):
         def _translate_data(self, data: Sequence[Any]) -> ExportLogsServiceRequest:
+            if isinstance(data, Encoded):
+                return ExportLogsServiceRequest.FromString(data.body)
             return ExportLogsServiceRequest.FromString(encode_logs(data))
 
         def export(self, batch: Sequence[Any]) -> bool:  # type: ignore[override]
             return super().export(batch).name == "SUCCESS"
+
+        def export_encoded(self, batch: Encoded) -> bool:
+            return self.export(batch)  # type: ignore[arg-type]
 
     return DirectGrpcLogExporter(**kwargs)
 

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from agent import __version__
 from agent.otlp.config import TelemetryConfig
+from agent.otlp.forward import Encoded
 from agent.otlp.logs import DirectLogExporter, grpc_log_exporter
 from agent.otlp.span_encoding import encode_spans
 
@@ -74,6 +75,38 @@ class DirectSpanExporter(HttpSpanExporter):
                 return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
 
+    def export_encoded(self, batch: Encoded) -> bool:
+        """Post an already serialized request (spans the OTLP receiver forwards, agent/otlp/forward.py)."""
+        if not self._direct or self._shutdown:
+            return False
+        if 0 < self._max_request_size < len(batch.body):
+            log.warning("Dropping forwarded span batch: %d bytes exceed max_request_size %d bytes.",
+                        len(batch.body), self._max_request_size)
+            return False
+        with self._metrics.export_operation(batch.count) as result:
+            sent = self._client.export(batch.body)
+            if not sent.success:
+                result.error = sent.error
+                return False
+        return True
+
+
+def grpc_span_exporter(**kwargs: Any) -> SpanExporter:
+    """The SDK's gRPC span exporter; `export_encoded` sends a forwarded request's bytes through it."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    class ForwardingGrpcSpanExporter(GrpcExporter):
+        def _translate_data(self, data: Any) -> ExportTraceServiceRequest:
+            if isinstance(data, Encoded):
+                return ExportTraceServiceRequest.FromString(data.body)
+            return super()._translate_data(data)
+
+        def export_encoded(self, batch: Encoded) -> bool:
+            return self._export(batch) is SpanExportResult.SUCCESS  # type: ignore[arg-type]
+
+    return ForwardingGrpcSpanExporter(**kwargs)
+
 
 def build_resource(config: TelemetryConfig) -> Resource:
     """service.name/version, merged with OTEL_RESOURCE_ATTRIBUTES by the SDK."""
@@ -113,10 +146,8 @@ def build_span_exporter(config: TelemetryConfig, environ: Mapping[str, str] = os
     otlp = config.otlp
     headers = dict(otlp.headers) or None
     if otlp_protocol(config, environ, "traces") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
-
-        return GrpcExporter(endpoint=otlp.endpoint, headers=headers, timeout=otlp.timeout,
-                            insecure=otlp.insecure if otlp.endpoint else None)
+        return grpc_span_exporter(endpoint=otlp.endpoint, headers=headers, timeout=otlp.timeout,
+                                  insecure=otlp.insecure if otlp.endpoint else None)
     return DirectSpanExporter(endpoint=http_endpoint(config, "traces"), headers=headers, timeout=otlp.timeout)
 
 
