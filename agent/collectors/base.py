@@ -73,6 +73,18 @@ class ProbeTarget:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsLeaf:
+    """What blackbox_exporter reports of a TLS peer besides the version and the earliest expiry: the leaf
+    certificate's identity (labels of probe_ssl_last_chain_info) and the verified chain's expiry."""
+
+    fingerprint_sha256: str                 # hex of the leaf's DER
+    subject: str                            # RFC 4514, as Go's pkix.Name.String(): "CN=server,O=Example"
+    issuer: str
+    dns_names: str                          # the leaf's DNS subjectAltNames, comma separated
+    chain_expiry: float                     # unix seconds: earliest NotAfter of the verified chain
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeResult:
     """The outcome of one probe. Optional fields are None when the kind has no such value."""
 
@@ -105,6 +117,10 @@ class ProbeResult:
     # the address probed (collectors/ipproto.py): blackbox's probe_ip_protocol and probe_ip_addr_hash
     ip_protocol: int | None = None          # 4 or 6
     ip_address: str | None = None
+    # http: the final response's Last-Modified as unix seconds (probe_http_last_modified_timestamp_seconds)
+    last_modified: float | None = None
+    # the TLS peer's leaf certificate (probe_ssl_last_chain_info, probe_ssl_last_chain_expiry_timestamp_seconds)
+    tls_leaf: TlsLeaf | None = None
     # human-readable trace of what happened, for /probe?debug=true
     log: tuple[str, ...] = ()
 
@@ -218,8 +234,8 @@ class PhaseTrace:
     stays on `time.monotonic()`. `waiting` names a wait inside a phase that the timeout detail should
     name instead ("waiting for pong", "during send[1]")."""
 
-    __slots__ = ("cert_expiry", "ip_address", "ip_protocol", "log", "phase", "phases", "started", "tls_version",
-                 "waiting")
+    __slots__ = ("cert_expiry", "ip_address", "ip_protocol", "log", "phase", "phases", "started", "tls_leaf",
+                 "tls_version", "waiting")
 
     def __init__(self, phase: str = "resolve", log: ProbeLog | None = None) -> None:
         self.started = time.perf_counter()
@@ -231,6 +247,7 @@ class PhaseTrace:
         self.cert_expiry: float | None = None       # unix seconds of the earliest NotAfter
         self.ip_address: str | None = None          # the address probed, once chosen (ipproto.resolve)
         self.ip_protocol: int | None = None         # its family, 4 or 6
+        self.tls_leaf: TlsLeaf | None = None        # the TLS peer's leaf certificate, once a handshake completed
 
     def enter(self, phase: str) -> float:
         """Start `phase`; returns its start (perf_counter) for `add` once the phase completed."""
@@ -265,7 +282,8 @@ class PhaseTrace:
         if failure is not None:
             self.log(f"probe failed ({failure.reason.value}): {failure.detail}")
         facts: dict[str, Any] = {"tls_version": self.tls_version, "cert_expiry": self.cert_expiry,
-                                 "ip_protocol": self.ip_protocol, "ip_address": self.ip_address, **fields}
+                                 "ip_protocol": self.ip_protocol, "ip_address": self.ip_address,
+                                 "tls_leaf": self.tls_leaf, **fields}
         return ProbeResult(success=failure is None, duration_seconds=time.perf_counter() - self.started,
                            reason=None if failure is None else failure.reason,
                            detail="" if failure is None else failure.detail,

@@ -50,7 +50,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from agent.collectors.base import PhaseTrace, ProbeFailed, ProbeResult, ProbeTarget, Reason, run_until
 from agent.collectors.ipproto import IpOptions, parse_ip_options, resolve
 from agent.collectors.tcp import address_of
-from agent.collectors.tlsinfo import TlsSettings, client_context, parse_tls, peer_info
+from agent.collectors.tlsinfo import TlsSettings, client_context, leaf_of, parse_tls, peer_info
 from agent.config.node import Node
 
 KIND = "grpc"
@@ -95,7 +95,8 @@ def _h2_context(settings: TlsSettings) -> ssl.SSLContext:
 def _credentials(settings: TlsSettings) -> grpc.ChannelCredentials:
     """grpcio's credentials for the same settings: the CA file, else the system's bundle (what Python's
     default context trusts; grpcio's own roots otherwise), and the client certificate if any."""
-    ca_file = settings.ca_file or ssl.get_default_verify_paths().openssl_cafile
+    paths = ssl.get_default_verify_paths()        # .cafile honours SSL_CERT_FILE, as Python's default context does
+    ca_file = settings.ca_file or paths.cafile or paths.openssl_cafile
     roots = _read(ca_file) if ca_file and os.path.isfile(ca_file) else None
     key = _read(settings.key_file or settings.cert_file) if settings.cert_file else None
     chain = _read(settings.cert_file) if settings.cert_file else None
@@ -126,6 +127,7 @@ async def _handshake(ip: str, port: int, settings: TlsSettings, server_name: str
     finally:
         writer.transport.abort()
     trace.tls_version, trace.cert_expiry = peer_info(writer.get_extra_info("ssl_object"))
+    trace.tls_leaf = leaf_of(writer.get_extra_info("ssl_object"), settings.verify)
     trace.log(f"tls handshake done with {server_name}: {trace.tls_version}")
 
 

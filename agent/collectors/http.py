@@ -16,6 +16,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import ClassVar
 from urllib.parse import quote, urljoin, urlsplit
@@ -459,4 +460,15 @@ def _result(trace: PhaseTrace, fetch: _Fetch, failure: ProbeFailed | None) -> Pr
     return trace.result(failure, status_code=response.status, content_length=response.content_length,
                         body_length=response.body_length, http_version=response.version,
                         redirects=fetch.redirects, tls_version=response.tls_version,
-                        cert_expiry=response.cert_expiry)
+                        cert_expiry=response.cert_expiry, tls_leaf=response.tls_leaf,
+                        last_modified=last_modified(response.headers.get(b"last-modified")))
+
+
+def last_modified(value: bytes | None) -> float | None:
+    """A Last-Modified header as unix seconds (the HTTP date forms Go's http.ParseTime reads), or None."""
+    if not value:
+        return None
+    try:
+        return float(int(parsedate_to_datetime(value.decode("latin-1")).timestamp()))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None

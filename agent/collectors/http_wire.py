@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
 
-from agent.collectors.base import PhaseTrace, ProbeFailed, Reason
+from agent.collectors.base import PhaseTrace, ProbeFailed, Reason, TlsLeaf
 from agent.collectors.ipproto import IpOptions, resolve
-from agent.collectors.tlsinfo import peer_info
+from agent.collectors.tlsinfo import leaf_of, peer_info
 
 MAX_HEAD_BYTES = 65536
 MAX_CHUNK_LINE = 4096
@@ -50,6 +50,7 @@ class Response:
     body: bytes | None = None           # only when asked to keep it
     tls_version: str | None = None
     cert_expiry: float | None = None
+    tls_leaf: TlsLeaf | None = None
 
 
 def parse_head(head: bytes) -> tuple[float, str, int, dict[bytes, bytes]]:
@@ -300,8 +301,9 @@ async def exchange(how: Exchange, trace: PhaseTrace, keep: Callable[[Response | 
                             body_limit=how.body_limit, trace=trace)
     transport: asyncio.Transport | None = None
     tls_facts: TlsFacts = (None, None)
+    leaf: list[TlsLeaf | None] = [None]
     try:
-        transport, tls_facts = await _connect(loop, address, how, reader, trace)
+        transport, tls_facts = await _connect(loop, address, how, reader, trace, leaf)
         trace.enter("processing")
         transport.write(how.request)
         sent = perf_counter()
@@ -310,6 +312,7 @@ async def exchange(how: Exchange, trace: PhaseTrace, keep: Callable[[Response | 
         response = reader.response
         if response is not None:
             response.tls_version, response.cert_expiry = tls_facts
+            response.tls_leaf = leaf[0]
         keep(response)
         if transport is not None and reader.finished_at:
             transport.close()
@@ -325,8 +328,9 @@ async def exchange(how: Exchange, trace: PhaseTrace, keep: Callable[[Response | 
 
 
 async def _connect(loop: asyncio.AbstractEventLoop, address: str, how: Exchange, reader: ResponseReader,
-                   trace: PhaseTrace) -> tuple[asyncio.Transport, TlsFacts]:
-    """TCP connect, then the TLS handshake for https: (transport, (tls version, cert expiry)).
+                   trace: PhaseTrace, leaf: list[TlsLeaf | None]) -> tuple[asyncio.Transport, TlsFacts]:
+    """TCP connect, then the TLS handshake for https: (transport, (tls version, cert expiry)); the leaf
+    certificate lands in leaf[0].
     On failure or cancellation asyncio closes the half-made connection itself."""
     started = trace.enter("connect")
     transport, _ = await loop.create_connection(lambda: reader, address, how.port)
@@ -344,7 +348,9 @@ async def _connect(loop: asyncio.AbstractEventLoop, address: str, how: Exchange,
     tls_transport = await loop.start_tls(transport, reader, how.tls, server_hostname=how.server_name or how.host)
     assert tls_transport is not None
     trace.done("tls", started)
-    facts = peer_info(tls_transport.get_extra_info("ssl_object"))
+    ssl_object = tls_transport.get_extra_info("ssl_object")
+    facts = peer_info(ssl_object)
+    leaf[0] = leaf_of(ssl_object, how.tls.verify_mode != ssl.CERT_NONE)
     trace.log(f"TLS handshake done: {facts[0]}")
     return tls_transport, facts
 

@@ -37,7 +37,7 @@ from agent.collectors.base import (
 )
 from agent.collectors.gosyntax import go_expand, go_regex
 from agent.collectors.ipproto import IpOptions, parse_ip_options, resolve as resolve_ip
-from agent.collectors.tlsinfo import TlsSettings, client_context, parse_blackbox_tls, parse_tls, peer_info
+from agent.collectors.tlsinfo import TlsSettings, client_context, leaf_of, parse_blackbox_tls, parse_tls, peer_info
 from agent.config.node import Node, join
 
 KIND = "tcp"
@@ -201,7 +201,9 @@ async def start_tls(writer: asyncio.StreamWriter, settings: TlsSettings, host: s
             raise ProbeFailed(Reason.TLS, f"tls handshake: {_ssl_message(exc)}") from None
         except OSError as exc:              # the peer closed or reset mid-handshake
             raise ProbeFailed(Reason.TLS, f"tls handshake: {_os_message(exc)}") from None
-    trace.tls_version, trace.cert_expiry = peer_info(writer.get_extra_info("ssl_object"))
+    ssl_object = writer.get_extra_info("ssl_object")
+    trace.tls_version, trace.cert_expiry = peer_info(ssl_object)
+    trace.tls_leaf = leaf_of(ssl_object, settings.verify)
     trace.log(f"tls handshake done with {server_name}: {trace.tls_version}")
 
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
+from agent.collectors.base import TlsLeaf
 from agent.config.node import Node
 
 _VERSION_NAMES = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2", "TLSv1.3": "TLS 1.3"}
@@ -58,6 +60,38 @@ def peer_info(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> tuple[str | N
         return None, None
     version = _VERSION_NAMES.get(ssl_object.version() or "", ssl_object.version())
     return version, earliest_expiry(ssl_object)
+
+
+GO_ZERO_TIME = -62135596800.0      # Go's time.Time{}.Unix(): blackbox's chain expiry when nothing was verified
+
+
+def leaf_of(ssl_object: ssl.SSLObject | ssl.SSLSocket | None, verified: bool) -> TlsLeaf | None:
+    """The peer's leaf certificate as blackbox reports it (probe_ssl_last_chain_info's labels), and the
+    verified chain's expiry: the earliest NotAfter of the chain the peer sent when it was verified (Python
+    before 3.13 does not expose the verified chain, which may add a root from the trust store), else Go's
+    zero time, as blackbox reports an unverified connection (insecure_skip_verify)."""
+    if ssl_object is None:
+        return None
+    ders = _chain_ders(ssl_object)
+    if not ders:
+        return None
+    return _leaf(ders[0], earliest_expiry(ssl_object) if verified else GO_ZERO_TIME)
+
+
+@lru_cache(maxsize=256)
+def _leaf(der: bytes, chain_expiry: float | None) -> TlsLeaf | None:
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return None
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns_names = ",".join(sans.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        dns_names = ""
+    return TlsLeaf(fingerprint_sha256=cert.fingerprint(hashes.SHA256()).hex(), subject=cert.subject.rfc4514_string(),
+                   issuer=cert.issuer.rfc4514_string(), dns_names=dns_names,
+                   chain_expiry=GO_ZERO_TIME if chain_expiry is None else chain_expiry)
 
 
 def earliest_expiry(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> float | None:

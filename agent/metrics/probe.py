@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from agent.collectors.base import ProbeResult, ProbeTarget, Reason
+from agent.collectors.base import ProbeResult, ProbeTarget, Reason, TlsLeaf
 from agent.collectors.grpc import SERVING_STATUSES
+from agent.collectors.ipproto import ip_hash
 from agent.collectors.kinds import KINDS, PhaseGauge
 from agent.metrics.exposition import format_value, header_text, label_text
 
@@ -31,6 +32,8 @@ GAUGES: dict[str, str] = {
     "probe_success": "Whether the probe succeeded (1) or failed (0).",
     "probe_duration_seconds": "How long the probe took to complete, in seconds.",
     "probe_dns_lookup_time_seconds": "Time spent resolving the target's host name, in seconds.",
+    "probe_ip_protocol": "The IP protocol of the address probed (4 or 6; 0 when none was resolved).",
+    "probe_ip_addr_hash": "FNV-1a hash of the address probed (changes when the name resolves elsewhere).",
     "probe_failed_due_to_regex": "Whether the probe failed because a regular expression check failed.",
     "probe_http_duration_seconds": "Duration of the HTTP request by phase, summed over redirects, in seconds.",
     "probe_http_status_code": "Response HTTP status code.",
@@ -38,9 +41,12 @@ GAUGES: dict[str, str] = {
     "probe_http_uncompressed_body_length": "Length of the HTTP response body as received, in bytes.",
     "probe_http_version": "The version of HTTP of the probe response.",
     "probe_http_redirects": "The number of redirects followed.",
+    "probe_http_last_modified_timestamp_seconds": "The response's Last-Modified header, as unix seconds.",
     "probe_http_ssl": "Whether TLS was used for the final request.",
     "probe_ssl_earliest_cert_expiry": "Earliest NotAfter of the certificates the peer sent, as unix seconds.",
     "probe_tls_version_info": "The TLS version the connection used (in the version label).",
+    "probe_ssl_last_chain_expiry_timestamp_seconds": "Earliest NotAfter of the verified chain, as unix seconds.",
+    "probe_ssl_last_chain_info": "The peer's leaf certificate (fingerprint, subject, issuer, DNS names in labels).",
     "probe_dns_duration_seconds": "Duration of the DNS query by phase, in seconds.",
     "probe_dns_answer_rrs": "Number of entries in the answer section.",
     "probe_dns_authority_rrs": "Number of entries in the authority section.",
@@ -67,25 +73,31 @@ Sample = tuple[str, Mapping[str, str], float]   # (gauge name, extra labels, val
 
 def result_gauges(kind: str, result: ProbeResult) -> list[Sample]:
     """The blackbox-compatible gauges of one probe result."""
+    # blackbox registers the lookup time, protocol and address hash before resolving (prober/utils.go):
+    # they are there, 0 until known, on every probe
     out: list[Sample] = [("probe_success", {}, 1.0 if result.success else 0.0),
-                         ("probe_duration_seconds", {}, result.duration_seconds)]
-    if "resolve" in result.phases:
-        out.append(("probe_dns_lookup_time_seconds", {}, result.phases["resolve"]))
+                         ("probe_duration_seconds", {}, result.duration_seconds),
+                         ("probe_dns_lookup_time_seconds", {}, result.phases.get("resolve", 0.0)),
+                         ("probe_ip_protocol", {}, float(result.ip_protocol or 0)),
+                         ("probe_ip_addr_hash", {}, float(ip_hash(result.ip_address)) if result.ip_address else 0.0)]
     facts = KINDS[kind]
     if facts.regex_gauge:
         out.append(("probe_failed_due_to_regex", {}, 1.0 if result.reason in _REGEX_REASONS else 0.0))
     if facts.phase_gauge is not None:
         out.extend(_phase_samples(facts.phase_gauge, result))
-    _optional(out, "probe_http_status_code", result.status_code)
-    _optional(out, "probe_http_content_length", result.content_length)
-    _optional(out, "probe_http_uncompressed_body_length", result.body_length)
-    _optional(out, "probe_http_version", result.http_version)
-    _optional(out, "probe_http_redirects", result.redirects)
-    if facts.ssl_gauge:
-        out.append(("probe_http_ssl", {}, 1.0 if result.tls_version else 0.0))
+    if facts.ssl_gauge:         # http: blackbox registers these up front, 0 when no response came
+        out += [("probe_http_status_code", {}, float(result.status_code or 0)),
+                ("probe_http_content_length", {}, float(result.content_length or 0)),
+                ("probe_http_uncompressed_body_length", {}, float(result.body_length or 0)),
+                ("probe_http_version", {}, float(result.http_version or 0)),
+                ("probe_http_redirects", {}, float(result.redirects or 0)),
+                ("probe_http_ssl", {}, 1.0 if result.tls_version else 0.0)]
+        _optional(out, "probe_http_last_modified_timestamp_seconds", result.last_modified)
     _optional(out, "probe_ssl_earliest_cert_expiry", result.cert_expiry)
     if result.tls_version:
         out.append(("probe_tls_version_info", {"version": result.tls_version}, 1.0))
+    if result.tls_leaf is not None:
+        out.extend(_leaf_samples(result.tls_leaf, chain_expiry=not facts.grpc_gauges))
     _optional(out, "probe_dns_answer_rrs", result.dns_answer_rrs)
     _optional(out, "probe_dns_authority_rrs", result.dns_authority_rrs)
     _optional(out, "probe_dns_additional_rrs", result.dns_additional_rrs)
@@ -93,6 +105,17 @@ def result_gauges(kind: str, result: ProbeResult) -> list[Sample]:
     if facts.grpc_gauges:
         out.extend(_grpc_samples(result))
     _optional(out, "probe_icmp_reply_hop_limit", result.icmp_hop_limit)
+    return out
+
+
+def _leaf_samples(leaf: TlsLeaf, chain_expiry: bool) -> list[Sample]:
+    """blackbox's leaf certificate series (one per target: its labels are bounded by the targets), and the
+    verified chain's expiry (blackbox's grpc prober has no such gauge)."""
+    out: list[Sample] = [("probe_ssl_last_chain_info", {"fingerprint_sha256": leaf.fingerprint_sha256,
+                                                        "subject": leaf.subject, "issuer": leaf.issuer,
+                                                        "subjectalternative": leaf.dns_names}, 1.0)]
+    if chain_expiry:
+        out.append(("probe_ssl_last_chain_expiry_timestamp_seconds", {}, leaf.chain_expiry))
     return out
 
 

@@ -1,0 +1,216 @@
+"""Series parity with blackbox_exporter (issue 16 items 3 and 6): Debian's blackbox_exporter 0.23 and the
+agent, both as processes, probe the same loopback targets with every module of blackbox's example file
+(Debian's /etc/prometheus/blackbox.yml, which the agent ships as its built-ins), and their `/probe` answers
+are diffed: the same series (names and labels) and, but for timings, the same values.
+
+Timings differ run to run and are compared by name and labels only: TIMINGS below. The agent emits no
+series blackbox does not for these modules; EXTRAS would list them (docs/blackbox.md says why) and is
+empty. The CA of the TLS servers reaches both through SSL_CERT_FILE (Go's and OpenSSL's trust store
+override; GRPC_DEFAULT_SSL_ROOTS_FILE_PATH for grpcio's), so the modules run unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.config.modules import BLACKBOX_EXAMPLE
+from tests.support.certs import make_ca, make_cert
+from tests.support.grpc_health import health_server
+from tests.support.loopback import serve
+from tests.support.procs import AgentProcess, free_port, http_get, terminate, wait_until
+
+BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
+DEBIAN_EXAMPLE = Path("/etc/prometheus/blackbox.yml")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not Path(BLACKBOX).exists(), reason="prometheus-blackbox-exporter not installed "
+                                 "(scripts/test.sh installs it)")]
+
+# series whose value is a time measured by the probe: compared by name and labels, not value
+TIMINGS = frozenset({"probe_duration_seconds", "probe_dns_lookup_time_seconds", "probe_http_duration_seconds",
+                     "probe_grpc_duration_seconds", "probe_icmp_duration_seconds", "probe_dns_duration_seconds"})
+EXTRAS: frozenset[str] = frozenset()     # series the agent adds beyond blackbox's for these modules: none
+LAST_MODIFIED = 1_700_000_000
+SCRAPE_TIMEOUT = "5"                     # both take 0.5 s off: 4.5 s per probe (icmp_ttl5: its own 5 s)
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> Samples:
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+class Targets:
+    """The loopback servers, on an event loop of their own (the test itself is synchronous)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.cert = make_cert(tmp / "certs", ca=make_ca(tmp))
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.stack = AsyncExitStack()
+        self.ports: dict[str, int] = {}
+        self.irc_pong: list[str] = []
+
+    def __enter__(self) -> Targets:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        asyncio.run_coroutine_threadsafe(self.stack.aclose(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    async def _start(self) -> None:
+        enter = self.stack.enter_async_context
+        self.ports["http"] = await self._http()
+        self.ports["ssh"] = await enter(serve(_ssh))
+        self.ports["irc"] = await enter(serve(self._irc))
+        self.ports["pop3s"] = await enter(serve(_pop3, ssl_context=self.cert.server_context()))
+        self.ports["grpc_tls"] = (await enter(health_server(self.cert, {"": "SERVING"}))).port
+        self.ports["grpc_plain"] = (await enter(health_server(None, {"service1": "NOT_SERVING"}))).port
+
+    async def _http(self) -> int:
+        async def page(request: web.Request) -> web.Response:
+            await request.read()
+            return web.Response(text="hello from the parity test\n",
+                                headers={"Last-Modified": formatdate(LAST_MODIFIED, usegmt=True)})
+
+        app = web.Application()
+        app.router.add_route("*", "/", page)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.stack.push_async_callback(runner.cleanup)
+        return runner.addresses[0][1]
+
+    async def _irc(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """NICK and USER, then a PING whose token the prober must echo (its ${1}), then 001 only if it did."""
+        nick, user = await reader.readline(), await reader.readline()
+        if not (nick.startswith(b"NICK ") and user.startswith(b"USER ")):
+            return
+        writer.write(b":irc.test NOTICE * :*** Looking up your hostname\r\nPING :tok3n42\r\n")
+        pong = (await reader.readline()).decode().strip()
+        self.irc_pong.append(pong)
+        if pong == "PONG tok3n42":
+            writer.write(b":irc.test 001 prober :Welcome to the test network\r\n")
+            await writer.drain()
+            await reader.read()
+
+
+async def _ssh(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+    await writer.drain()
+    await reader.readline()
+
+
+async def _pop3(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    # blackbox's `^+OK` is RE2's (?:^)+OK: "OK" at the start of a line; a real POP3 server's "+OK" fails it
+    writer.write(b"+OK POP3 ready\r\nOK second line for the regexp\r\n")
+    await writer.drain()
+    await reader.read()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Targets]]:
+    tmp = tmp_path_factory.mktemp("parity")
+    with Targets(tmp) as targets:
+        config = tmp / "blackbox.yml"
+        shutil.copy(DEBIAN_EXAMPLE, config)
+        port = free_port()
+        env = {"SSL_CERT_FILE": str(targets.cert.ca), "PATH": "/usr/bin:/bin"}
+        log = open(tmp / "blackbox.log", "wb")
+        blackbox = subprocess.Popen([BLACKBOX, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"],
+                                    stdout=log, stderr=subprocess.STDOUT, env=env)
+        agent = None
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until(lambda: http_get(url + "/-/healthy", timeout=1)[0] == 200, 20, what="blackbox_exporter up")
+            agent = AgentProcess(tmp, {"store": {"path": str(tmp / "events.db")}},
+                                 env={"SSL_CERT_FILE": str(targets.cert.ca),
+                                      "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(targets.cert.ca)})
+            yield url, agent.url, targets
+        finally:
+            if agent is not None:
+                agent.stop()
+            terminate(blackbox)
+            log.close()
+
+
+def probe(base: str, module: str, target: str) -> Samples:
+    query = urllib.parse.urlencode({"module": module, "target": target})
+    status, _, body = http_get(f"{base}/probe?{query}", {"X-Prometheus-Scrape-Timeout-Seconds": SCRAPE_TIMEOUT},
+                               timeout=15)
+    assert status == 200, (module, status, body[:300])
+    return parse(body.decode())
+
+
+def module_targets(targets: Targets) -> dict[str, list[str]]:
+    """Every module of the example file with the targets it probes: one that answers and one that fails."""
+    p, refused = targets.ports, f"127.0.0.1:{free_port()}"
+    return {
+        "http_2xx": [f"http://127.0.0.1:{p['http']}/", f"http://{refused}/"],
+        "http_post_2xx": [f"http://127.0.0.1:{p['http']}/", f"http://{refused}/"],
+        "tcp_connect": [f"127.0.0.1:{p['ssh']}", refused],
+        "pop3s_banner": [f"127.0.0.1:{p['pop3s']}", refused],
+        "grpc": [f"127.0.0.1:{p['grpc_tls']}", refused],
+        "grpc_plain": [f"127.0.0.1:{p['grpc_plain']}", refused],
+        "ssh_banner": [f"127.0.0.1:{p['ssh']}", refused],
+        "irc_banner": [f"127.0.0.1:{p['irc']}", refused],
+        "icmp": ["127.0.0.1"],
+        "icmp_ttl5": ["127.0.0.1"],
+    }
+
+
+def diff(ours: Samples, theirs: Samples) -> list[str]:
+    problems = []
+    for key in sorted(set(theirs) - set(ours)):
+        problems.append(f"missing {key[0]}{dict(key[1])} (blackbox: {theirs[key]})")
+    for key in sorted(set(ours) - set(theirs)):
+        if key[0] not in EXTRAS:
+            problems.append(f"extra {key[0]}{dict(key[1])} = {ours[key]}")
+    for key in sorted(set(ours) & set(theirs)):
+        if key[0] not in TIMINGS and ours[key] != theirs[key]:
+            problems.append(f"{key[0]}{dict(key[1])}: agent {ours[key]!r}, blackbox {theirs[key]!r}")
+    return problems
+
+
+def test_the_shipped_builtins_are_debians_example_file() -> None:
+    assert BLACKBOX_EXAMPLE.read_bytes() == DEBIAN_EXAMPLE.read_bytes()
+
+
+def test_every_module_of_the_example_file_emits_blackboxs_series(setup: tuple[str, str, Targets]) -> None:
+    blackbox, agent, targets = setup
+    problems, successes = [], {}
+    plan = module_targets(targets)
+    for module, addresses in plan.items():
+        for target in addresses:
+            theirs, ours = probe(blackbox, module, target), probe(agent, module, target)
+            problems += [f"{module} {target}: {p}" for p in diff(ours, theirs)]
+            successes[(module, target)] = theirs[("probe_success", frozenset())]
+    assert not problems, "\n".join(problems)
+    # the targets exercise both outcomes: each module's live target succeeds (but grpc_plain's NOT_SERVING
+    # service; pop3s_banner's `^+OK` matches the server's second line, "OK ...", not its "+OK"), every
+    # refused one fails
+    live = {module: addresses[0] for module, addresses in plan.items()}
+    assert {m for m, t in live.items() if successes[(m, t)] == 1} == {
+        "http_2xx", "http_post_2xx", "tcp_connect", "pop3s_banner", "grpc", "ssh_banner", "irc_banner", "icmp",
+        "icmp_ttl5"}
+    assert all(successes[(m, a)] == 0 for m, addresses in plan.items() for a in addresses[1:])
+    assert "PONG tok3n42" in targets.irc_pong          # blackbox and the agent both echoed the ${1} group
