@@ -1,0 +1,113 @@
+"""blackbox_exporter's module file as it is (config/modules.py): its schema, modules_file, the built-ins,
+and the tcp step semantics blackbox's example relies on (a newline after send, ${1} from the expect)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.collectors.base import ProbeTarget
+from agent.collectors.gosyntax import go_expand, go_regex
+from agent.collectors.tcp import Collector as TcpCollector
+from agent.config.load import parse_config
+from agent.config.modules import builtin_modules
+from agent.config.node import ConfigError
+from tests.support.loopback import serve
+
+FULL_EXAMPLE = Path(__file__).parent / "fixtures" / "blackbox_0.23_example.yml"
+BLACKBOX_TEN = {"http_2xx", "http_post_2xx", "tcp_connect", "pop3s_banner", "grpc", "grpc_plain", "ssh_banner",
+                "irc_banner", "icmp", "icmp_ttl5"}
+
+
+def test_builtins_are_blackboxs_ten_then_the_agents_extras() -> None:
+    modules = builtin_modules()
+    assert set(modules) == BLACKBOX_TEN | {"tls_connect", "websocket_connect"}
+    assert all(modules[name].blackbox for name in BLACKBOX_TEN)
+    assert modules["http_post_2xx"].options.method == "POST"
+    assert modules["icmp_ttl5"].timeout == 5.0
+    assert modules["grpc"].options.ip.preferred == 4
+
+
+def test_blackbox_0_23_full_example_only_refused_keys_fail() -> None:
+    """blackbox's own example.yml (every key it documents): accepted but for what the agent refuses by name."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"modules_file: {FULL_EXAMPLE}\n")
+    prefix = f"modules_file ({FULL_EXAMPLE}): modules."
+    assert sorted(e.removeprefix(prefix) for e in info.value.errors) == sorted([
+        "http_with_proxy.http.proxy_url: not supported by loom-agent (blackbox_exporter key)",
+        "http_with_proxy.http.skip_resolve_phase_with_proxy: not supported by loom-agent (blackbox_exporter key)",
+        "http_custom_ca_example.http.tls_config.ca_file: file not found: /certs/my_cert.crt",
+        "http_gzip.http.compression: not supported by loom-agent (blackbox_exporter key)",
+        "http_gzip_with_accept_encoding.http.compression: not supported by loom-agent (blackbox_exporter key)"])
+
+
+def test_blackbox_keys_map_to_the_agents_options(tmp_path: Path) -> None:
+    config = parse_config("""
+modules:
+  http_2xx_example:
+    prober: http
+    timeout: 5s
+    http:
+      valid_http_versions: ["HTTP/1.1", "HTTP/2.0"]
+      headers: {Host: vhost.example.com}
+      no_follow_redirects: true
+      fail_if_header_not_matches: [{header: Access-Control-Allow-Origin, regexp: '(\\\\*|example\\\\.com)'}]
+      tls_config: {insecure_skip_verify: true, min_version: TLS12}
+      preferred_ip_protocol: ip4
+      ip_protocol_fallback: false
+      body_size_limit: 1MB
+  dns_tcp:
+    prober: dns
+    dns: {transport_protocol: tcp, query_name: www.prometheus.io, query_class: CH,
+          validate_answer_rrs: {fail_if_none_matches_regexp: ["127.0.0.1"]}}
+targets:
+  - {name: a, module: http_2xx_example, url: "http://127.0.0.1:1/", tls_config: {insecure_skip_verify: false}}
+""")
+    http = config.modules["http_2xx_example"].options
+    assert (http.follow_redirects, http.tls.verify, http.tls.min_version) == (False, False, "TLS 1.2")
+    assert (http.ip.preferred, http.ip.fallback, http.body_size_limit) == (4, False, 1024 * 1024)
+    assert http.fail_if_header_not_matches[0].header == "access-control-allow-origin"
+    dns = config.modules["dns_tcp"].options
+    assert (dns.transport, dns.query_type, dns.query_class) == ("tcp", "ANY", "CH")
+    assert config.targets[0].options.tls.verify is True      # a target of a blackbox module writes blackbox's keys
+
+
+def test_modules_file_is_relative_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "bb.yml").write_text("modules:\n  mine: {prober: tcp, tcp: {tls: true}}\n")
+    (tmp_path / "agent.yaml").write_text("modules_file: bb.yml\n")
+    from agent.config.load import load_config
+    config = load_config(str(tmp_path / "agent.yaml"), environ={})
+    assert config.modules["mine"].options.tls is True and config.modules["mine"].blackbox
+
+
+def test_go_syntax() -> None:
+    assert go_regex("^+OK").search("OK here") and not go_regex("^+OK").search("+OK here")
+    match = re.search("PING :([^ ]+)", "PING :abc")
+    assert match is not None
+    assert go_expand("PONG ${1} $1x $$ $", match) == "PONG abc  $ $"
+
+
+def test_blackbox_tcp_steps_send_newlines_and_expand_the_match() -> None:
+    """irc_banner as blackbox runs it: sends end in "\\n"; `expect` + `send` in one step echoes ${1}."""
+    module = builtin_modules()["irc_banner"]
+    received: list[bytes] = []
+
+    async def irc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.extend([await reader.readline(), await reader.readline()])
+        writer.write(b"PING :z9\r\n")
+        received.append(await reader.readline())
+        if received[-1] == b"PONG z9\n":
+            writer.write(b":srv 001 prober :hi\r\n")
+        await writer.drain()
+
+    async def run() -> bool:
+        async with serve(irc) as port:
+            target = ProbeTarget("irc", "tcp", None, f"127.0.0.1:{port}", 15, 5, 0, {}, module.options)
+            return (await TcpCollector().probe(target, time.monotonic() + 5)).success
+
+    assert asyncio.run(run())
+    assert received == [b"NICK prober\n", b"USER prober prober prober :prober\n", b"PONG z9\n"]
