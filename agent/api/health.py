@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from agent.api.exposition import exposition_response
-from agent.api.keys import METRICS, REGISTRY, RELOADER, RUNTIME
+from agent.api.keys import METRICS, OTLP_METRICS, REGISTRY, RELOADER, RUNTIME
 from agent.api.problems import BadRequest, ServiceUnavailable
 
 
@@ -47,8 +47,10 @@ class ReloadRefused(BadRequest):
 
 async def metrics(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    return exposition_response(request, request.app[REGISTRY], request.app.get(METRICS),
-                               renderers=(runtime.probe_metrics.render,))
+    received = request.app.get(OTLP_METRICS)          # OTLP metric points as Prometheus series
+    renderers = (runtime.probe_metrics.render,) if received is None else (runtime.probe_metrics.render,
+                                                                          received.render)
+    return exposition_response(request, request.app[REGISTRY], request.app.get(METRICS), renderers=renderers)
 
 
 def add_routes(app: web.Application) -> None:

@@ -81,6 +81,7 @@ from agent.otlp.export import OtlpExport
 from agent.otlp.forward import EncodedQueue
 from agent.otlp.tracing import build_tracer_provider
 from agent.posthog.config import PosthogSettings
+from agent.receiver import prom_reexport
 from agent.receiver.grpc_server import grpc_ctx
 from agent.receiver.http import http_ctx
 from agent.receiver.ingest import OtlpIngest
@@ -179,6 +180,9 @@ def build_receiver(app: web.Application, config: Config, registry: CollectorRegi
     receiver = config.otlp_receiver
     app[OTLP_METRICS] = series = OtlpMetricSeries(max_series=receiver.metrics.max_series,
                                                   stale_after=receiver.metrics.stale_after)
+    registry.register(series.stats_collector())
+    # rendered on /metrics by api/health.py from its own registry, re-exported under the senders' resources
+    export.add_metric_source(lambda: prom_reexport.take(series))
     queues: dict[str, EncodedQueue | None] = {"traces": None, "logs": None}
     for signal, part in (("traces", export.traces), ("logs", export.logs)):
         if receiver.enabled and part is not None:

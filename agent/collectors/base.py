@@ -114,6 +114,8 @@ class ProbeResult:
     grpc_serving_status: str | None = None  # "SERVING", "NOT_SERVING", "UNKNOWN", "SERVICE_UNKNOWN"
     # icmp: the reply's TTL (IPv4) or hop limit (IPv6), when the socket reported it
     icmp_hop_limit: int | None = None
+    # all_addresses (collectors/every_address.py): each address probed and whether it succeeded
+    addresses: tuple[tuple[str, bool], ...] = ()
     # the address probed (collectors/ipproto.py): blackbox's probe_ip_protocol and probe_ip_addr_hash
     ip_protocol: int | None = None          # 4 or 6
     ip_address: str | None = None

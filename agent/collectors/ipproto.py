@@ -6,6 +6,8 @@ for it picks the same address here:
     preferred_ip_protocol: ip6      # ip4 | ip6; blackbox's default is ip6 for every prober
     ip_protocol_fallback: true      # the other family when the preferred one has no address
     source_ip_address: 192.0.2.7    # the local address to probe from (tcp, dns, icmp; not http)
+    all_addresses: false            # beyond blackbox: probe every address (collectors/every_address.py)
+    all_addresses_success: all      # with all_addresses: the target succeeds when all / any of them do
 
 With the fallback (the default) the host is resolved once for both families and the first address of
 the preferred family wins, else the first of the other; without it only the preferred family is asked
@@ -26,13 +28,18 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from agent.collectors.base import PhaseTrace, ProbeFailed, Reason, is_ip_literal
 from agent.config.node import Node
 
 PROTOCOLS = {"ip4": 4, "ip6": 6}
+ADDRESS_SUCCESS = ("all", "any")
+# (host, address): a probe of one of a host's addresses (collectors/every_address.py) resolves the host to it
+PINNED: ContextVar[tuple[str, str] | None] = ContextVar("loom_pinned_address", default=None)
 _FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
 FNV32_OFFSET = 0x811C9DC5
 FNV32_PRIME = 0x01000193
@@ -45,6 +52,9 @@ class IpOptions:
     preferred: int = 6                  # 4 or 6
     fallback: bool = True
     source_ip: str | None = None        # local address to bind before connecting
+    # beyond blackbox (collectors/every_address.py): probe each address of the host, success any or all
+    all_addresses: bool = False
+    all_addresses_success: str = "all"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +79,12 @@ def parse_ip_options(node: Node, *, source_ip: bool = False) -> IpOptions:
     if source is not None and not is_ip_literal(source):
         node.error(f"must be an IP address, got {source!r}", "source_ip_address")
         source = None
-    return IpOptions(preferred=PROTOCOLS.get(text, 6), fallback=fallback, source_ip=source)
+    every = node.bool("all_addresses", False)
+    success = node.str("all_addresses_success", "all", choices=ADDRESS_SUCCESS)
+    if node.has("all_addresses_success") and not every:
+        node.error("needs all_addresses: true", "all_addresses_success")
+    return IpOptions(preferred=PROTOCOLS.get(text, 6), fallback=fallback, source_ip=source, all_addresses=every,
+                     all_addresses_success=success or "all")
 
 
 @lru_cache(maxsize=4096)
@@ -103,24 +118,40 @@ async def lookup(host: str, port: int, options: IpOptions, socktype: int = socke
     """The address to probe for `host` (an IP literal is taken as it is, if its family is allowed).
     Raises ProbeFailed(RESOLVE) naming the host and the family that was asked for."""
     wanted = f"ip{options.preferred}"
+    pinned = PINNED.get()
+    if pinned is not None and pinned[0] == host.lower():
+        return Resolved(pinned[1], protocol_of(pinned[1]))
     if is_ip_literal(host):
         chosen = choose([host], options)
         if chosen is None:
             raise ProbeFailed(Reason.RESOLVE, f"{host} is not an {wanted} address "
                                               "(preferred_ip_protocol, ip_protocol_fallback: false)")
         return Resolved(chosen, protocol_of(chosen))
-    family = socket.AF_UNSPEC if options.fallback else _FAMILIES[options.preferred]
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, family=family, type=socktype)
-    except socket.gaierror as exc:
-        detail = "" if options.fallback else f" as {wanted}"
-        raise ProbeFailed(Reason.RESOLVE, f"cannot resolve {host}{detail}: {exc.strerror or exc}") from None
-    except UnicodeError as exc:
-        raise ProbeFailed(Reason.RESOLVE, f"cannot resolve {host}: not a valid host name: {exc}") from None
-    chosen = choose([str(info[4][0]) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)], options)
+    chosen = choose(await addresses(host, port, options, socktype), options)
     if chosen is None:
         raise ProbeFailed(Reason.RESOLVE, f"cannot resolve {host}: no {wanted} address")
     return Resolved(chosen, protocol_of(chosen))
+
+
+async def addresses(host: str, port: int, options: IpOptions, socktype: int = socket.SOCK_STREAM) -> list[str]:
+    """Every address of the host name in the resolver's order, once each: both families with the fallback,
+    else the preferred one's only. Raises ProbeFailed(RESOLVE)."""
+    family = socket.AF_UNSPEC if options.fallback else _FAMILIES[options.preferred]
+    try:
+        infos = await getaddrinfo(host, port, family, socktype)
+    except socket.gaierror as exc:
+        detail = "" if options.fallback else f" as ip{options.preferred}"
+        raise ProbeFailed(Reason.RESOLVE, f"cannot resolve {host}{detail}: {exc.strerror or exc}") from None
+    except UnicodeError as exc:
+        raise ProbeFailed(Reason.RESOLVE, f"cannot resolve {host}: not a valid host name: {exc}") from None
+    found = [str(info[4][0]) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
+    return list(dict.fromkeys(found))
+
+
+async def getaddrinfo(host: str, port: int, family: int, socktype: int) -> list[Any]:
+    """The system resolver, through the event loop (the one place probes ask it; tests stand in for it
+    with names of their own)."""
+    return await asyncio.get_running_loop().getaddrinfo(host, port, family=family, type=socktype)
 
 
 async def resolve(host: str, port: int, options: IpOptions, trace: PhaseTrace,

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
+from agent.collectors import every_address
 from agent.collectors.base import Collector, ProbeResult, ProbeTarget, Reason
 
 log = logging.getLogger("agent.scheduler")
@@ -59,13 +60,17 @@ LOOP_CLOCK = LoopClock()
 
 
 async def probe_once(collector: Collector, target: ProbeTarget, timeout: float) -> ProbeResult:
-    """One probe with its deadline enforced; an exception (a bug) becomes an INTERNAL result.
+    """One probe with its deadline enforced; an exception (a bug) becomes an INTERNAL result. A target with
+    `all_addresses` probes each address of its host (collectors/every_address.py) within the same deadline.
 
     The deadline is on time.monotonic(), the collectors' clock (agent/collectors/base.py); the
     cut-off for an overrunning collector is an event-loop timer."""
     start = time.monotonic()
+    every = every_address.options_of(target)
     try:
         async with asyncio.timeout(timeout + DEADLINE_GRACE):
+            if every is not None:
+                return await every_address.probe_every_address(collector, target, start + timeout, every)
             return await collector.probe(target, start + timeout)
     except TimeoutError:
         return ProbeResult(False, time.monotonic() - start, Reason.TIMEOUT,

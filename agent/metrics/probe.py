@@ -76,6 +76,7 @@ def result_gauges(kind: str, result: ProbeResult) -> list[Sample]:
     # blackbox registers the lookup time, protocol and address hash before resolving (prober/utils.go):
     # they are there, 0 until known, on every probe
     out: list[Sample] = [("probe_success", {}, 1.0 if result.success else 0.0),
+                         *(("probe_success", {"ip": ip}, 1.0 if ok else 0.0) for ip, ok in result.addresses),
                          ("probe_duration_seconds", {}, result.duration_seconds),
                          ("probe_dns_lookup_time_seconds", {}, result.phases.get("resolve", 0.0)),
                          ("probe_ip_protocol", {}, float(result.ip_protocol or 0)),

@@ -664,6 +664,9 @@ def _float_text(value: float) -> str:
 
 # -- point readers: a point's state, or ValueError (refused as invalid) -----------------------------------
 
+_VALID_BOUNDS: dict[tuple[float, ...], None] = {}      # bound sets already checked (an SDK sends a few)
+
+
 def _histogram(dp: Any) -> HistogramState:
     bounds = tuple(dp.explicit_bounds)
     counts = list(dp.bucket_counts)
@@ -678,8 +681,12 @@ def _histogram(dp: Any) -> HistogramState:
         raise ValueError(f"no bucket counts for {len(bounds)} bounds")
     else:
         counts = [dp.count]
-    if any(not math.isfinite(b) for b in bounds) or any(a >= b for a, b in pairwise(bounds)):
-        raise ValueError("bucket bounds not finite and strictly increasing")
+    if bounds not in _VALID_BOUNDS:
+        if any(not math.isfinite(b) for b in bounds) or any(a >= b for a, b in pairwise(bounds)):
+            raise ValueError("bucket bounds not finite and strictly increasing")
+        if len(_VALID_BOUNDS) >= 1024:
+            _VALID_BOUNDS.clear()
+        _VALID_BOUNDS[bounds] = None
     return HistogramState(bounds, counts, dp.count, dp.sum if dp.HasField("sum") else None)
 
 
