@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.collectors import grpc as grpc_kind
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
 from agent.metrics.probe import result_gauges
+from tests.support.agent_app import agent_app, served
 from tests.support.certs import CertFiles, make_cert
 from tests.support.collector_config import parse_kind
 from tests.support.grpc_health import health_server
@@ -245,3 +247,40 @@ def test_config_errors_name_the_key(mapping: dict[str, Any], message: str) -> No
 
 def test_ca_file_is_read_from_disk(tmp_path: Path, cert: CertFiles) -> None:
     assert options_of({"tls": True, "tls_config": {"ca_file": str(cert.ca)}}).tls_config.ca_file == str(cert.ca)
+
+
+# ---------------------------------------------------------------- /probe
+
+
+def test_probe_endpoint_with_blackbox_s_grpc_modules(cert: CertFiles) -> None:
+    """blackbox's built-in `grpc_plain` (service1, plain) and `grpc` (TLS, system CAs), and a module of the
+    agent's flat form with the test CA."""
+    config = {"modules": {"grpc_test_ca": {"kind": "grpc", "tls": True, "tls_config": {"ca_file": str(cert.ca)}}}}
+
+    async def main() -> dict[str, Any]:
+        async with health_server(statuses={"service1": "SERVING"}) as plain, \
+                health_server(cert, statuses={"": "SERVING"}) as secure:
+            async with served(agent_app(None, config)) as agent:
+                async def get(query: str) -> Any:
+                    return await agent.fetch("GET", "/probe?" + query)
+                return {
+                    "plain": await get(f"target=127.0.0.1:{plain.port}&module=grpc_plain"),
+                    "untrusted": await get(f"target=127.0.0.1:{secure.port}&module=grpc"),
+                    "trusted": await get(f"target=localhost:{secure.port}&module=grpc_test_ca"),
+                    "no_port": await get("target=localhost&module=grpc_plain"),
+                }
+    answers = asyncio.run(main())
+    plain = samples(answers["plain"].body)
+    assert plain[("probe_success", ())] == 1.0
+    assert plain[("probe_grpc_healthcheck_response", (("serving_status", "SERVING"),))] == 1.0
+    assert plain[("probe_grpc_status_code", ())] == 0.0
+    untrusted = samples(answers["untrusted"].body)
+    assert (untrusted[("probe_success", ())], untrusted[("probe_grpc_status_code", ())]) == (0.0, 14.0)
+    trusted = samples(answers["trusted"].body)
+    assert (trusted[("probe_success", ())], trusted[("probe_grpc_ssl", ())]) == (1.0, 1.0)
+    assert answers["no_port"].status == 400 and "expected host:port" in answers["no_port"].body
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}

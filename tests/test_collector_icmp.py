@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 from icmplib import ICMPv4Socket, ICMPv6Socket
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.collectors import icmp
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
 from agent.metrics.probe import result_gauges
+from tests.support.agent_app import agent_app, served
 from tests.support.collector_config import parse_kind
 
 
@@ -223,3 +225,26 @@ def test_defaults_are_blackbox_s() -> None:
 def test_config_errors_name_the_key(mapping: dict[str, Any], message: str) -> None:
     _, errors = parse_kind(icmp, mapping)
     assert len(errors) == 1 and errors[0].startswith(message), errors
+
+
+# ---------------------------------------------------------------- /probe
+
+
+@needs_icmp
+def test_probe_endpoint_with_blackbox_s_icmp_modules() -> None:
+    async def main() -> dict[str, Any]:
+        async with served(agent_app(None, "")) as agent:
+            return {name: await agent.fetch("GET", "/probe?" + query) for name, query in (
+                ("icmp", "target=127.0.0.1&module=icmp"),
+                ("ttl5", "target=127.0.0.1&module=icmp_ttl5&debug=true"),
+                ("port", "target=127.0.0.1:80&module=icmp"))}
+    answers = asyncio.run(main())
+    icmp_samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                    for family in text_string_to_metric_families(answers["icmp"].body) for s in family.samples}
+    assert icmp_samples[("probe_success", ())] == 1.0
+    assert icmp_samples[("probe_icmp_reply_hop_limit", ())] == 64.0
+    assert icmp_samples[("probe_ip_protocol", ())] == 4.0
+    assert {labels for name, labels in icmp_samples if name == "probe_icmp_duration_seconds"} == \
+        {(("phase", "resolve"),), (("phase", "setup"),), (("phase", "rtt"),)}
+    assert "ttl 5" in answers["ttl5"].body and "Probe succeeded" in answers["ttl5"].body
+    assert answers["port"].status == 400 and "icmp takes a host with no port" in answers["port"].body
