@@ -35,7 +35,7 @@ from tests.support.procs import AgentProcess, PrometheusProcess, http_get, wait_
 
 DOCUMENTED = {"Service Uptime", "Admin Analytics", "Business Metrics", "Onboarding and Funnels", "MFA Health",
               "Notification Analytics", "Realtime Connections", "Web Vitals", "Errors and Releases", "Agent Health",
-              "Feature Flags and Experiments"}
+              "Feature Flags and Experiments", "Services (OpenTelemetry)"}
 TRAFFIC_SECONDS = 25
 RATE = 150                      # events per second
 PROBE_INTERVAL, PROBE_TIMEOUT = 2.0, 1.8

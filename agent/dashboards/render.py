@@ -23,6 +23,7 @@ from agent.dashboards.mfa import mfa_health
 from agent.dashboards.notifications import notification_analytics
 from agent.dashboards.product import admin_analytics, business_metrics
 from agent.dashboards.realtime import realtime_connections
+from agent.dashboards.services import services
 from agent.dashboards.uptime import service_uptime
 from agent.dashboards.web_vitals import web_vitals
 from agent.rules.render import thresholds_from_file
@@ -44,6 +45,7 @@ DASHBOARDS: dict[str, Callable[[Thresholds], dict[str, Any]]] = {
     "errors-releases.json": errors_releases,
     "agent-health.json": agent_health,
     "feature-flags.json": feature_flags,
+    "services-otel.json": services,
 }
 
 
