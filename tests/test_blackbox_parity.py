@@ -4,15 +4,16 @@ agent, both as processes, probe the same loopback targets with every module of b
 are diffed: the same series (names and labels) and, but for timings, the same values.
 
 Timings differ run to run and are compared by name and labels only: TIMINGS below. The agent emits no
-series blackbox does not for these modules; EXTRAS would list them (docs/blackbox.md says why) and is
-empty. The CA of the TLS servers reaches both through SSL_CERT_FILE (Go's and OpenSSL's trust store
-override; GRPC_DEFAULT_SSL_ROOTS_FILE_PATH for grpcio's), so the modules run unchanged.
+series blackbox does not for these modules. Four dns modules are added to the copy both read (the agent
+through `modules_file:`), against a loopback DNS server: there the agent's one extra series is
+`probe_failed_due_to_regex` (EXTRAS, docs/blackbox.md). The CA of the TLS servers reaches both through
+SSL_CERT_FILE (Go's and OpenSSL's trust store override; GRPC_DEFAULT_SSL_ROOTS_FILE_PATH for grpcio's), so
+the modules run unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import threading
 import urllib.parse
@@ -23,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config.modules import BLACKBOX_EXAMPLE
 from tests.support.certs import make_ca, make_cert
+from tests.support.dns_server import DnsServer
 from tests.support.grpc_health import health_server
 from tests.support.loopback import serve
 from tests.support.procs import AgentProcess, free_port, http_get, terminate, wait_until
@@ -41,7 +44,18 @@ pytestmark = [pytest.mark.slow,
 # series whose value is a time measured by the probe: compared by name and labels, not value
 TIMINGS = frozenset({"probe_duration_seconds", "probe_dns_lookup_time_seconds", "probe_http_duration_seconds",
                      "probe_grpc_duration_seconds", "probe_icmp_duration_seconds", "probe_dns_duration_seconds"})
-EXTRAS: frozenset[str] = frozenset()     # series the agent adds beyond blackbox's for these modules: none
+# series the agent adds beyond blackbox's, by prober: none for the example file's modules
+EXTRAS: dict[str, frozenset[str]] = {"dns": frozenset({"probe_failed_due_to_regex"})}
+SERIAL = 2024120401
+DNS_MODULES = {
+    "dns_a": {"prober": "dns", "dns": {"query_name": "example.test", "query_type": "A",
+                                       "validate_answer_rrs": {"fail_if_not_matches_regexp": ["192\\.0\\.2\\.1"]}}},
+    "dns_tcp_soa": {"prober": "dns", "dns": {"query_name": "example.test", "query_type": "SOA",
+                                             "transport_protocol": "tcp", "preferred_ip_protocol": "ip4"}},
+    "dns_nxdomain": {"prober": "dns", "dns": {"query_name": "missing.test", "query_type": "A"}},
+    "dns_regex_fails": {"prober": "dns", "dns": {"query_name": "example.test", "query_type": "A",
+                                                 "validate_answer_rrs": {"fail_if_matches_regexp": ["192"]}}},
+}
 LAST_MODIFIED = 1_700_000_000
 SCRAPE_TIMEOUT = "5"                     # both take 0.5 s off: 4.5 s per probe (icmp_ttl5: its own 5 s)
 
@@ -84,6 +98,10 @@ class Targets:
         self.ports["pop3s"] = await enter(serve(_pop3, ssl_context=self.cert.server_context()))
         self.ports["grpc_tls"] = (await enter(health_server(self.cert, {"": "SERVING"}))).port
         self.ports["grpc_plain"] = (await enter(health_server(None, {"service1": "NOT_SERVING"}))).port
+        records = {("example.test.", "A"): ["192.0.2.1"],
+                   ("example.test.", "SOA"): [f"ns.example.test. admin.example.test. {SERIAL} 3600 600 86400 300"]}
+        dns_server = await enter(DnsServer(records, authority=[("example.test.", "NS", "ns.example.test.")]))
+        self.ports["dns"] = int(dns_server.address.rsplit(":", 1)[1])
 
     async def _http(self) -> int:
         async def page(request: web.Request) -> web.Response:
@@ -132,7 +150,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, 
     tmp = tmp_path_factory.mktemp("parity")
     with Targets(tmp) as targets:
         config = tmp / "blackbox.yml"
-        shutil.copy(DEBIAN_EXAMPLE, config)
+        modules = yaml.safe_load(DEBIAN_EXAMPLE.read_text())["modules"]
+        config.write_text(yaml.safe_dump({"modules": {**modules, **DNS_MODULES}}))
         port = free_port()
         env = {"SSL_CERT_FILE": str(targets.cert.ca), "PATH": "/usr/bin:/bin"}
         log = open(tmp / "blackbox.log", "wb")
@@ -142,7 +161,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, 
         try:
             url = f"http://127.0.0.1:{port}"
             wait_until(lambda: http_get(url + "/-/healthy", timeout=1)[0] == 200, 20, what="blackbox_exporter up")
-            agent = AgentProcess(tmp, {"store": {"path": str(tmp / "events.db")}},
+            agent = AgentProcess(tmp, {"store": {"path": str(tmp / "events.db")}, "modules_file": str(config)},
                                  env={"SSL_CERT_FILE": str(targets.cert.ca),
                                       "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(targets.cert.ca)})
             yield url, agent.url, targets
@@ -175,15 +194,16 @@ def module_targets(targets: Targets) -> dict[str, list[str]]:
         "irc_banner": [f"127.0.0.1:{p['irc']}", refused],
         "icmp": ["127.0.0.1"],
         "icmp_ttl5": ["127.0.0.1"],
+        **{name: [f"127.0.0.1:{p['dns']}", refused] for name in DNS_MODULES},
     }
 
 
-def diff(ours: Samples, theirs: Samples) -> list[str]:
+def diff(ours: Samples, theirs: Samples, extras: frozenset[str] = frozenset()) -> list[str]:
     problems = []
     for key in sorted(set(theirs) - set(ours)):
         problems.append(f"missing {key[0]}{dict(key[1])} (blackbox: {theirs[key]})")
     for key in sorted(set(ours) - set(theirs)):
-        if key[0] not in EXTRAS:
+        if key[0] not in extras:
             problems.append(f"extra {key[0]}{dict(key[1])} = {ours[key]}")
     for key in sorted(set(ours) & set(theirs)):
         if key[0] not in TIMINGS and ours[key] != theirs[key]:
@@ -197,13 +217,15 @@ def test_the_shipped_builtins_are_debians_example_file() -> None:
 
 def test_every_module_of_the_example_file_emits_blackboxs_series(setup: tuple[str, str, Targets]) -> None:
     blackbox, agent, targets = setup
-    problems, successes = [], {}
+    problems, successes, seen = [], {}, {}
     plan = module_targets(targets)
     for module, addresses in plan.items():
         for target in addresses:
             theirs, ours = probe(blackbox, module, target), probe(agent, module, target)
-            problems += [f"{module} {target}: {p}" for p in diff(ours, theirs)]
+            prober = DNS_MODULES.get(module, {}).get("prober", "")
+            problems += [f"{module} {target}: {p}" for p in diff(ours, theirs, EXTRAS.get(prober, frozenset()))]
             successes[(module, target)] = theirs[("probe_success", frozenset())]
+            seen[(module, target)] = ours
     assert not problems, "\n".join(problems)
     # the targets exercise both outcomes: each module's live target succeeds (but grpc_plain's NOT_SERVING
     # service; pop3s_banner's `^+OK` matches the server's second line, "OK ...", not its "+OK"), every
@@ -211,6 +233,9 @@ def test_every_module_of_the_example_file_emits_blackboxs_series(setup: tuple[st
     live = {module: addresses[0] for module, addresses in plan.items()}
     assert {m for m, t in live.items() if successes[(m, t)] == 1} == {
         "http_2xx", "http_post_2xx", "tcp_connect", "pop3s_banner", "grpc", "ssh_banner", "irc_banner", "icmp",
-        "icmp_ttl5"}
+        "icmp_ttl5", "dns_a", "dns_tcp_soa"}
     assert all(successes[(m, a)] == 0 for m, addresses in plan.items() for a in addresses[1:])
     assert "PONG tok3n42" in targets.irc_pong          # blackbox and the agent both echoed the ${1} group
+    assert seen[("dns_tcp_soa", live["dns_tcp_soa"])][("probe_dns_serial", frozenset())] == SERIAL
+    assert seen[("http_2xx", live["http_2xx"])][("probe_http_last_modified_timestamp_seconds", frozenset())] \
+        == LAST_MODIFIED

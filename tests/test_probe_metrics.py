@@ -110,3 +110,33 @@ def test_fast_render_equals_the_collector_in_both_formats() -> None:
     metrics.record(api, OK)
     assert ("probe_success", frozenset({("target", "api"), ("service", 'au"th\\x')})) in _parsed(metrics.render(False), False)
     assert _parsed(metrics.render(False), False)[("probe_success", frozenset({("target", "api"), ("service", 'au"th\\x')}))] == 1.0
+
+
+def test_blackbox_registers_some_gauges_on_every_probe() -> None:
+    """A refused http probe: blackbox's up-front gauges are there at 0 (status, lengths, version, redirects,
+    ip protocol and hash, lookup time); a resolved address reports its family and FNV-1a hash."""
+    from agent.collectors.base import TlsLeaf
+    from agent.collectors.ipproto import ip_hash
+
+    refused = ProbeResult(False, 0.01, Reason.CONNECT, "connect refused")
+    gauges = {(n, tuple(sorted(l.items()))): v for n, l, v in result_gauges("http", refused)}
+    for name in ("probe_http_status_code", "probe_http_content_length", "probe_http_uncompressed_body_length",
+                 "probe_http_version", "probe_http_redirects", "probe_ip_protocol", "probe_ip_addr_hash",
+                 "probe_dns_lookup_time_seconds"):
+        assert gauges[(name, ())] == 0, name
+    assert ("probe_http_last_modified_timestamp_seconds", ()) not in gauges
+    leaf = TlsLeaf("ab" * 32, "CN=server", "CN=ca", "localhost", 1.9e9)
+    ok = ProbeResult(True, 0.01, ip_protocol=4, ip_address="127.0.0.1", last_modified=1.7e9, tls_version="TLS 1.3",
+                     tls_leaf=leaf, status_code=200)
+    gauges = {(n, tuple(sorted(l.items()))): v for n, l, v in result_gauges("http", ok)}
+    assert gauges[("probe_ip_protocol", ())] == 4
+    assert gauges[("probe_ip_addr_hash", ())] == ip_hash("127.0.0.1")
+    assert gauges[("probe_http_last_modified_timestamp_seconds", ())] == 1.7e9
+    assert gauges[("probe_ssl_last_chain_expiry_timestamp_seconds", ())] == 1.9e9
+    info = (("fingerprint_sha256", "ab" * 32), ("issuer", "CN=ca"), ("subject", "CN=server"),
+            ("subjectalternative", "localhost"))
+    assert gauges[("probe_ssl_last_chain_info", info)] == 1
+    dns = {(n, tuple(l.items())): v for n, l, v in result_gauges("dns", refused)}
+    assert dns[("probe_dns_query_succeeded", ())] == 0 and dns[("probe_dns_answer_rrs", ())] == 0
+    assert {p for (n, labels), _ in dns.items() if n == "probe_dns_duration_seconds" for _, p in labels} == {
+        "resolve", "connect", "request"}

@@ -107,6 +107,7 @@ class ProbeResult:
     dns_answer_rrs: int | None = None
     dns_authority_rrs: int | None = None
     dns_additional_rrs: int | None = None
+    dns_serial: int | None = None           # an SOA query's zone serial
     # websocket
     round_trip_seconds: float | None = None
     # grpc: the call's status code (None when no call was made) and the health answer (None without one)

@@ -48,6 +48,7 @@ KIND = "dns"
 QUERY_TYPES = ("A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA", "PTR", "SRV")
 TRANSPORTS = ("udp", "tcp")
 SECTIONS = ("answer", "authority", "additional")
+PHASES = ("resolve", "connect", "request")      # probe_dns_duration_seconds carries all three, as blackbox's
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +181,7 @@ class Collector:
         reply = replies[0] if replies else None
         if failure is None and reply is not None:
             failure = _validate(reply, options, trace.log)
-        return trace.result(failure, **_counts(reply))
+        return trace.result(failure, **_counts(reply, options))
 
     async def close(self) -> None:
         return None
@@ -317,11 +318,16 @@ def _count(rrsets: list[dns.rrset.RRset]) -> int:
     return sum(len(rrset) for rrset in rrsets)
 
 
-def _counts(reply: dns.message.Message | None) -> dict[str, Any]:
-    """The result fields read from the reply, when there is one (also for a failed check)."""
+def _counts(reply: dns.message.Message | None, options: Options) -> dict[str, Any]:
+    """The result fields read from the reply, when there is one (also for a failed check); an SOA query's
+    zone serial (the answer's last SOA, 0 without one: blackbox's probe_dns_serial)."""
     if reply is None:
         return {}
-    return {"dns_rcode": dns.rcode.to_text(reply.rcode()),
-            "dns_answer_rrs": _count(reply.answer),
-            "dns_authority_rrs": _count(reply.authority),
-            "dns_additional_rrs": _count(reply.additional)}
+    counts = {"dns_rcode": dns.rcode.to_text(reply.rcode()),
+              "dns_answer_rrs": _count(reply.answer),
+              "dns_authority_rrs": _count(reply.authority),
+              "dns_additional_rrs": _count(reply.additional)}
+    if options.query_type == "SOA":
+        serials = [rdata.serial for rrset in reply.answer if rrset.rdtype == dns.rdatatype.SOA for rdata in rrset]
+        counts["dns_serial"] = serials[-1] if serials else 0
+    return counts

@@ -58,6 +58,7 @@ class ProbeKind:
     phase_gauge: PhaseGauge | None = None
     ssl_gauge: bool = False                         # probe_http_ssl
     grpc_gauges: bool = False                       # probe_grpc_{ssl,status_code,healthcheck_response}
+    dns_gauges: bool = False                        # probe_dns_{answer,authority,additional}_rrs, _query_succeeded
     blackbox_parser: Callable[[Node], Any] | None = None    # blackbox's `<kind>:` block, when it differs
 
     def blackbox_options(self, node: Node) -> Any:
@@ -97,8 +98,8 @@ KINDS: dict[str, ProbeKind] = {kind.name: kind for kind in (
     ProbeKind(tcp.KIND, tcp.parse_options, tcp.Collector, builtin_module="tcp_connect", regex_gauge=True,
               blackbox_parser=partial(tcp.parse_options, blackbox=True)),
     ProbeKind(dns.KIND, dns.parse_options, dns.Collector, default_port=53, address_optional=True,
-              regex_gauge=True, phase_gauge=PhaseGauge("probe_dns_duration_seconds"),
-              blackbox_parser=partial(dns.parse_options, blackbox=True)),
+              regex_gauge=True, phase_gauge=PhaseGauge("probe_dns_duration_seconds", dns.PHASES),
+              blackbox_parser=partial(dns.parse_options, blackbox=True), dns_gauges=True),
     ProbeKind(tls.KIND, tls.parse_options, tls.Collector, builtin_module="tls_connect"),
     ProbeKind(websocket.KIND, websocket.parse_options, websocket.Collector, url_schemes=("ws://", "wss://"),
               builtin_module="websocket_connect", regex_gauge=True),

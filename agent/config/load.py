@@ -41,7 +41,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _LABEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # labels the agent itself sets on probe metrics; a static label may not shadow them
 RESERVED_LABELS = frozenset({"target", "phase", "result", "reason", "version", "le", "quantile",
-                             "job", "instance", "kind", "ip", "serving_status"})
+                             "job", "instance", "kind", "ip", "serving_status",
+                             "fingerprint_sha256", "subject", "issuer", "subjectalternative"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,8 @@ GAUGES: dict[str, str] = {
     "probe_dns_answer_rrs": "Number of entries in the answer section.",
     "probe_dns_authority_rrs": "Number of entries in the authority section.",
     "probe_dns_additional_rrs": "Number of entries in the additional section.",
+    "probe_dns_query_succeeded": "Whether the DNS server answered the query (whatever the answer).",
+    "probe_dns_serial": "The zone's serial number (SOA queries).",
     "probe_grpc_duration_seconds": "Duration of the gRPC health check by phase, in seconds.",
     "probe_grpc_ssl": "Whether TLS was used for the gRPC connection.",
     "probe_grpc_status_code": "The gRPC status code of the health check (0 OK, 14 UNAVAILABLE, ...).",
@@ -99,9 +101,12 @@ def result_gauges(kind: str, result: ProbeResult) -> list[Sample]:
         out.append(("probe_tls_version_info", {"version": result.tls_version}, 1.0))
     if result.tls_leaf is not None:
         out.extend(_leaf_samples(result.tls_leaf, chain_expiry=not facts.grpc_gauges))
-    _optional(out, "probe_dns_answer_rrs", result.dns_answer_rrs)
-    _optional(out, "probe_dns_authority_rrs", result.dns_authority_rrs)
-    _optional(out, "probe_dns_additional_rrs", result.dns_additional_rrs)
+    if facts.dns_gauges:        # dns: blackbox registers these up front, 0 when no reply came
+        out += [("probe_dns_answer_rrs", {}, float(result.dns_answer_rrs or 0)),
+                ("probe_dns_authority_rrs", {}, float(result.dns_authority_rrs or 0)),
+                ("probe_dns_additional_rrs", {}, float(result.dns_additional_rrs or 0)),
+                ("probe_dns_query_succeeded", {}, 0.0 if result.dns_rcode is None else 1.0)]
+        _optional(out, "probe_dns_serial", result.dns_serial)
     _optional(out, "probe_websocket_round_trip_seconds", result.round_trip_seconds)
     if facts.grpc_gauges:
         out.extend(_grpc_samples(result))
