@@ -25,6 +25,8 @@ from agent.rules.thresholds import Thresholds
 TARGET = ('target=~"$target"', 'service=~"$service"')
 SUCCESS = 'result="success"'
 UP_DOWN = value_map(("1", "UP", "green"), ("0", "DOWN", "red"))
+# a target's own probe_success: with all_addresses each address has one more, under an `ip` label
+UP = ("probe_success", 'ip=""')
 
 
 def probe(metric: str, *matchers: str) -> str:
@@ -47,7 +49,7 @@ def service_uptime(t: Thresholds) -> dict[str, Any]:
     burn_line = [("green", None), ("orange", 1), ("red", 14.4)]
     now = Row("Now", [
         stat("Up now", "probe_success of each target's last probe: UP or DOWN. LoomProbeDown fires after "
-             f"{probes.down_for_seconds} s down.", "none", q(probe("probe_success"), "{{target}}", instant=True),
+             f"{probes.down_for_seconds} s down.", "none", q(probe(*UP), "{{target}}", instant=True),
              width=12, steps=[("red", None), ("green", 1)], mappings=UP_DOWN, graph=False),
         stat("Uptime over the range", "Successful probes / all probes per target over the dashboard's time "
              f"range. Green at the objective ({objective:.3%}).", "percentunit",
@@ -56,7 +58,7 @@ def service_uptime(t: Thresholds) -> dict[str, Any]:
     ])
     history = Row("History", [
         state_timeline("Up / down", "probe_success over time, per target: a red stretch is an outage.", "none",
-                       q(probe("probe_success"), "{{target}}"), mappings=UP_DOWN,
+                       q(probe(*UP), "{{target}}"), mappings=UP_DOWN,
                        steps=[("red", None), ("green", 1)]),
         timeseries("Probe failures by reason", "Failed probes per interval, by target and reason (connect, "
                    "timeout, status, body, tls, ...): why a target is down.", "short",

@@ -33,7 +33,7 @@ def error_ratio_name(window: str) -> str:
 
 def probe_group(probes: Probes) -> dict:
     return group("loom-probes", [
-        alert("LoomProbeDown", "probe_success == 0", probes.down_for_seconds, "critical",
+        alert("LoomProbeDown", 'probe_success{ip=""} == 0', probes.down_for_seconds, "critical",
               "Probe of {{ $labels.target }} is failing",
               f"Every probe of {{{{ $labels.target }}}} has failed for {duration(probes.down_for_seconds)}."),
         alert("LoomProbeHighLatency", f"probe_duration_seconds > {num(probes.latency_threshold_seconds)}",
