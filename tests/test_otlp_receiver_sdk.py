@@ -5,13 +5,18 @@ deployment would) and the key in OTEL_EXPORTER_OTLP_HEADERS. The agent forwards 
 collector (tests/support/otlp_receiver.py): the spans arrive with their own ids and attributes, the
 log records with their bodies; span metrics count exactly the spans sent. Backpressure: the collector
 hangs, the agent's forwarding queue fills, the agent answers 503 + Retry-After / UNAVAILABLE + RetryInfo,
-the SDK exporter retries on its own, and every span it was told were accepted arrives.
+the SDK exporter retries on its own, and every span it was told were accepted arrives. And
+@opentelemetry/sdk-node (tests/js/otel_node_app.js) configured by the same variables only.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
+import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,3 +208,37 @@ def test_a_hung_destination_makes_the_sdk_retry_and_nothing_acknowledged_is_lost
         span_exporter.shutdown()
     finally:
         stack.stop()
+
+
+NODE = shutil.which("node")
+JS = Path(__file__).resolve().parent / "js"
+
+
+@pytest.mark.skipif(NODE is None or not (JS / "node_modules" / "@opentelemetry" / "sdk-node").is_dir(),
+                    reason="node and tests/js's packages are installed by scripts/test.sh")
+def test_the_node_sdk_sends_traces_logs_and_metrics_over_http_protobuf(stack: Stack, tmp_path: Path) -> None:
+    env = {**os.environ, "HOME": str(tmp_path), "OTEL_EXPORTER_OTLP_ENDPOINT": stack.endpoint("http/protobuf"),
+           "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer {KEY}",
+           "OTEL_SERVICE_NAME": "basket", "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "otlp",
+           "OTEL_LOGS_EXPORTER": "otlp", "OTEL_NODE_RESOURCE_DETECTORS": "env"}
+    proc = subprocess.run([str(NODE), "otel_node_app.js"], cwd=JS, env=env, capture_output=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    sent = json.loads(proc.stdout.decode().strip().splitlines()[-1])["spans"]
+    collector = stack.collector
+    wait_until(lambda: len(collector.spans()) >= len(sent), 20, what="the node SDK's spans")
+    got = {(s.trace_id.hex(), s.span_id.hex()): s for s in collector.spans()}
+    assert set(got) == {(s["traceId"], s["spanId"]) for s in sent}
+    assert {got[(s["traceId"], s["spanId"])].name for s in sent} == {"GET /basket", "redis GET"}
+    server = next(s for s in got.values() if s.name == "GET /basket")
+    assert {a.key: a.value.string_value for a in server.attributes}["http.route"] == "/basket"
+    wait_until(lambda: len(collector.log_records()) >= 2, 20, what="the node SDK's log records")
+    assert sorted(r.body.string_value for r in collector.log_records()) == ["basket viewed", "redis timeout"]
+    text = wait_until(lambda: (t := stack.agent.metrics()) and
+                      value(t, "loom_agent_otlp_received_metric_points_total", transport="http") > 0 and t,
+                      10, what="the node SDK's metric points")
+    assert value(text, "loom_span_calls_total", service_name="basket", span_name="GET /basket",
+                 span_kind="SPAN_KIND_SERVER", status_code="STATUS_CODE_UNSET") == 3
+    assert value(text, "loom_span_calls_total", service_name="basket", span_name="redis GET",
+                 span_kind="SPAN_KIND_CLIENT", status_code="STATUS_CODE_ERROR") == 3
+    assert value(text, "loom_otlp_log_records_total", service_name="basket", severity="error") == 1
+    assert value(text, "loom_agent_otlp_refused_requests_total") == 0
