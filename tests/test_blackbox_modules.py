@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,10 +16,11 @@ from agent.collectors.base import ProbeTarget
 from agent.collectors.gosyntax import go_expand, go_regex
 from agent.collectors.tcp import Collector as TcpCollector
 from agent.config.load import parse_config
-from agent.config.modules import builtin_modules
+from agent.config.modules import BLACKBOX_EXAMPLE, builtin_modules
 from agent.config.node import ConfigError
 from tests.support.loopback import serve
 
+ROOT = Path(__file__).resolve().parent.parent
 FULL_EXAMPLE = Path(__file__).parent / "fixtures" / "blackbox_0.23_example.yml"
 BLACKBOX_TEN = {"http_2xx", "http_post_2xx", "tcp_connect", "pop3s_banner", "grpc", "grpc_plain", "ssh_banner",
                 "irc_banner", "icmp", "icmp_ttl5"}
@@ -111,3 +114,50 @@ def test_blackbox_tcp_steps_send_newlines_and_expand_the_match() -> None:
 
     assert asyncio.run(run())
     assert received == [b"NICK prober\n", b"USER prober prober prober :prober\n", b"PONG z9\n"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.slow
+def test_check_config_takes_blackbox_files_as_they_are() -> None:
+    """The issue's first complaint: Debian's blackbox.yml made check-config exit 2; blackbox's full example
+    exits 2 naming every key the agent refuses, and nothing else."""
+    debian = Path("/etc/prometheus/blackbox.yml")
+    ok = run_cli("check-config", str(debian if debian.exists() else BLACKBOX_EXAMPLE))
+    assert ok.returncode == 0, ok.stderr
+    assert "12 modules" in ok.stdout
+    bad = run_cli("check-config", str(FULL_EXAMPLE))
+    assert bad.returncode == 2
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 5 and all("modules.http_" in e for e in errors), bad.stderr
+    assert "modules.http_gzip.http.compression: not supported by loom-agent (blackbox_exporter key)" in bad.stderr
+
+
+def test_probe_hostname_parameter_sets_the_host_header() -> None:
+    """blackbox's /probe?hostname=: the Host header of an http probe; a module with another Host: 400."""
+    from agent.api.probe import probe_target
+    from agent.collectors.http import Collector as HttpCollector
+
+    config = parse_config("modules:\n  vhost: {prober: http, http: {headers: {Host: a.example}}}\n")
+    with pytest.raises(ValueError, match="host header defined both in module configuration"):
+        probe_target(config, config.modules["vhost"], "http://127.0.0.1:1/", None, "b.example")
+    heads: list[bytes] = []
+
+    async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    async def run() -> bool:
+        async with serve(http) as port:
+            target = probe_target(config, config.modules["http_2xx"], f"http://127.0.0.1:{port}/", None,
+                                  "vhost.example")
+            tcp = probe_target(config, config.modules["tcp_connect"], f"127.0.0.1:{port}", None, "ignored")
+            assert tcp.options == config.modules["tcp_connect"].options
+            return (await HttpCollector().probe(target, time.monotonic() + 5)).success
+
+    assert asyncio.run(run())
+    assert b"\r\nHost: vhost.example\r\n" in heads[0]

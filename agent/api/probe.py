@@ -1,4 +1,4 @@
-"""/probe?target=&module=[&debug=true]: blackbox_exporter's multi-target pattern.
+"""/probe?target=&module=[&hostname=][&debug=true]: blackbox_exporter's multi-target pattern.
 
 A Prometheus job written for blackbox_exporter works unchanged against the agent: same
 parameters, same metric names, the scrape timeout honoured (X-Prometheus-Scrape-Timeout-Seconds
@@ -37,9 +37,15 @@ class _ResultCollector:
         return iter(self._families)
 
 
-def probe_target(config: Config, module: Module, target_param: str, scrape_timeout: str | None) -> ProbeTarget:
-    """The ad-hoc target of one /probe request. Raises ValueError with a message for the client."""
+def probe_target(config: Config, module: Module, target_param: str, scrape_timeout: str | None,
+                 hostname: str | None = None) -> ProbeTarget:
+    """The ad-hoc target of one /probe request. Raises ValueError with a message for the client.
+    `hostname` (blackbox's parameter) is the Host header of an http probe; other kinds ignore it, as
+    blackbox_exporter does."""
     kind = KINDS[module.kind]
+    options = module.options
+    if hostname and kind.with_hostname is not None:
+        options = kind.with_hostname(options, hostname)
     url = address = None
     if kind.target_is_url:
         url = target_param
@@ -60,7 +66,7 @@ def probe_target(config: Config, module: Module, target_param: str, scrape_timeo
         except ValueError:
             raise ValueError(f"{SCRAPE_TIMEOUT_HEADER}: not a number: {scrape_timeout!r}") from None
     return ProbeTarget(name=target_param, kind=kind.name, url=url, address=address, interval=0.0,
-                       timeout=max(MIN_TIMEOUT, timeout), retries=0, labels={}, options=module.options,
+                       timeout=max(MIN_TIMEOUT, timeout), retries=0, labels={}, options=options,
                        module=module.name)
 
 
@@ -75,7 +81,8 @@ async def probe(request: web.Request) -> web.Response:
     if module is None:
         raise BadRequest(f"Unknown module {module_name!r}", plain=True)
     try:
-        target = probe_target(runtime.config, module, target_param, request.headers.get(SCRAPE_TIMEOUT_HEADER))
+        target = probe_target(runtime.config, module, target_param, request.headers.get(SCRAPE_TIMEOUT_HEADER),
+                              query.get("hostname"))
     except ValueError as exc:
         raise BadRequest(str(exc), plain=True) from None
     started = time.time()

@@ -15,7 +15,7 @@ import re
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import ClassVar
@@ -380,7 +380,7 @@ async def _fetch(url: Url, method: str, body: bytes | None, options: Options, tr
         host=url.host, port=url.port, is_ip=url.is_ip,
         request=encode_request(method, url.target, host, headers, body),
         tls=client_context(options.tls) if url.tls else None,
-        server_name=options.tls.server_name,
+        server_name=options.tls.server_name or _host_name(user_host if url is first else None),
         head_request=method == "HEAD",
         keep_body=bool(options.fail_if_body_matches_regexp or options.fail_if_body_not_matches_regexp),
         body_limit=options.body_size_limit,
@@ -389,6 +389,30 @@ async def _fetch(url: Url, method: str, body: bytes | None, options: Options, tr
     trace.log(f"{method} {url.text}")
     fetch.response = None               # a redirect hop that fails before its response reports none
     return await exchange(how, trace, fetch.keep)
+
+
+def _host_name(host_header: str | None) -> str | None:
+    """The TLS server name a Host header implies (blackbox: the Host header's value, when tls_config has no
+    server_name, so a probe of an IP address with a virtual host's Host header verifies that host)."""
+    if not host_header:
+        return None
+    try:
+        return parse_url(f"http://{host_header}/").host
+    except ValueError:
+        return None
+
+
+def with_hostname(options: Options, hostname: str) -> Options:
+    """/probe's `hostname` parameter, as blackbox_exporter's: the Host header (and so the TLS server name)
+    of this probe. Raises ValueError when the module sets another Host header, or for an invalid name."""
+    if not hostname or any(c in hostname for c in "\r\n\0 /@"):
+        raise ValueError(f"hostname: not a valid host name: {hostname!r}")
+    for name, value in options.headers:
+        if name.lower() == "host" and value != hostname:
+            raise ValueError(f"host header defined both in module configuration ({value}) and with URL-parameter "
+                             f"'hostname' ({hostname})")
+    headers = tuple((n, v) for n, v in options.headers if n.lower() != "host") + (("Host", hostname),)
+    return replace(options, headers=headers)
 
 
 def _failure(exc: ProbeFailed | OSError, phase: str) -> ProbeFailed:

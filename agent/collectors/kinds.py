@@ -60,6 +60,7 @@ class ProbeKind:
     grpc_gauges: bool = False                       # probe_grpc_{ssl,status_code,healthcheck_response}
     dns_gauges: bool = False                        # probe_dns_{answer,authority,additional}_rrs, _query_succeeded
     blackbox_parser: Callable[[Node], Any] | None = None    # blackbox's `<kind>:` block, when it differs
+    with_hostname: Callable[[Any, str], Any] | None = None  # /probe?hostname=: options with that Host (http)
 
     def blackbox_options(self, node: Node) -> Any:
         return (self.blackbox_parser or self.parse_options)(node)
@@ -94,7 +95,7 @@ KINDS: dict[str, ProbeKind] = {kind.name: kind for kind in (
     ProbeKind(http.KIND, http.parse_options, http.Collector, url_schemes=("http://", "https://"),
               check_url=http.check_url, builtin_module="http_2xx", regex_gauge=True,
               phase_gauge=PhaseGauge("probe_http_duration_seconds", PHASES), ssl_gauge=True,
-              blackbox_parser=partial(http.parse_options, blackbox=True)),
+              blackbox_parser=partial(http.parse_options, blackbox=True), with_hostname=http.with_hostname),
     ProbeKind(tcp.KIND, tcp.parse_options, tcp.Collector, builtin_module="tcp_connect", regex_gauge=True,
               blackbox_parser=partial(tcp.parse_options, blackbox=True)),
     ProbeKind(dns.KIND, dns.parse_options, dns.Collector, default_port=53, address_optional=True,
