@@ -17,10 +17,10 @@ from prometheus_client.core import CounterMetricFamily
 SIGNALS = ("traces", "metrics", "logs")
 TRANSPORTS = ("http", "grpc")
 # why a whole request was refused (HTTP status / gRPC code in docs/otlp-receiver.md)
-REQUEST_REASONS = ("unauthorized", "malformed", "too_large", "unsupported_media_type", "not_found",
-                   "queue_full", "unavailable")
+REQUEST_REASONS = ("unauthorized", "malformed", "too_large", "unsupported_media_type", "timeout", "queue_full",
+                   "unavailable")
 # why items inside an accepted request were refused (OTLP partial_success)
-ITEM_REASONS = ("invalid_item", "metric_refused")
+ITEM_REASONS = ("invalid_item", "metric_refused", "queue_full")
 _ITEM_FAMILIES = {"traces": ("loom_agent_otlp_received_spans", "Spans received over OTLP (accepted or refused "
                              "inside an accepted request), by transport."),
                   "metrics": ("loom_agent_otlp_received_metric_points", "Metric data points received over OTLP, "
