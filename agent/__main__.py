@@ -16,7 +16,8 @@ from agent.logs import FORMATS, LEVELS, setup_logging
 
 EXIT_CONFIG = 2
 # SIGTERM budget (exit within 5 s): in-flight requests 0.5 s (aiohttp may take twice that), then
-# in-flight probes 1.5 s (agent/app/root.py), then the OTLP flush 1.5 s (agent/otlp/export.py)
+# in-flight probes 1.5 s (agent/app/root.py), the OTLP receiver's in-flight gRPC calls and HTTP requests
+# 0.5 s each (agent/receiver), then the OTLP flush 1.5 s (agent/otlp/export.py)
 SERVER_SHUTDOWN_SECONDS = 0.5
 # a connection that has not sent a whole request line and headers within this long of connecting, or of
 # its previous answer, is closed (aiohttp's keep-alive timer, which runs from the connect): the bound on

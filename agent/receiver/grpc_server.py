@@ -41,7 +41,7 @@ from agent.receiver.ingest import RETRY_AFTER_SECONDS, Answer, OtlpIngest, Refus
 
 log = logging.getLogger("agent.receiver")
 
-STOP_GRACE_SECONDS = 1.0           # part of the SIGTERM budget (agent/__main__.py)
+STOP_GRACE_SECONDS = 0.5           # in-flight calls get this long at shutdown (SIGTERM budget: agent/__main__.py)
 CODES = {"unauthorized": grpc.StatusCode.UNAUTHENTICATED, "malformed": grpc.StatusCode.INVALID_ARGUMENT,
          "too_large": grpc.StatusCode.RESOURCE_EXHAUSTED, "queue_full": grpc.StatusCode.UNAVAILABLE,
          "unavailable": grpc.StatusCode.UNAVAILABLE}
@@ -104,7 +104,8 @@ def build_grpc_server(ingest: OtlpIngest, max_message_bytes: int) -> grpc.aio.Se
     return server
 
 
-def grpc_ctx(ingest: OtlpIngest, config: ListenerConfig, max_message_bytes: int) -> Callable[[Any], AsyncIterator[None]]:
+def grpc_ctx(ingest: OtlpIngest, config: ListenerConfig,
+             max_message_bytes: int) -> Callable[[Any], AsyncIterator[None]]:
     """A cleanup_ctx running the OTLP/gRPC listener when enabled; a port that cannot be bound stops the agent
     at start with the reason."""
     async def otlp_grpc(_app: Any) -> AsyncIterator[None]:
