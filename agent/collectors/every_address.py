@@ -15,7 +15,8 @@ Which addresses: both families as DNS returns them (A and AAAA), unless `ip_prot
 restricts them to `preferred_ip_protocol`'s family, as it does for one address. At most
 `MAX_ADDRESSES` (16), the first in the resolver's order: each address is a probe running at the same
 time and a `probe_success{ip=...}` series, so the count is bounded whatever DNS returns (a 512-byte UDP
-answer alone holds ~29 A records). An IP literal is one address.
+answer alone holds ~29 A records). An IP literal is one address. The scheduler's `max_concurrency` counts
+such a target once, whatever its number of addresses.
 
 The result: the target's `probe_success` is 1 when all (the default: a client may be sent to any of
 them, so one bad address is an outage for some) or any of the addresses succeeded; each address's own

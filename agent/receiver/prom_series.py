@@ -4,7 +4,9 @@ Compatibility" spec (names: prom_names.py; exponential histograms: expo_buckets.
 What each OTLP point becomes:
 - Sum, monotonic -> counter (`_total`); Sum, not monotonic -> gauge; Gauge -> gauge. A delta sum is
   accumulated into a cumulative one from its series' first start time.
-- Histogram -> `_bucket{le}` (cumulative), `_count`, `_sum` (no `_sum` when the point has none);
+- Histogram -> `_bucket{le}` (cumulative), `_count`, `_sum` (neither when the point has no sum or the
+  histogram has negative buckets: OpenMetrics allows no `_count` without `_sum` and no `_sum` with negative
+  buckets, as prometheus_client writes them; the `+Inf` bucket is the count);
   ExponentialHistogram -> the same, with buckets at powers of two (expo_buckets.py says how and the error);
   Summary -> `{quantile}`, `_count`, `_sum`.
 - Labels: the point's attributes (names by prom_names.label_name; two attributes that map to one name are
@@ -55,6 +57,7 @@ from prometheus_client.metrics_core import Metric as PromMetric
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_of_registry
 from prometheus_client.samples import Sample
 
+from agent.receiver import prom_text
 from agent.receiver.expo_buckets import MAX_SPAN, ExpoError, explicit, merge, scale0
 from agent.receiver.prom_names import label_name, metric_name, unit_suffix
 
@@ -139,10 +142,12 @@ class Series:
         "key",
         "labels",
         "last_ns",
+        "lines",               # a histogram's or summary's line prefixes, by bound set (prom_text.py)
         "origin",
         "scope",
         "seen",
         "start_ns",
+        "text",                # a counter's, gauge's or info's line prefix (prom_text.py)
         "value",
     )
 
@@ -154,6 +159,19 @@ class Series:
         self.value: Any = 0.0
         self.start_ns = self.last_ns = 0
         self.seen = 0.0
+        self.text: str | None = None
+        self.lines: tuple[Any, list[str]] | None = None
+
+    def label_text(self) -> str:
+        return prom_text.label_text(self.key)
+
+    def text_line(self, sample: str) -> str:
+        """`\nsample{labels} `, built once (a series' labels never change)."""
+        text = self.text
+        if text is None:
+            labels = self.label_text()
+            text = self.text = f"\n{sample}{{{labels}}} " if labels else f"\n{sample} "
+        return text
 
 
 class HistogramState:
@@ -571,7 +589,12 @@ class OtlpMetricSeries:
     # -- exposition -----------------------------------------------------------------------------------
 
     def render(self, openmetrics: bool) -> str:
-        """The families for /metrics (a renderer of agent/metrics/exposition.py: no `# EOF`)."""
+        """The families for /metrics (a renderer of agent/metrics/exposition.py: no `# EOF`), by prom_text.py;
+        the same samples as prometheus_client's encoders over collect() (`render_by_client`), faster."""
+        self.sweep()
+        return prom_text.render([*self.families.values(), self.info], openmetrics)
+
+    def render_by_client(self, openmetrics: bool) -> str:
         if openmetrics:
             return openmetrics_of_registry(self._registry).removesuffix(EOF).decode()
         return text_of_registry(self._registry).decode()
@@ -651,8 +674,8 @@ def histogram_samples(name: str, labels: dict[str, str], state: HistogramState |
         running += count
         out.append(Sample(name + "_bucket", {**labels, "le": _float_text(bound)}, float(running)))
     out.append(Sample(name + "_bucket", {**labels, "le": "+Inf"}, float(state.count)))
-    out.append(Sample(name + "_count", labels, float(state.count)))
-    if state.sum is not None:
+    if state.sum is not None and not (bounds and bounds[0] < 0):      # no _sum with negative buckets (OM)
+        out.append(Sample(name + "_count", labels, float(state.count)))
         out.append(Sample(name + "_sum", labels, state.sum))
     return out
 
