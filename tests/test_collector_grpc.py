@@ -14,6 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.collectors import grpc as grpc_kind
 from agent.collectors.base import ProbeResult, ProbeTarget, Reason
+from agent.config.load import parse_config
+from agent.config.node import ConfigError
 from agent.metrics.probe import result_gauges
 from tests.support.agent_app import agent_app, served
 from tests.support.certs import CertFiles, make_cert
@@ -284,3 +286,19 @@ def test_probe_endpoint_with_blackbox_s_grpc_modules(cert: CertFiles) -> None:
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_blackbox_module_form_reads_blackbox_s_tls_config(cert: CertFiles) -> None:
+    config = parse_config(f"""
+modules:
+  grpc_ca:
+    prober: grpc
+    grpc: {{tls: true, service: svc, tls_config: {{ca_file: "{cert.ca}", min_version: TLS12}}}}
+""")
+    options = config.modules["grpc_ca"].options
+    assert (options.service, options.tls, options.tls_config.ca_file, options.tls_config.min_version) == \
+        ("svc", True, str(cert.ca), "TLS 1.2")
+    with pytest.raises(ConfigError) as info:
+        parse_config("modules:\n  g: {prober: grpc, grpc: {tls: true, tls_config: {insecure_skip_verify: true}}}\n")
+    assert info.value.errors == ["modules.g.grpc.tls_config: insecure_skip_verify: true is not supported for grpc "
+                                 "(grpcio's client always verifies; give the server's CA as ca_file)"]

@@ -50,7 +50,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from agent.collectors.base import PhaseTrace, ProbeFailed, ProbeResult, ProbeTarget, Reason, run_until
 from agent.collectors.ipproto import IpOptions, parse_ip_options, resolve
 from agent.collectors.tcp import address_of
-from agent.collectors.tlsinfo import TlsSettings, client_context, leaf_of, parse_tls, peer_info
+from agent.collectors.tlsinfo import TlsSettings, client_context, leaf_of, parse_blackbox_tls, parse_tls, peer_info
 from agent.config.node import Node
 
 KIND = "grpc"
@@ -68,12 +68,15 @@ class Options:
     ip: IpOptions = IpOptions()
 
 
-def parse_options(node: Node) -> Options:
+def parse_options(node: Node, blackbox: bool = False) -> Options:
+    """The agent's form (`tls_config` as tlsinfo.parse_tls reads it) or, with `blackbox`, a module's `grpc:`
+    block (`tls_config` with blackbox's keys: insecure_skip_verify, min_version TLS12, ...)."""
     service = node.str("service", "")
     tls = node.bool("tls", False)
-    tls_config = parse_tls(node.child("tls_config"))
+    tls_config = parse_blackbox_tls(node.child("tls_config")) if blackbox else parse_tls(node.child("tls_config"))
     if not tls_config.verify:
-        node.error("verify: false is not supported for grpc (grpcio's client always verifies; "
+        key = "insecure_skip_verify: true" if blackbox else "verify: false"
+        node.error(f"{key} is not supported for grpc (grpcio's client always verifies; "
                    "give the server's CA as ca_file)", "tls_config")
     ip = parse_ip_options(node)
     return Options(service=service, tls=tls, tls_config=tls_config, ip=ip)

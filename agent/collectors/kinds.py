@@ -105,7 +105,8 @@ KINDS: dict[str, ProbeKind] = {kind.name: kind for kind in (
     ProbeKind(websocket.KIND, websocket.parse_options, websocket.Collector, url_schemes=("ws://", "wss://"),
               builtin_module="websocket_connect", regex_gauge=True),
     ProbeKind(grpc.KIND, grpc.parse_options, grpc.Collector, builtin_module="grpc",
-              phase_gauge=PhaseGauge("probe_grpc_duration_seconds"), grpc_gauges=True),
+              phase_gauge=PhaseGauge("probe_grpc_duration_seconds"), grpc_gauges=True,
+              blackbox_parser=partial(grpc.parse_options, blackbox=True)),
     ProbeKind(icmp.KIND, icmp.parse_options, icmp.Collector, host_only=True, builtin_module="icmp",
               phase_gauge=PhaseGauge("probe_icmp_duration_seconds", icmp.PHASES)),
 )}
