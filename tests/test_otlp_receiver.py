@@ -15,6 +15,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -39,6 +40,7 @@ from agent.receiver.config import DEFAULT_SPAN_BUCKETS
 from tests.support.agent_app import ServedAgent, served
 from tests.support.otlp_receiver import OtlpReceiver
 
+ROOT = Path(__file__).resolve().parent.parent
 KEY = "otlp-ingest-key-0123456789"
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 Run = Callable[[Any], Any]
@@ -353,7 +355,7 @@ def test_a_million_attribute_values_stay_out_of_the_labels(agent_server: Callabl
 def test_config_defaults_and_reload_of_the_keys(agent_server: Callable[..., ServedAgent], run: Run,
                                                 tmp_path: Any) -> None:
     assert parse_config("targets: []").otlp_receiver.enabled is False
-    shipped = parse_config(open("config.yaml").read(), environ={}).otlp_receiver
+    shipped = parse_config((ROOT / "config.yaml").read_text(), environ={}).otlp_receiver
     assert (shipped.http.listen, shipped.grpc.listen, shipped.http.enabled, shipped.grpc.enabled) == \
         (("127.0.0.1", 4318), ("127.0.0.1", 4317), True, True)
     assert parse_config("targets: []").otlp_receiver.span_metrics.buckets == DEFAULT_SPAN_BUCKETS
