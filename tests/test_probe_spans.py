@@ -35,6 +35,20 @@ def test_span_has_phases_as_events_and_error_status() -> None:
     assert span.attributes["loom.probe.attempts"] == 2
 
 
+def test_grpc_status_and_addresses_are_attributes() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    target = ProbeTarget("svc", "grpc", None, "svc.internal:50051", 15, 5, 0, {}, None)
+    result = ProbeResult(False, 0.01, Reason.STATUS, "service '' is NOT_SERVING", grpc_status_code=0,
+                         addresses=(("10.0.0.1", True), ("10.0.0.2", False), ("10.0.0.3", False)))
+    emit_probe_span(provider.get_tracer("t"), target, result, 1_700_000_000.0, attempts=1)
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes["rpc.grpc.status_code"] == 0
+    assert (span.attributes["loom.probe.addresses"], span.attributes["loom.probe.addresses_failed"]) == (3, 2)
+    assert "http.response.status_code" not in span.attributes
+
+
 @pytest.mark.slow
 def test_agent_exports_probe_spans_over_otlp_http(tmp_path: Path) -> None:
     sink = OtlpReceiver("http/protobuf")

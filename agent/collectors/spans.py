@@ -28,6 +28,11 @@ def emit_probe_span(tracer: Tracer, target: ProbeTarget, result: ProbeResult, st
         attributes["server.address"] = target.address
     if result.status_code is not None:
         attributes["http.response.status_code"] = result.status_code
+    if result.grpc_status_code is not None:
+        attributes["rpc.grpc.status_code"] = result.grpc_status_code
+    if result.addresses:            # all_addresses: how many of the host's addresses were probed, and failed
+        attributes["loom.probe.addresses"] = len(result.addresses)
+        attributes["loom.probe.addresses_failed"] = sum(not ok for _, ok in result.addresses)
     if result.reason is not None:
         attributes["error.type"] = result.reason_value
     span = tracer.start_span(f"probe {target.kind}", kind=SpanKind.CLIENT, start_time=start_ns,
