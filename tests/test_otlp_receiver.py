@@ -381,3 +381,24 @@ def test_config_defaults_and_reload_of_the_keys(agent_server: Callable[..., Serv
                     statuses.append(resp.status)
             return statuses
     assert run(scenario()) == [401, 200]
+
+
+def test_forwarding_to_a_grpc_destination_sends_the_received_bytes(agent_server: Callable[..., ServedAgent],
+                                                                   run: Run) -> None:
+    """telemetry.otlp over gRPC: the SDK's gRPC exporters carry the forwarded requests (agent/otlp/forward.py)."""
+    with OtlpReceiver("grpc") as destination:
+        config = receiver_config(None)
+        config["telemetry"] = {"otlp": {"endpoint": destination.endpoint, "protocol": "grpc", "timeout": "2s",
+                                        "export_metrics": False}}
+        otlp = Otlp(agent_server(config), run)
+        sent = [span("over grpc", attrs={"a": "b"})]
+        assert otlp.post("traces", traces(sent).SerializeToString())[0] == 200
+        record = LogRecord(severity_number=13, body=AnyValue(string_value="to grpc"))
+        assert otlp.grpc_export("logs", logs([record]), ExportLogsServiceResponse) is not None
+        got = otlp.until(destination.spans, "the span at the gRPC destination")
+        assert [s.SerializeToString() for s in got] == [s.SerializeToString() for s in sent]
+        records = otlp.until(destination.log_records, "the record at the gRPC destination")
+        assert [r.SerializeToString() for r in records] == [record.SerializeToString()]
+        text = otlp.metrics()
+        assert sample(text, "loom_agent_exported_total", signal="traces") == 1
+        assert sample(text, "loom_agent_exported_total", signal="logs") == 1
