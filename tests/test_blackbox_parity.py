@@ -1,7 +1,8 @@
 """Series parity with blackbox_exporter (issue 16 items 3 and 6): Debian's blackbox_exporter 0.23 and the
 agent, both as processes, probe the same loopback targets with every module of blackbox's example file
 (Debian's /etc/prometheus/blackbox.yml, which the agent ships as its built-ins), and their `/probe` answers
-are diffed: the same series (names and labels) and, but for timings, the same values.
+are diffed: the same series (names and labels) and, but for timings, the same values. The agent's own
+scheduled targets (a module and an endpoint in its config) are diffed the same way from /metrics.
 
 Timings differ run to run and are compared by name and labels only: TIMINGS below. The agent emits no
 series blackbox does not for these modules. Four dns modules are added to the copy both read (the agent
@@ -161,7 +162,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, 
         try:
             url = f"http://127.0.0.1:{port}"
             wait_until(lambda: http_get(url + "/-/healthy", timeout=1)[0] == 200, 20, what="blackbox_exporter up")
-            agent = AgentProcess(tmp, {"store": {"path": str(tmp / "events.db")}, "modules_file": str(config)},
+            agent = AgentProcess(tmp, {"store": {"path": str(tmp / "events.db")}, "modules_file": str(config),
+                                       "targets": scheduled_targets(targets)},
                                  env={"SSL_CERT_FILE": str(targets.cert.ca),
                                       "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(targets.cert.ca)})
             yield url, agent.url, targets
@@ -170,6 +172,26 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, 
                 agent.stop()
             terminate(blackbox)
             log.close()
+
+
+# scheduled targets of the agent (modules of the file, the same endpoints): their last result on /metrics
+SCHEDULED = ("http_2xx", "pop3s_banner", "ssh_banner", "irc_banner", "grpc", "icmp", "dns_tcp_soa")
+
+
+def scheduled_endpoint(targets: Targets, module: str) -> str:
+    p = targets.ports
+    return {"http_2xx": f"http://127.0.0.1:{p['http']}/", "pop3s_banner": f"127.0.0.1:{p['pop3s']}",
+            "ssh_banner": f"127.0.0.1:{p['ssh']}", "irc_banner": f"127.0.0.1:{p['irc']}",
+            "grpc": f"127.0.0.1:{p['grpc_tls']}", "icmp": "127.0.0.1", "dns_tcp_soa": f"127.0.0.1:{p['dns']}"}[module]
+
+
+def scheduled_targets(targets: Targets) -> list[dict[str, Any]]:
+    out = []
+    for module in SCHEDULED:
+        endpoint = scheduled_endpoint(targets, module)
+        where = {"url": endpoint} if endpoint.startswith("http") else {"address": endpoint}
+        out.append({"name": f"t-{module}", "module": module, "interval": "2s", "timeout": "1500ms", **where})
+    return out
 
 
 def probe(base: str, module: str, target: str) -> Samples:
@@ -239,3 +261,30 @@ def test_every_module_of_the_example_file_emits_blackboxs_series(setup: tuple[st
     assert seen[("dns_tcp_soa", live["dns_tcp_soa"])][("probe_dns_serial", frozenset())] == SERIAL
     assert seen[("http_2xx", live["http_2xx"])][("probe_http_last_modified_timestamp_seconds", frozenset())] \
         == LAST_MODIFIED
+
+
+def test_scheduled_targets_carry_the_same_series(setup: tuple[str, str, Targets]) -> None:
+    """The agent's own targets (module + endpoint in its config): their probe_* series on /metrics, less the
+    `target` label, are what blackbox's /probe answers for the same module and endpoint."""
+    blackbox, agent, targets = setup
+
+    def scheduled() -> dict[str, Samples]:
+        status, _, body = http_get(agent + "/metrics")
+        assert status == 200
+        out: dict[str, Samples] = {}
+        for (name, labels), value in parse(body.decode()).items():
+            as_dict = dict(labels)
+            if name.startswith("probe_") and as_dict.get("target", "").startswith("t-"):
+                target = as_dict.pop("target")
+                out.setdefault(target.removeprefix("t-"), {})[(name, frozenset(as_dict.items()))] = value
+        return out
+
+    wait_until(lambda: set(scheduled()) == set(SCHEDULED), 20, what="every scheduled target probed once")
+    ours = scheduled()
+    problems = []
+    for module in SCHEDULED:
+        extras = EXTRAS.get(DNS_MODULES.get(module, {}).get("prober", ""), frozenset())
+        theirs = probe(blackbox, module, scheduled_endpoint(targets, module))
+        problems += [f"{module}: {p}" for p in diff(ours[module], theirs, extras)]
+    assert not problems, "\n".join(problems)
+    assert all(ours[m][("probe_success", frozenset())] == 1 for m in SCHEDULED)
