@@ -45,6 +45,7 @@ STOP_GRACE_SECONDS = 0.5           # in-flight calls get this long at shutdown (
 CODES = {"unauthorized": grpc.StatusCode.UNAUTHENTICATED, "malformed": grpc.StatusCode.INVALID_ARGUMENT,
          "too_large": grpc.StatusCode.RESOURCE_EXHAUSTED, "queue_full": grpc.StatusCode.UNAVAILABLE,
          "unavailable": grpc.StatusCode.UNAVAILABLE}
+CALLS_AT_ONCE = 32                 # calls in progress at once (each holds a message); more: RESOURCE_EXHAUSTED
 SERVICES = {"traces": trace_service_pb2, "metrics": metrics_service_pb2, "logs": logs_service_pb2}
 
 
@@ -93,7 +94,8 @@ def _export(ingest: OtlpIngest, signal: str) -> Callable[[bytes, grpc.aio.Servic
 def build_grpc_server(ingest: OtlpIngest, max_message_bytes: int) -> grpc.aio.Server:
     """The three OTLP services (their names from opentelemetry-proto's descriptors), requests as bytes."""
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes),
-                                      ("grpc.max_send_message_length", 1024 * 1024)])
+                                      ("grpc.max_send_message_length", 1024 * 1024)],
+                             maximum_concurrent_rpcs=CALLS_AT_ONCE)
     for signal, module in SERVICES.items():
         service = next(iter(module.DESCRIPTOR.services_by_name.values()))
         handler = grpc.unary_unary_rpc_method_handler(

@@ -11,7 +11,9 @@ spec says, in the request's encoding (protobuf or JSON):
 - 503 with Retry-After when the export queue cannot take the request (the SDKs retry 429/502/503/504).
 
 aiohttp's automatic decompression is off for this listener: the body is read raw within the bound and
-inflated with a bound on the output (agent/receiver/decode.py), so a gzip bomb is a 413.
+inflated with a bound on the output (agent/receiver/decode.py), so a gzip bomb is a 413. At most
+BODIES_AT_ONCE requests hold a body at a time (the others wait with their bytes in the socket, aiohttp
+pausing the reads), so the receiver's memory stays under about BODIES_AT_ONCE x 2 x max_body_bytes.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from agent.receiver.ingest import RETRY_AFTER_SECONDS, Answer, OtlpIngest, Refus
 log = logging.getLogger("agent.receiver")
 
 SHUTDOWN_SECONDS = 0.5             # in-flight requests get this long at shutdown (SIGTERM budget: agent/__main__.py)
+BODIES_AT_ONCE = 8                 # requests reading and decoding a body at once; the others wait (memory bound)
 READ_SECONDS = 60.0                # the whole body must arrive within this (a stalled client gets 408)
 STATUSES = {"unauthorized": 401, "malformed": 400, "too_large": 413, "unsupported_media_type": 415,
             "queue_full": 503, "unavailable": 503, "timeout": 408}
@@ -95,7 +98,7 @@ async def _read(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def handler(ingest: OtlpIngest, signal: str, limit: int) -> Callable[[web.Request], Any]:
+def handler(ingest: OtlpIngest, signal: str, limit: int, bodies: asyncio.Semaphore) -> Callable[[web.Request], Any]:
     request_type = SIGNALS[signal][0]
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -104,15 +107,17 @@ def handler(ingest: OtlpIngest, signal: str, limit: int) -> Callable[[web.Reques
             ingest.authorize(signal, presented_key(request.headers.get("Authorization"),
                                                    request.headers.get("X-Loom-Api-Key")))
             kind = media_type(request.headers.get("Content-Type", ""))
-            raw = await _read(request, limit)
-            body = inflate(raw, request.headers.get("Content-Encoding", ""), limit)
-            message = parse(body, kind, request_type)
-            if signal == "traces":
-                answer = ingest.traces(message, body if kind == PROTOBUF else None, "http")
-            elif signal == "logs":
-                answer = ingest.logs(message, body if kind == PROTOBUF else None, "http")
-            else:
-                answer = ingest.metrics(message, "http")
+            async with bodies:
+                raw = await _read(request, limit)
+                body = inflate(raw, request.headers.get("Content-Encoding", ""), limit)
+                del raw
+                message = parse(body, kind, request_type)
+                if signal == "traces":
+                    answer = ingest.traces(message, body if kind == PROTOBUF else None, "http")
+                elif signal == "logs":
+                    answer = ingest.logs(message, body if kind == PROTOBUF else None, "http")
+                else:
+                    answer = ingest.metrics(message, "http")
         except DecodeError as exc:
             reason = "timeout" if exc.status == 408 else exc.reason
             refused = ingest.refuse(signal, reason, exc.message)
@@ -125,8 +130,9 @@ def handler(ingest: OtlpIngest, signal: str, limit: int) -> Callable[[web.Reques
 
 def build_http_app(ingest: OtlpIngest, limit: int) -> web.Application:
     app = web.Application(client_max_size=limit)
+    bodies = asyncio.Semaphore(BODIES_AT_ONCE)
     for signal in SIGNALS:
-        app.router.add_post(f"/v1/{signal}", handler(ingest, signal, limit))
+        app.router.add_post(f"/v1/{signal}", handler(ingest, signal, limit, bodies))
     return app
 
 
