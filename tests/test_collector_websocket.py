@@ -344,3 +344,19 @@ def test_config_unknown_tls_key() -> None:
 
 def test_config_unknown_option_is_flagged_by_finish() -> None:
     assert parse(message="hi")[1] == ["targets[0].message: unknown key"]
+
+
+def test_the_address_probed_is_reported_and_chosen_as_blackbox_does() -> None:
+    """ipproto through aiohttp: an IP literal is the address probed; a host name goes through the agent's
+    resolver (ip4 without fallback: 127.0.0.1); an IP literal of a family not allowed is a resolve failure."""
+    async def main() -> tuple[ProbeResult, ProbeResult, ProbeResult]:
+        async with Server(None) as server:
+            url = server.url("/echo")
+            by_name = url.replace("127.0.0.1", "localhost")
+            return (await probe(url), await probe(by_name, preferred_ip_protocol="ip4", ip_protocol_fallback=False),
+                    await probe(url, preferred_ip_protocol="ip6", ip_protocol_fallback=False))
+    literal, named, refused = asyncio.run(main())
+    assert literal.success and (literal.ip_address, literal.ip_protocol) == ("127.0.0.1", 4)
+    assert named.success and (named.ip_address, named.ip_protocol) == ("127.0.0.1", 4), named.detail
+    assert any("resolved localhost to 127.0.0.1 (ip4)" in line for line in named.log)
+    assert not refused.success and refused.reason is Reason.RESOLVE and "not an ip6 address" in refused.detail
