@@ -85,6 +85,24 @@ REASONS = (SERIES_LIMIT, TYPE_CONFLICT, OUT_OF_ORDER, INVALID)
 EOF = b"# EOF\n"
 
 _serialize = KeyValue.SerializeToString
+# NumberDataPoint's fields before its attributes (7, tag 0x3a) that are 9 bytes on the wire: start_time (2),
+# time (3), as_double (4), as_int (6); exemplars (5) are not (a point with them takes the slow key)
+_NUMBER_FIXED = frozenset({0x11, 0x19, 0x21, 0x31})
+_NUMBER_ATTRIBUTES = 0x3a
+
+
+def number_key(dp: Any) -> bytes | tuple[bytes, ...]:
+    """What identifies a number point's attributes, cheaply: the point serialised (one C call; protobuf writes
+    fields in field-number order) from its attributes on -- past the times and the value, 9 bytes each --
+    1.0 us a point of 4 attributes against 2.9 us for serialising each KeyValue (bench/otlp.py). Only a cache
+    key: points whose keys differ in bytes but not in attributes resolve to the same series by their labels."""
+    data = dp.SerializeToString()
+    pos, end = 0, len(data)
+    while pos < end and data[pos] in _NUMBER_FIXED:
+        pos += 9
+    if pos < end and data[pos] != _NUMBER_ATTRIBUTES:          # exemplars, or fields this code does not know
+        return tuple(map(_serialize, dp.attributes))
+    return data[pos:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,7 +489,7 @@ class OtlpMetricSeries:
         raw_cache, age, accepted = family.raw, self._age, 0
         move = age.move_to_end
         for dp in points:
-            raw = (scope, tuple(map(_serialize, dp.attributes)))
+            raw = (scope, number_key(dp))
             series = raw_cache.get(raw)
             if series is None or series.family is None:
                 series = self._series(family, scope, dp.attributes, origin, refused, raw)
