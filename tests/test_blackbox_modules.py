@@ -161,3 +161,30 @@ def test_probe_hostname_parameter_sets_the_host_header() -> None:
 
     assert asyncio.run(run())
     assert b"\r\nHost: vhost.example\r\n" in heads[0]
+
+
+def test_blackbox_authorization_block_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.collectors.http import Collector as HttpCollector
+
+    monkeypatch.setenv("LOOM_TEST_CREDENTIALS", "s3cr3t-token")
+    config = parse_config("""
+modules:
+  api: {prober: http, http: {authorization: {type: Token, credentials: "${LOOM_TEST_CREDENTIALS}"}}}
+""")
+    with pytest.raises(ConfigError, match="set only one of basic_auth, bearer_token or authorization"):
+        parse_config("modules:\n  x: {prober: http, http: {bearer_token: a, authorization: {credentials: b}}}\n")
+    heads: list[bytes] = []
+
+    async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        await writer.drain()
+
+    async def run() -> bool:
+        async with serve(http) as port:
+            target = ProbeTarget("api", "http", f"http://127.0.0.1:{port}/", None, 15, 5, 0, {},
+                                 config.modules["api"].options)
+            return (await HttpCollector().probe(target, time.monotonic() + 5)).success
+
+    assert asyncio.run(run())
+    assert b"\r\nAuthorization: Token s3cr3t-token\r\n" in heads[0]

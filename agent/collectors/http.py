@@ -58,6 +58,7 @@ class Options:
     tls: TlsSettings = TlsSettings()
     basic_auth: BasicAuth | None = None
     bearer_token: str | None = field(default=None, repr=False)
+    authorization_type: str = "Bearer"                   # blackbox's authorization.type, for bearer_token
     body_size_limit: int = DEFAULT_BODY_SIZE_LIMIT       # bytes; 0 = no limit
     fail_if_ssl: bool = False
     fail_if_not_ssl: bool = False
@@ -77,7 +78,7 @@ class HeaderMatch:
 
 # blackbox_exporter 0.23 http keys (HTTPProbe and prometheus/common 0.37's HTTPClientConfig) the agent
 # does not implement: an error naming the key, never silently ignored
-BLACKBOX_REFUSED = ("compression", "proxy_url", "skip_resolve_phase_with_proxy", "authorization", "oauth2",
+BLACKBOX_REFUSED = ("compression", "proxy_url", "skip_resolve_phase_with_proxy", "oauth2",
                     "proxy_connect_header", "no_proxy", "proxy_from_environment")
 REFUSED_MESSAGE = "not supported by loom-agent (blackbox_exporter key)"
 
@@ -90,6 +91,12 @@ def parse_options(node: Node, blackbox: bool = False) -> Options:
     bearer_token = node.secret("bearer_token")
     if basic_auth is not None and bearer_token is not None:
         node.error("set either basic_auth or bearer_token, not both", "bearer_token")
+    authorization_type = "Bearer"
+    if blackbox and node.has("authorization"):
+        authorization_type, credentials = _authorization(node)
+        if basic_auth is not None or bearer_token is not None:
+            node.error("set only one of basic_auth, bearer_token or authorization", "authorization")
+        bearer_token = credentials
     if blackbox:
         regex_list = _go_regex_list
         tls = parse_blackbox_tls(node.child("tls_config"))
@@ -116,6 +123,7 @@ def parse_options(node: Node, blackbox: bool = False) -> Options:
         tls=tls,
         basic_auth=basic_auth,
         bearer_token=bearer_token,
+        authorization_type=authorization_type,
         body_size_limit=body_size_limit,
         fail_if_ssl=node.bool("fail_if_ssl", False),
         fail_if_not_ssl=node.bool("fail_if_not_ssl", False),
@@ -132,6 +140,18 @@ def _refuse(node: Node) -> None:
     if node.bool("enable_http2", False):
         node.error("not supported by loom-agent (blackbox_exporter key): the agent speaks HTTP/1.1; "
                    "set enable_http2: false", "enable_http2")
+
+
+def _authorization(node: Node) -> tuple[str, str | None]:
+    """blackbox's (prometheus/common's) `authorization: {type: Bearer, credentials | credentials_file}`."""
+    child = node.child("authorization")
+    kind = child.str("type", "Bearer")
+    if not _TOKEN.match(kind) or kind.lower() == "basic":
+        child.error(f"must be an HTTP authentication scheme other than Basic (use basic_auth), got {kind!r}", "type")
+        kind = "Bearer"
+    credentials = child.secret("credentials")
+    child.finish()
+    return kind, credentials
 
 
 def _regex_list(node: Node, key: str) -> tuple[re.Pattern[str], ...]:
@@ -298,7 +318,7 @@ def _header_block(options: Options, with_auth: bool) -> tuple[bytes, str | None]
         pair = f"{options.basic_auth.username}:{options.basic_auth.password}".encode()
         lines.append(f"Authorization: Basic {base64.b64encode(pair).decode()}")
     elif with_auth and options.bearer_token is not None:
-        lines.append(f"Authorization: Bearer {options.bearer_token}")
+        lines.append(f"Authorization: {options.authorization_type} {options.bearer_token}")
     return "".join(f"{line}\r\n" for line in lines).encode(), host
 
 
