@@ -5,8 +5,9 @@ are diffed: the same series (names and labels) and, but for timings, the same va
 scheduled targets (a module and an endpoint in its config) are diffed the same way from /metrics.
 
 Timings differ run to run and are compared by name and labels only: TIMINGS below. The agent emits no
-series blackbox does not for these modules. Four dns modules are added to the copy both read (the agent
-through `modules_file:`), against a loopback DNS server: there the agent's one extra series is
+series blackbox does not for these modules. Four dns modules and two http ones (a redirect followed, with
+body and header checks, and one not followed) are added to the copy both read (the agent through
+`modules_file:`), the dns ones against a loopback DNS server: there the agent's one extra series is
 `probe_failed_due_to_regex` (EXTRAS, docs/blackbox.md). The CA of the TLS servers reaches both through
 SSL_CERT_FILE (Go's and OpenSSL's trust store override; GRPC_DEFAULT_SSL_ROOTS_FILE_PATH for grpcio's), so
 the modules run unchanged.
@@ -48,12 +49,16 @@ TIMINGS = frozenset({"probe_duration_seconds", "probe_dns_lookup_time_seconds", 
 # series the agent adds beyond blackbox's, by prober: none for the example file's modules
 EXTRAS: dict[str, frozenset[str]] = {"dns": frozenset({"probe_failed_due_to_regex"})}
 SERIAL = 2024120401
-DNS_MODULES = {
+EXTRA_MODULES = {
     "dns_a": {"prober": "dns", "dns": {"query_name": "example.test", "query_type": "A",
                                        "validate_answer_rrs": {"fail_if_not_matches_regexp": ["192\\.0\\.2\\.1"]}}},
     "dns_tcp_soa": {"prober": "dns", "dns": {"query_name": "example.test", "query_type": "SOA",
                                              "transport_protocol": "tcp", "preferred_ip_protocol": "ip4"}},
     "dns_nxdomain": {"prober": "dns", "dns": {"query_name": "missing.test", "query_type": "A"}},
+    "http_no_redirects": {"prober": "http", "http": {"follow_redirects": False, "valid_status_codes": [302]}},
+    "http_redirects": {"prober": "http", "http": {"fail_if_body_not_matches_regexp": ["parity test"],
+                                                  "fail_if_header_matches": [{"header": "Set-Cookie", "regexp": ".*",
+                                                                              "allow_missing": True}]}},
     "dns_regex_fails": {"prober": "dns", "dns": {"query_name": "example.test", "query_type": "A",
                                                  "validate_answer_rrs": {"fail_if_matches_regexp": ["192"]}}},
 }
@@ -111,7 +116,11 @@ class Targets:
                                 headers={"Last-Modified": formatdate(LAST_MODIFIED, usegmt=True)})
 
         app = web.Application()
+        async def moved(request: web.Request) -> web.Response:
+            raise web.HTTPFound("/")
+
         app.router.add_route("*", "/", page)
+        app.router.add_route("*", "/moved", moved)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -152,7 +161,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, 
     with Targets(tmp) as targets:
         config = tmp / "blackbox.yml"
         modules = yaml.safe_load(DEBIAN_EXAMPLE.read_text())["modules"]
-        config.write_text(yaml.safe_dump({"modules": {**modules, **DNS_MODULES}}))
+        config.write_text(yaml.safe_dump({"modules": {**modules, **EXTRA_MODULES}}))
         port = free_port()
         env = {"SSL_CERT_FILE": str(targets.cert.ca), "PATH": "/usr/bin:/bin"}
         log = open(tmp / "blackbox.log", "wb")
@@ -216,7 +225,9 @@ def module_targets(targets: Targets) -> dict[str, list[str]]:
         "irc_banner": [f"127.0.0.1:{p['irc']}", refused],
         "icmp": ["127.0.0.1"],
         "icmp_ttl5": ["127.0.0.1"],
-        **{name: [f"127.0.0.1:{p['dns']}", refused] for name in DNS_MODULES},
+        **{name: [f"127.0.0.1:{p['dns']}", refused] for name in EXTRA_MODULES if name.startswith("dns")},
+        "http_no_redirects": [f"http://127.0.0.1:{p['http']}/moved", f"http://{refused}/"],
+        "http_redirects": [f"http://127.0.0.1:{p['http']}/moved", f"http://{refused}/"],
     }
 
 
@@ -244,7 +255,7 @@ def test_every_module_of_the_example_file_emits_blackboxs_series(setup: tuple[st
     for module, addresses in plan.items():
         for target in addresses:
             theirs, ours = probe(blackbox, module, target), probe(agent, module, target)
-            prober = DNS_MODULES.get(module, {}).get("prober", "")
+            prober = EXTRA_MODULES.get(module, {}).get("prober", "")
             problems += [f"{module} {target}: {p}" for p in diff(ours, theirs, EXTRAS.get(prober, frozenset()))]
             successes[(module, target)] = theirs[("probe_success", frozenset())]
             seen[(module, target)] = ours
@@ -255,7 +266,7 @@ def test_every_module_of_the_example_file_emits_blackboxs_series(setup: tuple[st
     live = {module: addresses[0] for module, addresses in plan.items()}
     assert {m for m, t in live.items() if successes[(m, t)] == 1} == {
         "http_2xx", "http_post_2xx", "tcp_connect", "pop3s_banner", "grpc", "ssh_banner", "irc_banner", "icmp",
-        "icmp_ttl5", "dns_a", "dns_tcp_soa"}
+        "icmp_ttl5", "dns_a", "dns_tcp_soa", "http_no_redirects", "http_redirects"}
     assert all(successes[(m, a)] == 0 for m, addresses in plan.items() for a in addresses[1:])
     assert "PONG tok3n42" in targets.irc_pong          # blackbox and the agent both echoed the ${1} group
     assert seen[("dns_tcp_soa", live["dns_tcp_soa"])][("probe_dns_serial", frozenset())] == SERIAL
@@ -283,7 +294,7 @@ def test_scheduled_targets_carry_the_same_series(setup: tuple[str, str, Targets]
     ours = scheduled()
     problems = []
     for module in SCHEDULED:
-        extras = EXTRAS.get(DNS_MODULES.get(module, {}).get("prober", ""), frozenset())
+        extras = EXTRAS.get(EXTRA_MODULES.get(module, {}).get("prober", ""), frozenset())
         theirs = probe(blackbox, module, scheduled_endpoint(targets, module))
         problems += [f"{module}: {p}" for p in diff(ours[module], theirs, extras)]
     assert not problems, "\n".join(problems)

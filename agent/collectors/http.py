@@ -59,6 +59,9 @@ class Options:
     basic_auth: BasicAuth | None = None
     bearer_token: str | None = field(default=None, repr=False)
     authorization_type: str = "Bearer"                   # blackbox's authorization.type, for bearer_token
+    # blackbox's form: a redirect not followed counts as one (probe_http_redirects 1) and its body is not read
+    # (uncompressed length 0), as Go's client reports it
+    blackbox_redirects: bool = False
     body_size_limit: int = DEFAULT_BODY_SIZE_LIMIT       # bytes; 0 = no limit
     fail_if_ssl: bool = False
     fail_if_not_ssl: bool = False
@@ -130,6 +133,7 @@ def parse_options(node: Node, blackbox: bool = False) -> Options:
         ip=parse_ip_options(node),
         fail_if_header_matches=_header_matches(node, "fail_if_header_matches") if blackbox else (),
         fail_if_header_not_matches=_header_matches(node, "fail_if_header_not_matches") if blackbox else (),
+        blackbox_redirects=blackbox,
     )
 
 
@@ -329,6 +333,7 @@ class _Fetch:
 
     response: Response | None = None
     redirects: int = 0
+    body_unread: bool = False       # blackbox's count of a redirect not followed: no body length
 
     def keep(self, response: Response | None) -> None:
         self.response = response
@@ -364,7 +369,11 @@ async def _follow(url_text: str, options: Options, trace: PhaseTrace, fetch: _Fe
     while True:
         response = await _fetch(url, method, body, options, trace, fetch, first)
         location = response.headers.get(b"location")
-        if not options.follow_redirects or response.status not in REDIRECT_STATUSES or location is None:
+        if response.status not in REDIRECT_STATUSES or location is None:
+            return
+        if not options.follow_redirects:
+            if options.blackbox_redirects:
+                fetch.redirects, fetch.body_unread = fetch.redirects + 1, True
             return
         if fetch.redirects >= options.max_redirects:
             raise ProbeFailed(Reason.REDIRECT, f"stopped after {fetch.redirects} redirects (max_redirects)")
@@ -502,7 +511,7 @@ def _result(trace: PhaseTrace, fetch: _Fetch, failure: ProbeFailed | None) -> Pr
     if response is None:
         return trace.result(failure, redirects=fetch.redirects)
     return trace.result(failure, status_code=response.status, content_length=response.content_length,
-                        body_length=response.body_length, http_version=response.version,
+                        body_length=0 if fetch.body_unread else response.body_length, http_version=response.version,
                         redirects=fetch.redirects, tls_version=response.tls_version,
                         cert_expiry=response.cert_expiry, tls_leaf=response.tls_leaf,
                         last_modified=last_modified(response.headers.get(b"last-modified")))
