@@ -14,6 +14,7 @@ import gzip
 import json
 import os
 import re
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+import yaml
 from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest, ExportLogsServiceResponse
@@ -402,3 +404,21 @@ def test_forwarding_to_a_grpc_destination_sends_the_received_bytes(agent_server:
         text = otlp.metrics()
         assert sample(text, "loom_agent_exported_total", signal="traces") == 1
         assert sample(text, "loom_agent_exported_total", signal="logs") == 1
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_a_listen_port_in_use_stops_the_start_with_the_reason(run: Run, transport: str,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = parse_config(yaml.safe_dump({"targets": [], "store": {"driver": "none"}, "otlp_receiver": {
+            transport: {"enabled": True, "listen": f"127.0.0.1:{port}"}}}), environ={})
+
+        async def start() -> None:
+            async with served(build_app(config)):
+                pass
+        with pytest.raises(OSError):
+            run(start())
+    assert f"otlp_receiver.{transport}.listen" in caplog.text
