@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import struct
 
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -216,6 +217,38 @@ def summary_metric(name: str, quantiles: list[tuple[float, float]], *, count: in
     for q, v in quantiles:
         dp.quantile_values.add(quantile=q, value=v)
     return m
+
+
+def test_point_keys_from_the_wire_agree_with_the_protobuf_objects() -> None:
+    """number_key and histogram_wire read a point's serialisation; what they give must be what protobuf's
+    objects say, for points with and without the optional fields, and the same attributes sent in another
+    order or with exemplars (the slow key) land in the same series."""
+    from agent.receiver import prom_series as ps
+
+    histogram = histogram_metric("h", [0.5, 1.0] * 1 + [float(2 ** i) for i in range(1, 40)],
+                                 list(range(42)), 3.25, start=5, attributes={"a": "x" * 300, "b": 1}).histogram
+    point = histogram.data_points[0]
+    point.min, point.max, point.flags = 0.1, 9.0, 0
+    fast, slow = ps._read_histogram(point), ps._read_histogram_objects(point)
+    assert fast[1:4] == slow[1:4] == (0, 5, 10)
+    assert (fast[4].bounds, fast[4].counts, fast[4].count, fast[4].sum) == \
+        (slow[4].bounds, slow[4].counts, slow[4].count, slow[4].sum)
+    assert isinstance(fast[0], bytes) and b"x" * 300 in fast[0]
+    assert struct.pack("<d", 9.0) not in fast[0] and struct.pack("<d", 3.25) not in fast[0]     # not max, sum
+    no_sum = histogram_metric("h", [], [], None, count=4).histogram.data_points[0]
+    assert ps._read_histogram(no_sum)[4].sum is None and ps._read_histogram(no_sum)[4].counts == [4]
+    series = new()
+    ordered = gauge_metric("g", [(1.0, {"a": "1", "b": "2"}, 10)])
+    reordered = gauge_metric("g", [(2.0, {"b": "2", "a": "1"}, 20)])
+    exemplar = gauge_metric("g", [(3.0, {"a": "1", "b": "2"}, 30)])
+    exemplar.gauge.data_points[0].exemplars.add(as_double=1.0, time_unix_nano=29)
+    assert isinstance(ps.number_key(exemplar.gauge.data_points[0]), tuple)
+    assert isinstance(ps.number_key(ordered.gauge.data_points[0]), bytes)
+    for metric in (ordered, reordered, exemplar):
+        series.consume(request(metric))
+    assert series.series_count == 1 and value(series, "g", a="1", b="2") == 3.0
+    series.consume(request(histogram_metric("hist", [1.0], [1, 1], 2.0, attributes={"k": "v"})))
+    assert value(series, "hist_seconds_bucket", k="v", le="1.0") == 1
 
 
 def test_the_fast_rendering_equals_prometheus_clients() -> None:

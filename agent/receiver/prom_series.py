@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ from prometheus_client.metrics_core import Metric as PromMetric
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_of_registry
 from prometheus_client.samples import Sample
 
-from agent.receiver import prom_text
+from agent.receiver import histogram_wire, prom_text
 from agent.receiver.expo_buckets import MAX_SPAN, ExpoError, explicit, merge, scale0
 from agent.receiver.prom_names import label_name, metric_name, unit_suffix
 
@@ -450,10 +451,10 @@ class OtlpMetricSeries:
         if data == "sum" or data == "gauge":
             return self._numbers(family, points, scope, origin, delta, monotonic, now, refused)
         if data == "histogram":
-            return self._points(family, points, scope, origin, delta, now, refused, _histogram)
+            return self._points(family, points, scope, origin, delta, now, refused, _read_histogram)
         if data == "exponential_histogram":
-            return self._points(family, points, scope, origin, delta, now, refused, _expo)
-        return self._points(family, points, scope, origin, False, now, refused, _summary)
+            return self._points(family, points, scope, origin, delta, now, refused, _read_expo)
+        return self._points(family, points, scope, origin, False, now, refused, _read_summary)
 
     def _series(self, family: Family, scope: ScopeContext, attributes: Any, origin: Origin,
                 refused: Refusals, raw: tuple) -> Series | None:
@@ -529,11 +530,12 @@ class OtlpMetricSeries:
 
     def _points(self, family: Family, points: Any, scope: ScopeContext, origin: Origin, delta: bool, now: float,
                 refused: Refusals, read: Callable[[Any], Any]) -> int:
-        """Histograms, exponential histograms and summaries: `read` makes the point's state (or raises
-        ValueError, the point refused as invalid); deltas merge into the series' state."""
+        """Histograms, exponential histograms and summaries: `read` gives the point's (key, flags, start,
+        time, state or the ValueError that refuses it as invalid); deltas merge into the series' state."""
         raw_cache, age, accepted = family.raw, self._age, 0
         for dp in points:
-            raw = (scope, tuple(map(_serialize, dp.attributes)))
+            key, flags, start, t, state = read(dp)
+            raw = (scope, key)
             series = raw_cache.get(raw)
             fresh = series is None or series.family is None
             if fresh:
@@ -541,22 +543,19 @@ class OtlpMetricSeries:
                 if series is None:
                     continue
             assert series is not None
-            if dp.flags & NO_RECORDED_VALUE:
+            if flags & NO_RECORDED_VALUE:
                 self._drop(series)
                 accepted += 1
                 continue
-            try:
-                state = read(dp)
-            except ValueError as e:
-                refused.add(INVALID, f"{family.name}: {e}")
+            if isinstance(state, ValueError):
+                refused.add(INVALID, f"{family.name}: {state}")
                 if fresh:
                     self._drop(series)
                 continue
-            t = dp.time_unix_nano
             if fresh:
-                series.value, series.start_ns, series.last_ns = state, dp.start_time_unix_nano, t
+                series.value, series.start_ns, series.last_ns = state, start, t
             elif delta:
-                if t <= series.last_ns or dp.start_time_unix_nano < series.last_ns:
+                if t <= series.last_ns or start < series.last_ns:
                     refused.add(OUT_OF_ORDER, f"{family.name}: a delta older than or overlapping the last")
                     continue
                 try:
@@ -569,7 +568,7 @@ class OtlpMetricSeries:
                 if t < series.last_ns:
                     refused.add(OUT_OF_ORDER, f"{family.name}: a point older than the last")
                     continue
-                series.value, series.start_ns, series.last_ns = state, dp.start_time_unix_nano, t
+                series.value, series.start_ns, series.last_ns = state, start, t
             series.seen = now
             age.move_to_end(series)
             accepted += 1
@@ -703,32 +702,72 @@ def _float_text(value: float) -> str:
     return repr(float(value))
 
 
-# -- point readers: a point's state, or ValueError (refused as invalid) -----------------------------------
+# -- point readers: (key, flags, start, time, state or the ValueError that refuses it) -------------------
 
-_VALID_BOUNDS: dict[tuple[float, ...], None] = {}      # bound sets already checked (an SDK sends a few)
+PointRead = tuple[Any, int, int, int, Any]
 
 
-def _histogram(dp: Any) -> HistogramState:
-    bounds = tuple(dp.explicit_bounds)
-    counts = list(dp.bucket_counts)
+def _through_objects(make: Callable[[Any], Any]) -> Callable[[Any], PointRead]:
+    """A reader through protobuf's objects: the key from each KeyValue serialised, the state from `make`."""
+    def read(dp: Any) -> PointRead:
+        try:
+            state = make(dp)
+        except ValueError as e:
+            state = e
+        return tuple(map(_serialize, dp.attributes)), dp.flags, dp.start_time_unix_nano, dp.time_unix_nano, state
+    return read
+
+
+def _read_histogram(dp: Any) -> PointRead:
+    """From the point's bytes (histogram_wire.py), else through its objects."""
+    wire = histogram_wire.read(dp.SerializeToString())
+    if wire is None:
+        return _read_histogram_objects(dp)
+    key, flags, start, t, count, total, counts, bounds = wire
+    try:
+        state: Any = _histogram_state(_bounds_of(bounds), array("Q", counts).tolist(), count, total)
+    except ValueError as e:
+        state = e
+    return key, flags, start, t, state
+
+
+_BOUNDS: dict[bytes, tuple[float, ...]] = {}        # packed bounds already checked -> the bounds (an SDK sends a few)
+
+
+def _bounds_of(packed: bytes) -> tuple[float, ...]:
+    bounds = _BOUNDS.get(packed)
+    if bounds is None:
+        bounds = tuple(array("d", packed))
+        _check_bounds(bounds)
+        if len(_BOUNDS) >= 1024:
+            _BOUNDS.clear()
+        _BOUNDS[packed] = bounds
+    return bounds
+
+
+def _check_bounds(bounds: tuple[float, ...]) -> None:
     if len(bounds) > MAX_BUCKETS:
         raise ValueError(f"more than {MAX_BUCKETS} bucket bounds")
+    if any(not math.isfinite(b) for b in bounds) or any(a >= b for a, b in pairwise(bounds)):
+        raise ValueError("bucket bounds not finite and strictly increasing")
+
+
+def _histogram_state(bounds: tuple[float, ...], counts: list[int], count: int, total: float | None) -> HistogramState:
     if counts:
         if len(counts) != len(bounds) + 1:
             raise ValueError(f"{len(counts)} bucket counts for {len(bounds)} bounds")
-        if sum(counts) != dp.count:
-            raise ValueError(f"bucket counts sum to {sum(counts)}, count is {dp.count}")
+        if sum(counts) != count:
+            raise ValueError(f"bucket counts sum to {sum(counts)}, count is {count}")
     elif bounds:
         raise ValueError(f"no bucket counts for {len(bounds)} bounds")
     else:
-        counts = [dp.count]
-    if bounds not in _VALID_BOUNDS:
-        if any(not math.isfinite(b) for b in bounds) or any(a >= b for a, b in pairwise(bounds)):
-            raise ValueError("bucket bounds not finite and strictly increasing")
-        if len(_VALID_BOUNDS) >= 1024:
-            _VALID_BOUNDS.clear()
-        _VALID_BOUNDS[bounds] = None
-    return HistogramState(bounds, counts, dp.count, dp.sum if dp.HasField("sum") else None)
+        counts = [count]
+    return HistogramState(bounds, counts, count, total)
+
+def _histogram(dp: Any) -> HistogramState:
+    bounds = tuple(dp.explicit_bounds)
+    _check_bounds(bounds)
+    return _histogram_state(bounds, list(dp.bucket_counts), dp.count, dp.sum if dp.HasField("sum") else None)
 
 
 def _expo(dp: Any) -> ExpoState:
@@ -747,6 +786,11 @@ def _summary(dp: Any) -> SummaryState:
     if len(quantiles) > MAX_BUCKETS or any(not 0.0 <= q <= 1.0 for q, _ in quantiles):
         raise ValueError("summary quantiles outside [0, 1] or too many")
     return SummaryState(dp.count, dp.sum, quantiles)
+
+
+_read_histogram_objects = _through_objects(_histogram)
+_read_expo = _through_objects(_expo)
+_read_summary = _through_objects(_summary)
 
 
 def _accumulate(state: Any, more: Any) -> None:
