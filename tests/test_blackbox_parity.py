@@ -5,9 +5,10 @@ are diffed: the same series (names and labels) and, but for timings, the same va
 scheduled targets (a module and an endpoint in its config) are diffed the same way from /metrics.
 
 Timings differ run to run and are compared by name and labels only: TIMINGS below. The agent emits no
-series blackbox does not for these modules. Four dns modules and two http ones (a redirect followed, with
-body and header checks, and one not followed) are added to the copy both read (the agent through
-`modules_file:`), the dns ones against a loopback DNS server: there the agent's one extra series is
+series blackbox does not for these modules. Four dns modules and three http ones (a redirect followed,
+with body and header checks, one not followed, a body regexp that fails over https) are added to the copy
+both read (the agent through `modules_file:`), the dns ones against a loopback DNS server: there the
+agent's one extra series is
 `probe_failed_due_to_regex` (EXTRAS, docs/blackbox.md). The CA of the TLS servers reaches both through
 SSL_CERT_FILE (Go's and OpenSSL's trust store override; GRPC_DEFAULT_SSL_ROOTS_FILE_PATH for grpcio's), so
 the modules run unchanged.
@@ -59,6 +60,7 @@ EXTRA_MODULES = {
     "http_redirects": {"prober": "http", "http": {"fail_if_body_not_matches_regexp": ["parity test"],
                                                   "fail_if_header_matches": [{"header": "Set-Cookie", "regexp": ".*",
                                                                               "allow_missing": True}]}},
+    "http_body_fails": {"prober": "http", "http": {"fail_if_body_matches_regexp": ["hello"]}},
     "dns_regex_fails": {"prober": "dns", "dns": {"query_name": "example.test", "query_type": "A",
                                                  "validate_answer_rrs": {"fail_if_matches_regexp": ["192"]}}},
 }
@@ -123,9 +125,10 @@ class Targets:
         app.router.add_route("*", "/moved", moved)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.cert.server_context()).start()
         self.stack.push_async_callback(runner.cleanup)
+        self.ports["https"] = runner.addresses[1][1]
         return runner.addresses[0][1]
 
     async def _irc(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -215,7 +218,7 @@ def module_targets(targets: Targets) -> dict[str, list[str]]:
     """Every module of the example file with the targets it probes: one that answers and one that fails."""
     p, refused = targets.ports, f"127.0.0.1:{free_port()}"
     return {
-        "http_2xx": [f"http://127.0.0.1:{p['http']}/", f"http://{refused}/"],
+        "http_2xx": [f"http://127.0.0.1:{p['http']}/", f"http://{refused}/", f"https://127.0.0.1:{p['https']}/"],
         "http_post_2xx": [f"http://127.0.0.1:{p['http']}/", f"http://{refused}/"],
         "tcp_connect": [f"127.0.0.1:{p['ssh']}", refused],
         "pop3s_banner": [f"127.0.0.1:{p['pop3s']}", refused],
@@ -228,6 +231,7 @@ def module_targets(targets: Targets) -> dict[str, list[str]]:
         **{name: [f"127.0.0.1:{p['dns']}", refused] for name in EXTRA_MODULES if name.startswith("dns")},
         "http_no_redirects": [f"http://127.0.0.1:{p['http']}/moved", f"http://{refused}/"],
         "http_redirects": [f"http://127.0.0.1:{p['http']}/moved", f"http://{refused}/"],
+        "http_body_fails": [f"https://127.0.0.1:{p['https']}/", f"http://{refused}/"],
     }
 
 
@@ -267,7 +271,10 @@ def test_every_module_of_the_example_file_emits_blackboxs_series(setup: tuple[st
     assert {m for m, t in live.items() if successes[(m, t)] == 1} == {
         "http_2xx", "http_post_2xx", "tcp_connect", "pop3s_banner", "grpc", "ssh_banner", "irc_banner", "icmp",
         "icmp_ttl5", "dns_a", "dns_tcp_soa", "http_no_redirects", "http_redirects"}
-    assert all(successes[(m, a)] == 0 for m, addresses in plan.items() for a in addresses[1:])
+    assert all(successes[(m, a)] == 0 for m, addresses in plan.items() for a in addresses[1:2])
+    https = seen[("http_2xx", plan["http_2xx"][2])]
+    assert https[("probe_http_ssl", frozenset())] == 1 and successes[("http_2xx", plan["http_2xx"][2])] == 1
+    assert seen[("http_body_fails", live["http_body_fails"])][("probe_failed_due_to_regex", frozenset())] == 1
     assert "PONG tok3n42" in targets.irc_pong          # blackbox and the agent both echoed the ${1} group
     assert seen[("dns_tcp_soa", live["dns_tcp_soa"])][("probe_dns_serial", frozenset())] == SERIAL
     assert seen[("http_2xx", live["http_2xx"])][("probe_http_last_modified_timestamp_seconds", frozenset())] \
