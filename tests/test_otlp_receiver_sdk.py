@@ -6,7 +6,8 @@ collector (tests/support/otlp_receiver.py): the spans arrive with their own ids 
 log records with their bodies; span metrics count exactly the spans sent. Backpressure: the collector
 hangs, the agent's forwarding queue fills, the agent answers 503 + Retry-After / UNAVAILABLE + RetryInfo,
 the SDK exporter retries on its own, and every span it was told were accepted arrives. And
-@opentelemetry/sdk-node (tests/js/otel_node_app.js) configured by the same variables only.
+@opentelemetry/sdk-node (tests/js/otel_node_app.js) configured by the same variables only, over
+http/protobuf, http/json (OTLP JSON, hex ids) and grpc.
 """
 
 from __future__ import annotations
@@ -216,9 +217,10 @@ JS = Path(__file__).resolve().parent / "js"
 
 @pytest.mark.skipif(NODE is None or not (JS / "node_modules" / "@opentelemetry" / "sdk-node").is_dir(),
                     reason="node and tests/js's packages are installed by scripts/test.sh")
-def test_the_node_sdk_sends_traces_logs_and_metrics_over_http_protobuf(stack: Stack, tmp_path: Path) -> None:
-    env = {**os.environ, "HOME": str(tmp_path), "OTEL_EXPORTER_OTLP_ENDPOINT": stack.endpoint("http/protobuf"),
-           "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer {KEY}",
+@pytest.mark.parametrize("protocol", ["http/protobuf", "http/json", "grpc"])
+def test_the_node_sdk_sends_traces_logs_and_metrics(stack: Stack, tmp_path: Path, protocol: str) -> None:
+    env = {**os.environ, "HOME": str(tmp_path), "OTEL_EXPORTER_OTLP_ENDPOINT": stack.endpoint(protocol),
+           "OTEL_EXPORTER_OTLP_PROTOCOL": protocol, "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer {KEY}",
            "OTEL_SERVICE_NAME": "basket", "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "otlp",
            "OTEL_LOGS_EXPORTER": "otlp", "OTEL_NODE_RESOURCE_DETECTORS": "env"}
     proc = subprocess.run([str(NODE), "otel_node_app.js"], cwd=JS, env=env, capture_output=True, timeout=90)
@@ -233,8 +235,9 @@ def test_the_node_sdk_sends_traces_logs_and_metrics_over_http_protobuf(stack: St
     assert {a.key: a.value.string_value for a in server.attributes}["http.route"] == "/basket"
     wait_until(lambda: len(collector.log_records()) >= 2, 20, what="the node SDK's log records")
     assert sorted(r.body.string_value for r in collector.log_records()) == ["basket viewed", "redis timeout"]
+    transport = "grpc" if protocol == "grpc" else "http"
     text = wait_until(lambda: (t := stack.agent.metrics()) and
-                      value(t, "loom_agent_otlp_received_metric_points_total", transport="http") > 0 and t,
+                      value(t, "loom_agent_otlp_received_metric_points_total", transport=transport) > 0 and t,
                       10, what="the node SDK's metric points")
     assert value(text, "loom_span_calls_total", service_name="basket", span_name="GET /basket",
                  span_kind="SPAN_KIND_SERVER", status_code="STATUS_CODE_UNSET") == 3

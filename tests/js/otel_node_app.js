@@ -4,10 +4,10 @@
 //
 //   node otel_node_app.js   (env: OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS, OTEL_SERVICE_NAME,
 //                            OTEL_TRACES_EXPORTER=otlp, OTEL_METRICS_EXPORTER=otlp, OTEL_LOGS_EXPORTER=otlp,
-//                            OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)
+//                            OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf, http/json or grpc)
 //
-// NodeSDK builds its exporters from those variables (the OTLP/HTTP protobuf ones, with their default paths
-// /v1/traces, /v1/metrics, /v1/logs appended to the endpoint). The app makes a server span with a child
+// NodeSDK builds its exporters from those variables (over HTTP with their default paths /v1/traces,
+// /v1/metrics, /v1/logs appended to the endpoint; OTLP JSON with hex ids for http/json). The app makes a server span with a child
 // client span that fails, three times; two log records; a counter; then shuts the SDK down (which flushes
 // every signal) and prints one JSON line: {"spans": [{"traceId", "spanId", "name"}...]}.
 'use strict';
