@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agent.collectors.base import ProbeTarget
 from agent.collectors.gosyntax import go_expand, go_regex
@@ -188,3 +189,47 @@ modules:
 
     assert asyncio.run(run())
     assert b"\r\nAuthorization: Token s3cr3t-token\r\n" in heads[0]
+
+
+@pytest.mark.parametrize("validation,success", [
+    ({"fail_if_all_match_regexp": ["192\\.0\\.2\\."]}, True),      # blackbox fails unless ALL match (sic)
+    ({"fail_if_all_match_regexp": ["192\\.0\\.2\\.1$"]}, False),   # .2 does not match
+    ({"fail_if_none_matches_regexp": ["192\\.0\\.2\\.2"]}, True),
+    ({"fail_if_none_matches_regexp": ["198\\.51"]}, False),
+    ({"fail_if_not_matches_regexp": ["192"]}, True),
+])
+def test_blackbox_dns_validation(validation: dict, success: bool) -> None:
+    """validRRs of blackbox 0.23, on a two-record answer (192.0.2.1 and 192.0.2.2)."""
+    from agent.collectors.dns import Collector as DnsCollector
+    from tests.support.dns_server import DnsServer
+
+    config = parse_config(yaml.safe_dump({"modules": {"d": {"prober": "dns", "dns": {
+        "query_name": "two.test", "query_type": "A", "validate_answer_rrs": validation}}}}))
+
+    async def run() -> bool:
+        async with DnsServer({("two.test.", "A"): ["192.0.2.1", "192.0.2.2"]}) as server:
+            target = ProbeTarget("d", "dns", None, server.address, 15, 5, 0, {}, config.modules["d"].options)
+            return (await DnsCollector().probe(target, time.monotonic() + 5)).success
+
+    assert asyncio.run(run()) is success
+
+
+def test_blackbox_dns_empty_section_fails_a_required_match() -> None:
+    """blackbox (unlike the agent's own form) fails fail_if_not_matches_regexp on an empty section."""
+    from agent.collectors.dns import Collector as DnsCollector
+    from tests.support.dns_server import DnsServer
+
+    blackbox = parse_config(yaml.safe_dump({"modules": {"d": {"prober": "dns", "dns": {
+        "query_name": "two.test", "query_type": "AAAA",
+        "validate_answer_rrs": {"fail_if_not_matches_regexp": ["x"]}}}}})).modules["d"]
+    flat = parse_config(yaml.safe_dump({"modules": {"d": {"kind": "dns", "query_name": "two.test", "query_type":
+                                                          "AAAA", "validate_answer_rrs": {
+                                                              "fail_if_not_matches_regexp": ["x"]}}}})).modules["d"]
+
+    async def run(options: object) -> bool:
+        async with DnsServer({("two.test.", "A"): ["192.0.2.1"]}) as server:     # AAAA: NOERROR, empty
+            target = ProbeTarget("d", "dns", None, server.address, 15, 5, 0, {}, options)
+            return (await DnsCollector().probe(target, time.monotonic() + 5)).success
+
+    assert asyncio.run(run(blackbox.options)) is False
+    assert asyncio.run(run(flat.options)) is True
