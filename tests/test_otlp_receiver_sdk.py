@@ -245,3 +245,26 @@ def test_the_node_sdk_sends_traces_logs_and_metrics(stack: Stack, tmp_path: Path
                  span_kind="SPAN_KIND_CLIENT", status_code="STATUS_CODE_ERROR") == 3
     assert value(text, "loom_otlp_log_records_total", service_name="basket", severity="error") == 1
     assert value(text, "loom_agent_otlp_refused_requests_total") == 0
+
+
+def test_sigterm_with_the_receiver_busy_and_the_destination_hung_exits_cleanly(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The listeners stop before the export (agent/app/root.py _lifetimes) and the export gives up on the hung
+    destination within its budget: exit 0, what was left counted as dropped."""
+    stack = Stack(tmp_path)
+    try:
+        point_sdk_at(monkeypatch, stack, "grpc")
+        exporter = exporters("grpc")[0](timeout=5)
+        provider = TracerProvider(resource=Resource.create({"service.name": "shop"}))
+        spans = []
+        for index in range(20):
+            with provider.get_tracer("t").start_as_current_span(f"s{index}") as span:
+                spans.append(span)
+        stack.collector.hang()
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+        wait_until(lambda: stack.collector.attempts("traces") >= 1, 20, what="the forward, hung")
+        assert stack.agent.stop(timeout=10) == 0
+        assert "Traceback" not in stack.agent.log()
+        exporter.shutdown()
+    finally:
+        stack.stop()
