@@ -233,3 +233,22 @@ def test_blackbox_dns_empty_section_fails_a_required_match() -> None:
 
     assert asyncio.run(run(blackbox.options)) is False
     assert asyncio.run(run(flat.options)) is True
+
+
+def test_probe_debug_shows_a_blackbox_module_with_its_secrets_redacted() -> None:
+    from tests.support.agent_app import agent_app, served
+
+    config = """
+modules:
+  secret_api:
+    prober: http
+    http: {authorization: {type: Token, credentials: s3cr3t}, headers: {X-Api-Key: k3y}}
+"""
+
+    async def main() -> str:
+        async with served(agent_app(None, config)) as agent:
+            answer = await agent.fetch("GET", "/probe?target=http://127.0.0.1:1/&module=secret_api&debug=true")
+            return answer.body
+    body = asyncio.run(main())
+    assert "Module configuration:\n  prober: http\n  http:\n    authorization: '<secret>'" in body
+    assert "s3cr3t" not in body and "k3y" not in body and "probe_http_status_code 0.0" in body

@@ -101,10 +101,14 @@ def _debug_text(module: Module, target: ProbeTarget, result: ProbeResult, regist
     lines = [f"Logs for the probe: target={target.name} module={module.name} kind={module.kind} "
              f"timeout={target.timeout:g}s", *result.log, f"Probe {outcome} in {result.duration_seconds:.6f}s",
              "", "Metrics that would have been returned:", generate_latest(registry).decode(),
-             "Module configuration:", f"  kind: {module.kind}"]
+             "Module configuration:", f"  {'prober' if module.blackbox else 'kind'}: {module.kind}"]
     if module.timeout:
         lines.append(f"  timeout: {module.timeout:g}s")
-    lines.extend(f"  {key}: {_redact(key, value)!r}" for key, value in module.raw.items())
+    indent = "  "
+    if module.blackbox:         # blackbox's form: the prober's block
+        lines.append(f"  {module.kind}:")
+        indent = "    "
+    lines.extend(f"{indent}{key}: {_redact(key, value)!r}" for key, value in module.raw.items())
     return "\n".join(lines) + "\n"
 
 
