@@ -28,6 +28,9 @@ The tables follow the documentation's Supabase tables:
 - recording_sessions  one row per session recording (posthog-js `$snapshot`s): its user, times, counts.
 - recording_chunks    the recording's rrweb events, one zlib-compressed JSON array per session, window
                       and request, in arrival order (agent/store/recordings.py).
+- rollup_*            the analytics rollups, written in the events' own transaction (agent/store/rollups.py):
+                      counts and value sketches per hour and per day, persons active per hour and day,
+                      31-day blocks of active days per person (a bitmask) and per (coach, client).
 """
 
 from __future__ import annotations
@@ -224,6 +227,54 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX recording_chunks_session ON recording_chunks (session_id, id)",
         "CREATE INDEX recording_chunks_ts ON recording_chunks (ts)",
         "CREATE INDEX recording_chunks_user ON recording_chunks (user_id)",
+    )),
+    # Migration 8 is the analytics rollups (issue 17, helper R: agent/store/rollups.py maintains them in the
+    # events' own transaction and backfills them once, right after this migration, from the events table).
+    # Later migrations (the store bounds, the insights) take 9 and up.
+    Migration(8, "analytics rollups maintained at ingest: event counts per hour and day, value sketches, "
+                 "per-person activity (agent/store/rollups.py)", (
+        *(f"""CREATE TABLE rollup_counts_{size} (
+            bucket INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            label TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            events INTEGER NOT NULL,
+            nvalues INTEGER NOT NULL,
+            vsum {{real}} NOT NULL,
+            PRIMARY KEY (bucket, name, label, outcome))""" for size in ("hour", "day")),
+        *(f"""CREATE TABLE rollup_values_{size} (
+            bucket INTEGER NOT NULL,
+            metric TEXT NOT NULL,
+            bin INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (bucket, metric, bin))""" for size in ("hour", "day")),
+        *(f"""CREATE TABLE rollup_persons_{size} (
+            bucket INTEGER NOT NULL,
+            person TEXT NOT NULL,
+            events INTEGER NOT NULL,
+            PRIMARY KEY (bucket, person))""" for size in ("hour", "day")),
+        "CREATE INDEX rollup_persons_hour_person ON rollup_persons_hour (person, bucket)",
+        "CREATE INDEX rollup_persons_day_person ON rollup_persons_day (person, bucket)",
+        """CREATE TABLE rollup_person_blocks (
+            bucket INTEGER NOT NULL,
+            person TEXT NOT NULL,
+            days INTEGER NOT NULL,
+            events INTEGER NOT NULL,
+            PRIMARY KEY (bucket, person))""",
+        """CREATE TABLE rollup_person_names_day (
+            bucket INTEGER NOT NULL,
+            person TEXT NOT NULL,
+            name TEXT NOT NULL,
+            events INTEGER NOT NULL,
+            nvalues INTEGER NOT NULL,
+            vsum {real} NOT NULL,
+            PRIMARY KEY (person, bucket, name))""",
+        """CREATE TABLE rollup_coach_blocks (
+            bucket INTEGER NOT NULL,
+            coach TEXT NOT NULL,
+            person TEXT NOT NULL,
+            days INTEGER NOT NULL,
+            PRIMARY KEY (bucket, coach, person))""",
     )),
 )
 
