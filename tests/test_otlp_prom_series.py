@@ -549,3 +549,56 @@ def test_reexported_with_their_resources_as_cumulative_state() -> None:
     assert metrics["s"].gauge.data_points[0].as_double == 1.0
     agents = [rm for rm in last.resource_metrics if rm is not theirs[0]]
     assert all(any(a.value.string_value == "loom-agent" for a in rm.resource.attributes) for rm in agents)
+
+
+# -- through the receiver's HTTP listener ------------------------------------------------------------
+
+@pytest.mark.parametrize(("parts", "size"), [(1, 20_000), pytest.param(5, 200_000, marks=pytest.mark.slow)])
+def test_hostile_metric_requests_through_the_receiver_get_partial_success_never_a_500(agent_server, run, parts: int,
+                                                                                      size: int) -> None:
+    """Distinct attribute values (a million in the slow lane: 5 requests of 200,000 points), out-of-order
+    deltas and a type flip sent to the agent's OTLP/HTTP listener: 200s whose partial_success counts what was
+    refused, the series stay at max_series, /metrics stays whole."""
+    import aiohttp
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+
+    from agent.api.keys import OTLP_RECEIVER
+
+    agent = agent_server({"otlp_receiver": {"http": {"enabled": True, "listen": "127.0.0.1:0"}, "ingest_keys": [],
+                                            "max_body_bytes": 32 * 1024 * 1024,
+                                            "metrics": {"max_series": 500}}})
+    url = f"http://127.0.0.1:{agent.app[OTLP_RECEIVER].ports['http']}/v1/metrics"
+
+    def post(req: ExportMetricsServiceRequest) -> tuple[int, ExportMetricsServiceResponse]:
+        async def go() -> tuple[int, bytes]:
+            async with aiohttp.ClientSession() as session, session.post(
+                    url, data=req.SerializeToString(), headers={"Content-Type": "application/x-protobuf"}) as resp:
+                return resp.status, await resp.read()
+        status, body = run(go())
+        return status, ExportMetricsServiceResponse.FromString(body) if status == 200 else body
+
+    status, answer = post(request(sum_metric("jobs", [(2, {}, 20, 10)], temporality=DELTA)))
+    assert status == 200 and answer.partial_success.rejected_data_points == 0
+    metric = gauge_metric("hostile", [])
+    rejected = 0
+    for part in range(parts):
+        metric.gauge.ClearField("data_points")
+        metric.gauge.data_points.extend(number_points("gauge", [(1.0, {"user": f"{part}-{i}"}, 10)
+                                                                for i in range(size)]))
+        status, answer = post(request(metric))
+        assert status == 200
+        rejected += answer.partial_success.rejected_data_points
+        assert "series_limit" in answer.partial_success.error_message
+    assert rejected == parts * size - 499                 # "jobs" holds one of the 500
+    # the delta again (a retry), a delta ending before it, and "hostile" as a histogram: all refused
+    status, answer = post(request(sum_metric("jobs", [(2, {}, 20, 10), (5, {}, 15, 5)], temporality=DELTA),
+                                  histogram_metric("hostile", [1.0], [1, 0], 1.0, unit="")))
+    assert status == 200 and answer.partial_success.rejected_data_points == 3
+    assert "out_of_order" in answer.partial_success.error_message
+    assert "type_conflict" in answer.partial_success.error_message
+    text = str(agent.get("/metrics").body)
+    families = {f.name: f for f in parse_text(text)}
+    assert len(families["hostile"].samples) == 499 and families["jobs"].samples[0].value == 2
+    assert families["loom_agent_otlp_metric_series"].samples[0].value == 500
+    by_reason = {s.labels["reason"]: s.value for s in families["loom_agent_otlp_metric_points_rejected"].samples}
+    assert by_reason == {"series_limit": parts * size - 499, "out_of_order": 2, "type_conflict": 1, "invalid": 0}
