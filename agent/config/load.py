@@ -122,7 +122,7 @@ def _parse_root(root: Node, environ: Mapping[str, str], base_dir: str) -> dict[s
     sentry = parse_sentry(root.child("sentry"))
     posthog = parse_posthog(root.child("posthog"))
     flags = parse_flags(root.child("flags"), environ)
-    otlp_receiver = parse_receiver(root.child("otlp_receiver"), environ, listen)
+    otlp_receiver = parse_receiver(root.child("otlp_receiver"), environ, listen, telemetry.otlp.endpoint)
     if store.driver == "postgres" and privacy.hmac_key is None:
         root.error("is required with store.driver postgres: every agent sharing the database must pseudonymize "
                    "with the same key (or set LOOM_AGENT_HMAC_KEY)", "privacy.hmac_key")

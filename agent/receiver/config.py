@@ -22,6 +22,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from agent.config.node import Node
 
@@ -75,7 +76,7 @@ class ReceiverConfig:
 
 
 def parse_receiver(node: Node, environ: Mapping[str, str] = os.environ,
-                   main_listen: tuple[str, int] | None = None) -> ReceiverConfig:
+                   main_listen: tuple[str, int] | None = None, export_endpoint: str | None = None) -> ReceiverConfig:
     base = ReceiverConfig()
     keys: tuple[str, ...] | None = None
     if node.has("ingest_keys") or environ.get(ENV_INGEST_KEYS):
@@ -89,6 +90,7 @@ def parse_receiver(node: Node, environ: Mapping[str, str] = os.environ,
         span_metrics=_span_metrics(node.child("span_metrics")),
     )
     _distinct_ports(node, config, main_listen)
+    _not_itself(node, config, export_endpoint, environ)
     node.finish()
     return config
 
@@ -121,6 +123,32 @@ def _distinct_ports(node: Node, config: ReceiverConfig, main_listen: tuple[str, 
                 node.error(f"{listener.listen[0]}:{listener.listen[1]} is already the {other} address; "
                            "each listener needs its own port", f"{name}.listen")
         taken[f"otlp_receiver.{name}.listen"] = listener.listen
+
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::"}
+_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                       "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
+
+
+def _not_itself(node: Node, config: ReceiverConfig, endpoint: str | None, environ: Mapping[str, str]) -> None:
+    """The agent's own OTLP destination must not be its receiver: every forwarded span would come back and
+    be forwarded again, without end."""
+    candidates = [("telemetry.otlp.endpoint", endpoint)] if endpoint else \
+        [(name, environ.get(name)) for name in _ENDPOINT_VARIABLES]
+    for where, url in candidates:
+        if not url:
+            continue
+        try:
+            parts = urlsplit(url if "://" in url else f"http://{url}")
+            host, port = parts.hostname or "", parts.port
+        except ValueError:
+            continue
+        for name, listener in (("http", config.http), ("grpc", config.grpc)):
+            lhost, lport = listener.listen
+            same_host = host == lhost or (host in _LOOPBACK and lhost in _LOOPBACK)
+            if listener.enabled and lport and port == lport and same_host:
+                node.error(f"is where {where} ({url}) sends the agent's exports: the agent would forward what it "
+                           "receives to itself, without end; point telemetry.otlp at a collector", f"{name}.listen")
 
 
 def _metrics(node: Node) -> ReceivedMetricsConfig:
