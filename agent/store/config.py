@@ -11,6 +11,10 @@
       pool_size: 4              # postgres connections
       connect_timeout: 5s       # postgres connect (a write unanswered for twice this long: 503);
                                 # sqlite busy timeout (waiting for a lock)
+      query_timeout: 10s        # a read (analytics, exports) running longer is abandoned: 503 with
+                                # Retry-After, never a hung request (postgres: statement_timeout on the
+                                # read connections, and the connection closed 0.5 s later if the server
+                                # does not answer; sqlite: the query interrupted)
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class StoreConfig:
     max_pending_events: int = 100_000
     pool_size: int = 4
     connect_timeout: float = 5.0
+    query_timeout: float = 10.0
 
     @property
     def enabled(self) -> bool:
@@ -77,9 +82,18 @@ def parse_store(node: Node, base_dir: str, environ: Mapping[str, str] | None = N
         max_pending_events=node.int("max_pending_events", defaults.max_pending_events, minimum=1),
         pool_size=node.int("pool_size", defaults.pool_size, minimum=1, maximum=100),
         connect_timeout=node.duration("connect_timeout", defaults.connect_timeout),
+        query_timeout=_query_timeout(node, defaults.query_timeout),
     )
     node.finish()
     return config
+
+
+def _query_timeout(node: Node, default: float) -> float:
+    seconds = node.duration("query_timeout", default)
+    if seconds < 0.1:
+        node.error(f"must be at least 100ms, got {node.data['query_timeout']}", "query_timeout")
+        return default
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,3 +28,10 @@ class StoreBusy(StoreError):
     """More events are waiting to be committed than the configured bound: back-pressure."""
 
     retry_after = 1
+
+
+class StoreTimeout(StoreUnavailable):
+    """A read ran past `store.query_timeout` (a slow query, a frozen or unreachable server) and was
+    abandoned: the request answers 503 instead of hanging."""
+
+    retry_after = 5

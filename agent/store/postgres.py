@@ -12,6 +12,13 @@ packets without a reset, must end in StoreUnavailable (503) rather than hold eve
 waits on the group commit. Closing the socket, not cancelling the coroutine: a cancelled query would
 still await its ROLLBACK from the same silent server.
 
+Reads have their own pool, whose connections carry `statement_timeout` = store.query_timeout: a slow
+query is cancelled by the server (57014 -> StoreTimeout, 503). A server that does not answer at all
+(frozen, or a network dropping packets) cannot cancel anything, so a read also has a watchdog that
+closes its connection READ_GRACE seconds after the limit; the pool then replaces it, and every pooled
+connection is expired, so reads recover once the server answers again. Writes keep their own pool and
+write_timeout: a long read never holds a connection an ingest commit is waiting for.
+
 Queries arrive written once with `?` placeholders (agent/store/base.py); `to_dollar` rewrites them to
 PostgreSQL's `$1, $2, ...`. numeric results (sum/avg of integers) are decoded as float, so fetch()
 returns the same Python types as SQLite's driver.
@@ -31,12 +38,14 @@ from typing import Any, ClassVar
 import asyncpg
 
 from agent.store.batch import EVENT_ID, repeated_in_batch, user_activity
-from agent.store.errors import StoreError, StoreFull, StoreUnavailable
+from agent.store.errors import StoreError, StoreFull, StoreTimeout, StoreUnavailable
 from agent.store.migrate import APPLIED_SQL, RECORD_SQL, pending
 from agent.store.rows import EVENT_COLUMNS, TABLE_COLUMNS, EventRows
 from agent.store.schema import MIGRATIONS, Migration, migrations_table, statements
 
 MIGRATION_LOCK = 0x6C6F6F6D        # pg_advisory_lock key shared by every loom-agent ("loom")
+READ_GRACE = 0.5                   # seconds past store.query_timeout before a read's connection is closed
+QUERY_CANCELED = "57014"           # statement_timeout (or a cancel request) ended the query
 # column -> PostgreSQL array element type for unnest; every other column is text
 _COLUMN_TYPES = {"ts": "float8", "received_at": "float8", "value": "float8", "time_spent_seconds": "float8",
                  "bytes": "float8", "step_number": "int4", "properties": "jsonb", "context": "jsonb"}
@@ -117,6 +126,8 @@ def store_error(exc: BaseException, where: str) -> StoreError | None:
         return StoreUnavailable(f"{where} is unreachable: {exc.strerror or type(exc).__name__}")
     if isinstance(exc, asyncpg.PostgresError):
         state = exc.sqlstate or ""
+        if state == QUERY_CANCELED:
+            return StoreTimeout(f"{where}: the query was cancelled (statement_timeout): {exc}")
         if state in _FULL_STATES:
             return StoreFull(f"{where}: {_FULL_STATES[state]} ({state}): {exc}")
         if state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES:
@@ -144,14 +155,17 @@ class PostgresStore:
     dialect: ClassVar[str] = "postgres"
 
     def __init__(self, dsn: str, pool_size: int = 4, connect_timeout: float = 5.0,
-                 migrations: tuple[Migration, ...] = MIGRATIONS, write_timeout: float | None = None):
+                 migrations: tuple[Migration, ...] = MIGRATIONS, write_timeout: float | None = None,
+                 query_timeout: float = 10.0):
         self.dsn = dsn
         self.where = describe(dsn)
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
         self.write_timeout = write_timeout if write_timeout is not None else 2 * connect_timeout
         self.migrations = migrations
+        self.query_timeout = query_timeout
         self._pool: asyncpg.Pool | None = None
+        self._read_pool: asyncpg.Pool | None = None
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.where})"
@@ -164,7 +178,11 @@ class PostgresStore:
             await self._migrate()
             self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size,
                                                    timeout=self.connect_timeout, init=_init_connection)
+            self._read_pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=self.pool_size, timeout=self.connect_timeout, init=_init_connection,
+                server_settings={"statement_timeout": str(max(1, int(self.query_timeout * 1000)))})
         except Exception as exc:
+            await self.close()
             mapped = self._map(exc) or StoreUnavailable(f"{self.where}: cannot open: {exc}")
             raise mapped from exc
 
@@ -185,28 +203,33 @@ class PostgresStore:
             await conn.close(timeout=self.connect_timeout)
 
     async def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            try:
-                await pool.close()
-            except Exception:
-                pool.terminate()
+        pools = (self._pool, self._read_pool)
+        self._pool = self._read_pool = None
+        for pool in pools:
+            if pool is not None:
+                try:
+                    await asyncio.wait_for(pool.close(), self.connect_timeout)
+                except Exception:
+                    pool.terminate()
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection; failures leave as StoreErrors. After a connection failure every pooled
-        connection is replaced, so the store recovers at the first write after the server is back."""
-        if self._pool is None:
+    async def _connection(self, reading: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection (of the read pool when `reading`); failures leave as StoreErrors. After a
+        connection failure every pooled connection is replaced, so the store recovers at the first
+        write or read after the server is back."""
+        pool = self._read_pool if reading else self._pool
+        if pool is None:
             raise StoreUnavailable(f"{self.where}: the store is not open")
+        timeout = min(self.connect_timeout, self.query_timeout) if reading else self.connect_timeout
         try:
-            async with self._pool.acquire(timeout=self.connect_timeout) as conn:
+            async with pool.acquire(timeout=timeout) as conn:
                 yield conn
         except Exception as exc:
             mapped = self._map(exc)
             if mapped is None:
                 raise
-            if isinstance(mapped, StoreUnavailable) and self._pool is not None:
-                await self._pool.expire_connections()
+            if isinstance(mapped, StoreUnavailable) and not isinstance(mapped, StoreTimeout):
+                await pool.expire_connections()
             raise mapped from exc
 
     @contextlib.asynccontextmanager
@@ -255,8 +278,25 @@ class PostgresStore:
         return frozenset(duplicates)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        async with self._connection() as conn:
-            return [tuple(row) for row in await conn.fetch(to_dollar(sql), *params)]
+        async with self._connection(reading=True) as conn:
+            expired: list[bool] = []
+
+            def expire() -> None:
+                expired.append(True)
+                conn.terminate()
+
+            watchdog = asyncio.get_running_loop().call_later(self.query_timeout + READ_GRACE, expire)
+            try:
+                return [tuple(row) for row in await conn.fetch(to_dollar(sql), *params)]
+            except Exception as exc:
+                if expired:
+                    if self._read_pool is not None:
+                        await self._read_pool.expire_connections()
+                    raise StoreTimeout(f"{self.where}: no answer to a read within {self.query_timeout:g}s "
+                                       "(store.query_timeout); connection closed") from exc
+                raise
+            finally:
+                watchdog.cancel()
 
     async def execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         async with self._writing() as conn:

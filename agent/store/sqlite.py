@@ -14,14 +14,35 @@ A database file (or its -wal) removed or replaced while open would take every la
 unlinked inode that vanishes at exit, while SQLite reports success. So each write checks, after its
 COMMIT, that the path still names the files it opened; if not, the write fails with StoreUnavailable
 (not acknowledged, 503) until the agent is restarted on a database that is really there.
+
+The WAL stays bounded under continuous reads. A checkpoint copies WAL frames into the database only up
+to the oldest reader's snapshot, and the WAL restarts from its beginning only when no reader uses it;
+with analytics queries back to back on the reader connection there is no such moment at commit time,
+so every commit appended (bench/wal.py, a 7-day dashboard in 3 loops during ingest: 0.3 -> 90 MiB in
+60 s and still growing; the issue saw 601 MiB in a minute). A checkpoint run from the reader between
+its queries does not help either: the writer, committing back to back, takes the write lock again
+within microseconds and the checkpoint's busy handler never gets it (3 resets in 60,000 events).
+So the two threads meet: the reader thread is the only reader of the process; before a query, when the
+-wal file is over WAL_RESET_BYTES, it queues `PRAGMA wal_checkpoint(TRUNCATE)` on the WRITER's thread
+(after the commit in progress, before the next) and waits for it, holding no snapshot (the reader
+gate is the thread itself). With no reader and no writer the checkpoint backfills what is left and
+empties the file; the next commit starts the WAL afresh. Ingest waits for one checkpoint, never for a
+read; a read waits for one commit and the checkpoint. `journal_size_limit` trims the file the same way
+when the writer's own autocheckpoint resets it. Bound: WAL_RESET_BYTES plus what ingest appends during
+one read query (itself bounded by store.query_timeout).
+
+Reads have a time limit (store.query_timeout, from the moment fetch() is called, queueing included): a
+progress handler interrupts a query past it, which is answered as StoreTimeout (503), never a hang.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import os
 import sqlite3
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -29,7 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
 from agent.store.batch import chunks, client_ids, repeated_in_batch, user_activity
-from agent.store.errors import StoreError, StoreFull, StoreUnavailable
+from agent.store.errors import StoreError, StoreFull, StoreTimeout, StoreUnavailable
 from agent.store.migrate import APPLIED_SQL, RECORD_SQL, pending
 from agent.store.rows import EVENT_COLUMNS, TABLE_COLUMNS, EventRows
 from agent.store.schema import MIGRATIONS, Migration, migrations_table, statements
@@ -95,14 +116,23 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 WAL_CHECKPOINT_PAGES = 10_000
 CACHE_KIB = 64 * 1024
+WAL_RESET_BYTES = 64 * 1024 * 1024     # a -wal file larger than this is emptied before the next read
+CHECKPOINT_WAIT = 1.0                  # seconds that checkpoint waits for other processes' readers (a read waits
+                                       # at most 5x this for it, then reads anyway)
+PROGRESS_OPS = 10_000                  # SQLite VM steps between two checks of a read's deadline (~0.1-1 ms)
 
 
 class SqliteStore:
     dialect: ClassVar[str] = "sqlite"
 
     def __init__(self, path: str, synchronous: str = "full", busy_timeout: float = 5.0, max_size_mb: float = 0.0,
-                 migrations: tuple[Migration, ...] = MIGRATIONS):
+                 migrations: tuple[Migration, ...] = MIGRATIONS, query_timeout: float = 10.0,
+                 wal_reset_bytes: int = WAL_RESET_BYTES):
         self.path = path
+        self.query_timeout = query_timeout
+        self.wal_reset_bytes = wal_reset_bytes
+        self.wal_resets = 0             # checkpoints that emptied the -wal between reads (for tests, logs)
+        self._read_deadline = 0.0       # time.monotonic() past which the running read is interrupted
         self.max_size_mb = max_size_mb
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
@@ -154,6 +184,7 @@ class SqliteStore:
         # the cache holding the indexes' hot pages)
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
         conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        conn.execute(f"PRAGMA journal_size_limit = {self.wal_reset_bytes}")
         if self.max_size_mb:        # per connection: only this (the writer's) connection writes
             page_size = conn.execute("PRAGMA page_size").fetchone()[0]
             conn.execute(f"PRAGMA max_page_count = {max(1, int(self.max_size_mb * 1024 * 1024 // page_size))}")
@@ -172,7 +203,11 @@ class SqliteStore:
     def _open_reader(self) -> None:
         conn = self._connect()
         conn.execute("PRAGMA query_only = ON")
+        conn.set_progress_handler(self._past_deadline, PROGRESS_OPS)
         self._reader = conn
+
+    def _past_deadline(self) -> bool:
+        return time.monotonic() > self._read_deadline
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Each migration in its own transaction; the version is re-checked under the write lock, so two
@@ -259,10 +294,53 @@ class SqliteStore:
     # --- reads ---------------------------------------------------------------------------------------
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return await self._on(self._read_thread, self._fetch, sql, params)
+        return await self._on(self._read_thread, self._fetch, sql, params, time.monotonic() + self.query_timeout)
 
-    def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        return self._open(self._reader).execute(sql, tuple(params)).fetchall()
+    def _fetch(self, sql: str, params: Sequence[Any], deadline: float) -> list[tuple[Any, ...]]:
+        conn = self._open(self._reader)
+        self._read_deadline = deadline
+        self._bound_wal(conn)
+        try:
+            if time.monotonic() > deadline:         # waited its whole time behind other reads
+                raise sqlite3.OperationalError("interrupted")
+            return conn.execute(sql, tuple(params)).fetchall()
+        except sqlite3.OperationalError as exc:
+            if time.monotonic() > deadline and "interrupt" in str(exc):
+                raise StoreTimeout(f"SQLite database {self.path}: a read ran past store.query_timeout "
+                                   f"({self.query_timeout:g}s) and was interrupted") from None
+            raise
+
+    def _bound_wal(self, conn: sqlite3.Connection) -> None:
+        """On the reader thread, between two reads (no snapshot held in this process): a -wal grown past
+        the bound is emptied by a checkpoint on the writer's thread, which this read waits for."""
+        try:
+            size = os.stat(self.path + "-wal").st_size
+        except OSError:
+            return
+        if size <= self.wal_reset_bytes or self._write_thread is None:
+            return
+        waiting = threading.Event()
+        waiting.set()
+        job = self._write_thread.submit(self._reset_wal, waiting)
+        try:
+            if job.result(timeout=max(0.0, min(CHECKPOINT_WAIT * 5, self._read_deadline - time.monotonic()))):
+                self.wal_resets += 1
+        except (concurrent.futures.TimeoutError, sqlite3.Error, StoreError):
+            pass        # the writer was stuck or the checkpoint failed: read now, the next read tries again
+        finally:
+            waiting.clear()
+
+    def _reset_wal(self, reader_waiting: threading.Event) -> bool:
+        """On the writer's thread: TRUNCATE checkpoint while the reader waits (skipped if it gave up)."""
+        conn = self._open(self._writer)
+        if not reader_waiting.is_set():
+            return False
+        conn.execute(f"PRAGMA busy_timeout = {int(CHECKPOINT_WAIT * 1000)}")     # other processes' readers
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        return not busy
 
     def _open(self, conn: sqlite3.Connection | None) -> sqlite3.Connection:
         if conn is None:
