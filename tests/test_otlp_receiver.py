@@ -38,6 +38,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from agent.api.keys import METRICS, OTLP_RECEIVER, RELOADER
 from agent.app.root import build_app
 from agent.config.load import load_config, parse_config
+from agent.config.node import ConfigError
 from agent.receiver.config import DEFAULT_SPAN_BUCKETS
 from tests.support.agent_app import ServedAgent, served
 from tests.support.otlp_receiver import OtlpReceiver
@@ -422,3 +423,15 @@ def test_a_listen_port_in_use_stops_the_start_with_the_reason(run: Run, transpor
         with pytest.raises(OSError):
             run(start())
     assert f"otlp_receiver.{transport}.listen" in caplog.text
+
+
+def test_an_export_destination_on_the_receivers_own_port_is_refused() -> None:
+    text = "targets: []\notlp_receiver: {grpc: {enabled: true, listen: '127.0.0.1:4317'}}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:4317"})
+    assert info.value.errors == [
+        "otlp_receiver.grpc.listen: is where OTEL_EXPORTER_OTLP_ENDPOINT (http://localhost:4317) sends the agent's "
+        "exports: the agent would forward what it receives to itself, without end; point telemetry.otlp at a "
+        "collector"]
+    assert parse_config(text, environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}).otlp_receiver.enabled
+    assert parse_config(text, environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:4318"}).otlp_receiver.enabled
