@@ -199,7 +199,9 @@ def test_a_batch_size_larger_than_the_backlog_takes_one_batch_per_table(store, r
     counting = CountingStore(store)
     deleted = run(run_cleanup_once(counting, RetentionConfig(batch_size=5000), NOW))
     assert deleted == EXPECTED
-    assert len(counting.calls) == 14    # one per (class, table), events one per stored name
+    # one per (class, table), events one per stored name; besides, the rollups' bucket deletes, unbatched
+    # (tests/test_rollups.py checks what they delete)
+    assert len([sql for sql, _ in counting.calls if "rollup_" not in sql]) == 14
 
 
 def test_longer_periods_keep_more(store, run):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.analytics import queries as q
+from agent.analytics import queries as q, rollup_queries as rq
 from agent.analytics.stats import percent, rounded
 from agent.analytics.timerange import DAY, TimeRange
 from agent.store.base import Store
@@ -37,8 +37,8 @@ RATINGS = {"good": "good", "needs-improvement": "needsImprovement", "poor": "poo
 
 
 async def business_metrics(store: Store, r: TimeRange, release: str | None = None) -> dict[str, Any]:
-    stats = await q.value_stats(store, VALUE_EVENTS, r, release)
-    n = await q.counts(store, COUNT_EVENTS, r, release)
+    stats = await rq.value_stats(store, VALUE_EVENTS, r, release)
+    n = await rq.counts(store, COUNT_EVENTS, r, release)
     return {
         "userEngagement": await user_engagement(store, r, stats["logout"], release),
         "sessions": {"bookings": n["session_booked"], "completions": n["session_completed"],
@@ -55,12 +55,12 @@ async def business_metrics(store: Store, r: TimeRange, release: str | None = Non
 async def user_engagement(store: Store, r: TimeRange, logout: q.ValueStats,
                           release: str | None = None) -> dict[str, Any]:
     previous = TimeRange(r.start - r.length, r.start)
-    before, kept = await q.retained_users(store, previous, r, release)
+    before, kept = await rq.retained_users(store, previous, r, release)
     new = await q.new_users_by_role(store, r, release)
     return {
-        "dau": await q.active_users(store, TimeRange(r.end - DAY, r.end), release),
-        "wau": await q.active_users(store, TimeRange(r.end - 7 * DAY, r.end), release),
-        "mau": await q.active_users(store, TimeRange(r.end - 30 * DAY, r.end), release),
+        "dau": await rq.active_users(store, TimeRange(r.end - DAY, r.end), release),
+        "wau": await rq.active_users(store, TimeRange(r.end - 7 * DAY, r.end), release),
+        "mau": await rq.active_users(store, TimeRange(r.end - 30 * DAY, r.end), release),
         "newUsers": sum(new.values()),
         "newUsersByRole": new,
         "averageSessionDurationSeconds": rounded(logout.mean, 1),
@@ -69,7 +69,7 @@ async def user_engagement(store: Store, r: TimeRange, logout: q.ValueStats,
 
 
 async def authentication(store: Store, r: TimeRange, release: str | None = None) -> dict[str, Any]:
-    logins = await q.outcome_counts(store, "login_attempt", r, release)
+    logins = await rq.outcome_counts(store, "login_attempt", r, release)
     attempts, succeeded = sum(logins.values()), logins.get("success", 0)
     users = await q.total_users(store, r.end, release)
     return {"loginAttempts": attempts, "successfulLogins": succeeded, "successRate": percent(succeeded, attempts),
@@ -77,16 +77,16 @@ async def authentication(store: Store, r: TimeRange, release: str | None = None)
 
 
 async def performance(store: Store, r: TimeRange, release: str | None = None) -> dict[str, Any]:
-    requests = (await q.counts(store, ("api_request",), r, release))["api_request"]
+    requests = (await rq.counts(store, ("api_request",), r, release))["api_request"]
     probes = await q.probe_uptime(store, r)
     total, up = sum(u.probes for u in probes), sum(u.successes for u in probes)
     return {
-        "pageLoadMs": await q.value_percentiles(store, "page_load", r, (50, 75, 95), release),
-        "apiResponseMs": await q.value_percentiles(store, "api_request", r, (50, 95, 99), release),
-        "errorRate": percent(await q.server_errors(store, r, release), requests),
+        "pageLoadMs": await rq.value_percentiles(store, "page_load", r, (50, 75, 95), release),
+        "apiResponseMs": await rq.value_percentiles(store, "api_request", r, (50, 95, 99), release),
+        "errorRate": percent(await rq.server_errors(store, r, release), requests),
         "uptime": percent(up, total, 3) if total else None,
-        "webVitals": web_vitals(await q.labelled_percentile(store, "web_vitals", r, 75, release),
-                                await q.labelled_outcome_counts(store, "web_vitals", r, release)),
+        "webVitals": web_vitals(await rq.labelled_percentile(store, "web_vitals", r, 75, release),
+                                await rq.labelled_outcome_counts(store, "web_vitals", r, release)),
     }
 
 

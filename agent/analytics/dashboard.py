@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.analytics import queries as q
+from agent.analytics import queries as q, rollup_queries as rq
 from agent.analytics.stats import average, percent, rounded
 from agent.analytics.timerange import TimeRange
 from agent.store.base import Store
@@ -54,7 +54,7 @@ async def dashboard(store: Store, r: TimeRange, release: str | None = None) -> d
                           onboarding_funnel(await q.onboarding_steps(store, r, release))],
         "coachProductivity": await coach_productivity(store, r, coaches, release),
         "clientEngagement": await client_engagement(store, r, release),
-        "goalCompletion": goal_completion(await q.goal_categories(store, r, release)),
+        "goalCompletion": goal_completion(await rq.goal_categories(store, r, release)),
         "serviceUptime": service_uptime(await q.probe_uptime(store, r)),
         "range": r.to_json(),
     }
@@ -62,19 +62,19 @@ async def dashboard(store: Store, r: TimeRange, release: str | None = None) -> d
 
 async def all_coaches(store: Store, r: TimeRange, release: str | None) -> list[q.CoachSessions]:
     """The coaches of session events in the range, and the active users of role coach without any."""
-    coaches = await q.coach_sessions(store, r, release)
+    coaches = await rq.coach_sessions(store, r, release)
     known = {c.coach for c in coaches}
-    return coaches + [q.CoachSessions(user, 0, 0, 0, 0, None) for user in await q.role_coaches(store, r, release)
+    return coaches + [q.CoachSessions(user, 0, 0, 0, 0, None) for user in await rq.role_coaches(store, r, release)
                       if user not in known]
 
 
 async def summary(store: Store, r: TimeRange, coaches: list[q.CoachSessions],
                   release: str | None = None) -> dict[str, Any]:
-    n = await q.counts(store, SUMMARY_COUNTS, r, release)
-    score = (await q.value_stats(store, ("resource_engagement_score",), r, release))["resource_engagement_score"]
+    n = await rq.counts(store, SUMMARY_COUNTS, r, release)
+    score = (await rq.value_stats(store, ("resource_engagement_score",), r, release))["resource_engagement_score"]
     booked, completed = n["session_booked"], n["session_completed"]
     goals_created, goals_completed = n["goal_created"], n["goal_completed"]
-    active = await q.active_users_by_role(store, r, release)
+    active = await rq.active_users_by_role(store, r, release)
     new = await q.new_users_by_role(store, r, release)
     return {
         "totalUsers": await q.total_users(store, r.end, release),
@@ -136,7 +136,7 @@ def onboarding_funnel(rows: list[tuple[str | None, int | None, str, int]]) -> di
 async def coach_productivity(store: Store, r: TimeRange, coaches: list[q.CoachSessions],
                              release: str | None = None) -> list[dict[str, Any]]:
     top = sorted(coaches, key=lambda c: (-c.completed, -c.booked, c.coach))[:TOP_COACHES]
-    work = await q.per_user(store, [c.coach for c in top], COACH_WORK, r, release)
+    work = await rq.per_user(store, [c.coach for c in top], COACH_WORK, r, release)
     empty = q.ValueStats()
     return [{"coachId": c.coach, "sessionsCompleted": c.completed, "sessionsBooked": c.booked,
              "sessionsCancelled": c.cancelled, "clientsManaged": c.clients, "averageRating": rounded(c.rating),
@@ -146,8 +146,8 @@ async def coach_productivity(store: Store, r: TimeRange, coaches: list[q.CoachSe
 
 
 async def client_engagement(store: Store, r: TimeRange, release: str | None = None) -> list[dict[str, Any]]:
-    top = await q.top_clients(store, r, TOP_CLIENTS, release)
-    work = await q.per_user(store, [user for user, _ in top], CLIENT_WORK, r, release)
+    top = await rq.top_clients(store, r, TOP_CLIENTS, release)
+    work = await rq.per_user(store, [user for user, _ in top], CLIENT_WORK, r, release)
     empty = q.ValueStats()
     clients = []
     for user, events in top:

@@ -11,6 +11,9 @@ with the ids they are one person with, so the export and the erasure see the who
 of its ids is given; their `person_aliases` rows go with them. Groups are not persons: the export shows
 the groups the person's events name (`$groups`) and any group keyed by one of the person's ids; the
 erasure deletes only the latter (a company's group stays for its other members).
+Rollups (agent/store/rollups.py): the erasure takes the person's rows of every per-person rollup (activity,
+their work, their coach-client days) and subtracts the erased events from the counts and value sketches,
+in the same transaction, so every rollup then equals what the remaining events give.
 Session recordings: the export holds each of the user's `recording_sessions` with its rrweb events
 (`events`); erasure takes the user's sessions and every chunk of them, and any chunk naming the user.
 
@@ -25,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from agent.store import rollups
 from agent.store.base import Store
 from agent.store.recordings import SESSION_COLUMNS, erase_chunks_statement, user_session_events
 from agent.store.rows import EVENT_COLUMNS, TABLE_COLUMNS
@@ -176,7 +180,12 @@ async def erase_user(store: Store, user_ids: Sequence[str], *, include_opt_out: 
     for table, column in tables:
         where, params = user_filter(table, column, ids, linked)
         statements.append((f"DELETE FROM {table} WHERE {where}", params))
-    chunks, groups, *counts = await store.execute(statements)
+    # the rollups lose what the erased events added, in the same transaction (agent/store/rollups.py)
+    where, params = user_filter("events", "user_id", ids, linked)
+    erased = await store.fetch(f"SELECT {rollups.FACT_COLUMNS} FROM events WHERE {where}", params)
+    rollup_statements = rollups.erase_statements(ids, [tuple(row) for row in erased])
+    results = await store.execute(rollup_statements + statements)
+    chunks, groups, *counts = results[len(rollup_statements):]
     deleted = {table: count for (table, _), count in zip(tables, counts)}
     return {**{table: deleted[table] for table, _ in USER_TABLES if table in deleted}, "recording_chunks": chunks,
             "group_profiles": groups}

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from agent.store.base import Store
+from agent.store.rollups import recompute_statements
 from agent.store.rows import TABLE_COLUMNS
 
 # tables whose rows name a user in `user_id` (besides events and users, which the merge handles itself)
@@ -85,6 +86,9 @@ def merge_statements(dialect: str, alias: str, person: str, ts: float) -> list[t
         ("INSERT INTO opt_outs (user_id, opted_out_at, source) SELECT ?, opted_out_at, source FROM opt_outs "
          "WHERE user_id = ? ON CONFLICT (user_id) DO NOTHING", [person, alias]),
     ]
+    # the alias's activity (its own and its anonymous events) is now the person's: their per-person rollups
+    # are recomputed from the events just rewritten (the counts by name do not change)
+    statements += [(sql, list(params)) for sql, params in recompute_statements(alias) + recompute_statements(person)]
     return statements
 
 

@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 
 import asyncpg
 
+from agent.store import rollups
 from agent.store.batch import EVENT_ID, repeated_in_batch, user_activity
 from agent.store.errors import StoreError, StoreFull, StoreTimeout, StoreUnavailable
 from agent.store.migrate import APPLIED_SQL, RECORD_SQL, pending
@@ -110,6 +111,15 @@ def _columns(rows: Sequence[tuple[Any, ...]], columns: Sequence[str]) -> list[li
         if _COLUMN_TYPES.get(column) == "int4":
             arrays[i] = [_int(v) for v in arrays[i]]
     return arrays
+
+
+async def _backfill(conn: asyncpg.Connection) -> None:
+    """The rollups of the events already stored, rollups.CHUNK events at a time (bounded memory)."""
+    last = 0
+    while rows := await conn.fetch(to_dollar(rollups.BACKFILL_SQL), last, rollups.CHUNK):
+        last = rows[-1][0]
+        for sql, aggregated in rollups.aggregate(tuple(row)[1:] for row in rows):
+            await conn.executemany(to_dollar(sql), aggregated)
 
 
 def describe(dsn: str) -> str:
@@ -197,6 +207,8 @@ class PostgresStore:
                 async with conn.transaction():
                     for sql in statements(migration, self.dialect):
                         await conn.execute(sql)
+                    if migration.version == rollups.MIGRATION:
+                        await _backfill(conn)
                     await conn.execute(to_dollar(RECORD_SQL), migration.version, migration.description,
                                        time.time())
         finally:
@@ -275,6 +287,8 @@ class PostgresStore:
             users = sorted(user_activity(keep))     # one lock order for every agent: no deadlocks
             if users:
                 await conn.execute(UPSERT_USERS, *_columns(users, ("user_id", "first_seen", "last_seen", "role")))
+            for sql, aggregated in rollups.aggregate(rollups.facts(keep)):     # the same transaction
+                await conn.executemany(to_dollar(sql), aggregated)
         return frozenset(duplicates)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

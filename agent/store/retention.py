@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from agent.metrics.retention import RetentionMetrics
+from agent.store import rollups
 from agent.store.base import Store
 from agent.store.config import CLASSES, RetentionConfig
 from agent.store.errors import StoreError
@@ -118,6 +119,19 @@ async def delete_old_events(store: Store, names: list[str], cutoff: float, batch
     return total
 
 
+EVENT_CLASSES = ("analytics", "performance")
+
+
+async def delete_old_rollups(store: Store, config: RetentionConfig, now: float) -> None:
+    """The analytics rollups follow their events (agent/store/rollups.py): each stored name's buckets
+    with its class (above); the per-person rollups with the analytics class (activity is analytics data);
+    and any bucket older than the longest event class, whatever its name (names no longer stored)."""
+    periods = config.periods()
+    await store.execute(rollups.retention_statements(now - periods["analytics"], None))
+    oldest = now - max(periods[name] for name in EVENT_CLASSES)
+    await store.execute(rollups.retention_statements(oldest, ()))
+
+
 async def run_cleanup_once(store: Store, config: RetentionConfig, now: float,
                            metrics: RetentionMetrics | None = None) -> dict[str, int]:
     """Delete every row older than its class's period (as of `now`); rows deleted per class.
@@ -136,6 +150,9 @@ async def run_cleanup_once(store: Store, config: RetentionConfig, now: float,
                 deleted[name] += count
                 if metrics is not None and count:
                     metrics.deleted.labels(name).inc(count)
+            if name in EVENT_CLASSES and names.get(name):
+                await store.execute(rollups.retention_statements(now - period, names[name]))
+        await delete_old_rollups(store, config, now)
     except StoreError:
         if metrics is not None:
             metrics.runs.labels("failure").inc()

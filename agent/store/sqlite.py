@@ -49,6 +49,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
+from agent.store import rollups
 from agent.store.batch import chunks, client_ids, repeated_in_batch, user_activity
 from agent.store.errors import StoreError, StoreFull, StoreTimeout, StoreUnavailable
 from agent.store.migrate import APPLIED_SQL, RECORD_SQL, pending
@@ -222,11 +223,22 @@ class SqliteStore:
                 if done is None:
                     for sql in statements(migration, self.dialect):
                         conn.execute(sql)
+                    if migration.version == rollups.MIGRATION:
+                        self._backfill(conn)
                     conn.execute(RECORD_SQL, (migration.version, migration.description, time.time()))
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
                 raise
+
+    @staticmethod
+    def _backfill(conn: sqlite3.Connection) -> None:
+        """The rollups of the events already stored, rollups.CHUNK events at a time (bounded memory)."""
+        last = 0
+        while rows := conn.execute(rollups.BACKFILL_SQL, (last, rollups.CHUNK)).fetchall():
+            last = rows[-1][0]
+            for sql, aggregated in rollups.aggregate(row[1:] for row in rows):
+                conn.executemany(sql, aggregated)
 
     async def close(self) -> None:
         for executor, attr in ((self._read_thread, "_reader"), (self._write_thread, "_writer")):
@@ -269,6 +281,8 @@ class SqliteStore:
             for table, table_rows in by_table.items():
                 conn.executemany(INSERT_TABLES[table], table_rows)
             conn.executemany(UPSERT_USERS, user_activity(keep))
+            for sql, aggregated in rollups.aggregate(rollups.facts(keep)):     # the same transaction
+                conn.executemany(sql, aggregated)
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)

@@ -24,6 +24,7 @@ from agent.events.model import Event
 from agent.events.validate import parse_event
 from agent.store.base import Store
 from agent.store.probe_rollups import ProbeRollups
+from agent.store.rollups import RELATIVE_ERROR
 from agent.store.rows import event_rows
 from agent.store.traits import store_identifies
 
@@ -288,3 +289,18 @@ EXPECTED_BUSINESS: dict[str, Any] = {
     },
     "range": {"from": "2025-03-01T00:00:00Z", "to": "2025-03-08T00:00:00Z"},
 }
+
+
+PERCENTILE_SECTIONS = ("pageLoadMs", "apiResponseMs", "webVitals")
+
+
+def within_sketch(actual: Any, expected: Any, inside: bool = False) -> Any:
+    """`actual` with each percentile (under pageLoadMs, apiResponseMs, webVitals) that is within the
+    sketch's relative error (agent/store/rollups.py RELATIVE_ERROR) of the expected one replaced by it, so
+    `within_sketch(got, want) == want` checks the documents exactly but for that bound, with a readable diff."""
+    if isinstance(actual, dict) and isinstance(expected, dict):
+        return {k: within_sketch(v, expected.get(k), inside or k in PERCENTILE_SECTIONS) if k in expected else v
+                for k, v in actual.items()}
+    if inside and isinstance(actual, float) and isinstance(expected, (int, float)) and not isinstance(expected, bool):
+        return expected if abs(actual - expected) <= RELATIVE_ERROR * abs(expected) else actual
+    return actual

@@ -1,0 +1,439 @@
+"""The analytics figures from the rollups (agent/store/rollups.py), with the same signatures, definitions and
+results as agent/analytics/queries.py, which they replace when no release is asked for (the rollups are
+not kept per release: `release=` reads the events as before).
+
+A range [start, end) of arbitrary instants is cut in three (`pieces`): its whole UTC days from the day
+tables, the whole hours left at its two edges from the hour tables, and the partial hours left at its
+two ends from the events themselves, so every count stays exact while a request reads at most ~2 hours
+of events. Persons active over many days come from the 31-day blocks (one row per person and block,
+the days a bitmask), so "active in 30 days" costs persons, not active days or events. Percentiles come
+from the value sketches: within rollups.RELATIVE_ERROR (0.99 %) of the exact nearest-rank value.
+
+Read API for other modules (the insights' unfiltered trends): `pieces`, `tally` (events, values and
+their sum per name, label and outcome over any range) and `active_persons` (the SQL selecting the persons
+active in a range).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.analytics import queries as q
+from agent.analytics.queries import CoachSessions, ValueStats, placeholders
+from agent.analytics.timerange import TimeRange
+from agent.store import rollups as ru
+from agent.store.base import Store
+
+HOURS_PER_DAY = 24
+
+
+@dataclass(frozen=True, slots=True)
+class Pieces:
+    days: tuple[int, int] | None                                  # [first, past) day buckets
+    hours: list[tuple[int, int]] = field(default_factory=list)    # [first, past) hour buckets
+    raw: list[tuple[float, float]] = field(default_factory=list)  # [start, end) read from events
+
+    @property
+    def partial_days(self) -> list[tuple[float, float]]:
+        """The parts of the range outside its whole days (hours and raw), as time ranges."""
+        out = [(a * float(ru.HOUR), b * float(ru.HOUR)) for a, b in self.hours] + list(self.raw)
+        out.sort()
+        merged: list[tuple[float, float]] = []
+        for a, b in out:
+            if merged and merged[-1][1] >= a:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        return merged
+
+
+def pieces(r: TimeRange) -> Pieces:
+    first_hour, past_hour = math.ceil(r.start / ru.HOUR), math.floor(r.end / ru.HOUR)
+    if first_hour >= past_hour:
+        return Pieces(None, [], [(r.start, r.end)])
+    raw = [(a, b) for a, b in ((r.start, first_hour * float(ru.HOUR)), (past_hour * float(ru.HOUR), r.end)) if a < b]
+    first_day, past_day = -(-first_hour // HOURS_PER_DAY), past_hour // HOURS_PER_DAY
+    if first_day >= past_day:
+        return Pieces(None, [(first_hour, past_hour)], raw)
+    hours = [(a, b) for a, b in ((first_hour, first_day * HOURS_PER_DAY), (past_day * HOURS_PER_DAY, past_hour))
+             if a < b]
+    return Pieces((first_day, past_day), hours, raw)
+
+
+def _buckets(column: str, ranges: Sequence[tuple[float, float]]) -> tuple[str, list[Any]]:
+    """'(col >= ? AND col < ?) OR ...' over the ranges."""
+    return (" OR ".join(f"({column} >= ? AND {column} < ?)" for _ in ranges),
+            [v for pair in ranges for v in pair])
+
+
+# --- counts and values ---------------------------------------------------------------------------
+
+Tally = dict[tuple[str, str, str], list[Any]]       # (name, label, outcome) -> [events, values, sum]
+
+
+async def tally(store: Store, names: Sequence[str], r: TimeRange) -> Tally:
+    """(name, label, outcome) -> [events, values, sum of values] of the names in the range, exact; label
+    and outcome are '' but for the names that keep them (rollups.LABELLED, rollups.OUTCOMES)."""
+    p = pieces(r)
+    marks = placeholders(len(names))
+    out: Tally = {}
+
+    def add(name: str, label: Any, outcome: Any, n: Any, nv: Any, total: Any) -> None:
+        entry = out.setdefault((name, label, outcome), [0, 0, 0.0])
+        entry[0] += int(n)
+        entry[1] += int(nv)
+        entry[2] += float(total or 0.0)
+
+    select = "SELECT name, label, outcome, sum(events), sum(nvalues), sum(vsum) FROM {t} WHERE name IN {m} AND ({w}) " \
+             "GROUP BY name, label, outcome"
+    if p.days:
+        where, params = _buckets("bucket", [p.days])
+        for row in await store.fetch(select.format(t="rollup_counts_day", m=marks, w=where), (*names, *params)):
+            add(*row)
+    if p.hours:
+        where, params = _buckets("bucket", p.hours)
+        for row in await store.fetch(select.format(t="rollup_counts_hour", m=marks, w=where), (*names, *params)):
+            add(*row)
+    for start, end in p.raw:
+        sql = (f"SELECT name, label, outcome, count(*), count(value), sum(value) FROM events WHERE name IN {marks} "
+               "AND ts >= ? AND ts < ? GROUP BY name, label, outcome")
+        for name, label, outcome, n, nv, total in await store.fetch(sql, (*names, start, end)):
+            add(name, *ru.dims(name, label, outcome), n, nv, total)
+    return out
+
+
+def _stats(t: Tally, name: str) -> ValueStats:
+    n = nv = 0
+    total = 0.0
+    for (found, _, _), (e, v, s) in t.items():
+        if found == name:
+            n, nv, total = n + e, nv + v, total + s
+    return ValueStats(n, nv, total)
+
+
+async def counts(store: Store, names: Sequence[str], r: TimeRange, release: str | None = None) -> dict[str, int]:
+    if release is not None:
+        return await q.counts(store, names, r, release)
+    t = await tally(store, names, r)
+    return {name: _stats(t, name).events for name in names}
+
+
+async def value_stats(store: Store, names: Sequence[str], r: TimeRange,
+                      release: str | None = None) -> dict[str, ValueStats]:
+    if release is not None:
+        return await q.value_stats(store, names, r, release)
+    t = await tally(store, names, r)
+    return {name: _stats(t, name) for name in names}
+
+
+async def outcome_counts(store: Store, name: str, r: TimeRange, release: str | None = None) -> dict[str | None, int]:
+    if release is not None:
+        return await q.outcome_counts(store, name, r, release)
+    out: dict[str | None, int] = {}
+    for (_, _, outcome), (n, _, _) in (await tally(store, (name,), r)).items():
+        key = outcome or None
+        out[key] = out.get(key, 0) + n
+    return out
+
+
+async def server_errors(store: Store, r: TimeRange, release: str | None = None) -> int:
+    if release is not None:
+        return await q.server_errors(store, r, release)
+    return sum(n for (_, _, outcome), (n, _, _) in (await tally(store, ("api_request",), r)).items()
+               if "500" <= outcome <= "599")
+
+
+async def labelled_outcome_counts(store: Store, name: str, r: TimeRange,
+                                  release: str | None = None) -> dict[tuple[str | None, str | None], int]:
+    if release is not None:
+        return await q.labelled_outcome_counts(store, name, r, release)
+    out: dict[tuple[str | None, str | None], int] = {}
+    for (_, label, outcome), (_, nv, _) in (await tally(store, (name,), r)).items():
+        if nv:
+            key = (label or None, outcome or None)
+            out[key] = out.get(key, 0) + nv
+    return out
+
+
+async def goal_categories(store: Store, r: TimeRange,
+                          release: str | None = None) -> dict[str | None, tuple[int, ValueStats]]:
+    if release is not None:
+        return await q.goal_categories(store, r, release)
+    created: dict[str | None, int] = {}
+    completed: dict[str | None, ValueStats] = {}
+    for (name, label, _), (n, nv, total) in (await tally(store, ("goal_created", "goal_completed"), r)).items():
+        category = label or None
+        if name == "goal_created":
+            created[category] = created.get(category, 0) + n
+        else:
+            old = completed.get(category, ValueStats())
+            completed[category] = ValueStats(old.events + n, old.values + nv, old.total + total)
+    return {c: (created.get(c, 0), completed.get(c, ValueStats())) for c in {*created, *completed}}
+
+
+# --- percentiles ---------------------------------------------------------------------------------
+
+# rollups.value_bin in SQL (ln and ceil: PostgreSQL, and SQLite 3.35+ built with its math functions, as
+# Debian's and Python's are): the raw edges come back as a few bins, never as every value
+BIN_SQL = (f"CASE WHEN value > 0 THEN CAST(ceil(ln(value) / ?) AS INTEGER) WHEN value = 0 THEN {ru.ZERO_BIN} "
+           f"ELSE {ru.NEGATIVE_BASE} - CAST(ceil(ln(-value) / ?) AS INTEGER) END")
+
+
+async def _sketches(store: Store, low: str, high: str, name: str, r: TimeRange) -> dict[str, dict[int, int]]:
+    """metric -> bin -> count, for the metrics in [low, high] over the range (the raw edges binned here)."""
+    p = pieces(r)
+    out: dict[str, dict[int, int]] = {}
+    select = "SELECT metric, bin, sum(count) FROM {t} WHERE metric >= ? AND metric <= ? AND ({w}) GROUP BY metric, bin"
+    for table, ranges in (("rollup_values_day", [p.days] if p.days else []), ("rollup_values_hour", p.hours)):
+        if not ranges:
+            continue
+        where, params = _buckets("bucket", ranges)
+        for m, b, n in await store.fetch(select.format(t=table, w=where), (low, high, *params)):
+            bins = out.setdefault(m, {})
+            bins[int(b)] = bins.get(int(b), 0) + int(n)
+    for start, end in p.raw:
+        sql = (f"SELECT label, {BIN_SQL} AS b, count(*) FROM events WHERE name = ? AND ts >= ? AND ts < ? "
+               "AND value IS NOT NULL GROUP BY label, b")
+        for label, b, n in await store.fetch(sql, (ru.LOG_GAMMA, ru.LOG_GAMMA, name, start, end)):
+            bins = out.setdefault(ru.metric(name, label), {})
+            bins[int(b)] = bins.get(int(b), 0) + int(n)
+    return out
+
+
+def sketch_percentiles(bins: dict[int, int], ps: Sequence[int]) -> dict[str, float | None]:
+    """Nearest-rank percentiles of a sketch: the value of the bin holding rank ceil(p * n / 100)."""
+    n = sum(bins.values())
+    if not n:
+        return {f"p{p:g}": None for p in ps}
+    ordered = sorted(bins.items())
+    out: dict[str, float | None] = {}
+    for p in ps:
+        rank, seen = max(1, (int(p) * n + 99) // 100), 0
+        for b, count in ordered:
+            seen += count
+            if seen >= rank:
+                out[f"p{p:g}"] = ru.bin_value(b)
+                break
+    return out
+
+
+async def value_percentiles(store: Store, name: str, r: TimeRange, ps: Sequence[int],
+                            release: str | None = None) -> dict[str, float | None]:
+    if release is not None or name not in ru.SKETCHED:
+        return await q.value_percentiles(store, name, r, ps, release)
+    return sketch_percentiles((await _sketches(store, name, name, name, r)).get(name, {}), ps)
+
+
+async def labelled_percentile(store: Store, name: str, r: TimeRange, p: int,
+                              release: str | None = None) -> dict[str | None, float]:
+    if release is not None or name != "web_vitals":
+        return await q.labelled_percentile(store, name, r, p, release)
+    out: dict[str | None, float] = {}
+    for m, bins in (await _sketches(store, "web_vitals:", "web_vitals;", name, r)).items():
+        value = sketch_percentiles(bins, (p,))[f"p{p:g}"]
+        if value is not None:
+            out[m.removeprefix("web_vitals:") or None] = value
+    return out
+
+
+# --- persons -------------------------------------------------------------------------------------
+
+def _block_masks(days: tuple[int, int]) -> list[tuple[int, int]]:
+    """(block, mask of the days of [first, past) in it) for each block the days touch."""
+    first, past = days
+    out = []
+    for block in range(first // ru.BLOCK_DAYS, (past - 1) // ru.BLOCK_DAYS + 1):
+        low = max(first, block * ru.BLOCK_DAYS) - block * ru.BLOCK_DAYS
+        high = min(past, (block + 1) * ru.BLOCK_DAYS) - block * ru.BLOCK_DAYS
+        out.append((block, ((1 << high) - 1) ^ ((1 << low) - 1)))
+    return out
+
+
+async def _raw_names(store: Store, raw: Sequence[tuple[float, float]]) -> list[str]:
+    """The event names of the hours the raw edges lie in (so the edge reads go through events_name_dims)."""
+    hours = sorted({int(a // ru.HOUR) for a, _ in raw} | {int((b - 1e-6) // ru.HOUR) for _, b in raw})
+    rows = await store.fetch(f"SELECT DISTINCT name FROM rollup_counts_hour WHERE bucket IN {placeholders(len(hours))}",
+                             hours)
+    return sorted(name for (name,) in rows)
+
+
+async def active_persons(store: Store, r: TimeRange) -> tuple[str, list[Any]]:
+    """SQL selecting (column `person`) the user ids with an event in the range, and its parameters."""
+    p = pieces(r)
+    parts: list[str] = []
+    params: list[Any] = []
+    if p.days:
+        masks = _block_masks(p.days)
+        case = " ".join("WHEN ? THEN ?" for _ in masks)
+        parts.append(f"SELECT person FROM rollup_person_blocks WHERE bucket >= ? AND bucket <= ? "
+                     f"AND (days & (CASE bucket {case} ELSE 0 END)) <> 0")
+        params += [masks[0][0], masks[-1][0], *(v for pair in masks for v in pair)]
+    if p.hours:
+        where, extra = _buckets("bucket", p.hours)
+        parts.append(f"SELECT person FROM rollup_persons_hour WHERE {where}")
+        params += extra
+    names = await _raw_names(store, p.raw) if p.raw else []
+    for start, end in p.raw if names else ():
+        parts.append(f"SELECT user_id AS person FROM events WHERE name IN {placeholders(len(names))} "
+                     "AND ts >= ? AND ts < ? AND user_id IS NOT NULL")
+        params += [*names, start, end]
+    if not parts:
+        return "SELECT person FROM rollup_person_blocks WHERE 1 = 0", []
+    return " UNION ".join(parts), params
+
+
+async def active_users_by_role(store: Store, r: TimeRange, release: str | None = None) -> dict[str, int]:
+    if release is not None:
+        return await q.active_users_by_role(store, r, release)
+    active, params = await active_persons(store, r)
+    sql = f"SELECT {q.ROLE}, count(*) FROM users u WHERE u.user_id IN ({active}) GROUP BY 1"
+    found = {role: int(n) for role, n in await store.fetch(sql, params)}
+    return {role: found.get(role, 0) for role in q.ROLES}
+
+
+async def active_users(store: Store, r: TimeRange, release: str | None = None) -> int:
+    return sum((await active_users_by_role(store, r, release)).values())
+
+
+async def retained_users(store: Store, previous: TimeRange, current: TimeRange,
+                         release: str | None = None) -> tuple[int, int]:
+    if release is not None:
+        return await q.retained_users(store, previous, current, release)
+    then, then_params = await active_persons(store, previous)
+    now, now_params = await active_persons(store, current)
+    sql = (f"SELECT count(*), coalesce(sum(CASE WHEN u.user_id IN ({now}) THEN 1 ELSE 0 END), 0) FROM users u "
+           f"WHERE u.user_id IN ({then})")
+    rows = await store.fetch(sql, (*now_params, *then_params))
+    return int(rows[0][0]), int(rows[0][1])
+
+
+async def role_coaches(store: Store, r: TimeRange, release: str | None = None) -> list[str]:
+    if release is not None:
+        return await q.role_coaches(store, r, release)
+    active, params = await active_persons(store, r)
+    sql = f"SELECT u.user_id FROM users u WHERE u.role = 'coach' AND u.user_id IN ({active}) ORDER BY u.user_id"
+    return [user for (user,) in await store.fetch(sql, params)]
+
+
+async def coach_sessions(store: Store, r: TimeRange, release: str | None = None) -> list[CoachSessions]:
+    if release is not None:
+        return await q.coach_sessions(store, r, release)
+    per: dict[str, dict[str, list[Any]]] = {}
+    for (name, coach, _), entry in (await tally(store, ru.SESSION_NAMES, r)).items():
+        if coach:
+            per.setdefault(coach, {})[name] = entry
+    clients = await coach_clients(store, r)
+    out = []
+    for coach, by_name in per.items():
+        rated = by_name.get("session_rated", [0, 0, 0.0])
+        out.append(CoachSessions(coach, by_name.get("session_completed", [0])[0], by_name.get("session_booked", [0])[0],
+                                 by_name.get("session_cancelled", [0])[0], clients.get(coach, 0),
+                                 rated[2] / rated[1] if rated[1] else None))
+    return out
+
+
+async def coach_clients(store: Store, r: TimeRange) -> dict[str, int]:
+    """coach -> distinct users of the session events naming them in the range: the whole days from the
+    (coach, client) blocks, the rest of the range from the session events themselves."""
+    p = pieces(r)
+    parts: list[str] = []
+    params: list[Any] = []
+    if p.days:
+        masks = _block_masks(p.days)
+        case = " ".join("WHEN ? THEN ?" for _ in masks)
+        parts.append("SELECT coach, person FROM rollup_coach_blocks WHERE bucket >= ? AND bucket <= ? "
+                     f"AND (days & (CASE bucket {case} ELSE 0 END)) <> 0")
+        params += [masks[0][0], masks[-1][0], *(v for pair in masks for v in pair)]
+    for start, end in p.partial_days:
+        parts.append(f"SELECT label AS coach, user_id AS person FROM events WHERE name IN "
+                     f"{placeholders(len(ru.SESSION_NAMES))} AND ts >= ? AND ts < ? AND label IS NOT NULL "
+                     "AND user_id IS NOT NULL")
+        params += [*ru.SESSION_NAMES, start, end]
+    if not parts:
+        return {}
+    sql = f"SELECT coach, count(*) FROM ({' UNION '.join(parts)}) pairs GROUP BY coach"
+    return {coach: int(n) for coach, n in await store.fetch(sql, params)}
+
+
+async def per_user(store: Store, users: Sequence[str], names: Sequence[str], r: TimeRange,
+                   release: str | None = None) -> dict[tuple[str, str], ValueStats]:
+    if release is not None or not set(names) <= ru.PERSON_NAMES:
+        return await q.per_user(store, users, names, r, release)
+    if not users:
+        return {}
+    p = pieces(r)
+    totals: dict[tuple[str, str], list[Any]] = {}
+
+    def add(user: str, name: str, n: Any, nv: Any, total: Any) -> None:
+        entry = totals.setdefault((user, name), [0, 0, 0.0])
+        entry[0] += int(n)
+        entry[1] += int(nv)
+        entry[2] += float(total or 0.0)
+
+    u_marks, n_marks = placeholders(len(users)), placeholders(len(names))
+    if p.days:
+        sql = (f"SELECT person, name, sum(events), sum(nvalues), sum(vsum) FROM rollup_person_names_day "
+               f"WHERE person IN {u_marks} AND bucket >= ? AND bucket < ? AND name IN {n_marks} GROUP BY person, name")
+        for row in await store.fetch(sql, (*users, *p.days, *names)):
+            add(*row)
+    for start, end in p.partial_days:
+        sql = ("SELECT user_id, name, count(*), count(value), sum(value) FROM events "
+               f"WHERE name IN {n_marks} AND ts >= ? AND ts < ? AND coalesce(user_id, '') IN {u_marks} "
+               "GROUP BY user_id, name")
+        for row in await store.fetch(sql, (*names, start, end, *users)):
+            add(*row)
+    return {key: ValueStats(n, nv, total) for key, (n, nv, total) in totals.items()}
+
+
+async def _exact_events(store: Store, users: Sequence[str], r: TimeRange) -> dict[str, int]:
+    """user -> events in the range, for a short list of users."""
+    p = pieces(r)
+    marks = placeholders(len(users))
+    out: dict[str, int] = {}
+    reads: list[tuple[str, list[Any]]] = []
+    if p.days:
+        reads.append((f"SELECT person, sum(events) FROM rollup_persons_day WHERE person IN {marks} "
+                      "AND bucket >= ? AND bucket < ? GROUP BY person", [*users, *p.days]))
+    for first, past in p.hours:
+        reads.append((f"SELECT person, sum(events) FROM rollup_persons_hour WHERE person IN {marks} "
+                      "AND bucket >= ? AND bucket < ? GROUP BY person", [*users, first, past]))
+    for start, end in p.raw:
+        reads.append((f"SELECT user_id, count(*) FROM events WHERE user_id IN {marks} AND ts >= ? AND ts < ? "
+                      "GROUP BY user_id", [*users, start, end]))
+    for sql, params in reads:
+        for user, n in await store.fetch(sql, params):
+            out[user] = out.get(user, 0) + int(n)
+    return out
+
+
+CANDIDATES = 100
+
+
+async def top_clients(store: Store, r: TimeRange, limit: int, release: str | None = None) -> list[tuple[str, int]]:
+    """As queries.top_clients. Each user's events in the 31-day blocks the range touches bound its events
+    in the range from above; users are counted exactly in that order, CANDIDATES at a time, until the
+    next bound is below the limit-th count found (usually one round: activity is very skewed)."""
+    if release is not None:
+        return await q.top_clients(store, r, limit, release)
+    first, last = int(r.start // ru.DAY) // ru.BLOCK_DAYS, int(math.ceil(r.end / ru.DAY) - 1) // ru.BLOCK_DAYS
+    sql = ("SELECT b.person, sum(b.events) FROM rollup_person_blocks b JOIN users u ON u.user_id = b.person "
+           "WHERE b.bucket >= ? AND b.bucket <= ? AND u.last_seen >= ? AND u.first_seen < ? "
+           "AND (u.role IS NULL OR u.role <> 'coach') GROUP BY b.person")
+    bounds = sorted(((int(n), user) for user, n in await store.fetch(sql, (first, last, r.start, r.end))),
+                    key=lambda x: (-x[0], x[1]))
+    coaches = {c.coach for c in await coach_sessions(store, r)}
+    found: list[tuple[int, str]] = []
+    i = 0
+    while i < len(bounds):
+        if len(found) >= limit and bounds[i][0] < found[limit - 1][0]:
+            break
+        chunk = [user for _, user in bounds[i:i + CANDIDATES] if user not in coaches]
+        i += CANDIDATES
+        if chunk:
+            exact = await _exact_events(store, chunk, r)
+            found += [(n, user) for user, n in exact.items() if n]
+            found.sort(key=lambda x: (-x[0], x[1]))
+    return [(user, n) for n, user in found[:limit]]

@@ -1,0 +1,268 @@
+"""The analytics rollups (migration 8): what the dashboard and business metrics read instead of the events,
+written in the SAME transaction as the events they count, so they are exactly as durable and a retried
+batch (same client event ids) never counts twice: only the events the unique event_id index let in are
+aggregated (the drivers pass the rows they actually inserted).
+
+Why these tables (the analytics ranges are arbitrary instants, and a figure must stay exact):
+- rollup_counts_{hour,day}   events, values (count, sum) per bucket, event name and the bounded dimensions
+                             the figures group by (LABELLED: coach, goal category, web vital; OUTCOMES:
+                             login result, HTTP status, vital rating). A range reads its whole days from
+                             the day table, the whole hours at its two edges from the hour table and the
+                             partial hours from the events: at most 2 hours of events, ~60 day rows and
+                             ~46 hour rows per name and dimension, whatever the store holds.
+- rollup_values_{hour,day}   a quantile sketch per metric (page_load, api_request, web_vitals:<metric>):
+                             fixed log-scale bins of gamma = 1.02 (DDSketch's): a value v > 0 lands in bin
+                             ceil(log_gamma v) and reads back as 2 gamma^i / (gamma + 1), within
+                             (gamma - 1) / (gamma + 1) = 0.99 % of v. Chosen over a sketch library (KLL)
+                             because bins merge exactly by addition in SQL (an upsert adds counts), so a
+                             range's sketch is a GROUP BY and the error is a relative bound on the value
+                             (not a rank error); ~280 bins cover api_request's six decades.
+- rollup_persons_{hour,day}  (bucket, person, events): who was active when, and how much (top clients).
+- rollup_person_blocks       per person and 31-day block (day // 31), a bitmask of active days and the
+                             block's events: "users active in 30 days" reads one or two rows per person
+                             (not one per active day) and stays flat as events grow; an upsert ORs masks.
+- rollup_person_names_day    per person, day and name of PERSON_NAMES: the coaches' and clients' work.
+- rollup_coach_blocks        per (coach, client) and block, the days of session events: clientsManaged.
+A NULL label or outcome is stored as '' (primary keys cannot hold NULL): an empty label reads as none.
+
+Backfill: `backfill` reads the events in id order, CHUNK at a time, and adds each chunk's aggregates,
+inside the migration's transaction: bounded memory whatever the store holds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from agent.store.rows import EVENT_COLUMNS, EventRows
+
+MIGRATION = 8                # the migration that creates the tables; the drivers backfill right after it
+HOUR = 3600
+DAY = 86400
+BLOCK_DAYS = 31              # 31 bits: the mask is a positive 4-byte integer on PostgreSQL too
+CHUNK = 50_000               # events per backfill read
+
+GAMMA = 1.02
+LOG_GAMMA = math.log(GAMMA)
+RELATIVE_ERROR = (GAMMA - 1) / (GAMMA + 1)      # 0.0099
+ZERO_BIN = -100_000
+NEGATIVE_BASE = -140_000     # a negative value -x: NEGATIVE_BASE - bin(x); bins sort as their values do
+
+LABELLED = frozenset({"session_booked", "session_completed", "session_cancelled", "session_rated",
+                      "goal_created", "goal_completed", "web_vitals"})
+OUTCOMES = frozenset({"login_attempt", "api_request", "web_vitals"})
+SKETCHED = frozenset({"page_load", "api_request", "web_vitals"})
+SESSION_NAMES = ("session_booked", "session_completed", "session_cancelled", "session_rated")
+PERSON_NAMES = frozenset({"resource_created", "task_created", "resource_viewed", "task_completed",
+                          "resource_engagement_score"})
+
+_NAME, _TS, _USER, _LABEL, _OUTCOME, _VALUE = (EVENT_COLUMNS.index(c) for c in
+                                                ("name", "ts", "user_id", "label", "outcome", "value"))
+# what an aggregate needs of an event: (name, ts, user_id, label, outcome, value)
+Fact = tuple[str, float, Any, Any, Any, Any]
+FACT_COLUMNS = "name, ts, user_id, label, outcome, value"
+
+
+def dims(name: str, label: Any, outcome: Any) -> tuple[str, str]:
+    """The (label, outcome) an event is counted under: kept only for the names that need them, '' for none."""
+    return ((label or "") if name in LABELLED else "", (outcome or "") if name in OUTCOMES else "")
+
+
+def metric(name: str, label: Any) -> str:
+    return f"web_vitals:{label or ''}" if name == "web_vitals" else name
+
+
+def value_bin(v: float) -> int:
+    if v > 0:
+        return math.ceil(math.log(v) / LOG_GAMMA)
+    if v == 0:
+        return ZERO_BIN
+    return NEGATIVE_BASE - math.ceil(math.log(-v) / LOG_GAMMA)
+
+
+def bin_value(b: int) -> float:
+    """The value a bin reads back as: within RELATIVE_ERROR of every value in it."""
+    if b == ZERO_BIN:
+        return 0.0
+    if b < ZERO_BIN:
+        return -2 * GAMMA ** (NEGATIVE_BASE - b) / (GAMMA + 1)
+    return 2 * GAMMA ** b / (GAMMA + 1)
+
+
+def _upsert(table: str, keys: Sequence[str], adds: Sequence[str], ors: Sequence[str] = ()) -> str:
+    columns = (*keys, *adds, *ors)
+    sets = [f"{c} = {table}.{c} + excluded.{c}" for c in adds] + [f"{c} = {table}.{c} | excluded.{c}" for c in ors]
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(sets)}")
+
+
+UPSERTS = {
+    "counts_hour": _upsert("rollup_counts_hour", ("bucket", "name", "label", "outcome"), ("events", "nvalues", "vsum")),
+    "counts_day": _upsert("rollup_counts_day", ("bucket", "name", "label", "outcome"), ("events", "nvalues", "vsum")),
+    "values_hour": _upsert("rollup_values_hour", ("bucket", "metric", "bin"), ("count",)),
+    "values_day": _upsert("rollup_values_day", ("bucket", "metric", "bin"), ("count",)),
+    "persons_hour": _upsert("rollup_persons_hour", ("bucket", "person"), ("events",)),
+    "persons_day": _upsert("rollup_persons_day", ("bucket", "person"), ("events",)),
+    "person_blocks": _upsert("rollup_person_blocks", ("bucket", "person"), ("events",), ("days",)),
+    "person_names": _upsert("rollup_person_names_day", ("person", "bucket", "name"), ("events", "nvalues", "vsum")),
+    "coach_blocks": _upsert("rollup_coach_blocks", ("bucket", "coach", "person"), (), ("days",)),
+}
+TABLES = ("rollup_counts_hour", "rollup_counts_day", "rollup_values_hour", "rollup_values_day",
+          "rollup_persons_hour", "rollup_persons_day", "rollup_person_blocks", "rollup_person_names_day",
+          "rollup_coach_blocks")
+# the tables keyed by a person, and the column naming them (GDPR erasure, alias merges)
+PERSON_TABLES = (("rollup_persons_hour", "person"), ("rollup_persons_day", "person"),
+                 ("rollup_person_blocks", "person"), ("rollup_person_names_day", "person"),
+                 ("rollup_coach_blocks", "person"))
+
+
+def facts(rows: Iterable[EventRows]) -> list[Fact]:
+    return [(e[_NAME], e[_TS], e[_USER], e[_LABEL], e[_OUTCOME], e[_VALUE]) for e in (r.event for r in rows)]
+
+
+def aggregate(events: Iterable[Fact], sign: int = 1) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """(upsert, rows) per rollup table for these events, each list sorted (one lock order for every agent
+    sharing a PostgreSQL database). `sign` -1 subtracts them (erasure); the OR-ed masks are then left out:
+    a bit cannot be taken back, the erased person's own rows are deleted instead."""
+    counts: dict[tuple[Any, ...], list[Any]] = {}
+    values: dict[tuple[Any, ...], int] = {}
+    persons: dict[tuple[Any, ...], int] = {}
+    blocks: dict[tuple[Any, ...], list[int]] = {}
+    named: dict[tuple[Any, ...], list[Any]] = {}
+    coached: dict[tuple[Any, ...], int] = {}
+    for name, ts, user, label, outcome, value in events:
+        hour = int(ts // HOUR)
+        day = hour // 24
+        has_value = value is not None
+        lab, res = dims(name, label, outcome)
+        for key in (("h", hour, name, lab, res), ("d", day, name, lab, res)):
+            entry = counts.get(key)
+            if entry is None:
+                counts[key] = [1, int(has_value), value if has_value else 0.0]
+            else:
+                entry[0] += 1
+                if has_value:
+                    entry[1] += 1
+                    entry[2] += value
+        if has_value and name in SKETCHED:
+            b = value_bin(value)
+            m = metric(name, label)
+            for vkey in (("h", hour, m, b), ("d", day, m, b)):
+                values[vkey] = values.get(vkey, 0) + 1
+        if user is None:
+            continue
+        for pkey in (("h", hour, user), ("d", day, user)):
+            persons[pkey] = persons.get(pkey, 0) + 1
+        block = day // BLOCK_DAYS
+        bit = 1 << (day - block * BLOCK_DAYS)
+        entry = blocks.get((block, user))
+        if entry is None:
+            blocks[(block, user)] = [1, bit]
+        else:
+            entry[0] += 1
+            entry[1] |= bit
+        if name in PERSON_NAMES:
+            entry = named.get((user, day, name))
+            if entry is None:
+                named[(user, day, name)] = [1, int(has_value), value if has_value else 0.0]
+            else:
+                entry[0] += 1
+                if has_value:
+                    entry[1] += 1
+                    entry[2] += value
+        if name in SESSION_NAMES and label is not None:
+            coached[(block, label, user)] = coached.get((block, label, user), 0) | bit
+    out: list[tuple[str, list[tuple[Any, ...]]]] = []
+    for size in ("h", "d"):
+        table = "hour" if size == "h" else "day"
+        out.append((UPSERTS[f"counts_{table}"], sorted((k[1], k[2], k[3], k[4], sign * n, sign * nv, sign * s)
+                                                      for k, (n, nv, s) in counts.items() if k[0] == size)))
+        out.append((UPSERTS[f"values_{table}"], sorted((k[1], k[2], k[3], sign * n)
+                                                      for k, n in values.items() if k[0] == size)))
+        out.append((UPSERTS[f"persons_{table}"], sorted((k[1], k[2], sign * n)
+                                                       for k, n in persons.items() if k[0] == size)))
+    out.append((UPSERTS["person_names"], sorted((*k, sign * n, sign * nv, sign * s)
+                                                for k, (n, nv, s) in named.items())))
+    if sign > 0:
+        out.append((UPSERTS["person_blocks"], sorted((*k, n, mask) for k, (n, mask) in blocks.items())))
+        out.append((UPSERTS["coach_blocks"], sorted((*k, mask) for k, mask in coached.items())))
+    else:
+        out.append((UPSERTS["person_blocks"], sorted((*k, -n, 0) for k, (n, _) in blocks.items())))
+    return [(sql, rows) for sql, rows in out if rows]
+
+
+# --- backfill, retention, erasure ----------------------------------------------------------------
+
+BACKFILL_SQL = f"SELECT id, {FACT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?"
+
+
+def retention_statements(cutoff: float, names: Sequence[str] | None) -> list[tuple[str, tuple[Any, ...]]]:
+    """DELETEs of the buckets that END at or before `cutoff` (a bucket straddling it is kept, as the
+    probe rollups keep theirs): of the event names given (their class's cutoff), of every name (names
+    empty), or of the per-person tables (names None: activity follows the analytics class)."""
+    hour, day = math.floor(cutoff / HOUR), math.floor(cutoff / DAY)
+    if names is None:
+        block = day // BLOCK_DAYS
+        return [("DELETE FROM rollup_persons_hour WHERE bucket < ?", (hour,)),
+                ("DELETE FROM rollup_persons_day WHERE bucket < ?", (day,)),
+                ("DELETE FROM rollup_person_names_day WHERE bucket < ?", (day,)),
+                ("DELETE FROM rollup_person_blocks WHERE bucket < ?", (block,)),
+                ("DELETE FROM rollup_coach_blocks WHERE bucket < ?", (block,))]
+    if not names:           # every name: the buckets older than the longest class
+        return [(f"DELETE FROM {table} WHERE bucket < ?", (hour if table.endswith("hour") else day,))
+                for table in ("rollup_counts_hour", "rollup_counts_day", "rollup_values_hour", "rollup_values_day")]
+    out: list[tuple[str, tuple[Any, ...]]] = []
+    for name in names:
+        out += [("DELETE FROM rollup_counts_hour WHERE name = ? AND bucket < ?", (name, hour)),
+                ("DELETE FROM rollup_counts_day WHERE name = ? AND bucket < ?", (name, day))]
+        if name in SKETCHED:
+            low, high = (("web_vitals:", "web_vitals;") if name == "web_vitals" else (name, name))
+            out += [(f"DELETE FROM rollup_values_{t} WHERE metric >= ? AND metric <= ? AND bucket < ?",
+                     (low, high, hour if t == "hour" else day)) for t in ("hour", "day")]
+    return out
+
+
+def erase_statements(ids: Sequence[str], erased: Sequence[Fact]) -> list[tuple[str, Sequence[Any]]]:
+    """What erasing a person does to the rollups, run in the erasure's transaction: the counts and sketches
+    lose the erased events (so they equal a backfill from the events that remain), every row keyed by the
+    person goes. (Masks of OTHER persons never held the erased person: nothing else to undo.)"""
+    marks = ", ".join("?" for _ in ids)
+    statements: list[tuple[str, Sequence[Any]]] = []
+    for sql, rows in aggregate(erased, sign=-1):
+        if "rollup_counts" in sql or "rollup_values" in sql:
+            statements += [(sql, row) for row in rows]
+    statements += [(f"DELETE FROM {table} WHERE {column} IN ({marks})", list(ids)) for table, column in PERSON_TABLES]
+    statements += [("DELETE FROM rollup_counts_hour WHERE events = 0", ()),
+                   ("DELETE FROM rollup_counts_day WHERE events = 0", ()),
+                   ("DELETE FROM rollup_values_hour WHERE count = 0", ()),
+                   ("DELETE FROM rollup_values_day WHERE count = 0", ())]
+    return statements
+
+
+_DAY_SQL = "CAST(floor(ts / 86400) AS INTEGER)"
+
+
+def recompute_statements(person: str) -> list[tuple[str, Sequence[Any]]]:
+    """The person's rows of every per-person rollup, recomputed from their events (after a PostHog alias
+    merge rewrote the alias's events to them): deleted, then re-aggregated in SQL (floor(): PostgreSQL,
+    SQLite with its math functions)."""
+    names, sessions = sorted(PERSON_NAMES), SESSION_NAMES
+    n_marks, s_marks = ", ".join("?" * len(names)), ", ".join("?" * len(sessions))
+    day = _DAY_SQL
+    return [
+        *((f"DELETE FROM {table} WHERE {column} = ?", [person]) for table, column in PERSON_TABLES),
+        ("INSERT INTO rollup_persons_hour (bucket, person, events) SELECT CAST(floor(ts / 3600) AS INTEGER), "
+         "user_id, count(*) FROM events WHERE user_id = ? GROUP BY 1, 2", [person]),
+        (f"INSERT INTO rollup_persons_day (bucket, person, events) SELECT {day}, user_id, count(*) FROM events "
+         "WHERE user_id = ? GROUP BY 1, 2", [person]),
+        (f"INSERT INTO rollup_person_blocks (bucket, person, events, days) SELECT d / {BLOCK_DAYS}, user_id, count(*), "
+         f"sum(DISTINCT 1 << (d % {BLOCK_DAYS})) FROM (SELECT {day} AS d, user_id FROM events WHERE user_id = ?) x "
+         "GROUP BY 1, 2", [person]),
+        (f"INSERT INTO rollup_person_names_day (person, bucket, name, events, nvalues, vsum) SELECT user_id, {day}, "
+         f"name, count(*), count(value), coalesce(sum(value), 0) FROM events WHERE user_id = ? AND name IN ({n_marks}) "
+         "GROUP BY 1, 2, 3", [person, *names]),
+        (f"INSERT INTO rollup_coach_blocks (bucket, coach, person, days) SELECT d / {BLOCK_DAYS}, label, user_id, "
+         f"sum(DISTINCT 1 << (d % {BLOCK_DAYS})) FROM (SELECT {day} AS d, label, user_id FROM events WHERE user_id = ? "
+         f"AND name IN ({s_marks}) AND label IS NOT NULL) x GROUP BY 1, 2, 3", [person, *sessions]),
+    ]
