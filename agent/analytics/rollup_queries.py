@@ -354,7 +354,7 @@ async def coach_clients(store: Store, r: TimeRange) -> dict[str, int]:
         params += [*ru.SESSION_NAMES, start, end]
     if not parts:
         return {}
-    sql = f"SELECT coach, count(*) FROM ({' UNION '.join(parts)}) pairs GROUP BY coach"
+    sql = f"SELECT coach, count(DISTINCT person) FROM ({' UNION ALL '.join(parts)}) pairs GROUP BY coach"
     return {coach: int(n) for coach, n in await store.fetch(sql, params)}
 
 

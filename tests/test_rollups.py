@@ -1,0 +1,281 @@
+"""The analytics rollups (agent/store/rollups.py) against the events they summarise, on SQLite and PostgreSQL.
+
+1. Over random events at random instants (some sent twice with the same client ids, as a retry would),
+   every figure read from the rollups (agent/analytics/rollup_queries.py) equals the same figure read
+   from the events (agent/analytics/queries.py) over ranges that start and end at arbitrary instants
+   (whole days, edge hours and raw partial hours all in play), the percentiles within the sketch's
+   relative error.
+2. A retried batch (same client event ids) leaves every rollup table unchanged.
+3. The backfill at migration 8 gives exactly the rollups that ingest maintained.
+4. GDPR erasure: the person's rollup rows go and the counts lose their events; the rollups then equal a
+   backfill of the remaining events. An alias merge moves the alias's activity to the person.
+5. Retention deletes the buckets older than each class's period, and keeps younger ones.
+6. Over day-aligned ranges the dashboard and business metrics read the events table only for the rare
+   names they still read there (signup steps, MFA state): every other figure comes from the rollups.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from agent.analytics import queries as q
+from agent.analytics import rollup_queries as rq
+from agent.analytics.business import business_metrics
+from agent.analytics.dashboard import dashboard
+from agent.analytics.timerange import TimeRange
+from agent.events.catalog import CATALOG
+from agent.events.model import Event
+from agent.store import rollups as ru
+from agent.store.base import Store
+from agent.store.config import RetentionConfig, StoreConfig
+from agent.store.gdpr import erase_user
+from agent.store.open import open_store
+from agent.store.people import merge_statements
+from agent.store.retention import run_cleanup_once
+from agent.store.rows import event_rows
+from tests.support.store_fixtures import Run
+
+pytest_plugins = ["tests.support.store_fixtures"]
+
+T0 = 1740787200.0 + 7 * 3600 + 17 * 60 + 23.5        # 2025-03-01T07:17:23.5Z: not on any bucket edge
+H, D = 3600.0, 86400.0
+SPAN = 5 * D
+USERS = [f"user_{i}" for i in range(12)] + ["coach_1", "coach_2"]
+COACHES = ("coach_1", "coach_2")
+
+
+def _props(rng: random.Random, name: str) -> dict[str, Any]:
+    coach = rng.choice(COACHES)
+    return {
+        "session_booked": {"coach_id": coach}, "session_completed": {"coach_id": coach},
+        "session_cancelled": {"coach_id": coach}, "session_rated": {"coach_id": coach, "rating": rng.choice((3, 4, 5))},
+        "goal_created": {"goal_category": rng.choice(("career", "health"))},
+        "goal_completed": {"goal_category": rng.choice(("career", "health")), "days_to_complete": rng.randrange(1, 30)},
+        "api_request": {"route": "/x", "status": rng.choice((200, 201, 404, 500, 503)),
+                        "duration_ms": round(rng.lognormvariate(4, 0.8), 1)},
+        "page_load": {"page": "/", "load_time_ms": float(rng.randrange(100, 5000))},
+        "web_vitals": {"name": rng.choice(("LCP", "INP", "CLS")), "value": float(rng.randrange(0, 4000)),
+                       "rating": rng.choice(("good", "poor"))},
+        "login_attempt": {"result": rng.choice(("success", "failure"))},
+        "logout": {"session_duration_seconds": rng.randrange(60, 4000)},
+        "resource_viewed": {"resource_type": "pdf", "view_duration_seconds": rng.randrange(5, 600)},
+        "resource_engagement_score": {"score": float(rng.randrange(10, 100))},
+        "resource_created": {"resource_type": "pdf"},
+        "task_created": {"priority": "medium"},
+        "task_completed": {"days_to_complete": rng.randrange(0, 9)},
+        "file_uploaded": {"bytes": rng.randrange(1000, 10**6), "file_type": "pdf"},
+        "feature_used": {"feature": "chat"},
+    }.get(name, {})
+
+
+NAMES = ("session_booked", "session_completed", "session_cancelled", "session_rated", "goal_created",
+         "goal_completed", "api_request", "page_load", "web_vitals", "login_attempt", "logout", "resource_viewed",
+         "resource_engagement_score", "resource_created", "task_created", "task_completed", "file_uploaded",
+         "feature_used")
+
+
+def events(n: int, seed: int = 5) -> list[Event]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        name = rng.choice(NAMES)
+        ts = T0 + rng.random() * SPAN
+        who = {"anonymous_id": f"anon_{rng.randrange(5)}"} if rng.random() < 0.05 else \
+              {"user_id": rng.choice(USERS)}
+        out.append(Event(name, CATALOG[name].category, ts, ts, _props(rng, name), event_id=f"e{seed}_{i}", **who))
+    for coach in COACHES:
+        out.append(Event("onboarding_personalization", "onboarding", T0 - D, T0 - D, {"role": "coach"},
+                         user_id=coach, event_id=f"role_{coach}"))
+    return out
+
+
+async def load(store: Store, batch: list[Event], size: int = 97) -> None:
+    for start in range(0, len(batch), size):
+        await store.write_events([event_rows(e) for e in batch[start:start + size]])
+
+
+async def snapshot(store: Store) -> dict[str, list[tuple[Any, ...]]]:
+    """Every rollup table's rows (zero rows left out), sorted; sums rounded (float addition order)."""
+    out = {}
+    for table in ru.TABLES:
+        rows = await store.fetch(f"SELECT * FROM {table}")
+        out[table] = sorted(tuple(round(v, 6) if isinstance(v, float) else v for v in row) for row in rows
+                            if not (table.startswith(("rollup_counts", "rollup_values")) and row[-1 if "values" in table else 4] == 0))
+    return out
+
+
+def ranges(seed: int = 9, n: int = 12) -> list[TimeRange]:
+    rng = random.Random(seed)
+    out = [TimeRange(T0 - 0.5 * H, T0 + SPAN + H),                      # everything
+           TimeRange(T0 + 20 * 60, T0 + 50 * 60),                        # inside one hour
+           TimeRange(T0 + 0.3 * H, T0 + 5.7 * H)]                        # hours, no whole day
+    for _ in range(n):
+        a, b = sorted(T0 + rng.random() * SPAN for _ in range(2))
+        out.append(TimeRange(a, b))
+    return out
+
+
+async def both(store: Store, r: TimeRange) -> list[tuple[str, Any, Any]]:
+    """(figure, from the rollups, from the events) for every figure the rollups answer."""
+    names = NAMES
+    pairs: list[tuple[str, Any, Any]] = []
+    for label, fn in (("counts", lambda m: m.counts(store, names, r)),
+                      ("outcomes", lambda m: m.outcome_counts(store, "login_attempt", r)),
+                      ("server_errors", lambda m: m.server_errors(store, r)),
+                      ("vital counts", lambda m: m.labelled_outcome_counts(store, "web_vitals", r)),
+                      ("active by role", lambda m: m.active_users_by_role(store, r)),
+                      ("retained", lambda m: m.retained_users(store, TimeRange(r.start - r.length, r.start), r)),
+                      ("role coaches", lambda m: m.role_coaches(store, r)),
+                      ("top clients", lambda m: m.top_clients(store, r, 5)),
+                      ("coach sessions", lambda m: m.coach_sessions(store, r))):
+        pairs.append((label, await fn(rq), await fn(q)))
+    stats_r, stats_q = await rq.value_stats(store, names, r), await q.value_stats(store, names, r)
+    pairs.append(("value stats", {k: (v.events, v.values, round(v.total, 6)) for k, v in stats_r.items()},
+                  {k: (v.events, v.values, round(v.total, 6)) for k, v in stats_q.items()}))
+    goals_r, goals_q = await rq.goal_categories(store, r), await q.goal_categories(store, r)
+    pairs.append(("goals", {k: (n, v.events, v.values, round(v.total, 6)) for k, (n, v) in goals_r.items()},
+                  {k: (n, v.events, v.values, round(v.total, 6)) for k, (n, v) in goals_q.items()}))
+    work = ["user_1", "user_2", "coach_1", "nobody"]
+    names_w = ("resource_created", "task_created", "resource_viewed", "task_completed", "resource_engagement_score")
+    per_r, per_q = await rq.per_user(store, work, names_w, r), await q.per_user(store, work, names_w, r)
+    pairs.append(("per user", {k: (v.events, v.values, round(v.total, 6)) for k, v in per_r.items()},
+                  {k: (v.events, v.values, round(v.total, 6)) for k, v in per_q.items()}))
+    return pairs
+
+
+def sessions_key(rows: list[q.CoachSessions]) -> list[tuple[Any, ...]]:
+    return sorted((c.coach, c.completed, c.booked, c.cancelled, c.clients, None if c.rating is None else round(c.rating, 9))
+                  for c in rows)
+
+
+def close(got: float | None, want: float | None) -> bool:
+    if got is None or want is None:
+        return got is want
+    return abs(got - want) <= ru.RELATIVE_ERROR * abs(want) + 1e-9
+
+
+def test_every_figure_from_the_rollups_equals_the_events_over_arbitrary_ranges(store: Store, run: Run) -> None:
+    batch = events(1500)
+    run(load(store, batch))
+    run(load(store, batch[:300] + batch[700:800], size=50))        # retries: nothing doubles
+    assert run(store.fetch("SELECT count(*) FROM events")) == [(len(batch),)]
+    for r in ranges():
+        for label, got, want in run(both(store, r)):
+            if label == "coach sessions":
+                got, want = sessions_key(got), sessions_key(want)
+            elif label == "retained" or label == "top clients":
+                pass
+            assert got == want, (label, r)
+        for name, ps in (("api_request", (50, 95, 99)), ("page_load", (50, 75, 95))):
+            got, want = run(rq.value_percentiles(store, name, r, ps)), run(q.value_percentiles(store, name, r, ps))
+            assert all(close(got[k], want[k]) for k in want), (name, r, got, want)
+        got, want = run(rq.labelled_percentile(store, "web_vitals", r, 75)), \
+            run(q.labelled_percentile(store, "web_vitals", r, 75))
+        assert got.keys() == want.keys() and all(close(got[k], want[k]) for k in want), (r, got, want)
+
+
+def test_a_retried_batch_leaves_every_rollup_unchanged(store: Store, run: Run) -> None:
+    batch = events(400, seed=6)
+    run(load(store, batch))
+    before = run(snapshot(store))
+    assert sum(row[4] for row in before["rollup_counts_day"]) == len(batch)
+    run(load(store, batch, size=400))           # the whole batch again, one commit
+    run(load(store, batch[::3], size=31))       # and a third of it, in other groups
+    assert run(snapshot(store)) == before
+
+
+async def _rebackfill(config: StoreConfig, store: Store) -> Store:
+    """Drop every rollup table, forget migration 8, reopen: migration 8 and its backfill run again."""
+    await store.execute([*((f"DROP TABLE {table}", ()) for table in ru.TABLES),
+                         ("DELETE FROM schema_migrations WHERE version = ?", (ru.MIGRATION,))])
+    await store.close()
+    reopened = await open_store(config)
+    assert reopened is not None
+    return reopened
+
+
+def test_the_backfill_gives_what_ingest_maintained(store_config: StoreConfig, store: Store, run: Run,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    run(load(store, events(900, seed=7)))
+    maintained = run(snapshot(store))
+    monkeypatch.setattr(ru, "CHUNK", 128)       # several chunks
+    reopened = run(_rebackfill(store_config, store))
+    try:
+        assert run(snapshot(reopened)) == maintained
+    finally:
+        run(reopened.close())
+
+
+def test_erasure_takes_the_person_out_of_every_rollup(store_config: StoreConfig, store: Store, run: Run) -> None:
+    run(load(store, events(900, seed=8)))
+    r = TimeRange(T0, T0 + SPAN)
+    active_before = run(rq.active_users(store, r))
+    api_before = run(rq.counts(store, ("api_request",), r))["api_request"]
+    (mine,), = run(store.fetch("SELECT count(*) FROM events WHERE user_id = 'user_3' AND name = 'api_request'"))
+    assert mine > 0
+    run(erase_user(store, ["user_3"]))
+    for table, column in ru.PERSON_TABLES:
+        assert run(store.fetch(f"SELECT count(*) FROM {table} WHERE {column} = 'user_3'")) == [(0,)]
+    assert run(rq.active_users(store, r)) == active_before - 1
+    assert run(rq.counts(store, ("api_request",), r))["api_request"] == api_before - mine
+    after = run(snapshot(store))
+    reopened = run(_rebackfill(store_config, store))
+    try:
+        assert run(snapshot(reopened)) == after
+    finally:
+        run(reopened.close())
+
+
+def test_an_alias_merge_moves_the_alias_activity_to_the_person(store: Store, run: Run) -> None:
+    day = T0 + D
+    run(store.write_events([event_rows(Event("feature_used", "engagement", day + 10, day + 10, {"feature": "chat"},
+                                             anonymous_id="anon_x", event_id="a1")),
+                            event_rows(Event("feature_used", "engagement", day + 3 * D, day + 3 * D,
+                                             {"feature": "chat"}, user_id="person_p", event_id="p1"))]))
+    run(store.execute(merge_statements(store.dialect, "anon_x", "person_p", day + 4 * D)))
+    rows = run(store.fetch("SELECT bucket, events FROM rollup_persons_day WHERE person = 'person_p' ORDER BY bucket"))
+    assert rows == [(int((day + 10) // D), 1), (int((day + 3 * D) // D), 1)]
+    assert run(rq.active_users(store, TimeRange(day, day + D))) == run(q.active_users(store, TimeRange(day, day + D))) == 1
+
+
+def test_retention_deletes_the_buckets_older_than_the_class_period(store: Store, run: Run) -> None:
+    now = T0 + 200 * D
+    old = [Event("api_request", "performance", now - 40 * D, now - 40 * D, {"duration_ms": 5.0, "status": 200},
+                 user_id="u", event_id="old_api"),
+           Event("feature_used", "engagement", now - 100 * D, now - 100 * D, {"feature": "x"}, user_id="u",
+                 event_id="old_feature")]
+    young = [Event("api_request", "performance", now - 10 * D, now - 10 * D, {"duration_ms": 5.0, "status": 200},
+                   user_id="u", event_id="young_api"),
+             Event("feature_used", "engagement", now - 60 * D, now - 60 * D, {"feature": "x"}, user_id="u",
+                   event_id="young_feature")]
+    run(store.write_events([event_rows(e) for e in old + young]))
+    run(run_cleanup_once(store, RetentionConfig(), now))      # analytics 90 days, performance 30 days
+    kept = run(store.fetch("SELECT name, bucket FROM rollup_counts_day ORDER BY bucket"))
+    assert kept == [("feature_used", int((now - 60 * D) // D)), ("api_request", int((now - 10 * D) // D))]
+    # activity is analytics data: kept 90 days, whichever event made it
+    assert run(store.fetch("SELECT bucket FROM rollup_persons_day ORDER BY bucket")) == \
+        [(int((now - k * D) // D),) for k in (60, 40, 10)]
+    assert run(store.fetch("SELECT count(*) FROM rollup_values_day WHERE bucket < ?", (int((now - 30 * D) // D),))) == [(0,)]
+
+
+class RecordingStore:
+    def __init__(self, store: Store):
+        self.store, self.dialect, self.sql = store, store.dialect, []   # type: ignore[var-annotated]
+
+    async def fetch(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        self.sql.append(sql)
+        return await self.store.fetch(sql, params)
+
+
+def test_day_aligned_documents_read_the_events_only_for_signup_steps_and_mfa(store: Store, run: Run) -> None:
+    run(load(store, events(600, seed=10)))
+    recording = RecordingStore(store)
+    r = TimeRange(T0 - T0 % D, T0 - T0 % D + 4 * D)
+    run(dashboard(recording, r))     # type: ignore[arg-type]
+    run(business_metrics(recording, r))      # type: ignore[arg-type]
+    from_events = [sql for sql in recording.sql if "FROM events" in sql]
+    assert from_events and all("'signup_step'" in sql or "mfa_enrolled" in sql for sql in from_events), from_events
+    assert any("rollup_person_blocks" in sql for sql in recording.sql)
