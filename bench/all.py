@@ -13,7 +13,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHES = ("probes.py", "ingest.py", "exposition.py", "custom_metrics.py", "sentry.py", "posthog.py", "flags.py",
-           "analytics.py", "crash_loop.py", "soak.py")
+           "otlp.py", "analytics.py", "crash_loop.py", "soak.py")
 
 
 def main(argv: list[str]) -> int:
