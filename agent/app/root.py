@@ -25,6 +25,7 @@ from agent.api import (
     health,
     identify,
     index,
+    insights,
     metrics_api,
     openapi,
     posthog,
@@ -101,7 +102,7 @@ from agent.store.base import Store, StoreSlot
 STOP_GRACE_SECONDS = 1.5
 SPAN_SWEEP_SECONDS = 5.0
 ROUTE_MODULES = (health, probe, events, posthog, flags, identify, error_events, sentry, metrics_api, analytics,
-                 experiments, recordings, privacy, anomalies, index, openapi)
+                 insights, experiments, recordings, privacy, anomalies, index, openapi)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,207 @@
+"""PostHog's funnels insight: how many persons did step 1, then step 2, ... (2 to 10 steps, each an event
+and its property filters), each step within the conversion window of the person's step 1, all inside
+the time range; per step the persons, the conversion from the first and from the previous step (percent,
+one decimal) and the median and 90th percentile (nearest-rank) of the seconds from the previous step.
+
+Orders, as PostHog defines them:
+- ordered (default): the steps in order, any other events between them;
+- strict: the steps as consecutive events of the person: any other event of theirs in between (in the
+  range, whatever its name) breaks the attempt;
+- unordered: the steps in any order; row i counts the persons who did any i of the steps within the
+  window after the first of them (an event matching several steps counts for each).
+A person may try many times: each step-1 event starts an attempt, and the person counts at the furthest
+step any attempt reached. The times reported are those of the attempt kept: for ordered, the one that
+started latest among those that got furthest (the latest start is the one with the most window left,
+which is what makes one pass enough); for strict and unordered, the first that got furthest.
+A person is their anonymous and identified ids together (agent/analytics/insight_sql.py person_rows).
+
+Breakdown: by a property of the step-1 event that started the kept attempt (PostHog's first-touch
+attribution); the top N values by persons entering the funnel, the rest as "other", each a funnel of
+its own with the same shape.
+
+Cost: one query reading the steps' events in the range (events_name_dims; strict reads every event in
+the range of the persons who did step 1, through events_user_ts and events_anonymous_id), streamed
+into memory as one (time, id, person, step bits, breakdown value) row per event, then one pass per
+person in Python: about 1 us and 150 bytes per matching event (bench/insights.py measures it).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from agent.analytics.insight_query import FunnelQuery
+from agent.analytics.insight_sql import filters_sql, person_rows, prop_text
+from agent.analytics.stats import nearest_rank, percent
+from agent.store.base import Store
+
+Event = tuple[float, int, str | None]                   # time, step bits, breakdown value
+Attempt = tuple[tuple[float, ...], str | None]          # step times, breakdown value
+
+
+def ordered(events: Sequence[Event], steps: int, window: float) -> Attempt | None:
+    chain: list[Attempt | None] = [None] * steps
+    for ts, mask, value in events:
+        for i in range(steps - 1, 0, -1):       # higher steps first: one event never does two steps
+            before = chain[i - 1]
+            if mask >> i & 1 and before is not None and ts - before[0][0] <= window:
+                current = chain[i]
+                if current is None or before[0][0] > current[0][0]:
+                    chain[i] = (before[0] + (ts,), before[1])
+        if mask & 1:
+            chain[0] = ((ts,), value)
+    for attempt in reversed(chain):
+        if attempt is not None:
+            return attempt
+    return None
+
+
+def strict(events: Sequence[Event], steps: int, window: float) -> Attempt | None:
+    current: list[Attempt | None] = [None] * steps
+    best: Attempt | None = None
+    for ts, mask, value in events:
+        following: list[Attempt | None] = [None] * steps
+        if mask & 1:
+            following[0] = ((ts,), value)
+        for i in range(1, steps):
+            before = current[i - 1]
+            if mask >> i & 1 and before is not None and ts - before[0][0] <= window:
+                following[i] = (before[0] + (ts,), before[1])
+        current = following
+        for attempt in reversed(following):
+            if attempt is not None:
+                if best is None or len(attempt[0]) > len(best[0]):
+                    best = attempt
+                break
+    return best
+
+
+def unordered(events: Sequence[Event], steps: int, window: float) -> Attempt | None:
+    times: list[list[float]] = [[] for _ in range(steps)]
+    for ts, mask, _ in events:
+        for i in range(steps):
+            if mask >> i & 1:
+                times[i].append(ts)
+    best: Attempt | None = None
+    for ts, mask, value in events:
+        if not mask:
+            continue
+        firsts = []
+        for step_times in times:
+            at = bisect_left(step_times, ts)
+            if at < len(step_times) and step_times[at] - ts <= window:
+                firsts.append(step_times[at])
+        if best is None or len(firsts) > len(best[0]):
+            best = (tuple(sorted(firsts)), value if mask & 1 else None)
+            if len(firsts) == steps:
+                break
+    return best
+
+
+ORDERS = {"ordered": ordered, "strict": strict, "unordered": unordered}
+
+
+def _step_condition(store: Store, q: FunnelQuery, i: int) -> tuple[str, list[Any]]:
+    spec = q.steps[i]
+    cond, params = filters_sql(store.dialect, spec.event, spec.filters, "e.")
+    return f"e.name = ?{cond}", [spec.event, *params]
+
+
+def _first_step_ids(q: FunnelQuery) -> tuple[str, list[Any]]:
+    """Every id that may be a person who did step 1 (strict reads all of their events): the step-1 events'
+    user and anonymous ids, the users those anonymous ids are linked to, and the aliases' persons and
+    the persons' aliases."""
+    first = [q.steps[0].event, q.range.start, q.range.end]
+
+    def of(column: str) -> str:
+        return f"SELECT s.{column} FROM events s WHERE s.name = ? AND s.ts >= ? AND s.ts < ? AND s.{column} IS NOT NULL"
+
+    sql = (f"{of('user_id')} UNION {of('anonymous_id')} UNION SELECT l.user_id FROM events l WHERE "
+           f"l.anonymous_id IS NOT NULL AND l.user_id IS NOT NULL AND l.anonymous_id IN ({of('anonymous_id')}) "
+           f"UNION SELECT pa.person_id FROM person_aliases pa WHERE pa.alias_id IN ({of('user_id')}) "
+           f"UNION SELECT pa.alias_id FROM person_aliases pa WHERE pa.person_id IN ({of('user_id')})")
+    return sql, first * 5
+
+
+def _query(store: Store, q: FunnelQuery) -> tuple[str, list[Any]]:
+    cases, case_params = [], list[Any]()
+    for i in range(len(q.steps)):
+        cond, step_params = _step_condition(store, q, i)
+        cases.append(f"CASE WHEN {cond} THEN {1 << i} ELSE 0 END")
+        case_params += step_params
+    columns, column_params = [" + ".join(cases)], case_params
+    if q.breakdown is not None:
+        cond, step_params = _step_condition(store, q, 0)
+        columns.append(f"CASE WHEN {cond} THEN {prop_text(store.dialect, q.steps[0].event, q.breakdown.key, 'e.')} END")
+        column_params = [*column_params, *step_params]
+    names = sorted({str(step.event) for step in q.steps})
+    marks = ", ".join("?" * len(names))
+    r = q.range
+    if q.order == "strict":
+        ids, ids_params = _first_step_ids(q)
+        where = f"e.ts >= ? AND e.ts < ? AND (e.user_id IN ({ids}) OR e.anonymous_id IN ({ids}))"
+        params: list[Any] = [r.start, r.end, *ids_params, *ids_params]
+    else:
+        where = f"e.name IN ({marks}) AND e.ts >= ? AND e.ts < ?"
+        params = [*names, r.start, r.end]
+    return person_rows(columns, column_params, where, params)
+
+
+def _stats(attempts: list[Attempt], steps: int) -> list[dict[str, Any]]:
+    reached = [0] * steps
+    durations: list[list[float]] = [[] for _ in range(steps)]
+    for times, _ in attempts:
+        for i in range(len(times)):
+            reached[i] += 1
+            if i:
+                durations[i].append(times[i] - times[i - 1])
+    out = []
+    for i in range(steps):
+        spent = sorted(durations[i])
+        out.append({"step": i + 1, "persons": reached[i],
+                    "conversion_from_first": percent(reached[i], reached[0]),
+                    "conversion_from_previous": percent(reached[i], reached[i - 1] if i else reached[0]),
+                    "median_seconds_from_previous": _seconds(nearest_rank(spent, 50)) if i else None,
+                    "p90_seconds_from_previous": _seconds(nearest_rank(spent, 90)) if i else None})
+    return out
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+async def funnel(store: Store, q: FunnelQuery) -> dict[str, Any]:
+    sql, params = _query(store, q)
+    by_person: dict[str, list[tuple[float, int, int, str | None]]] = defaultdict(list)
+    with_breakdown = q.breakdown is not None
+    for row in await store.fetch(sql, params):
+        ts, event_id, person, mask = row[0], row[1], row[2], row[3]
+        by_person[person].append((float(ts), int(event_id), int(mask), row[4] if with_breakdown else None))
+    walk = ORDERS[q.order]
+    steps = len(q.steps)
+    attempts: list[Attempt] = []
+    for rows in by_person.values():
+        rows.sort()
+        attempt = walk([(ts, mask, value) for ts, _, mask, value in rows], steps, q.window)
+        if attempt is not None:
+            attempts.append(attempt)
+    by_person.clear()
+    names = [{"event": step.event} for step in q.steps]
+    document: dict[str, Any] = {"order": q.order, "window_seconds": q.window, "range": q.range.to_json(),
+                                "steps": [{**names[i], **s} for i, s in enumerate(_stats(attempts, steps))]}
+    if q.breakdown is not None:
+        groups: dict[str | None, list[Attempt]] = defaultdict(list)
+        for attempt in attempts:
+            groups[attempt[1]].append(attempt)
+        ranked = sorted(groups, key=lambda v: (-len(groups[v]), v is None, v or ""))
+        top, rest = ranked[:q.breakdown.limit], ranked[q.breakdown.limit:]
+        breakdown = [{"breakdown_value": v, "is_other": False,
+                      "steps": [{**names[i], **s} for i, s in enumerate(_stats(groups[v], steps))]} for v in top]
+        if rest:
+            others = [a for v in rest for a in groups[v]]
+            breakdown.append({"breakdown_value": None, "is_other": True,
+                              "steps": [{**names[i], **s} for i, s in enumerate(_stats(others, steps))]})
+        document["breakdown"] = breakdown
+    return document

@@ -1,0 +1,188 @@
+"""Latency of the insights API (POST /api/insights/trends, /funnels, /retention) over the events of
+bench/analytics.py (90 days, 20,000 users with Zipf-like activity, 200 coaches, every category, anonymous
+landing pages and signup steps), on SQLite: issue 17's targets at 10M events are trends and retention p99
+under 300 ms and a 4-step funnel under 2 s.
+
+    python bench/insights.py                   # 1M events, 20 requests per insight
+    python bench/insights.py --events 10000000 --db /tmp/ten.db   # fill once, then reuse with --db
+    python bench/insights.py --quick           # 100k events, 5 requests: a smoke run (writes no JSON)
+
+The requests (each through a real HTTP server on 127.0.0.1, one after another after one warm-up):
+- trend: the last 30 days of page_load, daily, broken down by page (the event's lifted `label`), and the
+  same series' unique persons broken down by page (persons: anonymous and identified ids merged);
+- funnel: login_attempt -> resource_viewed -> session_booked -> session_completed over 30 days, 7-day
+  window, ordered, and the same strict (which reads every event of the persons who logged in);
+- retention: 8 weeks, cohort by the first login_attempt, returning with feature_used.
+Results: printed, written to bench/results/insights.json and the "Insights API" section of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent.analytics.stats import nearest_rank  # noqa: E402
+from agent.api import insights  # noqa: E402
+from agent.api.auth import AdminTokens  # noqa: E402
+from agent.api.keys import ADMIN_TOKENS, EVENT_STORE  # noqa: E402
+from agent.api.problems import problem_middleware  # noqa: E402
+from agent.store.base import StoreSlot  # noqa: E402
+from agent.store.sqlite import SqliteStore  # noqa: E402
+from bench import report  # noqa: E402
+from bench.analytics import fill  # noqa: E402
+
+RESULTS_JSON = Path(__file__).resolve().parent / "results" / "insights.json"
+RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
+SECTION = "## Insights API"
+TOKEN = "bench-admin-token-0123456789"
+FUNNEL = [{"event": "login_attempt"}, {"event": "resource_viewed"}, {"event": "session_booked"},
+          {"event": "session_completed"}]
+REQUESTS: dict[str, tuple[str, dict[str, Any], float]] = {       # name -> (path, body, p99 target ms at 10M)
+    "trend 30d daily, breakdown by page": (
+        "/api/insights/trends", {"series": [{"event": "page_load"}], "breakdown": "page", "range": "30d"}, 300),
+    "trend 30d daily, unique persons by page": (
+        "/api/insights/trends", {"series": [{"event": "page_load", "math": "unique_persons"}], "breakdown": "page",
+                                 "range": "30d"}, 300),
+    "funnel 4 steps 30d ordered": ("/api/insights/funnels", {"steps": FUNNEL, "window": "7d", "range": "30d"}, 2000),
+    "funnel 4 steps 30d strict": ("/api/insights/funnels", {"steps": FUNNEL, "window": "7d", "order": "strict",
+                                                            "range": "30d"}, 2000),
+    "retention 8 weeks": ("/api/insights/retention", {"cohort": {"event": "login_attempt"},
+                                                      "returning": {"event": "feature_used"}, "period": "week",
+                                                      "periods": 8}, 300),
+}
+
+
+async def measure(store: SqliteStore, requests: int) -> dict[str, Any]:
+    app = web.Application(middlewares=[problem_middleware])
+    app[ADMIN_TOKENS] = AdminTokens((TOKEN,))
+    app[EVENT_STORE] = StoreSlot(store)
+    insights.add_routes(app)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    results: dict[str, Any] = {}
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"},
+                                         timeout=aiohttp.ClientTimeout(total=120)) as session:
+            for name, (path, body, target) in REQUESTS.items():
+                url = f"http://127.0.0.1:{port}{path}"
+                async with session.post(url, json=body) as warm:         # warms the page cache
+                    assert warm.status == 200, await warm.text()
+                    answer = await warm.json()
+                times, cpu = [], []
+                for _ in range(requests):
+                    t, c = time.perf_counter(), time.process_time()
+                    async with session.post(url, json=body) as response:
+                        await response.read()
+                        assert response.status == 200
+                    times.append((time.perf_counter() - t) * 1000)
+                    cpu.append((time.process_time() - c) * 1000)
+                times.sort()
+                results[name] = {"requests": requests, "p50_ms": round(nearest_rank(times, 50) or 0, 1),
+                                 "p99_ms": round(nearest_rank(times, 99) or 0, 1), "max_ms": round(times[-1], 1),
+                                 "mean_ms": round(statistics.fmean(times), 1),
+                                 "cpu_ms_mean": round(statistics.fmean(cpu), 1), "target_p99_ms_at_10m": target,
+                                 "answer": summary(answer)}
+    finally:
+        await runner.cleanup()
+    return results
+
+
+def summary(answer: dict[str, Any]) -> Any:
+    """A few figures of the answer, to see that the query found something."""
+    if "results" in answer:
+        return {"series": len(answer["results"]), "total": sum(r["total"] or 0 for r in answer["results"])}
+    if "steps" in answer:
+        return [s["persons"] for s in answer["steps"]]
+    return [c["persons"] for c in answer["cohorts"]]
+
+
+async def matching(store: SqliteStore) -> dict[str, int]:
+    """Events each request reads: the cost figures are per these."""
+    now = time.time()
+    out = {}
+    for name, events in (("page_load", ("page_load",)), ("funnel steps", tuple(s["event"] for s in FUNNEL))):
+        marks = ", ".join("?" * len(events))
+        rows = await store.fetch(f"SELECT count(*) FROM events WHERE name IN ({marks}) AND ts >= ?",
+                                 (*events, now - 30 * 86400))
+        out[name + " (30 days)"] = int(rows[0][0])
+    return out
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    path = args.db or os.path.join(tempfile.mkdtemp(prefix="loom-insights-"), "store.db")
+    reuse = os.path.exists(path)
+    store = SqliteStore(path, synchronous="normal")
+    await store.open()
+    try:
+        timings = {} if reuse else await fill(store, args.events, time.time())
+        count = (await store.fetch("SELECT count(*) FROM events"))[0][0]
+        read = await matching(store)
+        latency = await measure(store, args.requests)
+    finally:
+        await store.close()
+    if not args.db:
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+    return {"events": count, "fill": timings, "matching_events": read, "latency": latency,
+            "sqlite": sqlite3.sqlite_version, "python": platform.python_version(), "machine": platform.machine(),
+            "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(f"{results['events']:,} events on SQLite {results['sqlite']}; events read: {results['matching_events']}")
+    print(f"{'request':44} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'cpu ms':>8}  answer")
+    for name, v in results["latency"].items():
+        print(f"{name:44} {v['p50_ms']:8.1f} {v['p99_ms']:8.1f} {v['max_ms']:8.1f} {v['cpu_ms_mean']:8.1f}  "
+              f"{v['answer']}")
+
+
+def markdown(results: dict[str, Any], command: str) -> str:
+    lines = [SECTION, "",
+             f"`{command}` — {results['when']}, {results['events']:,} events on SQLite {results['sqlite']} "
+             f"(bench/analytics.py's fill: 90 days, 20,000 users), Python {results['python']}, {results['cpus']} "
+             "cores (shared). Each request through a real HTTP server, one after another after one warm-up; "
+             f"events in the last 30 days: {results['matching_events']}. JSON: `bench/results/insights.json`.", "",
+             "| request | p50 ms | p99 ms | max ms | CPU ms (mean) | p99 target at 10M |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, v in results["latency"].items():
+        lines.append(f"| {name} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} | {v['max_ms']:.1f} | {v['cpu_ms_mean']:.1f} "
+                     f"| {v['target_p99_ms_at_10m']:.0f} ms |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="100k events, 5 requests; writes no JSON")
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--db", help="database file to fill (or reuse when it exists)")
+    parsed = parser.parse_args()
+    if parsed.quick:
+        parsed.events, parsed.requests = 100_000, 5
+    outcome = asyncio.run(main(parsed))
+    print_table(outcome)
+    if not parsed.quick:
+        RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS_JSON.write_text(json.dumps(outcome, indent=1) + "\n")
+        command = "python bench/insights.py" + (f" --events {parsed.events}" if parsed.events != 1_000_000 else "")
+        report.replace_section(RESULTS_MD, SECTION, markdown(outcome, command))
+        print(f"written: {RESULTS_JSON} and the {SECTION!r} section of {RESULTS_MD}")
