@@ -81,6 +81,7 @@ class CountingStore:
 
     def __init__(self, store: Any):
         self.store = store
+        self.dialect = store.dialect
         self.calls: list[tuple[str, list[int]]] = []
 
     async def execute(self, statements):
@@ -200,8 +201,10 @@ def test_a_batch_size_larger_than_the_backlog_takes_one_batch_per_table(store, r
     deleted = run(run_cleanup_once(counting, RetentionConfig(batch_size=5000), NOW))
     assert deleted == EXPECTED
     # one per (class, table), events one per stored name; besides, the rollups' bucket deletes, unbatched
-    # (tests/test_rollups.py checks what they delete)
-    assert len([sql for sql, _ in counting.calls if "rollup_" not in sql]) == 14
+    # (tests/test_rollups.py checks what they delete), and on PostgreSQL the months created ahead and the old
+    # event ids deleted (tests/test_store_partitions.py)
+    upkeep = ("rollup_", "DO $$", "event_ids")
+    assert len([sql for sql, _ in counting.calls if not any(part in sql for part in upkeep)]) == 14
 
 
 def test_longer_periods_keep_more(store, run):

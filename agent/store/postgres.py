@@ -41,6 +41,7 @@ from agent.store import rollups
 from agent.store.batch import EVENT_ID, repeated_in_batch, user_activity
 from agent.store.errors import StoreError, StoreFull, StoreTimeout, StoreUnavailable
 from agent.store.migrate import APPLIED_SQL, RECORD_SQL, pending
+from agent.store.partitions import PARTITIONED_SQL, Execute, Fetch, ensure, upgrade
 from agent.store.rows import EVENT_COLUMNS, TABLE_COLUMNS, EventRows
 from agent.store.schema import MIGRATIONS, Migration, migrations_table, statements
 
@@ -87,8 +88,25 @@ def _unnest_insert(table: str, columns: Sequence[str], suffix: str = "") -> str:
     return f"INSERT INTO {table} ({names}) SELECT {select} FROM unnest({arrays}) AS t({names}){suffix}"
 
 
-INSERT_EVENTS = _unnest_insert("events", EVENT_COLUMNS,
-                               " ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING RETURNING event_id")
+INSERT_EVENTS_UNPARTITIONED = _unnest_insert(      # before migration 9: the unique index of events dedupes
+    "events", EVENT_COLUMNS, " ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING RETURNING event_id")
+
+
+def _insert_deduplicated(columns: Sequence[str]) -> str:
+    """Migration 9 on: the batch's ids into event_ids first; only the events whose id went in (or that
+    have none) into the partitioned events table (agent/store/partitions.py says why)."""
+    arrays = ", ".join(f"${i}::{'text' if _COLUMN_TYPES.get(c) == 'jsonb' else _COLUMN_TYPES.get(c, 'text')}[]"
+                       for i, c in enumerate(columns, 1))
+    select = ", ".join(f"t.{c}::jsonb AS {c}" if _COLUMN_TYPES.get(c) == "jsonb" else f"t.{c}" for c in columns)
+    names = ", ".join(columns)
+    return (f"WITH t AS (SELECT {select} FROM unnest({arrays}) AS t({names})), "
+            "ids AS (INSERT INTO event_ids (event_id, ts) SELECT event_id, ts FROM t WHERE event_id IS NOT NULL "
+            "ON CONFLICT (event_id) DO NOTHING RETURNING event_id) "
+            f"INSERT INTO events ({names}) SELECT {names} FROM t "
+            "WHERE t.event_id IS NULL OR t.event_id IN (SELECT event_id FROM ids) RETURNING event_id")
+
+
+INSERT_EVENTS = _insert_deduplicated(EVENT_COLUMNS)
 INSERT_TABLES = {table: _unnest_insert(table, columns) for table, columns in TABLE_COLUMNS.items()}
 UPSERT_USERS = """INSERT INTO users (user_id, first_seen, last_seen, role)
     SELECT * FROM unnest($1::text[], $2::float8[], $3::float8[], $4::text[])
@@ -120,6 +138,29 @@ async def _backfill(conn: asyncpg.Connection) -> None:
         last = rows[-1][0]
         for sql, aggregated in rollups.aggregate(tuple(row)[1:] for row in rows):
             await conn.executemany(to_dollar(sql), aggregated)
+
+
+def _runners(conn: asyncpg.Connection) -> tuple[Fetch, Execute]:
+    """fetch / execute (each list one transaction) on one connection, `?` placeholders, as a Store's."""
+    async def fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in await conn.fetch(to_dollar(sql), *params)]
+
+    async def execute(statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        async with conn.transaction():
+            return [_rowcount(await conn.execute(to_dollar(sql), *params)) for sql, params in statements]
+
+    return fetch, execute
+
+
+async def _partition(conn: asyncpg.Connection) -> bool:
+    """Migration 9's part that is not DDL, on the migration connection (under its lock): an upgraded
+    store's events copied in chunks, the months ahead created. False before migration 9."""
+    if not await conn.fetchval(PARTITIONED_SQL):
+        return False
+    fetch, execute = _runners(conn)
+    await upgrade(fetch, execute, time.time())
+    await ensure(fetch, execute, time.time())
+    return True
 
 
 def describe(dsn: str) -> str:
@@ -176,6 +217,7 @@ class PostgresStore:
         self.query_timeout = query_timeout
         self._pool: asyncpg.Pool | None = None
         self._read_pool: asyncpg.Pool | None = None
+        self.partitioned = False        # migration 9 applied (agent/store/partitions.py)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.where})"
@@ -211,6 +253,7 @@ class PostgresStore:
                         await _backfill(conn)
                     await conn.execute(to_dollar(RECORD_SQL), migration.version, migration.description,
                                        time.time())
+            self.partitioned = await _partition(conn)
         finally:
             await conn.close(timeout=self.connect_timeout)
 
@@ -272,7 +315,8 @@ class PostgresStore:
         repeats = repeated_in_batch(batch)
         first = [rows for position, rows in enumerate(batch) if position not in repeats]
         async with self._writing() as conn:
-            returned = await conn.fetch(INSERT_EVENTS, *_columns([r.event for r in first], EVENT_COLUMNS))
+            insert = INSERT_EVENTS if self.partitioned else INSERT_EVENTS_UNPARTITIONED
+            returned = await conn.fetch(insert, *_columns([r.event for r in first], EVENT_COLUMNS))
             inserted = {row[0] for row in returned}
             duplicates = repeats | {position for position, rows in enumerate(batch)
                                     if position not in repeats and rows.event[EVENT_ID] is not None

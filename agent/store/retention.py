@@ -23,6 +23,7 @@ from agent.store import rollups
 from agent.store.base import Store
 from agent.store.config import CLASSES, RetentionConfig
 from agent.store.errors import StoreError
+from agent.store.partitions import retire
 
 log = logging.getLogger("agent.retention")
 
@@ -140,6 +141,13 @@ async def run_cleanup_once(store: Store, config: RetentionConfig, now: float,
     deleted = {name: 0 for name in CLASSES}
     try:
         names = await event_names_by_class(store)
+        if store.dialect == "postgres":     # whole months first, by DROP (agent/store/partitions.py)
+            class_of = {event: klass for klass, events in names.items() for event in events}
+            months = await retire(store.fetch, store.execute, config.periods(), class_of, now, config.batch_size)
+            for klass, count in months.items():
+                deleted[klass] += count
+                if metrics is not None and count:
+                    metrics.deleted.labels(klass).inc(count)
         for name, period in config.periods().items():
             count = await delete_old_events(store, names.get(name, []), now - period, config.batch_size)
             deleted[name] += count

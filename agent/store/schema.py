@@ -49,6 +49,7 @@ class Migration:
     version: int
     description: str
     statements: tuple[str, ...]
+    dialects: tuple[str, ...] = ("sqlite", "postgres")     # elsewhere it is recorded as applied, doing nothing
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -276,6 +277,45 @@ MIGRATIONS: tuple[Migration, ...] = (
             days INTEGER NOT NULL,
             PRIMARY KEY (bucket, coach, person))""",
     )),
+    Migration(9, "PostgreSQL: events partitioned by month of ts, client event ids deduplicated in event_ids "
+                 "(agent/store/partitions.py; the old rows are copied in chunks after this migration)", (
+        "ALTER TABLE events RENAME TO events_unpartitioned",
+        "ALTER INDEX events_pkey RENAME TO events_unpartitioned_pkey",
+        "ALTER INDEX events_event_id RENAME TO events_unpartitioned_event_id",
+        "ALTER INDEX events_user_ts RENAME TO events_unpartitioned_user_ts",
+        "ALTER INDEX events_anonymous_id RENAME TO events_unpartitioned_anonymous_id",
+        "ALTER INDEX events_name_dims RENAME TO events_unpartitioned_name_dims",
+        "ALTER SEQUENCE events_id_seq RENAME TO events_unpartitioned_id_seq",
+        """CREATE TABLE events (
+            id BIGINT GENERATED ALWAYS AS IDENTITY,
+            event_id TEXT,
+            name TEXT NOT NULL,
+            category TEXT NOT NULL,
+            ts {real} NOT NULL,
+            received_at {real} NOT NULL,
+            user_id TEXT,
+            anonymous_id TEXT,
+            session_id TEXT,
+            label TEXT,
+            outcome TEXT,
+            value {real},
+            retention_class TEXT NOT NULL,
+            properties {json} NOT NULL,
+            context {json} NOT NULL,
+            release TEXT,
+            PRIMARY KEY (id, ts)) PARTITION BY RANGE (ts)""",
+        "CREATE TABLE events_default PARTITION OF events DEFAULT",
+        "CREATE INDEX events_user_ts ON events (user_id, ts)",
+        "CREATE INDEX events_anonymous_id ON events (anonymous_id) WHERE anonymous_id IS NOT NULL",
+        "CREATE INDEX events_name_dims ON events (name, ts, label, outcome, value, user_id)",
+        """CREATE TABLE event_ids (
+            event_id TEXT PRIMARY KEY,
+            ts {real} NOT NULL)""",
+        "CREATE INDEX event_ids_ts ON event_ids (ts)",
+        # new events are numbered after every old one, which keeps their ids when copied
+        "SELECT setval(pg_get_serial_sequence('events', 'id'), "
+        "(SELECT coalesce(max(id), 0) + 1 FROM events_unpartitioned), false)",
+    ), dialects=("postgres",)),
 )
 
 # tables holding a user's data, with the column naming the user (GDPR export and erasure)
@@ -293,7 +333,9 @@ MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
 
 
 def statements(migration: Migration, dialect: str) -> list[str]:
-    """The migration's DDL for `dialect` ("sqlite" or "postgres")."""
+    """The migration's DDL for `dialect` ("sqlite" or "postgres"); none for a dialect it does not concern."""
+    if dialect not in migration.dialects:
+        return []
     types = DIALECT_TYPES[dialect]
     return [sql.format(**types) for sql in migration.statements]
 
