@@ -602,3 +602,35 @@ def test_hostile_metric_requests_through_the_receiver_get_partial_success_never_
     assert families["loom_agent_otlp_metric_series"].samples[0].value == 500
     by_reason = {s.labels["reason"]: s.value for s in families["loom_agent_otlp_metric_points_rejected"].samples}
     assert by_reason == {"series_limit": parts * size - 499, "out_of_order": 2, "type_conflict": 1, "invalid": 0}
+
+
+def test_a_reload_applies_max_series_and_stale_after(run, tmp_path) -> None:
+    """otlp_receiver.metrics.max_series / stale_after reach the running series on SIGHUP's path (no restart):
+    a lower limit refuses new series, the old ones stay; the limit's gauge follows."""
+    from agent.api.keys import OTLP_METRICS, REGISTRY, RELOADER
+    from agent.app.root import build_app
+    from agent.config.load import load_config
+    from tests.support.agent_app import served
+
+    path = tmp_path / "agent.yaml"
+
+    def write(max_series: int, stale_after: str) -> None:
+        path.write_text("targets: []\nstore: {driver: none}\notlp_receiver: {ingest_keys: [], "
+                        "http: {enabled: true, listen: '127.0.0.1:0'}, "
+                        f"metrics: {{max_series: {max_series}, stale_after: {stale_after}}}}}\n")
+
+    write(10, "5m")
+
+    async def scenario() -> None:
+        app = build_app(load_config(str(path), environ={}))
+        async with served(app):
+            series = app[OTLP_METRICS]
+            assert (series.max_series, series.stale_after) == (10, 300.0)
+            series.consume(request(gauge_metric("g", [(1.0, {"i": str(i)}, 10) for i in range(5)])))
+            write(3, "1m")
+            assert await app[RELOADER].reload()
+            assert (series.max_series, series.stale_after) == (3, 60.0)
+            assert app[REGISTRY].get_sample_value("loom_agent_otlp_metric_series_limit") == 3
+            again = series.consume(request(gauge_metric("g", [(2.0, {"i": str(i)}, 20) for i in range(6)])))
+            assert (again.accepted, again.rejected) == (5, 1)
+    run(scenario())
