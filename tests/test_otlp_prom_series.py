@@ -412,7 +412,10 @@ def test_a_name_keeps_its_first_type() -> None:
     assert flip.rejected == 1 and "type_conflict" in flip.message and "x is a gauge" in flip.message
     assert series.consume(request(sum_metric("loom_agent_up", [(1, {}, 10)]))).rejected == 1
     assert series.consume(request(gauge_metric("target_info", [(1.0, {}, 10)]))).rejected == 1
-    assert series.rejected["type_conflict"] == 3
+    assert series.consume(request(gauge_metric("up", [(1.0, {}, 10)]))).rejected == 1
+    series.taken = {"orders"}.__contains__          # a custom metric of that name (root.py: the MetricStore)
+    assert series.consume(request(sum_metric("orders", [(1, {}, 10)]))).rejected == 1
+    assert series.rejected["type_conflict"] == 5
     assert value(series, "x") == 1
 
 

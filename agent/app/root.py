@@ -182,6 +182,7 @@ def build_receiver(app: web.Application, config: Config, registry: CollectorRegi
     app[OTLP_METRICS] = series = OtlpMetricSeries(max_series=receiver.metrics.max_series,
                                                   stale_after=receiver.metrics.stale_after)
     registry.register(series.stats_collector())
+    series.taken = lambda name: app[METRICS].get(name) is not None      # a custom metric's name stays its own
     # rendered on /metrics by api/health.py from its own registry, re-exported under the senders' resources
     export.add_metric_source(lambda: prom_reexport.take(series))
     queues: dict[str, EncodedQueue | None] = {"traces": None, "logs": None}

@@ -76,8 +76,9 @@ TARGET_INFO_HELP = "Target metadata: the OTLP resource's attributes, one series 
 
 # families the agent exposes itself on /metrics: a received metric of such a name is refused (type_conflict),
 # so that an application cannot put a second family of the same name into the agent's scrape
-RESERVED_PREFIXES = ("loom_", "probe_", "python_")
-RESERVED_NAMES = frozenset({TARGET_INFO, "process_cpu_seconds", "process_open_fds", "process_max_fds",
+# (and Prometheus' own `up` and `scrape_*`, as custom metrics reserve them: agent/custom_metrics/naming.py)
+RESERVED_PREFIXES = ("loom_", "probe_", "python_", "scrape_")
+RESERVED_NAMES = frozenset({TARGET_INFO, "up", "process_cpu_seconds", "process_open_fds", "process_max_fds",
                             "process_virtual_memory_bytes", "process_resident_memory_bytes",
                             "process_start_time_seconds"})
 
@@ -357,6 +358,9 @@ class OtlpMetricSeries:
         self.rejected: dict[str, int] = dict.fromkeys(REASONS, 0)
         self.accepted = 0
         self.expired = 0
+        # names other parts of the agent expose on /metrics (the composition root points it at the event
+        # MetricStore, whose custom metrics may have any name with an empty custom_metrics.namespace)
+        self.taken: Callable[[str], bool] = lambda name: False
         # its own registry: rendered beside the agent's, never in it (the OTLP export snapshots the agent's
         # registry under the agent's resource; these series are re-exported under their own resources)
         self._registry = CollectorRegistry(auto_describe=False)
@@ -438,7 +442,7 @@ class OtlpMetricSeries:
             return 0
         family = self.families.get(how.family)
         if family is None:
-            if how.family in RESERVED_NAMES or how.family.startswith(RESERVED_PREFIXES):
+            if how.family in RESERVED_NAMES or how.family.startswith(RESERVED_PREFIXES) or self.taken(how.family):
                 refused.add(TYPE_CONFLICT, f"{how.family} is a name of the agent's own metrics", len(points))
                 return 0
             family = self.families[how.family] = Family(how.family, how.kind, metric.description[:MAX_HELP_CHARS],
