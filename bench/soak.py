@@ -15,7 +15,8 @@ agent at the end (latency, errors, memory, file descriptors)?
 2. Beside it from the start (bench/soak_watch.py): /metrics scraped every second, the analytics API
    polled with the admin token every 5 s (dashboard and business metrics in turn, default 30-day range
    over the whole growing store), and the agent's RSS, open file descriptors (/proc/<pid>/fd), threads
-   and CPU sampled every 5 s.
+   and CPU sampled every 5 s, with the size of the store's -wal file; and --readers loops asking for the
+   7-day dashboard back to back (continuous reads: what starved SQLite's checkpoints, issue 17).
 3. The maximum: bench/ingest.py's closed-loop driver (8 connections, batches of 100 mixed events) for
    --max-window seconds against this agent, under these same conditions.
 4. The soak: bench/soak_load.py, an open-loop generator on core 1, posts batches of 100 at --fraction
@@ -49,7 +50,7 @@ if str(ROOT) not in sys.path:
 
 from bench import promtext, report, soak_report  # noqa: E402
 from bench.processes import Child  # noqa: E402
-from bench.soak_watch import Watch, between, poller, sampler, scraper, slope  # noqa: E402
+from bench.soak_watch import Watch, between, poller, reader, sampler, scraper, slope  # noqa: E402
 
 RESULTS_JSON = ROOT / "bench" / "results" / "soak.json"
 RESULTS_MD = ROOT / "bench" / "RESULTS.md"
@@ -58,6 +59,8 @@ TARGETS, TARGET_SERVERS = 500, 4
 TOKEN = "soak-admin-token-" + "a" * 24
 BOUNDED_MIB_PER_MINUTE = 1.0      # RSS slope over the soak's last half; a leak of ~1 byte per event trips it
 FD_GROWTH_TOLERATED = 10
+WAL_BOUND_MIB = 128     # agent/store/sqlite.py empties the -wal past 64 MiB; plus one read's worth of commits
+READER_PATH = "/api/analytics/dashboard?range=7d"
 
 
 async def start_target_servers(h) -> list[str]:
@@ -156,6 +159,19 @@ def memory(watch: Watch, first: dict, last: dict, start: float, end: float) -> d
             "spans_open_max": max(p["loom_agent_event_spans_open"] for p in inside)}
 
 
+def wal_figures(watch: Watch, start: float, end: float) -> dict:
+    """The -wal file's size over the soak: its largest, at the end, and the largest of each minute."""
+    inside = between(watch.samples, start, end + 1.0)
+    per_minute: dict[int, int] = {}
+    for p in inside:
+        minute = int((p["t"] - start) // 60) + 1
+        per_minute[minute] = max(per_minute.get(minute, 0), p["wal_bytes"])
+    largest = max((p["wal_bytes"] for p in inside), default=0)
+    return {"max_bytes": largest, "end_bytes": inside[-1]["wal_bytes"] if inside else 0,
+            "max_bytes_per_minute": per_minute, "bound_mib": WAL_BOUND_MIB,
+            "bounded": largest <= WAL_BOUND_MIB * 2 ** 20}
+
+
 def histogram_figures(before: str, after: str, name: str) -> dict:
     """Observations of histogram `name` between two scrapes: count, p50 and p99 (interpolated in the
     buckets, as histogram_quantile does), and how many were over 0.1, 0.5 and 1 s."""
@@ -196,11 +212,12 @@ async def soak(args: argparse.Namespace, tmp: Path) -> dict:
                        for n in range(TARGETS)]
             print(f"[soak] agent with {TARGETS} targets ...", file=sys.stderr, flush=True)
             agent = await h.start_agent(targets, otlp_endpoint=sink.url, config_overrides=agent_overrides("events.db"))
-            watch = Watch(agent.pid, agent.url, TOKEN)
+            watch = Watch(agent.pid, agent.url, TOKEN, wal_path=str(tmp / "events.db-wal"))
             ready = watch.sample()
             side = [asyncio.create_task(scraper(watch, h.session)), asyncio.create_task(sampler(watch))]
             if args.poll_period:
                 side.append(asyncio.create_task(poller(watch, h.session, args.poll_period)))
+            side += [asyncio.create_task(reader(watch, h.session, READER_PATH)) for _ in range(args.readers)]
             try:
                 await asyncio.sleep(args.settle)            # the probe schedule spreads out
                 maximum = None
@@ -236,6 +253,7 @@ async def soak(args: argparse.Namespace, tmp: Path) -> dict:
             # how long each group commit took: what an ingest request waits for beyond the loop
             "store_commits": histogram_figures(metrics_before, final.text, "loom_agent_store_commit_seconds"),
             "spans_received_by_sink": sink.span_count, "agent_log": log, "db_bytes": db_bytes, "wal_bytes": wal_bytes,
+            "wal": wal_figures(watch, start, end),
             "samples": [{k: round(v, 3) if isinstance(v, float) else v for k, v in p.items()}
                         for p in between(watch.samples, start, end + 1.0)]}
 
@@ -255,11 +273,12 @@ def meta(args: argparse.Namespace, started: float) -> dict:
         commit += f" + uncommitted changes to {len(changed)} file(s) of agent/"
     command = "python bench/soak.py" + ("" if args.minutes == 10 else f" --minutes {args.minutes:g}") + \
         (f" --rate {args.rate:g}" if args.rate else "") + \
-        (f" --poll-period {args.poll_period:g}" if args.poll_period != 5.0 else "")
+        (f" --poll-period {args.poll_period:g}" if args.poll_period != 5.0 else "") + \
+        (f" --readers {args.readers}" if args.readers != 1 else "")
     return {"command": command, "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "runtime_seconds": round(time.monotonic() - started, 1), "python": platform.python_version(),
             "nproc": os.cpu_count(), "git_commit": commit, "minutes": args.minutes, "fraction": args.fraction,
-            "targets": TARGETS, "poll_period": args.poll_period, "loadavg_after": open("/proc/loadavg").read().split()[0],
+            "targets": TARGETS, "poll_period": args.poll_period, "readers": args.readers, "loadavg_after": open("/proc/loadavg").read().split()[0],
             "bounded_mib_per_minute": BOUNDED_MIB_PER_MINUTE, "fd_growth_tolerated": FD_GROWTH_TOLERATED}
 
 
@@ -272,6 +291,8 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=10.0, help="seconds between the agent's start and the load")
     parser.add_argument("--poll-period", type=float, default=5.0,
                         help="seconds between analytics requests (0: no polling, to see what it costs)")
+    parser.add_argument("--readers", type=int, default=1,
+                        help=f"loops asking for {READER_PATH} back to back, beside the polling (0: none)")
     parser.add_argument("--write", action="store_true", help="write the results even for a run under 10 minutes")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--quick", action="store_true", help="smoke run (30 s soak, 4 s maximum); writes nothing")

@@ -15,7 +15,8 @@ def verdict(r: dict) -> dict[str, bool]:
     return {"no ingest errors": load["errors"] == 0,
             "rate held": load["events_per_second"] >= RATE_HELD * r["rate_events_per_second"],
             "RSS bounded": mem["rss_bounded"], "file descriptors bounded": mem["fds_bounded"],
-            "no scrape errors": not side["scrape_errors"], "no analytics errors": not side["poll_errors"]}
+            "no scrape errors": not side["scrape_errors"], "no analytics errors": not side["poll_errors"],
+            **({"WAL bounded": r["wal"]["bounded"]} if "wal" in r else {})}
 
 
 def _ms(value: float) -> str:
@@ -27,6 +28,24 @@ def _polling(m: dict) -> str:
         return "the analytics API **not polled** (`--poll-period 0`)"
     return (f"the analytics API (dashboard and business metrics in turn, admin token, 30-day range over the whole "
             f"store) polled every {m['poll_period']:g} s")
+
+
+def _readers(m: dict) -> str:
+    n = m.get("readers", 0)
+    if not n:
+        return ""
+    return (f"; beside it {n} loop{'s' if n > 1 else ''} asking for the 7-day dashboard back to back (continuous "
+            "reads of the store)")
+
+
+def _wal_row(r: dict) -> str:
+    w = r.get("wal")
+    if not w:
+        return "| -wal file over the soak | not recorded in this run |"
+    minutes = " ".join(f"{int(v) / MIB:.0f}" for _, v in sorted(w["max_bytes_per_minute"].items(),
+                                                                  key=lambda kv: int(kv[0])))
+    return (f"| **-wal file over the soak**: largest, at the end (bound {w['bound_mib']} MiB); largest of each "
+            f"minute, MiB | **{w['max_bytes'] / MIB:.1f}** / {w['end_bytes'] / MIB:.1f} MiB; {minutes} |")
 
 
 def _commit_row(r: dict) -> str:
@@ -58,7 +77,7 @@ def markdown(r: dict) -> str:
              f"(shared), agent at {m['git_commit']}. The agent on core 0 with the durable SQLite store (WAL, "
              f"synchronous=full), OTLP export of spans and metrics, {m['targets']} HTTP probe targets (10 s interval: "
              "50 probes/s) on four loopback servers; /metrics scraped every second and " + _polling(m) + " for the whole "
-             "run; batches of 100 mixed events (bench/ingest_events.py) sent open-loop from core 1, latency counted "
+             "run" + _readers(m) + "; batches of 100 mixed events (bench/ingest_events.py) sent open-loop from core 1, latency counted "
              "from the instant each batch was due. JSON: `bench/results/soak.json`.", "",
              _maximum_line(r),
              "- verdict: " + ", ".join(f"{name} **{'yes' if ok else 'NO'}**" for name, ok in checks.items()), "",
@@ -83,6 +102,7 @@ def markdown(r: dict) -> str:
              f"{lag.get('over_0.1s', 0):,.0f} / {lag.get('over_0.5s', 0):,.0f} / {lag.get('over_1s', 0):,.0f} "
              f"of {lag['observations']:,.0f} |",
              _commit_row(r),
+             _wal_row(r),
              f"| threads at start / end | {mem['threads_start']} / {mem['threads_end']} |",
              f"| agent core use over the soak | {mem['cpu_core_use'] * 100:.0f} % |",
              f"| /metrics scrapes, p50 / p99 / max ms, errors | {side['scrapes']:,}: {_ms(side['scrape_ms_p50'])} / "

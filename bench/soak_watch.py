@@ -22,6 +22,13 @@ GAUGES = ("loom_agent_store_pending_events", "loom_agent_export_queue_size", "lo
           "loom_realtime_connections_open", "loom_agent_probes_in_flight")
 
 
+def wal_bytes(path: str) -> int:
+    try:
+        return os.stat(path).st_size if path else 0
+    except FileNotFoundError:
+        return 0
+
+
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -48,11 +55,14 @@ class Watch:
     samples: list[dict] = field(default_factory=list)
     last_metrics: str = ""
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    wal_path: str = ""              # the SQLite store's -wal file, sampled with the rest
 
     def sample(self) -> dict:
-        """RSS, fds, threads and CPU of the agent now, with the gauges of the last scrape."""
+        """RSS, fds, threads and CPU of the agent now, the size of its -wal file, with the gauges of the
+        last scrape."""
         point = {"t": time.time(), "rss_bytes": rss_bytes(self.pid), "fds": open_fds(self.pid),
-                 "threads": threads(self.pid), "cpu_seconds": cpu_seconds(self.pid)}
+                 "threads": threads(self.pid), "cpu_seconds": cpu_seconds(self.pid),
+                 "wal_bytes": wal_bytes(self.wal_path)}
         for name in GAUGES:
             point[name] = promtext.total(self.last_metrics, name)
         self.samples.append(point)
@@ -109,6 +119,25 @@ async def poller(watch: Watch, session: aiohttp.ClientSession, period: float = 5
             watch.poll_errors[f"http_{status}"] += 1
 
     await _every(period, watch.stop, step)
+
+
+async def reader(watch: Watch, session: aiohttp.ClientSession, path: str) -> None:
+    """One analytics request after another, no pause: continuous reads of the store (what starved SQLite's
+    checkpoints, issue 17). Recorded with the polls."""
+    while not watch.stop.is_set():
+        began = time.time()
+        try:
+            async with session.get(watch.url + path, headers={"Authorization": f"Bearer {watch.token}"}) as response:
+                await response.read()
+                status = response.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            watch.poll_errors[type(exc).__name__] += 1
+            await asyncio.sleep(0.1)
+            continue
+        watch.polls.append((began, path, (time.time() - began) * 1000, status))
+        if status != 200:
+            watch.poll_errors[f"http_{status}"] += 1
+            await asyncio.sleep(0.1)
 
 
 async def sampler(watch: Watch, period: float = 5.0) -> None:
