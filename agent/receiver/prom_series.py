@@ -27,11 +27,15 @@ Staleness: a series not updated for `stale_after` seconds disappears. Every upda
 the end of one insertion-ordered dict, so the stale ones are always at its front: a sweep (each consume and
 each scrape) pops from the front until it reaches a fresh one, O(expired), never O(all series).
 
-Cost (bench/otlp.py --profile, 1,000 points a request over a bounded set of series): the path per point is
-the series lookup -- the point's attributes serialised by protobuf's C code (`KeyValue.SerializeToString`,
-one call each) into a tuple that keys a per-family dict of the series it resolved to -- plus the value
-update and the move in the age order. Label names, sanitising, collisions and the guard run only when a
-key is new; names are computed once per (name, unit, type), a resource's labels once per resource.
+Cost (bench/otlp.py: 1,000-point requests over 1,000 series; µs per point in-process, quiet core): the
+series lookup keys a per-family dict by the point's attributes as bytes -- a number point serialised once
+and sliced past its 9-byte times and value (number_key: 1.0 µs; a KeyValue serialised at a time was 2.9 µs
+for 4 attributes), a histogram point read from its own bytes with its packed counts and bounds
+(histogram_wire.py: ~4 µs; ~10 µs through protobuf's objects) -- then the value update and the move in the
+age order: ~1.7 µs a gauge point, ~2.3 a counter point, ~5 a 15-bound histogram point, ~4.5 for the bench's
+mix, plus 0.5-0.8 µs of ParseFromString. Label names, sanitising, collisions and the guard run only for a
+new key; names are computed once per (name, unit, type), a resource's labels once per resource. /metrics:
+prom_text.py with each series' line prefixes cached (13 ms for those 1,000 series, 300 of them histograms).
 
 Everything here runs on the event loop (consume, collect, the re-export snapshot): no locks.
 """
