@@ -27,7 +27,7 @@ STYLE_HASH = base64.b64encode(hashlib.sha256(CSS.encode()).digest()).decode()
 CONTENT_SECURITY_POLICY = (f"default-src 'none'; style-src 'sha256-{STYLE_HASH}'; img-src data:; "
                            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 PAGE_HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-                "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
+                "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin", "X-Content-Type-Options": "nosniff"}
 
 _CURRENT = ' aria-current="page"'
 TABS = (("dashboard", "/analytics", "Dashboard"), ("insights", "/analytics/insights", "Insights"))
@@ -45,7 +45,7 @@ def page(title: str, body: str, *, tab: str | None = None, csrf: str | None = No
                f'<input type="hidden" name="csrf" value="{esc(csrf)}"><button>Sign out</button></form>')
     return ('<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width,initial-scale=1">'
-            '<meta name="color-scheme" content="light dark"><meta name="referrer" content="no-referrer">'
+            '<meta name="color-scheme" content="light dark"><meta name="referrer" content="same-origin">'
             f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
             f'<header><h1>loom-agent analytics</h1>{nav}{out}</header><main>{body}</main></body></html>\n')
 

@@ -16,7 +16,8 @@ def render_sign_in(next_path: str, error: str | None = None, note: str | None = 
                 "<code>LOOM_AGENT_ADMIN_TOKENS</code>)</p>"
                 f"{alert}"
                 f'<input type="hidden" name="next" value="{esc(next_path)}">'
-                '<label>Admin token<input name="token" type="password" required autofocus></label>'
+                '<label>Admin token<input name="token" type="password" autocomplete="current-password" required '
+                "autofocus></label>"
                 '<button class="primary">Sign in</button></form>')
 
 

@@ -14,6 +14,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from agent.api.admin_sessions import AdminSessions
     from agent.api.auth import AdminTokens
     from agent.api.ratelimit import RateLimiter
     from agent.collectors.runtime import ProbeRuntime
@@ -67,6 +68,9 @@ RELEASES: web.AppKey[ReleaseTracker] = web.AppKey("releases")
 ANOMALIES: web.AppKey[AnomalyMonitor] = web.AppKey("anomalies")
 ADMIN_TOKENS: web.AppKey[AdminTokens] = web.AppKey("admin_tokens")
 BUSINESS_RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("business_metrics_rate_limiter")
+# the analytics page's signed-in browser sessions, and its sign-in attempts per address (agent/api/analytics_page.py)
+ADMIN_SESSIONS: web.AppKey[AdminSessions] = web.AppKey("admin_sessions")
+SIGN_IN_LIMITER: web.AppKey[RateLimiter] = web.AppKey("sign_in_rate_limiter")
 STATUS_HISTORY: web.AppKey[ProbeHistory] = web.AppKey("status_history")
 UPTIME_CACHE: web.AppKey[UptimeCache] = web.AppKey("status_uptime")
 # the OTLP receiver (agent/receiver): what its listeners do with a request, its counters and span metrics

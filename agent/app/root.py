@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from agent.api import (
     analytics,
+    analytics_page,
     anomalies,
     error_events,
     events,
@@ -34,8 +35,10 @@ from agent.api import (
     recordings,
     sentry,
 )
+from agent.api.admin_sessions import SIGN_IN_ATTEMPTS, AdminSessions
 from agent.api.auth import AdminTokens
 from agent.api.keys import (
+    ADMIN_SESSIONS,
     ADMIN_TOKENS,
     ANOMALIES,
     BUSINESS_RATE_LIMITER,
@@ -56,6 +59,7 @@ from agent.api.keys import (
     RELOADER,
     RUNTIME,
     SENTRY,
+    SIGN_IN_LIMITER,
     STATUS_HISTORY,
     UPTIME_CACHE,
 )
@@ -102,7 +106,7 @@ from agent.store.base import Store, StoreSlot
 STOP_GRACE_SECONDS = 1.5
 SPAN_SWEEP_SECONDS = 5.0
 ROUTE_MODULES = (health, probe, events, posthog, flags, identify, error_events, sentry, metrics_api, analytics,
-                 insights, experiments, recordings, privacy, anomalies, index, openapi)
+                 insights, experiments, recordings, privacy, anomalies, index, analytics_page, openapi)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +167,8 @@ def build_components(app: web.Application, config: Config, registry: CollectorRe
     registry.register(AnomalyActiveCollector(monitor))
     app[ADMIN_TOKENS] = AdminTokens(config.api.admin_tokens)
     app[BUSINESS_RATE_LIMITER] = RateLimiter(config.api.rate_limit, clock=clocks.monotonic)
+    app[ADMIN_SESSIONS] = AdminSessions(clock=clocks.wall)
+    app[SIGN_IN_LIMITER] = RateLimiter(SIGN_IN_ATTEMPTS, clock=clocks.monotonic)
     app[STATUS_HISTORY] = history = ProbeHistory()
     app[UPTIME_CACHE] = UptimeCache()
     build_receiver(app, config, registry, export)

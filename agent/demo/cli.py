@@ -5,6 +5,8 @@
     demo --agent URL              send traffic to a running agent (and serve the demo targets, whose
                                   `targets:` entries are printed for that agent's config)
     demo --targets-only           serve the demo targets only
+    demo --history 21d            first send about --history-events events spread over the last 21 days
+                                  (timestamped stories of the same traffic: the analytics get a past)
 
 Everything the demo starts it stops, by its own handles (the agent by PID), and its files live in
 a temporary directory that is removed at the end.
@@ -30,6 +32,7 @@ import aiohttp
 import yaml
 
 from agent.config.node import parse_duration
+from agent.demo.history import MAX_DAYS, history
 from agent.demo.sender import Sender, Stats
 from agent.demo.targets import DemoTarget, DemoTargets
 from agent.demo.traffic import Traffic
@@ -58,6 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: the --targets-listen host)")
     parser.add_argument("--flap-period", default="2m", help="period of the flapping target (up 60%%, then down)")
     parser.add_argument("--seed", type=int, help="random seed of the traffic (default: a new one each run)")
+    parser.add_argument("--history", default="0", help="before the live traffic, send events spread over this "
+                        f"much of the past: 7d, 21d (at most {MAX_DAYS:g}d; default 0: none)")
+    parser.add_argument("--history-events", type=int, default=20_000,
+                        help="about how many events --history sends (default 20000)")
 
 
 def _first_env_key() -> str | None:
@@ -93,6 +100,12 @@ def _check(args: argparse.Namespace) -> None:
     if args.listen:
         _host_port(args.listen, "--listen")
     _seconds(args.flap_period, "--flap-period")
+    past = _seconds(args.history, "--history")
+    if past is not None and past > MAX_DAYS * 86400:
+        raise UsageError(f"--history: at most {MAX_DAYS:g}d (the agent refuses events older than "
+                         "events.max_past_age, 30d by default)")
+    if args.history_events <= 0:
+        raise UsageError("--history-events: must be above 0")
 
 
 def main_demo(args: argparse.Namespace) -> int:
@@ -154,6 +167,13 @@ async def _demo(args: argparse.Namespace, duration: float | None) -> int:
 async def _send(url: str, args: argparse.Namespace, duration: float | None, stop: asyncio.Event) -> int:
     sender = Sender(url, Traffic(args.seed), args.rate, args.api_key)
     tty = sys.stdout.isatty()
+    past = _seconds(args.history, "--history")
+    if past:
+        events = history(sender.traffic, past / 86400, args.history_events)
+        print(f"sending {len(events)} events of the last {args.history} to {url}", flush=True)
+        sent = await sender.send_history(events)
+        print(f"history: {sent.line().strip()}", flush=True)
+        sender.stats.started = time.monotonic()      # --duration counts the live traffic only
     print(f"sending {args.rate:g} events/s to {url} " + (f"for {args.duration}" if duration else "until Ctrl-C"),
           flush=True)
 
@@ -212,7 +232,8 @@ class AgentChild:
         agent = cls(proc, url, log_path, log)
         agent.banner = (f"agent: pid {proc.pid}, {url} (config {path}, log {log_path})\n"
                         f"  status page   {url}/\n  metrics       {url}/metrics\n"
-                        f"  analytics     curl -H 'Authorization: Bearer {token}' {url}/api/analytics/dashboard")
+                        f"  analytics     curl -H 'Authorization: Bearer {token}' {url}/api/analytics/dashboard\n"
+                        f"  analytics page {url}/analytics (sign in with the admin token above)")
         return agent
 
     async def wait_ready(self) -> None:

@@ -18,10 +18,12 @@ import aiohttp
 import orjson
 
 from agent.demo import extras
+from agent.demo.history import users_of
 from agent.demo.traffic import Traffic
 
 TICK_SECONDS = 0.25
 MAX_BATCH = 1000               # the agent's default events.max_batch
+IDENTIFY_BATCH = 100
 RETRY_CAP_SECONDS = 5.0
 
 
@@ -76,6 +78,31 @@ class Sender:
                     progress(self.stats)
                     next_report += progress_every
                 await asyncio.sleep(max(0.0, tick - (time.monotonic() - began)))
+        return self.stats
+
+    async def send_history(self, events: list[dict[str, Any]],
+                           progress: Callable[[Stats], None] | None = None) -> Stats:
+        """Send `events` (agent/demo/history.py: timestamped, oldest first) as fast as the agent takes them,
+        MAX_BATCH a request, then the traits of their users (when the agent has /v1/identify), so the
+        analytics have roles and sign-up dates for them."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            self.extras = await self._available_extras(session)
+            for start in range(0, len(events), MAX_BATCH):
+                await self._send_events(session, events[start:start + MAX_BATCH])
+                if progress and start // MAX_BATCH % 10 == 9:
+                    progress(self.stats)
+            users = [user for user in users_of(events) if user not in self._identified]
+            if extras.IDENTIFY not in self.extras:
+                return self.stats
+            for start in range(0, len(users), IDENTIFY_BATCH):
+                chunk = users[start:start + IDENTIFY_BATCH]
+                status, _ = await self._post(session, extras.IDENTIFY,
+                                             [extras.identify_body(self.traffic.r, user) for user in chunk])
+                if 200 <= status < 300:
+                    self._identified.update(chunk)
+                    self.stats.extras[extras.IDENTIFY] = self.stats.extras.get(extras.IDENTIFY, 0) + 1
+                else:
+                    self.stats.errors += 1
         return self.stats
 
     async def _available_extras(self, session: aiohttp.ClientSession) -> set[str]:

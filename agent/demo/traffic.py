@@ -82,10 +82,14 @@ class Traffic:
     def events(self, n: int) -> list[Event]:
         """About `n` events: whole stories drawn by weight."""
         out: list[Event] = []
-        stories, weights = zip(*self._stories)
         while len(out) < n:
-            out += self.r.choices(stories, weights)[0]()
+            out += self.story()
         return out
+
+    def story(self) -> list[Event]:
+        """One story drawn by weight: its events in the order a client sends them."""
+        stories, weights = zip(*self._stories)
+        return self.r.choices(stories, weights)[0]()
 
     # --- the stories -----------------------------------------------------------------------------
     def visit(self) -> list[Event]:
