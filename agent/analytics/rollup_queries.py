@@ -415,25 +415,29 @@ CANDIDATES = 100
 async def top_clients(store: Store, r: TimeRange, limit: int, release: str | None = None) -> list[tuple[str, int]]:
     """As queries.top_clients. Each user's events in the 31-day blocks the range touches bound its events
     in the range from above; users are counted exactly in that order, CANDIDATES at a time, until the
-    next bound is below the limit-th count found (usually one round: activity is very skewed)."""
+    next bound is below the limit-th count found (usually one or two rounds: activity is very skewed)."""
     if release is not None:
         return await q.top_clients(store, r, limit, release)
     first, last = int(r.start // ru.DAY) // ru.BLOCK_DAYS, int(math.ceil(r.end / ru.DAY) - 1) // ru.BLOCK_DAYS
-    sql = ("SELECT b.person, sum(b.events) FROM rollup_person_blocks b JOIN users u ON u.user_id = b.person "
-           "WHERE b.bucket >= ? AND b.bucket <= ? AND u.last_seen >= ? AND u.first_seen < ? "
-           "AND (u.role IS NULL OR u.role <> 'coach') GROUP BY b.person")
-    bounds = sorted(((int(n), user) for user, n in await store.fetch(sql, (first, last, r.start, r.end))),
-                    key=lambda x: (-x[0], x[1]))
+    bounds_sql = ("SELECT person, sum(events) AS n FROM rollup_person_blocks WHERE bucket >= ? AND bucket <= ? "
+                  "GROUP BY person ORDER BY n DESC, person LIMIT ? OFFSET ?")
     coaches = {c.coach for c in await coach_sessions(store, r)}
+    users_sql = ("SELECT user_id FROM users u WHERE u.user_id IN {marks} AND u.last_seen >= ? AND u.first_seen < ? "
+                 "AND (u.role IS NULL OR u.role <> 'coach')")
     found: list[tuple[int, str]] = []
-    i = 0
-    while i < len(bounds):
-        if len(found) >= limit and bounds[i][0] < found[limit - 1][0]:
+    offset = 0
+    while True:
+        page = [(int(n), user) for user, n in await store.fetch(bounds_sql, (first, last, CANDIDATES, offset))]
+        offset += CANDIDATES
+        if not page or (len(found) >= limit and page[0][0] < found[limit - 1][0]):
             break
-        chunk = [user for _, user in bounds[i:i + CANDIDATES] if user not in coaches]
-        i += CANDIDATES
+        chunk = [user for _, user in page if user not in coaches]
         if chunk:
-            exact = await _exact_events(store, chunk, r)
+            valid = {user for (user,) in await store.fetch(users_sql.format(marks=placeholders(len(chunk))),
+                                                            (*chunk, r.start, r.end))}
+            exact = await _exact_events(store, [user for user in chunk if user in valid], r) if valid else {}
             found += [(n, user) for user, n in exact.items() if n]
             found.sort(key=lambda x: (-x[0], x[1]))
+        if len(page) < CANDIDATES:
+            break
     return [(user, n) for n, user in found[:limit]]

@@ -184,7 +184,7 @@ async def erase_user(store: Store, user_ids: Sequence[str], *, include_opt_out: 
     where, params = user_filter("events", "user_id", ids, linked)
     erased = await store.fetch(f"SELECT {rollups.FACT_COLUMNS} FROM events WHERE {where}", params)
     rollup_statements = rollups.erase_statements(ids, [tuple(row) for row in erased])
-    results = await store.execute(rollup_statements + statements)
+    results = await store.execute([*rollup_statements, *statements])
     chunks, groups, *counts = results[len(rollup_statements):]
     deleted = {table: count for (table, _), count in zip(tables, counts)}
     return {**{table: deleted[table] for table, _ in USER_TABLES if table in deleted}, "recording_chunks": chunks,
