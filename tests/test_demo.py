@@ -22,6 +22,7 @@ from agent.collectors.kinds import KINDS
 from agent.collectors.scheduler import probe_once
 from agent.config.load import parse_config
 from agent.demo.events import BUILDERS
+from agent.demo.history import DAY, history, users_of
 from agent.demo.sender import Sender
 from agent.demo.targets import DemoTargets
 from agent.demo.traffic import Traffic
@@ -46,6 +47,30 @@ def test_the_traffic_is_valid_and_covers_every_category() -> None:
     assert categories == set(CATEGORIES)
     failed_logins = [e for e in events if e["event"] == "login_attempt" and e["properties"]["result"] == "failure"]
     assert 0.02 < len(failed_logins) / sum(e["event"] == "login_attempt" for e in events) < 0.2
+
+
+def test_the_history_spreads_whole_valid_stories_over_the_past_days() -> None:
+    now = 1_764_806_400.0                                   # 2025-12-04T00:00:00Z, a Thursday
+    events = history(Traffic(seed=5), 21, 6000, now=now)
+    assert 6000 <= len(events) < 6100
+    stamps = [e["timestamp"] for e in events]
+    assert now - 21 * DAY <= min(stamps) and max(stamps) < now
+    assert max(stamps) - min(stamps) > 20 * DAY
+    recent = sum(t >= now - 10.5 * DAY for t in stamps)
+    assert recent > 0.6 * len(stamps)                         # denser towards now: a growing product
+    days = [time.gmtime(t).tm_wday for t in stamps]
+    weekday, weekend = sum(d < 5 for d in days) / 5, sum(d >= 5 for d in days) / 2
+    assert weekend < 0.8 * weekday                            # quieter weekends
+    for start in range(0, len(events), 1000):                 # the agent's own validation takes them
+        assert len(parse_batch(events[start:start + 1000], now=now)) == len(events[start:start + 1000])
+    flows: dict[str, list[float]] = {}
+    for event in events:                                      # a story's events keep their order in time
+        flow = event["properties"].get("flowId")
+        if flow and event["event"].startswith("onboarding_step"):
+            flows.setdefault(flow, []).append(event["timestamp"])
+    assert flows and all(times == sorted(times) for times in flows.values())
+    users = users_of(events)
+    assert 400 < len(users) <= 500 and len(set(users)) == len(users)
 
 
 def test_the_same_seed_gives_the_same_traffic() -> None:
@@ -192,6 +217,8 @@ def test_the_demo_command_starts_an_agent_fills_it_and_stops_it() -> None:
     (["--rate", "0"], "--rate: must be above 0"),
     (["--duration", "5 minutes"], "--duration: invalid duration"),
     (["--no-targets"], "--no-targets needs --agent"),
+    (["--history", "40d"], "--history: at most 29d"),
+    (["--history-events", "0"], "--history-events: must be above 0"),
     (["--targets-only", "--targets-listen", "localhost"], "--targets-listen: expected HOST:PORT"),
 ])
 @pytest.mark.slow

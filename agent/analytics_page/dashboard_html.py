@@ -48,13 +48,19 @@ def render_dashboard(doc: dict[str, Any] | None, *, range_: str, release: str | 
         return page("Analytics dashboard · loom-agent", "".join(parts), tab="dashboard", csrf=csrf)
     r = doc.get("range", {})
     scope = f" · release {esc(release)}" if release else ""
-    parts.append(f'<p class="meta">{esc(r.get("from", ""))} to {esc(r.get("to", ""))} (UTC){scope}</p>')
+    parts.append(f'<p class="meta">{_instant(r.get("from"))} to {_instant(r.get("to"))} UTC{scope}</p>')
     parts += [summary_cards(doc["summary"]),
               '<div class="grid2">', *(funnel_section(f) for f in doc.get("funnelMetrics", [])), "</div>",
               '<div class="grid2">', goal_section(doc.get("goalCompletion", [])),
               uptime_section(doc.get("serviceUptime", [])), "</div>",
               coach_section(doc.get("coachProductivity", [])), client_section(doc.get("clientEngagement", []))]
     return page("Analytics dashboard · loom-agent", "".join(parts), tab="dashboard", csrf=csrf)
+
+
+def _instant(iso: object) -> str:
+    """2026-12-04T17:07:57.253Z -> 2026-12-04 17:07 (escaped: the range comes from the document)."""
+    text = str(iso or "")
+    return esc(f"{text[:10]} {text[11:16]}" if len(text) >= 16 and text[10:11] == "T" else text)
 
 
 def _card(label: str, value: str, sub: str = "") -> str:

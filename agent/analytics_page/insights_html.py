@@ -37,7 +37,7 @@ def insights_form(f: InsightsForm) -> str:
     steps = list(f.steps) + ([""] if len(f.steps) < MAX_STEPS else [])
     step_inputs = "".join(_text("step", s, f"Step {i + 1}", "event name") for i, s in enumerate(steps))
     return ('<form class="insight" method="get" action="/analytics/insights">'
-            f'<fieldset><legend class="sub">Range</legend>{_select("range", f.range, RANGES, "Range")}</fieldset>'
+            f'<fieldset>{_select("range", f.range, RANGES, "Range")}</fieldset>'
             '<h3>Trend</h3><fieldset>'
             f'{_text("event", f.event, "Event")}{_select("math", f.math, MATHS, "Count")}'
             f'{_select("interval", f.interval, INTERVALS, "Interval")}'

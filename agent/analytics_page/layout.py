@@ -110,16 +110,25 @@ def section(ident: str, title: str, content: str, note: str = "") -> str:
     return f'<section id="{esc(ident)}"><h2>{esc(title)}</h2>{meta}{content}</section>'
 
 
-def table(ident: str, headers: list[tuple[str, str]], rows: list[list[str]], empty: str) -> str:
+def table(ident: str, headers: list[tuple[str, str]], rows: list[list[str]], empty: str, shown: int = 10) -> str:
     """A table whose cells are already HTML; headers are (label, css class). Below 720 px each row is a
-    card, each cell labelled by its header (data-label)."""
+    card, each cell labelled by its header (data-label). The first `shown` rows are in the table; the rest
+    follow in a second one inside a <details> (opened without a script)."""
     if not rows:
         return f'<p class="empty">{esc(empty)}</p>'
     head = "".join(f'<th class="{cls}">{esc(label)}</th>' for label, cls in headers)
-    body = "".join("<tr>" + "".join(f'<td class="{headers[i][1]}" data-label="{esc(headers[i][0])}">{cell}</td>'
-                                    for i, cell in enumerate(row)) + "</tr>" for row in rows)
-    return (f'<div class="scroll"><table class="data" id="{esc(ident)}"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table></div>")
+
+    def body(part: list[list[str]]) -> str:
+        return "".join("<tr>" + "".join(f'<td class="{headers[i][1]}" data-label="{esc(headers[i][0])}">{cell}</td>'
+                                        for i, cell in enumerate(row)) + "</tr>" for row in part)
+
+    out = (f'<div class="scroll"><table class="data" id="{esc(ident)}"><thead><tr>{head}</tr></thead>'
+           f"<tbody>{body(rows[:shown])}</tbody></table></div>")
+    if len(rows) > shown:
+        out += (f'<details class="more"><summary>{len(rows) - shown} more</summary><div class="scroll">'
+                f'<table class="data" id="{esc(ident)}-more"><thead><tr>{head}</tr></thead>'
+                f"<tbody>{body(rows[shown:])}</tbody></table></div></details>")
+    return out
 
 
 def message(kind: str, text: str) -> str:

@@ -66,6 +66,8 @@ th{font-size:.8rem;color:var(--muted);font-weight:600}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.id{overflow-wrap:anywhere;word-break:break-word}
 .scroll{overflow-x:auto}
+details.more summary{cursor:pointer;color:var(--accent);font-size:.85rem;padding:.4rem 0}
+table.retention th.num{text-align:center}
 table.retention td{text-align:center;font-variant-numeric:tabular-nums;font-size:.85rem;white-space:nowrap}
 table.retention td.cohort{text-align:left}
 table.retention td small{display:block;color:var(--muted);font-size:.7rem}
