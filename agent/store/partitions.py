@@ -119,6 +119,16 @@ async def months(fetch: Fetch) -> list[tuple[int, int]]:
     return sorted(found)
 
 
+async def names_in(fetch: Fetch, partition: str) -> list[str]:
+    """The event names a month holds: one seek of its (name, ts, ...) index per name, not a scan."""
+    names: list[str] = []
+    (name,), = await fetch(f"SELECT min(name) FROM {partition}", ())
+    while name is not None:
+        names.append(name)
+        (name,), = await fetch(f"SELECT min(name) FROM {partition} WHERE name > ?", (name,))
+    return names
+
+
 async def ensure(fetch: Fetch, execute: Execute, now: float, since: float | None = None) -> list[tuple[int, int]]:
     """Create every missing month from `since`'s (default: this one) to MONTHS_AHEAD after `now`'s;
     returns the months created."""
@@ -167,12 +177,13 @@ async def retire(fetch: Fetch, execute: Execute, periods: Mapping[str, float], c
         _, end = bounds(ym)
         if end > now - min(periods.values()):
             break                           # this month and later hold rows of every class still kept
-        names = await fetch(f"SELECT name, count(*) FROM {table(ym)} GROUP BY name", ())
-        classes = {name: class_of.get(name, "analytics") for name, _ in names}
+        classes = {name: class_of.get(name, "analytics") for name in await names_in(fetch, table(ym))}
         if end > now - longest and any(end > now - periods.get(k, longest) for k in classes.values()):
             continue                        # some of its events are still kept: deleted row by row
+        counts = {name: (await fetch(f"SELECT count(*) FROM {table(ym)} WHERE name = ?", (name,)))[0][0]
+                  for name in classes}      # index-only, one name at a time: each read well within its limit
         await execute([(drop_sql(ym), ())])
-        for name, count in names:
+        for name, count in counts.items():
             dropped[classes[name]] = dropped.get(classes[name], 0) + int(count)
     await ensure(fetch, execute, now)
     keep_ids = max(periods.get("analytics", 0.0), MIN_ID_DAYS * DAY)

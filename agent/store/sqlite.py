@@ -335,11 +335,11 @@ class SqliteStore:
             return
         waiting = threading.Event()
         waiting.set()
-        job = self._write_thread.submit(self._reset_wal, waiting)
         try:
+            job = self._write_thread.submit(self._reset_wal, waiting)
             if job.result(timeout=max(0.0, min(CHECKPOINT_WAIT * 5, self._read_deadline - time.monotonic()))):
                 self.wal_resets += 1
-        except (concurrent.futures.TimeoutError, sqlite3.Error, StoreError):
+        except (concurrent.futures.TimeoutError, sqlite3.Error, StoreError, RuntimeError):   # RuntimeError: closing
             pass        # the writer was stuck or the checkpoint failed: read now, the next read tries again
         finally:
             waiting.clear()
