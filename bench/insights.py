@@ -3,13 +3,18 @@ bench/analytics.py (90 days, 20,000 users with Zipf-like activity, 200 coaches, 
 landing pages and signup steps), on SQLite: issue 17's targets at 10M events are trends and retention p99
 under 300 ms and a 4-step funnel under 2 s.
 
-    python bench/insights.py                   # 1M events, 20 requests per insight
-    python bench/insights.py --events 10000000 --db /tmp/ten.db   # fill once, then reuse with --db
-    python bench/insights.py --quick           # 100k events, 5 requests: a smoke run (writes no JSON)
+    python bench/insights.py                      # 1M events, 20 requests per insight
+    python bench/insights.py --events 10000000    # 10M
+    python bench/insights.py --quick              # 100k events, 5 requests: a smoke run (writes no JSON)
+
+The stores are bench/analytics.py's: bench/out/analytics-<events>.db with its .json (when the events end),
+filled by that bench (or by this one, the same way) and reused by both; `--db PATH` names another file.
+Every range ends when the events do.
 
 The requests (each through a real HTTP server on 127.0.0.1, one after another after one warm-up):
-- trend: the last 30 days of page_load, daily, broken down by page (the event's lifted `label`), and the
-  same series' unique persons broken down by page (persons: anonymous and identified ids merged);
+- trend: the last 30 days of page_load, daily, broken down by page (the event's lifted `label`, read from
+  the events), the same series' unique persons broken down by page (persons: anonymous and identified ids
+  merged), and api_request broken down by status (answered from the rollups maintained at ingest);
 - funnel: login_attempt -> resource_viewed -> session_booked -> session_completed over 30 days, 7-day
   window, ordered, and the same strict (which reads every event of the persons who logged in);
 - retention: 8 weeks, cohort by the first login_attempt, returning with feature_used.
@@ -26,7 +31,6 @@ import platform
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +50,7 @@ from agent.store.sqlite import SqliteStore  # noqa: E402
 from bench import report  # noqa: E402
 from bench.analytics import fill  # noqa: E402
 
+OUT = Path(__file__).resolve().parent / "out"         # bench/analytics.py's store cache, shared
 RESULTS_JSON = Path(__file__).resolve().parent / "results" / "insights.json"
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## Insights API"
@@ -58,6 +63,8 @@ REQUESTS: dict[str, tuple[str, dict[str, Any], float]] = {       # name -> (path
     "trend 30d daily, unique persons by page": (
         "/api/insights/trends", {"series": [{"event": "page_load", "math": "unique_persons"}], "breakdown": "page",
                                  "range": "30d"}, 300),
+    "trend 30d daily, api_request by status (rollups)": (
+        "/api/insights/trends", {"series": [{"event": "api_request"}], "breakdown": "status", "range": "30d"}, 300),
     "funnel 4 steps 30d ordered": ("/api/insights/funnels", {"steps": FUNNEL, "window": "7d", "range": "30d"}, 2000),
     "funnel 4 steps 30d strict": ("/api/insights/funnels", {"steps": FUNNEL, "window": "7d", "order": "strict",
                                                             "range": "30d"}, 2000),
@@ -67,7 +74,9 @@ REQUESTS: dict[str, tuple[str, dict[str, Any], float]] = {       # name -> (path
 }
 
 
-async def measure(store: SqliteStore, requests: int) -> dict[str, Any]:
+async def measure(store: SqliteStore, requests: int, end: float) -> dict[str, Any]:
+    """Each insight of REQUESTS over the ranges ending at `end`: p50 / p99 / max of the HTTP round trip and
+    the process's CPU per request (the SQLite reads run on its threads)."""
     app = web.Application(middlewares=[problem_middleware])
     app[ADMIN_TOKENS] = AdminTokens((TOKEN,))
     app[EVENT_STORE] = StoreSlot(store)
@@ -83,6 +92,7 @@ async def measure(store: SqliteStore, requests: int) -> dict[str, Any]:
                                          timeout=aiohttp.ClientTimeout(total=120)) as session:
             for name, (path, body, target) in REQUESTS.items():
                 url = f"http://127.0.0.1:{port}{path}"
+                body = {**body, "to": end}
                 async with session.post(url, json=body) as warm:         # warms the page cache
                     assert warm.status == 200, await warm.text()
                     answer = await warm.json()
@@ -114,37 +124,40 @@ def summary(answer: dict[str, Any]) -> Any:
     return [c["persons"] for c in answer["cohorts"]]
 
 
-async def matching(store: SqliteStore) -> dict[str, int]:
+async def matching(store: SqliteStore, end: float) -> dict[str, int]:
     """Events each request reads: the cost figures are per these."""
-    now = time.time()
     out = {}
     for name, events in (("page_load", ("page_load",)), ("funnel steps", tuple(s["event"] for s in FUNNEL))):
         marks = ", ".join("?" * len(events))
-        rows = await store.fetch(f"SELECT count(*) FROM events WHERE name IN ({marks}) AND ts >= ?",
-                                 (*events, now - 30 * 86400))
+        rows = await store.fetch(f"SELECT count(*) FROM events WHERE name IN ({marks}) AND ts >= ? AND ts < ?",
+                                 (*events, end - 30 * 86400, end))
         out[name + " (30 days)"] = int(rows[0][0])
     return out
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    path = args.db or os.path.join(tempfile.mkdtemp(prefix="loom-insights-"), "store.db")
-    reuse = os.path.exists(path)
-    store = SqliteStore(path, synchronous="normal")
+    path = Path(args.db) if args.db else OUT / f"analytics-{args.events}.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = path.with_name(path.name + ".json")
+    reuse = path.exists() and meta.exists()
+    store = SqliteStore(str(path), synchronous="normal")
     await store.open()
     try:
-        timings = {} if reuse else await fill(store, args.events, time.time())
+        if reuse:
+            end, timings = json.loads(meta.read_text())["end"], {}
+        else:
+            end = time.time()
+            timings = await fill(store, args.events, end)
+            meta.write_text(json.dumps({"end": end, "events": args.events, "fill": timings}))
         count = (await store.fetch("SELECT count(*) FROM events"))[0][0]
-        read = await matching(store)
-        latency = await measure(store, args.requests)
+        read = await matching(store, end)
+        latency = await measure(store, args.requests, end)
     finally:
         await store.close()
-    if not args.db:
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(path + suffix):
-                os.remove(path + suffix)
-    return {"events": count, "fill": timings, "matching_events": read, "latency": latency,
-            "sqlite": sqlite3.sqlite_version, "python": platform.python_version(), "machine": platform.machine(),
-            "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {"events": count, "db": str(path), "reused": reuse, "fill": timings, "matching_events": read,
+            "latency": latency, "sqlite": sqlite3.sqlite_version, "python": platform.python_version(),
+            "machine": platform.machine(), "cpus": os.cpu_count(),
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def print_table(results: dict[str, Any]) -> None:

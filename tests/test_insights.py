@@ -13,6 +13,7 @@ import pytest
 from agent.analytics.funnels import _query, ordered, strict, unordered
 from agent.analytics.insight_query import funnel_query, trends_query
 from agent.analytics.trends import _where
+from agent.analytics.trends_rollups import dimension
 from agent.api import insights
 from tests.support.insights_fixture import D, T0, load_insights_fixture
 
@@ -149,6 +150,43 @@ def test_trends_hour_week_and_month_buckets(agent):
                                "from": "2025-02-01T00:00:00Z", "to": "2025-04-01T00:00:00Z"})
     # February: -120h; March: the other 11 ($pageview at 168h included: the range runs to April)
     assert doc["buckets"] == ["2025-02-01T00:00:00Z", "2025-03-01T00:00:00Z"] and data(doc) == [[1, 11]]
+
+
+ALWAYS = {"key": "no_such_property", "operator": "is_not_set"}       # true of every event: reads the events
+
+
+@pytest.mark.parametrize(("series", "breakdown"), [
+    ({"event": "$pageview"}, None),
+    ({"event": "page_load", "math": "sum", "math_property": "load_time_ms"}, None),
+    ({"event": "login_attempt"}, "result"),                   # a lifted outcome the rollups keep
+    ({"event": "session_booked"}, "coach_id"),                # a lifted label the rollups keep
+    ({"event": "session_booked", "math": "avg", "math_property": "duration_minutes"}, "coach_id"),
+    ({"event": "session_booked", "math": "sum", "math_property": "duration_minutes"}, None),
+])
+def test_trends_from_the_rollups_equal_trends_from_the_events(agent, series, breakdown):
+    """Series without filters are answered from the rollups (whole days, edge hours, raw partial hours);
+    the same series with a filter true of every event reads the events: the same answers, on ranges of
+    arbitrary instants and every interval."""
+    ranges = [("hour", "2025-02-28T21:17:03.5Z", "2025-03-03T05:40:00Z"),
+              ("day", "2025-02-28T21:17:03.5Z", "2025-03-09T11:00:00Z"),
+              ("week", "2025-02-20T00:00:00Z", "2025-03-10T00:00:00Z"),
+              ("month", "2025-02-01T10:30:00Z", "2025-03-20T00:00:00Z")]
+    for interval, start, end in ranges:
+        body: dict[str, Any] = {"series": [series], "interval": interval, "from": start, "to": end}
+        if breakdown is not None:
+            body |= {"breakdown": breakdown, "breakdown_limit": 1}
+        assert dimension(trends_query(body, T0), trends_query(body, T0).series[0]) is not None
+        from_rollups = post(agent, TRENDS, body)
+        from_events = post(agent, TRENDS, {**body, "series": [{**series, "properties": [ALWAYS]}]})
+        assert from_rollups == from_events, (interval, start, end)
+        assert from_rollups["results"], (interval, start, end)
+
+
+def test_a_breakdown_by_the_login_result_from_the_rollups(agent):
+    doc = post(agent, TRENDS, {"series": [{"event": "login_attempt"}], "breakdown": "result", "interval": "week",
+                               "from": "2025-02-28T00:00:00Z", "to": "2025-03-03T00:00:00Z"})
+    # kim success -50.5h, failure -49.2h; lou success -26.7h and -3.3h: all in the week of 24 February
+    assert [(r["breakdown_value"], r["data"]) for r in doc["results"]] == [("success", [3]), ("failure", [1])]
 
 
 # --- funnels -------------------------------------------------------------------------------------

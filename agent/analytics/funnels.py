@@ -146,7 +146,7 @@ def _query(store: Store, q: FunnelQuery) -> tuple[str, list[Any]]:
     else:
         where = f"e.name IN ({marks}) AND e.ts >= ? AND e.ts < ?"
         params = [*names, r.start, r.end]
-    return person_rows(columns, column_params, where, params)
+    return person_rows(store.dialect, columns, column_params, where, params)
 
 
 def _stats(attempts: list[Attempt], steps: int) -> list[dict[str, Any]]:

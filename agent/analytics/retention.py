@@ -47,7 +47,7 @@ async def _person_periods(store: Store, q: RetentionQuery, spec: EventSpec) -> l
     """Distinct (person, period) of `spec`'s events in the periods."""
     r = q.range
     where, params = _event_where(store, spec, r.start, r.end)
-    inner, inner_params = person_rows([bucket_sql(store.dialect, q.period, "e.")], [], where, params)
+    inner, inner_params = person_rows(store.dialect, [bucket_sql(store.dialect, q.period, "e.")], [], where, params)
     rows = await store.fetch(f"SELECT person, c0 FROM ({inner}) p GROUP BY person, c0", inner_params)
     return [(person, int(period)) for person, period in rows]
 
@@ -63,7 +63,7 @@ async def _first_times(store: Store, q: RetentionQuery) -> list[tuple[str, int]]
         rows = await store.fetch(sql, (r.end, r.start))
     else:
         where, params = _event_where(store, q.cohort, None, r.end)
-        inner, inner_params = person_rows([], [], where, params)
+        inner, inner_params = person_rows(store.dialect, [], [], where, params)
         sql = (f"SELECT person, {period} FROM (SELECT person, min(ts) AS ts FROM ({inner}) p GROUP BY person) f "
                "WHERE f.ts >= ?")
         rows = await store.fetch(sql, (*inner_params, r.start))

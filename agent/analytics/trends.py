@@ -21,6 +21,7 @@ from typing import Any
 from agent.analytics.insight_query import PERCENTILES, Series, TrendsQuery, period_index, period_start
 from agent.analytics.insight_sql import bucket_sql, filters_sql, person_rows, prop_number, prop_text, text_order
 from agent.analytics.timerange import iso_time
+from agent.analytics.trends_rollups import dimension, found_from_sums, rollup_sums
 from agent.store.base import Store
 
 DIGITS = 6          # sums and averages rounded so both databases answer the same
@@ -85,6 +86,17 @@ def _group(store: Store, q: TrendsQuery, series: Series, top: list[str | None]) 
 
 
 async def _series(store: Store, q: TrendsQuery, series: Series, buckets: list[int]) -> list[dict[str, Any]]:
+    column = dimension(q, series)
+    if column is not None:
+        sums = await rollup_sums(store, q, series, column, lambda ts: bucket_index(q.interval, ts))
+        found, groups = found_from_sums(q, series, sums)
+    else:
+        found, groups = await _from_events(store, q, series)
+    return _results(q, series, buckets, found, groups)
+
+
+async def _from_events(store: Store, q: TrendsQuery, series: Series) -> tuple[dict[tuple[int, int], float],
+                                                                               list[tuple[str | None, bool]]]:
     dialect = store.dialect
     where, params = _where(store, q, series)
     top: list[str | None] = []
@@ -99,7 +111,7 @@ async def _series(store: Store, q: TrendsQuery, series: Series, buckets: list[in
                "GROUP BY b, g")
         rows = await store.fetch(sql, (*group_params, *params))
     elif m == "unique_persons":
-        inner, inner_params = person_rows([bucket, group], group_params, where, params)
+        inner, inner_params = person_rows(dialect, [bucket, group], group_params, where, params)
         sql = f"SELECT c0, c1, count(DISTINCT person) FROM ({inner}) p GROUP BY c0, c1"
         rows = await store.fetch(sql, inner_params)
     else:
@@ -118,6 +130,12 @@ async def _series(store: Store, q: TrendsQuery, series: Series, buckets: list[in
     groups: list[tuple[str | None, bool]] = [(v, False) for v in top]
     if other or q.breakdown is None:
         groups.append((None, q.breakdown is not None))
+    return found, groups
+
+
+def _results(q: TrendsQuery, series: Series, buckets: list[int], found: dict[tuple[int, int], float],
+             groups: list[tuple[str | None, bool]]) -> list[dict[str, Any]]:
+    m = series.math
     counted = m in ("total", "unique_persons")
     out = []
     for g, (value, is_other) in enumerate(groups):

@@ -9,7 +9,7 @@ T0 is Monday 2025-03-03T00:00:00Z, so day and week buckets start there. Persons:
 - cat (a_cat): anonymous only.
 - dan: u_dan, and u_dan_old, an alias of u_dan in person_aliases whose events are still stored under it
   (as when the pipeline's alias map has forgotten it): one person.
-- eve, fay, gus, hal, ivy, jon (u_*): identified.
+- eve, fay, gus, hal, ivy, jon (u_*): identified; kim and lou (u_*) have events only before T0.
 
 Events: custom ones (signup_started, signup_completed, purchase, app_open, noise), PostHog's `$pageview`
 with `$`-properties, and the catalog's page_load (whose page and load_time_ms are the lifted label and
@@ -49,6 +49,16 @@ EVENTS: list[tuple[str, str | None, str | None, float, dict[str, Any]]] = [
     ("page_load", "u_ann", None, 5, {"page": "/a", "load_time_ms": 100}),
     ("page_load", "u_ben", None, 6, {"page": "/b", "load_time_ms": 300}),
     ("page_load", "u_ann", None, 30, {"page": "/a", "load_time_ms": 200}),
+    # --- before T0, kim and lou only: the rollups' dimensions (login_attempt's result is its lifted outcome,
+    # session_booked's coach_id its lifted label and duration_minutes its value) ---
+    ("login_attempt", "u_kim", None, -50.5, {"method": "password", "result": "success"}),
+    ("login_attempt", "u_kim", None, -49.2, {"method": "password", "result": "failure"}),
+    ("login_attempt", "u_lou", None, -26.7, {"method": "sso", "result": "success"}),
+    ("login_attempt", "u_lou", None, -3.3, {"result": "success"}),
+    ("session_booked", "u_kim", None, -40.1, {"coach_id": "c1", "duration_minutes": 30}),
+    ("session_booked", "u_lou", None, -20.25, {"coach_id": "c2", "duration_minutes": 60}),
+    ("session_booked", "u_lou", None, -2.5, {"coach_id": "c1", "duration_minutes": 45}),
+    ("session_booked", "u_kim", None, -1.75, {"duration_minutes": 15}),
     # --- the funnel signup_started -> signup_completed -> purchase ---
     ("signup_started", "u_ann", None, 0.2, {"plan": "pro"}),
     ("signup_completed", "u_ann", None, 0.4, {}),
