@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from agent.metrics.store import OTHER, MetricStore
-from agent.receiver.spans import service_name
+from agent.receiver.spans import drop, service_name
 
 RECORDS = "loom_otlp_log_records"
 SEVERITIES = ("trace", "debug", "info", "warn", "error", "fatal", "unspecified")
@@ -68,8 +68,8 @@ class LogCounts:
                         continue
                     key = (service, severity(record.severity_number, record.severity_text))
                     counts[key] = counts.get(key, 0) + 1
-                for index in reversed(bad):
-                    del records[index]
+                if bad:
+                    drop(records, bad)
                 read.rejected += len(bad)
         read.accepted = sum(counts.values())
         if read.rejected:

