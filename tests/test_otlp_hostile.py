@@ -4,15 +4,26 @@ unit is enough (agent/receiver/spans.py, logs.py), the real served agent for the
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
 import pytest
+from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
+from agent.api.keys import OTLP_RECEIVER
 from agent.metrics.store import MetricStore
 from agent.receiver.logs import LogCounts
 from agent.receiver.spans import DELETE_ONE_BY_ONE, read_spans
+from tests.support.agent_app import ServedAgent
+
+KEY = "otlp-hostile-key-0123456789"
+Run = Callable[[Any], Any]
 
 
 def good(name: str) -> Span:
@@ -48,3 +59,30 @@ def test_refused_log_records_leave_the_valid_ones_in_their_order(refused: int) -
     assert counts == {("unknown_service", "error"): refused}
     kept = request.resource_logs[0].scope_logs[0].log_records
     assert [r.event_name for r in kept] == [f"r{i}" for i in range(refused)]
+
+
+@pytest.fixture
+def receiver(agent_server: Callable[..., ServedAgent]) -> str:
+    agent = agent_server({"otlp_receiver": {"http": {"enabled": True, "listen": "127.0.0.1:0"},
+                                            "ingest_keys": [KEY]}})
+    return f"127.0.0.1:{agent.app[OTLP_RECEIVER].ports['http']}"
+
+
+def post(run: Run, address: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str]:
+    async def go() -> tuple[int, bytes, str]:
+        async with aiohttp.ClientSession() as session, \
+                session.post(f"http://{address}/v1/traces", data=body, headers=headers) as answer:
+            return answer.status, await answer.read(), answer.headers["Content-Type"]
+    return run(go())
+
+
+def test_a_refusal_is_in_the_requests_encoding_even_before_the_body_is_read(receiver: str, run: Run) -> None:
+    status, body, content_type = post(run, receiver, b"{}", {"Content-Type": "application/json"})
+    assert (status, content_type) == (401, "application/json")
+    assert "ingest key" in json.loads(body)["message"]
+    status, body, content_type = post(run, receiver, b"", {"Content-Type": "application/x-protobuf"})
+    assert (status, content_type) == (401, "application/x-protobuf")
+    assert "ingest key" in Status.FromString(body).message
+    status, body, content_type = post(run, receiver, b"{}", {"Content-Type": "application/json; charset=utf-8",
+                                                         "Authorization": f"Bearer {KEY}"})
+    assert (status, content_type, json.loads(body)) == (200, "application/json", {})

@@ -38,7 +38,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from agent.receiver.config import ListenerConfig
-from agent.receiver.decode import PROTOBUF, DecodeError, inflate, media_type, parse, to_json
+from agent.receiver.decode import JSON, PROTOBUF, DecodeError, inflate, media_type, parse, to_json
 from agent.receiver.ingest import RETRY_AFTER_SECONDS, Answer, OtlpIngest, Refused, presented_key
 
 log = logging.getLogger("agent.receiver")
@@ -66,6 +66,12 @@ def response(signal: str, answer: Answer) -> Message:
         setattr(partial, SIGNALS[signal][2], answer.rejected)
         partial.error_message = answer.message
     return message
+
+
+def answer_type(content_type: str) -> str:
+    """The encoding of every answer to a request, refusals too (a 401 before the body is looked at): the
+    spec's "the same Content-Type as the request", protobuf when the request's is neither of OTLP's."""
+    return JSON if content_type.split(";", 1)[0].strip().lower() == JSON else PROTOBUF
 
 
 def _encode(message: Message, kind: str) -> bytes:
@@ -102,11 +108,11 @@ def handler(ingest: OtlpIngest, signal: str, limit: int, bodies: asyncio.Semapho
     request_type = SIGNALS[signal][0]
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        kind = PROTOBUF
+        kind = answer_type(request.headers.get("Content-Type", ""))
         try:
             ingest.authorize(signal, presented_key(request.headers.get("Authorization"),
                                                    request.headers.get("X-Loom-Api-Key")))
-            kind = media_type(request.headers.get("Content-Type", ""))
+            media_type(request.headers.get("Content-Type", ""))
             async with bodies:
                 raw = await _read(request, limit)
                 body = inflate(raw, request.headers.get("Content-Encoding", ""), limit)
