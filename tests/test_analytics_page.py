@@ -85,6 +85,21 @@ def test_signed_out_pages_redirect_to_the_sign_in_with_where_to_return(agent_ser
     assert 'type="password"' in form.body
 
 
+def test_every_analytics_route_needs_a_session_but_the_sign_in(agent_server):
+    agent = start(agent_server)
+    routes = {(r.method, r.resource.canonical) for r in agent.app.router.routes()
+              if r.method != "HEAD" and r.resource.canonical.startswith("/analytics")}
+    assert routes == {("GET", "/analytics"), ("GET", "/analytics/insights"), ("GET", "/analytics/sign-in"),
+                      ("POST", "/analytics/sign-in"), ("POST", "/analytics/sign-out")}
+    for path in ("/analytics", "/analytics/insights"):
+        answer = agent.get(path, allow_redirects=False, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert answer.status == 303 and answer.headers["Location"].startswith("/analytics/sign-in?")   # no bearer
+        forged = agent.get(path, allow_redirects=False, headers={"Cookie": f"{COOKIE}=made-up-session-id"})
+        assert forged.status == 303
+    out = agent.post("/analytics/sign-out", data="csrf=x", headers=FORM, allow_redirects=False)
+    assert out.status == 303 and len(agent.app[ADMIN_SESSIONS]) == 0
+
+
 def test_sign_in_sets_a_secure_httponly_strict_cookie_that_is_not_the_token(agent_server):
     agent = start(agent_server)
     answer = sign_in(agent, next_path="/analytics/insights")
