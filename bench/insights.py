@@ -6,10 +6,12 @@ under 300 ms and a 4-step funnel under 2 s.
     python bench/insights.py                      # 1M events, 20 requests per insight
     python bench/insights.py --events 10000000    # 10M
     python bench/insights.py --quick              # 100k events, 5 requests: a smoke run (writes no JSON)
+    python bench/insights.py --postgres           # the same on PostgreSQL (a server started for the run)
 
 The stores are bench/analytics.py's: bench/out/analytics-<events>.db with its .json (when the events end),
 filled by that bench (or by this one, the same way) and reused by both; `--db PATH` names another file.
-Every range ends when the events do.
+Every range ends when the events do. With --postgres: Debian's PostgreSQL 15 started as a plain process
+in a temp dir (tests/support/pg.py: fsync off, shared_buffers 32MB), filled the same way, then dropped.
 
 The requests (each through a real HTTP server on 127.0.0.1, one after another after one warm-up):
 - trend: the last 30 days of page_load, daily, broken down by page (the event's lifted `label`, read from
@@ -45,10 +47,12 @@ from agent.api import insights  # noqa: E402
 from agent.api.auth import AdminTokens  # noqa: E402
 from agent.api.keys import ADMIN_TOKENS, EVENT_STORE  # noqa: E402
 from agent.api.problems import problem_middleware  # noqa: E402
-from agent.store.base import StoreSlot  # noqa: E402
+from agent.store.base import Store, StoreSlot  # noqa: E402
+from agent.store.postgres import PostgresStore  # noqa: E402
 from agent.store.sqlite import SqliteStore  # noqa: E402
 from bench import report  # noqa: E402
 from bench.analytics import fill  # noqa: E402
+from tests.support import pg  # noqa: E402  (starts PostgreSQL as a plain process in a temp dir)
 
 OUT = Path(__file__).resolve().parent / "out"         # bench/analytics.py's store cache, shared
 RESULTS_JSON = Path(__file__).resolve().parent / "results" / "insights.json"
@@ -74,7 +78,7 @@ REQUESTS: dict[str, tuple[str, dict[str, Any], float]] = {       # name -> (path
 }
 
 
-async def measure(store: SqliteStore, requests: int, end: float) -> dict[str, Any]:
+async def measure(store: Store, requests: int, end: float) -> dict[str, Any]:
     """Each insight of REQUESTS over the ranges ending at `end`: p50 / p99 / max of the HTTP round trip and
     the process's CPU per request (the SQLite reads run on its threads)."""
     app = web.Application(middlewares=[problem_middleware])
@@ -124,7 +128,7 @@ def summary(answer: dict[str, Any]) -> Any:
     return [c["persons"] for c in answer["cohorts"]]
 
 
-async def matching(store: SqliteStore, end: float) -> dict[str, int]:
+async def matching(store: Store, end: float) -> dict[str, int]:
     """Events each request reads: the cost figures are per these."""
     out = {}
     for name, events in (("page_load", ("page_load",)), ("funnel steps", tuple(s["event"] for s in FUNNEL))):
@@ -136,6 +140,8 @@ async def matching(store: SqliteStore, end: float) -> dict[str, int]:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
+    if args.postgres:
+        return await on_postgres(args)
     path = Path(args.db) if args.db else OUT / f"analytics-{args.events}.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = path.with_name(path.name + ".json")
@@ -147,39 +153,68 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             end, timings = json.loads(meta.read_text())["end"], {}
         else:
             end = time.time()
-            timings = await fill(store, args.events, end)
+            timings = await fill(store, args.events, end)  # type: ignore[arg-type]
             meta.write_text(json.dumps({"end": end, "events": args.events, "fill": timings}))
-        count = (await store.fetch("SELECT count(*) FROM events"))[0][0]
-        read = await matching(store, end)
-        latency = await measure(store, args.requests, end)
+        out = await run(store, args, end)
     finally:
         await store.close()
-    return {"events": count, "db": str(path), "reused": reuse, "fill": timings, "matching_events": read,
-            "latency": latency, "sqlite": sqlite3.sqlite_version, "python": platform.python_version(),
+    return {**out, "database": f"SQLite {sqlite3.sqlite_version}", "db": str(path), "reused": reuse, "fill": timings}
+
+
+async def on_postgres(args: argparse.Namespace) -> dict[str, Any]:
+    server = pg.PostgresServer()
+    server.start()
+    try:
+        store = PostgresStore(server.dsn(server.create_database()), pool_size=4)
+        await store.open()
+        try:
+            end = time.time()
+            timings = await fill(store, args.events, end)  # type: ignore[arg-type]
+            await store.execute([("ANALYZE", ())])
+            out = await run(store, args, end)
+            version = (await store.fetch("SHOW server_version"))[0][0]
+        finally:
+            await store.close()
+    finally:
+        server.stop()
+        server.destroy()
+    return {**out, "database": f"PostgreSQL {version}", "db": None, "reused": False, "fill": timings}
+
+
+async def run(store: Store, args: argparse.Namespace, end: float) -> dict[str, Any]:
+    count = (await store.fetch("SELECT count(*) FROM events"))[0][0]
+    read = await matching(store, end)
+    latency = await measure(store, args.requests, end)
+    return {"events": int(count), "matching_events": read, "latency": latency, "python": platform.python_version(),
             "machine": platform.machine(), "cpus": os.cpu_count(),
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def print_table(results: dict[str, Any]) -> None:
-    print(f"{results['events']:,} events on SQLite {results['sqlite']}; events read: {results['matching_events']}")
+    print(f"{results['events']:,} events on {results['database']}; events read: {results['matching_events']}")
     print(f"{'request':44} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'cpu ms':>8}  answer")
     for name, v in results["latency"].items():
         print(f"{name:44} {v['p50_ms']:8.1f} {v['p99_ms']:8.1f} {v['max_ms']:8.1f} {v['cpu_ms_mean']:8.1f}  "
               f"{v['answer']}")
 
 
-def markdown(results: dict[str, Any], command: str) -> str:
+def markdown(runs: dict[str, Any]) -> str:
     lines = [SECTION, "",
-             f"`{command}` — {results['when']}, {results['events']:,} events on SQLite {results['sqlite']} "
-             f"(bench/analytics.py's fill: 90 days, 20,000 users), Python {results['python']}, {results['cpus']} "
-             "cores (shared). Each request through a real HTTP server, one after another after one warm-up; "
-             f"events in the last 30 days: {results['matching_events']}. JSON: `bench/results/insights.json`.", "",
-             "| request | p50 ms | p99 ms | max ms | CPU ms (mean) | p99 target at 10M |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for name, v in results["latency"].items():
-        lines.append(f"| {name} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} | {v['max_ms']:.1f} | {v['cpu_ms_mean']:.1f} "
-                     f"| {v['target_p99_ms_at_10m']:.0f} ms |")
-    return "\n".join(lines) + "\n"
+             "`python bench/insights.py [--events N] [--postgres]`: bench/analytics.py's events (90 days, 20,000 users "
+             "with Zipf-like activity, every category), each request through a real HTTP server one after another "
+             "after one warm-up, 30-day ranges (8 weeks for retention) ending when the events end. CPU: the "
+             "agent process's (its SQLite threads included; PostgreSQL's own CPU is not in it). The machine's 2 "
+             "cores are shared with other work: wall times vary, CPU less. JSON: `bench/results/insights.json`.", ""]
+    for results in runs.values():
+        lines += [f"{results['events']:,} events on {results['database']}, {results['when']}; events in the 30 "
+                  f"days: {results['matching_events']}", "",
+                  "| request | p50 ms | p99 ms | max ms | CPU ms (mean) | p99 target at 10M |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for name, v in results["latency"].items():
+            lines.append(f"| {name} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} | {v['max_ms']:.1f} "
+                         f"| {v['cpu_ms_mean']:.1f} | {v['target_p99_ms_at_10m']:.0f} ms |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
@@ -188,6 +223,7 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--db", help="database file to fill (or reuse when it exists)")
+    parser.add_argument("--postgres", action="store_true", help="fill and measure a PostgreSQL started for the run")
     parsed = parser.parse_args()
     if parsed.quick:
         parsed.events, parsed.requests = 100_000, 5
@@ -195,7 +231,9 @@ if __name__ == "__main__":
     print_table(outcome)
     if not parsed.quick:
         RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS_JSON.write_text(json.dumps(outcome, indent=1) + "\n")
-        command = "python bench/insights.py" + (f" --events {parsed.events}" if parsed.events != 1_000_000 else "")
-        report.replace_section(RESULTS_MD, SECTION, markdown(outcome, command))
+        runs = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
+        runs = {k: v for k, v in runs.items() if isinstance(v, dict) and "database" in v}
+        runs[f"{'postgres' if parsed.postgres else 'sqlite'}-{outcome['events']}"] = outcome
+        RESULTS_JSON.write_text(json.dumps(dict(sorted(runs.items())), indent=1) + "\n")
+        report.replace_section(RESULTS_MD, SECTION, markdown(dict(sorted(runs.items()))))
         print(f"written: {RESULTS_JSON} and the {SECTION!r} section of {RESULTS_MD}")

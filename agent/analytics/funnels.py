@@ -168,23 +168,27 @@ def _stats(attempts: list[Attempt], steps: int) -> list[dict[str, Any]]:
     return out
 
 
+def _time_order(row: tuple[Any, ...]) -> tuple[float, int]:
+    return row[0], row[1]
+
+
 def _seconds(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
 async def funnel(store: Store, q: FunnelQuery) -> dict[str, Any]:
     sql, params = _query(store, q)
-    by_person: dict[str, list[tuple[float, int, int, str | None]]] = defaultdict(list)
-    with_breakdown = q.breakdown is not None
+    # rows as the driver gives them: (ts, id, person, step bits[, breakdown value]), grouped by person
+    by_person: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for row in await store.fetch(sql, params):
-        ts, event_id, person, mask = row[0], row[1], row[2], row[3]
-        by_person[person].append((float(ts), int(event_id), int(mask), row[4] if with_breakdown else None))
+        by_person[row[2]].append(row)
     walk = ORDERS[q.order]
     steps = len(q.steps)
     attempts: list[Attempt] = []
+    with_breakdown = q.breakdown is not None
     for rows in by_person.values():
-        rows.sort()
-        attempt = walk([(ts, mask, value) for ts, _, mask, value in rows], steps, q.window)
+        rows.sort(key=_time_order)
+        attempt = walk([(r[0], r[3], r[4] if with_breakdown else None) for r in rows], steps, q.window)
         if attempt is not None:
             attempts.append(attempt)
     by_person.clear()
