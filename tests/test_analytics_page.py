@@ -218,8 +218,9 @@ def test_only_paths_under_analytics_are_followed_after_sign_in():
 
 # --- the pages with data ---------------------------------------------------------------------------
 
-def test_the_dashboard_shows_the_json_apis_numbers(sqlite_store, run, agent_server):
-    agent = start(agent_server, sqlite_store)
+def test_the_dashboard_shows_the_json_apis_numbers(store, run, agent_server):
+    """On SQLite and PostgreSQL (slow: it starts a server)."""
+    agent = start(agent_server, store)
     fill(agent)
     cookie = signed_in(agent)
     api = agent.get("/api/analytics/dashboard?range=7d", headers={"Authorization": f"Bearer {TOKEN}"}).body
@@ -255,8 +256,9 @@ def test_the_release_filter_narrows_the_dashboard(sqlite_store, run, agent_serve
     assert re.search(rf'Sessions booked</div><div class="value">{booked:,}<', page)
 
 
-def test_the_insights_view_draws_the_insights_apis_answers(sqlite_store, run, agent_server):
-    agent = start(agent_server, sqlite_store)
+def test_the_insights_view_draws_the_insights_apis_answers(store, run, agent_server):
+    """On SQLite and PostgreSQL (slow: it starts a server)."""
+    agent = start(agent_server, store)
     fill(agent, 1500)
     cookie = signed_in(agent)
     query = [("event", "session_booked"), ("interval", "day"), ("breakdown", "session_type"), ("step", "session_booked"),
