@@ -126,6 +126,17 @@ def test_a_wrong_token_is_a_401_page_and_attempts_are_rate_limited(agent_server)
     assert not answer.headers.getall("Set-Cookie", [])
 
 
+def test_the_sign_in_warns_when_a_secure_cookie_cannot_stick(agent_server):
+    agent = start(agent_server)
+    note = "Secure cookie only over HTTPS"
+    assert note not in agent.get("/analytics/sign-in").body                          # 127.0.0.1
+    assert note not in agent.get("/analytics/sign-in", headers={"Host": "localhost:9464"}).body
+    plain = agent.get("/analytics/sign-in", headers={"Host": "agent.example.com:9464"}).body
+    assert note in plain and "agent.example.com:9464" in plain
+    proxied = agent.get("/analytics/sign-in", headers={"Host": "agent.example.com", "X-Forwarded-Proto": "https"})
+    assert note not in proxied.body
+
+
 def test_the_401_page_says_why_and_sets_no_cookie(agent_server):
     agent = start(agent_server)
     answer = sign_in(agent, token="not-it")

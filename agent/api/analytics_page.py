@@ -209,7 +209,21 @@ async def get_sign_in(request: web.Request) -> web.Response:
     next_path = safe_next(request.query.get("next"))
     if current_session(request) is not None:
         return see_other(next_path)
-    return html(render_sign_in(next_path))
+    note = None
+    if not secure_context(request):
+        note = (f"This page came over plain http from {request.host}: browsers keep the session's Secure cookie "
+                "only over HTTPS or from 127.0.0.1 / localhost, so signing in here will not last. Serve the agent "
+                "behind HTTPS.")
+    return html(render_sign_in(next_path, note=note))
+
+
+def secure_context(request: web.Request) -> bool:
+    """Whether a browser keeps a Secure cookie from this request's origin: HTTPS (here, or at a proxy that
+    says so in X-Forwarded-Proto), or a loopback host, which Chromium and Firefox treat as trustworthy."""
+    if request.scheme == "https" or request.headers.get("X-Forwarded-Proto", "").lower() == "https":
+        return True
+    host = urlsplit("//" + request.host).hostname or ""
+    return host == "localhost" or host.endswith(".localhost") or host == "::1" or host.startswith("127.")
 
 
 def _cross_site(request: web.Request) -> bool:
