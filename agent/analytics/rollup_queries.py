@@ -409,13 +409,14 @@ async def _exact_events(store: Store, users: Sequence[str], r: TimeRange) -> dic
     return out
 
 
-CANDIDATES = 100
+CANDIDATES = 100        # users counted exactly per round
+BOUNDS_PAGE = 2000      # upper bounds fetched per query (the GROUP BY runs once per page, not per round)
 
 
 async def top_clients(store: Store, r: TimeRange, limit: int, release: str | None = None) -> list[tuple[str, int]]:
     """As queries.top_clients. Each user's events in the 31-day blocks the range touches bound its events
     in the range from above; users are counted exactly in that order, CANDIDATES at a time, until the
-    next bound is below the limit-th count found (usually one or two rounds: activity is very skewed)."""
+    next bound is below the limit-th count found (a few rounds: activity is very skewed)."""
     if release is not None:
         return await q.top_clients(store, r, limit, release)
     first, last = int(r.start // ru.DAY) // ru.BLOCK_DAYS, int(math.ceil(r.end / ru.DAY) - 1) // ru.BLOCK_DAYS
@@ -425,19 +426,25 @@ async def top_clients(store: Store, r: TimeRange, limit: int, release: str | Non
     users_sql = ("SELECT user_id FROM users u WHERE u.user_id IN {marks} AND u.last_seen >= ? AND u.first_seen < ? "
                  "AND (u.role IS NULL OR u.role <> 'coach')")
     found: list[tuple[int, str]] = []
-    offset = 0
+    bounds: list[tuple[int, str]] = []
+    fetched, i = 0, 0
     while True:
-        page = [(int(n), user) for user, n in await store.fetch(bounds_sql, (first, last, CANDIDATES, offset))]
-        offset += CANDIDATES
-        if not page or (len(found) >= limit and page[0][0] < found[limit - 1][0]):
+        if i >= len(bounds):
+            if fetched > len(bounds):       # the last page was short: every person has been seen
+                break
+            bounds += [(int(n), user) for user, n in await store.fetch(bounds_sql, (first, last, BOUNDS_PAGE,
+                                                                                     fetched))]
+            fetched += BOUNDS_PAGE
+            if i >= len(bounds):
+                break
+        if len(found) >= limit and bounds[i][0] < found[limit - 1][0]:
             break
-        chunk = [user for _, user in page if user not in coaches]
+        chunk = [user for _, user in bounds[i:i + CANDIDATES] if user not in coaches]
+        i += CANDIDATES
         if chunk:
             valid = {user for (user,) in await store.fetch(users_sql.format(marks=placeholders(len(chunk))),
                                                             (*chunk, r.start, r.end))}
             exact = await _exact_events(store, [user for user in chunk if user in valid], r) if valid else {}
             found += [(n, user) for user, n in exact.items() if n]
             found.sort(key=lambda x: (-x[0], x[1]))
-        if len(page) < CANDIDATES:
-            break
     return [(user, n) for n, user in found[:limit]]
