@@ -12,13 +12,17 @@ import aiohttp
 import pytest
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+from opentelemetry.proto.metrics.v1.metrics_pb2 import Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from agent.api.keys import OTLP_RECEIVER
 from agent.metrics.store import MetricStore
 from agent.receiver.logs import LogCounts
+from agent.receiver.prom_series import OtlpMetricSeries
 from agent.receiver.spans import DELETE_ONE_BY_ONE, read_spans
 from tests.support.agent_app import ServedAgent
 
@@ -86,3 +90,27 @@ def test_a_refusal_is_in_the_requests_encoding_even_before_the_body_is_read(rece
     status, body, content_type = post(run, receiver, b"{}", {"Content-Type": "application/json; charset=utf-8",
                                                          "Authorization": f"Bearer {KEY}"})
     assert (status, content_type, json.loads(body)) == (200, "application/json", {})
+
+
+def gauges(names: list[str], scopes: list[str]) -> ExportMetricsServiceRequest:
+    point = NumberDataPoint(as_double=1.0, time_unix_nano=1)
+    return ExportMetricsServiceRequest(resource_metrics=[ResourceMetrics(scope_metrics=[
+        ScopeMetrics(scope=InstrumentationScope(name=scope),
+                     metrics=[Metric(name=name, description="d" * 1000, gauge=Gauge(data_points=[point]))
+                              for name in names]) for scope in scopes])])
+
+
+def test_names_and_scopes_past_max_series_hold_no_memory() -> None:
+    """A family was kept for every name whose points max_series refused, and a context for every scope
+    name: 100,000 names grew the receiver by 143 MB, 100,000 scopes by 78 MB, while its series stayed at 100."""
+    series = OtlpMetricSeries(max_series=10, stale_after=300, clock=lambda: 0.0)
+    first = series.consume(gauges([f"kept_{i}" for i in range(10)], ["app"]))
+    assert (first.accepted, series.series_count) == (10, 10)
+    for batch in range(5):
+        answer = series.consume(gauges([f"m{batch}_{i}" for i in range(1000)], ["app"]))
+        assert (answer.accepted, answer.rejected) == (0, 1000)
+    assert len(series.families) == 10
+    for batch in range(5):
+        series.consume(gauges(["kept_0"], [f"scope{batch}_{i}" for i in range(1000)]))
+    assert len(series._scopes) <= 4 * 10 and series.series_count == 10
+    assert series.render(False).count("# TYPE") == 10

@@ -420,6 +420,8 @@ class OtlpMetricSeries:
     def _scope(self, rkey: bytes, key: bytes, resource: ResourceContext, name: str, version: str) -> ScopeContext:
         context = self._scopes.get((rkey, key))
         if context is None or context.resource is not resource:
+            if len(self._scopes) >= 4 * max(self.max_series, 1):     # distinct scope names are the sender's to pick
+                self._scopes.clear()
             context = self._scopes[(rkey, key)] = ScopeContext(resource, name, version)
         return context
 
@@ -457,12 +459,16 @@ class OtlpMetricSeries:
         origin = Origin(metric.name, metric.description, metric.unit, data, monotonic)
         delta = temporality == DELTA
         if data == "sum" or data == "gauge":
-            return self._numbers(family, points, scope, origin, delta, monotonic, now, refused)
-        if data == "histogram":
-            return self._points(family, points, scope, origin, delta, now, refused, _read_histogram)
-        if data == "exponential_histogram":
-            return self._points(family, points, scope, origin, delta, now, refused, _read_expo)
-        return self._points(family, points, scope, origin, False, now, refused, _read_summary)
+            accepted = self._numbers(family, points, scope, origin, delta, monotonic, now, refused)
+        elif data == "histogram":
+            accepted = self._points(family, points, scope, origin, delta, now, refused, _read_histogram)
+        elif data == "exponential_histogram":
+            accepted = self._points(family, points, scope, origin, delta, now, refused, _read_expo)
+        else:
+            accepted = self._points(family, points, scope, origin, False, now, refused, _read_summary)
+        if not family.series:          # every point refused (max_series, invalid) or ended: no name held for it
+            del self.families[how.family]
+        return accepted
 
     def _series(self, family: Family, scope: ScopeContext, attributes: Any, origin: Origin,
                 refused: Refusals, raw: tuple) -> Series | None:
