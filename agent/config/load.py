@@ -88,6 +88,8 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
             text = fh.read()
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
     return parse_config(text, source=path, environ=os.environ if environ is None else environ)
 
 

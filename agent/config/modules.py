@@ -104,8 +104,9 @@ def _parse_blackbox_module(node: Node, name: str) -> Module | None:
     node.finish()
     if prober is None or prober not in KINDS:
         return None
-    raw = node.data.get(prober) or {}
-    return Module(name=name, kind=prober, timeout=timeout, raw=dict(raw), options=options, blackbox=True)
+    raw = node.data.get(prober)           # not a mapping: an error already recorded by the prober's Node
+    return Module(name=name, kind=prober, timeout=timeout, raw=dict(raw) if isinstance(raw, Mapping) else {},
+                  options=options, blackbox=True)
 
 
 def parse_modules(root: Node, base_dir: str) -> dict[str, Module | None]:
@@ -130,6 +131,9 @@ def read_modules_file(path: str, errors: list[str], prefix: str) -> dict[str, Mo
             document = yaml.safe_load(fh)
     except OSError as exc:
         errors.append(f"{prefix}cannot read: {exc.strerror}")
+        return {}
+    except UnicodeDecodeError as exc:
+        errors.append(f"{prefix}not UTF-8 text (byte {exc.start})")
         return {}
     except yaml.YAMLError as exc:
         errors.append(f"{prefix}invalid YAML: {exc}")
