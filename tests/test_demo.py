@@ -198,11 +198,23 @@ def _port_is_free(port: int) -> bool:
             return False
 
 
+def shipped_config_on_free_ports(tmp_path: Path) -> Path:
+    """config.yaml with its OTLP receiver on ports of its own: the shipped 4317/4318 may be held by an agent
+    or a demo the developer runs, or by another test under xdist."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    for listener in config["otlp_receiver"].values():
+        listener["listen"] = f"127.0.0.1:{free_port()}"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
 @pytest.mark.slow
-def test_the_demo_command_starts_an_agent_fills_it_and_stops_it() -> None:
+def test_the_demo_command_starts_an_agent_fills_it_and_stops_it(tmp_path: Path) -> None:
     port = free_port()
-    proc = subprocess.run([sys.executable, "-m", "agent.demo", "--listen", f"127.0.0.1:{port}", "--duration", "4s",
-                           "--rate", "60", "--seed", "1"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "agent.demo", "--config", str(shipped_config_on_free_ports(tmp_path)),
+                           "--listen", f"127.0.0.1:{port}", "--duration", "4s", "--rate", "60", "--seed", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     assert "demo targets (8):" in out and re.search(r"agent: pid \d+, http://127\.0\.0\.1:%d" % port, out), out
