@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from agent.store.config import RetentionConfig  # noqa: E402
+from agent.store.partitions import ensure  # noqa: E402
 from agent.store.postgres import PostgresStore  # noqa: E402
 from agent.store.retention import run_cleanup_once  # noqa: E402
 from agent.store.schema import MIGRATIONS  # noqa: E402
@@ -54,6 +55,8 @@ async def retention_case(dsn: str, rows: int, partitioned: bool) -> dict:
     now = time.time()
     start, step = now - 200 * DAY, 20 * DAY / rows          # 20 days of one month, 200 days ago
     try:
+        if partitioned:     # the months a store running since then has (the agent creates them ahead)
+            await ensure(store.fetch, store.execute, now, since=start)
         conn = await asyncpg.connect(dsn)
         try:
             await conn.execute(FILL, start, step, rows)

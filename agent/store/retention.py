@@ -143,7 +143,7 @@ async def run_cleanup_once(store: Store, config: RetentionConfig, now: float,
         names = await event_names_by_class(store)
         if store.dialect == "postgres":     # whole months first, by DROP (agent/store/partitions.py)
             class_of = {event: klass for klass, events in names.items() for event in events}
-            months = await retire(store.fetch, store.execute, config.periods(), class_of, now, config.batch_size)
+            months = await retire(store.fetch, store.execute, config.periods(), class_of, now)
             for klass, count in months.items():
                 deleted[klass] += count
                 if metrics is not None and count:
