@@ -146,6 +146,7 @@ def run(path: str) -> int:
     from agent.api.keys import RELOADER
     from agent.app.root import build_app
     from agent.config.load import load_config
+    from agent.receiver.config import ListenError
 
     try:
         config = load_config(path)
@@ -175,6 +176,8 @@ def run(path: str) -> int:
     try:
         web.run_app(app, host=host, port=port, loop=loop, print=None, shutdown_timeout=SERVER_SHUTDOWN_SECONDS,
                     keepalive_timeout=KEEPALIVE_SECONDS, access_log=None, handle_signals=True)
+    except ListenError:
+        return 1                    # the receiver's listener, logged naming otlp_receiver.*.listen
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", host, port, exc.strerror)
         return 1

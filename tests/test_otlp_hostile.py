@@ -5,11 +5,16 @@ unit is enough (agent/receiver/spans.py, logs.py), the real served agent for the
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -25,6 +30,7 @@ from agent.receiver.logs import LogCounts
 from agent.receiver.prom_series import OtlpMetricSeries
 from agent.receiver.spans import DELETE_ONE_BY_ONE, read_spans
 from tests.support.agent_app import ServedAgent
+from tests.support.procs import ROOT, free_port
 
 KEY = "otlp-hostile-key-0123456789"
 Run = Callable[[Any], Any]
@@ -114,3 +120,20 @@ def test_names_and_scopes_past_max_series_hold_no_memory() -> None:
         series.consume(gauges(["kept_0"], [f"scope{batch}_{i}" for i in range(1000)]))
     assert len(series._scopes) <= 4 * 10 and series.series_count == 10
     assert series.render(False).count("# TYPE") == 10
+
+
+def test_a_receiver_port_in_use_is_named_and_the_agents_own_address_is_not_blamed(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        main = free_port()
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump({"listen": f"127.0.0.1:{main}", "targets": [], "store": {"driver": "none"},
+                                          "otlp_receiver": {"http": {"enabled": True, "listen":
+                                                                     f"127.0.0.1:{taken.getsockname()[1]}"}}}))
+        proc = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(config)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot listen on 127.0.0.1" in proc.stderr and "(otlp_receiver.http.listen)" in proc.stderr
+    assert f"cannot listen on 127.0.0.1:{main}" not in proc.stderr
+    assert "Traceback" not in proc.stderr

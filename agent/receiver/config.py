@@ -35,6 +35,11 @@ MAX_BODY_BYTES_LIMIT = 64 * 1024 * 1024
 DEFAULT_SPAN_BUCKETS = (0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0, 5.0, 10.0, 15.0)
 
 
+class ListenError(OSError):
+    """A receiver listener that cannot bind, already logged naming its key: the agent exits 1 without
+    blaming its own `listen` address."""
+
+
 @dataclass(frozen=True, slots=True)
 class ListenerConfig:
     enabled: bool = False

@@ -34,7 +34,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from agent.receiver.config import ListenerConfig
+from agent.receiver.config import ListenerConfig, ListenError
 from agent.receiver.decode import PROTOBUF, DecodeError, parse
 from agent.receiver.http import SIGNALS, response
 from agent.receiver.ingest import RETRY_AFTER_SECONDS, Answer, OtlpIngest, Refused, presented_key
@@ -125,7 +125,7 @@ def grpc_ctx(ingest: OtlpIngest, config: ListenerConfig,
             error = "address in use or not available"
         if not bound:
             log.error("otlp_receiver: cannot listen on %s (otlp_receiver.grpc.listen): %s", address, error)
-            raise OSError(f"otlp_receiver.grpc.listen: cannot listen on {address}: {error}")
+            raise ListenError(f"otlp_receiver.grpc.listen: cannot listen on {address}: {error}")
         await server.start()
         log.info("OTLP/gRPC receiver listening", extra={"address": f"{host}:{bound}"})
         ingest.ports["grpc"] = bound

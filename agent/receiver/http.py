@@ -37,7 +37,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from agent.receiver.config import ListenerConfig
+from agent.receiver.config import ListenerConfig, ListenError
 from agent.receiver.decode import JSON, PROTOBUF, DecodeError, inflate, media_type, parse, to_json
 from agent.receiver.ingest import RETRY_AFTER_SECONDS, Answer, OtlpIngest, Refused, presented_key
 
@@ -160,7 +160,7 @@ def http_ctx(ingest: OtlpIngest, config: ListenerConfig,
             log.error("otlp_receiver: cannot listen on %s:%d (otlp_receiver.http.listen): %s", *config.listen,
                       exc.strerror or exc)
             await runner.cleanup()
-            raise
+            raise ListenError(exc.errno, f"otlp_receiver.http.listen: {exc.strerror or exc}") from exc
         port = runner.addresses[0][1]
         log.info("OTLP/HTTP receiver listening", extra={"address": f"{config.listen[0]}:{port}"})
         ingest.ports["http"] = port
