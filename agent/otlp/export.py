@@ -4,8 +4,9 @@ Metrics: every `metrics_interval` a snapshot of the event MetricStore and the pr
 registry (`agent/otlp/metrics.py`) is converted in a thread and placed in a one-slot queue; a
 newer snapshot replaces a waiting one (cumulative data makes it redundant; its points count as
 dropped). Sources added with `add_metric_source` (the OTLP receiver's converted series) join each
-snapshot as ResourceMetrics of their own resources. Traces: the SpanQueue processor (`agent/otlp/traces.py`) collects ended spans; a flusher
-sends batches of up to `batch_size` spans every `flush_interval`, or sooner when a batch is full.
+snapshot as ResourceMetrics of their own resources. Traces: the SpanQueue processor
+(`agent/otlp/traces.py`) collects ended spans; a flusher sends batches of up to `batch_size` spans every
+`flush_interval`, or sooner when a batch is full.
 Logs (the application's records the agent relays, agent/otlp/logs.py) take the traces' path with
 their own bounded queue, when `telemetry.otlp.export_logs` and an endpoint are set.
 Each signal has one Sender (`agent/otlp/sender.py`): one export in flight, retries with backoff.
