@@ -26,9 +26,13 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from agent.api.keys import OTLP_RECEIVER
 from agent.metrics.store import MetricStore
+from agent.otlp.forward import EncodedQueue
+from agent.receiver.config import ReceiverConfig
+from agent.receiver.ingest import OtlpIngest, Refused
 from agent.receiver.logs import LogCounts
 from agent.receiver.prom_series import OtlpMetricSeries
 from agent.receiver.spans import DELETE_ONE_BY_ONE, read_spans
+from agent.receiver.stats import ITEM_REASONS
 from tests.support.agent_app import ServedAgent
 from tests.support.procs import ROOT, free_port
 
@@ -137,3 +141,23 @@ def test_a_receiver_port_in_use_is_named_and_the_agents_own_address_is_not_blame
     assert "cannot listen on 127.0.0.1" in proc.stderr and "(otlp_receiver.http.listen)" in proc.stderr
     assert f"cannot listen on 127.0.0.1:{main}" not in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_items_refused_while_shutting_down_are_a_documented_reason() -> None:
+    """A request that arrives once the forwarding queue is closed: refused whole as unavailable, its items
+    counted under a reason the README and docs/otlp-receiver.md list."""
+    queue = EncodedQueue(64, 16)
+    queue.close()
+    ingest = OtlpIngest(ReceiverConfig(), (), MetricStore(), metric_series=None, traces=queue, logs=None)
+    request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(
+        spans=[good("a"), good("b")])])])
+    with pytest.raises(Refused) as info:
+        ingest.traces(request, None, "http")
+    assert info.value.reason == "unavailable" and info.value.retryable
+    assert ingest.stats.refused_items == {("traces", "unavailable"): 2}
+    assert set(ITEM_REASONS) == {reason for _, reason in ingest.stats.refused_items} | {
+        "invalid_item", "metric_refused", "queue_full"}
+    for page in ("README.md", "docs/otlp-receiver.md"):
+        row = next(line for line in (ROOT / page).read_text().splitlines()
+                   if line.startswith("| `loom_agent_otlp_refused_total`"))
+        assert all(reason in row for reason in ITEM_REASONS), (page, row)

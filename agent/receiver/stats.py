@@ -20,7 +20,7 @@ TRANSPORTS = ("http", "grpc")
 REQUEST_REASONS = ("unauthorized", "malformed", "too_large", "unsupported_media_type", "timeout", "queue_full",
                    "unavailable")
 # why items inside an accepted request were refused (OTLP partial_success)
-ITEM_REASONS = ("invalid_item", "metric_refused", "queue_full")
+ITEM_REASONS = ("invalid_item", "metric_refused", "queue_full", "unavailable")
 _ITEM_FAMILIES = {"traces": ("loom_agent_otlp_received_spans", "Spans received over OTLP (accepted or refused "
                              "inside an accepted request), by transport."),
                   "metrics": ("loom_agent_otlp_received_metric_points", "Metric data points received over OTLP, "
