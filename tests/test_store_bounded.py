@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -103,6 +104,31 @@ def test_sqlite_wal_stays_bounded_under_continuous_reads_during_ingest(tmp_path:
         assert store.wal_resets >= 1
     else:       # the starvation the bound fixes: without it the same load grows the WAL past the bound
         assert largest > bound, f"without the reset the -wal stayed at {largest / MIB:.1f} MiB"
+
+
+def test_a_reader_of_another_process_does_not_make_every_read_wait_for_a_reset(tmp_path: Path, run) -> None:
+    """A reset that cannot complete (another connection holds an old snapshot) is not tried again at every
+    read: each failed try holds ingest up to CHECKPOINT_WAIT."""
+    path = tmp_path / "events.db"
+    store = SqliteStore(str(path), wal_reset_bytes=256 * 1024)
+    run(store.open())
+    other = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        other.execute("BEGIN")
+        other.execute("SELECT count(*) FROM events").fetchone()        # a snapshot held open
+        run(store.write_events(rows_for(2000, 0, time.time())))
+        assert wal_bytes(path) > 256 * 1024
+        for _ in range(20):
+            assert run(store.fetch("SELECT count(*) FROM events")) == [(2000,)]
+        assert store.wal_resets == 0
+        assert store.wal_reset_failures == 1, store.wal_reset_failures
+        other.execute("COMMIT")
+        store._reset_after = 0.0            # the back-off over: the next read empties the WAL
+        run(store.fetch("SELECT 1"))
+        assert store.wal_resets == 1 and wal_bytes(path) == 0
+    finally:
+        other.close()
+        run(store.close())
 
 
 def test_sqlite_read_past_query_timeout_is_store_timeout_and_the_next_read_works(tmp_path: Path, run) -> None:

@@ -120,6 +120,7 @@ CACHE_KIB = 64 * 1024
 WAL_RESET_BYTES = 64 * 1024 * 1024     # a -wal file larger than this is emptied before the next read
 CHECKPOINT_WAIT = 1.0                  # seconds that checkpoint waits for other processes' readers (a read waits
                                        # at most 5x this for it, then reads anyway)
+RESET_BACKOFF = 5.0                    # seconds without a reset after one that could not complete
 PROGRESS_OPS = 10_000                  # SQLite VM steps between two checks of a read's deadline (~0.1-1 ms)
 
 
@@ -133,7 +134,9 @@ class SqliteStore:
         self.query_timeout = query_timeout
         self.wal_reset_bytes = wal_reset_bytes
         self.wal_resets = 0             # checkpoints that emptied the -wal between reads (for tests, logs)
+        self.wal_reset_failures = 0     # ... that could not (another process's reader)
         self._read_deadline = 0.0       # time.monotonic() past which the running read is interrupted
+        self._reset_after = 0.0         # time.monotonic() before which no WAL reset is tried (after a failed one)
         self.max_size_mb = max_size_mb
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
@@ -331,18 +334,23 @@ class SqliteStore:
             size = os.stat(self.path + "-wal").st_size
         except OSError:
             return
-        if size <= self.wal_reset_bytes or self._write_thread is None:
+        if size <= self.wal_reset_bytes or self._write_thread is None or time.monotonic() < self._reset_after:
             return
         waiting = threading.Event()
         waiting.set()
+        done = False
         try:
             job = self._write_thread.submit(self._reset_wal, waiting)
-            if job.result(timeout=max(0.0, min(CHECKPOINT_WAIT * 5, self._read_deadline - time.monotonic()))):
-                self.wal_resets += 1
+            done = job.result(timeout=max(0.0, min(CHECKPOINT_WAIT * 5, self._read_deadline - time.monotonic())))
         except (concurrent.futures.TimeoutError, sqlite3.Error, StoreError, RuntimeError):   # RuntimeError: closing
-            pass        # the writer was stuck or the checkpoint failed: read now, the next read tries again
+            pass        # the writer was stuck or the checkpoint failed: read now
         finally:
             waiting.clear()
+        if done:
+            self.wal_resets += 1
+        else:           # another process's reader (or a stuck writer): not again at every read, which
+            self.wal_reset_failures += 1            # would hold ingest CHECKPOINT_WAIT each time
+            self._reset_after = time.monotonic() + RESET_BACKOFF
 
     def _reset_wal(self, reader_waiting: threading.Event) -> bool:
         """On the writer's thread: TRUNCATE checkpoint while the reader waits (skipped if it gave up)."""
