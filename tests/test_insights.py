@@ -189,6 +189,23 @@ def test_a_breakdown_by_the_login_result_from_the_rollups(agent):
     assert [(r["breakdown_value"], r["data"]) for r in doc["results"]] == [("success", [3]), ("failure", [1])]
 
 
+@pytest.mark.parametrize(("filters", "total"), [
+    ([{"key": "a.b'c", "value": "x"}], 1),                   # a dot and a quote in the key
+    ([{"key": "flag", "value": True}], 1),                   # booleans compare as true / false
+    ([{"key": "flag", "value": "false"}], 1),
+    ([{"key": "n", "value": [1.5, 2]}], 2),                  # 2 stored as an integer, asked as a number
+    ([{"key": "n", "operator": "gte", "value": 2}], 1),
+    ([{"key": "a.b'c", "operator": "icontains", "value": "Y"}], 1),
+])
+def test_filters_on_awkward_keys_and_typed_values(agent, filters, total):
+    doc = post(agent, TRENDS, {"series": [{"event": "odd"}], "properties": filters,
+                               "from": "2025-02-20T00:00:00Z", "to": "2025-02-28T00:00:00Z"})
+    assert doc["results"][0]["total"] == total
+    doc = post(agent, TRENDS, {"series": [{"event": "odd"}], "breakdown": "a.b'c",
+                               "from": "2025-02-20T00:00:00Z", "to": "2025-02-28T00:00:00Z"})
+    assert [r["breakdown_value"] for r in doc["results"]] == ["x", "y"]
+
+
 # --- funnels -------------------------------------------------------------------------------------
 
 def steps(doc: dict[str, Any]) -> list[tuple[Any, ...]]:

@@ -59,6 +59,9 @@ EVENTS: list[tuple[str, str | None, str | None, float, dict[str, Any]]] = [
     ("session_booked", "u_lou", None, -20.25, {"coach_id": "c2", "duration_minutes": 60}),
     ("session_booked", "u_lou", None, -2.5, {"coach_id": "c1", "duration_minutes": 45}),
     ("session_booked", "u_kim", None, -1.75, {"duration_minutes": 15}),
+    # --- a key that needs quoting in a JSON path (max only, 200 h before T0) ---
+    ("odd", "u_max", None, -200, {"a.b'c": "x", "n": 1.5, "flag": True}),
+    ("odd", "u_max", None, -199, {"a.b'c": "y", "n": 2, "flag": False}),
     # --- the funnel signup_started -> signup_completed -> purchase ---
     ("signup_started", "u_ann", None, 0.2, {"plan": "pro"}),
     ("signup_completed", "u_ann", None, 0.4, {}),
