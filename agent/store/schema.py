@@ -28,6 +28,8 @@ The tables follow the documentation's Supabase tables:
 - recording_sessions  one row per session recording (posthog-js `$snapshot`s): its user, times, counts.
 - recording_chunks    the recording's rrweb events, one zlib-compressed JSON array per session, window
                       and request, in arrival order (agent/store/recordings.py).
+- event_ids           PostgreSQL only (migration 9): the client event ids, deduplicated there because the
+                      events table is partitioned by month of ts (agent/store/partitions.py says why).
 - rollup_*            the analytics rollups, written in the events' own transaction (agent/store/rollups.py):
                       counts and value sketches per hour and per day, persons active per hour and day,
                       31-day blocks of active days per person (a bitmask) and per (coach, client).
