@@ -156,6 +156,11 @@ def new(max_series: int = 1000, stale_after: float = 300.0, clock: Clock | None 
     ("a..b__c--d", "", False, True, "a_b_c_d"),
     ("requests_total", "", True, False, "requests"),
     ("latency_seconds", "s", False, False, "latency_seconds"),
+    # the unit already one of the name's words, `total` anywhere in a counter's: Prometheus' otlptranslator
+    ("bytes_total", "By", True, False, "bytes"),
+    ("latency_seconds_max", "s", False, True, "latency_seconds_max"),
+    ("total_requests", "", True, False, "requests"),
+    ("bytes_per_second", "By/s", False, True, "bytes_per_second"),
     ("weird", "packets", True, False, "weird_packets"),
     ("...", "", False, True, ""),
 ])

@@ -2,11 +2,13 @@
 "Prometheus and OpenMetrics Compatibility" spec and the collector's translator
 (pkg/translator/prometheus, its default "normalize names") make them.
 
-Metric names: every character outside `[a-zA-Z0-9_:]` becomes `_`, runs of `_` collapse to one, leading
-and trailing `_` are dropped, a leading digit gets a `_` in front; then the unit's suffix (UCUM `s` ->
+Metric names: every character outside `[a-zA-Z0-9_:]` becomes `_`, runs of `_` collapse to one, leading and
+trailing `_` are dropped, a leading digit gets a `_` in front; then the unit's suffix (UCUM `s` ->
 `_seconds`, `By` -> `_bytes`, `ms` -> `_milliseconds`: units are renamed, never converted; `{requests}`
-annotations are dropped; `X/Y` -> `_X_per_Y`), unless the name already ends with it; `_ratio` for a gauge of
-unit `1`; `_total` for a monotonic sum. Label names: invalid characters -> `_`, a leading digit gets `key_`,
+annotations are dropped; `X/Y` -> `_X_per_Y`), unless the name already ends with it or names the unit as one
+of its `_`-separated words (`bytes_total` of unit By stays `bytes_total`, as Prometheus' otlptranslator
+names it); `_ratio` for a gauge of unit `1`; `_total` for a monotonic sum, moved to the end
+(`total_requests` -> `requests_total`). Label names: invalid characters -> `_`, a leading digit gets `key_`,
 a leading `__` (reserved by Prometheus) gets `key`; a name the converter itself sets (`job`, `instance`,
 `le`, `quantile`, the scope's labels) becomes `exported_<name>`, the way Prometheus renames a target's
 clashing label. Both are cached: a metric's name is computed once per (name, unit, kind), a label's once.
@@ -51,11 +53,15 @@ def metric_name(name: str, unit: str, *, counter: bool, gauge: bool) -> str:
     suffix = unit_suffix(unit)
     if gauge and unit == "1":
         suffix = "ratio"
-    if counter and base.endswith("_total"):        # `_total` goes last, after the unit
-        base = base.removesuffix("_total")
-    if suffix and not base.endswith("_" + suffix):
-        base = f"{base}_{suffix}"
-    return base[:MAX_NAME_CHARS]
+    tokens = base.split("_")
+    if counter:                                    # `total` goes last, after the unit (prometheus_client adds it)
+        tokens = [token for token in tokens if token != "total"] or ["total"]
+    if suffix and not f"_{'_'.join(tokens)}".endswith("_" + suffix):
+        main, _, per = suffix.partition("_per_")
+        if main in tokens:                         # the unit already named: Prometheus' otlptranslator rule
+            main = ""
+        tokens += [word for word in (main, per and f"per_{per}") if word]
+    return "_".join(tokens)[:MAX_NAME_CHARS]
 
 
 def sanitize_metric(name: str) -> str:
