@@ -18,7 +18,8 @@ AGENT = Path(__file__).resolve().parent.parent / "agent"
 LAZY_ALLOWED = {
     "agent.__main__": {"uvloop", "prometheus_client", "aiohttp", "agent.app.root", "agent.api.keys",
                        "agent.config.load", "agent.rules.render", "agent.dashboards.render", "agent.demo.cli",
-                       "agent.store.retention", "agent.store.cleanup", "agent.docs_render"},
+                       "agent.store.retention", "agent.store.cleanup", "agent.docs_render",
+                       "agent.receiver.config"},
     "agent.store.open": {"agent.store.sqlite", "agent.store.postgres"},
 }
 
