@@ -45,6 +45,17 @@ Attempt = tuple[tuple[float, ...], str | None]          # step times, breakdown 
 def ordered(events: Sequence[Event], steps: int, window: float) -> Attempt | None:
     chain: list[Attempt | None] = [None] * steps
     for ts, mask, value in events:
+        if not mask & (mask - 1):               # one step (most events): no loop over the steps
+            i = mask.bit_length() - 1
+            if i == 0:
+                chain[0] = ((ts,), value)
+            elif i > 0:
+                before = chain[i - 1]
+                if before is not None and ts - before[0][0] <= window:
+                    current = chain[i]
+                    if current is None or before[0][0] > current[0][0]:
+                        chain[i] = (before[0] + (ts,), before[1])
+            continue
         for i in range(steps - 1, 0, -1):       # higher steps first: one event never does two steps
             before = chain[i - 1]
             if mask >> i & 1 and before is not None and ts - before[0][0] <= window:
