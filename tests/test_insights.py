@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from agent.analytics import trends
 from agent.analytics.funnels import _query, ordered, strict, unordered
 from agent.analytics.insight_query import funnel_query, trends_query
 from agent.analytics.trends import _where
@@ -95,6 +96,14 @@ def test_trends_breakdown_top_values_and_other(agent):
     # a property nobody has: one value, unset (null), not "other"
     doc = post(agent, TRENDS, {"series": [{"event": "$pageview"}], "breakdown": "$os", **WEEK})
     assert [(r["breakdown_value"], r["is_other"], r["total"]) for r in doc["results"]] == [(None, False, 9)]
+
+
+def test_a_counted_breakdown_of_many_values_takes_two_reads_with_the_same_answer(agent, monkeypatch):
+    body = {"series": [{"event": "$pageview"}], "breakdown": "$browser", "breakdown_limit": 2, **WEEK}
+    one_pass = post(agent, TRENDS, body)
+    monkeypatch.setattr(trends, "ONE_PASS_ROWS", 2)        # more (bucket, value) pairs than that: two reads
+    assert post(agent, TRENDS, body) == one_pass
+    assert [r["breakdown_value"] for r in one_pass["results"]] == ["Chrome", "Firefox", None]
 
 
 def test_trends_breakdown_and_math_on_a_catalog_events_lifted_columns(agent):
