@@ -191,6 +191,16 @@ def test_trends_from_the_rollups_equal_trends_from_the_events(agent, series, bre
         assert from_rollups["results"], (interval, start, end)
 
 
+def test_an_hourly_trend_from_the_rollups_starting_just_after_an_event(agent):
+    """ann's $pageview is at 01:00:00 exactly: a range from half a second later leaves it out, although the
+    rollups' hour 01 holds it (that hour is read from the events)."""
+    body = {"series": [{"event": "$pageview"}], "interval": "hour", "from": "2025-03-03T01:00:00.5Z",
+            "to": "2025-03-03T04:00:00Z"}
+    assert data(post(agent, TRENDS, body)) == [[0, 1, 1]]           # 02:00 ann, 03:00 a_ben
+    assert post(agent, TRENDS, body) == post(agent, TRENDS, {**body, "series": [{"event": "$pageview",
+                                                                              "properties": [ALWAYS]}]})
+
+
 def test_a_breakdown_by_the_login_result_from_the_rollups(agent):
     doc = post(agent, TRENDS, {"series": [{"event": "login_attempt"}], "breakdown": "result", "interval": "week",
                                "from": "2025-02-28T00:00:00Z", "to": "2025-03-03T00:00:00Z"})

@@ -16,6 +16,7 @@ at most 2 hours of events. One difference with the events: the rollups store an 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -60,7 +61,7 @@ async def rollup_sums(store: Store, q: TrendsQuery, series: Series, column: str,
     r = q.range
     p = pieces(r)
     if q.interval == "hour":
-        first, past = -(-int(r.start) // ru.HOUR), int(r.end // ru.HOUR)
+        first, past = math.ceil(r.start / ru.HOUR), math.floor(r.end / ru.HOUR)
         hours = [(first, past)] if first < past else []
         days: tuple[int, int] | None = None
         raw = [(a, b) for a, b in ((r.start, first * float(ru.HOUR)), (past * float(ru.HOUR), r.end)) if a < b] \
