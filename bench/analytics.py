@@ -276,9 +276,10 @@ async def replicate(base: Path, path: Path, factor: int) -> dict[str, float]:
     conn.execute("UPDATE users SET "
                  "first_seen = coalesce((SELECT min(ts) FROM events e WHERE e.user_id = users.user_id), first_seen), "
                  "last_seen = coalesce((SELECT max(ts) FROM events e WHERE e.user_id = users.user_id), last_seen)")
-    for table in rollups.TABLES:         # rebuilt by migration 8's backfill when the store opens
+    for table in rollups.TABLES:         # rebuilt by the migrations' backfills when the store opens
         conn.execute(f"DROP TABLE {table}")
-    conn.execute("DELETE FROM schema_migrations WHERE version = ?", (rollups.MIGRATION,))
+    for version in rollups.MIGRATIONS:
+        conn.execute("DELETE FROM schema_migrations WHERE version = ?", (version,))
     conn.close()
     copied = time.perf_counter()
     store = SqliteStore(str(path), synchronous="normal")

@@ -11,7 +11,7 @@
    backfill of the remaining events. An alias merge moves the alias's activity to the person.
 5. Retention deletes the buckets older than each class's period, and keeps younger ones.
 6. Over day-aligned ranges the dashboard and business metrics read the events table only for the rare
-   names they still read there (signup steps, MFA state): every other figure comes from the rollups; and
+   names they still read there (MFA state): every other figure comes from the rollups; and
    over any range every read is an index search (SQLite's plans), never a scan of events or a rollup.
 """
 
@@ -68,13 +68,18 @@ def _props(rng: random.Random, name: str) -> dict[str, Any]:
         "task_completed": {"days_to_complete": rng.randrange(0, 9)},
         "file_uploaded": {"bytes": rng.randrange(1000, 10**6), "file_type": "pdf"},
         "feature_used": {"feature": "chat"},
+        "signup_step": {"step": (step := rng.choice(("email", "profile", "plan"))), "status": "completed",
+                        "step_number": {"email": 1, "profile": 2, "plan": 3}[step] + rng.choice((0, 0, 0, 5))},
+        **{onboarding: {"flow_id": "f1", "step": rng.choice(("welcome", "goals", None)),
+                        "step_number": rng.choice((1, 2, 3, None))}
+           for onboarding in q.ONBOARDING_EVENTS},
     }.get(name, {})
 
 
 NAMES = ("session_booked", "session_completed", "session_cancelled", "session_rated", "goal_created",
          "goal_completed", "api_request", "page_load", "web_vitals", "login_attempt", "logout", "resource_viewed",
          "resource_engagement_score", "resource_created", "task_created", "task_completed", "file_uploaded",
-         "feature_used")
+         "feature_used", "signup_step", *q.ONBOARDING_EVENTS)
 
 
 def events(n: int, seed: int = 5) -> list[Event]:
@@ -83,7 +88,8 @@ def events(n: int, seed: int = 5) -> list[Event]:
     for i in range(n):
         name = rng.choice(NAMES)
         ts = T0 + rng.random() * SPAN
-        who = {"anonymous_id": f"anon_{rng.randrange(5)}"} if rng.random() < 0.05 else \
+        anonymous = 0.5 if name == "signup_step" else 0.05        # signup often happens before there is a user
+        who = {"anonymous_id": f"anon_{rng.randrange(5)}"} if rng.random() < anonymous else \
               {"user_id": rng.choice(USERS)}
         out.append(Event(name, CATALOG[name].category, ts, ts, _props(rng, name), event_id=f"e{seed}_{i}", **who))
     for coach in COACHES:
@@ -131,8 +137,13 @@ async def both(store: Store, r: TimeRange) -> list[tuple[str, Any, Any]]:
                       ("retained", lambda m: m.retained_users(store, TimeRange(r.start - r.length, r.start), r)),
                       ("role coaches", lambda m: m.role_coaches(store, r)),
                       ("top clients", lambda m: m.top_clients(store, r, 5)),
-                      ("coach sessions", lambda m: m.coach_sessions(store, r))):
-        pairs.append((label, await fn(rq), await fn(q)))
+                      ("coach sessions", lambda m: m.coach_sessions(store, r)),
+                      ("signup steps", lambda m: m.signup_steps(store, r)),
+                      ("onboarding steps", lambda m: m.onboarding_steps(store, r))):
+        got, want = await fn(rq), await fn(q)
+        if label.endswith("steps"):         # rows in no particular order
+            got, want = sorted(got, key=repr), sorted(want, key=repr)
+        pairs.append((label, got, want))
     stats_r, stats_q = await rq.value_stats(store, names, r), await q.value_stats(store, names, r)
     pairs.append(("value stats", {k: (v.events, v.values, round(v.total, 6)) for k, v in stats_r.items()},
                   {k: (v.events, v.values, round(v.total, 6)) for k, v in stats_q.items()}))
@@ -187,9 +198,9 @@ def test_a_retried_batch_leaves_every_rollup_unchanged(store: Store, run: Run) -
 
 
 async def _rebackfill(config: StoreConfig, store: Store) -> Store:
-    """Drop every rollup table, forget migration 8, reopen: migration 8 and its backfill run again."""
+    """Drop every rollup table, forget migrations 8 and 10, reopen: they and their backfills run again."""
     await store.execute([*((f"DROP TABLE {table}", ()) for table in ru.TABLES),
-                         ("DELETE FROM schema_migrations WHERE version = ?", (ru.MIGRATION,))])
+                         *(("DELETE FROM schema_migrations WHERE version = ?", (version,)) for version in ru.MIGRATIONS)])
     await store.close()
     reopened = await open_store(config)
     assert reopened is not None
@@ -234,9 +245,14 @@ def test_an_alias_merge_moves_the_alias_activity_to_the_person(store: Store, run
                                              anonymous_id="anon_x", event_id="a1")),
                             event_rows(Event("feature_used", "engagement", day + 3 * D, day + 3 * D,
                                              {"feature": "chat"}, user_id="person_p", event_id="p1"))]))
+    run(store.write_events([event_rows(Event("signup_step", "onboarding", day + 20, day + 20,
+                                             {"step": "email", "step_number": 1}, anonymous_id="anon_x",
+                                             event_id="s1"))]))
     run(store.execute(merge_statements(store.dialect, "anon_x", "person_p", day + 4 * D)))
+    assert run(store.fetch("SELECT visitor FROM rollup_signup_blocks")) == [("person_p",)]
+    assert run(store.fetch("SELECT visitor FROM rollup_signup_hourmasks")) == [("person_p",)]
     rows = run(store.fetch("SELECT bucket, events FROM rollup_persons_day WHERE person = 'person_p' ORDER BY bucket"))
-    assert rows == [(int((day + 10) // D), 1), (int((day + 3 * D) // D), 1)]
+    assert rows == [(int((day + 10) // D), 2), (int((day + 3 * D) // D), 1)]
     first = TimeRange(day, day + D)
     assert run(rq.active_users(store, first)) == run(q.active_users(store, first)) == 1
 
@@ -246,17 +262,36 @@ def test_retention_deletes_the_buckets_older_than_the_class_period(store: Store,
     old = [Event("api_request", "performance", now - 40 * D, now - 40 * D, {"duration_ms": 5.0, "status": 200},
                  user_id="u", event_id="old_api"),
            Event("feature_used", "engagement", now - 100 * D, now - 100 * D, {"feature": "x"}, user_id="u",
-                 event_id="old_feature")]
+                 event_id="old_feature"),
+           Event("signup_step", "onboarding", now - 100 * D, now - 100 * D, {"step": "email", "step_number": 1},
+                 anonymous_id="a", event_id="old_signup"),
+           Event("onboarding_step_started", "onboarding", now - 100 * D, now - 100 * D,
+                 {"step": "welcome", "step_number": 1}, user_id="u", event_id="old_onboarding")]
     young = [Event("api_request", "performance", now - 10 * D, now - 10 * D, {"duration_ms": 5.0, "status": 200},
                    user_id="u", event_id="young_api"),
              Event("feature_used", "engagement", now - 60 * D, now - 60 * D, {"feature": "x"}, user_id="u",
-                   event_id="young_feature")]
+                   event_id="young_feature"),
+             Event("signup_step", "onboarding", now - 60 * D, now - 60 * D, {"step": "email", "step_number": 1},
+                   anonymous_id="a", event_id="young_signup"),
+             Event("onboarding_step_started", "onboarding", now - 60 * D, now - 60 * D,
+                   {"step": "welcome", "step_number": 1}, user_id="u", event_id="young_onboarding")]
     run(store.write_events([event_rows(e) for e in old + young]))
     run(run_cleanup_once(store, RetentionConfig(), now))      # analytics 90 days, performance 30 days
-    kept = run(store.fetch("SELECT name, bucket FROM rollup_counts_day ORDER BY bucket"))
-    assert kept == [("feature_used", int((now - 60 * D) // D)), ("api_request", int((now - 10 * D) // D))]
+    kept = run(store.fetch("SELECT name, bucket FROM rollup_counts_day ORDER BY bucket, name"))
+    young_day = int((now - 60 * D) // D)
+    assert kept == [("feature_used", young_day), ("onboarding_step_started", young_day), ("signup_step", young_day),
+                    ("api_request", int((now - 10 * D) // D))]
+    for size, seconds in (("day", D), ("hour", H)):
+        assert run(store.fetch(f"SELECT funnel, bucket FROM rollup_funnel_steps_{size} ORDER BY funnel")) == \
+            [("onboarding", int((now - 60 * D) // seconds)), ("signup", int((now - 60 * D) // seconds))]
+    assert run(store.fetch("SELECT bucket FROM rollup_signup_hourmasks")) == [(young_day,)]
+    cut_block = int((now - 90 * D) // D) // ru.BLOCK_DAYS         # a block straddling the cutoff is kept
+    assert run(store.fetch("SELECT bucket FROM rollup_signup_blocks ORDER BY bucket")) == \
+        [(b,) for b in sorted({int((now - k * D) // D) // ru.BLOCK_DAYS for k in (100, 60)}) if b >= cut_block]
     # activity is analytics data: kept 90 days, whichever event made it
     assert run(store.fetch("SELECT bucket FROM rollup_persons_day ORDER BY bucket")) == \
+        [(int((now - k * D) // D),) for k in (60, 40, 10)]
+    assert run(store.fetch("SELECT bucket FROM rollup_person_hourmasks ORDER BY bucket")) == \
         [(int((now - k * D) // D),) for k in (60, 40, 10)]
     performance_cut = int((now - 30 * D) // D)
     assert run(store.fetch("SELECT count(*) FROM rollup_values_day WHERE bucket < ?", (performance_cut,))) == [(0,)]
@@ -274,14 +309,15 @@ class RecordingStore:
         return await self.store.fetch(sql, params)
 
 
-def test_day_aligned_documents_read_the_events_only_for_signup_steps_and_mfa(store: Store, run: Run) -> None:
+def test_day_aligned_documents_read_the_events_only_for_mfa(store: Store, run: Run) -> None:
     run(load(store, events(600, seed=10)))
     recording = RecordingStore(store)
     r = TimeRange(T0 - T0 % D, T0 - T0 % D + 4 * D)
     run(dashboard(recording, r))     # type: ignore[arg-type]
     run(business_metrics(recording, r))      # type: ignore[arg-type]
     from_events = [sql for sql in recording.sql if "FROM events" in sql]
-    assert from_events and all("'signup_step'" in sql or "mfa_enrolled" in sql for sql in from_events), from_events
+    assert from_events and all("mfa_enrolled" in sql for sql in from_events), from_events
+    assert not any("FROM onboarding_funnel" in sql for sql in recording.sql)
     assert any("rollup_person_blocks" in sql for sql in recording.sql)
 
 
@@ -299,3 +335,36 @@ def test_every_read_of_the_documents_searches_an_index(sqlite_store: Store, run:
         scans = [step for step in plan if step.startswith("SCAN") and step.split()[1] not in ("u", "pairs", "latest")]
         assert not scans, (sql, plan)
         assert not any(step.startswith(("SCAN events", "SCAN rollup")) for step in plan), (sql, plan)
+
+
+def test_the_edge_hours_persons_come_from_the_hour_masks(store: Store, run: Run) -> None:
+    """A person active at 03:xx and 20:xx of one day: one mask row (bits 3 and 20); a range whose edge
+    hours hold either hour finds them, one whose edge hours hold neither does not, as the events say."""
+    day = (T0 // D + 2) * D
+    run(store.write_events([event_rows(Event("feature_used", "engagement", day + h * H + 5, day + h * H + 5,
+                                             {"feature": "x"}, user_id="edge_u", event_id=f"e{h}")) for h in (3, 20)]))
+    assert run(store.fetch("SELECT bucket, hours FROM rollup_person_hourmasks WHERE person = 'edge_u'")) == \
+        [(int(day // D), 1 << 3 | 1 << 20)]
+    cases = [(TimeRange(day + 2.5 * H, day + 3 * D), True),        # 03:xx among the first edge hours
+             (TimeRange(day - D, day + 20.5 * H), True),           # 20:xx among the last edge hours
+             (TimeRange(day + 4 * H, day + 19.5 * H), False),      # hours only, neither
+             (TimeRange(day + 21 * H, day + 3 * D), False),
+             (TimeRange(day + 20 * H + 10, day + 2 * D), False)]   # 20:00:05 falls in the raw partial hour before
+    for r, active in cases:
+        recording = RecordingStore(store)
+        got = run(rq.active_users(recording, r))        # type: ignore[arg-type]
+        assert got == run(q.active_users(store, r)) == int(active), r
+        assert not any("rollup_persons_hour" in sql for sql in recording.sql)
+
+
+def test_a_request_reads_the_persons_of_each_range_once(store: Store, run: Run) -> None:
+    """The dashboard asks for the range's persons for its coaches and its active users, business metrics
+    for MAU and the retained users' current range (the same 30 days): one read per distinct range."""
+    run(load(store, events(600, seed=12)))
+    end = T0 + 4 * D + 1234.5
+    r = TimeRange(end - 30 * D, end)
+    for document, distinct_ranges in ((dashboard, 1), (business_metrics, 4)):   # previous, 30 d = current, 7 d, 1 d
+        recording = RecordingStore(store)
+        run(document(recording, r))      # type: ignore[operator]
+        reads = [sql for sql in recording.sql if "FROM users u WHERE u.user_id IN (SELECT person" in sql]
+        assert len(reads) == distinct_ranges, (document, reads)

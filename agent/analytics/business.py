@@ -37,6 +37,11 @@ RATINGS = {"good": "good", "needs-improvement": "needsImprovement", "poor": "poo
 
 
 async def business_metrics(store: Store, r: TimeRange, release: str | None = None) -> dict[str, Any]:
+    with rq.request_cache():        # MAU and the retained users' current range are often the same persons
+        return await _business_metrics(store, r, release)
+
+
+async def _business_metrics(store: Store, r: TimeRange, release: str | None) -> dict[str, Any]:
     stats = await rq.value_stats(store, VALUE_EVENTS, r, release)
     n = await rq.counts(store, COUNT_EVENTS, r, release)
     return {

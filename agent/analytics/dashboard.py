@@ -47,11 +47,16 @@ CLIENT_WORK = ("resource_viewed", "task_created", "task_completed", "resource_en
 
 
 async def dashboard(store: Store, r: TimeRange, release: str | None = None) -> dict[str, Any]:
+    with rq.request_cache():        # the range's persons: read once for the coaches and the active users
+        return await _dashboard(store, r, release)
+
+
+async def _dashboard(store: Store, r: TimeRange, release: str | None) -> dict[str, Any]:
     coaches = await all_coaches(store, r, release)
     return {
         "summary": await summary(store, r, coaches, release),
-        "funnelMetrics": [signup_funnel(await q.signup_steps(store, r, release)),
-                          onboarding_funnel(await q.onboarding_steps(store, r, release))],
+        "funnelMetrics": [signup_funnel(await rq.signup_steps(store, r, release)),
+                          onboarding_funnel(await rq.onboarding_steps(store, r, release))],
         "coachProductivity": await coach_productivity(store, r, coaches, release),
         "clientEngagement": await client_engagement(store, r, release),
         "goalCompletion": goal_completion(await rq.goal_categories(store, r, release)),

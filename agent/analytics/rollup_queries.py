@@ -9,6 +9,11 @@ of events. Persons active over many days come from the 31-day blocks (one row pe
 the days a bitmask), so "active in 30 days" costs persons, not active days or events. Percentiles come
 from the value sketches: within rollups.RELATIVE_ERROR (0.99 %) of the exact nearest-rank value.
 
+The persons active in a range come to Python once per request and range (`person_roles`, cached within a
+request opened by `request_cache()`: the dashboard asks for them twice, business metrics for the same
+30 days as MAU and as the retained users' current range); the edge hours' persons from the per-day hour
+masks (rollup_person_hourmasks: one row per person and edge day, not one per active hour).
+
 Read API for other modules (the insights' unfiltered trends): `pieces`, `tally` (events, values and
 their sum per name, label and outcome over any range) and `active_persons` (the SQL selecting the persons
 active in a range).
@@ -16,8 +21,10 @@ active in a range).
 
 from __future__ import annotations
 
+import contextvars
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,6 +248,15 @@ async def labelled_percentile(store: Store, name: str, r: TimeRange, p: int,
 
 # --- persons -------------------------------------------------------------------------------------
 
+def _hour_masks(hours: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(day, mask of the hours of the [first, past) ranges in it) for each day the hours touch."""
+    out: dict[int, int] = {}
+    for first, past in hours:
+        for hour in range(first, past):
+            out[hour // HOURS_PER_DAY] = out.get(hour // HOURS_PER_DAY, 0) | 1 << (hour % HOURS_PER_DAY)
+    return sorted(out.items())
+
+
 def _block_masks(days: tuple[int, int]) -> list[tuple[int, int]]:
     """(block, mask of the days of [first, past) in it) for each block the days touch."""
     first, past = days
@@ -272,9 +288,11 @@ async def active_persons(store: Store, r: TimeRange) -> tuple[str, list[Any]]:
                      f"AND (days & (CASE bucket {case} ELSE 0 END)) <> 0")
         params += [masks[0][0], masks[-1][0], *(v for pair in masks for v in pair)]
     if p.hours:
-        where, extra = _buckets("bucket", p.hours)
-        parts.append(f"SELECT person FROM rollup_persons_hour WHERE {where}")
-        params += extra
+        masks = _hour_masks(p.hours)
+        case = " ".join("WHEN ? THEN ?" for _ in masks)
+        parts.append(f"SELECT person FROM rollup_person_hourmasks WHERE bucket >= ? AND bucket <= ? "
+                     f"AND (hours & (CASE bucket {case} ELSE 0 END)) <> 0")
+        params += [masks[0][0], masks[-1][0], *(v for pair in masks for v in pair)]
     names = await _raw_names(store, p.raw) if p.raw else []
     for start, end in p.raw if names else ():
         parts.append(f"SELECT user_id AS person FROM events WHERE name IN {placeholders(len(names))} "
@@ -285,13 +303,42 @@ async def active_persons(store: Store, r: TimeRange) -> tuple[str, list[Any]]:
     return " UNION ".join(parts), params
 
 
+_CACHE: contextvars.ContextVar[dict[tuple[int, float, float], dict[str, str]] | None] = \
+    contextvars.ContextVar("person_roles_cache", default=None)
+
+
+@contextmanager
+def request_cache() -> Iterator[None]:
+    """Within it, `person_roles` of one store and range is read once (one request: the store does not
+    change under it in a way the request could tell apart, as its reads are not one snapshot anyway)."""
+    token = _CACHE.set({})
+    try:
+        yield
+    finally:
+        _CACHE.reset(token)
+
+
+async def person_roles(store: Store, r: TimeRange) -> dict[str, str]:
+    """user -> role group (queries.ROLE: coach, client, other) of the users with an event in the range."""
+    cache = _CACHE.get()
+    key = (id(store), r.start, r.end)
+    if cache is not None and key in cache:
+        return cache[key]
+    active, params = await active_persons(store, r)
+    sql = f"SELECT u.user_id, {q.ROLE} FROM users u WHERE u.user_id IN ({active})"
+    found = {user: role for user, role in await store.fetch(sql, params)}
+    if cache is not None:
+        cache[key] = found
+    return found
+
+
 async def active_users_by_role(store: Store, r: TimeRange, release: str | None = None) -> dict[str, int]:
     if release is not None:
         return await q.active_users_by_role(store, r, release)
-    active, params = await active_persons(store, r)
-    sql = f"SELECT {q.ROLE}, count(*) FROM users u WHERE u.user_id IN ({active}) GROUP BY 1"
-    found = {role: int(n) for role, n in await store.fetch(sql, params)}
-    return {role: found.get(role, 0) for role in q.ROLES}
+    found = {role: 0 for role in q.ROLES}
+    for role in (await person_roles(store, r)).values():
+        found[role] += 1
+    return found
 
 
 async def active_users(store: Store, r: TimeRange, release: str | None = None) -> int:
@@ -302,20 +349,14 @@ async def retained_users(store: Store, previous: TimeRange, current: TimeRange,
                          release: str | None = None) -> tuple[int, int]:
     if release is not None:
         return await q.retained_users(store, previous, current, release)
-    then, then_params = await active_persons(store, previous)
-    now, now_params = await active_persons(store, current)
-    sql = (f"SELECT count(*), coalesce(sum(CASE WHEN u.user_id IN ({now}) THEN 1 ELSE 0 END), 0) FROM users u "
-           f"WHERE u.user_id IN ({then})")
-    rows = await store.fetch(sql, (*now_params, *then_params))
-    return int(rows[0][0]), int(rows[0][1])
+    then, now = await person_roles(store, previous), await person_roles(store, current)
+    return len(then), sum(1 for user in then if user in now)
 
 
 async def role_coaches(store: Store, r: TimeRange, release: str | None = None) -> list[str]:
     if release is not None:
         return await q.role_coaches(store, r, release)
-    active, params = await active_persons(store, r)
-    sql = f"SELECT u.user_id FROM users u WHERE u.role = 'coach' AND u.user_id IN ({active}) ORDER BY u.user_id"
-    return [user for (user,) in await store.fetch(sql, params)]
+    return sorted(user for user, role in (await person_roles(store, r)).items() if role == "coach")
 
 
 async def coach_sessions(store: Store, r: TimeRange, release: str | None = None) -> list[CoachSessions]:
@@ -448,3 +489,87 @@ async def top_clients(store: Store, r: TimeRange, limit: int, release: str | Non
             found += [(n, user) for user, n in exact.items() if n]
             found.sort(key=lambda x: (-x[0], x[1]))
     return [(user, n) for n, user in found[:limit]]
+
+
+# --- funnels -------------------------------------------------------------------------------------
+
+async def _funnel_steps(store: Store, funnel: str, p: Pieces) -> dict[tuple[str, str], list[Any]]:
+    """(step, status) -> [rows, lowest number] of the funnel's step rollups over the whole days and hours."""
+    out: dict[tuple[str, str], list[Any]] = {}
+    for table, ranges in (("rollup_funnel_steps_day", [p.days] if p.days else []),
+                          ("rollup_funnel_steps_hour", p.hours)):
+        if not ranges:
+            continue
+        where, params = _buckets("bucket", ranges)
+        sql = f"SELECT step, status, sum(total), min(number) FROM {table} WHERE funnel = ? AND ({where}) " \
+              "GROUP BY step, status"
+        for step, status, n, number in await store.fetch(sql, (funnel, *params)):
+            _merge(out, (step, status), n, number)
+    return out
+
+
+def _merge(out: dict[tuple[Any, Any], list[Any]], key: tuple[Any, Any], n: Any, number: Any) -> None:
+    entry = out.setdefault(key, [0, None])
+    entry[0] += int(n)
+    if number is not None and (entry[1] is None or number < entry[1]):
+        entry[1] = number
+
+
+async def signup_steps(store: Store, r: TimeRange,
+                       release: str | None = None) -> list[tuple[str | None, int | None, int]]:
+    """As queries.signup_steps: the steps and their lowest numbers from rollup_funnel_steps, the distinct
+    visitors per step from the visitors' day masks (whole days) and hour masks (edge hours), the raw
+    partial hours from the events; one UNION, so a visitor is counted once per step."""
+    if release is not None:
+        return await q.signup_steps(store, r, release)
+    p = pieces(r)
+    steps = await _funnel_steps(store, "signup", p)
+    for start, end in p.raw:
+        sql = ("SELECT coalesce(label, ''), count(*), min(value) FROM events WHERE name = 'signup_step' "
+               "AND ts >= ? AND ts < ? GROUP BY 1")
+        for step, n, number in await store.fetch(sql, (start, end)):
+            _merge(steps, (step, ""), n, number)
+    if not steps:
+        return []
+    parts: list[str] = []
+    params: list[Any] = []
+    if p.days:
+        masks = _block_masks(p.days)
+        case = " ".join("WHEN ? THEN ?" for _ in masks)
+        parts.append("SELECT step, visitor FROM rollup_signup_blocks WHERE bucket >= ? AND bucket <= ? "
+                     f"AND (days & (CASE bucket {case} ELSE 0 END)) <> 0")
+        params += [masks[0][0], masks[-1][0], *(v for pair in masks for v in pair)]
+    if p.hours:
+        masks = _hour_masks(p.hours)
+        case = " ".join("WHEN ? THEN ?" for _ in masks)
+        parts.append("SELECT step, visitor FROM rollup_signup_hourmasks WHERE bucket >= ? AND bucket <= ? "
+                     f"AND (hours & (CASE bucket {case} ELSE 0 END)) <> 0")
+        params += [masks[0][0], masks[-1][0], *(v for pair in masks for v in pair)]
+    for start, end in p.raw:
+        parts.append("SELECT coalesce(label, '') AS step, coalesce(user_id, anonymous_id) AS visitor FROM events "
+                     "WHERE name = 'signup_step' AND ts >= ? AND ts < ? "
+                     "AND (user_id IS NOT NULL OR anonymous_id IS NOT NULL)")
+        params += [start, end]
+    visitors: dict[str, int] = {}
+    if parts:
+        sql = f"SELECT step, count(*) FROM ({' UNION '.join(parts)}) pairs GROUP BY step"
+        visitors = {step: int(n) for step, n in await store.fetch(sql, params)}
+    return [(step or None, None if number is None else int(number), visitors.get(step, 0))
+            for (step, _), (_, number) in steps.items()]
+
+
+async def onboarding_steps(store: Store, r: TimeRange,
+                           release: str | None = None) -> list[tuple[str | None, int | None, str, int]]:
+    """As queries.onboarding_steps: the whole days and hours from rollup_funnel_steps, the raw partial
+    hours from onboarding_funnel."""
+    if release is not None:
+        return await q.onboarding_steps(store, r, release)
+    p = pieces(r)
+    steps = await _funnel_steps(store, "onboarding", p)
+    for start, end in p.raw:
+        sql = ("SELECT coalesce(step, ''), status, count(*), min(step_number) FROM onboarding_funnel "
+               "WHERE ts >= ? AND ts < ? GROUP BY 1, 2")
+        for step, status, n, number in await store.fetch(sql, (start, end)):
+            _merge(steps, (step, status), n, number)
+    return [(step or None, None if number is None else int(number), status, n)
+            for (step, status), (n, number) in steps.items()]

@@ -184,7 +184,10 @@ async def erase_user(store: Store, user_ids: Sequence[str], *, include_opt_out: 
     where, params = user_filter("events", "user_id", ids, linked)
     erased = await store.fetch(f"SELECT {rollups.FACT_COLUMNS} FROM events WHERE {where}", params)
     rollup_statements = rollups.erase_statements(ids, [tuple(row) for row in erased])
-    results = await store.execute([*rollup_statements, *statements])
+    where, params = user_filter("onboarding_funnel", "user_id", ids, linked)
+    onboarding = [ts for (ts,) in await store.fetch(f"SELECT ts FROM onboarding_funnel WHERE {where}", params)]
+    recount = rollups.after_erase_statements([tuple(row) for row in erased], onboarding)   # after the deletes
+    results = await store.execute([*rollup_statements, *statements, *recount])
     chunks, groups, *counts = results[len(rollup_statements):]
     deleted = {table: count for (table, _), count in zip(tables, counts)}
     return {**{table: deleted[table] for table, _ in USER_TABLES if table in deleted}, "recording_chunks": chunks,

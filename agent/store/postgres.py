@@ -136,7 +136,7 @@ async def _backfill(conn: asyncpg.Connection) -> None:
     last = 0
     while rows := await conn.fetch(to_dollar(rollups.BACKFILL_SQL), last, rollups.CHUNK):
         last = rows[-1][0]
-        for sql, aggregated in rollups.aggregate(tuple(row)[1:] for row in rows):
+        for sql, aggregated in rollups.backfill_aggregate(tuple(row)[1:] for row in rows):
             await conn.executemany(to_dollar(sql), aggregated)
 
 
@@ -331,7 +331,7 @@ class PostgresStore:
             users = sorted(user_activity(keep))     # one lock order for every agent: no deadlocks
             if users:
                 await conn.execute(UPSERT_USERS, *_columns(users, ("user_id", "first_seen", "last_seen", "role")))
-            for sql, aggregated in rollups.aggregate(rollups.facts(keep)):     # the same transaction
+            for sql, aggregated in rollups.ingest_aggregate(keep):     # the same transaction
                 await conn.executemany(to_dollar(sql), aggregated)
         return frozenset(duplicates)
 

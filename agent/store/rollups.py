@@ -18,6 +18,19 @@ Why these tables (the analytics ranges are arbitrary instants, and a figure must
                              range's sketch is a GROUP BY and the error is a relative bound on the value
                              (not a rank error); ~280 bins cover api_request's six decades.
 - rollup_persons_{hour,day}  (bucket, person, events): who was active when, and how much (top clients).
+- rollup_person_hourmasks    per person and day, a bitmask of the hours (24 bits) they were active in
+                             (migration 10): the persons of a range's edge hours read at most one row per
+                             person and edge day, where rollup_persons_hour holds one per active hour
+                             (at 10M bench events a person is active in many hours a day).
+- rollup_funnel_steps_{hour,day}  (migration 11) per bucket, funnel ('signup': signup_step events; 'onboarding':
+                             onboarding_funnel rows), step and status ('' for signup): rows and the lowest
+                             step number (a minimum cannot be subtracted: an erasure recomputes the buckets
+                             it touched from what remains, `after_erase_statements`).
+- rollup_signup_blocks       (migration 11) per signup step, visitor (user id, else anonymous id) and 31-day
+                             block, the days the visitor reached the step: "distinct visitors per step" over
+                             a range's whole days reads at most 2 rows per (step, visitor), bounded by the
+                             visitors, not by their events or active days.
+- rollup_signup_hourmasks    (migration 11) per step, visitor and day, the hours (24 bits): the edge hours.
 - rollup_person_blocks       per person and 31-day block (day // 31), a bitmask of active days and the
                              block's events: "users active in 30 days" reads one or two rows per person
                              (not one per active day) and stays flat as events grow; an upsert ORs masks.
@@ -27,7 +40,9 @@ A NULL label or outcome is stored as '' (primary keys cannot hold NULL): an empt
 
 Backfill: the drivers read the events in id order (BACKFILL_SQL), CHUNK at a time, and add each chunk's
 aggregates, inside migration 8's transaction: bounded memory whatever the store holds (162 MiB peak RSS for
-1,000,200 events on SQLite), about 30 CPU-seconds per million events.
+1,000,200 events on SQLite), about 30 CPU-seconds per million events. Migration 10's hour masks are
+backfilled in SQL from rollup_persons_hour (migration 10's INSERT ... SELECT): migration 8's backfill leaves them out
+(`backfill_aggregate`), as its table does not exist yet when an old store runs it.
 
 Cost at ingest: about 10 CPU-us an event on the bench mix (bench/RESULTS.md, Ingest: a group commit of ~400
 events becomes ~1,000 upserts over the hour, day and person tables).
@@ -43,6 +58,11 @@ from typing import Any
 from agent.store.rows import EVENT_COLUMNS, EventRows
 
 MIGRATION = 8                # the migration that creates the tables; the drivers backfill right after it
+HOURMASKS_MIGRATION = 10     # rollup_person_hourmasks, backfilled by its own SQL from rollup_persons_hour
+FUNNELS_MIGRATION = 11       # the signup and onboarding funnels' rollups, backfilled by their own SQL
+MIGRATIONS = (MIGRATION, HOURMASKS_MIGRATION, FUNNELS_MIGRATION)
+LATER_TABLES = ("rollup_person_hourmasks", "rollup_funnel_steps_hour", "rollup_funnel_steps_day",
+                "rollup_signup_blocks", "rollup_signup_hourmasks")     # not in migration 8's backfill
 HOUR = 3600
 DAY = 86400
 BLOCK_DAYS = 31              # 31 bits: the mask is a positive 4-byte integer on PostgreSQL too
@@ -64,9 +84,11 @@ PERSON_NAMES = frozenset({"resource_created", "task_created", "resource_viewed",
 
 _NAME, _TS, _USER, _LABEL, _OUTCOME, _VALUE = (EVENT_COLUMNS.index(c) for c in
                                                 ("name", "ts", "user_id", "label", "outcome", "value"))
-# what an aggregate needs of an event: (name, ts, user_id, label, outcome, value)
-Fact = tuple[str, float, Any, Any, Any, Any]
-FACT_COLUMNS = "name, ts, user_id, label, outcome, value"
+_ANON = EVENT_COLUMNS.index("anonymous_id")
+# what an aggregate needs of an event: (name, ts, user_id, label, outcome, value, anonymous_id)
+Fact = tuple[str, float, Any, Any, Any, Any, Any]
+FACT_COLUMNS = "name, ts, user_id, label, outcome, value, anonymous_id"
+SIGNUP = "signup_step"
 
 
 def dims(name: str, label: Any, outcome: Any) -> tuple[str, str]:
@@ -112,18 +134,67 @@ UPSERTS = {
     "person_blocks": _upsert("rollup_person_blocks", ("bucket", "person"), ("events",), ("days",)),
     "person_names": _upsert("rollup_person_names_day", ("person", "bucket", "name"), ("events", "nvalues", "vsum")),
     "coach_blocks": _upsert("rollup_coach_blocks", ("bucket", "coach", "person"), (), ("days",)),
+    "hourmasks": _upsert("rollup_person_hourmasks", ("bucket", "person"), (), ("hours",)),
+    "signup_blocks": _upsert("rollup_signup_blocks", ("bucket", "step", "visitor"), (), ("days",)),
+    "signup_hourmasks": _upsert("rollup_signup_hourmasks", ("bucket", "step", "visitor"), (), ("hours",)),
+    **{f"steps_{size}": (f"INSERT INTO rollup_funnel_steps_{size} (bucket, funnel, step, status, total, number) "
+                         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bucket, funnel, step, status) DO UPDATE SET "
+                         f"total = rollup_funnel_steps_{size}.total + excluded.total, number = CASE WHEN "
+                         f"rollup_funnel_steps_{size}.number IS NULL OR excluded.number < "
+                         f"rollup_funnel_steps_{size}.number THEN excluded.number "
+                         f"ELSE rollup_funnel_steps_{size}.number END")
+       for size in ("hour", "day")},
 }
 TABLES = ("rollup_counts_hour", "rollup_counts_day", "rollup_values_hour", "rollup_values_day",
           "rollup_persons_hour", "rollup_persons_day", "rollup_person_blocks", "rollup_person_names_day",
-          "rollup_coach_blocks")
+          "rollup_coach_blocks", "rollup_person_hourmasks", "rollup_funnel_steps_hour", "rollup_funnel_steps_day",
+          "rollup_signup_blocks", "rollup_signup_hourmasks")
 # the tables keyed by a person, and the column naming them (GDPR erasure, alias merges)
 PERSON_TABLES = (("rollup_persons_hour", "person"), ("rollup_persons_day", "person"),
                  ("rollup_person_blocks", "person"), ("rollup_person_names_day", "person"),
-                 ("rollup_coach_blocks", "person"))
+                 ("rollup_coach_blocks", "person"), ("rollup_person_hourmasks", "person"))
 
 
 def facts(rows: Iterable[EventRows]) -> list[Fact]:
-    return [(e[_NAME], e[_TS], e[_USER], e[_LABEL], e[_OUTCOME], e[_VALUE]) for e in (r.event for r in rows)]
+    return [(e[_NAME], e[_TS], e[_USER], e[_LABEL], e[_OUTCOME], e[_VALUE], e[_ANON]) for e in (r.event for r in rows)]
+
+
+_STEP, _NUMBER, _STATUS, _FUNNEL_TS = (("event_id", "user_id", "flow_id", "step", "step_number", "status",
+                                        "time_spent_seconds", "ts").index(c)
+                                       for c in ("step", "step_number", "status", "ts"))
+
+
+def ingest_aggregate(rows: Sequence[EventRows]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """What a group commit adds: `aggregate` of its events and `steps_aggregate` of its onboarding rows."""
+    onboarding = [row for r in rows for table, row in r.tables if table == "onboarding_funnel"]
+    return aggregate(facts(rows)) + steps_aggregate(
+        ("onboarding", row[_FUNNEL_TS], row[_STEP], row[_STATUS], row[_NUMBER]) for row in onboarding)
+
+
+def steps_aggregate(steps: Iterable[tuple[str, float, Any, Any, Any]]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """rollup_funnel_steps rows of (funnel, ts, step, status, number) records."""
+    hourly: dict[tuple[Any, ...], list[Any]] = {}
+    for funnel, ts, step, status, number in steps:
+        key = (int(ts // HOUR), funnel, step or "", status or "")
+        entry = hourly.get(key)
+        if entry is None:
+            hourly[key] = [1, number]
+        else:
+            entry[0] += 1
+            if number is not None and (entry[1] is None or number < entry[1]):
+                entry[1] = number
+    daily: dict[tuple[Any, ...], list[Any]] = {}
+    for (hour, *rest), (n, number) in hourly.items():
+        key = (hour // 24, *rest)
+        entry = daily.get(key)
+        if entry is None:
+            daily[key] = [n, number]
+        else:
+            entry[0] += n
+            if number is not None and (entry[1] is None or number < entry[1]):
+                entry[1] = number
+    return [(UPSERTS[f"steps_{size}"], sorted((*k, n, number) for k, (n, number) in table.items()))
+            for size, table in (("hour", hourly), ("day", daily)) if table]
 
 
 def aggregate(events: Iterable[Fact], sign: int = 1) -> list[tuple[str, list[tuple[Any, ...]]]]:
@@ -140,8 +211,20 @@ def aggregate(events: Iterable[Fact], sign: int = 1) -> list[tuple[str, list[tup
     active: Counter[tuple[Any, ...]] = Counter()          # (hour, person) -> events
     named: dict[tuple[Any, ...], list[Any]] = {}          # (person, day, name) -> [events, values, sum]
     coached: dict[tuple[Any, ...], int] = {}              # (block, coach, person) -> days mask
-    for name, ts, user, label, outcome, value in events:
+    signup_steps: list[tuple[str, float, Any, Any, Any]] = []
+    signup_days: dict[tuple[Any, ...], int] = {}          # (block, step, visitor) -> days mask
+    signup_hours: dict[tuple[Any, ...], int] = {}         # (day, step, visitor) -> hours mask
+    for name, ts, user, label, outcome, value, anonymous in events:
         hour = int(ts // HOUR)
+        if name == SIGNUP:
+            signup_steps.append(("signup", ts, label, "", value))
+            visitor = anonymous if user is None else user
+            if visitor is not None:
+                day = hour // 24
+                block = day // BLOCK_DAYS
+                bkey, hkey = (block, label or "", visitor), (day, label or "", visitor)
+                signup_days[bkey] = signup_days.get(bkey, 0) | 1 << (day - block * BLOCK_DAYS)
+                signup_hours[hkey] = signup_hours.get(hkey, 0) | 1 << (hour % 24)
         key = (hour, name, (label or "") if name in LABELLED else "", (outcome or "") if name in OUTCOMES else "")
         hourly[key] += 1
         if value is not None:
@@ -185,8 +268,10 @@ def aggregate(events: Iterable[Fact], sign: int = 1) -> list[tuple[str, list[tup
     for (hour, m, b), n in bins.items():
         bins_d[(hour // 24, m, b)] += n
     active_d: Counter[tuple[Any, ...]] = Counter()
+    hourmasks: dict[tuple[Any, ...], int] = {}
     for (hour, user), n in active.items():
         active_d[(hour // 24, user)] += n
+        hourmasks[(hour // 24, user)] = hourmasks.get((hour // 24, user), 0) | 1 << (hour % 24)
     blocks: dict[tuple[Any, ...], list[int]] = {}
     for (day, user), n in active_d.items():
         block = day // BLOCK_DAYS
@@ -210,6 +295,10 @@ def aggregate(events: Iterable[Fact], sign: int = 1) -> list[tuple[str, list[tup
     if sign > 0:
         out.append((UPSERTS["person_blocks"], sorted((*k, n, mask) for k, (n, mask) in blocks.items())))
         out.append((UPSERTS["coach_blocks"], sorted((*k, mask) for k, mask in coached.items())))
+        out.append((UPSERTS["hourmasks"], sorted((*k, mask) for k, mask in hourmasks.items())))
+        out.append((UPSERTS["signup_blocks"], sorted((*k, mask) for k, mask in signup_days.items())))
+        out.append((UPSERTS["signup_hourmasks"], sorted((*k, mask) for k, mask in signup_hours.items())))
+        out += steps_aggregate(signup_steps)
     else:
         out.append((UPSERTS["person_blocks"], sorted((*k, -n, 0) for k, (n, _) in blocks.items())))
     return [(sql, rows) for sql, rows in out if rows]
@@ -218,6 +307,11 @@ def aggregate(events: Iterable[Fact], sign: int = 1) -> list[tuple[str, list[tup
 # --- backfill, retention, erasure ----------------------------------------------------------------
 
 BACKFILL_SQL = f"SELECT id, {FACT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?"
+
+
+def backfill_aggregate(events: Iterable[Fact]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """`aggregate` without the tables of migrations after 8 (migration 8's backfill runs before them)."""
+    return [(sql, rows) for sql, rows in aggregate(events) if not any(table in sql for table in LATER_TABLES)]
 
 
 def retention_statements(cutoff: float, names: Sequence[str] | None) -> list[tuple[str, tuple[Any, ...]]]:
@@ -229,13 +323,20 @@ def retention_statements(cutoff: float, names: Sequence[str] | None) -> list[tup
         block = day // BLOCK_DAYS
         return [("DELETE FROM rollup_persons_hour WHERE bucket < ?", (hour,)),
                 ("DELETE FROM rollup_persons_day WHERE bucket < ?", (day,)),
+                ("DELETE FROM rollup_person_hourmasks WHERE bucket < ?", (day,)),
                 ("DELETE FROM rollup_person_names_day WHERE bucket < ?", (day,)),
                 ("DELETE FROM rollup_person_blocks WHERE bucket < ?", (block,)),
-                ("DELETE FROM rollup_coach_blocks WHERE bucket < ?", (block,))]
+                ("DELETE FROM rollup_coach_blocks WHERE bucket < ?", (block,)),
+                # onboarding_funnel's rows are analytics data (agent/store/retention.py CLASS_TABLES)
+                ("DELETE FROM rollup_funnel_steps_hour WHERE funnel = 'onboarding' AND bucket < ?", (hour,)),
+                ("DELETE FROM rollup_funnel_steps_day WHERE funnel = 'onboarding' AND bucket < ?", (day,))]
     if not names:           # every name: the buckets older than the longest class
         return [(f"DELETE FROM {table} WHERE bucket < ?", (hour if table.endswith("hour") else day,))
-                for table in ("rollup_counts_hour", "rollup_counts_day", "rollup_values_hour", "rollup_values_day")]
+                for table in ("rollup_counts_hour", "rollup_counts_day", "rollup_values_hour", "rollup_values_day")] + \
+            _signup_retention(hour, day)
     out: list[tuple[str, tuple[Any, ...]]] = []
+    if SIGNUP in names:
+        out += _signup_retention(hour, day)
     for name in names:
         out += [("DELETE FROM rollup_counts_hour WHERE name = ? AND bucket < ?", (name, hour)),
                 ("DELETE FROM rollup_counts_day WHERE name = ? AND bucket < ?", (name, day))]
@@ -244,6 +345,13 @@ def retention_statements(cutoff: float, names: Sequence[str] | None) -> list[tup
             out += [(f"DELETE FROM rollup_values_{t} WHERE metric >= ? AND metric <= ? AND bucket < ?",
                      (low, high, hour if t == "hour" else day)) for t in ("hour", "day")]
     return out
+
+
+def _signup_retention(hour: int, day: int) -> list[tuple[str, tuple[Any, ...]]]:
+    return [("DELETE FROM rollup_funnel_steps_hour WHERE funnel = 'signup' AND bucket < ?", (hour,)),
+            ("DELETE FROM rollup_funnel_steps_day WHERE funnel = 'signup' AND bucket < ?", (day,)),
+            ("DELETE FROM rollup_signup_hourmasks WHERE bucket < ?", (day,)),
+            ("DELETE FROM rollup_signup_blocks WHERE bucket < ?", (day // BLOCK_DAYS,))]
 
 
 def erase_statements(ids: Sequence[str], erased: Sequence[Fact]) -> list[tuple[str, Sequence[Any]]]:
@@ -256,6 +364,11 @@ def erase_statements(ids: Sequence[str], erased: Sequence[Fact]) -> list[tuple[s
         if "rollup_counts" in sql or "rollup_values" in sql:
             statements += [(sql, row) for row in rows]
     statements += [(f"DELETE FROM {table} WHERE {column} IN ({marks})", list(ids)) for table, column in PERSON_TABLES]
+    visitors = sorted({user if user is not None else anonymous for name, _, user, _, _, _, anonymous in erased
+                       if name == SIGNUP and (user is not None or anonymous is not None)})
+    for chunk in (visitors[i:i + 500] for i in range(0, len(visitors), 500)):
+        statements += [(f"DELETE FROM {table} WHERE visitor IN ({', '.join('?' * len(chunk))})", chunk)
+                       for table in ("rollup_signup_blocks", "rollup_signup_hourmasks")]
     statements += [("DELETE FROM rollup_counts_hour WHERE events = 0", ()),
                    ("DELETE FROM rollup_counts_day WHERE events = 0", ()),
                    ("DELETE FROM rollup_values_hour WHERE count = 0", ()),
@@ -264,6 +377,29 @@ def erase_statements(ids: Sequence[str], erased: Sequence[Fact]) -> list[tuple[s
 
 
 _DAY_SQL = "CAST(floor(ts / 86400) AS INTEGER)"
+_HOUR_SQL = "CAST(floor(ts / 3600) AS INTEGER)"
+# the funnels' step rows of [?, ?) from their sources (backfill, and the recount of an erasure's buckets)
+STEPS_FROM = {
+    "signup": "SELECT {bucket}, 'signup', coalesce(label, ''), '', count(*), min(value) FROM events "
+              "WHERE name = 'signup_step' AND ts >= ? AND ts < ? GROUP BY 1, 3",
+    "onboarding": "SELECT {bucket}, 'onboarding', coalesce(step, ''), status, count(*), min(step_number) "
+                  "FROM onboarding_funnel WHERE ts >= ? AND ts < ? GROUP BY 1, 3, 4",
+}
+
+
+def after_erase_statements(erased: Sequence[Fact], onboarding_ts: Sequence[float]) -> list[tuple[str, Sequence[Any]]]:
+    """Run after the erased rows are deleted, in the same transaction: the funnels' step rows of every
+    hour and day the erased signup events and onboarding rows were in, recounted from what remains (a
+    lowest step number cannot be subtracted). A few buckets: one person's signup and onboarding."""
+    touched = {("signup", ts) for name, ts, *_ in erased if name == SIGNUP} | \
+        {("onboarding", ts) for ts in onboarding_ts}
+    out: list[tuple[str, Sequence[Any]]] = []
+    for size, seconds, bucket in (("hour", HOUR, _HOUR_SQL), ("day", DAY, _DAY_SQL)):
+        for funnel, b in sorted({(funnel, int(ts // seconds)) for funnel, ts in touched}):
+            out += [(f"DELETE FROM rollup_funnel_steps_{size} WHERE funnel = ? AND bucket = ?", (funnel, b)),
+                    (f"INSERT INTO rollup_funnel_steps_{size} (bucket, funnel, step, status, total, number) "
+                     + STEPS_FROM[funnel].format(bucket=bucket), (b * seconds, (b + 1) * seconds))]
+    return out
 
 
 def recompute_statements(person: str) -> list[tuple[str, Sequence[Any]]]:
@@ -271,14 +407,27 @@ def recompute_statements(person: str) -> list[tuple[str, Sequence[Any]]]:
     merge rewrote the alias's events to them): deleted, then re-aggregated in SQL (floor(): PostgreSQL,
     SQLite with its math functions)."""
     names, sessions = sorted(PERSON_NAMES), SESSION_NAMES
+    visitor = "user_id = ? OR (user_id IS NULL AND anonymous_id = ?)"     # coalesce(user_id, anonymous_id) = ?
     n_marks, s_marks = ", ".join("?" * len(names)), ", ".join("?" * len(sessions))
     day = _DAY_SQL
     return [
         *((f"DELETE FROM {table} WHERE {column} = ?", [person]) for table, column in PERSON_TABLES),
+        *((f"DELETE FROM {table} WHERE visitor = ?", [person]) for table in ("rollup_signup_blocks",
+                                                                            "rollup_signup_hourmasks")),
+        ("INSERT INTO rollup_signup_blocks (bucket, step, visitor, days) "
+         f"SELECT d / {BLOCK_DAYS}, step, CAST(? AS TEXT), "
+         f"sum(DISTINCT 1 << (d % {BLOCK_DAYS})) FROM (SELECT {day} AS d, coalesce(label, '') AS step FROM events "
+         f"WHERE name = 'signup_step' AND ({visitor})) x GROUP BY 1, 2", [person, person, person]),
+        ("INSERT INTO rollup_signup_hourmasks (bucket, step, visitor, hours) SELECT h / 24, step, CAST(? AS TEXT), "
+         f"sum(DISTINCT 1 << (h % 24)) FROM (SELECT {_HOUR_SQL} AS h, coalesce(label, '') AS step FROM events "
+         f"WHERE name = 'signup_step' AND ({visitor})) x GROUP BY 1, 2", [person, person, person]),
         ("INSERT INTO rollup_persons_hour (bucket, person, events) SELECT CAST(floor(ts / 3600) AS INTEGER), "
          "user_id, count(*) FROM events WHERE user_id = ? GROUP BY 1, 2", [person]),
         (f"INSERT INTO rollup_persons_day (bucket, person, events) SELECT {day}, user_id, count(*) FROM events "
          "WHERE user_id = ? GROUP BY 1, 2", [person]),
+        ("INSERT INTO rollup_person_hourmasks (bucket, person, hours) SELECT h / 24, user_id, "
+         "sum(DISTINCT 1 << (h % 24)) FROM (SELECT CAST(floor(ts / 3600) AS INTEGER) AS h, user_id FROM events "
+         "WHERE user_id = ?) x GROUP BY 1, 2", [person]),
         (f"INSERT INTO rollup_person_blocks (bucket, person, events, days) SELECT d / {BLOCK_DAYS}, user_id, count(*), "
          f"sum(DISTINCT 1 << (d % {BLOCK_DAYS})) FROM (SELECT {day} AS d, user_id FROM events WHERE user_id = ?) x "
          "GROUP BY 1, 2", [person]),

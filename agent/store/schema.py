@@ -318,6 +318,61 @@ MIGRATIONS: tuple[Migration, ...] = (
         "SELECT setval(pg_get_serial_sequence('events', 'id'), "
         "(SELECT coalesce(max(id), 0) + 1 FROM events_unpartitioned), false)",
     ), dialects=("postgres",)),
+    # Migration 10 (issue 17, helper R2): the persons of a range's edge hours from one row per person and day
+    Migration(10, "analytics rollups: per person and day, a bitmask of the active hours (agent/store/rollups.py), "
+                  "backfilled from rollup_persons_hour", (
+        """CREATE TABLE rollup_person_hourmasks (
+            bucket INTEGER NOT NULL,
+            person TEXT NOT NULL,
+            hours INTEGER NOT NULL,
+            PRIMARY KEY (bucket, person))""",
+        "INSERT INTO rollup_person_hourmasks (bucket, person, hours) "
+        "SELECT bucket / 24, person, sum(1 << (bucket % 24)) FROM rollup_persons_hour GROUP BY bucket / 24, person",
+    )),
+    # Migration 11 (issue 17, helper R2): the dashboard's signup and onboarding funnels from rollups
+    Migration(11, "analytics rollups: the signup and onboarding funnels' steps per hour and day, the signup "
+                  "visitors' days and hours (agent/store/rollups.py), backfilled from the events", (
+        *(f"""CREATE TABLE rollup_funnel_steps_{size} (
+            bucket INTEGER NOT NULL,
+            funnel TEXT NOT NULL,
+            step TEXT NOT NULL,
+            status TEXT NOT NULL,
+            total INTEGER NOT NULL,
+            number {{real}},
+            PRIMARY KEY (bucket, funnel, step, status))""" for size in ("hour", "day")),
+        """CREATE TABLE rollup_signup_blocks (
+            bucket INTEGER NOT NULL,
+            step TEXT NOT NULL,
+            visitor TEXT NOT NULL,
+            days INTEGER NOT NULL,
+            PRIMARY KEY (bucket, step, visitor))""",
+        """CREATE TABLE rollup_signup_hourmasks (
+            bucket INTEGER NOT NULL,
+            step TEXT NOT NULL,
+            visitor TEXT NOT NULL,
+            hours INTEGER NOT NULL,
+            PRIMARY KEY (bucket, step, visitor))""",
+        "CREATE INDEX rollup_signup_blocks_visitor ON rollup_signup_blocks (visitor)",
+        "CREATE INDEX rollup_signup_hourmasks_visitor ON rollup_signup_hourmasks (visitor)",
+        *(f"INSERT INTO rollup_funnel_steps_{size} (bucket, funnel, step, status, total, number) "
+          f"SELECT CAST(floor(ts / {seconds}) AS INTEGER), 'signup', coalesce(label, ''), '', count(*), min(value) "
+          f"FROM events WHERE name = 'signup_step' GROUP BY 1, 3"
+          for size, seconds in (("hour", 3600), ("day", 86400))),
+        *(f"INSERT INTO rollup_funnel_steps_{size} (bucket, funnel, step, status, total, number) "
+          f"SELECT CAST(floor(ts / {seconds}) AS INTEGER), 'onboarding', coalesce(step, ''), status, count(*), "
+          f"min(step_number) FROM onboarding_funnel GROUP BY 1, 3, 4"
+          for size, seconds in (("hour", 3600), ("day", 86400))),
+        "INSERT INTO rollup_signup_blocks (bucket, step, visitor, days) SELECT h / 24 / 31, step, visitor, "
+        "sum(DISTINCT 1 << (h / 24 % 31)) "
+        "FROM (SELECT CAST(floor(ts / 3600) AS INTEGER) AS h, coalesce(label, '') AS step, "
+        "coalesce(user_id, anonymous_id) AS visitor FROM events WHERE name = 'signup_step' "
+        "AND (user_id IS NOT NULL OR anonymous_id IS NOT NULL)) x GROUP BY 1, 2, 3",
+        "INSERT INTO rollup_signup_hourmasks (bucket, step, visitor, hours) SELECT h / 24, step, visitor, "
+        "sum(DISTINCT 1 << (h % 24)) "
+        "FROM (SELECT CAST(floor(ts / 3600) AS INTEGER) AS h, coalesce(label, '') AS step, "
+        "coalesce(user_id, anonymous_id) AS visitor FROM events WHERE name = 'signup_step' "
+        "AND (user_id IS NOT NULL OR anonymous_id IS NOT NULL)) x GROUP BY 1, 2, 3",
+    )),
 )
 
 # tables holding a user's data, with the column naming the user (GDPR export and erasure)

@@ -240,7 +240,7 @@ class SqliteStore:
         last = 0
         while rows := conn.execute(rollups.BACKFILL_SQL, (last, rollups.CHUNK)).fetchall():
             last = rows[-1][0]
-            for sql, aggregated in rollups.aggregate(row[1:] for row in rows):
+            for sql, aggregated in rollups.backfill_aggregate(row[1:] for row in rows):
                 conn.executemany(sql, aggregated)
 
     async def close(self) -> None:
@@ -284,7 +284,7 @@ class SqliteStore:
             for table, table_rows in by_table.items():
                 conn.executemany(INSERT_TABLES[table], table_rows)
             conn.executemany(UPSERT_USERS, user_activity(keep))
-            for sql, aggregated in rollups.aggregate(rollups.facts(keep)):     # the same transaction
+            for sql, aggregated in rollups.ingest_aggregate(keep):     # the same transaction
                 conn.executemany(sql, aggregated)
             conn.execute("COMMIT")
         except BaseException:
