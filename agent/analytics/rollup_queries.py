@@ -290,9 +290,9 @@ async def active_persons(store: Store, r: TimeRange) -> tuple[str, list[Any]]:
     if p.hours:
         masks = _hour_masks(p.hours)
         case = " ".join("WHEN ? THEN ?" for _ in masks)
-        parts.append(f"SELECT person FROM rollup_person_hourmasks WHERE bucket >= ? AND bucket <= ? "
-                     f"AND (hours & (CASE bucket {case} ELSE 0 END)) <> 0")
-        params += [masks[0][0], masks[-1][0], *(v for pair in masks for v in pair)]
+        parts.append(f"SELECT person FROM rollup_person_hourmasks WHERE bucket IN {placeholders(len(masks))} "
+                     f"AND (hours & (CASE bucket {case} ELSE 0 END)) <> 0")      # the edge days, not those between
+        params += [*(day for day, _ in masks), *(v for pair in masks for v in pair)]
     names = await _raw_names(store, p.raw) if p.raw else []
     for start, end in p.raw if names else ():
         parts.append(f"SELECT user_id AS person FROM events WHERE name IN {placeholders(len(names))} "
@@ -542,9 +542,9 @@ async def signup_steps(store: Store, r: TimeRange,
     if p.hours:
         masks = _hour_masks(p.hours)
         case = " ".join("WHEN ? THEN ?" for _ in masks)
-        parts.append("SELECT step, visitor FROM rollup_signup_hourmasks WHERE bucket >= ? AND bucket <= ? "
+        parts.append(f"SELECT step, visitor FROM rollup_signup_hourmasks WHERE bucket IN {placeholders(len(masks))} "
                      f"AND (hours & (CASE bucket {case} ELSE 0 END)) <> 0")
-        params += [masks[0][0], masks[-1][0], *(v for pair in masks for v in pair)]
+        params += [*(day for day, _ in masks), *(v for pair in masks for v in pair)]
     for start, end in p.raw:
         parts.append("SELECT coalesce(label, '') AS step, coalesce(user_id, anonymous_id) AS visitor FROM events "
                      "WHERE name = 'signup_step' AND ts >= ? AND ts < ? "
