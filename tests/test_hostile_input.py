@@ -372,7 +372,8 @@ def test_what_postgresql_cannot_store_is_never_a_5xx_nor_fails_the_requests_besi
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> AgentProcess:
     process = AgentProcess(tmp_path_factory.mktemp("agent"), {"store": {"driver": "none"}, "targets": [],
-                                                               "events": {"api_keys": [KEY]}})
+                                                               "events": {"api_keys": [KEY]},
+                                                               "api": {"admin_tokens": [ADMIN]}})
     yield process
     process.stop()
 
@@ -397,15 +398,26 @@ def exchange(port: int, data: bytes, timeout: float = 10) -> tuple[int, bytes, f
 
 
 def request_head(method: str, path: str, *headers: str) -> bytes:
-    return "\r\n".join([f"{method} {path} HTTP/1.1", "Host: agent", f"Authorization: Bearer {KEY}",
-                        "Content-Type: application/json", *headers, "", ""]).encode()
+    """The request's head with the credential and content type its operation documents: the admin token where
+    only an admin may post (the insights), the ingest key elsewhere; a form for the analytics page's sign-in."""
+    operation = DOC["paths"].get(path, {}).get(method.lower(), {})
+    schemes = [name for requirement in operation.get("security", [{}]) for name in requirement]
+    credential = ADMIN if schemes == ["adminBearer"] else KEY
+    content_type = next(iter(operation.get("requestBody", {}).get("content", {})), "application/json")
+    return "\r\n".join([f"{method} {path} HTTP/1.1", "Host: agent", f"Authorization: Bearer {credential}",
+                        f"Content-Type: {content_type}", *headers, "", ""]).encode()
+
+
+def error_text(body: bytes) -> str:
+    """The refusal's message: the JSON error of an API, the page's text of the analytics sign-in (HTML)."""
+    return json.loads(body)["error"] if body.startswith(b"{") else body.decode()
 
 
 @pytest.mark.parametrize("path", BODY_ROUTES)
 def test_a_100mb_content_length_is_refused_before_any_body_byte(agent: AgentProcess, path: str) -> None:
     status, body, seconds = exchange(agent.port, request_head("POST", path, "Content-Length: 100000000"))
     assert status == 413, body
-    assert "larger than" in json.loads(body)["error"]
+    assert "larger than" in error_text(body)
     assert seconds < 5                       # answered without waiting for a body that never comes
 
 

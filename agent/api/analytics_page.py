@@ -248,7 +248,11 @@ async def _form(request: web.Request) -> dict[str, str] | web.Response:
     try:
         body = await read_body(request, MAX_FORM_BYTES, field="body")
     except BodyError as exc:
-        return html(render_refusal("Bad request", exc.message), exc.status)
+        refusal = html(render_refusal("Bad request", exc.message), exc.status)
+        if exc.status != 413:           # the body left unread (408, undecodable): closed with the answer, as the API's
+            request.content.feed_eof()
+            refusal.force_close()
+        return refusal
     try:
         fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=8)
     except (UnicodeDecodeError, ValueError):
