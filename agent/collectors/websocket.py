@@ -137,7 +137,10 @@ class _Resolver(AbstractResolver):
 
 def _literal_host(url: str, conversation: _Conversation) -> None:
     """An IP literal in the URL is the address probed: its family must be allowed (no fallback)."""
-    host = URL(url).host or ""
+    try:
+        host = URL(url).host or ""
+    except (UnicodeError, ValueError) as exc:   # yarl IDNA-encodes the host: a 64-char label, a C1 control
+        raise ProbeFailed(Reason.RESOLVE, f"not a valid host name: {exc}") from None
     if not is_ip_literal(host):
         return
     if choose([host], conversation.ip) is None:
