@@ -268,6 +268,27 @@ def _block_masks(days: tuple[int, int]) -> list[tuple[int, int]]:
     return out
 
 
+def _mask_reads(select: str, p: Pieces, blocks: str, hourmasks: str | None = None) -> tuple[list[str], list[Any]]:
+    """The SQL parts selecting `select` for the whole days of `p` from the 31-day block rows of `blocks`
+    (their day masks) and, given `hourmasks`, for its edge hours from the per-day hour-mask rows (the edge
+    days' rows only, not those of the days between), and their parameters: bounded reads, whatever the
+    events in those days. The raw partial hours are the caller's."""
+    parts: list[str] = []
+    params: list[Any] = []
+    if p.days:
+        masks = _block_masks(p.days)
+        case = " ".join("WHEN ? THEN ?" for _ in masks)
+        parts.append(f"SELECT {select} FROM {blocks} WHERE bucket >= ? AND bucket <= ? "
+                     f"AND (days & (CASE bucket {case} ELSE 0 END)) <> 0")
+        params += [masks[0][0], masks[-1][0], *(v for pair in masks for v in pair)]
+    if p.hours and hourmasks is not None:
+        masks = _hour_masks(p.hours)
+        case = " ".join("WHEN ? THEN ?" for _ in masks)
+        parts.append(f"SELECT {select} FROM {hourmasks} WHERE bucket IN {placeholders(len(masks))} "
+                     f"AND (hours & (CASE bucket {case} ELSE 0 END)) <> 0")
+        params += [*(day for day, _ in masks), *(v for pair in masks for v in pair)]
+    return parts, params
+
 async def _raw_names(store: Store, raw: Sequence[tuple[float, float]]) -> list[str]:
     """The event names of the hours the raw edges lie in (so the edge reads go through events_name_dims)."""
     hours = sorted({int(a // ru.HOUR) for a, _ in raw} | {int((b - 1e-6) // ru.HOUR) for _, b in raw})
@@ -279,20 +300,7 @@ async def _raw_names(store: Store, raw: Sequence[tuple[float, float]]) -> list[s
 async def active_persons(store: Store, r: TimeRange) -> tuple[str, list[Any]]:
     """SQL selecting (column `person`) the user ids with an event in the range, and its parameters."""
     p = pieces(r)
-    parts: list[str] = []
-    params: list[Any] = []
-    if p.days:
-        masks = _block_masks(p.days)
-        case = " ".join("WHEN ? THEN ?" for _ in masks)
-        parts.append(f"SELECT person FROM rollup_person_blocks WHERE bucket >= ? AND bucket <= ? "
-                     f"AND (days & (CASE bucket {case} ELSE 0 END)) <> 0")
-        params += [masks[0][0], masks[-1][0], *(v for pair in masks for v in pair)]
-    if p.hours:
-        masks = _hour_masks(p.hours)
-        case = " ".join("WHEN ? THEN ?" for _ in masks)
-        parts.append(f"SELECT person FROM rollup_person_hourmasks WHERE bucket IN {placeholders(len(masks))} "
-                     f"AND (hours & (CASE bucket {case} ELSE 0 END)) <> 0")      # the edge days, not those between
-        params += [*(day for day, _ in masks), *(v for pair in masks for v in pair)]
+    parts, params = _mask_reads("person", p, "rollup_person_blocks", "rollup_person_hourmasks")
     names = await _raw_names(store, p.raw) if p.raw else []
     for start, end in p.raw if names else ():
         parts.append(f"SELECT user_id AS person FROM events WHERE name IN {placeholders(len(names))} "
@@ -380,14 +388,7 @@ async def coach_clients(store: Store, r: TimeRange) -> dict[str, int]:
     """coach -> distinct users of the session events naming them in the range: the whole days from the
     (coach, client) blocks, the rest of the range from the session events themselves."""
     p = pieces(r)
-    parts: list[str] = []
-    params: list[Any] = []
-    if p.days:
-        masks = _block_masks(p.days)
-        case = " ".join("WHEN ? THEN ?" for _ in masks)
-        parts.append("SELECT coach, person FROM rollup_coach_blocks WHERE bucket >= ? AND bucket <= ? "
-                     f"AND (days & (CASE bucket {case} ELSE 0 END)) <> 0")
-        params += [masks[0][0], masks[-1][0], *(v for pair in masks for v in pair)]
+    parts, params = _mask_reads("coach, person", p, "rollup_coach_blocks")
     for start, end in p.partial_days:
         parts.append(f"SELECT label AS coach, user_id AS person FROM events WHERE name IN "
                      f"{placeholders(len(ru.SESSION_NAMES))} AND ts >= ? AND ts < ? AND label IS NOT NULL "
@@ -531,20 +532,7 @@ async def signup_steps(store: Store, r: TimeRange,
             _merge(steps, (step, ""), n, number)
     if not steps:
         return []
-    parts: list[str] = []
-    params: list[Any] = []
-    if p.days:
-        masks = _block_masks(p.days)
-        case = " ".join("WHEN ? THEN ?" for _ in masks)
-        parts.append("SELECT step, visitor FROM rollup_signup_blocks WHERE bucket >= ? AND bucket <= ? "
-                     f"AND (days & (CASE bucket {case} ELSE 0 END)) <> 0")
-        params += [masks[0][0], masks[-1][0], *(v for pair in masks for v in pair)]
-    if p.hours:
-        masks = _hour_masks(p.hours)
-        case = " ".join("WHEN ? THEN ?" for _ in masks)
-        parts.append(f"SELECT step, visitor FROM rollup_signup_hourmasks WHERE bucket IN {placeholders(len(masks))} "
-                     f"AND (hours & (CASE bucket {case} ELSE 0 END)) <> 0")
-        params += [*(day for day, _ in masks), *(v for pair in masks for v in pair)]
+    parts, params = _mask_reads("step, visitor", p, "rollup_signup_blocks", "rollup_signup_hourmasks")
     for start, end in p.raw:
         parts.append("SELECT coalesce(label, '') AS step, coalesce(user_id, anonymous_id) AS visitor FROM events "
                      "WHERE name = 'signup_step' AND ts >= ? AND ts < ? "
