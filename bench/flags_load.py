@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ if str(ROOT) not in sys.path:
 
 import orjson  # noqa: E402
 
-from bench.ingest_load import add_load_arguments  # noqa: E402
+from bench.ingest_load import run_role  # noqa: E402
 
 KEY = "phc_bench0123456789abcdefghijklmnop"
 PERSONAL_KEY = "phx_bench-personal-0123456789abcdef"
@@ -272,20 +271,13 @@ async def load(args: argparse.Namespace) -> dict:
     return {**stats, "body_bytes": sum(map(len, raws[:1000])) // 1000}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("role", choices=("ceiling", "load"))
+def _flag_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=0.0)
     parser.add_argument("--complete", action="store_true", help="every person sends every filtered property")
-    add_load_arguments(parser)
-    args = parser.parse_args()
-    import uvloop
 
-    if args.role == "ceiling":
-        uvloop.run(ceiling_server())
-    else:
-        json.dump(uvloop.run(load(args)), sys.stdout)
-        sys.stdout.flush()
+
+def main() -> None:
+    run_role(__doc__ or "", ceiling_server, load, _flag_arguments)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,18 +127,27 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", type=float)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_role(doc: str, ceiling: Callable[[], Awaitable[None]], load: Callable[[argparse.Namespace], Awaitable[dict]],
+             extra_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+    """The command line of a load process (this one, posthog_load, otlp_load, flags_load): `ceiling` serves the
+    parse-only peer; `load` drives a server and prints its figures as JSON on stdout for the bench to read."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("role", choices=("ceiling", "load"))
+    if extra_arguments is not None:
+        extra_arguments(parser)
     add_load_arguments(parser)
     args = parser.parse_args()
     import uvloop
 
     if args.role == "ceiling":
-        uvloop.run(ceiling_server())
+        uvloop.run(ceiling())
     else:
         json.dump(uvloop.run(load(args)), sys.stdout)
         sys.stdout.flush()
+
+
+def main() -> None:
+    run_role(__doc__ or "", ceiling_server, load)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ window, minus the items its partial_success says were rejected.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ if str(ROOT) not in sys.path:
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as mpb  # noqa: E402
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as tpb  # noqa: E402
 
-from bench.ingest_load import add_load_arguments  # noqa: E402
+from bench.ingest_load import run_role  # noqa: E402
 
 POOL = 32
 LIMIT = 64 * 1024 * 1024
@@ -88,17 +87,7 @@ async def load(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("role", choices=("ceiling", "load"))
-    add_load_arguments(parser)
-    args = parser.parse_args()
-    import uvloop
-
-    if args.role == "ceiling":
-        uvloop.run(ceiling_server())
-    else:
-        json.dump(uvloop.run(load(args)), sys.stdout)
-        sys.stdout.flush()
+    run_role(__doc__ or "", ceiling_server, load)
 
 
 if __name__ == "__main__":

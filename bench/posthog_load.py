@@ -15,7 +15,6 @@ new uuids each time, gzip) to /e/ as text/plain without ?compression=, as postho
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ if str(ROOT) not in sys.path:
 
 import orjson  # noqa: E402
 
-from bench.ingest_load import add_load_arguments  # noqa: E402
+from bench.ingest_load import run_role  # noqa: E402
 
 PATH = "/e/"
 LIMIT = 10 * 1024 * 1024
@@ -70,17 +69,7 @@ async def load(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("role", choices=("ceiling", "load"))
-    add_load_arguments(parser)
-    args = parser.parse_args()
-    import uvloop
-
-    if args.role == "ceiling":
-        uvloop.run(ceiling_server())
-    else:
-        json.dump(uvloop.run(load(args)), sys.stdout)
-        sys.stdout.flush()
+    run_role(__doc__ or "", ceiling_server, load)
 
 
 if __name__ == "__main__":
