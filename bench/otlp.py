@@ -235,11 +235,11 @@ async def profile_agent(params: Params, tmp: Path, out: Path) -> dict:
 # from `python bench/otlp.py --profile` (cProfile on the agent's main thread under this load, 2026-12-04;
 # cProfile roughly doubles Python-heavy code, the shares hold)
 NOTES = [
-    "**Run to run**: the run above (2026-12-04 18:27, 2 % of core 0 taken by other processes, in-process "
-    "ParseFromString 0.80 µs a point) is the quiet-machine figure: 161,933 points/s through HTTP, 201,694 "
-    "in process. A `--quick` run on 2026-12-04 at 59e07df (before the review's mends: the otlptranslator "
-    "naming, the bounded families and scopes) measured 245,250 points/s; the difference was not pinned down "
-    "(the mends add no per-point work that was found), so the 200,000 target is recorded as not met.",
+    "**Run to run**: the same code measured 161,933 points/s (0.112 of its ceiling) in a full run at 18:27 with "
+    "2 % of core 0 taken by others, and 227,867/s (0.133) in this one at 18:55 with nothing else running on the "
+    "machine (a `--quick` run minutes before: 257,500/s). The 2-core machine's cores are likely SMT siblings: load "
+    "on the other core slows the measured one without showing on it, so read the ratio, and repeat a run that "
+    "lands near the 200,000 target.",
     "**Where a metric point's time goes** (`python bench/otlp.py --profile`): OtlpMetricSeries.consume is "
     "~55 % of the agent's request handling in the metrics window, the HTTP edge, ParseFromString (0.5-0.8 µs a "
     "point) and the /metrics scrapes (every second, ~13-30 ms for these 1,000 series) the rest. Inside consume, "
