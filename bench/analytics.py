@@ -6,6 +6,7 @@ SQLite, answered from the rollups (issue 17: 30-day p99 under 150 ms at 10 milli
     python bench/analytics.py --events 1000000 5000000 # other sizes (smallest first)
     python bench/analytics.py --quick                  # 100k events, 10 requests: a smoke run, no JSON
     python bench/analytics.py --events N --db PATH     # fill (or reuse) the database at PATH
+    python bench/analytics.py --postgres               # the same on PostgreSQL (bench/pg_cache.py)
 
 Each filled store is cached as bench/out/analytics-<events>.db (+ .json: when its events end) and reused
 by the next run: filling 10M events takes a quarter of an hour on this machine. A store filled by an older
@@ -18,6 +19,11 @@ probed every 15 s (rollups for every minute of the 90 days, 648,000 rows). Then 
 analytics routes on the real store) serves on 127.0.0.1 over TCP and one client asks each endpoint in turn
 for 30 days and for 7 days ending when the events end, measuring each full HTTP round trip. Results:
 printed, and written to bench/results/analytics.json and the Analytics API section of bench/RESULTS.md.
+
+With --postgres: Debian's PostgreSQL 15 started as a plain process for the run, its data directory kept in
+bench/out/pg-analytics-<events>/ and filled once by COPY from the cached SQLite store of the same size (its
+events and rollups: bench/pg_cache.py; 10M in minutes instead of a quarter of an hour), stopped by its PID
+at the end; results in bench/results/analytics-postgres.json and the "Analytics API on PostgreSQL" section.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from agent.api import analytics  # noqa: E402
 from agent.api.auth import AdminTokens  # noqa: E402
 from agent.api.keys import ADMIN_TOKENS, BUSINESS_RATE_LIMITER, EVENT_STORE  # noqa: E402
 from agent.api.ratelimit import RateLimiter  # noqa: E402
-from agent.store.base import StoreSlot  # noqa: E402
+from agent.store.base import Store, StoreSlot  # noqa: E402
 from agent.events.catalog import CATALOG  # noqa: E402
 from agent.events.model import Event  # noqa: E402
 from agent.store import rollups  # noqa: E402
@@ -201,7 +207,7 @@ async def fill(store: SqliteStore, total: int, end: float) -> dict[str, float]:
             "rollups_seconds": time.perf_counter() - written}
 
 
-async def measure(store: SqliteStore, requests: int, end: float) -> dict[str, Any]:
+async def measure(store: Store, requests: int, end: float) -> dict[str, Any]:
     app = web.Application()
     app[ADMIN_TOKENS] = AdminTokens((TOKEN,))
     app[EVENT_STORE] = StoreSlot(store)
@@ -328,10 +334,32 @@ async def one_size(events: int, requests: int, db: str | None, base: int | None 
             "bytes": path.stat().st_size}
 
 
+async def on_postgres(events: int, requests: int, db: str | None, base: int | None = None) -> dict[str, Any]:
+    """The same over a PostgreSQL filled (once) from the SQLite store of `events` events, made first as
+    one_size would make it (`base`: by --fast-fill's replication) when it is not cached."""
+    from bench.pg_cache import filled_postgres
+
+    path = Path(db) if db else cached_path(events)
+    meta = path.with_name(path.name + ".json")
+    if base and events > base and not meta.exists():
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        timings = await replicate(cached_path(base), path, events // base)
+        meta.write_text(json.dumps({"end": timings.pop("end"), "events": events, "fill": timings,
+                                    "replicated_from": base}))
+    async with filled_postgres(events, path) as (store, end, timings):
+        count = (await store.fetch("SELECT count(*) FROM events"))[0][0]
+        version = (await store.fetch("SHOW server_version"))[0][0]
+        latency = await measure(store, requests, end)
+    return {"events": count, "fill": timings, "latency": latency, "reused": timings["reused"],
+            "db": f"PostgreSQL {version}", "bytes": None}
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     runs = []
     for n in args.events:
-        runs.append(await one_size(n, args.requests, args.db, args.events[0] if args.fast_fill else None))
+        size = on_postgres if args.postgres else one_size
+        runs.append(await size(n, args.requests, args.db, args.events[0] if args.fast_fill else None))
     ratios = {}
     if len(runs) > 1:
         small, large = runs[0]["latency"], runs[-1]["latency"]
@@ -341,15 +369,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         all(r < TARGET_RATIO for r in ratios.values())
     return {"runs": runs, "p99_ratio_largest_vs_smallest": ratios, "target_p99_ms": TARGET_P99_MS,
             "target_ratio": TARGET_RATIO, "met": met,
+            "database": runs[-1]["db"] if args.postgres else f"SQLite {sqlite3.sqlite_version}",
             "sqlite": sqlite3.sqlite_version, "python": platform.python_version(), "machine": platform.machine(),
             "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def print_table(results: dict[str, Any]) -> None:
     for run in results["runs"]:
-        print(f"{run['events']:,} events on SQLite {results['sqlite']} ({'reused' if run['reused'] else 'filled'})")
+        print(f"{run['events']:,} events on {results['database']} ({'reused' if run['reused'] else 'filled'})")
         for name, value in run["fill"].items():
-            print(f"  {name}: {value:.1f}")
+            if isinstance(value, float):
+                print(f"  {name}: {value:.1f}")
         print(f"{'request':62} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
         for name, v in run["latency"].items():
             print(f"{name:62} {v['p50_ms']:8.1f} {v['p99_ms']:8.1f} {v['max_ms']:8.1f}")
@@ -359,11 +389,11 @@ def print_table(results: dict[str, Any]) -> None:
           "met" if results["met"] else "NOT met")
 
 
-def markdown(results: dict[str, Any], command: str) -> str:
+def markdown(results: dict[str, Any], command: str, section: str = SECTION) -> str:
     runs = results["runs"]
     sizes = " and ".join(f"{r['events']:,}" for r in runs)
-    lines = [SECTION, "",
-             f"`{command}` — {results['when']}, {sizes} events on SQLite {results['sqlite']} (90 days, 20,000 "
+    lines = [section, "",
+             f"`{command}` — {results['when']}, {sizes} events on {results['database']} (90 days, 20,000 "
              f"users with Zipf-like activity, every category; a 30-day range holds about a third), Python "
              f"{results['python']}, {results['cpus']} cores (shared). Both endpoints answer from the rollups "
              "(docs/analytics.md); each through a real HTTP server, requests one after another after one warm-up, "
@@ -377,6 +407,8 @@ def markdown(results: dict[str, Any], command: str) -> str:
                   f"{results['target_ratio']}):", ""]
         lines += [f"- `{name}`: {ratio}" for name, ratio in results["p99_ratio_largest_vs_smallest"].items()]
     fills = [f"{r['events']:,} events: " + (
+             f"{r['fill']['copy_seconds']:.0f} s copying the SQLite store's tables (events and rollups) by COPY, "
+             f"once (bench/pg_cache.py)" if "tables" in r["fill"] else
              f"{r['fill']['copy_seconds']:.0f} s copying the smallest store's events by SQL (`--fast-fill`), "
              f"{r['fill']['backfill_seconds']:.0f} s for migration 8's backfill of their rollups"
              if "copy_seconds" in r["fill"] else
@@ -402,14 +434,18 @@ if __name__ == "__main__":
     parser.add_argument("--fast-fill", action="store_true",
                         help="make the larger sizes from copies of the smallest's events (SQL) and build their "
                              "rollups by migration 8's backfill, instead of generating and ingesting them")
+    parser.add_argument("--postgres", action="store_true",
+                        help="measure a PostgreSQL filled (once, kept in bench/out/) from the SQLite stores")
     parsed = parser.parse_args()
     if parsed.quick:
         parsed.events, parsed.requests = [100_000], 10
     outcome = asyncio.run(main(parsed))
     print_table(outcome)
     if not parsed.quick:
-        RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS_JSON.write_text(json.dumps(outcome, indent=1) + "\n")
-        report.replace_section(RESULTS_MD, SECTION, markdown(outcome, "python bench/analytics.py "
-                                                             + " ".join(sys.argv[1:])))
-        print(f"written: {RESULTS_JSON} and the {SECTION!r} section of {RESULTS_MD}")
+        written = RESULTS_JSON.with_name("analytics-postgres.json") if parsed.postgres else RESULTS_JSON
+        section = SECTION + " on PostgreSQL" if parsed.postgres else SECTION
+        written.parent.mkdir(parents=True, exist_ok=True)
+        written.write_text(json.dumps(outcome, indent=1) + "\n")
+        report.replace_section(RESULTS_MD, section, markdown(outcome, "python bench/analytics.py "
+                                                             + " ".join(sys.argv[1:]), section))
+        print(f"written: {written} and the {section!r} section of {RESULTS_MD}")

@@ -11,7 +11,8 @@ under 300 ms and a 4-step funnel under 2 s.
 The stores are bench/analytics.py's: bench/out/analytics-<events>.db with its .json (when the events end),
 filled by that bench (or by this one, the same way) and reused by both; `--db PATH` names another file.
 Every range ends when the events do. With --postgres: Debian's PostgreSQL 15 started as a plain process
-in a temp dir (tests/support/pg.py: fsync off, shared_buffers 32MB), filled the same way, then dropped.
+(tests/support/pg.py: fsync off, shared_buffers 32MB) on a data directory kept in bench/out/pg-analytics-
+<events>/, filled once by COPY from the SQLite store of the same size (bench/pg_cache.py), stopped by PID.
 
 The requests (each through a real HTTP server on 127.0.0.1, one after another after one warm-up):
 - trend: the last 30 days of page_load, daily, broken down by page (the event's lifted `label`, read from
@@ -50,11 +51,10 @@ from agent.api.auth import AdminTokens  # noqa: E402
 from agent.api.keys import ADMIN_TOKENS, EVENT_STORE  # noqa: E402
 from agent.api.problems import problem_middleware  # noqa: E402
 from agent.store.base import Store, StoreSlot  # noqa: E402
-from agent.store.postgres import PostgresStore  # noqa: E402
 from agent.store.sqlite import SqliteStore  # noqa: E402
 from bench import report  # noqa: E402
 from bench.analytics import fill  # noqa: E402
-from tests.support import pg  # noqa: E402  (starts PostgreSQL as a plain process in a temp dir)
+from bench.pg_cache import filled_postgres  # noqa: E402  (a PostgreSQL kept in bench/out/, filled once)
 
 OUT = Path(__file__).resolve().parent / "out"         # bench/analytics.py's store cache, shared
 RESULTS_JSON = Path(__file__).resolve().parent / "results" / "insights.json"
@@ -172,23 +172,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def on_postgres(args: argparse.Namespace) -> dict[str, Any]:
-    server = pg.PostgresServer()
-    server.start()
-    try:
-        store = PostgresStore(server.dsn(server.create_database()), pool_size=4)
-        await store.open()
-        try:
-            end = time.time()
-            timings = await fill(store, args.events, end)  # type: ignore[arg-type]
-            await store.execute([("ANALYZE", ())])
-            out = await run(store, args, end)
-            version = (await store.fetch("SHOW server_version"))[0][0]
-        finally:
-            await store.close()
-    finally:
-        server.stop()
-        server.destroy()
-    return {**out, "database": f"PostgreSQL {version}", "db": None, "reused": False, "fill": timings}
+    """On the PostgreSQL of bench/pg_cache.py: kept in bench/out/pg-analytics-<events>/, filled once by COPY
+    from the SQLite store of the same size (made first if it is not cached)."""
+    async with filled_postgres(args.events, Path(args.db) if args.db else None) as (store, end, timings):
+        out = await run(store, args, end)
+        version = (await store.fetch("SHOW server_version"))[0][0]
+    return {**out, "database": f"PostgreSQL {version}", "db": str(OUT / f"pg-analytics-{args.events}"),
+            "reused": timings.pop("reused"), "fill": timings}
 
 
 async def run(store: Store, args: argparse.Namespace, end: float) -> dict[str, Any]:

@@ -44,13 +44,17 @@ def _as_postgres() -> dict:
 class PostgresServer:
     """One PostgreSQL cluster in a temp dir. `start()`/`stop()` may be called repeatedly (same port)."""
 
-    def __init__(self) -> None:
+    def __init__(self, directory: Path | None = None) -> None:
+        """A new cluster in a temp dir; with `directory`, the cluster kept there (created when it has none:
+        the benchmarks keep a filled one in bench/out/ between runs). Stop it; destroy() deletes it."""
         if not (PG_BIN / "postgres").exists():
             pytest.skip(f"PostgreSQL binaries not found in {PG_BIN} (Debian package `postgresql`)")
-        self.dir = Path(tempfile.mkdtemp(prefix="loom-pg-"))
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+        self.dir = directory if directory is not None else Path(tempfile.mkdtemp(prefix="loom-pg-"))
         self.data = self.dir / "data"
         self.socket_dir = self.dir / "sock"
-        self.socket_dir.mkdir()
+        self.socket_dir.mkdir(exist_ok=True)
         self.log_path = self.dir / "postgres.log"
         if os.geteuid() == 0:
             entry = pwd.getpwnam(SUPERUSER)
@@ -59,6 +63,8 @@ class PostgresServer:
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self._names = itertools.count(1)
+        if (self.data / "PG_VERSION").exists():
+            return
         subprocess.run([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
                         "--encoding=UTF8", "--locale=C", "--no-sync"],
                        check=True, capture_output=True, cwd=self.dir, **_as_postgres())
