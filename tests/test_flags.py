@@ -326,32 +326,6 @@ def test_hash_parity_on_10000_ids_between_flags_and_posthog_python_local_evaluat
         sdk.shutdown()
 
 
-def test_stored_traits_are_read_once_in_a_while_and_the_request_wins(agent_server: Any, sqlite_store: Any,
-                                                                   run: Any) -> None:
-    """A flag filtering on a trait identify stored: /flags reads it from the store once per person and
-    TTL (agent/flags/traits.py), and a property the request sends wins over it."""
-    agent = agent_server(CONFIG, store=sqlite_store)
-    assert agent.post("/v1/identify", data=orjson.dumps({"userId": "pat", "traits": {"plan": "pro"}}),
-                      headers={"Authorization": f"Bearer {INGEST_KEY}", "Content-Type": "application/json"}).status \
-        in (200, 202)
-    reads: list[str] = []
-    fetch = sqlite_store.fetch
-
-    async def counting(sql: str, params: Any = ()) -> Any:
-        if "FROM users" in sql:
-            reads.append(sql)
-        return await fetch(sql, params)
-    sqlite_store.fetch = counting
-    body = {"token": INGEST_KEY, "distinct_id": "pat"}
-    first = flags_request(agent, body)[1]["flags"]["new-checkout"]
-    assert first["reason"]["code"] in ("condition_match", "out_of_rollout_bound")     # the stored plan matched
-    for _ in range(5):
-        assert flags_request(agent, body)[1]["flags"]["new-checkout"] == first
-    assert len(reads) == 1
-    sent = flags_request(agent, {**body, "person_properties": {"plan": "free"}})[1]["flags"]["new-checkout"]
-    assert sent["reason"]["code"] == "no_condition_match"
-
-
 def test_evaluations_and_exposures_are_counted_with_labels_closed_by_the_config(agent_server: Any,
                                                                                 sqlite_store: Any) -> None:
     agent = agent_server(CONFIG, store=sqlite_store)

@@ -15,8 +15,8 @@ A request body is decoded as a capture body is (gzip by its magic bytes, base64 
 read_decoded): `{token | api_key, distinct_id, groups, person_properties, group_properties,
 flag_keys_to_evaluate}`. The key is checked like an event's (events.api_keys). Person properties are
 the request's over the traits identify stored for the person (read only when a flag filters on a
-property the request did not send, and remembered for 30 s: agent/flags/traits.py). CORS as for
-capture (posthog.allowed_origins).
+property the request did not send; kept in memory until a write changes them, misses read together:
+agent/store/person_traits.py). CORS as for capture (posthog.allowed_origins).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from agent.events.identify import SIGNUP
 from agent.flags.evaluate import Evaluation, FlagSet
 from agent.store.errors import StoreError
 from agent.store.gdpr import rfc3339
+from agent.store.person_traits import stored_traits
 
 API = "flags"
 MAX_BODY = 1024 * 1024
@@ -43,8 +44,6 @@ MAX_PROPERTIES = 1000
 FLAG_PATHS = ("/flags", "/flags/", "/decide", "/decide/")
 DEFINITION_PATHS = ("/flags/definitions", "/flags/definitions/", "/api/feature_flag/local_evaluation",
                     "/api/feature_flag/local_evaluation/")
-# the traits identify stored: the JSON object and the three with columns of their own (agent/store/traits.py)
-TRAITS_SQL = "SELECT traits, role, plan, signed_up_at FROM users WHERE user_id = ?"
 
 
 def add_routes(app: web.Application) -> None:
@@ -122,15 +121,13 @@ async def _person(request: web.Request, flags: FlagSet, distinct_id: str, given:
     if store is None or privacy is None:
         return given
     person = privacy.pseudonymize(distinct_id)
-    cache = request.app[FLAGS].traits
-    stored = cache.get(person)
+    known = stored_traits(store)
+    stored = known.cached(person)
     if stored is None:
         try:
-            rows = await store.fetch(TRAITS_SQL, [person])
+            stored = await known.read(store, person, _stored_traits)
         except StoreError:
             return given
-        stored = _stored_traits(rows[0]) if rows else {}
-        cache.put(person, stored)
     return {**stored, **given} if stored else given
 
 

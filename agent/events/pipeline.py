@@ -25,6 +25,7 @@ from agent.events.spans import EventSpans
 from agent.metrics.store import MetricStore
 from agent.store.base import Store
 from agent.store.people import group_statement, load_aliases, merge_statements, roots
+from agent.store.person_traits import forget_traits
 from agent.store.rows import event_rows
 from agent.store.traits import store_identifies
 
@@ -179,7 +180,10 @@ class EventPipeline:
             other, person = (known.get(i, i) for i in ids)
             if other == person:
                 continue
-            await store.execute(merge_statements(store.dialect, other, person, alias.timestamp))
+            try:
+                await store.execute(merge_statements(store.dialect, other, person, alias.timestamp))
+            finally:            # /flags reads both again (agent/store/person_traits.py)
+                forget_traits(store, {*ids, other, person})
             if len(self.aliases) < MAX_ALIASES:         # older aliases of `other` resolve through it
                 self.aliases[other] = person
             merged += 1

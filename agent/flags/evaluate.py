@@ -45,7 +45,6 @@ import orjson
 from posthog.feature_flags import InconclusiveMatchError, match_property
 
 from agent.flags.config import DATES, FlagDefinition, FlagsConfig, PropertyFilter, is_relative_date
-from agent.flags.traits import TraitsCache
 
 if TYPE_CHECKING:
     from agent.flags.metrics import FlagMetrics
@@ -321,7 +320,6 @@ class Flags:
 
     def __init__(self, config: FlagsConfig):
         self.flags = FlagSet(config)
-        self.traits = TraitsCache()             # the persons' stored traits /flags read, for a while
         self.metrics: FlagMetrics | None = None  # loom_feature_flag_* (agent/flags/metrics.py), set by the root
 
     def prepare(self, config: FlagsConfig) -> Callable[[], None]:

@@ -30,6 +30,7 @@ import orjson
 
 from agent.store import rollups
 from agent.store.base import Store
+from agent.store.person_traits import clear_traits
 from agent.store.recordings import SESSION_COLUMNS, erase_chunks_statement, user_session_events
 from agent.store.rows import EVENT_COLUMNS, TABLE_COLUMNS
 from agent.store.schema import USER_TABLES
@@ -187,7 +188,10 @@ async def erase_user(store: Store, user_ids: Sequence[str], *, include_opt_out: 
     where, params = user_filter("onboarding_funnel", "user_id", ids, linked)
     onboarding = [ts for (ts,) in await store.fetch(f"SELECT ts FROM onboarding_funnel WHERE {where}", params)]
     recount = rollups.after_erase_statements([tuple(row) for row in erased], onboarding)   # after the deletes
-    results = await store.execute([*rollup_statements, *statements, *recount])
+    try:
+        results = await store.execute([*rollup_statements, *statements, *recount])
+    finally:                    # /flags reads traits from the store again (agent/store/person_traits.py)
+        clear_traits(store)
     chunks, groups, *counts = results[len(rollup_statements):]
     deleted = {table: count for (table, _), count in zip(tables, counts)}
     return {**{table: deleted[table] for table, _ in USER_TABLES if table in deleted}, "recording_chunks": chunks,

@@ -24,6 +24,7 @@ from agent.store.base import Store
 from agent.store.config import CLASSES, RetentionConfig
 from agent.store.errors import StoreError
 from agent.store.partitions import retire
+from agent.store.person_traits import clear_traits
 
 log = logging.getLogger("agent.retention")
 
@@ -155,6 +156,8 @@ async def run_cleanup_once(store: Store, config: RetentionConfig, now: float,
                 metrics.deleted.labels(name).inc(count)
             for table, sql in CLASS_TABLES[name]:
                 count = await delete_older(store, table, sql, now - period, config.batch_size)
+                if table == "users" and count:      # /flags reads traits from the store again (person_traits.py)
+                    clear_traits(store)
                 deleted[name] += count
                 if metrics is not None and count:
                     metrics.deleted.labels(name).inc(count)

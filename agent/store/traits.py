@@ -26,6 +26,7 @@ import orjson
 
 from agent.events.identify import SIGNUP, Identify
 from agent.store.base import Store
+from agent.store.person_traits import forget_traits
 
 COLUMN_TRAITS = ("role", "plan", SIGNUP)         # the traits with a column of their own
 
@@ -94,4 +95,7 @@ async def store_identifies(store: Store, identifies: Sequence[Identify]) -> None
     if not identifies:
         return
     ordered = sorted(identifies, key=lambda item: item.user_id)
-    await store.execute([upsert_statement(store.dialect, identify) for identify in ordered])
+    try:
+        await store.execute([upsert_statement(store.dialect, identify) for identify in ordered])
+    finally:                    # /flags reads them again (store/person_traits.py), committed or not
+        forget_traits(store, [identify.user_id for identify in ordered])

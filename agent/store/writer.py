@@ -22,7 +22,9 @@ from collections.abc import Sequence
 
 from agent.metrics.store import MetricStore
 from agent.store.base import Store
+from agent.store.batch import USER_ID
 from agent.store.errors import StoreBusy, StoreError, StoreFull, StoreUnavailable
+from agent.store.person_traits import forget_traits
 from agent.store.rows import EventRows
 
 log = logging.getLogger("agent.store")
@@ -146,6 +148,10 @@ class GroupCommitWriter:
             return
         finally:
             self.commits += 1
+            # an event stating its user's role changed the users row: /flags reads it again (person_traits.py)
+            roles = [rows.event[USER_ID] for rows in combined if rows.role is not None]
+            if roles:
+                forget_traits(self.store, roles)
             self.pending -= len(combined)
             if self.metrics is not None:
                 self.metrics.committed(failure, time.perf_counter() - started, len(combined), self.pending)
