@@ -39,16 +39,13 @@ from agent.events.posthog_people import (
     read_group,
     read_opt,
 )
-from agent.events.posthog_props import lift_dollar, path_template, strip_query
+from agent.events.posthog_props import MAPPED, Plan, lift_dollar, path_template, plan, strip_query
 from agent.events.properties import FieldError, json_type
 from agent.events.validate import BatchError, EventError, build_event
 
 POSTHOG_NAME = re.compile(r"\$?[A-Za-z][A-Za-z0-9_.:$ -]*")
 
-# $-property -> envelope or context key; the first one present of each target wins
-_DOLLAR = (("$session_id", "session_id"), ("$insert_id", "event_id"), ("$current_url", "page"),
-           ("$pathname", "page"), ("$user_agent", "user_agent"), ("$raw_user_agent", "user_agent"),
-           ("$ip", "ip"))
+_SOURCES = {source: f"properties.{source}" for source, _ in MAPPED}
 _CONTEXT_KEYS = ("page", "user_agent", "library", "ip")
 
 
@@ -77,30 +74,23 @@ _NAVIGATION = frozenset({"navigate", "reload", "back-forward", "back-forward-cac
 _RATINGS = frozenset({"good", "needs-improvement", "poor"})
 
 
-def _split(props: dict[str, Any]) -> tuple[dict[str, Any], dict[str, tuple[str, Any]]]:
+def _split(props: dict[str, Any], planned: Plan) -> tuple[dict[str, Any], dict[str, tuple[str, Any]]]:
     """PostHog properties -> (plain properties, target -> (source property, value))."""
-    plain: dict[str, Any] = {}
+    plain = {key: props[key] for key in planned.plain}
     mapped: dict[str, tuple[str, Any]] = {}
-    for key, value in props.items():
-        if type(key) is str and key.startswith("$"):
-            continue
-        if key not in ("token", "distinct_id"):
-            plain[key] = value
-    for source, target in _DOLLAR:
-        value = props.get(source)
+    for source, target in planned.mapped:
+        value = props[source]
         if value is not None and target not in mapped:
-            mapped[target] = (f"properties.{source}", value)
-    lib = props.get("$lib")
-    if lib is not None:
-        version = props.get("$lib_version")
-        if type(lib) is str and type(version) is str:
-            lib = f"{lib}/{version}"
-        mapped["library"] = ("properties.$lib", lib)
+            if target == "library":
+                version = props.get("$lib_version")
+                if type(value) is str and type(version) is str:
+                    value = f"{value}/{version}"
+            mapped[target] = (_SOURCES[source], value)
     return plain, mapped
 
 
-def _envelope(obj: Any, now: float) -> tuple[dict[str, Any], dict[str, str]]:
-    """A PostHog event -> (our envelope, our field -> the PostHog field it came from)."""
+def _envelope(obj: Any, now: float, limits: Limits) -> tuple[dict[str, Any], dict[str, str], Plan]:
+    """A PostHog event -> (our envelope, our field -> the PostHog field it came from, its properties' plan)."""
     if type(obj) is not dict:
         raise FieldError("", f"must be an object, got {json_type(obj)}")
     props = obj.get("properties")
@@ -108,7 +98,8 @@ def _envelope(obj: Any, now: float) -> tuple[dict[str, Any], dict[str, str]]:
         props = {}
     elif type(props) is not dict:
         raise FieldError("properties", f"must be an object, got {json_type(props)}")
-    plain, mapped = _split(props)
+    planned = plan(props, limits)
+    plain, mapped = _split(props, planned)
     distinct_id = obj.get("distinct_id")
     origin = {"user_id": "distinct_id", "anonymous_id": "distinct_id", "event_id": "uuid"}
     if distinct_id is None:
@@ -136,7 +127,7 @@ def _envelope(obj: Any, now: float) -> tuple[dict[str, Any], dict[str, str]]:
             origin[target] = source
     if context:
         envelope["context"] = context
-    return envelope, origin
+    return envelope, origin, planned
 
 
 def _build(envelope: dict[str, Any], origin: dict[str, str], now: float, limits: Limits) -> Event:
@@ -189,18 +180,16 @@ def _web_vitals(envelope: dict[str, Any], origin: dict[str, str], props: dict[st
 def parse_posthog_event(obj: Any, now: float, limits: Limits) -> tuple[list[Event], int]:
     """One PostHog event -> (the events it becomes, `$`-properties dropped); raises FieldError naming the
     PostHog field. Usually one event; a `$web_vitals` one per vital it carries."""
-    envelope, origin = _envelope(obj, now)
+    envelope, origin, planned = _envelope(obj, now, limits)
     props = obj.get("properties") or {}
     if envelope.get("event") == "$web_vitals":
         vitals = _web_vitals(envelope, origin, props, now, limits)
         if vitals:
             return vitals, 0
     event = _build(envelope, origin, now, limits)
-    kept, dropped = lift_dollar(props, limits)
-    if kept:
-        properties = event.properties
-        for key, value in kept.items():
-            properties.setdefault(key, value)
+    kept, dropped = lift_dollar(props, limits, planned)
+    if kept:               # never a key of the event's own: those do not start with "$"
+        event.properties.update(kept)
     return [event], dropped
 
 
