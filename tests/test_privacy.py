@@ -387,3 +387,29 @@ def test_the_documented_blocks_are_the_defaults() -> None:
     errors = []
     assert parse_retention(Node(yaml_block("retention:")["retention"], "retention", errors)) == RetentionConfig()
     assert errors == []
+
+
+def _event_with(props: dict[str, Any], private: tuple[str, ...] = ()) -> Event:
+    return Event("checkout", "custom", NOW, NOW, dict(props), "u1", None, None, None, Context(private=private))
+
+
+def test_a_planned_key_set_scrubs_as_a_fresh_one() -> None:
+    """Privacy plans what each key becomes once per key set and remembers scrubbed strings: the second,
+    third... event of a shape must come out exactly as the first does from a fresh Privacy, an event's own
+    `context.private` must mask even when its key set was planned without it, and a remembered string must
+    not leak from one value to another."""
+    props = {"plan": "pro", "apiKey": "sk_live_x", "phone": "+43 1 234", "email": "Ann@Example.com",
+             "url": f"https://x.test/a?c={CARD}", "n": int(CARD), "ok": True, "items": [{"password": "p", "v": 1}]}
+    used = privacy(private_properties=("phone",))
+    first = [used.scrub(_event_with(props)).properties for _ in range(3)]
+    fresh = privacy(private_properties=("phone",)).scrub(_event_with(props)).properties
+    assert first[0] == first[1] == first[2] == fresh
+    assert list(first[2]) == list(fresh) == ["plan", "phone", "email", "url", "n", "ok", "items"]
+    assert fresh["phone"] == "[private]" and fresh["email"] == pseudonym("ann@example.com")
+    assert fresh["url"] == "https://x.test/a?c=[card]" and fresh["n"] == "[card]" and fresh["items"] == [{"v": 1}]
+    own = used.scrub(_event_with(props, private=("plan",))).properties
+    assert own["plan"] == "[private]" and own["phone"] == "[private]"
+    again = used.scrub(_event_with(props)).properties          # the event's own names do not stick to the shape
+    assert again["plan"] == "pro"
+    other = used.scrub(_event_with({**props, "url": "https://x.test/a?c=plain-value"})).properties
+    assert other["url"] == "https://x.test/a?c=plain-value"
