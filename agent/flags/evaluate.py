@@ -47,7 +47,7 @@ import string
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +94,12 @@ class Evaluation:
     variant: str | None
     reason: str
     condition_index: int | None = None
+    # (flag, variant) of loom_feature_flag_evaluations_total (agent/flags/metrics.py), built once per outcome
+    label: tuple[str, str] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        value = self.value
+        object.__setattr__(self, "label", (self.key, value if isinstance(value, str) else "true" if value else "false"))
 
     @property
     def value(self) -> bool | str:
@@ -242,11 +248,12 @@ class _Compiled:
     """A flag's request-independent parts, derived once per FlagSet, its answers among them: every outcome a
     condition can give is one Evaluation built here (interned: its v2 fragment is built once too)."""
 
-    __slots__ = ("conditions", "fixed", "flag", "no_group", "no_match", "prefix", "ranges")
+    __slots__ = ("conditions", "fixed", "flag", "group_type", "no_group", "no_match", "prefix", "ranges")
 
     def __init__(self, flag: FlagDefinition, filters: list[tuple]):
         key = flag.key
         self.flag = flag
+        self.group_type = flag.group_type
         self.prefix = f"{key}.".encode()
         ranges, low = [], 0.0
         for variant in flag.variants:               # cumulative ranges in list order, as PostHog adds them
@@ -303,6 +310,7 @@ class FlagSet:
                           for flag in config.definitions}
         self._fragments: dict[int, tuple[Evaluation, bytes]] = {}      # id of an interned outcome -> its fragment
         self._compiled = {flag.key: self._compile(flag) for flag in config.definitions}
+        self._all = [self._compiled[flag.key] for flag in config.definitions]     # evaluate_many of every flag
         self.document = orjson.dumps(self._document())
         self.etag = '"' + hashlib.sha256(self.document).hexdigest()[:32] + '"'
 
@@ -335,61 +343,73 @@ class FlagSet:
         self._match_cache[cache_key] = known
         return known
 
-    def _evaluate(self, compiled: _Compiled, distinct_id: bytes, person: Mapping[str, Any],
-                  groups: Mapping[str, Any], group_properties: Mapping[str, Mapping[str, Any]]) -> Evaluation:
-        if compiled.fixed is not None:
-            return compiled.fixed
-        flag = compiled.flag
-        properties: Mapping[str, Any] = person
-        bucketing = distinct_id
-        if flag.group_type is not None:
-            group_key = groups.get(flag.group_type)
-            if group_key is None:
-                return compiled.no_group
-            bucketing = str(group_key).encode()
-            properties = group_properties.get(flag.group_type) or {}
-        result = compiled.no_match
+    def _evaluate_all(self, flags: Iterable[_Compiled], distinct_id: bytes, person: Mapping[str, Any],
+                      groups: Mapping[str, Any], group_properties: Mapping[str, Mapping[str, Any]]) -> list[Evaluation]:
+        """Each flag's Evaluation: one loop over the flags, no call per flag (50 a request: ~10 µs less)."""
+        out: list[Evaluation] = []
+        append = out.append
         remembered = self._match_cache.get
-        for filters, threshold, fixed, by_variant, off in compiled.conditions:
-            matched = True
-            for fid, key, if_missing, prop, definition, matcher in filters:   # filter_answer, answers remembered
-                if key not in properties:
-                    matched = if_missing
-                else:
-                    value = properties[key]
-                    kind = type(value)
-                    if matcher is not None and (answer := matcher(value)) is not None:
-                        matched = answer
-                    elif fid is None or kind not in _CACHED_TYPES or \
-                            (kind is str and len(value) > MATCH_CACHE_VALUE_MAX):
-                        matched = _filter_matches(prop, properties, definition)
+        for compiled in flags:
+            if compiled.fixed is not None:
+                append(compiled.fixed)
+                continue
+            group_type = compiled.group_type
+            properties: Mapping[str, Any] = person
+            bucketing = distinct_id
+            if group_type is not None:
+                group_key = groups.get(group_type)
+                if group_key is None:
+                    append(compiled.no_group)
+                    continue
+                bucketing = str(group_key).encode()
+                properties = group_properties.get(group_type) or {}
+            result = compiled.no_match
+            for filters, threshold, fixed, by_variant, off in compiled.conditions:
+                matched = True
+                for fid, key, if_missing, prop, definition, matcher in filters:   # filter_answer, answers remembered
+                    if key not in properties:
+                        matched = if_missing
                     else:
-                        matched = remembered((fid, kind, value))      # type: ignore[assignment]
-                        if matched is None:
-                            matched = self._remember((fid, kind, value), prop, properties, definition)
+                        value = properties[key]
+                        kind = type(value)
+                        if matcher is not None and (answer := matcher(value)) is not None:
+                            matched = answer
+                        elif fid is None or kind not in _CACHED_TYPES or \
+                                (kind is str and len(value) > MATCH_CACHE_VALUE_MAX):
+                            matched = _filter_matches(prop, properties, definition)
+                        else:
+                            matched = remembered((fid, kind, value))      # type: ignore[assignment]
+                            if matched is None:
+                                matched = self._remember((fid, kind, value), prop, properties, definition)
+                    if not matched:
+                        break
                 if not matched:
-                    break
-            if not matched:
-                continue
-            if threshold is not None and \
-                    (from_bytes(sha1(compiled.prefix + bucketing).digest()[:8], "big") >> 4) / LONG_SCALE > threshold:
-                result = off
-                continue
-            if fixed is not None:
-                return fixed
-            value = (from_bytes(sha1(compiled.prefix + bucketing + b"variant").digest()[:8], "big") >> 4) / LONG_SCALE
-            return by_variant[next((key for low, high, key in compiled.ranges if low <= value < high), None)]
-        return result
+                    continue
+                if threshold is not None and \
+                        (from_bytes(sha1(compiled.prefix + bucketing).digest()[:8], "big") >> 4) / LONG_SCALE \
+                        > threshold:
+                    result = off
+                    continue
+                if fixed is not None:
+                    result = fixed
+                else:
+                    hashed = (from_bytes(sha1(compiled.prefix + bucketing + b"variant").digest()[:8], "big") >> 4) \
+                        / LONG_SCALE
+                    result = by_variant[next((key for low, high, key in compiled.ranges if low <= hashed < high), None)]
+                break
+            append(result)
+        return out
 
     def evaluate(self, flag: FlagDefinition, distinct_id: str, person: Mapping[str, Any],
                  groups: Mapping[str, Any], group_properties: Mapping[str, Mapping[str, Any]]) -> Evaluation:
-        return self._evaluate(self._compiled[flag.key], distinct_id.encode(), person, groups, group_properties)
+        return self._evaluate_all((self._compiled[flag.key],), distinct_id.encode(), person, groups,
+                                  group_properties)[0]
 
     def evaluate_many(self, flags: Iterable[FlagDefinition], distinct_id: str, person: Mapping[str, Any],
                       groups: Mapping[str, Any], group_properties: Mapping[str, Mapping[str, Any]]) -> list[Evaluation]:
         """evaluate() of each flag, the id encoded once."""
-        encoded, compiled = distinct_id.encode(), self._compiled
-        return [self._evaluate(compiled[flag.key], encoded, person, groups, group_properties) for flag in flags]
+        chosen = self._all if flags is self.config.definitions else [self._compiled[flag.key] for flag in flags]
+        return self._evaluate_all(chosen, distinct_id.encode(), person, groups, group_properties)
 
     def payload(self, flag: FlagDefinition, evaluation: Evaluation) -> str | None:
         """The payload of what the flag evaluated to, as the JSON text PostHog sends; None without one."""
