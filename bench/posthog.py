@@ -19,8 +19,9 @@ as text/plain to /e/ without ?compression= (the agent finds the gzip by its magi
    writer), /metrics scraped every second. Both pinned to core 0 one after the other (taskset), driven by
    the same load generator (bench/posthog_load.py load, core 1; N keep-alive connections in a closed loop).
    CPU from /proc at the window's edges, and how busy core 0 was with anything else.
-3. the per-event path in-process (no HTTP, no privacy, no store): gunzip, orjson.loads, skew correction,
-   parse_posthog_batch and posthog_identifies, in µs per event.
+3. the per-event path in-process (no HTTP): gunzip, orjson.loads, skew correction, read_posthog, privacy and
+   event_rows in µs per event, and the durable store's write of the same events alone (SQLite, WAL,
+   synchronous=full, groups of 400 events as the load above forms them), in CPU µs per event.
 """
 
 from __future__ import annotations
@@ -106,24 +107,30 @@ async def run_agent(h, params: Params, profile: Path | None = None) -> dict:
 
 
 def hot_path(params: Params) -> dict:
-    """µs per event of each stage, best of `reps` runs over fresh batches."""
+    """µs per event of each stage the agent runs on a batch, best of `reps` runs over fresh batches, and
+    the durable store's write alone (`store_write`)."""
     import orjson
 
     from agent.api.posthog_wire import decode_posthog_body
-    from agent.events.identify import posthog_identifies
     from agent.events.limits import Limits
-    from agent.events.posthog import parse_posthog_batch
+    from agent.events.posthog import read_posthog
+    from agent.events.privacy import Privacy
+    from agent.events.privacy_config import PrivacyConfig
     from agent.posthog.skew import correct
+    from agent.store.rows import event_rows
     from bench.posthog_events import EVENTS_PER_BATCH, Batches
 
     batches = Batches()
     limits = Limits()
+    privacy = Privacy(PrivacyConfig(), b"bench-" + b"k" * 40)
     gc.set_threshold(10_000, 20, 10)        # as the agent runs (agent/__main__.py)
     best: dict[str, float] = {}
-    stages = ("gunzip", "orjson_loads", "skew_correction", "parse_posthog_batch", "posthog_identifies")
+    stages = ("gunzip", "orjson_loads", "skew_correction", "read_posthog", "privacy", "event_rows")
+    rows: list = []
     for rep in range(params.reps):
         spent = dict.fromkeys(stages, 0.0)
         bodies = [batches.body(rep * params.batches + i) for i in range(params.batches)]
+        rows = []
         for body in bodies:
             now = time.time()
             t0 = time.perf_counter()
@@ -133,19 +140,57 @@ def hot_path(params: Params) -> dict:
             t2 = time.perf_counter()
             correct(items, now - 0.5, now, limits.max_future_skew)
             t3 = time.perf_counter()
-            parse_posthog_batch({"api_key": KEY, "batch": items}, now=now, limits=limits)
+            read = read_posthog(items, now=now, limits=limits)
             t4 = time.perf_counter()
-            posthog_identifies(items, now, limits)
+            kept = privacy.apply(read.events)[0]
             t5 = time.perf_counter()
-            for name, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+            rows.append([event_rows(event) for event in kept])
+            t6 = time.perf_counter()
+            for name, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5), strict=True):
                 spent[name] += seconds
         events = params.batches * EVENTS_PER_BATCH
         for name, seconds in spent.items():
             best[name] = min(best.get(name, float("inf")), seconds / events * 1e6)
         gc.collect()
     best["total"] = sum(best.values())
+    best["store_write"] = asyncio.run(_store_write(rows, params.reps))
     return {"us_per_event": {k: round(v, 2) for k, v in best.items()}, "events_per_run": params.batches * 50,
-            "runs": params.reps}
+            "runs": params.reps, "store_group_events": STORE_GROUP * EVENTS_PER_BATCH}
+
+
+STORE_GROUP = 8         # batches a group commit takes under the load above (8 connections)
+
+
+async def _store_write(batches: list, reps: int) -> float:
+    """CPU µs per event of SqliteStore.write_events alone (WAL, synchronous=full; the events, their users
+    and the rollups, as the agent's group commit writes them), groups of STORE_GROUP batches; the
+    process's CPU, its writer thread included; best of `reps` passes over a fresh store each."""
+    import resource
+    import tempfile
+
+    from agent.store.sqlite import SqliteStore
+
+    def cpu() -> float:
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        return used.ru_utime + used.ru_stime
+
+    groups = [[row for batch in batches[i:i + STORE_GROUP] for row in batch]
+              for i in range(0, len(batches), STORE_GROUP)]
+    best = float("inf")
+    for _ in range(reps):
+        with tempfile.TemporaryDirectory() as tmp:
+            store = SqliteStore(str(Path(tmp) / "events.db"), synchronous="full")
+            await store.open()
+            try:
+                await store.write_events(groups[0])         # warm: the first commit creates the pages
+                events = sum(len(group) for group in groups[1:])
+                start = cpu()
+                for group in groups[1:]:
+                    await store.write_events(group)
+                best = min(best, (cpu() - start) / events * 1e6)
+            finally:
+                await store.close()
+    return best
 
 
 def markdown(r: dict) -> str:
@@ -182,12 +227,15 @@ def markdown(r: dict) -> str:
               + "; ".join(f"{x['events_per_second']:,.0f} events/s with {x['others_on_measured_core'] * 100:.0f} % "
                           "of core 0 taken by other processes" for x in a["attempts"]) + ".", "",
               f"### Per-event path in-process (µs per event, best of {hp['runs']} runs of {hp['events_per_run']:,} "
-              "events; no HTTP, privacy or store)", "",
-              "| gunzip | orjson.loads | skew correction | parse_posthog_batch | posthog_identifies | total "
-              "| events/s on one core |", "|---:|---:|---:|---:|---:|---:|---:|",
+              "events; no HTTP)", "",
+              "| gunzip | orjson.loads | skew correction | read_posthog (mapping, validation, persons) | privacy "
+              "| event_rows | total | store write alone (SQLite group commit of "
+              f"{hp.get('store_group_events', 400)} events, CPU) | total with the store | events/s on one core |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
               f"| {us['gunzip']:.2f} | {us['orjson_loads']:.2f} | {us['skew_correction']:.2f} "
-              f"| {us['parse_posthog_batch']:.2f} | {us['posthog_identifies']:.2f} | {us['total']:.2f} "
-              f"| {1e6 / us['total']:,.0f} |"]
+              f"| {us['read_posthog']:.2f} | {us['privacy']:.2f} | {us['event_rows']:.2f} | {us['total']:.2f} "
+              f"| {us['store_write']:.2f} | {us['total'] + us['store_write']:.2f} "
+              f"| {1e6 / (us['total'] + us['store_write']):,.0f} |"]
     for note in r.get("notes", []):
         lines += ["", note]
     return "\n".join(lines) + "\n"
