@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 import asyncpg
 
-from agent.store import rollups
+from agent.store import person_bits, rollups
 from agent.store.batch import EVENT_ID, repeated_in_batch, user_activity
 from agent.store.errors import StoreError, StoreFull, StoreTimeout, StoreUnavailable
 from agent.store.migrate import APPLIED_SQL, RECORD_SQL, pending
@@ -251,6 +251,8 @@ class PostgresStore:
                         await conn.execute(sql)
                     if migration.version == rollups.MIGRATION:
                         await _backfill(conn)
+                    elif migration.version == person_bits.MIGRATION:
+                        await person_bits.backfill_postgres(conn)
                     await conn.execute(to_dollar(RECORD_SQL), migration.version, migration.description,
                                        time.time())
             self.partitioned = await _partition(conn)
@@ -333,6 +335,7 @@ class PostgresStore:
                 await conn.execute(UPSERT_USERS, *_columns(users, ("user_id", "first_seen", "last_seen", "role")))
             for sql, aggregated in rollups.ingest_aggregate(keep):     # the same transaction
                 await conn.executemany(to_dollar(sql), aggregated)
+            await person_bits.write_postgres(conn, keep)
         return frozenset(duplicates)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -373,6 +373,26 @@ MIGRATIONS: tuple[Migration, ...] = (
         "coalesce(user_id, anonymous_id) AS visitor FROM events WHERE name = 'signup_step' "
         "AND (user_id IS NOT NULL OR anonymous_id IS NOT NULL)) x GROUP BY 1, 2, 3",
     )),
+    # Migration 12 (issue 17, helper A): person bitmaps, backfilled by the drivers (agent/store/person_bits.py)
+    Migration(12, "person bitmaps: a dense index per person, per hour and day and event name (and label) a Roaring "
+                  "bitmap of the persons active (agent/store/person_bits.py), backfilled from the events", (
+        """CREATE TABLE person_index (
+            idx {id},
+            person TEXT UNIQUE)""",
+        *(f"""CREATE TABLE person_bits_{size} (
+            bucket INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            label TEXT NOT NULL,
+            bits {{blob}} NOT NULL,
+            PRIMARY KEY (name, label, bucket))""" for size in ("hour", "day")),
+        """CREATE TABLE person_bits_extra (
+            bucket INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            label TEXT NOT NULL,
+            idx BIGINT NOT NULL,
+            PRIMARY KEY (name, label, bucket, idx))""",
+        "CREATE INDEX person_bits_extra_idx ON person_bits_extra (idx)",
+    )),
 )
 
 # tables holding a user's data, with the column naming the user (GDPR export and erasure)

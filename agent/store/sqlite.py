@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
-from agent.store import rollups
+from agent.store import person_bits, rollups
 from agent.store.batch import chunks, client_ids, repeated_in_batch, user_activity
 from agent.store.errors import StoreError, StoreFull, StoreTimeout, StoreUnavailable
 from agent.store.migrate import APPLIED_SQL, RECORD_SQL, pending
@@ -146,6 +146,7 @@ class SqliteStore:
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._files: dict[str, tuple[int, int]] = {}     # path -> identity when opened (db, -wal)
+        self._bits = person_bits.WriterCache()          # the current hours' person bitmaps (person_bits.py)
 
     async def _on(self, executor: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any) -> T:
         if executor is None:
@@ -228,6 +229,8 @@ class SqliteStore:
                         conn.execute(sql)
                     if migration.version == rollups.MIGRATION:
                         self._backfill(conn)
+                    elif migration.version == person_bits.MIGRATION:
+                        person_bits.backfill_sqlite(conn)
                     conn.execute(RECORD_SQL, (migration.version, migration.description, time.time()))
                 conn.execute("COMMIT")
             except BaseException:
@@ -286,9 +289,11 @@ class SqliteStore:
             conn.executemany(UPSERT_USERS, user_activity(keep))
             for sql, aggregated in rollups.ingest_aggregate(keep):     # the same transaction
                 conn.executemany(sql, aggregated)
+            person_bits.write_sqlite(conn, keep, self._bits)
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
+            self._bits.clear()          # it holds what the rolled-back transaction wrote
             raise
         self._check_files()
         return frozenset(duplicates)

@@ -1,0 +1,157 @@
+"""Person sets from the person bitmaps (agent/store/person_bits.py): who had an event in a range, exact to
+the second, as a Roaring bitmap of person indexes (pyroaring.BitMap) whose cost grows with the persons,
+not with the events.
+
+Interface (for the dashboard, business metrics, retention and unique-person trends):
+- `persons_active(store, start, end, name=None, label=None) -> BitMap`
+      the indexes of the persons (events.user_id, after alias merges) with an event in [start, end):
+      any event (name None), events of `name`, or of `name` with `label` (names of rollups.LABELLED
+      only: ValueError otherwise). The range is cut as rollup_queries.pieces cuts it: the whole days
+      OR the day bitmaps, the edge hours the hour bitmaps, the raw partial hours (at most 2) the
+      events' persons mapped to their indexes; then the extra bits of an alias merge are ORed in and
+      the dead indexes (erased, merged away) taken out. |result| = the distinct persons.
+- `dead(store) -> BitMap`          the dead indexes (persons_active already subtracts them).
+- `persons_of(store, bits) -> dict[int, str]`   index -> person, for the indexes given (chunked reads).
+- `indexes_of(store, persons) -> dict[str, int]`  person -> index, for the persons that have one.
+- `role_bits(store) -> dict[str, BitMap]`  'coach' / 'client' -> the indexes of the users with that
+      role now (users.role; the rest count as 'other'), as the role groups of queries.ROLE.
+Within `request_cache()` (rollup_queries.request_cache enters it), `dead` and `role_bits` are read once.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from pyroaring import BitMap
+
+from agent.analytics.pieces import pieces
+from agent.analytics.queries import placeholders
+from agent.analytics.timerange import TimeRange
+from agent.store import person_bits as pb, rollups as ru
+from agent.store.base import Store
+
+ID_CHUNK = 500
+
+_CACHE: contextvars.ContextVar[dict[tuple[str, int], Any] | None] = contextvars.ContextVar("person_sets_cache",
+                                                                                          default=None)
+
+
+@contextmanager
+def request_cache() -> Iterator[None]:
+    token = _CACHE.set({})
+    try:
+        yield
+    finally:
+        _CACHE.reset(token)
+
+
+def _key(name: str | None, label: str | None) -> tuple[str, str]:
+    if name is None:
+        if label is not None:
+            raise ValueError("a label needs an event name")
+        return "", ""
+    if label is not None and name not in ru.LABELLED:
+        raise ValueError(f"event {name!r} keeps no label bitmaps (rollups.LABELLED)")
+    return name, label or ""
+
+
+def _or(blobs: Iterable[tuple[Any, ...]]) -> BitMap:
+    out = BitMap()
+    for (blob,) in blobs:
+        out |= BitMap.deserialize(bytes(blob))
+    return out
+
+
+async def persons_active(store: Store, start: float, end: float, name: str | None = None,
+                         label: str | None = None) -> BitMap:
+    key_name, key_label = _key(name, label)
+    p = pieces(TimeRange(start, end))
+    out = BitMap()
+    if p.days:
+        out |= _or(await store.fetch("SELECT bits FROM person_bits_day WHERE name = ? AND label = ? "
+                                     "AND bucket >= ? AND bucket < ?", (key_name, key_label, *p.days)))
+    for first, past in p.hours:
+        out |= _or(await store.fetch("SELECT bits FROM person_bits_hour WHERE name = ? AND label = ? "
+                                     "AND bucket >= ? AND bucket < ?", (key_name, key_label, first, past)))
+    for a, b in p.raw:
+        out |= await _raw(store, a, b, name, label)
+    first_hour, past_hour = math.ceil(start / pb.HOUR), math.floor(end / pb.HOUR)
+    if first_hour < past_hour:
+        out.update(int(i) for (i,) in await store.fetch(
+            "SELECT idx FROM person_bits_extra WHERE name = ? AND label = ? AND bucket >= ? AND bucket < ?",
+            (key_name, key_label, first_hour, past_hour)))
+    if out:
+        out -= await dead(store)
+    return out
+
+
+async def _raw(store: Store, start: float, end: float, name: str | None, label: str | None) -> BitMap:
+    """The indexes of the persons with an event in [start, end) (within an hour): from the events, through
+    events_name_dims (the names of those hours, from the hourly counts, when no name is given)."""
+    if name is not None:
+        names = [name]
+    else:
+        hours = sorted({int(start // ru.HOUR), int((end - 1e-6) // ru.HOUR)})
+        names = [n for (n,) in await store.fetch(
+            f"SELECT DISTINCT name FROM rollup_counts_hour WHERE bucket IN {placeholders(len(hours))}", hours)]
+        if not names:
+            return BitMap()
+    where = "" if label is None else " AND e.label = ?"
+    sql = (f"SELECT DISTINCT p.idx FROM events e JOIN person_index p ON p.person = e.user_id "
+           f"WHERE e.name IN {placeholders(len(names))} AND e.ts >= ? AND e.ts < ?{where}")
+    params = [*names, start, end, *([] if label is None else [label])]
+    return BitMap(int(i) for (i,) in await store.fetch(sql, params))
+
+
+async def dead(store: Store) -> BitMap:
+    cache = _CACHE.get()
+    key = ("person_sets.dead", id(store))
+    if cache is not None and key in cache:
+        found: BitMap = cache[key]
+        return found
+    found = BitMap(int(i) for (i,) in await store.fetch(pb.DEAD_SQL, ()))
+    if cache is not None:
+        cache[key] = found
+    return found
+
+
+async def persons_of(store: Store, bits: Iterable[int]) -> dict[int, str]:
+    idxs = list(bits)
+    out: dict[int, str] = {}
+    for i in range(0, len(idxs), ID_CHUNK):
+        chunk = idxs[i:i + ID_CHUNK]
+        out.update((int(idx), person) for idx, person in await store.fetch(
+            f"SELECT idx, person FROM person_index WHERE idx IN {placeholders(len(chunk))} AND person IS NOT NULL",
+            chunk))
+    return out
+
+
+async def indexes_of(store: Store, persons: Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in range(0, len(persons), ID_CHUNK):
+        chunk = list(persons[i:i + ID_CHUNK])
+        out.update((person, int(idx)) for person, idx in await store.fetch(
+            f"SELECT person, idx FROM person_index WHERE person IN {placeholders(len(chunk))}", chunk))
+    return out
+
+
+async def role_bits(store: Store) -> dict[str, BitMap]:
+    """'coach' / 'client' -> the indexes of the users of that role (the users with a role are read, not
+    every user: most have none)."""
+    cache = _CACHE.get()
+    key = ("person_sets.roles", id(store))
+    if cache is not None and key in cache:
+        found: dict[str, BitMap] = cache[key]
+        return found
+    found = {"coach": BitMap(), "client": BitMap()}
+    rows = await store.fetch("SELECT u.role, p.idx FROM users u JOIN person_index p ON p.person = u.user_id "
+                             "WHERE u.role IN ('coach', 'client')", ())
+    for role, idx in rows:
+        found[role].add(int(idx))
+    if cache is not None:
+        cache[key] = found
+    return found
