@@ -27,7 +27,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from agent.analytics import queries as q
+from pyroaring import BitMap
+
+from agent.analytics import person_sets as ps, queries as q
 from agent.analytics.pieces import HOURS_PER_DAY, Pieces, pieces
 from agent.analytics.queries import CoachSessions, ValueStats, placeholders
 from agent.analytics.timerange import TimeRange
@@ -276,30 +278,35 @@ async def active_persons(store: Store, r: TimeRange) -> tuple[str, list[Any]]:
     return " UNION ".join(parts), params
 
 
-_CACHE: contextvars.ContextVar[dict[tuple[int, float, float], dict[str, str]] | None] = \
-    contextvars.ContextVar("person_roles_cache", default=None)
+_CACHE: contextvars.ContextVar[dict[tuple[int, float, float], BitMap] | None] = \
+    contextvars.ContextVar("persons_cache", default=None)
+
+
+_SESSIONS: contextvars.ContextVar[dict[tuple[int, float, float], list[CoachSessions]] | None] = \
+    contextvars.ContextVar("coach_sessions_cache", default=None)
 
 
 @contextmanager
 def request_cache() -> Iterator[None]:
-    """Within it, `person_roles` of one store and range is read once (one request: the store does not
-    change under it in a way the request could tell apart, as its reads are not one snapshot anyway)."""
-    token = _CACHE.set({})
+    """Within it, the persons of one store and range are read once, and the dead indexes and role bitmaps
+    once (one request: the store does not change under it in a way the request could tell apart, as its
+    reads are not one snapshot anyway)."""
+    token, sessions = _CACHE.set({}), _SESSIONS.set({})
     try:
-        yield
+        with ps.request_cache():
+            yield
     finally:
         _CACHE.reset(token)
+        _SESSIONS.reset(sessions)
 
 
-async def person_roles(store: Store, r: TimeRange) -> dict[str, str]:
-    """user -> role group (queries.ROLE: coach, client, other) of the users with an event in the range."""
+async def persons(store: Store, r: TimeRange) -> BitMap:
+    """The person indexes of the users with an event in the range (person_sets.persons_active)."""
     cache = _CACHE.get()
     key = (id(store), r.start, r.end)
     if cache is not None and key in cache:
         return cache[key]
-    active, params = await active_persons(store, r)
-    sql = f"SELECT u.user_id, {q.ROLE} FROM users u WHERE u.user_id IN ({active})"
-    found = {user: role for user, role in await store.fetch(sql, params)}
+    found = await ps.persons_active(store, r.start, r.end)
     if cache is not None:
         cache[key] = found
     return found
@@ -308,33 +315,48 @@ async def person_roles(store: Store, r: TimeRange) -> dict[str, str]:
 async def active_users_by_role(store: Store, r: TimeRange, release: str | None = None) -> dict[str, int]:
     if release is not None:
         return await q.active_users_by_role(store, r, release)
-    found = {role: 0 for role in q.ROLES}
-    for role in (await person_roles(store, r)).values():
-        found[role] += 1
-    return found
+    active, roles = await persons(store, r), await ps.role_bits(store)
+    coach, client = active.intersection_cardinality(roles["coach"]), active.intersection_cardinality(roles["client"])
+    return {"coach": coach, "client": client, "other": len(active) - coach - client}
 
 
 async def active_users(store: Store, r: TimeRange, release: str | None = None) -> int:
-    return sum((await active_users_by_role(store, r, release)).values())
+    if release is not None:
+        return await q.active_users(store, r, release)
+    return len(await persons(store, r))
 
 
 async def retained_users(store: Store, previous: TimeRange, current: TimeRange,
                          release: str | None = None) -> tuple[int, int]:
     if release is not None:
         return await q.retained_users(store, previous, current, release)
-    then, now = await person_roles(store, previous), await person_roles(store, current)
-    return len(then), sum(1 for user in then if user in now)
+    then, now = await persons(store, previous), await persons(store, current)
+    return len(then), then.intersection_cardinality(now)
 
 
 async def role_coaches(store: Store, r: TimeRange, release: str | None = None) -> list[str]:
     if release is not None:
         return await q.role_coaches(store, r, release)
-    return sorted(user for user, role in (await person_roles(store, r)).items() if role == "coach")
+    coaches = await persons(store, r) & (await ps.role_bits(store))["coach"]
+    return sorted((await ps.persons_of(store, coaches)).values())
 
 
 async def coach_sessions(store: Store, r: TimeRange, release: str | None = None) -> list[CoachSessions]:
+    """As queries.coach_sessions; within a request_cache() once per range (the dashboard's coaches, and the
+    coaches its top clients leave out)."""
     if release is not None:
         return await q.coach_sessions(store, r, release)
+    cache = _SESSIONS.get()
+    key = (id(store), r.start, r.end)
+    if cache is not None and key in cache:
+        return list(cache[key])
+    found = await _coach_sessions(store, r)
+    if cache is not None:
+        cache[key] = found
+    return list(found)
+
+
+async def _coach_sessions(store: Store, r: TimeRange) -> list[CoachSessions]:
     per: dict[str, dict[str, list[Any]]] = {}
     for (name, coach, _), entry in (await tally(store, ru.SESSION_NAMES, r)).items():
         if coach:
