@@ -36,7 +36,7 @@ from agent.store.base import Store
 
 ID_CHUNK = 500
 
-_CACHE: contextvars.ContextVar[dict[tuple[str, int], Any] | None] = contextvars.ContextVar("person_sets_cache",
+_CACHE: contextvars.ContextVar[dict[tuple[Any, ...], Any] | None] = contextvars.ContextVar("person_sets_cache",
                                                                                           default=None)
 
 
@@ -91,7 +91,20 @@ async def persons_active(store: Store, start: float, end: float, name: str | Non
 
 async def _raw(store: Store, start: float, end: float, name: str | None, label: str | None) -> BitMap:
     """The indexes of the persons with an event in [start, end) (within an hour): from the events, through
-    events_name_dims (the names of those hours, from the hourly counts, when no name is given)."""
+    events_name_dims (the names of those hours, from the hourly counts, when no name is given). Within a
+    request once per piece: business metrics' DAU, WAU, MAU and current range share their last one."""
+    cache = _CACHE.get()
+    key = ("person_sets.raw", id(store), start, end, name, label)
+    if cache is not None and key in cache:
+        cached: BitMap = cache[key]
+        return cached
+    found = await _raw_read(store, start, end, name, label)
+    if cache is not None:
+        cache[key] = found
+    return found
+
+
+async def _raw_read(store: Store, start: float, end: float, name: str | None, label: str | None) -> BitMap:
     if name is not None:
         names = [name]
     else:
