@@ -60,6 +60,12 @@ async def _read(request: web.Request, limit: int, idle: float | None, total: flo
     too_large = f"request body is larger than {limit} bytes"
     if request.content_length is not None and request.content_length > limit:
         raise BodyError(413, too_large)
+    content = request.content
+    if content.is_eof() and content.exception() is None:   # all of it arrived with the head: no wait to bound
+        body = content.read_nowait()                       # (no timeout scope per read: ~10 CPU-µs of a /flags)
+        if len(body) > limit:
+            raise BodyError(413, too_large)
+        return body
     idle = IDLE_SECONDS if idle is None else idle
     total = TOTAL_SECONDS if total is None else total
     loop = asyncio.get_running_loop()
