@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from agent.api.keys import PRIVACY
+from agent.api.keys import METRICS, PRIVACY
 from agent.store.gdpr import erase_user
 from agent.store.person_traits import StoredTraits, clear_traits, forget_traits, stored_traits
 from agent.store.writer import GroupCommitWriter
@@ -69,6 +69,9 @@ def test_stored_traits_are_read_once_and_the_request_wins(agent_server: Any, sql
     assert len(reads) == 1
     known = stored_traits(sqlite_store)
     assert (known.hits, known.misses, known.reads, len(known)) == (5, 1, 1, 1)
+    lookups = agent.app[METRICS].get("loom_feature_flag_traits_lookups").series
+    assert lookups == {("hit",): 5, ("miss",): 1}
+    assert agent.app[METRICS].get("loom_feature_flag_traits_people").series == {(): 1}
     assert answer(agent, "pat", "new-checkout", plan="free")["reason"]["code"] == "no_condition_match"
 
 

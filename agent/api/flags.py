@@ -123,11 +123,14 @@ async def _person(request: web.Request, flags: FlagSet, distinct_id: str, given:
     person = privacy.pseudonymize(distinct_id)
     known = stored_traits(store)
     stored = known.cached(person)
+    hit, counted = stored is not None, request.app[FLAGS].metrics
     if stored is None:
         try:
             stored = await known.read(store, person, _stored_traits)
         except StoreError:
             return given
+    if counted is not None:
+        counted.traits_looked_up(hit, len(known))
     return {**stored, **given} if stored else given
 
 
