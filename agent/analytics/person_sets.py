@@ -14,7 +14,8 @@ Interface (for the dashboard, business metrics, retention and unique-person tren
 - `persons_of(store, bits) -> dict[int, str]`   index -> person, for the indexes given (chunked reads).
 - `indexes_of(store, persons) -> dict[str, int]`  person -> index, for the persons that have one.
 - `role_bits(store) -> dict[str, BitMap]`  'coach' / 'client' -> the indexes of the users with that
-      role now (users.role; the rest count as 'other'), as the role groups of queries.ROLE.
+      role now (users.role; the rest count as 'other'), as the role groups of queries.ROLE;
+      `coach_names(store) -> dict[int, str]` the coaches' indexes -> user ids (read with them).
 Within `request_cache()` (rollup_queries.request_cache enters it), `dead` and `role_bits` are read once.
 """
 
@@ -155,16 +156,29 @@ async def indexes_of(store: Store, persons: Sequence[str]) -> dict[str, int]:
 async def role_bits(store: Store) -> dict[str, BitMap]:
     """'coach' / 'client' -> the indexes of the users of that role (the users with a role are read, not
     every user: most have none)."""
+    return (await _roles(store))[0]
+
+
+async def coach_names(store: Store) -> dict[int, str]:
+    """index -> user id of the users of role coach (a few hundred), read with role_bits."""
+    return (await _roles(store))[1]
+
+
+async def _roles(store: Store) -> tuple[dict[str, BitMap], dict[int, str]]:
     cache = _CACHE.get()
     key = ("person_sets.roles", id(store))
     if cache is not None and key in cache:
-        found: dict[str, BitMap] = cache[key]
+        found: tuple[dict[str, BitMap], dict[int, str]] = cache[key]
         return found
-    found = {"coach": BitMap(), "client": BitMap()}
-    rows = await store.fetch("SELECT u.role, p.idx FROM users u JOIN person_index p ON p.person = u.user_id "
-                             "WHERE u.role IN ('coach', 'client')", ())
-    for role, idx in rows:
-        found[role].add(int(idx))
+    bits = {"coach": BitMap(), "client": BitMap()}
+    coaches: dict[int, str] = {}
+    rows = await store.fetch("SELECT u.role, p.idx, u.user_id FROM users u JOIN person_index p "
+                             "ON p.person = u.user_id WHERE u.role IN ('coach', 'client')", ())
+    for role, idx, user in rows:
+        bits[role].add(int(idx))
+        if role == "coach":
+            coaches[int(idx)] = user
+    found = (bits, coaches)
     if cache is not None:
         cache[key] = found
     return found
