@@ -1,6 +1,7 @@
 """The stored traits /flags reads (agent/store/person_traits.py): kept in memory, and every write that
 changes a person's traits in this process is seen by the next /flags answer: identify, PostHog's $set and
-$unset, an alias merge, an event stating the role, an erasure, a retention pass; misses read together;
+$unset, an alias merge, an event stating the role, an erasure, a retention pass that deletes persons;
+misses read together;
 the memory bounded; a read under way across a write is not kept."""
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from typing import Any
 import orjson
 
 from agent.api.keys import METRICS, PRIVACY
+from agent.store.config import RetentionConfig
 from agent.store.gdpr import erase_user
 from agent.store.person_traits import StoredTraits, clear_traits, forget_traits, stored_traits
+from agent.store.retention import run_cleanup_once
 from agent.store.writer import GroupCommitWriter
 from tests.support.store_fixtures import example_rows
 from tests.test_flags import CONFIG, FLAGS_BLOCK, INGEST_KEY, flags_request
@@ -210,3 +213,16 @@ def test_writers_reach_the_cache_of_their_store(sqlite_store: Any) -> None:
     assert known.cached("a") is None and known.cached("b") == {"x": 2}
     clear_traits(sqlite_store)
     assert len(known) == 0
+
+
+def test_a_retention_pass_that_deletes_persons_forgets_the_traits(agent_server: Any, sqlite_store: Any,
+                                                                  run: Any) -> None:
+    agent = agent_server(CONFIG, store=sqlite_store)
+    identify(agent, "pat", {"plan": "pro"})
+    assert answer(agent, "pat", "new-checkout")["reason"]["code"] != "no_condition_match"
+    run(run_cleanup_once(sqlite_store, RetentionConfig(), time.time() + 91 * 86400))   # pat's row is past 90 days
+    assert answer(agent, "pat", "new-checkout")["reason"]["code"] == "no_condition_match"
+    identify(agent, "sam", {"plan": "pro"})
+    assert answer(agent, "sam", "new-checkout")["reason"]["code"] != "no_condition_match"
+    run(run_cleanup_once(sqlite_store, RetentionConfig(), time.time()))                 # deletes no person
+    assert len(stored_traits(sqlite_store)) == 2                     # kept: pat (no row now) and sam
