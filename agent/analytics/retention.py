@@ -14,18 +14,26 @@ The periods are the `periods` whole periods ending with the one holding `to` (de
 cohort is the current, partial period, and every cohort has one column fewer than the one before.
 A person is their anonymous and identified ids together (agent/analytics/insight_sql.py person_rows).
 
-Cost: one query per event: the cohort event's (first_time: all of its events before the end, as the first
-ever is wanted) and the returning event's in the periods, each grouped in SQL into distinct (person,
-period) pairs, so what Python holds is bounded by persons x periods, never by events. "Any event"
-reads every event of the periods (events_name_dims has no time-first order): for a store of millions
-of events, name the event.
+Cost, from the person bitmaps (agent/analytics/insight_persons.py) when they cover the query (named
+cohort and returning events without property filters): the day bitmaps of the two events over the
+periods (first time: and the cohort event's over the store's history before them), ORed per period and
+intersected, plus the anonymous events of the two names; it grows with the persons, not the events.
+Otherwise (filters, any event, first seen), from the events: one query per event: the cohort event's
+(first_time: all of its events before the end, as the first ever is wanted) and the returning event's in
+the periods, each grouped in SQL into distinct (person, period) pairs, so what Python holds is bounded
+by persons x periods, never by events. "Any event" reads every event of the periods (events_name_dims
+has no time-first order): for a store of millions of events, name the event.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
+from pyroaring import BitMap
+
+from agent.analytics.insight_persons import retention_sets
 from agent.analytics.insight_query import EventSpec, RetentionQuery, period_start
 from agent.analytics.insight_sql import bucket_sql, filters_sql, person_rows
 from agent.analytics.stats import percent
@@ -70,7 +78,8 @@ async def _first_times(store: Store, q: RetentionQuery) -> list[tuple[str, int]]
     return [(person, int(p)) for person, p in rows]
 
 
-async def retention(store: Store, q: RetentionQuery) -> dict[str, Any]:
+async def _from_events(store: Store, q: RetentionQuery) -> Callable[[int, int], int]:
+    """(cohort period, column) -> persons, from the events (what the person bitmaps do not cover)."""
     if q.type == "first_time":
         entries = await _first_times(store, q)
     else:
@@ -81,13 +90,38 @@ async def retention(store: Store, q: RetentionQuery) -> dict[str, Any]:
     returned: dict[str, set[int]] = defaultdict(set)
     for person, p in await _person_periods(store, q, q.returning):
         returned[person].add(p)
+
+    def count(c: int, k: int) -> int:
+        members = cohorts.get(c, set())
+        if k == 0:
+            return len(members)
+        return sum(1 for person in members if c + k in returned.get(person, ()))
+    return count
+
+
+async def _from_bitmaps(store: Store, q: RetentionQuery) -> Callable[[int, int], int] | None:
+    """The same from the person bitmaps (agent/analytics/insight_persons.py), or None when they do not
+    cover the query: popcounts of cohort AND returning."""
+    sets = await retention_sets(store, q)
+    if sets is None:
+        return None
+    cohorts, returned = sets
+    empty = BitMap()
+
+    def count(c: int, k: int) -> int:
+        members = cohorts.get(c, empty)
+        return len(members) if k == 0 else members.intersection_cardinality(returned.get(c + k, empty))
+    return count
+
+
+async def retention(store: Store, q: RetentionQuery) -> dict[str, Any]:
+    count = await _from_bitmaps(store, q) or await _from_events(store, q)
     table = []
     for c in range(q.first, q.first + q.periods):
-        members = cohorts.get(c, set())
-        size = len(members)
+        size = count(c, 0)
         values = [{"persons": size, "percentage": 100.0 if size else 0.0}]
         for k in range(1, q.first + q.periods - c):
-            n = sum(1 for person in members if c + k in returned.get(person, ()))
+            n = count(c, k)
             values.append({"persons": n, "percentage": percent(n, size)})
         table.append({"date": iso_time(period_start(q.period, c)), "persons": size, "values": values})
     return {"period": q.period, "periods": q.periods, "type": q.type, "timezone": "UTC", "week_start": "monday",

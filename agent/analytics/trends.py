@@ -11,6 +11,9 @@ Cost: one query per series (two with a breakdown: the top values, then the bucke
 series' events in the range through events_name_dims: index-only for counts, and for a breakdown or a
 math on a catalog event's lifted property (agent/analytics/insight_sql.py); a property read from the
 JSON costs a table row per event. The answer holds at most buckets x (N + 1) numbers per series.
+`unique_persons` series without filters (no breakdown, or one by a label the rollups keep) are
+popcounts of the person bitmaps instead (agent/analytics/insight_persons.py): their cost grows with the
+persons, not the events.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from agent.analytics.insight_persons import trend_persons
 from agent.analytics.insight_query import PERCENTILES, Series, TrendsQuery, period_index, period_start
 from agent.analytics.insight_sql import bucket_sql, filters_sql, person_rows, prop_number, prop_text, text_order
 from agent.analytics.timerange import iso_time
@@ -119,9 +123,14 @@ def _group(store: Store, q: TrendsQuery, series: Series, top: list[str | None]) 
 
 async def _series(store: Store, q: TrendsQuery, series: Series, buckets: list[int]) -> list[dict[str, Any]]:
     column = dimension(q, series)
+
+    def index(ts: float) -> int:
+        return bucket_index(q.interval, ts)
+
     if column is not None:
-        sums = await rollup_sums(store, q, series, column, lambda ts: bucket_index(q.interval, ts))
-        found, groups = found_from_sums(q, series, sums)
+        found, groups = found_from_sums(q, series, await rollup_sums(store, q, series, column, index))
+    elif series.math == "unique_persons" and (persons := await trend_persons(store, q, series, index)):
+        found, groups = persons
     else:
         found, groups = await _from_events(store, q, series)
     return _results(q, series, buckets, found, groups)

@@ -5,7 +5,7 @@ aggregated (the drivers pass the rows they actually inserted).
 
 Why these tables (the analytics ranges are arbitrary instants, and a figure must stay exact):
 - rollup_counts_{hour,day}   events, values (count, sum) per bucket, event name and the bounded dimensions
-                             the figures group by (LABELLED: coach, goal category, web vital; OUTCOMES:
+                             the figures group by (LABELLED: coach, goal category, web vital, page; OUTCOMES:
                              login result, HTTP status, vital rating). A range reads its whole days from
                              the day table, the whole hours at its two edges from the hour table and the
                              partial hours from the events: at most 2 hours of events, ~60 day rows and
@@ -74,8 +74,11 @@ RELATIVE_ERROR = (GAMMA - 1) / (GAMMA + 1)      # 0.0099
 ZERO_BIN = -100_000
 NEGATIVE_BASE = -140_000     # a negative value -x: NEGATIVE_BASE - bin(x); bins sort as their values do
 
+# page_load's page since migration 13: the insights' unique persons by page from the person bitmaps
+# (agent/analytics/insight_persons.py), their top pages ranked by these counts
 LABELLED = frozenset({"session_booked", "session_completed", "session_cancelled", "session_rated",
-                      "goal_created", "goal_completed", "web_vitals"})
+                      "goal_created", "goal_completed", "web_vitals", "page_load"})
+LABELLED_SINCE_13 = ("page_load",)      # migration 13 recounts its rows by label and backfills its bitmaps
 OUTCOMES = frozenset({"login_attempt", "api_request", "web_vitals"})
 SKETCHED = frozenset({"page_load", "api_request", "web_vitals"})
 SESSION_NAMES = ("session_booked", "session_completed", "session_cancelled", "session_rated")

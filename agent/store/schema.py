@@ -393,6 +393,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (name, label, bucket, idx))""",
         "CREATE INDEX person_bits_extra_idx ON person_bits_extra (idx)",
     )),
+    # Migration 13 (issue 17, helper B): the insights' persons from the bitmaps (agent/analytics/insight_persons.py)
+    Migration(13, "insights' persons from the person bitmaps: the anonymous events by name (a partial index: the "
+                  "bitmaps hold identified persons only); page_load's rollup counts by page (rollups.LABELLED), "
+                  "its bitmaps by page backfilled by the drivers (agent/store/person_bits.py)", (
+        "CREATE INDEX events_anonymous_name ON events (name, ts) WHERE user_id IS NULL",
+        *(f"DELETE FROM rollup_counts_{size} WHERE name = 'page_load'" for size in ("hour", "day")),
+        *(f"INSERT INTO rollup_counts_{size} (bucket, name, label, outcome, events, nvalues, vsum) "
+          f"SELECT CAST(floor(ts / {seconds}) AS INTEGER), name, coalesce(label, ''), '', count(*), count(value), "
+          "coalesce(sum(value), 0) FROM events WHERE name = 'page_load' GROUP BY 1, 2, 3"
+          for size, seconds in (("hour", 3600), ("day", 86400))),
+    )),
 )
 
 # tables holding a user's data, with the column naming the user (GDPR export and erasure)
