@@ -15,8 +15,9 @@ gt/gte/lt/lte, is_set, is_not_set, an absolute and a relative date), 10 multivar
 what posthog-js 1.449 sends (text/plain JSON: token, distinct_id of 20,000 people, a company group with its
 properties, ~10 person properties, timezone, $anon_distinct_id) with an `Origin` in posthog.allowed_origins.
 Two of the filtered properties (is_beta, legacy_id) are sent by some people only, as an application sends
-what it knows: then the agent reads the person's stored traits (a store read per request, as PostHog's
-server reads the person); a third closed-loop run sends every filtered property (no store read).
+what it knows: then the agent looks up the person's stored traits (as PostHog's server reads the person;
+the agent keeps them in memory after the first read, agent/store/person_traits.py); a third closed-loop run
+sends every filtered property (no lookup).
 
 1. bare: an aiohttp app on uvloop that reads the body, orjson.loads it and answers a canned 50-flag v2 answer
    (bench/flags_load.py ceiling); 2. the agent: `python -m agent run` with these flags, the SQLite store,
@@ -26,7 +27,9 @@ server reads the person); a third closed-loop run sends every filtered property 
    waiting behind a slow answer counts: p50/p99/p99.9). CPU from /proc at the window's edges, and how busy
    core 0 was with anything else.
 3. the request path in-process (no HTTP): orjson.loads of the body, the 50 evaluations, the v2 answer, in µs
-   per request.
+   per request; and the agent's whole handler chain (its aiohttp application on mocked requests: middlewares,
+   CORS, body, key, stored traits from memory, evaluations, metrics, v2 answer, the Response; no socket) in
+   CPU-µs per request: figures to iterate on while others use the machine.
 """
 
 from __future__ import annotations
@@ -196,8 +199,61 @@ def hot_path(params: Params) -> dict:
             best[name] = min(best.get(name, float("inf")), seconds / params.requests * 1e6)
         gc.collect()
     best["total"] = sum(best.values())
+    best["handler_chain"] = asyncio.run(handler_chain(params))
     return {"us_per_request": {k: round(v, 2) for k, v in best.items()}, "requests_per_run": params.requests,
             "runs": params.reps}
+
+
+async def handler_chain(params: Params) -> float:
+    """CPU-µs per request of the agent's aiohttp application handling posthog-js bodies (the stored-traits
+    kind) on mocked requests, best of `reps` runs after one that fills the stored-traits memory: everything
+    the agent does for a request but the socket."""
+    import tempfile
+    from unittest import mock
+
+    import orjson
+    from aiohttp import web
+    from aiohttp.streams import StreamReader
+    from aiohttp.test_utils import make_mocked_request
+
+    from agent.app.root import build_app
+    from agent.config.load import parse_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = parse_config(orjson.dumps({
+            "targets": [], "store": {"driver": "sqlite", "path": f"{tmp}/events.db"},
+            "privacy": {"hmac_key": "bench-" + "k" * 40}, "retention": {"interval": 0}, "events": {"api_keys": [KEY]},
+            "posthog": {"allowed_origins": [ORIGIN]}, "flags": flags_block()}).decode(), environ={})
+        runner = web.AppRunner(build_app(config), access_log=None)
+        await runner.setup()
+        try:
+            app, loop = runner.app, asyncio.get_running_loop()
+            protocol = mock.Mock(_reading_paused=False)
+            best = float("inf")
+            for rep in range(params.reps + 1):
+                requests = []
+                for n in range(params.requests):
+                    raw = body(n)
+                    payload = StreamReader(protocol, 2**16, loop=loop)
+                    payload.feed_data(raw)
+                    payload.feed_eof()
+                    requests.append(make_mocked_request("POST", PATH, app=app, payload=payload, headers={
+                        "Content-Type": "text/plain", "Origin": ORIGIN, "Content-Length": str(len(raw))}))
+                started = time.process_time()
+                for request in requests:
+                    response = await app._handle(request)
+                    assert response.status == 200, response
+                spent = time.process_time() - started
+                if rep:
+                    best = min(best, spent / params.requests * 1e6)
+                gc.collect()
+            return best
+        finally:
+            await runner.cleanup()
+
+
+def _chain(us: dict) -> str:
+    return f"{us['handler_chain']:.1f}" if "handler_chain" in us else "—"      # runs before it was measured
 
 
 def markdown(r: dict) -> str:
@@ -218,8 +274,9 @@ def markdown(r: dict) -> str:
              "| server | requests/s | vs bare | requests per CPU-second | CPU µs per request | p50 ms | p99 ms "
              "| server core use | other processes on its core |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     rows = (("bare", b, "bare aiohttp (uvloop): body read, orjson.loads, canned 50-flag answer"),
-            ("agent", a, "agent: CORS, key check, stored traits read (some filtered properties not sent), "
-                         "50 evaluations (posthog's matcher, sha1 buckets), v2 answer, /metrics every 1 s"))
+            ("agent", a, "agent: CORS, key check, stored traits (some filtered properties not sent: kept in "
+                         "memory, misses read together), 50 evaluations (the agent's matcher, posthog's for other "
+                         "types; sha1 buckets), v2 answer, /metrics every 1 s"))
     closed_rows = (*rows, ("agent", {"closed": a["closed_complete"]},
                            "agent, every filtered property in the body (no store read)"))
     for _, d, name in closed_rows:
@@ -256,10 +313,11 @@ def markdown(r: dict) -> str:
               + ". Each table row is its least disturbed window.", "",
               f"### Request path in-process (µs per request, best of {hp['runs']} runs of {hp['requests_per_run']:,} "
               "distinct bodies; no HTTP)", "",
-              "| orjson.loads | 50 evaluations | v2 answer (joined fragments) | total | requests/s on one core |",
-              "|---:|---:|---:|---:|---:|",
+              "| orjson.loads | 50 evaluations | v2 answer (joined fragments) | total | requests/s on one core "
+              "| the agent's handler chain, CPU-µs (no socket) |",
+              "|---:|---:|---:|---:|---:|---:|",
               f"| {us['orjson_loads']:.1f} | {us['evaluate_50_flags']:.1f} | {us['v2_answer']:.1f} | {us['total']:.1f} "
-              f"| {1e6 / us['total']:,.0f} |"]
+              f"| {1e6 / us['total']:,.0f} | {_chain(us)} |"]
     for note in r.get("notes", []):
         lines += ["", note]
     return "\n".join(lines) + "\n"
@@ -284,35 +342,42 @@ async def profile_agent(params: Params, tmp: Path, out: Path) -> dict:
 
 
 # from `python bench/flags.py --profile` (cProfile on the agent's main thread under the closed loop, 2026-12-04, the
-# code of this run; cProfile roughly doubles Python-heavy code, the shares hold) and the in-process path before
-# and after the change that made it cheaper
+# code of this run; cProfile roughly doubles Python-heavy code, the shares hold), the in-process path before
+# and after the changes that made it cheaper, and the handler chain timed in-process (no socket)
 NOTES = [
     "**What moved it**: the request path in-process (the third table) was ~950 µs per request of 50 flags before "
     "this benchmark existed: each flag's `version` was a sha256 of its definition document, hashed again for "
     "every flag of every request (a third of the time), payload texts and the v2 entries were rebuilt per "
-    "request, and posthog's property matcher ran for every filter of every request. Now (agent/flags/evaluate.py) "
-    "versions, payload texts, thresholds and variant ranges are derived once per loaded flag set, every answer a "
-    "flag can give is one Evaluation built at load with its v2 JSON fragment (an answer joins them), identical "
-    "filters of different flags share one id and posthog's matcher answers are remembered per (filter, value) "
-    "(bounded; not for relative dates, whose answer moves with the clock, nor floats), the sha1 bucket is read "
-    "from the digest's bytes and the requestId comes from `random` instead of os.urandom (a system call per "
-    "request): ~100 µs, 9x less. No answer changed: tests/test_flags.py (its 10,000-id parity with "
-    "posthog-python's local evaluation included) and a byte-for-byte comparison of the previous and the new "
-    "evaluation and v2 answer over 20,000 bodies of this benchmark and 20,000 of the tests' flags.",
-    "**Where the time goes now** (`python bench/flags.py --profile`, shares of the handler's time on the main "
-    "thread): the 50 evaluations 58 %, of which posthog's matcher on values it has not seen ~20 % (each person's "
-    "own e-mail address against the four e-mail filters, and the two relative dates, which are never "
-    "remembered) and the sha1 buckets ~10 %; the v2 answer 14 %; reading the body (aiohttp, the gzip check) "
-    "11 %; the stored-traits read 10 %, plus the SQLite worker thread's own CPU, outside this profile (a "
-    "thread hop per request: a flag filters on is_beta / legacy_id, which most bodies do not carry). The HTTP "
-    "edge itself is what the bare endpoint spends (its CPU µs per request).",
-    "**What would move it next**, in order of yield: the stored-traits read without a thread hop per request "
-    "(e.g. the traits of recently seen people kept in memory, invalidated by identify, in agent/store/); a "
-    "matcher of the agent's own for the common operators (exact, icontains, numeric comparisons) with "
-    "posthog's as the oracle in the parity test, so a new person's values cost no posthog call. The machine "
-    "is shared and noisy: in an earlier run of this benchmark the same bare endpoint answered "
-    "6,000 and 18,000 requests/s in two windows of one run; the attempts listed under the tables say how "
-    "busy core 0 was with other processes in each window.",
+    "request, and posthog's property matcher ran for every filter of every request. Versions, payload texts, "
+    "thresholds and variant ranges are derived once per loaded flag set, every answer a flag can give is one "
+    "Evaluation built at load with its v2 JSON fragment (an answer joins them), identical filters of different "
+    "flags share one id and posthog's matcher answers are remembered per (filter, value), the sha1 bucket is "
+    "read from the digest's bytes and the requestId comes from `random`: ~100 µs. Then (the run of "
+    "2026-12-04 15:51 measured 517 CPU-µs a request with the stored-traits read, 386 without): the stored "
+    "traits are kept in memory until a write changes them, and persons missing at the same time are read in "
+    "one query (agent/store/person_traits.py: a read alone cost ~110-135 CPU-µs, nearly all the store "
+    "thread's hop; eight in one query ~19 µs each); the agent's own matcher answers icontains, regex, the "
+    "numeric comparisons and relative dates on strings and numbers (posthog's answer, ~1 µs instead of "
+    "5-20; other types still go to posthog's); one loop over the flags with each outcome's metric label "
+    "built at load; a body that arrived whole is taken from aiohttp's buffer without a timeout scope. "
+    "In-process the 50 evaluations went from ~97 to ~63-70 µs; `--quick` runs on a busy machine measured "
+    "285 and 236 CPU-µs a request for the two closed-loop rows. No answer changed: tests/test_flags.py "
+    "(its 10,000-id parity with posthog-python's local evaluation, and the own matcher against posthog's on "
+    "3,000 random values for each of 19 filters of every operator) and a byte-for-byte comparison of the "
+    "previous and the new evaluation and v2 answer over 20,000 bodies of this benchmark and 40,000 bodies of "
+    "random property values.",
+    "**Where the time goes now**: the agent's handler chain run in-process on mocked requests (middlewares, "
+    "CORS, body, key, traits from memory, 50 evaluations, metrics, v2 answer, the Response; no socket) costs "
+    "~130-145 CPU-µs a request, of which the 50 evaluations ~45 % (its loop over flags, conditions and "
+    "filters, and ~44 sha1 buckets a request at ~0.4 µs each), the v2 answer ~10 %, aiohttp's dispatch and "
+    "the middlewares most of the rest; the HTTP edge (parsing, writing, uvloop) is about what the bare "
+    "endpoint spends. While the first 20,000 people are seen the stored-traits row also reads the store, "
+    "several persons a query.",
+    "**What would move it next**: the sha1 buckets (a C extension or caching a person's buckets, memory "
+    "permitting), and fewer Python steps per flag (flags without filters evaluated as one table). The "
+    "machine is shared and noisy: in an earlier run of this benchmark the same bare endpoint answered 6,000 "
+    "and 18,000 requests/s in two windows of one run; the attempts listed under the tables say how busy "
+    "core 0 was with other processes in each window.",
 ]
 
 
