@@ -359,7 +359,8 @@ def test_the_edge_hours_persons_come_from_the_hour_masks(store: Store, run: Run)
 
 def test_a_request_reads_the_persons_of_each_range_once(store: Store, run: Run) -> None:
     """The dashboard asks for the range's persons for its coaches and its active users, business metrics
-    for MAU and the retained users' current range (the same 30 days): one read per distinct range."""
+    for MAU and the retained users' current range (the same 30 days): one read per distinct range; the
+    count and sketch rollups of the range are read once for all the names either asks for."""
     run(load(store, events(600, seed=12)))
     end = T0 + 4 * D + 1234.5
     r = TimeRange(end - 30 * D, end)
@@ -369,3 +370,7 @@ def test_a_request_reads_the_persons_of_each_range_once(store: Store, run: Run) 
         reads = [sql for sql in recording.sql if "FROM person_bits_extra" in sql]      # one per person set
         assert len(reads) == distinct_ranges, (document, reads)
         assert len([sql for sql in recording.sql if "FROM users u JOIN person_index" in sql]) <= 1   # the roles
+        # the count and sketch rollups of the range: one read each, whatever the names asked for
+        for table in ("rollup_counts_day", "rollup_counts_hour", "rollup_values_day", "rollup_values_hour"):
+            assert len([sql for sql in recording.sql if f"FROM {table} " in sql and "sum(" in sql]) <= 1, \
+                (document, table)
