@@ -274,7 +274,9 @@ class _Compiled:
             else:
                 by_variant = {variant: Evaluation(key, True, variant, CONDITION_MATCH, index)
                               for variant in [*(k for _, _, k in ranges), None]}
-            threshold = None if condition.rollout_percentage is None else condition.rollout_percentage / 100
+            # a bucket is at most 1.0 (the 60 bits over their maximum): 100 % needs no sha1
+            threshold = None if condition.rollout_percentage is None or condition.rollout_percentage >= 100 \
+                else condition.rollout_percentage / 100
             conditions.append((condition_filters, threshold, fixed, by_variant,
                                Evaluation(key, False, None, OUT_OF_ROLLOUT, index)))
         self.conditions = tuple(conditions)
