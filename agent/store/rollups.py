@@ -17,6 +17,15 @@ Why these tables (the analytics ranges are arbitrary instants, and a figure must
                              because bins merge exactly by addition in SQL (an upsert adds counts), so a
                              range's sketch is a GROUP BY and the error is a relative bound on the value
                              (not a rank error); ~280 bins cover api_request's six decades.
+- rollup_counts_week, rollup_values_week  (migration 14) the same counts and sketch bins per 7-day block
+                             (bucket = day // 7, epoch days): a range's whole weeks read one row per week
+                             and key, its other whole days the day rows. At 10M bench events a day holds
+                             ~739 count rows and ~1,333 bins (every coach and page filled in), so a 30-day
+                             range read ~22,000 + ~40,000 rows and now ~4 weeks' and ~2-12 edge days'.
+                             Kept at ingest from the day rows of a commit (one more upsert per table and
+                             commit), backfilled in SQL from the day tables (migration 14: ~1 s at 10M);
+                             retention deletes the weeks that end before the cut and recounts the week
+                             straddling it from its remaining days; erasure subtracts as from the days.
 - rollup_persons_{hour,day}  (bucket, person, events): who was active when, and how much (top clients).
 - rollup_person_hourmasks    per person and day, a bitmask of the hours (24 bits) they were active in
                              (migration 10): the persons of a range's edge hours read at most one row per
@@ -60,11 +69,14 @@ from agent.store.rows import EVENT_COLUMNS, EventRows
 MIGRATION = 8                # the migration that creates the tables; the drivers backfill right after it
 HOURMASKS_MIGRATION = 10     # rollup_person_hourmasks, backfilled by its own SQL from rollup_persons_hour
 FUNNELS_MIGRATION = 11       # the signup and onboarding funnels' rollups, backfilled by their own SQL
-MIGRATIONS = (MIGRATION, HOURMASKS_MIGRATION, FUNNELS_MIGRATION)
+WEEKS_MIGRATION = 14         # the counts and sketches per 7-day block, backfilled by its SQL from the day tables
+MIGRATIONS = (MIGRATION, HOURMASKS_MIGRATION, FUNNELS_MIGRATION, WEEKS_MIGRATION)
 LATER_TABLES = ("rollup_person_hourmasks", "rollup_funnel_steps_hour", "rollup_funnel_steps_day",
-                "rollup_signup_blocks", "rollup_signup_hourmasks")     # not in migration 8's backfill
+                "rollup_signup_blocks", "rollup_signup_hourmasks", "rollup_counts_week",
+                "rollup_values_week")     # not in migration 8's backfill
 HOUR = 3600
 DAY = 86400
+WEEK_DAYS = 7                # the count and sketch blocks (migration 14): bucket = day // WEEK_DAYS
 BLOCK_DAYS = 31              # 31 bits: the mask is a positive 4-byte integer on PostgreSQL too
 CHUNK = 50_000               # events per backfill read
 
@@ -132,6 +144,9 @@ UPSERTS = {
     "counts_day": _upsert("rollup_counts_day", ("bucket", "name", "label", "outcome"), ("events", "nvalues", "vsum")),
     "values_hour": _upsert("rollup_values_hour", ("bucket", "metric", "bin"), ("count",)),
     "values_day": _upsert("rollup_values_day", ("bucket", "metric", "bin"), ("count",)),
+    "counts_week": _upsert("rollup_counts_week", ("bucket", "name", "label", "outcome"),
+                           ("events", "nvalues", "vsum")),
+    "values_week": _upsert("rollup_values_week", ("bucket", "metric", "bin"), ("count",)),
     "persons_hour": _upsert("rollup_persons_hour", ("bucket", "person"), ("events",)),
     "persons_day": _upsert("rollup_persons_day", ("bucket", "person"), ("events",)),
     "person_blocks": _upsert("rollup_person_blocks", ("bucket", "person"), ("events",), ("days",)),
@@ -151,7 +166,7 @@ UPSERTS = {
 TABLES = ("rollup_counts_hour", "rollup_counts_day", "rollup_values_hour", "rollup_values_day",
           "rollup_persons_hour", "rollup_persons_day", "rollup_person_blocks", "rollup_person_names_day",
           "rollup_coach_blocks", "rollup_person_hourmasks", "rollup_funnel_steps_hour", "rollup_funnel_steps_day",
-          "rollup_signup_blocks", "rollup_signup_hourmasks")
+          "rollup_signup_blocks", "rollup_signup_hourmasks", "rollup_counts_week", "rollup_values_week")
 # the tables keyed by a person, and the column naming them (GDPR erasure, alias merges)
 PERSON_TABLES = (("rollup_persons_hour", "person"), ("rollup_persons_day", "person"),
                  ("rollup_person_blocks", "person"), ("rollup_person_names_day", "person"),
@@ -267,9 +282,21 @@ def aggregate(events: Iterable[Fact], sign: int = 1) -> list[tuple[str, list[tup
             entry[0] += n
             entry[1] += nv
             entry[2] += total
+    counts_w: dict[tuple[Any, ...], list[Any]] = {}
+    for (day, name, lab, res), (n, nv, total) in counts_d.items():
+        entry = counts_w.get((day // WEEK_DAYS, name, lab, res))
+        if entry is None:
+            counts_w[(day // WEEK_DAYS, name, lab, res)] = [n, nv, total]
+        else:
+            entry[0] += n
+            entry[1] += nv
+            entry[2] += total
     bins_d: Counter[tuple[Any, ...]] = Counter()
     for (hour, m, b), n in bins.items():
         bins_d[(hour // 24, m, b)] += n
+    bins_w: Counter[tuple[Any, ...]] = Counter()
+    for (day, m, b), n in bins_d.items():
+        bins_w[(day // WEEK_DAYS, m, b)] += n
     active_d: Counter[tuple[Any, ...]] = Counter()
     hourmasks: dict[tuple[Any, ...], int] = {}
     for (hour, user), n in active.items():
@@ -291,6 +318,8 @@ def aggregate(events: Iterable[Fact], sign: int = 1) -> list[tuple[str, list[tup
         (UPSERTS["counts_day"], sorted((*k, sign * n, sign * nv, sign * t) for k, (n, nv, t) in counts_d.items())),
         (UPSERTS["values_hour"], sorted((*k, sign * n) for k, n in bins.items())),
         (UPSERTS["values_day"], sorted((*k, sign * n) for k, n in bins_d.items())),
+        (UPSERTS["counts_week"], sorted((*k, sign * n, sign * nv, sign * t) for k, (n, nv, t) in counts_w.items())),
+        (UPSERTS["values_week"], sorted((*k, sign * n) for k, n in bins_w.items())),
         (UPSERTS["persons_hour"], sorted((*k, sign * n) for k, n in active.items())),
         (UPSERTS["persons_day"], sorted((*k, sign * n) for k, n in active_d.items())),
         (UPSERTS["person_names"], sorted((*k, sign * n, sign * nv, sign * t) for k, (n, nv, t) in named.items())),
@@ -333,21 +362,37 @@ def retention_statements(cutoff: float, names: Sequence[str] | None) -> list[tup
                 # onboarding_funnel's rows are analytics data (agent/store/retention.py CLASS_TABLES)
                 ("DELETE FROM rollup_funnel_steps_hour WHERE funnel = 'onboarding' AND bucket < ?", (hour,)),
                 ("DELETE FROM rollup_funnel_steps_day WHERE funnel = 'onboarding' AND bucket < ?", (day,))]
+    week = day // WEEK_DAYS
     if not names:           # every name: the buckets older than the longest class
         return [(f"DELETE FROM {table} WHERE bucket < ?", (hour if table.endswith("hour") else day,))
                 for table in ("rollup_counts_hour", "rollup_counts_day", "rollup_values_hour", "rollup_values_day")] + \
-            _signup_retention(hour, day)
+            _week_retention(week, "", ()) + _week_retention(week, "", (), values=True) + _signup_retention(hour, day)
     out: list[tuple[str, tuple[Any, ...]]] = []
     if SIGNUP in names:
         out += _signup_retention(hour, day)
     for name in names:
         out += [("DELETE FROM rollup_counts_hour WHERE name = ? AND bucket < ?", (name, hour)),
-                ("DELETE FROM rollup_counts_day WHERE name = ? AND bucket < ?", (name, day))]
+                ("DELETE FROM rollup_counts_day WHERE name = ? AND bucket < ?", (name, day)),
+                *_week_retention(week, "name = ? AND ", (name,))]
         if name in SKETCHED:
             low, high = (("web_vitals:", "web_vitals;") if name == "web_vitals" else (name, name))
             out += [(f"DELETE FROM rollup_values_{t} WHERE metric >= ? AND metric <= ? AND bucket < ?",
                      (low, high, hour if t == "hour" else day)) for t in ("hour", "day")]
+            out += _week_retention(week, "metric >= ? AND metric <= ? AND ", (low, high), values=True)
     return out
+
+
+def _week_retention(week: int, where: str, params: tuple[Any, ...],
+                    values: bool = False) -> list[tuple[str, tuple[Any, ...]]]:
+    """After the day rows' DELETE: the weeks before the one holding the cut go, and that week (some of its
+    days deleted) is recounted from its remaining day rows, so a week always equals the sum of its days."""
+    table, keys, sums = (("rollup_values", "metric, bin", "sum(count)") if values else
+                         ("rollup_counts", "name, label, outcome", "sum(events), sum(nvalues), sum(vsum)"))
+    columns = "metric, bin, count" if values else "name, label, outcome, events, nvalues, vsum"
+    return [(f"DELETE FROM {table}_week WHERE {where}bucket <= ?", (*params, week)),
+            (f"INSERT INTO {table}_week (bucket, {columns}) SELECT bucket / {WEEK_DAYS}, {keys}, {sums} "
+             f"FROM {table}_day WHERE {where}bucket >= ? AND bucket < ? GROUP BY bucket / {WEEK_DAYS}, {keys}",
+             (*params, week * WEEK_DAYS, (week + 1) * WEEK_DAYS))]
 
 
 def _signup_retention(hour: int, day: int) -> list[tuple[str, tuple[Any, ...]]]:
@@ -375,7 +420,9 @@ def erase_statements(ids: Sequence[str], erased: Sequence[Fact]) -> list[tuple[s
     statements += [("DELETE FROM rollup_counts_hour WHERE events = 0", ()),
                    ("DELETE FROM rollup_counts_day WHERE events = 0", ()),
                    ("DELETE FROM rollup_values_hour WHERE count = 0", ()),
-                   ("DELETE FROM rollup_values_day WHERE count = 0", ())]
+                   ("DELETE FROM rollup_values_day WHERE count = 0", ()),
+                   ("DELETE FROM rollup_counts_week WHERE events = 0", ()),
+                   ("DELETE FROM rollup_values_week WHERE count = 0", ())]
     return statements
 
 

@@ -404,6 +404,30 @@ MIGRATIONS: tuple[Migration, ...] = (
           "coalesce(sum(value), 0) FROM events WHERE name = 'page_load' GROUP BY 1, 2, 3"
           for size, seconds in (("hour", 3600), ("day", 86400))),
     )),
+    # Migration 14 (issue 17, helper A2): a range's whole weeks read one count row and one sketch bin per week
+    Migration(14, "analytics rollups: the counts and value sketches per 7-day block (day // 7; "
+                  "agent/store/rollups.py), backfilled from the day rollups", (
+        """CREATE TABLE rollup_counts_week (
+            bucket INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            label TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            events INTEGER NOT NULL,
+            nvalues INTEGER NOT NULL,
+            vsum {real} NOT NULL,
+            PRIMARY KEY (bucket, name, label, outcome))""",
+        """CREATE TABLE rollup_values_week (
+            bucket INTEGER NOT NULL,
+            metric TEXT NOT NULL,
+            bin INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (bucket, metric, bin))""",
+        "INSERT INTO rollup_counts_week (bucket, name, label, outcome, events, nvalues, vsum) "
+        "SELECT bucket / 7, name, label, outcome, sum(events), sum(nvalues), sum(vsum) FROM rollup_counts_day "
+        "GROUP BY 1, 2, 3, 4",
+        "INSERT INTO rollup_values_week (bucket, metric, bin, count) "
+        "SELECT bucket / 7, metric, bin, sum(count) FROM rollup_values_day GROUP BY 1, 2, 3",
+    )),
 )
 
 # tables holding a user's data, with the column naming the user (GDPR export and erasure)
