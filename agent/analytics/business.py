@@ -78,7 +78,7 @@ async def authentication(store: Store, r: TimeRange, release: str | None = None)
     attempts, succeeded = sum(logins.values()), logins.get("success", 0)
     users = await q.total_users(store, r.end, release)
     return {"loginAttempts": attempts, "successfulLogins": succeeded, "successRate": percent(succeeded, attempts),
-            "mfaAdoptionRate": percent(await q.mfa_adopters(store, r.end, release), users)}
+            "mfaAdoptionRate": percent(await rq.mfa_adopters(store, r.end, release), users)}
 
 
 async def performance(store: Store, r: TimeRange, release: str | None = None) -> dict[str, Any]:

@@ -526,6 +526,46 @@ async def top_clients(store: Store, r: TimeRange, limit: int, release: str | Non
     return [(user, n) for n, user in found[:limit]]
 
 
+# --- MFA adoption --------------------------------------------------------------------------------
+
+MFA_USERS_AFTER = ("SELECT DISTINCT user_id FROM events WHERE name IN ('mfa_enrolled', 'mfa_disabled') AND ts >= ? "
+                   "AND user_id IS NOT NULL")
+MFA_OLDEST = "SELECT min(ts) FROM events WHERE name = ?"
+MFA_EXACT = 200         # users with MFA events at or after `end` counted from their events; more: all from the events
+
+
+async def mfa_adopters(store: Store, end: float, release: str | None = None) -> int:
+    """As queries.mfa_adopters, from rollup_mfa (each user's latest enrolment and removal). The users with
+    an MFA event at or after `end` (none when `end` is now) are counted from their events before `end`;
+    a stored time older than the oldest event of its name left is read as none (retention deleted its
+    events, oldest first; erasure deletes the row). ~30 ms of CPU -> ~3 at 10M bench events."""
+    if release is not None:
+        return await q.mfa_adopters(store, end, release)
+    later = [user for (user,) in await store.fetch(MFA_USERS_AFTER, (end,))]
+    if len(later) > MFA_EXACT:
+        return await q.mfa_adopters(store, end)
+    (oldest_enrolled,), = await store.fetch(MFA_OLDEST, ("mfa_enrolled",))
+    if oldest_enrolled is None:
+        return 0
+    (oldest_disabled,), = await store.fetch(MFA_OLDEST, ("mfa_disabled",))
+    live_disabled = "disabled IS NULL OR disabled < enrolled" + ("" if oldest_disabled is None else " OR disabled < ?")
+    sql = f"SELECT count(*) FROM rollup_mfa WHERE enrolled >= ? AND ({live_disabled})"
+    params: list[Any] = [oldest_enrolled, *(() if oldest_disabled is None else (oldest_disabled,))]
+    if later:
+        sql += f" AND person NOT IN {placeholders(len(later))}"
+        params += later
+    (n,), = await store.fetch(sql, params)
+    if later:
+        marks = placeholders(len(later))
+        (m,), = await store.fetch(
+            "SELECT count(*) FROM (SELECT user_id, max(CASE WHEN name = 'mfa_enrolled' THEN ts END) AS enrolled, "
+            "max(CASE WHEN name = 'mfa_disabled' THEN ts END) AS disabled FROM events "
+            f"WHERE name IN ('mfa_enrolled', 'mfa_disabled') AND ts < ? AND user_id IN {marks} GROUP BY user_id) x "
+            "WHERE enrolled IS NOT NULL AND (disabled IS NULL OR disabled < enrolled)", (end, *later))
+        n += m
+    return int(n)
+
+
 # --- funnels -------------------------------------------------------------------------------------
 
 async def _funnel_steps(store: Store, funnel: str, p: Pieces) -> dict[tuple[str, str], list[Any]]:

@@ -428,6 +428,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         "INSERT INTO rollup_values_week (bucket, metric, bin, count) "
         "SELECT bucket / 7, metric, bin, sum(count) FROM rollup_values_day GROUP BY 1, 2, 3",
     )),
+    # Migration 15 (issue 17, helper A2): business metrics' MFA adoption from one row per user
+    Migration(15, "analytics rollups: per user, the latest mfa_enrolled and mfa_disabled times "
+                  "(agent/store/rollups.py), backfilled from the events", (
+        """CREATE TABLE rollup_mfa (
+            person TEXT PRIMARY KEY,
+            enrolled {real},
+            disabled {real})""",
+        "INSERT INTO rollup_mfa (person, enrolled, disabled) SELECT user_id, "
+        "max(CASE WHEN name = 'mfa_enrolled' THEN ts END), max(CASE WHEN name = 'mfa_disabled' THEN ts END) "
+        "FROM events WHERE name IN ('mfa_enrolled', 'mfa_disabled') AND user_id IS NOT NULL GROUP BY user_id",
+    )),
 )
 
 # tables holding a user's data, with the column naming the user (GDPR export and erasure)
