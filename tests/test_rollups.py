@@ -298,27 +298,31 @@ def test_retention_deletes_the_buckets_older_than_the_class_period(store: Store,
 
 
 async def weeks_and_days(store: Store) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """(the week rows, the day rows summed per week) of the count and sketch rollups, zero rows left out."""
-    out = []
-    for sql in ("SELECT bucket, name, label, outcome, events, nvalues, vsum FROM rollup_counts_week WHERE events <> 0",
-                f"SELECT bucket / {ru.WEEK_DAYS}, name, label, outcome, sum(events), sum(nvalues), sum(vsum) "
-                "FROM rollup_counts_day GROUP BY 1, 2, 3, 4 HAVING sum(events) <> 0"):
-        out.append(sorted((*row[:6], round(float(row[6]), 6)) for row in await store.fetch(sql)))
-    for sql in ("SELECT bucket, metric, bin, count FROM rollup_values_week WHERE count <> 0",
-                f"SELECT bucket / {ru.WEEK_DAYS}, metric, bin, sum(count) FROM rollup_values_day GROUP BY 1, 2, 3 "
-                "HAVING sum(count) <> 0"):
-        out.append(sorted(tuple(row) for row in await store.fetch(sql)))
-    return out[0] + out[2], out[1] + out[3]
+    """(the week and 6-hour block rows, the day and hour rows summed per block) of the count and sketch
+    rollups, zero rows left out."""
+    blocks: list[tuple[Any, ...]] = []
+    summed: list[tuple[Any, ...]] = []
+    for coarse, fine, size in (("week", "day", ru.WEEK_DAYS), ("6h", "hour", ru.SIX_HOURS)):
+        for out, sql in ((blocks, f"SELECT bucket, name, label, outcome, events, nvalues, vsum FROM rollup_counts_{coarse} "
+                                  "WHERE events <> 0"),
+                         (summed, f"SELECT bucket / {size}, name, label, outcome, sum(events), sum(nvalues), sum(vsum) "
+                                  f"FROM rollup_counts_{fine} GROUP BY 1, 2, 3, 4 HAVING sum(events) <> 0")):
+            out += sorted((coarse, *row[:6], round(float(row[6]), 6)) for row in await store.fetch(sql))
+        for out, sql in ((blocks, f"SELECT bucket, metric, bin, count FROM rollup_values_{coarse} WHERE count <> 0"),
+                         (summed, f"SELECT bucket / {size}, metric, bin, sum(count) FROM rollup_values_{fine} "
+                                  "GROUP BY 1, 2, 3 HAVING sum(count) <> 0")):
+            out += sorted((coarse, *row) for row in await store.fetch(sql))
+    return blocks, summed
 
 
 def test_week_rollups_hold_their_days_through_ingest_erasure_and_retention(store: Store, run: Run) -> None:
-    """Migration 14: a range's whole 7-day blocks are read from the week tables, so each week must equal
-    the sum of its days however the days change; and the figures over ranges with whole weeks stay the
-    events' own."""
+    """Migrations 14 and 16: a range's whole 7-day blocks are read from the week tables, its edge hours'
+    whole 6-hour blocks from the 6h tables, so each block must equal the sum of its days (hours) however
+    they change; and the figures over ranges with whole weeks and blocks stay the events' own."""
     batch = events(1500, seed=21, span=45 * D)
     run(load(store, batch))
     weeks, days = run(weeks_and_days(store))
-    assert len({row[0] for row in weeks}) >= 6 and weeks == days
+    assert len({row[1] for row in weeks if row[0] == "week"}) >= 6 and weeks == days
     rng = random.Random(4)
     for r in [TimeRange(T0 - H, T0 + 46 * D), TimeRange(T0 + 3.3 * H, T0 + 30 * D + 0.7 * H),
               *(TimeRange(a, a + rng.uniform(8, 40) * D) for a in (T0 + rng.uniform(0, 5) * D for _ in range(4)))]:
@@ -332,13 +336,16 @@ def test_week_rollups_hold_their_days_through_ingest_erasure_and_retention(store
     run(erase_user(store, ["user_3"]))
     weeks, days = run(weeks_and_days(store))
     assert weeks == days
-    # a cut in the middle of a week: its earlier days go, the week is recounted from the days left
-    now = T0 + 22.5 * D + 90 * D
+    # a cut in the middle of a week and of a 6-hour block: its earlier days (hours) go, the block is
+    # recounted from what is left
+    now = T0 + 22.5 * D + 2 * H + 90 * D
+    assert int((now - 90 * D) // H) % ru.SIX_HOURS not in (0, 1)
     assert int((now - 90 * D) // D) % ru.WEEK_DAYS not in (0, 1)
     run(run_cleanup_once(store, RetentionConfig(), now))      # analytics 90 days, performance 30 days
     weeks, days = run(weeks_and_days(store))
     assert weeks == days and days
     assert run(store.fetch("SELECT min(bucket) FROM rollup_counts_week")) == [(int((now - 90 * D) // D) // 7,)]
+    assert run(store.fetch("SELECT min(bucket) FROM rollup_counts_6h")) == [(int((now - 90 * D) // H) // 6,)]
 
 
 def test_mfa_adoption_from_the_rollup_equals_the_events(store_config: StoreConfig, store: Store, run: Run) -> None:

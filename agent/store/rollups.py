@@ -26,6 +26,10 @@ Why these tables (the analytics ranges are arbitrary instants, and a figure must
                              commit), backfilled in SQL from the day tables (migration 14: ~1 s at 10M);
                              retention deletes the weeks that end before the cut and recounts the week
                              straddling it from its remaining days; erasure subtracts as from the days.
+- rollup_counts_6h, rollup_values_6h  (migration 16) the same per 6-hour block (bucket = hour // 6): a range's
+                             edge hours (up to 23 at each end) read their whole blocks and at most 5 single
+                             hours at each end; kept, backfilled (from the hour tables), retained and erased
+                             as the weeks are from the days.
 - rollup_mfa                 (migration 15) per user, the latest mfa_enrolled and mfa_disabled times: business
                              metrics' MFA adoption read ~29,000 events of every user's history at 10M bench
                              events (~30 ms); now one row per user who ever enrolled or disabled. Kept at
@@ -78,13 +82,16 @@ HOURMASKS_MIGRATION = 10     # rollup_person_hourmasks, backfilled by its own SQ
 FUNNELS_MIGRATION = 11       # the signup and onboarding funnels' rollups, backfilled by their own SQL
 WEEKS_MIGRATION = 14         # the counts and sketches per 7-day block, backfilled by its SQL from the day tables
 MFA_MIGRATION = 15           # the latest MFA enrolment and removal per user, backfilled by its SQL from the events
-MIGRATIONS = (MIGRATION, HOURMASKS_MIGRATION, FUNNELS_MIGRATION, WEEKS_MIGRATION, MFA_MIGRATION)
+SIX_HOURS_MIGRATION = 16     # the counts and sketches per 6-hour block, backfilled by its SQL from the hour tables
+MIGRATIONS = (MIGRATION, HOURMASKS_MIGRATION, FUNNELS_MIGRATION, WEEKS_MIGRATION, MFA_MIGRATION, SIX_HOURS_MIGRATION)
 LATER_TABLES = ("rollup_person_hourmasks", "rollup_funnel_steps_hour", "rollup_funnel_steps_day",
                 "rollup_signup_blocks", "rollup_signup_hourmasks", "rollup_counts_week",
-                "rollup_values_week", "rollup_mfa")     # not in migration 8's backfill
+                "rollup_values_week", "rollup_mfa", "rollup_counts_6h",
+                "rollup_values_6h")     # not in migration 8's backfill
 HOUR = 3600
 DAY = 86400
 WEEK_DAYS = 7                # the count and sketch blocks (migration 14): bucket = day // WEEK_DAYS
+SIX_HOURS = 6                # the count and sketch blocks of hours (migration 16): bucket = hour // SIX_HOURS
 BLOCK_DAYS = 31              # 31 bits: the mask is a positive 4-byte integer on PostgreSQL too
 CHUNK = 50_000               # events per backfill read
 
@@ -156,6 +163,8 @@ UPSERTS = {
     "counts_week": _upsert("rollup_counts_week", ("bucket", "name", "label", "outcome"),
                            ("events", "nvalues", "vsum")),
     "values_week": _upsert("rollup_values_week", ("bucket", "metric", "bin"), ("count",)),
+    "counts_6h": _upsert("rollup_counts_6h", ("bucket", "name", "label", "outcome"), ("events", "nvalues", "vsum")),
+    "values_6h": _upsert("rollup_values_6h", ("bucket", "metric", "bin"), ("count",)),
     "persons_hour": _upsert("rollup_persons_hour", ("bucket", "person"), ("events",)),
     "persons_day": _upsert("rollup_persons_day", ("bucket", "person"), ("events",)),
     "person_blocks": _upsert("rollup_person_blocks", ("bucket", "person"), ("events",), ("days",)),
@@ -179,7 +188,8 @@ UPSERTS = {
 TABLES = ("rollup_counts_hour", "rollup_counts_day", "rollup_values_hour", "rollup_values_day",
           "rollup_persons_hour", "rollup_persons_day", "rollup_person_blocks", "rollup_person_names_day",
           "rollup_coach_blocks", "rollup_person_hourmasks", "rollup_funnel_steps_hour", "rollup_funnel_steps_day",
-          "rollup_signup_blocks", "rollup_signup_hourmasks", "rollup_counts_week", "rollup_values_week", "rollup_mfa")
+          "rollup_signup_blocks", "rollup_signup_hourmasks", "rollup_counts_week", "rollup_values_week", "rollup_mfa",
+          "rollup_counts_6h", "rollup_values_6h")
 # the tables keyed by a person, and the column naming them (GDPR erasure, alias merges)
 PERSON_TABLES = (("rollup_persons_hour", "person"), ("rollup_persons_day", "person"),
                  ("rollup_person_blocks", "person"), ("rollup_person_names_day", "person"),
@@ -226,6 +236,21 @@ def steps_aggregate(steps: Iterable[tuple[str, float, Any, Any, Any]]) -> list[t
                 entry[1] = number
     return [(UPSERTS[f"steps_{size}"], sorted((*k, n, number) for k, (n, number) in table.items()))
             for size, table in (("hour", hourly), ("day", daily)) if table]
+
+
+def _coarser(rows: Iterable[tuple[tuple[Any, ...], Sequence[Any]]], size: int) -> dict[tuple[Any, ...], list[Any]]:
+    """((bucket, name, label, outcome), (events, values, sum)) rows summed into buckets `size` times larger."""
+    out: dict[tuple[Any, ...], list[Any]] = {}
+    for (bucket, name, lab, res), (n, nv, total) in rows:
+        key = (bucket // size, name, lab, res)
+        entry = out.get(key)
+        if entry is None:
+            out[key] = [n, nv, total]
+        else:
+            entry[0] += n
+            entry[1] += nv
+            entry[2] += total
+    return out
 
 
 def aggregate(events: Iterable[Fact], sign: int = 1) -> list[tuple[str, list[tuple[Any, ...]]]]:
@@ -301,18 +326,13 @@ def aggregate(events: Iterable[Fact], sign: int = 1) -> list[tuple[str, list[tup
             entry[0] += n
             entry[1] += nv
             entry[2] += total
-    counts_w: dict[tuple[Any, ...], list[Any]] = {}
-    for (day, name, lab, res), (n, nv, total) in counts_d.items():
-        entry = counts_w.get((day // WEEK_DAYS, name, lab, res))
-        if entry is None:
-            counts_w[(day // WEEK_DAYS, name, lab, res)] = [n, nv, total]
-        else:
-            entry[0] += n
-            entry[1] += nv
-            entry[2] += total
+    counts_w, counts_6 = _coarser(counts_d.items(), WEEK_DAYS), \
+        _coarser((((h, nm, lb, rs), (n, nv, t)) for h, nm, lb, rs, n, nv, t in counts_h), SIX_HOURS)
     bins_d: Counter[tuple[Any, ...]] = Counter()
+    bins_6: Counter[tuple[Any, ...]] = Counter()
     for (hour, m, b), n in bins.items():
         bins_d[(hour // 24, m, b)] += n
+        bins_6[(hour // SIX_HOURS, m, b)] += n
     bins_w: Counter[tuple[Any, ...]] = Counter()
     for (day, m, b), n in bins_d.items():
         bins_w[(day // WEEK_DAYS, m, b)] += n
@@ -339,6 +359,8 @@ def aggregate(events: Iterable[Fact], sign: int = 1) -> list[tuple[str, list[tup
         (UPSERTS["values_day"], sorted((*k, sign * n) for k, n in bins_d.items())),
         (UPSERTS["counts_week"], sorted((*k, sign * n, sign * nv, sign * t) for k, (n, nv, t) in counts_w.items())),
         (UPSERTS["values_week"], sorted((*k, sign * n) for k, n in bins_w.items())),
+        (UPSERTS["counts_6h"], sorted((*k, sign * n, sign * nv, sign * t) for k, (n, nv, t) in counts_6.items())),
+        (UPSERTS["values_6h"], sorted((*k, sign * n) for k, n in bins_6.items())),
         (UPSERTS["persons_hour"], sorted((*k, sign * n) for k, n in active.items())),
         (UPSERTS["persons_day"], sorted((*k, sign * n) for k, n in active_d.items())),
         (UPSERTS["person_names"], sorted((*k, sign * n, sign * nv, sign * t) for k, (n, nv, t) in named.items())),
@@ -382,37 +404,42 @@ def retention_statements(cutoff: float, names: Sequence[str] | None) -> list[tup
                 # onboarding_funnel's rows are analytics data (agent/store/retention.py CLASS_TABLES)
                 ("DELETE FROM rollup_funnel_steps_hour WHERE funnel = 'onboarding' AND bucket < ?", (hour,)),
                 ("DELETE FROM rollup_funnel_steps_day WHERE funnel = 'onboarding' AND bucket < ?", (day,))]
-    week = day // WEEK_DAYS
     if not names:           # every name: the buckets older than the longest class
         return [(f"DELETE FROM {table} WHERE bucket < ?", (hour if table.endswith("hour") else day,))
                 for table in ("rollup_counts_hour", "rollup_counts_day", "rollup_values_hour", "rollup_values_day")] + \
-            _week_retention(week, "", ()) + _week_retention(week, "", (), values=True) + _signup_retention(hour, day)
+            _blocks_retention(hour, day, "", ()) + _blocks_retention(hour, day, "", (), values=True) + \
+            _signup_retention(hour, day)
     out: list[tuple[str, tuple[Any, ...]]] = []
     if SIGNUP in names:
         out += _signup_retention(hour, day)
     for name in names:
         out += [("DELETE FROM rollup_counts_hour WHERE name = ? AND bucket < ?", (name, hour)),
                 ("DELETE FROM rollup_counts_day WHERE name = ? AND bucket < ?", (name, day)),
-                *_week_retention(week, "name = ? AND ", (name,))]
+                *_blocks_retention(hour, day, "name = ? AND ", (name,))]
         if name in SKETCHED:
             low, high = (("web_vitals:", "web_vitals;") if name == "web_vitals" else (name, name))
             out += [(f"DELETE FROM rollup_values_{t} WHERE metric >= ? AND metric <= ? AND bucket < ?",
                      (low, high, hour if t == "hour" else day)) for t in ("hour", "day")]
-            out += _week_retention(week, "metric >= ? AND metric <= ? AND ", (low, high), values=True)
+            out += _blocks_retention(hour, day, "metric >= ? AND metric <= ? AND ", (low, high), values=True)
     return out
 
 
-def _week_retention(week: int, where: str, params: tuple[Any, ...],
-                    values: bool = False) -> list[tuple[str, tuple[Any, ...]]]:
-    """After the day rows' DELETE: the weeks before the one holding the cut go, and that week (some of its
-    days deleted) is recounted from its remaining day rows, so a week always equals the sum of its days."""
+def _blocks_retention(hour: int, day: int, where: str, params: tuple[Any, ...],
+                      values: bool = False) -> list[tuple[str, tuple[Any, ...]]]:
+    """After the hour and day rows' DELETE: the weeks (6-hour blocks) before the one holding the cut go,
+    and that one (some of its days or hours deleted) is recounted from its remaining day (hour) rows, so a
+    block always equals the sum of its buckets."""
     table, keys, sums = (("rollup_values", "metric, bin", "sum(count)") if values else
                          ("rollup_counts", "name, label, outcome", "sum(events), sum(nvalues), sum(vsum)"))
     columns = "metric, bin, count" if values else "name, label, outcome, events, nvalues, vsum"
-    return [(f"DELETE FROM {table}_week WHERE {where}bucket <= ?", (*params, week)),
-            (f"INSERT INTO {table}_week (bucket, {columns}) SELECT bucket / {WEEK_DAYS}, {keys}, {sums} "
-             f"FROM {table}_day WHERE {where}bucket >= ? AND bucket < ? GROUP BY bucket / {WEEK_DAYS}, {keys}",
-             (*params, week * WEEK_DAYS, (week + 1) * WEEK_DAYS))]
+    out: list[tuple[str, tuple[Any, ...]]] = []
+    for coarse, fine, size, cut in (("week", "day", WEEK_DAYS, day), ("6h", "hour", SIX_HOURS, hour)):
+        block = cut // size
+        out += [(f"DELETE FROM {table}_{coarse} WHERE {where}bucket <= ?", (*params, block)),
+                (f"INSERT INTO {table}_{coarse} (bucket, {columns}) SELECT bucket / {size}, {keys}, {sums} "
+                 f"FROM {table}_{fine} WHERE {where}bucket >= ? AND bucket < ? GROUP BY bucket / {size}, {keys}",
+                 (*params, block * size, (block + 1) * size))]
+    return out
 
 
 def _signup_retention(hour: int, day: int) -> list[tuple[str, tuple[Any, ...]]]:
@@ -442,7 +469,9 @@ def erase_statements(ids: Sequence[str], erased: Sequence[Fact]) -> list[tuple[s
                    ("DELETE FROM rollup_values_hour WHERE count = 0", ()),
                    ("DELETE FROM rollup_values_day WHERE count = 0", ()),
                    ("DELETE FROM rollup_counts_week WHERE events = 0", ()),
-                   ("DELETE FROM rollup_values_week WHERE count = 0", ())]
+                   ("DELETE FROM rollup_values_week WHERE count = 0", ()),
+                   ("DELETE FROM rollup_counts_6h WHERE events = 0", ()),
+                   ("DELETE FROM rollup_values_6h WHERE count = 0", ())]
     return statements
 
 

@@ -439,6 +439,30 @@ MIGRATIONS: tuple[Migration, ...] = (
         "max(CASE WHEN name = 'mfa_enrolled' THEN ts END), max(CASE WHEN name = 'mfa_disabled' THEN ts END) "
         "FROM events WHERE name IN ('mfa_enrolled', 'mfa_disabled') AND user_id IS NOT NULL GROUP BY user_id",
     )),
+    # Migration 16 (issue 17, helper A2): a range's edge hours read 6-hour blocks and at most 10 single hours
+    Migration(16, "analytics rollups: the counts and value sketches per 6-hour block (hour // 6; "
+                  "agent/store/rollups.py), backfilled from the hour rollups", (
+        """CREATE TABLE rollup_counts_6h (
+            bucket INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            label TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            events INTEGER NOT NULL,
+            nvalues INTEGER NOT NULL,
+            vsum {real} NOT NULL,
+            PRIMARY KEY (bucket, name, label, outcome))""",
+        """CREATE TABLE rollup_values_6h (
+            bucket INTEGER NOT NULL,
+            metric TEXT NOT NULL,
+            bin INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (bucket, metric, bin))""",
+        "INSERT INTO rollup_counts_6h (bucket, name, label, outcome, events, nvalues, vsum) "
+        "SELECT bucket / 6, name, label, outcome, sum(events), sum(nvalues), sum(vsum) FROM rollup_counts_hour "
+        "GROUP BY 1, 2, 3, 4",
+        "INSERT INTO rollup_values_6h (bucket, metric, bin, count) "
+        "SELECT bucket / 6, metric, bin, sum(count) FROM rollup_values_hour GROUP BY 1, 2, 3",
+    )),
 )
 
 # tables holding a user's data, with the column naming the user (GDPR export and erasure)
