@@ -298,18 +298,24 @@ def cached_path(events: int) -> Path:
     return OUT / f"analytics-{events}.db"
 
 
-async def one_size(events: int, requests: int, db: str | None, base: int | None = None) -> dict[str, Any]:
-    """Fill (or reuse) a store of `events` events and measure both endpoints over it. With `base`, a size
-    not cached yet is made by `replicate` from the cached store of `base` events (events // base copies)."""
-    path = Path(db) if db else cached_path(events)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = path.with_name(path.name + ".json")
+async def _replicated(path: Path, meta: Path, events: int, base: int | None) -> None:
+    """With `base` (--fast-fill), a size not cached yet is made by `replicate` from the cached store of `base`
+    events (events // base copies)."""
     if base and events > base and not meta.exists():
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
         timings = await replicate(cached_path(base), path, events // base)
         meta.write_text(json.dumps({"end": timings.pop("end"), "events": events, "fill": timings,
                                     "replicated_from": base}))
+
+
+async def one_size(events: int, requests: int, db: str | None, base: int | None = None) -> dict[str, Any]:
+    """Fill (or reuse) a store of `events` events and measure both endpoints over it. With `base`, a size
+    not cached yet is made by `replicate` from the cached store of `base` events (events // base copies)."""
+    path = Path(db) if db else cached_path(events)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = path.with_name(path.name + ".json")
+    await _replicated(path, meta, events, base)
     reuse = path.exists() and meta.exists()
     if path.exists() and not reuse:         # a fill that did not finish
         for suffix in ("", "-wal", "-shm"):
@@ -341,12 +347,7 @@ async def on_postgres(events: int, requests: int, db: str | None, base: int | No
 
     path = Path(db) if db else cached_path(events)
     meta = path.with_name(path.name + ".json")
-    if base and events > base and not meta.exists():
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(path) + suffix).unlink(missing_ok=True)
-        timings = await replicate(cached_path(base), path, events // base)
-        meta.write_text(json.dumps({"end": timings.pop("end"), "events": events, "fill": timings,
-                                    "replicated_from": base}))
+    await _replicated(path, meta, events, base)
     async with filled_postgres(events, path) as (store, end, timings):
         count = (await store.fetch("SELECT count(*) FROM events"))[0][0]
         version = (await store.fetch("SHOW server_version"))[0][0]
