@@ -348,6 +348,24 @@ def test_week_rollups_hold_their_days_through_ingest_erasure_and_retention(store
     assert run(store.fetch("SELECT min(bucket) FROM rollup_counts_6h")) == [(int((now - 90 * D) // H) // 6,)]
 
 
+def test_top_clients_from_the_busiest_persons_of_each_block_equal_the_events(store: Store, run: Run,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Migration 17: the top clients' bounds from each 31-day block's busiest persons (the threshold
+    algorithm), then every person's when the rounds get past them: the same clients as the events say,
+    with pages and rounds small enough that every path runs."""
+    run(load(store, events(1500, seed=31, span=70 * D)))
+    rng = random.Random(8)
+    spans = [TimeRange(T0 - H, T0 + 71 * D), TimeRange(T0 + 20 * D + 0.4 * H, T0 + 50 * D + 3.3 * H),
+             *(TimeRange(a, a + rng.uniform(2, 45) * D) for a in (T0 + rng.uniform(0, 30) * D for _ in range(4)))]
+    monkeypatch.setattr(rq, "BOUNDS_PAGE", 4)
+    for page, candidates in ((1, 1), (2, 3), (3, 2), (500, 100)):
+        monkeypatch.setattr(rq, "TOP_PAGE", page)
+        monkeypatch.setattr(rq, "CANDIDATES", candidates)
+        for r in spans:
+            for limit in (1, 3, 5, 20):
+                assert run(rq.top_clients(store, r, limit)) == run(q.top_clients(store, r, limit)), (page, r, limit)
+
+
 def test_mfa_adoption_from_the_rollup_equals_the_events(store_config: StoreConfig, store: Store, run: Run) -> None:
     """Migration 15: each user's latest enrolment and removal; adopters as of any instant (users with MFA
     events after it counted from their events), through an erasure, an alias merge, a retention pass and a

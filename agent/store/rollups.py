@@ -54,6 +54,8 @@ Why these tables (the analytics ranges are arbitrary instants, and a figure must
 - rollup_person_blocks       per person and 31-day block (day // 31), a bitmask of active days and the
                              block's events: "users active in 30 days" reads one or two rows per person
                              (not one per active day) and stays flat as events grow; an upsert ORs masks.
+                             Indexed by (bucket, events) since migration 17: the dashboard's top clients
+                             read each block's busiest persons first (rollup_queries._top_bounds).
 - rollup_person_names_day    per person, day and name of PERSON_NAMES: the coaches' and clients' work.
 - rollup_coach_blocks        per (coach, client) and block, the days of session events: clientsManaged.
 A NULL label or outcome is stored as '' (primary keys cannot hold NULL): an empty label reads as none.

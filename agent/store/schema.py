@@ -463,6 +463,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "INSERT INTO rollup_values_6h (bucket, metric, bin, count) "
         "SELECT bucket / 6, metric, bin, sum(count) FROM rollup_values_hour GROUP BY 1, 2, 3",
     )),
+    # Migration 17 (issue 17, helper A2): the dashboard's top clients from each block's busiest persons first
+    Migration(17, "analytics rollups: the persons' 31-day blocks by their events (the dashboard's top clients, "
+                  "agent/analytics/rollup_queries.py)", (
+        "CREATE INDEX rollup_person_blocks_events ON rollup_person_blocks (bucket, events)",
+    )),
 )
 
 # tables holding a user's data, with the column naming the user (GDPR export and erasure)
