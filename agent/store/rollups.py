@@ -85,7 +85,9 @@ FUNNELS_MIGRATION = 11       # the signup and onboarding funnels' rollups, backf
 WEEKS_MIGRATION = 14         # the counts and sketches per 7-day block, backfilled by its SQL from the day tables
 MFA_MIGRATION = 15           # the latest MFA enrolment and removal per user, backfilled by its SQL from the events
 SIX_HOURS_MIGRATION = 16     # the counts and sketches per 6-hour block, backfilled by its SQL from the hour tables
-MIGRATIONS = (MIGRATION, HOURMASKS_MIGRATION, FUNNELS_MIGRATION, WEEKS_MIGRATION, MFA_MIGRATION, SIX_HOURS_MIGRATION)
+BLOCKS_INDEX_MIGRATION = 17  # rollup_person_blocks (bucket, events): dropped with its table, so re-run with it
+MIGRATIONS = (MIGRATION, HOURMASKS_MIGRATION, FUNNELS_MIGRATION, WEEKS_MIGRATION, MFA_MIGRATION, SIX_HOURS_MIGRATION,
+              BLOCKS_INDEX_MIGRATION)
 LATER_TABLES = ("rollup_person_hourmasks", "rollup_funnel_steps_hour", "rollup_funnel_steps_day",
                 "rollup_signup_blocks", "rollup_signup_hourmasks", "rollup_counts_week",
                 "rollup_values_week", "rollup_mfa", "rollup_counts_6h",
