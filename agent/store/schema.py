@@ -54,6 +54,28 @@ class Migration:
     dialects: tuple[str, ...] = ("sqlite", "postgres")     # elsewhere it is recorded as applied, doing nothing
 
 
+def _count_tables(*sizes: str) -> tuple[str, ...]:
+    """The count and value-sketch rollup tables of each bucket size (migrations 8, 14 and 16 make the same shape)."""
+    counts = tuple(
+        f"""CREATE TABLE rollup_counts_{size} (
+            bucket INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            label TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            events INTEGER NOT NULL,
+            nvalues INTEGER NOT NULL,
+            vsum {{real}} NOT NULL,
+            PRIMARY KEY (bucket, name, label, outcome))""" for size in sizes)
+    values = tuple(
+        f"""CREATE TABLE rollup_values_{size} (
+            bucket INTEGER NOT NULL,
+            metric TEXT NOT NULL,
+            bin INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (bucket, metric, bin))""" for size in sizes)
+    return counts + values
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "events, users, the documentation's audit tables, opt-outs, probe rollups", (
         """CREATE TABLE events (
@@ -236,21 +258,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     # Later migrations (the store bounds, the insights) take 9 and up.
     Migration(8, "analytics rollups maintained at ingest: event counts per hour and day, value sketches, "
                  "per-person activity (agent/store/rollups.py)", (
-        *(f"""CREATE TABLE rollup_counts_{size} (
-            bucket INTEGER NOT NULL,
-            name TEXT NOT NULL,
-            label TEXT NOT NULL,
-            outcome TEXT NOT NULL,
-            events INTEGER NOT NULL,
-            nvalues INTEGER NOT NULL,
-            vsum {{real}} NOT NULL,
-            PRIMARY KEY (bucket, name, label, outcome))""" for size in ("hour", "day")),
-        *(f"""CREATE TABLE rollup_values_{size} (
-            bucket INTEGER NOT NULL,
-            metric TEXT NOT NULL,
-            bin INTEGER NOT NULL,
-            count INTEGER NOT NULL,
-            PRIMARY KEY (bucket, metric, bin))""" for size in ("hour", "day")),
+        *_count_tables("hour", "day"),
         *(f"""CREATE TABLE rollup_persons_{size} (
             bucket INTEGER NOT NULL,
             person TEXT NOT NULL,
@@ -407,21 +415,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     # Migration 14 (issue 17, helper A2): a range's whole weeks read one count row and one sketch bin per week
     Migration(14, "analytics rollups: the counts and value sketches per 7-day block (day // 7; "
                   "agent/store/rollups.py), backfilled from the day rollups", (
-        """CREATE TABLE rollup_counts_week (
-            bucket INTEGER NOT NULL,
-            name TEXT NOT NULL,
-            label TEXT NOT NULL,
-            outcome TEXT NOT NULL,
-            events INTEGER NOT NULL,
-            nvalues INTEGER NOT NULL,
-            vsum {real} NOT NULL,
-            PRIMARY KEY (bucket, name, label, outcome))""",
-        """CREATE TABLE rollup_values_week (
-            bucket INTEGER NOT NULL,
-            metric TEXT NOT NULL,
-            bin INTEGER NOT NULL,
-            count INTEGER NOT NULL,
-            PRIMARY KEY (bucket, metric, bin))""",
+        *_count_tables("week"),
         "INSERT INTO rollup_counts_week (bucket, name, label, outcome, events, nvalues, vsum) "
         "SELECT bucket / 7, name, label, outcome, sum(events), sum(nvalues), sum(vsum) FROM rollup_counts_day "
         "GROUP BY 1, 2, 3, 4",
@@ -442,21 +436,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     # Migration 16 (issue 17, helper A2): a range's edge hours read 6-hour blocks and at most 10 single hours
     Migration(16, "analytics rollups: the counts and value sketches per 6-hour block (hour // 6; "
                   "agent/store/rollups.py), backfilled from the hour rollups", (
-        """CREATE TABLE rollup_counts_6h (
-            bucket INTEGER NOT NULL,
-            name TEXT NOT NULL,
-            label TEXT NOT NULL,
-            outcome TEXT NOT NULL,
-            events INTEGER NOT NULL,
-            nvalues INTEGER NOT NULL,
-            vsum {real} NOT NULL,
-            PRIMARY KEY (bucket, name, label, outcome))""",
-        """CREATE TABLE rollup_values_6h (
-            bucket INTEGER NOT NULL,
-            metric TEXT NOT NULL,
-            bin INTEGER NOT NULL,
-            count INTEGER NOT NULL,
-            PRIMARY KEY (bucket, metric, bin))""",
+        *_count_tables("6h"),
         "INSERT INTO rollup_counts_6h (bucket, name, label, outcome, events, nvalues, vsum) "
         "SELECT bucket / 6, name, label, outcome, sum(events), sum(nvalues), sum(vsum) FROM rollup_counts_hour "
         "GROUP BY 1, 2, 3, 4",
