@@ -241,7 +241,7 @@ def test_a_bad_include_opt_out_is_400_naming_it(store, run):
 
 class RecordingStore:
     def __init__(self, store: Any):
-        self.store, self.transactions = store, []
+        self.store, self.transactions, self.dialect = store, [], store.dialect
 
     async def fetch(self, sql, params=()):
         return await self.store.fetch(sql, params)
@@ -257,7 +257,8 @@ def test_erase_is_one_transaction_over_every_table(store, run):
     recording = RecordingStore(store)
     deleted = run(erase_user(recording, [privacy.pseudonymize(ALICE)], include_opt_out=True))
     assert len(recording.transactions) == 1
-    tables = [sql.split()[2] for sql in recording.transactions[0]]
+    # (on PostgreSQL the person bitmaps' part takes the group-commit writers' advisory lock: no table)
+    tables = [sql.split()[2] for sql in recording.transactions[0] if not sql.startswith("SELECT pg_advisory")]
     # derived rows first; then only the funnels' step rollups, recounted from what remains (rollups.py)
     assert [t for t in tables if not t.startswith("rollup_funnel_steps_")][-1] == "events"
     assert tables.index("events") < min((i for i, t in enumerate(tables) if t.startswith("rollup_funnel_steps_")),

@@ -156,6 +156,59 @@ def test_retention_drops_whole_buckets(store: Store, run: Run) -> None:
     assert [name for name, _ in hours] == ["", "feature_used", "", "", "api_request"]
 
 
+def test_a_merges_extra_bits_go_with_their_names_retention_class(store: Store, run: Run) -> None:
+    """A merge turns the person's hours into extra bits per name: those of a performance name must go when
+    that name's events and bitmaps go (30 days), not with the analytics class (90 days), or the person
+    still counts for api_request where no api_request event is left."""
+    now = T0 + 200 * D
+    old = (now - 50 * D) // D * D + H                  # 50 days ago: past performance's 30, within analytics' 90
+    run(store.write_events([event_rows(Event("api_request", "performance", ts, ts, {"duration_ms": 5.0, "status": 200},
+                                             user_id=user, event_id=eid))
+                            for ts, user, eid in ((old + 10, "user_a", "a1"), (old + 20, "person_p", "p1"))]))
+    run(store.execute(merge_statements(store.dialect, "user_a", "person_p", old + 100)))
+    run(run_cleanup_once(store, RetentionConfig(), now))      # analytics 90 days, performance 30 days
+    r = TimeRange(old - H, old + 2 * H)
+    assert run(expected(store, r, "api_request")) == set()
+    assert run(persons(store, r, "api_request")) == set()
+    assert run(store.fetch("SELECT count(*) FROM person_bits_extra WHERE name = 'api_request'")) == [(0,)]
+
+
+@pytest.mark.slow
+def test_a_merge_beside_a_group_writing_the_persons_first_bits_fails_neither(pg_dsn: str, run: Run) -> None:
+    """PostgreSQL, two connections: an alias merge's transaction (holding, not yet committed) and a group
+    commit carrying the person's first identified event. The merge takes the writers' advisory lock before
+    it touches person_index, so the group waits for it and then finds the person's index: without the lock
+    the group's INSERT into person_index failed on the unique person once the merge committed, and every
+    request of the group was refused."""
+    import asyncio
+
+    import asyncpg
+
+    from agent.store.postgres import to_dollar
+
+    async def go() -> set[str]:
+        store = await open_store(StoreConfig(driver="postgres", dsn=pg_dsn, pool_size=2))
+        assert store is not None
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            merge = conn.transaction()
+            await merge.start()
+            for sql, params in merge_statements("postgres", "anon_new", "person_new", T0):
+                await conn.execute(to_dollar(sql), *params)
+            write = asyncio.ensure_future(store.write_events([event_rows(Event(
+                "feature_used", "engagement", T0, T0, {"feature": "x"}, user_id="person_new", event_id="e1"))]))
+            await asyncio.sleep(0.5)
+            assert not write.done()            # waits for the merge's lock
+            await merge.commit()
+            await asyncio.wait_for(write, 10)
+            return await persons(store, TimeRange(T0 - H, T0 + H))
+        finally:
+            await conn.close()
+            await store.close()
+
+    assert run(go()) == {"person_new"}
+
+
 def test_the_writers_cache_of_the_current_hours_stays_exact_with_two_writers(tmp_path, run: Run) -> None:
     """Live events (this hour): the SQLite writer keeps this hour's bitmaps and writes only new bits; a
     second store writing the same file in between (another agent) is seen (PRAGMA data_version) and

@@ -185,7 +185,7 @@ async def erase_user(store: Store, user_ids: Sequence[str], *, include_opt_out: 
     where, params = user_filter("events", "user_id", ids, linked)
     erased = await store.fetch(f"SELECT {rollups.FACT_COLUMNS} FROM events WHERE {where}", params)
     rollup_statements = [*rollups.erase_statements(ids, [tuple(row) for row in erased]),
-                         *person_bits.erase_statements(ids)]
+                         *person_bits.erase_statements(ids, store.dialect)]
     where, params = user_filter("onboarding_funnel", "user_id", ids, linked)
     onboarding = [ts for (ts,) in await store.fetch(f"SELECT ts FROM onboarding_funnel WHERE {where}", params)]
     recount = rollups.after_erase_statements([tuple(row) for row in erased], onboarding)   # after the deletes

@@ -91,7 +91,7 @@ def merge_statements(dialect: str, alias: str, person: str, ts: float) -> list[t
     # are recomputed from the events just rewritten (the counts by name do not change)
     statements += [(sql, list(params)) for sql, params in recompute_statements(alias) + recompute_statements(person)]
     # the person bitmaps: the alias's index goes dead, the person's hours become extra bits (person_bits.py)
-    statements += [(sql, list(params)) for sql, params in person_bits.merge_statements(alias, person)]
+    statements += [(sql, list(params)) for sql, params in person_bits.merge_statements(alias, person, dialect)]
     return statements
 
 

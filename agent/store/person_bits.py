@@ -309,27 +309,38 @@ async def backfill_postgres(conn: Any) -> None:
 
 def retention_statements(cutoff: float, names: Sequence[str] | None) -> list[tuple[str, Sequence[Any]]]:
     """DELETEs of the buckets that END at or before `cutoff` (as rollups.retention_statements): the
-    any-event bitmaps and the extra bits with the analytics class (names None: activity is analytics
-    data), a name's bitmaps with its class (names given), every bitmap past the longest class (names
-    empty)."""
+    any-event bitmaps and extra bits with the analytics class (names None: activity is analytics data),
+    a name's bitmaps and extra bits with its class (names given), every one past the longest class
+    (names empty)."""
     hour, day = math.floor(cutoff / HOUR), math.floor(cutoff / DAY)
     if names is None:
         return [("DELETE FROM person_bits_hour WHERE name = '' AND bucket < ?", (hour,)),
                 ("DELETE FROM person_bits_day WHERE name = '' AND bucket < ?", (day,)),
-                ("DELETE FROM person_bits_extra WHERE bucket < ?", (hour,))]
+                ("DELETE FROM person_bits_extra WHERE name = '' AND bucket < ?", (hour,))]
     if not names:
         return [("DELETE FROM person_bits_hour WHERE bucket < ?", (hour,)),
-                ("DELETE FROM person_bits_day WHERE bucket < ?", (day,))]
+                ("DELETE FROM person_bits_day WHERE bucket < ?", (day,)),
+                ("DELETE FROM person_bits_extra WHERE bucket < ?", (hour,))]
     out: list[tuple[str, Sequence[Any]]] = []
-    for chunk in _chunks(list(names)):
-        out += [(f"DELETE FROM person_bits_hour WHERE name IN {_marks(len(chunk))} AND bucket < ?", (*chunk, hour)),
-                (f"DELETE FROM person_bits_day WHERE name IN {_marks(len(chunk))} AND bucket < ?", (*chunk, day))]
+    for chunk in _chunks(list(names)):       # a merge's extra bits of a name go with the name's own bitmaps
+        marks = _marks(len(chunk))
+        out += [(f"DELETE FROM person_bits_hour WHERE name IN {marks} AND bucket < ?", (*chunk, hour)),
+                (f"DELETE FROM person_bits_day WHERE name IN {marks} AND bucket < ?", (*chunk, day)),
+                (f"DELETE FROM person_bits_extra WHERE name IN {marks} AND bucket < ?", (*chunk, hour))]
     return out
 
 
-def erase_statements(ids: Sequence[str]) -> list[tuple[str, Sequence[Any]]]:
+def _locked(dialect: str) -> list[tuple[str, Sequence[Any]]]:
+    """On PostgreSQL, the group-commit writer's advisory lock (write_postgres) first: a merge or erasure
+    that changed person_index beside a group writing the same person's first bits made the group's INSERT
+    fail on the unique person (every request of the group refused), or left new events under an index the
+    erasure had just marked dead. SQLite's writer is one connection: nothing to take."""
+    return [("SELECT pg_advisory_xact_lock(?)", (ADVISORY_LOCK,))] if dialect == "postgres" else []
+
+
+def erase_statements(ids: Sequence[str], dialect: str) -> list[tuple[str, Sequence[Any]]]:
     """The persons' indexes go dead (counted by no read from then on) and their extra bits go."""
-    out: list[tuple[str, Sequence[Any]]] = []
+    out: list[tuple[str, Sequence[Any]]] = _locked(dialect)
     for chunk in _chunks(list(ids)):
         marks = _marks(len(chunk))
         out += [(f"DELETE FROM person_bits_extra WHERE idx IN (SELECT idx FROM person_index WHERE person IN {marks})",
@@ -342,7 +353,7 @@ _HOUR_SQL = "CAST(floor(ts / 3600) AS INTEGER)"
 _LABELLED_MARKS = _marks(len(LABELLED))
 
 
-def merge_statements(alias: str, person: str) -> list[tuple[str, Sequence[Any]]]:
+def merge_statements(alias: str, person: str, dialect: str) -> list[tuple[str, Sequence[Any]]]:
     """After an alias merge rewrote the alias's events to `person`: every hour and key of the person's
     events becomes an extra bit of the person's index (the alias's hours among them), and the alias's
     index goes dead (its bits were the alias's, now the person's)."""
@@ -353,6 +364,7 @@ def merge_statements(alias: str, person: str) -> list[tuple[str, Sequence[Any]]]
             "AND label IS NOT NULL AND label <> ''")
     labelled = sorted(LABELLED)
     return [
+        *_locked(dialect),
         (INDEX_INSERT, [person]),
         (f"INSERT INTO person_bits_extra (bucket, name, label, idx) SELECT h, n, l, {idx} FROM ({keys}) k "
          "WHERE true ON CONFLICT (bucket, name, label, idx) DO NOTHING", [person, person, person, person, *labelled]),
