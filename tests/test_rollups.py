@@ -482,3 +482,26 @@ def test_a_request_reads_the_persons_of_each_range_once(store: Store, run: Run) 
         for table in ("rollup_counts_day", "rollup_counts_hour", "rollup_values_day", "rollup_values_hour"):
             assert len([sql for sql in recording.sql if f"FROM {table} " in sql and "sum(" in sql]) <= 1, \
                 (document, table)
+
+
+def test_a_requests_read_of_every_names_counts_folds_the_pages_of_page_load(sqlite_store: Store, run: Run) -> None:
+    """page_load is counted by page since migration 13 (for the insights), as many rows a bucket as the
+    application has pages. A dashboard or business-metrics request reads every name's rows of its range at
+    once: those come folded into one row (page_load has no outcome), with the same totals as the per-name read."""
+    store = sqlite_store
+    start = (T0 // 3600 + 1) * 3600
+    run(store.write_events([event_rows(Event("page_load", "performance", start + i, start + i,
+                                             {"page": f"/orders/{i}", "load_time_ms": 100.0 + i},
+                                             user_id=f"u{i % 7}", event_id=f"pl{i}")) for i in range(300)]))
+    stored = run(store.fetch("SELECT count(*) FROM rollup_counts_hour WHERE name = 'page_load'"))[0][0]
+    assert stored == 300                       # one row a page in the table itself
+    r = TimeRange(start - 3 * 3600, start + 3 * 3600)
+    alone = run(rq.tally(store, ("page_load",), r))
+
+    async def cached() -> Any:
+        with rq.request_cache():
+            return await rq.tally(store, ("page_load",), r)
+    folded = run(cached())
+    assert len(alone) == 300 and list(folded) == [("page_load", "", "")]
+    assert list(folded[("page_load", "", "")]) == [300, 300, sum(100.0 + i for i in range(300))] == \
+        [sum(v[i] for v in alone.values()) for i in range(3)]
