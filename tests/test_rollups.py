@@ -169,19 +169,24 @@ def close(got: float | None, want: float | None) -> bool:
     return abs(got - want) <= ru.RELATIVE_ERROR * abs(want) + 1e-9
 
 
+def assert_same_figures(store: Store, run: Run, r: TimeRange) -> None:
+    """Every figure of both documents, and the percentiles, from the rollups as from the events over `r`."""
+    for label, got, want in run(both(store, r)):
+        if label == "coach sessions":
+            got, want = sessions_key(got), sessions_key(want)
+        assert got == want, (label, r)
+    for name, ps in (("api_request", (50, 95, 99)), ("page_load", (50, 75, 95))):
+        got, want = run(rq.value_percentiles(store, name, r, ps)), run(q.value_percentiles(store, name, r, ps))
+        assert all(close(got[k], want[k]) for k in want), (name, r, got, want)
+
+
 def test_every_figure_from_the_rollups_equals_the_events_over_arbitrary_ranges(store: Store, run: Run) -> None:
     batch = events(1500)
     run(load(store, batch))
     run(load(store, batch[:300] + batch[700:800], size=50))        # retries: nothing doubles
     assert run(store.fetch("SELECT count(*) FROM events")) == [(len(batch),)]
     for r in ranges():
-        for label, got, want in run(both(store, r)):
-            if label == "coach sessions":
-                got, want = sessions_key(got), sessions_key(want)
-            assert got == want, (label, r)
-        for name, ps in (("api_request", (50, 95, 99)), ("page_load", (50, 75, 95))):
-            got, want = run(rq.value_percentiles(store, name, r, ps)), run(q.value_percentiles(store, name, r, ps))
-            assert all(close(got[k], want[k]) for k in want), (name, r, got, want)
+        assert_same_figures(store, run, r)
         got, want = run(rq.labelled_percentile(store, "web_vitals", r, 75)), \
             run(q.labelled_percentile(store, "web_vitals", r, 75))
         assert got.keys() == want.keys() and all(close(got[k], want[k]) for k in want), (r, got, want)
@@ -326,13 +331,7 @@ def test_week_rollups_hold_their_days_through_ingest_erasure_and_retention(store
     rng = random.Random(4)
     for r in [TimeRange(T0 - H, T0 + 46 * D), TimeRange(T0 + 3.3 * H, T0 + 30 * D + 0.7 * H),
               *(TimeRange(a, a + rng.uniform(8, 40) * D) for a in (T0 + rng.uniform(0, 5) * D for _ in range(4)))]:
-        for label, got, want in run(both(store, r)):
-            if label == "coach sessions":
-                got, want = sessions_key(got), sessions_key(want)
-            assert got == want, (label, r)
-        for name, ps in (("api_request", (50, 95, 99)), ("page_load", (50, 75, 95))):
-            got, want = run(rq.value_percentiles(store, name, r, ps)), run(q.value_percentiles(store, name, r, ps))
-            assert all(close(got[k], want[k]) for k in want), (name, r, got, want)
+        assert_same_figures(store, run, r)
     run(erase_user(store, ["user_3"]))
     weeks, days = run(weeks_and_days(store))
     assert weeks == days
