@@ -99,6 +99,22 @@ async def scraper(watch: Watch, session: aiohttp.ClientSession, period: float = 
     await _every(period, watch.stop, step)
 
 
+async def _get(watch: Watch, session: aiohttp.ClientSession, path: str) -> bool:
+    """One analytics request, recorded with the polls (an error counted by kind); True when it answered 200."""
+    began = time.time()
+    try:
+        async with session.get(watch.url + path, headers={"Authorization": f"Bearer {watch.token}"}) as response:
+            await response.read()
+            status = response.status
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        watch.poll_errors[type(exc).__name__] += 1
+        return False
+    watch.polls.append((began, path, (time.time() - began) * 1000, status))
+    if status != 200:
+        watch.poll_errors[f"http_{status}"] += 1
+    return status == 200
+
+
 async def poller(watch: Watch, session: aiohttp.ClientSession, period: float = 5.0) -> None:
     """The two analytics endpoints in turn, one request every `period` seconds."""
     turn = [0]
@@ -106,17 +122,7 @@ async def poller(watch: Watch, session: aiohttp.ClientSession, period: float = 5
     async def step() -> None:
         path = ANALYTICS[turn[0] % len(ANALYTICS)]
         turn[0] += 1
-        began = time.time()
-        try:
-            async with session.get(watch.url + path, headers={"Authorization": f"Bearer {watch.token}"}) as response:
-                await response.read()
-                status = response.status
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            watch.poll_errors[type(exc).__name__] += 1
-            return
-        watch.polls.append((began, path, (time.time() - began) * 1000, status))
-        if status != 200:
-            watch.poll_errors[f"http_{status}"] += 1
+        await _get(watch, session, path)
 
     await _every(period, watch.stop, step)
 
@@ -125,19 +131,8 @@ async def reader(watch: Watch, session: aiohttp.ClientSession, path: str) -> Non
     """One analytics request after another, no pause: continuous reads of the store (what starved SQLite's
     checkpoints, issue 17). Recorded with the polls."""
     while not watch.stop.is_set():
-        began = time.time()
-        try:
-            async with session.get(watch.url + path, headers={"Authorization": f"Bearer {watch.token}"}) as response:
-                await response.read()
-                status = response.status
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            watch.poll_errors[type(exc).__name__] += 1
-            await asyncio.sleep(0.1)
-            continue
-        watch.polls.append((began, path, (time.time() - began) * 1000, status))
-        if status != 200:
-            watch.poll_errors[f"http_{status}"] += 1
-            await asyncio.sleep(0.1)
+        if not await _get(watch, session, path):
+            await asyncio.sleep(0.1)         # a refused or failed read: not a busy loop
 
 
 async def sampler(watch: Watch, period: float = 5.0) -> None:

@@ -108,13 +108,20 @@ def _to_sign_in(request: web.Request) -> web.Response:
 
 # --- the pages --------------------------------------------------------------------------------------
 
-async def get_dashboard(request: web.Request) -> web.Response:
+def _signed_in(request: web.Request) -> Session | web.Response:
+    """The admin session of a page request, or the answer instead of the page: the refusal of a secret in
+    its URL, else the way to the sign-in form."""
     refused = _refuse_secret_in_url(request)
     if refused is not None:
         return refused
     session = current_session(request)
-    if session is None:
-        return _to_sign_in(request)
+    return _to_sign_in(request) if session is None else session
+
+
+async def get_dashboard(request: web.Request) -> web.Response:
+    session = _signed_in(request)
+    if isinstance(session, web.Response):
+        return session
     releases = request.app[RELEASES].releases()
     try:
         unknown = sorted(set(request.query) - {"range", "release"})
@@ -156,12 +163,9 @@ def _store_message(exc: Exception) -> str:
 
 
 async def get_insights(request: web.Request) -> web.Response:
-    refused = _refuse_secret_in_url(request)
-    if refused is not None:
-        return refused
-    session = current_session(request)
-    if session is None:
-        return _to_sign_in(request)
+    session = _signed_in(request)
+    if isinstance(session, web.Response):
+        return session
     try:
         form = read_form(request.query)
     except RangeError as exc:
