@@ -57,7 +57,7 @@ def test_every_acknowledged_event_survives_sigkill_exactly_once(tmp_path: Path) 
 
 def test_a_full_store_answers_503_with_retry_after_and_loses_nothing(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
-    agent = AgentProcess(tmp_path, {"store": {"driver": "sqlite", "path": str(db), "max_size_mb": 0.5}})
+    agent = AgentProcess(tmp_path, {"store": {"driver": "sqlite", "path": str(db), "max_size_mb": 0.6}})
     load = Load()
     try:
         refused = None

@@ -34,7 +34,7 @@ from agent.analytics import person_sets as ps, queries as q
 from agent.analytics.pieces import HOURS_PER_DAY, Pieces, pieces
 from agent.analytics.queries import CoachSessions, ValueStats, placeholders
 from agent.analytics.timerange import TimeRange
-from agent.store import rollups as ru
+from agent.store import rollup_fold, rollups as ru
 from agent.store.base import Store
 
 
@@ -358,7 +358,7 @@ def request_cache() -> Iterator[None]:
     reads are not one snapshot anyway)."""
     token, sessions, rolled = _CACHE.set({}), _SESSIONS.set({}), _ROLLED.set({})
     try:
-        with ps.request_cache():
+        with ps.request_cache(), rollup_fold.settled_once():
             yield
     finally:
         _CACHE.reset(token)

@@ -48,6 +48,7 @@ from agent.api.keys import ADMIN_SESSIONS, ADMIN_TOKENS, EVENT_STORE, RELEASES, 
 from agent.api.ratelimit import RateLimiter
 from agent.store.base import Store
 from agent.store.errors import StoreError
+from agent.store.rollup_fold import settled_once
 
 SIGN_IN = "/analytics/sign-in"
 HOME = "/analytics"
@@ -199,7 +200,8 @@ async def _answer(store: Store | None, build: Any, query: Any) -> tuple[dict[str
     if store is None:
         return None, "The event store is disabled (store.driver: none): the insights read it."
     try:
-        return await within(QUERY_SECONDS, build(store, query)), None
+        with settled_once():        # the rollups folded for the first read only (agent/store/rollup_fold.py)
+            return await within(QUERY_SECONDS, build(store, query)), None
     except (StoreError, QueryTimeout) as exc:
         return None, _store_message(exc)
 

@@ -27,6 +27,7 @@ from agent.api.auth import require_admin
 from agent.api.body import read_body
 from agent.api.problems import BadRequest, ServiceUnavailable, json_response
 from agent.store.base import Store
+from agent.store.rollup_fold import settled_once
 
 MAX_BODY_BYTES = 64 * 1024
 QUERY_SECONDS = 10.0
@@ -67,7 +68,8 @@ async def _insight(request: web.Request, parse: Parse, build: Build) -> web.Resp
     store = event_store(request)
     seconds = QUERY_SECONDS
     try:
-        document = await within(seconds, build(store, query))
+        with settled_once():        # the rollups folded for the first read only (agent/store/rollup_fold.py)
+            document = await within(seconds, build(store, query))
     except QueryTimeout as exc:
         raise ServiceUnavailable(f"{exc}; narrow the range or the events, or retry after {RETRY_AFTER} s",
                                  headers={"Retry-After": str(RETRY_AFTER)}) from exc

@@ -448,6 +448,13 @@ MIGRATIONS: tuple[Migration, ...] = (
                   "agent/analytics/rollup_queries.py)", (
         "CREATE INDEX rollup_person_blocks_events ON rollup_person_blocks (bucket, events)",
     )),
+    # Migration 19 (issue 17, lead): SQLite's rollups folded in bulk, not in every group commit
+    Migration(19, "analytics rollups folded in bulk on SQLite: the watermark of the events and onboarding rows "
+                  "already in them (agent/store/rollup_fold.py)", (
+        "CREATE TABLE rollup_folded (events INTEGER NOT NULL, onboarding INTEGER NOT NULL)",
+        "INSERT INTO rollup_folded (events, onboarding) SELECT (SELECT coalesce(max(id), 0) FROM events), "
+        "(SELECT coalesce(max(id), 0) FROM onboarding_funnel)",
+    ), dialects=("sqlite",)),
 )
 
 # tables holding a user's data, with the column naming the user (GDPR export and erasure)

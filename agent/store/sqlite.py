@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
-from agent.store import label_bits, person_bits, rollups
+from agent.store import label_bits, person_bits, rollup_fold, rollups
 from agent.store.batch import chunks, client_ids, repeated_in_batch, user_activity
 from agent.store.errors import StoreError, StoreFull, StoreTimeout, StoreUnavailable
 from agent.store.migrate import APPLIED_SQL, RECORD_SQL, pending
@@ -147,6 +147,9 @@ class SqliteStore:
         self._reader: sqlite3.Connection | None = None
         self._files: dict[str, tuple[int, int]] = {}     # path -> identity when opened (db, -wal)
         self._bits = person_bits.WriterCache()          # the current hours' person bitmaps (person_bits.py)
+        self._folds = False             # rollups folded in bulk (rollup_fold.py): migration 19 applied
+        self._unfolded = 0              # events this process committed since the last fold
+        self._unfolded_since = 0.0      # time.monotonic() of the first of them
 
     async def _on(self, executor: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any) -> T:
         if executor is None:
@@ -194,6 +197,10 @@ class SqliteStore:
             page_size = conn.execute("PRAGMA page_size").fetchone()[0]
             conn.execute(f"PRAGMA max_page_count = {max(1, int(self.max_size_mb * 1024 * 1024 // page_size))}")
         self._migrate(conn)
+        self._folds = conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?",
+                                   (rollup_fold.MIGRATION,)).fetchone() is not None
+        if self._folds:     # what a crashed process committed and did not fold
+            self._in_transaction(conn, rollup_fold.fold)
         self._files = {name: found for name in (self.path, self.path + "-wal")
                        if (found := _identity(name)) is not None}
 
@@ -249,6 +256,10 @@ class SqliteStore:
                 conn.executemany(sql, aggregated)
 
     async def close(self) -> None:
+        try:
+            await self.settle()     # a clean stop leaves nothing to fold at the next open
+        except StoreError:
+            pass                    # ... else the next open folds it: the events are committed
         for executor, attr in ((self._read_thread, "_reader"), (self._write_thread, "_writer")):
             if executor is None:
                 continue
@@ -289,16 +300,53 @@ class SqliteStore:
             for table, table_rows in by_table.items():
                 conn.executemany(INSERT_TABLES[table], table_rows)
             conn.executemany(UPSERT_USERS, user_activity(keep))
-            for sql, aggregated in rollups.ingest_aggregate(keep):     # the same transaction
-                conn.executemany(sql, aggregated)
+            folding = not self._folds or self._fold_due(len(keep))
+            if not self._folds:         # a store before migration 19: in the same transaction
+                for sql, aggregated in rollups.ingest_aggregate(keep):
+                    conn.executemany(sql, aggregated)
+            elif folding:               # this group's events and every one before it not yet folded
+                rollup_fold.fold(conn)
             person_bits.write_sqlite(conn, keep, self._bits)
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
             self._bits.clear()          # it holds what the rolled-back transaction wrote
             raise
+        self._committed(len(keep), folded=folding)
         self._check_files()
         return frozenset(duplicates)
+
+    def _fold_due(self, events: int) -> bool:
+        return self._unfolded + events >= rollup_fold.FOLD_EVENTS or (
+            self._unfolded > 0 and time.monotonic() - self._unfolded_since >= rollup_fold.FOLD_SECONDS)
+
+    def _committed(self, events: int, folded: bool) -> None:
+        if folded:
+            self._unfolded = 0
+        elif events:
+            if not self._unfolded:
+                self._unfolded_since = time.monotonic()
+            self._unfolded += events
+
+    def _in_transaction(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            fn(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        self._committed(0, folded=True)
+
+    async def settle(self) -> None:
+        """Fold the committed events into the rollups now (rollup_fold.py): before a read of the rollups."""
+        if self._unfolded:
+            await self._on(self._write_thread, self._settle)
+
+    def _settle(self) -> None:
+        if self._unfolded:          # another read's settle may have folded them while this one waited
+            self._in_transaction(self._open(self._writer), rollup_fold.fold)
+            self._check_files()
 
     async def execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         return await self._on(self._write_thread, self._execute, statements)
@@ -306,18 +354,27 @@ class SqliteStore:
     def _execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         conn = self._open(self._writer)
         conn.execute("BEGIN IMMEDIATE")
+        folding = self._folds and any(rollup_fold.folds_first(sql) for sql, _ in statements)
         try:
+            if folding:                 # the events and rollups it changes are whole first
+                rollup_fold.fold(conn)
             counts = [conn.execute(sql, tuple(params)).rowcount for sql, params in statements]
+            if folding and any(rollup_fold.deletes_folded(sql) for sql, _ in statements):
+                conn.execute(rollup_fold.LOWER_SQL)
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
             raise
+        if folding:
+            self._committed(0, folded=True)
         self._check_files()
         return counts
 
     # --- reads ---------------------------------------------------------------------------------------
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if self._unfolded and "rollup_" in sql and rollup_fold.needs_settling(id(self)):
+            await self.settle()
         return await self._on(self._read_thread, self._fetch, sql, params, time.monotonic() + self.query_timeout)
 
     def _fetch(self, sql: str, params: Sequence[Any], deadline: float) -> list[tuple[Any, ...]]:

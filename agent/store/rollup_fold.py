@@ -1,0 +1,110 @@
+"""SQLite's rollups folded in bulk (migration 19): the group commits store the events, and their rollups
+(agent/store/rollups.py) are added about once a second, for all the events committed since, in a
+transaction that also moves a watermark. Reads never see the difference: a read of a rollup table first
+folds what is committed and not yet folded (`SqliteStore.fetch`), and so does a write transaction that
+touches the events or the rollups (erasure, alias merges, retention), before its own statements.
+
+Why: an upsert of the rollups dirties the same pages (the current hour's, day's, week's rows and the
+active persons' rows) whichever number of events it adds, and each commit writes its dirty pages to the
+WAL. On the ingest bench's mix (`python3 bench/ingest.py`; in-process, CPU µs an event of the group
+commit), the rollups cost ~11 µs an event at groups of 400 events (what 8 connections of 100-event
+batches make) and ~3 at 8,000: folding ~1 s of events at once pays the second figure, whatever the
+commits' size.
+
+Exactly as durable, and never counted twice: the fold reads the events back from the table (the rows with
+an id above the watermark, and the onboarding rows above theirs), so what it adds is what was committed, and
+the watermark moves in the same transaction as the rows it adds. After a crash, the events committed since
+the last fold are still above the watermark: the store folds them when it opens. A deletion moves the
+watermark down to the highest id left (SQLite gives a new row the highest id plus one, which must land
+above the watermark to be folded).
+
+PostgreSQL keeps the rollups in every commit (agent/store/postgres.py): several agents may share its
+database, and each one's reads must see the others' events.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from agent.store import rollups
+
+MIGRATION = 19
+FOLD_EVENTS = 20_000        # committed and not folded: folded in the next group commit past this ...
+FOLD_SECONDS = 1.0          # ... or this long after the first of them was committed
+CHUNK = rollups.CHUNK       # events read back per query (bounded memory after a long crash loop)
+
+WATERMARK_SQL = "SELECT events, onboarding FROM rollup_folded"
+EVENTS_SQL = f"SELECT id, {rollups.FACT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?"
+ONBOARDING_SQL = "SELECT id, ts, step, status, step_number FROM onboarding_funnel WHERE id > ? ORDER BY id LIMIT ?"
+MOVE_SQL = "UPDATE rollup_folded SET events = ?, onboarding = ?"
+# after a deletion: the highest ids left (nothing is unfolded then: the transaction folded first)
+LOWER_SQL = ("UPDATE rollup_folded SET events = (SELECT coalesce(max(id), 0) FROM events), "
+             "onboarding = (SELECT coalesce(max(id), 0) FROM onboarding_funnel)")
+
+# a write statement that needs the rollups current first: it changes the events, the onboarding rows or
+# the rollups themselves (security_events and the like are other tables: no word boundary before "events")
+_FOLDS_FIRST = re.compile(r"\b(?:events|onboarding_funnel)\b|\brollup_(?!folded\b)", re.IGNORECASE)
+_DELETES = re.compile(r"^\s*DELETE\s+FROM\s+(?:events|onboarding_funnel)\b", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=1024)
+def folds_first(sql: str) -> bool:
+    return bool(_FOLDS_FIRST.search(sql))
+
+
+@functools.lru_cache(maxsize=1024)
+def deletes_folded(sql: str) -> bool:
+    return bool(_DELETES.search(sql))
+
+
+def fold(conn: Any) -> int:
+    """Inside the writer's open transaction (sqlite3.Connection): add the rollups of every event and
+    onboarding row above the watermark, move it past them; the events folded."""
+    (events, onboarding), = conn.execute(WATERMARK_SQL).fetchall()
+    folded = 0
+    while rows := conn.execute(EVENTS_SQL, (events, CHUNK)).fetchall():
+        events = rows[-1][0]
+        folded += len(rows)
+        for sql, aggregated in rollups.aggregate(row[1:] for row in rows):
+            conn.executemany(sql, aggregated)
+    while rows := conn.execute(ONBOARDING_SQL, (onboarding, CHUNK)).fetchall():
+        onboarding = rows[-1][0]
+        for sql, aggregated in rollups.steps_aggregate(("onboarding", ts, step, status, number)
+                                                       for _, ts, step, status, number in rows):
+            conn.executemany(sql, aggregated)
+    conn.execute(MOVE_SQL, (events, onboarding))
+    return folded
+
+
+# --- reads: once per request -------------------------------------------------------------------------
+
+_SETTLED: contextvars.ContextVar[set[int] | None] = contextvars.ContextVar("rollups_settled", default=None)
+
+
+@contextmanager
+def settled_once() -> Iterator[None]:
+    """Within it (one analytics request), a store folds for the first read of its rollups only: the events
+    acknowledged before the request began are in; those acknowledged while it runs may be or not, as with
+    any read that is not one snapshot. Outside it, every read of the rollups folds first when anything is
+    unfolded (a dashboard's ~25 reads during ingest would otherwise each wait for a commit and a fold)."""
+    token = _SETTLED.set(set())
+    try:
+        yield
+    finally:
+        _SETTLED.reset(token)
+
+
+def needs_settling(store_id: int) -> bool:
+    """False when this request's reads of the store already folded (see settled_once); marks it done."""
+    done = _SETTLED.get()
+    if done is None:
+        return True
+    if store_id in done:
+        return False
+    done.add(store_id)
+    return True

@@ -1,0 +1,172 @@
+"""SQLite's rollups folded in bulk (agent/store/rollup_fold.py, migration 19), against a backfill of the same
+events (which recounts every rollup from the events table):
+
+1. a group commit leaves its rollups unfolded until FOLD_EVENTS events or FOLD_SECONDS; a read of a rollup
+   table folds them first, so every read sees every committed event;
+2. a process killed with events committed and not folded loses nothing: the next open folds them (a real
+   child process, ended by os._exit right after its commits);
+3. erasing the newest events lowers the watermark, so the ids SQLite gives the next events are folded;
+4. within settled_once() (one analytics request) a store folds for the first rollup read only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from agent.events.model import Event
+from agent.store import rollup_fold
+from agent.store.config import StoreConfig
+from agent.store.gdpr import erase_user
+from agent.store.open import open_store
+from agent.store.rows import event_rows
+from agent.store.sqlite import SqliteStore
+from tests.support.store_fixtures import Run
+from tests.test_rollups import _rebackfill, events, load, snapshot
+
+pytest_plugins = ["tests.support.store_fixtures"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def raw(path: str, sql: str) -> list[tuple[int, ...]]:
+    """A read beside the store, on its own connection: what is committed, without the store's fold."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def counted(path: str) -> int:
+    (n,), = raw(path, "SELECT coalesce(sum(events), 0) FROM rollup_counts_day")
+    return int(n)
+
+
+def test_rollups_wait_for_the_fold_and_every_read_folds_first(tmp_path: Path, run: Run,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rollup_fold, "FOLD_EVENTS", 250)
+    monkeypatch.setattr(rollup_fold, "FOLD_SECONDS", 3600.0)
+    config = StoreConfig(driver="sqlite", path=str(tmp_path / "store.db"))
+    store = run(open_store(config))
+    assert isinstance(store, SqliteStore)
+    batch = events(240, seed=11)            # + 2 role events
+    run(load(store, batch[:100], size=100))
+    run(load(store, batch[100:200], size=100))
+    assert counted(config.path) == 0                    # 200 committed, under FOLD_EVENTS: not folded yet
+    run(load(store, batch[200:], size=100))             # 242 in all, still under 250
+    assert counted(config.path) == 0
+    (n,), = run(store.fetch("SELECT sum(events) FROM rollup_counts_day"))
+    assert n == len(batch)                              # the read folded first
+    assert counted(config.path) == len(batch)
+    assert raw(config.path, "SELECT events FROM rollup_folded") == raw(config.path, "SELECT max(id) FROM events")
+    more = events(300, seed=12)                         # its two role events are the first batch's again
+    run(load(store, more, size=100))                    # the third group passes 250: folded in its commit
+    assert counted(config.path) == len(batch) + 300 and store._unfolded == 0
+    folded = run(snapshot(store))
+    reopened = run(_rebackfill(config, store))
+    try:
+        assert run(snapshot(reopened)) == folded
+    finally:
+        run(reopened.close())
+
+
+def test_rollups_fold_a_second_after_the_first_unfolded_commit(tmp_path: Path, run: Run,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rollup_fold, "FOLD_SECONDS", 0.0)
+    store = run(open_store(StoreConfig(driver="sqlite", path=str(tmp_path / "store.db"))))
+    assert isinstance(store, SqliteStore)
+    try:
+        run(load(store, events(50, seed=13), size=60))      # one commit, nothing was waiting
+        assert counted(store.path) == 0
+        run(load(store, events(50, seed=14), size=60))      # older than FOLD_SECONDS: both folded
+        assert counted(store.path) == 102            # its role events were the first load's
+    finally:
+        run(store.close())
+
+
+CHILD = """
+import asyncio, os, sys
+sys.path.insert(0, {root!r})
+from tests.test_rollups import events, load
+from agent.store import rollup_fold
+from agent.store.sqlite import SqliteStore
+
+rollup_fold.FOLD_SECONDS = 3600.0    # however slow this machine: no fold by time
+
+async def main():
+    store = SqliteStore({path!r})
+    await store.open()
+    await load(store, events(300, seed=15), size=60)
+    print(store._unfolded, flush=True)
+    os._exit(0)         # no close: the process dies with its events committed and not folded
+
+asyncio.run(main())
+"""
+
+
+def test_a_killed_process_unfolded_events_are_folded_at_the_next_open(tmp_path: Path, run: Run) -> None:
+    path = str(tmp_path / "store.db")
+    child = subprocess.run([sys.executable, "-c", textwrap.dedent(CHILD.format(root=str(ROOT), path=path))],
+                           capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert child.returncode == 0, child.stderr
+    assert int(child.stdout) == 302                     # every event committed, none folded
+    assert counted(path) == 0 and raw(path, "SELECT count(*) FROM events") == [(302,)]
+    config = StoreConfig(driver="sqlite", path=path)
+    store = run(open_store(config))
+    assert store is not None
+    assert counted(path) == 302                         # folded when it opened
+    folded = run(snapshot(store))
+    reopened = run(_rebackfill(config, store))
+    try:
+        assert run(snapshot(reopened)) == folded
+    finally:
+        run(reopened.close())
+
+
+def test_erasing_the_newest_events_lowers_the_watermark(sqlite_store: SqliteStore, run: Run) -> None:
+    now = 1_750_000_000.0
+
+    def event(user: str, n: int) -> Event:
+        return Event("feature_used", "engagement", now + n, now + n, {"feature": "chat"}, user_id=user,
+                     event_id=f"{user}_{n}")
+
+    run(sqlite_store.write_events([event_rows(event("keep", 1)), event_rows(event("gone", 2)),
+                                   event_rows(event("gone", 3))]))
+    run(erase_user(sqlite_store, ["gone"]))             # the two highest ids
+    (top,), = run(sqlite_store.fetch("SELECT max(id) FROM events"))
+    assert run(sqlite_store.fetch("SELECT events FROM rollup_folded")) == [(top,)]
+    run(sqlite_store.write_events([event_rows(event("next", 4))]))    # takes an erased event's id
+    (n,), = run(sqlite_store.fetch("SELECT sum(events) FROM rollup_counts_day WHERE name = 'feature_used'"))
+    assert n == 2
+
+
+def test_one_request_folds_for_its_first_rollup_read_only(sqlite_store: SqliteStore, run: Run,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    settles = []
+    real = SqliteStore._settle
+
+    def counting(self: SqliteStore) -> None:
+        settles.append(self._unfolded)
+        real(self)
+
+    monkeypatch.setattr(SqliteStore, "_settle", counting)
+
+    async def request(seeds: range) -> None:
+        with rollup_fold.settled_once():
+            for seed in seeds:
+                await load(sqlite_store, events(20, seed=seed), size=22)     # ingest meanwhile
+                await sqlite_store.fetch("SELECT count(*) FROM rollup_counts_hour")
+
+    run(request(range(20, 23)))
+    assert settles == [22]                              # the first read only
+    assert sqlite_store._unfolded == 40                 # the other two loads' (their role events are repeats)
+    run(load(sqlite_store, events(20, seed=40), size=22))
+    run(sqlite_store.fetch("SELECT count(*) FROM events"))        # not a rollup: no fold
+    assert len(settles) == 1
+    run(sqlite_store.fetch("SELECT count(*) FROM rollup_counts_hour"))   # outside a request: every read
+    assert settles == [22, 60] and sqlite_store._unfolded == 0
