@@ -201,9 +201,10 @@ def test_a_batch_size_larger_than_the_backlog_takes_one_batch_per_table(store, r
     deleted = run(run_cleanup_once(counting, RetentionConfig(batch_size=5000), NOW))
     assert deleted == EXPECTED
     # one per (class, table), events one per stored name; besides, the rollups' bucket deletes, unbatched
-    # and the person bitmaps' (tests/test_rollups.py, tests/test_person_bits.py check what they delete), and on
-    # PostgreSQL the months created ahead and the old event ids deleted (tests/test_store_partitions.py)
-    upkeep = ("rollup_", "person_bits_", "DO $$", "event_ids")
+    # and the person and signup bitmaps' (tests/test_rollups.py, tests/test_person_bits.py,
+    # tests/test_signup_bits.py check what they delete), and on PostgreSQL the months created ahead and the old
+    # event ids deleted (tests/test_store_partitions.py)
+    upkeep = ("rollup_", "person_bits_", "signup_bits_", "DO $$", "event_ids")
     assert len([sql for sql, _ in counting.calls if not any(part in sql for part in upkeep)]) == 14
 
 

@@ -34,7 +34,7 @@ from agent.analytics import person_sets as ps, queries as q
 from agent.analytics.pieces import HOURS_PER_DAY, Pieces, pieces
 from agent.analytics.queries import CoachSessions, ValueStats, placeholders
 from agent.analytics.timerange import TimeRange
-from agent.store import rollup_fold, rollups as ru
+from agent.store import rollup_fold, rollups as ru, signup_bits as sb
 from agent.store.base import Store
 
 
@@ -649,8 +649,7 @@ def _merge(out: dict[tuple[Any, Any], list[Any]], key: tuple[Any, Any], n: Any, 
 async def signup_steps(store: Store, r: TimeRange,
                        release: str | None = None) -> list[tuple[str | None, int | None, int]]:
     """As queries.signup_steps: the steps and their lowest numbers from rollup_funnel_steps, the distinct
-    visitors per step from the visitors' day masks (whole days) and hour masks (edge hours), the raw
-    partial hours from the events; one UNION, so a visitor is counted once per step."""
+    visitors per step from the signup bitmaps (`signup_visitors`)."""
     if release is not None:
         return await q.signup_steps(store, r, release)
     p = pieces(r)
@@ -662,18 +661,47 @@ async def signup_steps(store: Store, r: TimeRange,
             _merge(steps, (step, ""), n, number)
     if not steps:
         return []
-    parts, params = _mask_reads("step, visitor", p, "rollup_signup_blocks", "rollup_signup_hourmasks")
-    for start, end in p.raw:
-        parts.append("SELECT coalesce(label, '') AS step, coalesce(user_id, anonymous_id) AS visitor FROM events "
-                     "WHERE name = 'signup_step' AND ts >= ? AND ts < ? "
-                     "AND (user_id IS NOT NULL OR anonymous_id IS NOT NULL)")
-        params += [start, end]
-    visitors: dict[str, int] = {}
-    if parts:
-        sql = f"SELECT step, count(*) FROM ({' UNION '.join(parts)}) pairs GROUP BY step"
-        visitors = {step: int(n) for step, n in await store.fetch(sql, params)}
-    return [(step or None, None if number is None else int(number), visitors.get(step, 0))
+    visitors = await signup_visitors(store, r)
+    return [(step or None, None if number is None else int(number), len(visitors.get(step, ())))
             for (step, _), (_, number) in steps.items()]
+
+
+async def signup_visitors(store: Store, r: TimeRange) -> dict[str, BitMap]:
+    """step ('' for none) -> the visitor indexes (agent/store/signup_bits.py, migration 18) of the step's
+    signup_step events in the range: the whole days' and edge hours' bitmaps ORed, the raw partial hours'
+    events mapped to their indexes, an alias merge's extra bits in, the dead indexes out. At 10M bench
+    events the block rows' UNION of (step, visitor) pairs this replaces cost ~24 ms of CPU (7 at 1M)."""
+    p = pieces(r)
+    reads: list[tuple[str, list[Any]]] = []
+    if p.days:
+        reads.append(("SELECT step, bits FROM signup_bits_day WHERE bucket >= ? AND bucket < ?", list(p.days)))
+    if p.hours:
+        where, params = _buckets("bucket", p.hours)
+        reads.append((f"SELECT step, bits FROM signup_bits_hour WHERE {where}", params))
+    out: dict[str, BitMap] = {}
+    for sql, params in reads:
+        for step, blob in await store.fetch(sql, params):
+            bits = out.get(step)
+            if bits is None:
+                out[step] = BitMap.deserialize(bytes(blob))
+            else:
+                bits |= BitMap.deserialize(bytes(blob))
+    pairs: list[tuple[Any, ...]] = []
+    for start, end in p.raw:
+        pairs += await store.fetch(
+            "SELECT coalesce(e.label, ''), v.idx FROM events e JOIN visitor_index v ON v.visitor = "
+            "coalesce(e.user_id, e.anonymous_id) WHERE e.name = 'signup_step' AND e.ts >= ? AND e.ts < ?", (start, end))
+    first_hour, past_hour = math.ceil(r.start / ru.HOUR), math.floor(r.end / ru.HOUR)
+    if first_hour < past_hour:
+        pairs += await store.fetch("SELECT step, idx FROM signup_bits_extra WHERE bucket >= ? AND bucket < ?",
+                                   (first_hour, past_hour))
+    for step, idx in pairs:
+        out.setdefault(step, BitMap()).add(int(idx))
+    if out:
+        dead = BitMap(int(i) for (i,) in await store.fetch(sb.DEAD_SQL, ()))
+        for bits in out.values():
+            bits -= dead
+    return out
 
 
 async def onboarding_steps(store: Store, r: TimeRange,

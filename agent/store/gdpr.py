@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from agent.store import person_bits, rollups
+from agent.store import person_bits, rollups, signup_bits
 from agent.store.base import Store
 from agent.store.person_traits import clear_traits
 from agent.store.recordings import SESSION_COLUMNS, erase_chunks_statement, user_session_events
@@ -185,7 +185,9 @@ async def erase_user(store: Store, user_ids: Sequence[str], *, include_opt_out: 
     where, params = user_filter("events", "user_id", ids, linked)
     erased = await store.fetch(f"SELECT {rollups.FACT_COLUMNS} FROM events WHERE {where}", params)
     rollup_statements = [*rollups.erase_statements(ids, [tuple(row) for row in erased]),
-                         *person_bits.erase_statements(ids, store.dialect)]
+                         *person_bits.erase_statements(ids, store.dialect),
+                         *signup_bits.erase_statements(rollups.signup_visitors([tuple(row) for row in erased]),
+                                                       store.dialect)]
     where, params = user_filter("onboarding_funnel", "user_id", ids, linked)
     onboarding = [ts for (ts,) in await store.fetch(f"SELECT ts FROM onboarding_funnel WHERE {where}", params)]
     recount = rollups.after_erase_statements([tuple(row) for row in erased], onboarding)   # after the deletes

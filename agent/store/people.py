@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from agent.store import person_bits
+from agent.store import person_bits, signup_bits
 from agent.store.base import Store
 from agent.store.rollups import recompute_statements
 from agent.store.rows import TABLE_COLUMNS
@@ -92,6 +92,7 @@ def merge_statements(dialect: str, alias: str, person: str, ts: float) -> list[t
     statements += [(sql, list(params)) for sql, params in recompute_statements(alias) + recompute_statements(person)]
     # the person bitmaps: the alias's index goes dead, the person's hours become extra bits (person_bits.py)
     statements += [(sql, list(params)) for sql, params in person_bits.merge_statements(alias, person, dialect)]
+    statements += [(sql, list(params)) for sql, params in signup_bits.merge_statements(alias, person, dialect)]
     return statements
 
 

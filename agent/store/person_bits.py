@@ -40,6 +40,7 @@ from typing import Any
 
 from pyroaring import BitMap
 
+from agent.store import signup_bits
 from agent.store.rollups import LABELLED
 from agent.store.rows import EVENT_COLUMNS, EventRows
 
@@ -159,7 +160,9 @@ class WriterCache:
 
 
 def write_sqlite(conn: Any, batch: Sequence[EventRows], cache: WriterCache | None = None) -> None:
-    """The group's bits, inside the writer's open transaction (sqlite3.Connection)."""
+    """The group's bits, inside the writer's open transaction (sqlite3.Connection); the signup visitors'
+    bits too (agent/store/signup_bits.py)."""
+    signup_bits.write_sqlite(conn, batch)
     found = facts(batch)
     if not found:
         return
@@ -210,7 +213,8 @@ def write_sqlite(conn: Any, batch: Sequence[EventRows], cache: WriterCache | Non
 
 async def write_postgres(conn: Any, batch: Sequence[EventRows]) -> None:
     """The group's bits, inside the writer's open transaction (asyncpg.Connection); the advisory lock
-    serializes the read-modify-write across agents sharing the database."""
+    serializes the read-modify-write across agents sharing the database. The signup visitors' bits too."""
+    await signup_bits.write_postgres(conn, batch)
     found = facts(batch)
     if not found:
         return

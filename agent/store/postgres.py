@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 import asyncpg
 
-from agent.store import label_bits, person_bits, rollups
+from agent.store import label_bits, person_bits, rollups, signup_bits
 from agent.store.batch import EVENT_ID, repeated_in_batch, user_activity
 from agent.store.errors import StoreError, StoreFull, StoreTimeout, StoreUnavailable
 from agent.store.migrate import APPLIED_SQL, RECORD_SQL, pending
@@ -255,6 +255,8 @@ class PostgresStore:
                         await person_bits.backfill_postgres(conn)
                     elif migration.version == label_bits.MIGRATION:
                         await label_bits.backfill_postgres(conn)
+                    elif migration.version == signup_bits.MIGRATION:
+                        await signup_bits.backfill_postgres(conn)
                     await conn.execute(to_dollar(RECORD_SQL), migration.version, migration.description,
                                        time.time())
             self.partitioned = await _partition(conn)

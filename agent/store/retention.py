@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from agent.metrics.retention import RetentionMetrics
-from agent.store import person_bits, rollups
+from agent.store import person_bits, rollups, signup_bits
 from agent.store.base import Store
 from agent.store.config import CLASSES, RetentionConfig
 from agent.store.errors import StoreError
@@ -134,6 +134,7 @@ async def delete_old_rollups(store: Store, config: RetentionConfig, now: float) 
     oldest = now - max(periods[name] for name in EVENT_CLASSES)
     await store.execute(rollups.retention_statements(oldest, ()))
     await store.execute(person_bits.retention_statements(oldest, ()))
+    await store.execute(signup_bits.retention_statements(oldest, ()))
 
 
 async def run_cleanup_once(store: Store, config: RetentionConfig, now: float,
@@ -166,6 +167,7 @@ async def run_cleanup_once(store: Store, config: RetentionConfig, now: float,
             if name in EVENT_CLASSES and names.get(name):
                 await store.execute(rollups.retention_statements(now - period, names[name]))
                 await store.execute(person_bits.retention_statements(now - period, names[name]))
+                await store.execute(signup_bits.retention_statements(now - period, names[name]))
         await delete_old_rollups(store, config, now)
     except StoreError:
         if metrics is not None:

@@ -463,8 +463,7 @@ def erase_statements(ids: Sequence[str], erased: Sequence[Fact]) -> list[tuple[s
         if "rollup_counts" in sql or "rollup_values" in sql:
             statements += [(sql, row) for row in rows]
     statements += [(f"DELETE FROM {table} WHERE {column} IN ({marks})", list(ids)) for table, column in PERSON_TABLES]
-    visitors = sorted({user if user is not None else anonymous for name, _, user, _, _, _, anonymous in erased
-                       if name == SIGNUP and (user is not None or anonymous is not None)})
+    visitors = signup_visitors(erased)
     for chunk in (visitors[i:i + 500] for i in range(0, len(visitors), 500)):
         statements += [(f"DELETE FROM {table} WHERE visitor IN ({', '.join('?' * len(chunk))})", chunk)
                        for table in ("rollup_signup_blocks", "rollup_signup_hourmasks")]
@@ -477,6 +476,12 @@ def erase_statements(ids: Sequence[str], erased: Sequence[Fact]) -> list[tuple[s
                    ("DELETE FROM rollup_counts_6h WHERE events = 0", ()),
                    ("DELETE FROM rollup_values_6h WHERE count = 0", ())]
     return statements
+
+
+def signup_visitors(erased: Sequence[Fact]) -> list[str]:
+    """The visitors (user id, else anonymous id) of the signup_step events among `erased`."""
+    return sorted({user if user is not None else anonymous for name, _, user, _, _, _, anonymous in erased
+                   if name == SIGNUP and (user is not None or anonymous is not None)})
 
 
 _DAY_SQL = "CAST(floor(ts / 86400) AS INTEGER)"

@@ -448,6 +448,24 @@ MIGRATIONS: tuple[Migration, ...] = (
                   "agent/analytics/rollup_queries.py)", (
         "CREATE INDEX rollup_person_blocks_events ON rollup_person_blocks (bucket, events)",
     )),
+    # Migration 18 (issue 17, helper A3): the signup funnel's visitors as bitmaps, backfilled by the drivers
+    Migration(18, "signup visitors as Roaring bitmaps: a dense index per signup visitor, per hour and day and step "
+                  "a bitmap of the visitors (agent/store/signup_bits.py), backfilled from the events", (
+        """CREATE TABLE visitor_index (
+            idx {id},
+            visitor TEXT UNIQUE)""",
+        *(f"""CREATE TABLE signup_bits_{size} (
+            bucket INTEGER NOT NULL,
+            step TEXT NOT NULL,
+            bits {{blob}} NOT NULL,
+            PRIMARY KEY (bucket, step))""" for size in ("hour", "day")),
+        """CREATE TABLE signup_bits_extra (
+            bucket INTEGER NOT NULL,
+            step TEXT NOT NULL,
+            idx BIGINT NOT NULL,
+            PRIMARY KEY (bucket, step, idx))""",
+        "CREATE INDEX signup_bits_extra_idx ON signup_bits_extra (idx)",
+    )),
     # Migration 19 (issue 17, lead): SQLite's rollups folded in bulk, not in every group commit
     Migration(19, "analytics rollups folded in bulk on SQLite: the watermark of the events and onboarding rows "
                   "already in them (agent/store/rollup_fold.py)", (

@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
-from agent.store import label_bits, person_bits, rollup_fold, rollups
+from agent.store import label_bits, person_bits, rollup_fold, rollups, signup_bits
 from agent.store.batch import chunks, client_ids, repeated_in_batch, user_activity
 from agent.store.errors import StoreError, StoreFull, StoreTimeout, StoreUnavailable
 from agent.store.migrate import APPLIED_SQL, RECORD_SQL, pending
@@ -240,6 +240,8 @@ class SqliteStore:
                         person_bits.backfill_sqlite(conn)
                     elif migration.version == label_bits.MIGRATION:
                         label_bits.backfill_sqlite(conn)
+                    elif migration.version == signup_bits.MIGRATION:
+                        signup_bits.backfill_sqlite(conn)
                     conn.execute(RECORD_SQL, (migration.version, migration.description, time.time()))
                 conn.execute("COMMIT")
             except BaseException:
