@@ -1,7 +1,8 @@
 """The analytics rollups (migration 8): what the dashboard and business metrics read instead of the events,
-written in the SAME transaction as the events they count, so they are exactly as durable and a retried
-batch (same client event ids) never counts twice: only the events the unique event_id index let in are
-aggregated (the drivers pass the rows they actually inserted).
+written in the SAME transaction as the events they count (PostgreSQL; SQLite folds them in bulk from the
+committed events behind a watermark, agent/store/rollup_fold.py), so they are exactly as durable and a
+retried batch (same client event ids) never counts twice: only the events the unique event_id index let in
+are aggregated (the drivers pass the rows they actually inserted).
 
 Why these tables (the analytics ranges are arbitrary instants, and a figure must stay exact):
 - rollup_counts_{hour,day}   events, values (count, sum) per bucket, event name and the bounded dimensions
