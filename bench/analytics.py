@@ -56,7 +56,7 @@ from agent.api.ratelimit import RateLimiter  # noqa: E402
 from agent.store.base import Store, StoreSlot  # noqa: E402
 from agent.events.catalog import CATALOG  # noqa: E402
 from agent.events.model import Event  # noqa: E402
-from agent.store import rollups  # noqa: E402
+from agent.store import rollup_fold, rollups  # noqa: E402
 from agent.store.probe_rollups import ProbeRollups  # noqa: E402
 from agent.store.rows import event_rows  # noqa: E402
 from agent.store.sqlite import SqliteStore  # noqa: E402
@@ -286,6 +286,10 @@ async def replicate(base: Path, path: Path, factor: int) -> dict[str, float]:
         conn.execute(f"DROP TABLE {table}")
     for version in rollups.MIGRATIONS:
         conn.execute("DELETE FROM schema_migrations WHERE version = ?", (version,))
+    # the copies were never folded: migration 8's backfill counts them, migration 19 then starts the fold's
+    # watermark above them (left as it was, the open would fold the copies a second time)
+    conn.execute("DROP TABLE IF EXISTS rollup_folded")
+    conn.execute("DELETE FROM schema_migrations WHERE version = ?", (rollup_fold.MIGRATION,))
     conn.close()
     copied = time.perf_counter()
     store = SqliteStore(str(path), synchronous="normal")
