@@ -67,7 +67,7 @@ async def _dashboard(store: Store, r: TimeRange, release: str | None) -> dict[st
 
 async def all_coaches(store: Store, r: TimeRange, release: str | None) -> list[q.CoachSessions]:
     """The coaches of session events in the range, and the active users of role coach without any."""
-    coaches = await rq.coach_sessions(store, r, release)
+    coaches = await rq.coach_sessions(store, r, release, clients=False)    # clients: the top coaches' only
     known = {c.coach for c in coaches}
     return coaches + [q.CoachSessions(user, 0, 0, 0, 0, None) for user in await rq.role_coaches(store, r, release)
                       if user not in known]
@@ -142,9 +142,12 @@ async def coach_productivity(store: Store, r: TimeRange, coaches: list[q.CoachSe
                              release: str | None = None) -> list[dict[str, Any]]:
     top = sorted(coaches, key=lambda c: (-c.completed, -c.booked, c.coach))[:TOP_COACHES]
     work = await rq.per_user(store, [c.coach for c in top], COACH_WORK, r, release)
+    clients = {c.coach: c.clients for c in top} if release is not None else \
+        await rq.coach_clients(store, r, [c.coach for c in top])
     empty = q.ValueStats()
     return [{"coachId": c.coach, "sessionsCompleted": c.completed, "sessionsBooked": c.booked,
-             "sessionsCancelled": c.cancelled, "clientsManaged": c.clients, "averageRating": rounded(c.rating),
+             "sessionsCancelled": c.cancelled, "clientsManaged": clients.get(c.coach, 0),
+             "averageRating": rounded(c.rating),
              "resourcesCreated": work.get((c.coach, "resource_created"), empty).events,
              "tasksManaged": work.get((c.coach, "task_created"), empty).events}
             for c in top]

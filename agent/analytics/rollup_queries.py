@@ -23,6 +23,7 @@ active in a range).
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -407,19 +408,25 @@ async def role_coaches(store: Store, r: TimeRange, release: str | None = None) -
     return sorted(names[i] for i in coaches)
 
 
-async def coach_sessions(store: Store, r: TimeRange, release: str | None = None) -> list[CoachSessions]:
+async def coach_sessions(store: Store, r: TimeRange, release: str | None = None,
+                         clients: bool = True) -> list[CoachSessions]:
     """As queries.coach_sessions; within a request_cache() once per range (the dashboard's coaches, and the
-    coaches its top clients leave out)."""
+    coaches its top clients leave out). `clients` False: every coach's `clients` is 0, not counted (the
+    dashboard counts them for its top coaches only, `coach_clients`; the top clients need the names)."""
     if release is not None:
         return await q.coach_sessions(store, r, release)
     cache = _SESSIONS.get()
     key = (id(store), r.start, r.end)
     if cache is not None and key in cache:
-        return list(cache[key])
-    found = await _coach_sessions(store, r)
-    if cache is not None:
-        cache[key] = found
-    return list(found)
+        found = cache[key]
+    else:
+        found = await _coach_sessions(store, r)
+        if cache is not None:
+            cache[key] = found
+    if not clients:
+        return list(found)
+    counted = await coach_clients(store, r)
+    return [dataclasses.replace(c, clients=counted.get(c.coach, 0)) for c in found]
 
 
 async def _coach_sessions(store: Store, r: TimeRange) -> list[CoachSessions]:
@@ -427,26 +434,35 @@ async def _coach_sessions(store: Store, r: TimeRange) -> list[CoachSessions]:
     for (name, coach, _), entry in (await tally(store, ru.SESSION_NAMES, r)).items():
         if coach:
             per.setdefault(coach, {})[name] = entry
-    clients = await coach_clients(store, r)
     out = []
     for coach, by_name in per.items():
         rated = by_name.get("session_rated", [0, 0, 0.0])
         out.append(CoachSessions(coach, by_name.get("session_completed", [0])[0], by_name.get("session_booked", [0])[0],
-                                 by_name.get("session_cancelled", [0])[0], clients.get(coach, 0),
+                                 by_name.get("session_cancelled", [0])[0], 0,
                                  rated[2] / rated[1] if rated[1] else None))
     return out
 
 
-async def coach_clients(store: Store, r: TimeRange) -> dict[str, int]:
+async def coach_clients(store: Store, r: TimeRange, coaches: Sequence[str] | None = None) -> dict[str, int]:
     """coach -> distinct users of the session events naming them in the range: the whole days from the
-    (coach, client) blocks, the rest of the range from the session events themselves."""
+    (coach, client) blocks, the rest of the range from the session events themselves; of the `coaches`
+    given only (the dashboard's top 50: at 10M bench events every coach's pairs cost ~10 ms, 3 at 1M, the
+    pairs growing with the clients' activity), else of every coach."""
+    if coaches is not None and not coaches:
+        return {}
     p = pieces(r)
-    parts, params = _mask_reads("coach, person", p, "rollup_coach_blocks")
+    blocks = "rollup_coach_blocks"
+    only, only_params = "", []
+    if coaches is not None:
+        only, only_params = f" AND coach IN {placeholders(len(coaches))}", list(coaches)
+        blocks = f"(SELECT * FROM rollup_coach_blocks WHERE coach IN {placeholders(len(coaches))}) b"
+    parts, params = _mask_reads("coach, person", p, blocks)
+    params = [*only_params, *params] if parts else params
     for start, end in p.partial_days:
         parts.append(f"SELECT label AS coach, user_id AS person FROM events WHERE name IN "
                      f"{placeholders(len(ru.SESSION_NAMES))} AND ts >= ? AND ts < ? AND label IS NOT NULL "
-                     "AND user_id IS NOT NULL")
-        params += [*ru.SESSION_NAMES, start, end]
+                     f"AND user_id IS NOT NULL{only.replace('coach', 'label')}")
+        params += [*ru.SESSION_NAMES, start, end, *only_params]
     if not parts:
         return {}
     sql = f"SELECT coach, count(DISTINCT person) FROM ({' UNION ALL '.join(parts)}) pairs GROUP BY coach"
@@ -553,7 +569,7 @@ async def top_clients(store: Store, r: TimeRange, limit: int, release: str | Non
     first, last = int(r.start // ru.DAY) // ru.BLOCK_DAYS, int(math.ceil(r.end / ru.DAY) - 1) // ru.BLOCK_DAYS
     bounds_sql = ("SELECT person, sum(events) AS n FROM rollup_person_blocks WHERE bucket >= ? AND bucket <= ? "
                   "GROUP BY person ORDER BY n DESC, person LIMIT ? OFFSET ?")
-    coaches = {c.coach for c in await coach_sessions(store, r)}
+    coaches = {c.coach for c in await coach_sessions(store, r, clients=False)}
     users_sql = ("SELECT user_id FROM users u WHERE u.user_id IN {marks} AND u.last_seen >= ? AND u.first_seen < ? "
                  "AND (u.role IS NULL OR u.role <> 'coach')")
     found: list[tuple[int, str]] = []
