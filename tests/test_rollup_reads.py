@@ -4,16 +4,21 @@ PostgreSQL:
 
 1. `coach_clients` for some coaches only (the dashboard's top 50) gives those coaches' counts of the
    full read, and each equals the distinct users of the coach's session events in the range.
+2. `snapped`: a range's end moves to the end of its hour or day only when no event lies between, and
+   every figure over ranges ending around the last events (after them, between two of one hour, on one)
+   equals the events'.
 """
 
 from __future__ import annotations
 
 from agent.analytics import rollup_queries as rq
 from agent.analytics.timerange import TimeRange
+from agent.events.model import Event
 from agent.store import rollups as ru
 from agent.store.base import Store
+from agent.store.rows import event_rows
 from tests.support.store_fixtures import Run
-from tests.test_rollups import COACHES, events, load, ranges
+from tests.test_rollups import COACHES, SPAN, T0, D, H, assert_same_figures, events, load, ranges
 
 pytest_plugins = ["tests.support.store_fixtures"]
 
@@ -33,3 +38,29 @@ def test_the_clients_of_some_coaches_are_those_of_the_full_read(store: Store, ru
         assert everyone == run(clients_of(store, r)), r
         for some in ([COACHES[0]], list(COACHES), ["nobody"], []):
             assert run(rq.coach_clients(store, r, some)) == {c: n for c, n in everyone.items() if c in some}, (r, some)
+
+
+def test_the_end_moves_to_its_hour_or_day_only_over_no_events(store: Store, run: Run) -> None:
+    day = (T0 // D + 3) * D
+    run(store.write_events([event_rows(Event("feature_used", "engagement", ts, ts, {"feature": "x"}, user_id="u",
+                                             event_id=f"f{ts}"))
+                            for ts in (day + 10 * H + 100, day + 10 * H + 1000, day + 15 * H)]))
+
+    def end_of(end: float) -> float:
+        return run(rq.snapped(store, TimeRange(day, end))).end
+
+    assert end_of(day + 10 * H + 500) == day + 10 * H + 500       # an event later in the hour
+    assert end_of(day + 10 * H + 1500) == day + 11 * H            # none in the hour, one later in the day
+    assert end_of(day + 15 * H) == day + 15 * H                   # the event at the end is not in the range
+    assert end_of(day + 15 * H + 10) == day + D                   # none after it
+    assert end_of(day + 12 * H) == day + 12 * H                   # on an hour, events later in the day
+    assert end_of(day + D) == day + D
+
+
+def test_every_figure_over_ranges_ending_around_the_last_events_equals_the_events(store: Store, run: Run) -> None:
+    batch = events(1500, seed=43)
+    run(load(store, batch))
+    last = sorted(e.timestamp for e in batch)
+    for end in (last[-1] + 1, last[-1] + 0.25 * H, last[-1], last[-2] + 1, (last[-1] // H) * H, last[-40] + 7):
+        for length in (3 * D + 5 * H + 17, 0.5 * H, 2 * H, SPAN):
+            assert_same_figures(store, run, TimeRange(end - length, end))

@@ -84,11 +84,49 @@ def _spans(p: Pieces, kind: str) -> list[tuple[str, list[tuple[int, int]]]]:
 
 Tally = dict[tuple[str, str, str], list[Any]]       # (name, label, outcome) -> [events, values, sum]
 
+_SNAPPED: contextvars.ContextVar[dict[tuple[int, float, float], TimeRange] | None] = \
+    contextvars.ContextVar("snapped_cache", default=None)
+LATER_SQL = "SELECT 1 FROM rollup_counts_hour WHERE bucket >= ? AND bucket < ? LIMIT 1"
+HOUR_NAMES_SQL = "SELECT DISTINCT name FROM rollup_counts_hour WHERE bucket = ?"
+
+
+async def snapped(store: Store, r: TimeRange) -> TimeRange:
+    """The range with its end moved to the end of its hour, or of its day, when no stored event lies
+    between (a range ending now, as the dashboards' do by default, or when the events end): the same
+    events, so the same figures, read from the hour or day rollups instead of the events of the end's
+    partial hour and the hour rows of its partial day. At 10M bench events those were ~4,700 events
+    (the range ends 17 s before an hour) and 17 edge hours, read by every figure: ~20 ms of a 30-day
+    dashboard. Only the end moves (retention deletes the oldest events, whose buckets may then still
+    count them: the start stays exact). Two index seeks: the hour's names (rollup_counts_hour), then one
+    event of those names at or after the end in the hour; any hour row after it in the day."""
+    cache = _SNAPPED.get()
+    key = (id(store), r.start, r.end)
+    if cache is not None and key in cache:
+        return cache[key]
+    found = await _snap(store, r)
+    if cache is not None:
+        cache[key] = found
+    return found
+
+
+async def _snap(store: Store, r: TimeRange) -> TimeRange:
+    hour = math.floor(r.end / ru.HOUR)
+    if r.end > hour * ru.HOUR:                  # the end's hour: any event at or after the end?
+        names = [name for (name,) in await store.fetch(HOUR_NAMES_SQL, (hour,))]
+        if names and await store.fetch(f"SELECT 1 FROM events WHERE name IN {placeholders(len(names))} AND ts >= ? "
+                                       "AND ts < ? LIMIT 1", (*names, r.end, (hour + 1) * float(ru.HOUR))):
+            return r
+        hour += 1
+    day_end = math.ceil(hour / HOURS_PER_DAY) * HOURS_PER_DAY
+    if hour < day_end and await store.fetch(LATER_SQL, (hour, day_end)):
+        return TimeRange(r.start, hour * float(ru.HOUR))
+    return TimeRange(r.start, day_end * float(ru.HOUR))
+
 
 async def tally(store: Store, names: Sequence[str], r: TimeRange) -> Tally:
     """(name, label, outcome) -> [events, values, sum of values] of the names in the range, exact; label
     and outcome are '' but for the names that keep them (rollups.LABELLED, rollups.OUTCOMES)."""
-    p = pieces(r)
+    p = pieces(await snapped(store, r))
     marks = placeholders(len(names))
     out: Tally = {}
 
@@ -228,7 +266,7 @@ BIN_SQL = (f"CASE WHEN value > 0 THEN CAST(ceil(ln(value) / ?) AS INTEGER) WHEN 
 
 async def _sketches(store: Store, low: str, high: str, name: str, r: TimeRange) -> dict[str, dict[int, int]]:
     """metric -> bin -> count, for the metrics in [low, high] over the range (the raw edges binned here)."""
-    p = pieces(r)
+    p = pieces(await snapped(store, r))
     out: dict[str, dict[int, int]] = {}
     for table, ranges in _spans(p, "rollup_values"):
         for m, b, n in await _rolled(store, SKETCH_SQL, table, ranges, (low, high)):
@@ -357,7 +395,7 @@ def request_cache() -> Iterator[None]:
     """Within it, the persons of one store and range are read once, and the dead indexes and role bitmaps
     once (one request: the store does not change under it in a way the request could tell apart, as its
     reads are not one snapshot anyway)."""
-    token, sessions, rolled = _CACHE.set({}), _SESSIONS.set({}), _ROLLED.set({})
+    token, sessions, rolled, snaps = _CACHE.set({}), _SESSIONS.set({}), _ROLLED.set({}), _SNAPPED.set({})
     try:
         with ps.request_cache(), rollup_fold.settled_once():
             yield
@@ -365,6 +403,7 @@ def request_cache() -> Iterator[None]:
         _CACHE.reset(token)
         _SESSIONS.reset(sessions)
         _ROLLED.reset(rolled)
+        _SNAPPED.reset(snaps)
 
 
 async def persons(store: Store, r: TimeRange) -> BitMap:
@@ -373,7 +412,8 @@ async def persons(store: Store, r: TimeRange) -> BitMap:
     key = (id(store), r.start, r.end)
     if cache is not None and key in cache:
         return cache[key]
-    found = await ps.persons_active(store, r.start, r.end)
+    at = await snapped(store, r)
+    found = await ps.persons_active(store, at.start, at.end)
     if cache is not None:
         cache[key] = found
     return found
@@ -450,7 +490,7 @@ async def coach_clients(store: Store, r: TimeRange, coaches: Sequence[str] | Non
     pairs growing with the clients' activity), else of every coach."""
     if coaches is not None and not coaches:
         return {}
-    p = pieces(r)
+    p = pieces(await snapped(store, r))
     blocks = "rollup_coach_blocks"
     only, only_params = "", []
     if coaches is not None:
@@ -475,7 +515,7 @@ async def per_user(store: Store, users: Sequence[str], names: Sequence[str], r: 
         return await q.per_user(store, users, names, r, release)
     if not users:
         return {}
-    p = pieces(r)
+    p = pieces(await snapped(store, r))
     totals: dict[tuple[str, str], list[Any]] = {}
 
     def add(user: str, name: str, n: Any, nv: Any, total: Any) -> None:
@@ -501,7 +541,7 @@ async def per_user(store: Store, users: Sequence[str], names: Sequence[str], r: 
 
 async def _exact_events(store: Store, users: Sequence[str], r: TimeRange) -> dict[str, int]:
     """user -> events in the range, for a short list of users."""
-    p = pieces(r)
+    p = pieces(await snapped(store, r))
     marks = placeholders(len(users))
     out: dict[str, int] = {}
     reads: list[tuple[str, list[Any]]] = []
@@ -668,6 +708,7 @@ async def signup_steps(store: Store, r: TimeRange,
     visitors per step from the signup bitmaps (`signup_visitors`)."""
     if release is not None:
         return await q.signup_steps(store, r, release)
+    r = await snapped(store, r)
     p = pieces(r)
     steps = await _funnel_steps(store, "signup", p)
     for start, end in p.raw:
@@ -687,6 +728,7 @@ async def signup_visitors(store: Store, r: TimeRange) -> dict[str, BitMap]:
     signup_step events in the range: the whole days' and edge hours' bitmaps ORed, the raw partial hours'
     events mapped to their indexes, an alias merge's extra bits in, the dead indexes out. At 10M bench
     events the block rows' UNION of (step, visitor) pairs this replaces cost ~24 ms of CPU (7 at 1M)."""
+    r = await snapped(store, r)
     p = pieces(r)
     reads: list[tuple[str, list[Any]]] = []
     if p.days:
@@ -726,7 +768,7 @@ async def onboarding_steps(store: Store, r: TimeRange,
     hours from onboarding_funnel."""
     if release is not None:
         return await q.onboarding_steps(store, r, release)
-    p = pieces(r)
+    p = pieces(await snapped(store, r))
     steps = await _funnel_steps(store, "onboarding", p)
     for start, end in p.raw:
         sql = ("SELECT coalesce(step, ''), status, count(*), min(step_number) FROM onboarding_funnel "
