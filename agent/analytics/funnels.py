@@ -31,7 +31,10 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
+
+import orjson
 
 from agent.analytics.insight_query import FunnelQuery
 from agent.analytics.insight_sql import filters_sql, person_rows, prop_text
@@ -121,22 +124,6 @@ def _step_condition(store: Store, q: FunnelQuery, i: int) -> tuple[str, list[Any
     return f"e.name = ?{cond}", [spec.event, *params]
 
 
-def _first_step_ids(q: FunnelQuery) -> tuple[str, list[Any]]:
-    """Every id that may be a person who did step 1 (strict reads all of their events): the step-1 events'
-    user and anonymous ids, the users those anonymous ids are linked to, and the aliases' persons and
-    the persons' aliases."""
-    first = [q.steps[0].event, q.range.start, q.range.end]
-
-    def of(column: str) -> str:
-        return f"SELECT s.{column} FROM events s WHERE s.name = ? AND s.ts >= ? AND s.ts < ? AND s.{column} IS NOT NULL"
-
-    sql = (f"{of('user_id')} UNION {of('anonymous_id')} UNION SELECT l.user_id FROM events l WHERE "
-           f"l.anonymous_id IS NOT NULL AND l.user_id IS NOT NULL AND l.anonymous_id IN ({of('anonymous_id')}) "
-           f"UNION SELECT pa.person_id FROM person_aliases pa WHERE pa.alias_id IN ({of('user_id')}) "
-           f"UNION SELECT pa.alias_id FROM person_aliases pa WHERE pa.person_id IN ({of('user_id')})")
-    return sql, first * 5
-
-
 def _query(store: Store, q: FunnelQuery) -> tuple[str, list[Any]]:
     cases, case_params = [], list[Any]()
     for i in range(len(q.steps)):
@@ -150,21 +137,70 @@ def _query(store: Store, q: FunnelQuery) -> tuple[str, list[Any]]:
         column_params = [*column_params, *step_params]
     names = sorted({str(step.event) for step in q.steps})
     marks = ", ".join("?" * len(names))
-    r = q.range
-    if q.order == "strict":
-        ids, ids_params = _first_step_ids(q)
-        where = f"e.ts >= ? AND e.ts < ? AND (e.user_id IN ({ids}) OR e.anonymous_id IN ({ids}))"
-        params: list[Any] = [r.start, r.end, *ids_params, *ids_params]
-        sql, all_params = person_rows(store.dialect, columns, column_params, where, params)
-        # the database orders each person's events and marks a step event that follows another event of
-        # theirs (a break, `brk`): only step events come back (Python saw every event: 5x the CPU)
-        extra = ", c1" if q.breakdown is not None else ""
-        return (f"SELECT ts, id, person, c0{extra}, brk FROM (SELECT ts, id, person, c0{extra}, CASE WHEN "
-                "lag(c0) OVER (PARTITION BY person ORDER BY ts, id) = 0 THEN 1 ELSE 0 END AS brk "
-                f"FROM ({sql}) p) w WHERE c0 <> 0"), all_params
     where = f"e.name IN ({marks}) AND e.ts >= ? AND e.ts < ?"
-    params = [*names, r.start, r.end]
-    return person_rows(store.dialect, columns, column_params, where, params)
+    params = [*names, q.range.start, q.range.end]
+    return person_rows(store.dialect, columns, column_params, where, params, anonymous=q.order == "strict")
+
+
+def _gaps(by_person: dict[str, list[tuple[Any, ...]]], window: float, aliases: dict[str, list[str]]) -> list[list[Any]]:
+    """[event id, who, kind, ts and id of the step event before, ts and id of the event] for each step event
+    that may continue an attempt from the step event before it (the person's previous step event matches
+    step i, this one step i + 1, within the window): once per id of the person whose events may lie between
+    them (kind 0: a user id, the person's and their aliases'; kind 1: an anonymous id of their step events).
+    Any other pair needs no look: a break there changes nothing (nothing could be continued)."""
+    gaps: list[list[Any]] = []
+    for person, rows in by_person.items():
+        rows.sort(key=_time_order)
+        ids: list[tuple[str, int]] | None = None
+        for before, row in pairwise(rows):
+            if not (before[3] << 1) & row[3] or row[0] - before[0] > window:
+                continue
+            if ids is None:
+                ids = [(person, 0), *((alias, 0) for alias in aliases.get(person, ())),
+                       *((anonymous, 1) for anonymous in sorted({r[-1] for r in rows if r[-1] is not None}))]
+            span = [before[0], before[1], row[0], row[1]]
+            gaps += ([row[1], who, kind, *span] for who, kind in ids)
+    return gaps
+
+
+def _json_rows(dialect: str, columns: Sequence[tuple[str, str]]) -> str:
+    """FROM-able rows of a JSON array of arrays given as one parameter: (name, SQL type) by position."""
+    if dialect == "postgres":
+        picks = ", ".join(f"CAST(j ->> {i} AS {kind}) AS {name}" for i, (name, kind) in enumerate(columns))
+        return f"(SELECT {picks} FROM json_array_elements(CAST(? AS json)) AS g(j))"
+    picks = ", ".join(f"value ->> {i} AS {name}" for i, (name, _) in enumerate(columns))
+    return f"(SELECT {picks} FROM json_each(?))"
+
+
+REAL = "DOUBLE PRECISION"
+# a strict funnel's candidate pairs looked up per query: bounds the statement's JSON (~70 bytes a row)
+GAPS_PER_QUERY = 20_000
+
+
+async def _broken(store: Store, by_person: dict[str, list[tuple[Any, ...]]], window: float) -> set[int]:
+    """The ids of the step events that another event of their person (in the range, whatever its name)
+    comes just before, among those where that matters (_gaps): one index seek per candidate pair and id
+    of the person, events_user_ts (user_id, ts) for a user id, events_anonymous_id for an anonymous one."""
+    found = await store.fetch(f"SELECT pa.person_id, pa.alias_id FROM person_aliases pa WHERE pa.person_id IN "
+                              f"(SELECT j.p FROM {_json_rows(store.dialect, [('p', 'TEXT')])} j)",
+                              [orjson.dumps([[p] for p in by_person]).decode()]) if by_person else []
+    aliases: dict[str, list[str]] = defaultdict(list)
+    for person, alias in found:
+        aliases[person].append(alias)
+    gaps = _gaps(by_person, window, aliases)
+    plus = "+" if store.dialect == "sqlite" else ""
+    between = ("x.ts >= g.t1 AND x.ts <= g.t2 AND (x.ts > g.t1 OR x.id > g.i1) AND (x.ts < g.t2 OR x.id < g.i2)")
+    source = _json_rows(store.dialect, [("n", "BIGINT"), ("who", "TEXT"), ("kind", "INTEGER"), ("t1", REAL),
+                                        ("i1", "BIGINT"), ("t2", REAL), ("i2", "BIGINT")])
+    sql = (f"SELECT DISTINCT g.n FROM {source} g WHERE CASE WHEN g.kind = 0 "
+           f"THEN EXISTS (SELECT 1 FROM events x WHERE x.user_id = g.who AND {between}) "
+           f"ELSE EXISTS (SELECT 1 FROM events x WHERE x.anonymous_id = g.who AND {plus}x.user_id IS NULL "
+           f"AND {between}) END")
+    broken: set[int] = set()
+    for at in range(0, len(gaps), GAPS_PER_QUERY):
+        rows = await store.fetch(sql, [orjson.dumps(gaps[at:at + GAPS_PER_QUERY]).decode()])
+        broken.update(int(r[0]) for r in rows)
+    return broken
 
 
 def _stats(attempts: list[Attempt], steps: int) -> list[dict[str, Any]]:
@@ -204,12 +240,12 @@ async def funnel(store: Store, q: FunnelQuery) -> dict[str, Any]:
     steps = len(q.steps)
     attempts: list[Attempt] = []
     with_breakdown = q.breakdown is not None
-    breaks = q.order == "strict"
+    broken = await _broken(store, by_person, q.window) if q.order == "strict" else set()
     for rows in by_person.values():
         rows.sort(key=_time_order)
         events: list[Event] = []
         for r in rows:
-            if breaks and r[-1]:
+            if r[1] in broken:
                 events.append((r[0], 0, None))        # another event of theirs came just before this one
             events.append((r[0], r[3], r[4] if with_breakdown else None))
         attempt = walk(events, steps, q.window)

@@ -145,11 +145,14 @@ def text_order(dialect: str, column: str) -> str:
     return f"({column} IS NULL), {column}{collate}"
 
 
-def person_rows(dialect: str, columns: list[str], column_params: list[Any], where: str, params: list[Any]) -> Sql:
+def person_rows(dialect: str, columns: list[str], column_params: list[Any], where: str, params: list[Any],
+                anonymous: bool = False) -> Sql:
     """SQL giving (ts, id, person, c0, c1, ...) for every event matching `where` (over events `e`) that
     has a user_id or an anonymous_id, `columns` being expressions over `e`. See the module docstring for
     the person; `id` orders events of the same time the same way on both databases. `column_params` are
-the parameters of `columns`, `params` those of `where` (each branch repeats both).
+the parameters of `columns`, `params` those of `where` (each branch repeats both). With `anonymous`, a
+last column: the anonymous id of an anonymous event (NULL for an identified one: strict funnels look
+for the events of that id between two step events of its person, agent/analytics/funnels.py).
 
 On SQLite the anonymous branch's id conditions are written `+e.user_id IS NULL`: without the unary plus
 the planner read events_user_ts for `user_id IS NULL` (every anonymous event in the range, whatever its
@@ -158,6 +161,7 @@ name: 60 ms of the 110 ms of a 4-step funnel over 1M events) instead of events_n
     cols = "".join(f", {c} AS c{i}" for i, c in enumerate(columns))
     names = "".join(f", a.c{i}" for i in range(len(columns)))
     plain = "".join(f", m.c{i}" for i in range(len(columns)))
+    raw, raw_anon, raw_out = (", NULL AS raw", ", a.who", ", m.raw") if anonymous else ("", "", "")
     sql = (f"WITH ident AS (SELECT e.ts AS ts, e.id AS id, e.user_id AS who{cols} FROM events e "
            f"WHERE {where} AND e.user_id IS NOT NULL), "
            f"anon AS (SELECT e.ts AS ts, e.id AS id, e.anonymous_id AS who{cols} FROM events e "
@@ -165,9 +169,9 @@ name: 60 ms of the 110 ms of a 4-step funnel over 1M events) instead of events_n
            "links AS (SELECT anonymous_id, user_id FROM (SELECT l.anonymous_id, l.user_id, row_number() OVER "
            "(PARTITION BY l.anonymous_id ORDER BY l.ts, l.id) AS rn FROM events l WHERE l.anonymous_id IS NOT NULL "
            "AND l.user_id IS NOT NULL AND l.anonymous_id IN (SELECT who FROM anon)) first_link WHERE rn = 1), "
-           f"matched AS (SELECT ts, id, who{plain.replace('m.', '')} FROM ident UNION ALL "
-           f"SELECT a.ts, a.id, coalesce(k.user_id, a.who){names} FROM anon a "
+           f"matched AS (SELECT ts, id, who{plain.replace('m.', '')}{raw} FROM ident UNION ALL "
+           f"SELECT a.ts, a.id, coalesce(k.user_id, a.who){names}{raw_anon} FROM anon a "
            "LEFT JOIN links k ON k.anonymous_id = a.who) "
-           f"SELECT m.ts, m.id, coalesce(pa.person_id, m.who) AS person{plain} FROM matched m "
+           f"SELECT m.ts, m.id, coalesce(pa.person_id, m.who) AS person{plain}{raw_out} FROM matched m "
            "LEFT JOIN person_aliases pa ON pa.alias_id = m.who")
     return sql, [*column_params, *params, *column_params, *params]
