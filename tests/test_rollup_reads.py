@@ -7,15 +7,19 @@ PostgreSQL:
 2. `snapped`: a range's end moves to the end of its hour or day only when no event lies between, and
    every figure over ranges ending around the last events (after them, between two of one hour, on one)
    equals the events'.
+3. The persons of more than half an hour (person_sets._by_rest: the hour's bitmap less the persons of the
+   rest of the hour without an event in the piece) are those of the events, through merges and erasure.
 """
 
 from __future__ import annotations
 
-from agent.analytics import rollup_queries as rq
+from agent.analytics import person_sets as ps, rollup_queries as rq
 from agent.analytics.timerange import TimeRange
 from agent.events.model import Event
 from agent.store import rollups as ru
 from agent.store.base import Store
+from agent.store.gdpr import erase_user
+from agent.store.people import merge_statements
 from agent.store.rows import event_rows
 from tests.support.store_fixtures import Run
 from tests.test_rollups import COACHES, SPAN, T0, D, H, assert_same_figures, events, load, ranges
@@ -64,3 +68,27 @@ def test_every_figure_over_ranges_ending_around_the_last_events_equals_the_event
     for end in (last[-1] + 1, last[-1] + 0.25 * H, last[-1], last[-2] + 1, (last[-1] // H) * H, last[-40] + 7):
         for length in (3 * D + 5 * H + 17, 0.5 * H, 2 * H, SPAN):
             assert_same_figures(store, run, TimeRange(end - length, end))
+
+
+def test_the_persons_of_most_of_an_hour_are_those_of_its_events(store: Store, run: Run) -> None:
+    hour = (T0 // H + 30) * H
+    start, end = hour + 600, hour + 3000           # 40 of the hour's 60 minutes
+    who = [("rest_only", hour + 100), ("both", hour + 200), ("both", hour + 1000), ("piece_only", hour + 2000),
+           ("alias", hour + 3500), ("person_p", hour + 700), ("alias_2", hour + 1500), ("erased", hour + 1200),
+           ("erased", hour + 3300), ("after", hour + 3100), ("after", hour + 3599), ("alias_3", hour + 900),
+           ("person_q", hour + 5 * H)]
+    run(store.write_events([event_rows(Event("api_request" if k % 2 else "feature_used", "engagement", ts, ts,
+                                             {"duration_ms": 5.0, "status": 200} if k % 2 else {"feature": "x"},
+                                             user_id=user, event_id=f"w{k}"))
+                            for k, (user, ts) in enumerate(who)]))
+    run(store.execute(merge_statements(store.dialect, "alias", "person_p", hour + 3600)))
+    run(store.execute(merge_statements(store.dialect, "alias_2", "piece_only", hour + 3600)))
+    run(store.execute(merge_statements(store.dialect, "alias_3", "person_q", hour + 6 * H)))   # none of its own here
+    run(erase_user(store, ["erased"]))
+    for name in (None, "feature_used", "api_request"):
+        for a, b in ((start, end), (hour, end), (start, hour + H), (hour + 1, hour + 3599)):
+            got = run(ps.persons_of(store, run(ps.persons_active(store, a, b, name))))
+            where = "" if name is None else " AND name = ?"
+            sql = f"SELECT DISTINCT user_id FROM events WHERE ts >= ? AND ts < ?{where}"
+            want = {u for (u,) in run(store.fetch(sql, (a, b, *(() if name is None else (name,)))))}
+            assert set(got.values()) == want, (name, a - hour, b - hour)

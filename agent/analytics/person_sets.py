@@ -106,6 +106,47 @@ async def _raw(store: Store, start: float, end: float, name: str | None, label: 
 
 
 async def _raw_read(store: Store, start: float, end: float, name: str | None, label: str | None) -> BitMap:
+    """The persons of [start, end) (within an hour): from its events, or, when it is more than half its
+    hour, from the rest of the hour's (`_by_rest`)."""
+    hour = math.floor(start / pb.HOUR)
+    if end - start > pb.HOUR / 2 and end <= (hour + 1) * pb.HOUR:
+        return await _by_rest(store, start, end, name, label, hour)
+    return await _events_read(store, start, end, name, label)
+
+
+async def _by_rest(store: Store, start: float, end: float, name: str | None, label: str | None,
+                   hour: int) -> BitMap:
+    """The hour's bitmap (and extra bits) less the persons of the rest of the hour who have no event in
+    [start, end): the events of the shorter part of the hour are read, and the few persons of it looked
+    up by user in the piece (events_user_ts). At 10M bench events the previous period's end in business
+    metrics (a range ending 17 s before an hour) read ~1,400 persons of 3,583 s of events: ~3 ms of CPU
+    (~1 at 1M); now those of 17 s."""
+    key_name, key_label = _key(name, label)
+    out = _or(await store.fetch("SELECT bits FROM person_bits_hour WHERE name = ? AND label = ? AND bucket = ?",
+                                (key_name, key_label, hour)))
+    out.update(int(i) for (i,) in await store.fetch(
+        "SELECT idx FROM person_bits_extra WHERE name = ? AND label = ? AND bucket = ?", (key_name, key_label, hour)))
+    rest = BitMap()
+    for a, b in ((hour * float(pb.HOUR), start), (end, (hour + 1) * float(pb.HOUR))):
+        if a < b:
+            rest |= await _events_read(store, a, b, name, label)
+    rest &= out
+    if not rest:
+        return out
+    persons = await persons_of(store, rest)
+    users = sorted(set(persons.values()))
+    where = "".join((" AND name = ?" if name is not None else "", " AND label = ?" if label is not None else ""))
+    present: set[str] = set()
+    for i in range(0, len(users), ID_CHUNK):
+        chunk = users[i:i + ID_CHUNK]
+        present.update(user for (user,) in await store.fetch(
+            f"SELECT DISTINCT user_id FROM events WHERE user_id IN {placeholders(len(chunk))} AND ts >= ? AND ts < ?"
+            f"{where}", [*chunk, start, end, *(v for v in (name, label) if v is not None)]))
+    out -= BitMap(idx for idx, person in persons.items() if person not in present)
+    return out
+
+
+async def _events_read(store: Store, start: float, end: float, name: str | None, label: str | None) -> BitMap:
     if name is not None:
         names = [name]
     else:
