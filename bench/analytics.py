@@ -56,7 +56,7 @@ from agent.api.ratelimit import RateLimiter  # noqa: E402
 from agent.store.base import Store, StoreSlot  # noqa: E402
 from agent.events.catalog import CATALOG  # noqa: E402
 from agent.events.model import Event  # noqa: E402
-from agent.store import rollup_fold, rollups  # noqa: E402
+from agent.store import person_bits, rollup_fold, rollups, signup_bits  # noqa: E402
 from agent.store.probe_rollups import ProbeRollups  # noqa: E402
 from agent.store.rows import event_rows  # noqa: E402
 from agent.store.sqlite import SqliteStore  # noqa: E402
@@ -290,12 +290,21 @@ async def replicate(base: Path, path: Path, factor: int) -> dict[str, float]:
     # watermark above them (left as it was, the open would fold the copies a second time)
     conn.execute("DROP TABLE IF EXISTS rollup_folded")
     conn.execute("DELETE FROM schema_migrations WHERE version = ?", (rollup_fold.MIGRATION,))
+    # the person and signup bitmaps too (migrations 12 and 18: the base's bits would hold the base's persons
+    # only); migration 12 builds every labelled name's bitmaps, page_load's among them (what 13 adds)
+    for table in (*BITMAP_TABLES, *signup_bits.TABLES):
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+    for version in (person_bits.MIGRATION, signup_bits.MIGRATION):
+        conn.execute("DELETE FROM schema_migrations WHERE version = ?", (version,))
     conn.close()
     copied = time.perf_counter()
     store = SqliteStore(str(path), synchronous="normal")
     await store.open()
     await store.close()
     return {"copy_seconds": copied - started, "backfill_seconds": time.perf_counter() - copied, "end": end}
+
+
+BITMAP_TABLES = ("person_index", "person_bits_hour", "person_bits_day", "person_bits_extra")
 
 
 def cached_path(events: int) -> Path:
