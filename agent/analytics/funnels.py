@@ -31,7 +31,6 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Sequence
-from itertools import pairwise
 from typing import Any
 
 import orjson
@@ -78,6 +77,23 @@ def strict(events: Sequence[Event], steps: int, window: float) -> Attempt | None
     best: Attempt | None = None
     for ts, mask, value in events:
         following: list[Attempt | None] = [None] * steps
+        if not mask & (mask - 1):               # one step or none (most events): no loop over the steps
+            i = mask.bit_length() - 1
+            if i < 0:
+                current = following             # another event of the person: the attempts end
+                continue
+            before = current[i - 1] if i else None
+            if i == 0:
+                attempt: Attempt | None = ((ts,), value)
+            elif before is not None and ts - before[0][0] <= window:
+                attempt = (before[0] + (ts,), before[1])
+            else:
+                attempt = None
+            following[i] = attempt
+            current = following
+            if attempt is not None and (best is None or len(attempt[0]) > len(best[0])):
+                best = attempt
+            continue
         if mask & 1:
             following[0] = ((ts,), value)
         for i in range(1, steps):
@@ -142,25 +158,12 @@ def _query(store: Store, q: FunnelQuery) -> tuple[str, list[Any]]:
     return person_rows(store.dialect, columns, column_params, where, params, anonymous=q.order == "strict")
 
 
-def _gaps(by_person: dict[str, list[tuple[Any, ...]]], window: float, aliases: dict[str, list[str]]) -> list[list[Any]]:
-    """[event id, who, kind, ts and id of the step event before, ts and id of the event] for each step event
-    that may continue an attempt from the step event before it (the person's previous step event matches
-    step i, this one step i + 1, within the window): once per id of the person whose events may lie between
-    them (kind 0: a user id, the person's and their aliases'; kind 1: an anonymous id of their step events).
-    Any other pair needs no look: a break there changes nothing (nothing could be continued)."""
-    gaps: list[list[Any]] = []
-    for person, rows in by_person.items():
-        rows.sort(key=_time_order)
-        ids: list[tuple[str, int]] | None = None
-        for before, row in pairwise(rows):
-            if not (before[3] << 1) & row[3] or row[0] - before[0] > window:
-                continue
-            if ids is None:
-                ids = [(person, 0), *((alias, 0) for alias in aliases.get(person, ())),
-                       *((anonymous, 1) for anonymous in sorted({r[-1] for r in rows if r[-1] is not None}))]
-            span = [before[0], before[1], row[0], row[1]]
-            gaps += ([row[1], who, kind, *span] for who, kind in ids)
-    return gaps
+def _candidates(rows: list[tuple[Any, ...]], window: float) -> list[int]:
+    """The positions k of a person's step events (sorted) that may continue an attempt from the one before
+    (it matches step i, the event k - 1 step i + 1, within the window). Anywhere else another event of the
+    person in between changes nothing: the event could continue nothing anyway."""
+    return [k for k in range(1, len(rows))
+            if (rows[k - 1][3] << 1) & rows[k][3] and rows[k][0] - rows[k - 1][0] <= window]
 
 
 def _json_rows(dialect: str, columns: Sequence[tuple[str, str]]) -> str:
@@ -173,23 +176,32 @@ def _json_rows(dialect: str, columns: Sequence[tuple[str, str]]) -> str:
 
 
 REAL = "DOUBLE PRECISION"
-# a strict funnel's candidate pairs looked up per query: bounds the statement's JSON (~70 bytes a row)
+# a strict funnel's pairs looked up per query: bounds the statement's JSON (~70 bytes a row)
 GAPS_PER_QUERY = 20_000
 
 
-async def _broken(store: Store, by_person: dict[str, list[tuple[Any, ...]]], window: float) -> set[int]:
-    """The ids of the step events that another event of their person (in the range, whatever its name)
-    comes just before, among those where that matters (_gaps): one index seek per candidate pair and id
-    of the person, events_user_ts (user_id, ts) for a user id, events_anonymous_id for an anonymous one."""
+async def _broken(store: Store, by_person: dict[str, list[tuple[Any, ...]]],
+                  candidates: dict[str, list[int]]) -> set[int]:
+    """The ids of the candidate step events (_candidates) that another event of their person (in the range,
+    whatever its name) comes just before: for each, one index seek per id of the person after the step event
+    before it, up to it in (ts, id) order: events_user_ts (user_id, ts) for the person's user id and their
+    aliases' (person_aliases), events_anonymous_id for the anonymous ids of their step events."""
     found = await store.fetch(f"SELECT pa.person_id, pa.alias_id FROM person_aliases pa WHERE pa.person_id IN "
                               f"(SELECT j.p FROM {_json_rows(store.dialect, [('p', 'TEXT')])} j)",
-                              [orjson.dumps([[p] for p in by_person]).decode()]) if by_person else []
+                              [orjson.dumps([[p] for p in candidates]).decode()])
     aliases: dict[str, list[str]] = defaultdict(list)
     for person, alias in found:
         aliases[person].append(alias)
-    gaps = _gaps(by_person, window, aliases)
+    gaps: list[list[Any]] = []          # [event id, who, kind (0 user, 1 anonymous), ts and id before, ts, id]
+    for person, positions in candidates.items():
+        rows = by_person[person]
+        ids = [(person, 0), *((alias, 0) for alias in aliases.get(person, ())),
+               *((anonymous, 1) for anonymous in sorted({r[-1] for r in rows if r[-1] is not None}))]
+        for k in positions:
+            before, row = rows[k - 1], rows[k]
+            gaps += ([row[1], who, kind, before[0], before[1], row[0], row[1]] for who, kind in ids)
     plus = "+" if store.dialect == "sqlite" else ""
-    between = ("x.ts >= g.t1 AND x.ts <= g.t2 AND (x.ts > g.t1 OR x.id > g.i1) AND (x.ts < g.t2 OR x.id < g.i2)")
+    between = "x.ts >= g.t1 AND x.ts <= g.t2 AND (x.ts > g.t1 OR x.id > g.i1) AND (x.ts < g.t2 OR x.id < g.i2)"
     source = _json_rows(store.dialect, [("n", "BIGINT"), ("who", "TEXT"), ("kind", "INTEGER"), ("t1", REAL),
                                         ("i1", "BIGINT"), ("t2", REAL), ("i2", "BIGINT")])
     sql = (f"SELECT DISTINCT g.n FROM {source} g WHERE CASE WHEN g.kind = 0 "
@@ -201,6 +213,42 @@ async def _broken(store: Store, by_person: dict[str, list[tuple[Any, ...]]], win
         rows = await store.fetch(sql, [orjson.dumps(gaps[at:at + GAPS_PER_QUERY]).decode()])
         broken.update(int(r[0]) for r in rows)
     return broken
+
+
+async def _strict_attempts(store: Store, by_person: dict[str, list[tuple[Any, ...]]], steps: int, window: float,
+                           with_breakdown: bool) -> list[Attempt]:
+    """strict() over each person's step events, walking only the runs of events that continue one another
+    with nothing of the person between them (the links): elsewhere an event starts afresh, so outside the
+    runs a person's furthest attempt is their first step-1 event, and strict() keeps the first attempt that
+    got furthest, which this keeps too (runs are taken in time order, a longer attempt replaces)."""
+    candidates: dict[str, list[int]] = {}
+    for person, rows in by_person.items():
+        rows.sort()                             # by (ts, id): ids are unique
+        positions = _candidates(rows, window)
+        if positions:
+            candidates[person] = positions
+    broken = await _broken(store, by_person, candidates) if candidates else set()
+    attempts: list[Attempt] = []
+    for person, rows in by_person.items():
+        best: Attempt | None = None
+        for r in rows:
+            if r[3] & 1:
+                best = ((r[0],), r[4] if with_breakdown else None)
+                break
+        links = [k for k in candidates.get(person, ()) if rows[k][1] not in broken]
+        at = 0
+        while at < len(links):
+            end = at
+            while end + 1 < len(links) and links[end + 1] == links[end] + 1:
+                end += 1
+            run = rows[links[at] - 1:links[end] + 1]
+            attempt = strict([(r[0], r[3], r[4] if with_breakdown else None) for r in run], steps, window)
+            if attempt is not None and (best is None or len(attempt[0]) > len(best[0])):
+                best = attempt
+            at = end + 1
+        if best is not None:
+            attempts.append(best)
+    return attempts
 
 
 def _stats(attempts: list[Attempt], steps: int) -> list[dict[str, Any]]:
@@ -222,10 +270,6 @@ def _stats(attempts: list[Attempt], steps: int) -> list[dict[str, Any]]:
     return out
 
 
-def _time_order(row: tuple[Any, ...]) -> tuple[float, int]:
-    return row[0], row[1]
-
-
 def _seconds(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
@@ -238,19 +282,16 @@ async def funnel(store: Store, q: FunnelQuery) -> dict[str, Any]:
         by_person[row[2]].append(row)
     walk = ORDERS[q.order]
     steps = len(q.steps)
-    attempts: list[Attempt] = []
     with_breakdown = q.breakdown is not None
-    broken = await _broken(store, by_person, q.window) if q.order == "strict" else set()
-    for rows in by_person.values():
-        rows.sort(key=_time_order)
-        events: list[Event] = []
-        for r in rows:
-            if r[1] in broken:
-                events.append((r[0], 0, None))        # another event of theirs came just before this one
-            events.append((r[0], r[3], r[4] if with_breakdown else None))
-        attempt = walk(events, steps, q.window)
-        if attempt is not None:
-            attempts.append(attempt)
+    if q.order == "strict":
+        attempts = await _strict_attempts(store, by_person, steps, q.window, with_breakdown)
+    else:
+        attempts = []
+        for rows in by_person.values():
+            rows.sort()                         # by (ts, id): ids are unique
+            attempt = walk([(r[0], r[3], r[4] if with_breakdown else None) for r in rows], steps, q.window)
+            if attempt is not None:
+                attempts.append(attempt)
     by_person.clear()
     names = [{"event": step.event} for step in q.steps]
     document: dict[str, Any] = {"order": q.order, "window_seconds": q.window, "range": q.range.to_json(),
