@@ -250,16 +250,23 @@ WINDOW = 90 * DAY
 SHIFT = WINDOW * 0.6180339887          # each copy's events move by this much, wrapped into the 90 days
 
 
-def _shifted(column: str, k: int, end: float) -> str:
-    """`column` moved k * SHIFT back in time, wrapped into the 90 days before `end` (SQL)."""
+def _shifted(column: str, k: int, end: float, table: str = "events") -> str:
+    """`column` of `table` moved k * SHIFT back in time, wrapped into the user's own window: from their
+    first event in the base store (users.first_seen) to `end`, so that every user's first event stays
+    where it was (SQL). Wrapped into the whole 90 days, the copies of a user who first came in the last
+    weeks landed in the first ones too: at 10M every user's first login was in the first weeks and the
+    insights' first-time retention cohorts (bench/insights.py) were empty. Anonymous rows: the 90 days."""
+    window = (f"max(coalesce({end!r} - (SELECT u.first_seen FROM users u WHERE u.user_id = {table}.user_id), "
+              f"{WINDOW!r}), 60.0)")
     back = f"({end!r} - {column} + {k * SHIFT!r})"
-    return f"({end!r} - ({back} - {WINDOW!r} * floor({back} / {WINDOW!r})))"
+    return f"({end!r} - ({back} - {window} * floor({back} / {window})))"
 
 
 async def replicate(base: Path, path: Path, factor: int) -> dict[str, float]:
     """The fast fill: `factor` copies of the cached `base` store's events (the first as it is, the others
-    moved in time by multiples of SHIFT within the same 90 days: the same users, each `factor` times as
-    active, the same mix), written by SQL; then the rollups built from them by migration 8's backfill."""
+    moved in time by multiples of SHIFT within each user's window of the 90 days, `_shifted`: the same
+    users, each `factor` times as active, first seen when they were, the same mix), written by SQL; then the
+    rollups built from them by migration 8's backfill."""
     started = time.perf_counter()
     meta = json.loads(base.with_name(base.name + ".json").read_text())
     end = meta["end"]
@@ -275,7 +282,8 @@ async def replicate(base: Path, path: Path, factor: int) -> dict[str, float]:
         values = EVENT_COPY.format(ts=_shifted("ts", k, end), received=_shifted("received_at", k, end))
         conn.execute(f"INSERT INTO events ({columns}) SELECT {values} FROM events WHERE id <= ?", (top,))
         funnel = "user_id, flow_id, step, step_number, status, time_spent_seconds"
-        conn.execute(f"INSERT INTO onboarding_funnel ({funnel}, ts) SELECT {funnel}, {_shifted('ts', k, end)} "
+        conn.execute(f"INSERT INTO onboarding_funnel ({funnel}, ts) "
+                     f"SELECT {funnel}, {_shifted('ts', k, end, 'onboarding_funnel')} "
                      "FROM onboarding_funnel WHERE id <= ?", (funnel_top,))
         conn.execute("COMMIT")
         print(f"  copy {k} of {factor - 1}: {time.perf_counter() - started:.0f} s", flush=True)
