@@ -7,6 +7,7 @@ under 300 ms and a 4-step funnel under 2 s.
     python bench/insights.py --events 10000000    # 10M
     python bench/insights.py --quick              # 100k events, 5 requests: a smoke run (writes no JSON)
     python bench/insights.py --postgres           # the same on PostgreSQL (a server started for the run)
+    python bench/insights.py --events 10000000 --db /tmp/copy.db --only funnel   # some requests; writes nothing
 
 The stores are bench/analytics.py's: bench/out/analytics-<events>.db with its .json (when the events end),
 filled by that bench (or by this one, the same way) and reused by both; `--db PATH` names another file.
@@ -19,11 +20,13 @@ The requests (each through a real HTTP server on 127.0.0.1, one after another af
   the events), the same series' unique persons broken down by page (persons: anonymous and identified ids
   merged), and api_request broken down by status (answered from the rollups maintained at ingest);
 - funnel: login_attempt -> resource_viewed -> session_booked -> session_completed over 30 days, 7-day
-  window, ordered, and the same strict (which reads every event of the persons who logged in);
+  window, ordered, and the same strict (which also looks, for each step event that may continue an
+  attempt from the person's previous step event, for another event of the person between the two);
 - retention: 8 weeks, cohort by the first login_attempt ever (at 10M every user's first login is in the
   first weeks of the 90 days: the cohorts are empty, the cost is reading every login_attempt), and the
   same recurring (a cohort per week of those who logged in), returning with feature_used.
-Results: printed, written to bench/results/insights.json and the "Insights API" section of RESULTS.md.
+Results: printed, written to bench/results/insights.json and the "Insights API" section of RESULTS.md
+(not with --quick, --only or --no-write).
 """
 
 from __future__ import annotations
@@ -84,9 +87,9 @@ REQUESTS: dict[str, tuple[str, dict[str, Any], float]] = {       # name -> (path
 }
 
 
-async def measure(store: Store, requests: int, end: float) -> dict[str, Any]:
-    """Each insight of REQUESTS over the ranges ending at `end`: p50 / p99 / max of the HTTP round trip and
-    the process's CPU per request (the SQLite reads run on its threads)."""
+async def measure(store: Store, requests: int, end: float, only: str = "") -> dict[str, Any]:
+    """Each insight of REQUESTS (whose name holds `only`) over the ranges ending at `end`: p50 / p99 / max
+    of the HTTP round trip and the process's CPU per request (the SQLite reads run on its threads)."""
     app = web.Application(middlewares=[problem_middleware])
     app[ADMIN_TOKENS] = AdminTokens((TOKEN,))
     app[EVENT_STORE] = StoreSlot(store)
@@ -101,6 +104,8 @@ async def measure(store: Store, requests: int, end: float) -> dict[str, Any]:
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"},
                                          timeout=aiohttp.ClientTimeout(total=120)) as session:
             for name, (path, body, target) in REQUESTS.items():
+                if only and only not in name:
+                    continue
                 url = f"http://127.0.0.1:{port}{path}"
                 body = {**body, "to": end}
                 async with session.post(url, json=body) as warm:         # warms the page cache
@@ -184,7 +189,7 @@ async def on_postgres(args: argparse.Namespace) -> dict[str, Any]:
 async def run(store: Store, args: argparse.Namespace, end: float) -> dict[str, Any]:
     count = (await store.fetch("SELECT count(*) FROM events"))[0][0]
     read = await matching(store, end)
-    latency = await measure(store, args.requests, end)
+    latency = await measure(store, args.requests, end, args.only)
     return {"events": int(count), "matching_events": read, "latency": latency, "python": platform.python_version(),
             "machine": platform.machine(), "cpus": os.cpu_count(),
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -230,12 +235,14 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--db", help="database file to fill (or reuse when it exists)")
     parser.add_argument("--postgres", action="store_true", help="fill and measure a PostgreSQL started for the run")
+    parser.add_argument("--only", default="", help="only the requests whose name contains this; writes nothing")
+    parser.add_argument("--no-write", action="store_true", help="print only: no JSON, no RESULTS.md")
     parsed = parser.parse_args()
     if parsed.quick:
         parsed.events, parsed.requests = 100_000, 5
     outcome = asyncio.run(main(parsed))
     print_table(outcome)
-    if not parsed.quick:
+    if not (parsed.quick or parsed.only or parsed.no_write):
         RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
         runs = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
         runs = {k: v for k, v in runs.items() if isinstance(v, dict) and "database" in v}

@@ -62,9 +62,17 @@ EVENTS: list[tuple[str, str | None, str | None, float]] = [
     ("step_a", "u_p12", None, 80), ("step_b", "u_p12", None, 80.5), ("other", "u_p12", None, 80.7),
     ("step_c", "u_p12", None, 81), ("step_a", "u_p12", None, 90), ("step_b", "u_p12", None, 90.25),
     ("step_c", "u_p12", None, 90.5),
+    # p13: a b broken, a b whole (1800 s), then a b c broken before c (900 s): the first attempt of 2 steps
+    # is kept, although the run of three is looked up first
+    ("step_a", "u_p13", None, 100), ("other", "u_p13", None, 100.2), ("step_b", "u_p13", None, 100.5),
+    ("step_a", "u_p13", None, 101), ("step_b", "u_p13", None, 101.5),
+    ("step_a", "u_p13", None, 102), ("step_b", "u_p13", None, 102.25), ("other", "u_p13", None, 102.3),
+    ("step_c", "u_p13", None, 102.5),
 ]
 ALIASES = [("u_p7_old", "u_p7")]
 BAD = {("step_b", "u_p8")}             # carries {"bad": true}: fails step 2's filter
+PLANS = {("u_p1", 1): "pro", ("u_p11", 50): "free", ("u_p12", 80): "free", ("u_p12", 90): "pro",
+         ("u_p13", 100): "free", ("u_p13", 101): "pro"}        # step_a's "plan": the breakdown
 
 
 def _event(i: int, name: str, user: str | None, anonymous: str | None, ts: float, props: dict[str, Any]) -> Event:
@@ -85,28 +93,35 @@ def _steps(doc: dict[str, Any]) -> list[tuple[Any, ...]]:
     return [(s["persons"], s["median_seconds_from_previous"], s["p90_seconds_from_previous"]) for s in doc["steps"]]
 
 
-def test_strict_funnel_edges(store, run):
-    events = [_event(i, name, user, anon, T0 + hours * H, {"bad": True} if (name, user) in BAD else {})
+def test_strict_funnel_edges(store, run, monkeypatch):
+    events = [_event(i, name, user, anon, T0 + hours * H,
+                     {"bad": True} if (name, user) in BAD else
+                     {"plan": PLANS[user, hours]} if name == "step_a" and (user, hours) in PLANS else {})
               for i, (name, user, anon, hours) in enumerate(EVENTS)]
     run(_load(store, events, ALIASES))
     body = {"steps": [{"event": "step_a"},
                       {"event": "step_b", "properties": [{"key": "bad", "operator": "is_not_set"}]},
                       {"event": "step_c"}], "window": "1d", "order": "strict", **RANGE}
     doc = run(funnel(store, funnel_query(body, T0)))
-    # step 1: p1 .. p9, p11, p12 (p10's a is before the range). Step 2: p1 (3600 s), p4 (0), p5 (3600),
-    # p6 (3600), p9 (360), p12 (900, the whole run kept): ranks 3 and 6 of [0 360 900 3600 3600 3600].
-    # Step 3: p1 (3600), p6 (3600), p12 (900); p5's a_p5 event breaks b -> c, p12's first run is broken
-    # before its c
-    assert _steps(doc) == [(11, None, None), (6, 900.0, 3600.0), (3, 3600.0, 3600.0)]
-    # the same with every pair looked up in its own statement
-    funnels_gaps, funnels.GAPS_PER_QUERY = funnels.GAPS_PER_QUERY, 1
-    try:
-        assert run(funnel(store, funnel_query(body, T0))) == doc
-    finally:
-        funnels.GAPS_PER_QUERY = funnels_gaps
-    # ordered: the events between steps do not matter (p2 p3 p7 reach b, p5 c; p8's b fails its filter)
+    # step 1: p1 .. p9, p11, p12, p13 (p10's a is before the range). Step 2: p1 (3600 s), p4 (0), p5 (3600),
+    # p6 (3600), p9 (360), p12 (900, the whole run kept), p13 (1800): ranks 4 and 7 of
+    # [0 360 900 1800 3600 3600 3600]. Step 3: p1 (3600), p6 (3600), p12 (900); p5's a_p5 event breaks
+    # b -> c, p12's first run and p13's last are broken before their c
+    assert _steps(doc) == [(12, None, None), (7, 1800.0, 3600.0), (3, 3600.0, 3600.0)]
+    # the same with every pair looked up in its own statement, and one pair alone per person per round
+    monkeypatch.setattr(funnels, "GAPS_PER_QUERY", 1)
+    monkeypatch.setattr(funnels, "FIRST_PAIRS", 1)
+    assert run(funnel(store, funnel_query(body, T0))) == doc
+    # ordered: the events between steps do not matter (p2 p3 p7 reach b, p5 p13 c; p8's b fails its filter)
     ordered = run(funnel(store, funnel_query({**body, "order": "ordered"}, T0)))
-    assert [s["persons"] for s in ordered["steps"]] == [11, 9, 4]
+    assert [s["persons"] for s in ordered["steps"]] == [12, 10, 5]
+    # by step 1's plan, from the kept attempt: pro p1 (3600, 3600) p12 (900, 900) p13 (1800); free p11;
+    # unset p2 .. p9 (step 2: p4 0, p5 3600, p6 3600, p9 360; step 3: p6)
+    split = run(funnel(store, funnel_query({**body, "breakdown": "plan", "breakdown_limit": 2}, T0)))
+    assert [(b["breakdown_value"], b["is_other"], _steps(b)) for b in split["breakdown"]] == [
+        (None, False, [(8, None, None), (4, 360.0, 3600.0), (1, 3600.0, 3600.0)]),
+        ("pro", False, [(3, None, None), (3, 1800.0, 3600.0), (2, 900.0, 3600.0)]),
+        (None, True, [(1, None, None), (0, None, None), (0, None, None)])]
 
 
 # --- random stores against the definition ----------------------------------------------------------------
@@ -162,8 +177,10 @@ def _expected(events: list[tuple[int, Event]], aliases: dict[str, str], start: f
     return out
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_strict_funnel_equals_the_walk_over_every_event(store, run, seed):
+@pytest.mark.parametrize(("seed", "first_pairs"), [(1, 4), (2, 1), (3, 2)])
+def test_strict_funnel_equals_the_walk_over_every_event(store, run, monkeypatch, seed, first_pairs):
+    """first_pairs: the pairs alone looked up per person in the first round (more rounds when few)."""
+    monkeypatch.setattr(funnels, "FIRST_PAIRS", first_pairs)
     rng = random.Random(seed)
     users = [f"u{k}" for k in range(6)]
     anonymous = [f"a{k}" for k in range(6)]

@@ -31,6 +31,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -73,27 +74,16 @@ def ordered(events: Sequence[Event], steps: int, window: float) -> Attempt | Non
 
 
 def strict(events: Sequence[Event], steps: int, window: float) -> Attempt | None:
+    return _strict_walk(events, steps, window)[0]
+
+
+def _strict_walk(events: Sequence[Event], steps: int, window: float) -> tuple[Attempt | None, int]:
+    """strict()'s attempt and the index of the event that completed it (-1 without one)."""
     current: list[Attempt | None] = [None] * steps
     best: Attempt | None = None
-    for ts, mask, value in events:
+    at = -1
+    for k, (ts, mask, value) in enumerate(events):
         following: list[Attempt | None] = [None] * steps
-        if not mask & (mask - 1):               # one step or none (most events): no loop over the steps
-            i = mask.bit_length() - 1
-            if i < 0:
-                current = following             # another event of the person: the attempts end
-                continue
-            before = current[i - 1] if i else None
-            if i == 0:
-                attempt: Attempt | None = ((ts,), value)
-            elif before is not None and ts - before[0][0] <= window:
-                attempt = (before[0] + (ts,), before[1])
-            else:
-                attempt = None
-            following[i] = attempt
-            current = following
-            if attempt is not None and (best is None or len(attempt[0]) > len(best[0])):
-                best = attempt
-            continue
         if mask & 1:
             following[0] = ((ts,), value)
         for i in range(1, steps):
@@ -104,9 +94,9 @@ def strict(events: Sequence[Event], steps: int, window: float) -> Attempt | None
         for attempt in reversed(following):
             if attempt is not None:
                 if best is None or len(attempt[0]) > len(best[0]):
-                    best = attempt
+                    best, at = attempt, k
                 break
-    return best
+    return best, at
 
 
 def unordered(events: Sequence[Event], steps: int, window: float) -> Attempt | None:
@@ -180,34 +170,54 @@ REAL = "DOUBLE PRECISION"
 GAPS_PER_QUERY = 20_000
 
 
+def _between(dialect: str, anonymous: bool) -> str:
+    """The condition on events `x` of g.who (a user id, or an anonymous id's anonymous events) that one
+    lies between the gap's two step events in (ts, id) order. On PostgreSQL the index (user_id, ts) holds no
+    id: an event strictly inside the times is looked for index-only, and the ids are read (from the table)
+    only when the user id has more events at the two times than its own step events there (g.own):
+    10 -> 2 us a look-up at 10M events, where each of the endpoints was a row fetched from the table."""
+    exact = "x.ts >= g.t1 AND x.ts <= g.t2 AND (x.ts > g.t1 OR x.id > g.i1) AND (x.ts < g.t2 OR x.id < g.i2)"
+    if anonymous:
+        plus = "+" if dialect == "sqlite" else ""
+        return f"EXISTS (SELECT 1 FROM events x WHERE x.anonymous_id = g.who AND {plus}x.user_id IS NULL AND {exact})"
+    own = "x.user_id = g.who"
+    if dialect == "sqlite":                     # the index's entries hold the rowid, the id: index-only
+        return f"EXISTS (SELECT 1 FROM events x WHERE {own} AND {exact})"
+    return (f"(EXISTS (SELECT 1 FROM events x WHERE {own} AND x.ts > g.t1 AND x.ts < g.t2) OR "
+            f"((SELECT count(*) FROM events x WHERE {own} AND x.ts IN (g.t1, g.t2)) > g.own "
+            f"AND EXISTS (SELECT 1 FROM events x WHERE {own} AND {exact})))")
+
+
 async def _broken(store: Store, by_person: dict[str, list[tuple[Any, ...]]],
                   candidates: dict[str, list[int]]) -> set[int]:
     """The ids of the candidate step events (_candidates) that another event of their person (in the range,
-    whatever its name) comes just before: for each, one index seek per id of the person after the step event
-    before it, up to it in (ts, id) order: events_user_ts (user_id, ts) for the person's user id and their
-    aliases' (person_aliases), events_anonymous_id for the anonymous ids of their step events."""
+    whatever its name) comes just before: for each, one index look-up per id of the person, after the step
+    event before it up to it in (ts, id) order: events_user_ts (user_id, ts) for the person's user id and
+    their aliases' (person_aliases), events_anonymous_id for the anonymous ids of their step events. Rows
+    are (ts, id, person, step bits[, breakdown value], own user id, anonymous id)."""
     found = await store.fetch(f"SELECT pa.person_id, pa.alias_id FROM person_aliases pa WHERE pa.person_id IN "
                               f"(SELECT j.p FROM {_json_rows(store.dialect, [('p', 'TEXT')])} j)",
                               [orjson.dumps([[p] for p in candidates]).decode()])
     aliases: dict[str, list[str]] = defaultdict(list)
     for person, alias in found:
         aliases[person].append(alias)
-    gaps: list[list[Any]] = []          # [event id, who, kind (0 user, 1 anonymous), ts and id before, ts, id]
+    gaps: list[list[Any]] = []      # [who, kind (0 user, 1 anonymous), ts and id before, ts and id, own events]
     for person, positions in candidates.items():
         rows = by_person[person]
-        ids = [(person, 0), *((alias, 0) for alias in aliases.get(person, ())),
-               *((anonymous, 1) for anonymous in sorted({r[-1] for r in rows if r[-1] is not None}))]
+        users = [person, *aliases.get(person, ())]
+        anonymous = set(map(itemgetter(-1), rows))
+        anonymous.discard(None)
         for k in positions:
             before, row = rows[k - 1], rows[k]
-            gaps += ([row[1], who, kind, before[0], before[1], row[0], row[1]] for who, kind in ids)
-    plus = "+" if store.dialect == "sqlite" else ""
-    between = "x.ts >= g.t1 AND x.ts <= g.t2 AND (x.ts > g.t1 OR x.id > g.i1) AND (x.ts < g.t2 OR x.id < g.i2)"
-    source = _json_rows(store.dialect, [("n", "BIGINT"), ("who", "TEXT"), ("kind", "INTEGER"), ("t1", REAL),
-                                        ("i1", "BIGINT"), ("t2", REAL), ("i2", "BIGINT")])
-    sql = (f"SELECT DISTINCT g.n FROM {source} g WHERE CASE WHEN g.kind = 0 "
-           f"THEN EXISTS (SELECT 1 FROM events x WHERE x.user_id = g.who AND {between}) "
-           f"ELSE EXISTS (SELECT 1 FROM events x WHERE x.anonymous_id = g.who AND {plus}x.user_id IS NULL "
-           f"AND {between}) END")
+            span = (before[0], before[1], row[0], row[1])
+            for user in users:
+                gaps.append([user, 0, *span, (before[-2] == user) + (row[-2] == user)])
+            for who in sorted(anonymous):
+                gaps.append([who, 1, *span, 0])
+    source = _json_rows(store.dialect, [("who", "TEXT"), ("kind", "INTEGER"), ("t1", REAL), ("i1", "BIGINT"),
+                                        ("t2", REAL), ("i2", "BIGINT"), ("own", "INTEGER")])
+    sql = (f"SELECT DISTINCT g.i2 FROM {source} g WHERE CASE WHEN g.kind = 0 "
+           f"THEN {_between(store.dialect, False)} ELSE {_between(store.dialect, True)} END")
     broken: set[int] = set()
     for at in range(0, len(gaps), GAPS_PER_QUERY):
         rows = await store.fetch(sql, [orjson.dumps(gaps[at:at + GAPS_PER_QUERY]).decode()])
@@ -215,39 +225,95 @@ async def _broken(store: Store, by_person: dict[str, list[tuple[Any, ...]]],
     return broken
 
 
+def _runs(positions: list[int]) -> list[list[int]]:
+    """Consecutive positions together: [1, 2, 5] -> [[1, 2], [5]]."""
+    runs = [[positions[0]]]
+    for k in positions[1:]:
+        if k == runs[-1][-1] + 1:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    return runs
+
+
+def _best(rows: list[tuple[Any, ...]], links: list[int], steps: int, window: float, value_at: int | None,
+          best: tuple[Attempt, int] | None) -> tuple[Attempt, int] | None:
+    """The person's first attempt that got furthest, and the position of the event that completed it, over
+    the runs of `links` (sorted positions whose step event continues the one before: nothing of the person
+    between them), after `best` (earlier). Elsewhere an event starts afresh: it continues nothing. The runs
+    are walked in time order, so a later attempt replaces only a shorter one."""
+    for run in _runs(links) if links else ():
+        start = run[0] - 1
+        events = [(r[0], r[3], None if value_at is None else r[value_at]) for r in rows[start:run[-1] + 1]]
+        attempt, at = _strict_walk(events, steps, window)
+        if attempt is not None and (best is None or len(attempt[0]) > len(best[0][0])):
+            best = attempt, start + at
+    return best
+
+
+# a strict funnel's pairs of one step-1 and one step-2 event (alone: nothing before or after could continue)
+# looked up per person in the first round, then twice as many each round while they may still matter
+FIRST_PAIRS = 4
+
+
 async def _strict_attempts(store: Store, by_person: dict[str, list[tuple[Any, ...]]], steps: int, window: float,
                            with_breakdown: bool) -> list[Attempt]:
-    """strict() over each person's step events, walking only the runs of events that continue one another
-    with nothing of the person between them (the links): elsewhere an event starts afresh, so outside the
-    runs a person's furthest attempt is their first step-1 event, and strict() keeps the first attempt that
-    got furthest, which this keeps too (runs are taken in time order, a longer attempt replaces)."""
-    candidates: dict[str, list[int]] = {}
+    """strict()'s attempt of each person from their step events and the look-ups of _broken: a person's
+    furthest attempt is their first step-1 event unless a run of step events continuing one another
+    (_candidates: a pair, or several in a row) has nothing of the person between them. Every pair of the
+    runs of several pairs is looked up. A pair alone gets an attempt of 2 steps at most, and only from a
+    step-1 event to a step-2 one: those are looked up in time order, a few per person per round, while no
+    attempt of 2 steps or more is known before them (the first that got furthest is kept), so a person
+    whose runs reached 3 steps, or who converted to step 2 early, costs no more look-ups. At 10M events
+    (the 4-step bench funnel): 89,463 candidate pairs, 74,398 of them alone."""
+    value_at = 4 if with_breakdown else None
+    several: dict[str, list[int]] = {}              # pairs in runs of several: all looked up
+    alone: dict[str, list[int]] = {}                # pairs alone from a step-1 to a step-2 event, in time order
     for person, rows in by_person.items():
-        rows.sort()                             # by (ts, id): ids are unique
+        rows.sort()                                 # by (ts, id): ids are unique
         positions = _candidates(rows, window)
-        if positions:
-            candidates[person] = positions
-    broken = await _broken(store, by_person, candidates) if candidates else set()
+        for run in _runs(positions) if positions else ():
+            if len(run) > 1:
+                several.setdefault(person, []).extend(run)
+            elif rows[run[0] - 1][3] & 1 and rows[run[0]][3] & 2:
+                alone.setdefault(person, []).append(run[0])
+    todo = {person: list(positions) for person, positions in several.items()}
+    looked = {person: positions[:FIRST_PAIRS] for person, positions in alone.items()}
+    for person, positions in looked.items():
+        todo.setdefault(person, []).extend(positions)
+    broken = await _broken(store, by_person, todo) if todo else set()
+    linked = {person: [k for k in positions if by_person[person][k][1] not in broken]
+              for person, positions in several.items()}
+    batch = FIRST_PAIRS
+    while True:
+        batch *= 2
+        todo = {}
+        for person, seen in looked.items():
+            rows = by_person[person]
+            if len(seen) == len(alone[person]) or any(rows[k][1] not in broken for k in seen):
+                continue                            # looked at all, or the earliest one alone that converts
+            found = _best(rows, linked.get(person, []), steps, window, value_at, None)
+            if found is not None and len(found[0][0]) >= 3:
+                continue
+            known = found[1] if found is not None and len(found[0][0]) == 2 else len(rows)
+            more = [k for k in alone[person][len(seen):len(seen) + batch] if k < known]
+            if more:
+                todo[person] = more
+                seen.extend(more)
+        if not todo:
+            break
+        broken |= await _broken(store, by_person, todo)
     attempts: list[Attempt] = []
     for person, rows in by_person.items():
-        best: Attempt | None = None
-        for r in rows:
+        best: tuple[Attempt, int] | None = None
+        for k, r in enumerate(rows):
             if r[3] & 1:
-                best = ((r[0],), r[4] if with_breakdown else None)
+                best = ((r[0],), None if value_at is None else r[value_at]), k
                 break
-        links = [k for k in candidates.get(person, ()) if rows[k][1] not in broken]
-        at = 0
-        while at < len(links):
-            end = at
-            while end + 1 < len(links) and links[end + 1] == links[end] + 1:
-                end += 1
-            run = rows[links[at] - 1:links[end] + 1]
-            attempt = strict([(r[0], r[3], r[4] if with_breakdown else None) for r in run], steps, window)
-            if attempt is not None and (best is None or len(attempt[0]) > len(best[0])):
-                best = attempt
-            at = end + 1
+        links = sorted([*linked.get(person, ()), *(k for k in looked.get(person, ()) if rows[k][1] not in broken)])
+        best = _best(rows, links, steps, window, value_at, best)
         if best is not None:
-            attempts.append(best)
+            attempts.append(best[0])
     return attempts
 
 
