@@ -64,6 +64,14 @@ _UNAVAILABLE = {5: "busy", 6: "locked", 8: "read-only", 10: "I/O error", 11: "co
                 23: "permission denied", 26: "not a database"}
 _ID_CHUNK = 500     # event ids per `IN (...)` lookup
 
+# Python 3.11's sqlite3 binds int, float and str at once, but looks every None up as a type to adapt: a
+# missed registry lookup and two attribute lookups, ~0.25 µs per None bound (an events row of the ingest
+# bench's mix binds ~4). An adapter found at once that gives None back costs ~0.08 µs, and None still binds
+# as NULL. Measured in-process on the group commit (groups of 400 events): INSERT INTO events 6.6 -> 5.6
+# CPU µs an event, the users upsert 1.35 -> 1.2.
+_NOTHING: dict[None, None] = {}          # its .get: a C call that returns None
+sqlite3.register_adapter(type(None), _NOTHING.get)
+
 
 def _insert(table: str, columns: Sequence[str]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
