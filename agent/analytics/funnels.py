@@ -21,19 +21,19 @@ its own with the same shape.
 
 Cost: one query reading the steps' events in the range (events_name_dims), held in memory as one (time,
 id, person, step bits, breakdown value) row per matching event, then one pass per person in Python: about
-2 us of CPU (SQL included) and 230 bytes per matching event (bench/insights.py). Strict reads the same
-rows (and each event's own user or anonymous id) and then asks the database whether another event of the
-person lies between two of their step events only where that can change the answer (_candidates,
-_strict_attempts): one index look-up per such pair and id of the person (events_user_ts (user_id, ts) for
-their user id and each alias's, events_anonymous_id for each anonymous id of their step events), batched
-as JSON arrays. So its cost grows with the step events, not with every event of the persons: at 10M
-events the bench's 30-day funnel has 464,666 step events, 89,463 pairs that could continue an attempt,
-28,448 of them looked up (4 rounds), ~1.5 s of CPU against ~0.9 for ordered (it was 19.7 s reading the
-5601 persons' every event in the range, past the 10 s limit). The ids looked at are the person's user
-id, their aliases' and the anonymous ids their step events in the range carry without a user id: an
-anonymous id of theirs with only other events in the range (another device, anonymous after its login)
-is not seen. events_anonymous_id holds no time: a look-up reads that anonymous id's events (few for a
-visitor before login); an index (anonymous_id, ts) WHERE user_id IS NULL would make it a seek.
+2 us of CPU at 10M (SQL included; 4 at 1M) and 230 bytes per matching event (bench/insights.py). Strict
+reads the same rows (and each event's own user or anonymous id) and then asks the database whether another
+event of the person lies between two of their step events only where that can change the answer
+(_candidates, _strict_attempts): one index look-up per such pair and id of the person (events_user_ts
+(user_id, ts) for their user id and each alias's, events_anonymous_id for each anonymous id of their step
+events), batched as JSON arrays. So its cost grows with the step events, not with every event of the
+persons: at 10M events the bench's 30-day funnel has 464,666 step events, 89,463 pairs that could continue
+an attempt, 28,448 of them looked up (4 rounds), ~1.5 s of CPU against ~0.9 for ordered (it was 19.7 s
+reading the 5601 persons' every event in the range, past the 10 s limit). The ids looked at are the
+person's user id, their aliases' and the anonymous ids their step events in the range carry without a user
+id: an anonymous id of theirs with only other events in the range (another device, anonymous after its
+login) is not seen. events_anonymous_id holds no time: a look-up reads that anonymous id's events (few for
+a visitor before login); an index (anonymous_id, ts) WHERE user_id IS NULL would make it a seek.
 """
 
 from __future__ import annotations
@@ -174,8 +174,8 @@ def _json_rows(dialect: str, columns: Sequence[tuple[str, str]]) -> str:
     if dialect == "postgres":
         picks = ", ".join(f"CAST(j ->> {i} AS {kind}) AS {name}" for i, (name, kind) in enumerate(columns))
         return f"(SELECT {picks} FROM json_array_elements(CAST(? AS json)) AS g(j))"
-    picks = ", ".join(f"value ->> {i} AS {name}" for i, (name, _) in enumerate(columns))
-    return f"(SELECT {picks} FROM json_each(?))"
+    picks = ", ".join(f"json_extract(value, '$[{i}]') AS {name}" for i, (name, _) in enumerate(columns))
+    return f"(SELECT {picks} FROM json_each(?))"            # not ->>: SQLite 3.38+ only
 
 
 REAL = "DOUBLE PRECISION"
