@@ -205,7 +205,8 @@ def _between(dialect: str, anonymous: bool) -> str:
 async def _ids(store: Store, by_person: dict[str, list[tuple[Any, ...]]], persons: Iterable[str]) -> dict[str, Ids]:
     """Each person's ids whose events are theirs: their user id and their aliases' (person_aliases), and the
     anonymous ids their step events carry without a user id. Rows are (ts, id, person, step bits[, breakdown
-    value], own user id, anonymous id)."""
+    value], the alias an identified event is stored under or None, the anonymous id of an anonymous event
+    or None): insight_sql.person_rows(anonymous=True)."""
     persons = list(persons)
     found = await store.fetch(f"SELECT pa.person_id, pa.alias_id FROM person_aliases pa WHERE pa.person_id IN "
                               f"(SELECT j.p FROM {_json_rows(store.dialect, [('p', 'TEXT')])} j)",
@@ -234,8 +235,9 @@ async def _broken(store: Store, by_person: dict[str, list[tuple[Any, ...]]], ids
         for k in positions:
             before, row = rows[k - 1], rows[k]
             span = (before[0], before[1], row[0], row[1])
+            owners = [r[-2] or (person if r[-1] is None else None) for r in (before, row)]     # their user ids
             for user in users:
-                gaps.append([user, 0, *span, (before[-2] == user) + (row[-2] == user)])
+                gaps.append([user, 0, *span, owners.count(user)])
             for who in anonymous:
                 gaps.append([who, 1, *span, 0])
     source = _json_rows(store.dialect, [("who", "TEXT"), ("kind", "INTEGER"), ("t1", REAL), ("i1", "BIGINT"),

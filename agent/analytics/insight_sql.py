@@ -151,9 +151,10 @@ def person_rows(dialect: str, columns: list[str], column_params: list[Any], wher
     has a user_id or an anonymous_id, `columns` being expressions over `e`. See the module docstring for
     the person; `id` orders events of the same time the same way on both databases. `column_params` are
 the parameters of `columns`, `params` those of `where` (each branch repeats both). With `anonymous`, two
-last columns: the event's own user id (NULL for an anonymous event) and the anonymous id of an anonymous
-event (NULL for an identified one): strict funnels look for the events of these ids between two step
-events of their person (agent/analytics/funnels.py).
+last columns: an identified event's own user id when it is an alias of the person (else NULL: it is the
+person, or the event is anonymous; NULL costs the driver no string per row) and the anonymous id of an
+anonymous event (NULL for an identified one): strict funnels look for the events of these ids between
+two step events of their person (agent/analytics/funnels.py).
 
 On SQLite the anonymous branch's id conditions are written `+e.user_id IS NULL`: without the unary plus
 the planner read events_user_ts for `user_id IS NULL` (every anonymous event in the range, whatever its
@@ -162,7 +163,8 @@ name: 60 ms of the 110 ms of a 4-step funnel over 1M events) instead of events_n
     cols = "".join(f", {c} AS c{i}" for i, c in enumerate(columns))
     names = "".join(f", a.c{i}" for i in range(len(columns)))
     plain = "".join(f", m.c{i}" for i in range(len(columns)))
-    raw, raw_anon, raw_out = ((", who AS raw_user, NULL AS raw_anon", ", NULL, a.who", ", m.raw_user, m.raw_anon")
+    alias = "CASE WHEN m.raw_anon IS NULL AND pa.person_id IS NOT NULL THEN m.who END"
+    raw, raw_anon, raw_out = ((", NULL AS raw_anon", ", a.who", f", {alias} AS raw_alias, m.raw_anon")
                               if anonymous else ("", "", ""))
     sql = (f"WITH ident AS (SELECT e.ts AS ts, e.id AS id, e.user_id AS who{cols} FROM events e "
            f"WHERE {where} AND e.user_id IS NOT NULL), "
