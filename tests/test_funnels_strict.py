@@ -8,6 +8,7 @@ definition: any other event of theirs in the range breaks the attempt)."""
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections import defaultdict
 from typing import Any
 
@@ -208,3 +209,20 @@ def test_strict_funnel_equals_the_walk_over_every_event(store, run, monkeypatch,
     expected = _expected(stored, aliases, T0, T0 + 30 * 600, 3 * 3600, masks)
     assert expected[1][0] > 0                          # the store has conversions to get right
     assert _steps(doc) == expected
+
+
+def test_strict_funnel_look_ups_use_the_indexes(sqlite_store, run):
+    """No scan of events: the look-ups seek events_user_ts (index-only: the rowid is the id), the anonymous
+    ids' events events_anonymous_id."""
+    events = [_event(i, name, user, anon, T0 + hours * H, {}) for i, (name, user, anon, hours) in enumerate(EVENTS)]
+    run(_load(sqlite_store, events, ALIASES))
+    conn = sqlite3.connect(sqlite_store.path)
+    look_up = conn.execute(f"EXPLAIN QUERY PLAN {funnels._lookup_sql('sqlite')}",
+                           ['[["u_p1", 1.0, 1, 2.0, 2, 2]]']).fetchall()
+    plan = " | ".join(row[3] for row in look_up)
+    assert "COVERING INDEX events_user_ts" in plan and "SCAN x" not in plan, plan
+    anonymous = conn.execute(f"EXPLAIN QUERY PLAN {funnels._anonymous_sql('sqlite')}",
+                             ['[["a_p5"]]', T0, T0 + 7 * 24 * H]).fetchall()
+    plan = " | ".join(row[3] for row in anonymous)
+    assert "events_anonymous_id" in plan and "SCAN x" not in plan, plan
+    conn.close()

@@ -24,21 +24,23 @@ id, person, step bits, breakdown value) row per matching event, then one pass pe
 2 us of CPU at 10M (SQL included; 4 at 1M) and 230 bytes per matching event (bench/insights.py). Strict
 reads the same rows (and each event's own user or anonymous id) and then asks the database whether another
 event of the person lies between two of their step events only where that can change the answer
-(_candidates, _strict_attempts): one index look-up per such pair and id of the person (events_user_ts
-(user_id, ts) for their user id and each alias's, events_anonymous_id for each anonymous id of their step
-events), batched as JSON arrays. So its cost grows with the step events, not with every event of the
-persons: at 10M events the bench's 30-day funnel has 464,666 step events, 89,463 pairs that could continue
-an attempt, 28,448 of them looked up (4 rounds), ~1.5 s of CPU against ~0.9 for ordered (it was 19.7 s
-reading the 5601 persons' every event in the range, past the 10 s limit). The ids looked at are the
-person's user id, their aliases' and the anonymous ids their step events in the range carry without a user
-id: an anonymous id of theirs with only other events in the range (another device, anonymous after its
-login) is not seen. events_anonymous_id holds no time: a look-up reads that anonymous id's events (few for
-a visitor before login); an index (anonymous_id, ts) WHERE user_id IS NULL would make it a seek.
+(_candidates, _strict_attempts): one index look-up per such pair and user id of the person (events_user_ts
+(user_id, ts): their own and each alias's), batched as JSON arrays, after reading once the events in the
+range of the anonymous ids their step events carry without a user id (events_anonymous_id). So its cost
+grows with the step events, not with every event of the persons: at 10M events the bench's 30-day funnel
+has 464,666 step events, 89,463 pairs that could continue an attempt, 28,448 of them looked up (4 rounds),
+~1.5 s of CPU against ~0.9 for ordered (it was 19.7 s reading the 5601 persons' every event in the range,
+past the 10 s limit). The ids looked at are the person's user id, their aliases' and the anonymous ids
+their step events in the range carry without a user id: an anonymous id of theirs with only other events
+in the range (another device, anonymous after its login) is not seen. events_anonymous_id holds no time:
+reading an anonymous id's events in the range reads all of its events (few for a visitor before login; all
+of the person's when an SDK keeps sending it after login); an index (anonymous_id, ts) WHERE user_id IS
+NULL would read only those in the range.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from itertools import compress, count, islice, repeat
@@ -54,7 +56,7 @@ from agent.store.base import Store
 
 Event = tuple[float, int, str | None]                   # time, step bits, breakdown value
 Attempt = tuple[tuple[float, ...], str | None]          # step times, breakdown value
-Ids = tuple[list[str], list[str]]                       # a person's user ids, anonymous ids
+Ids = tuple[list[str], list[tuple[float, int]]]         # a person's user ids, their anonymous events
 
 
 def ordered(events: Sequence[Event], steps: int, window: float) -> Attempt | None:
@@ -183,28 +185,41 @@ REAL = "DOUBLE PRECISION"
 GAPS_PER_QUERY = 20_000
 
 
-def _between(dialect: str, anonymous: bool) -> str:
-    """The condition on events `x` of g.who (a user id, or an anonymous id's anonymous events) that one
-    lies between the gap's two step events in (ts, id) order. On PostgreSQL the index (user_id, ts) holds no
-    id: an event strictly inside the times is looked for index-only, and the ids are read (from the table)
-    only when the user id has more events from the one time to the other than its own step events there
-    (g.own; a range, not `IN (t1, t2)`, which the planner did not take as an index condition): 10 -> 2 us
-    a look-up at 10M events, where each of the endpoints was a row fetched from the table."""
+def _lookup_sql(dialect: str) -> str:
+    """The step events (their ids, i2) of the JSON rows [user id, ts and id before, ts and id, own events]
+    that an event of that user id lies between, in (ts, id) order, through events_user_ts (user_id, ts).
+    SQLite's index entries hold the rowid, the id: index-only. PostgreSQL's hold no id: an event strictly
+    inside the times is looked for index-only, and the ids are read (from the table) only when the user id
+    has more events from the one time to the other than its own step events there (g.own; a range, not
+    `IN (t1, t2)`, which the planner did not take as an index condition): 10 -> 2 us a look-up at 10M
+    events, where each of the endpoints was a row fetched from the table."""
+    source = _json_rows(dialect, [("who", "TEXT"), ("t1", REAL), ("i1", "BIGINT"), ("t2", REAL), ("i2", "BIGINT"),
+                                  ("own", "INTEGER")])
     exact = "x.ts >= g.t1 AND x.ts <= g.t2 AND (x.ts > g.t1 OR x.id > g.i1) AND (x.ts < g.t2 OR x.id < g.i2)"
-    if anonymous:
-        plus = "+" if dialect == "sqlite" else ""
-        return f"EXISTS (SELECT 1 FROM events x WHERE x.anonymous_id = g.who AND {plus}x.user_id IS NULL AND {exact})"
     own = "x.user_id = g.who"
-    if dialect == "sqlite":                     # the index's entries hold the rowid, the id: index-only
-        return f"EXISTS (SELECT 1 FROM events x WHERE {own} AND {exact})"
-    return (f"(EXISTS (SELECT 1 FROM events x WHERE {own} AND x.ts > g.t1 AND x.ts < g.t2) OR "
-            f"((SELECT count(*) FROM events x WHERE {own} AND x.ts >= g.t1 AND x.ts <= g.t2) > g.own "
-            f"AND EXISTS (SELECT 1 FROM events x WHERE {own} AND {exact})))")
+    if dialect == "sqlite":
+        found = f"EXISTS (SELECT 1 FROM events x WHERE {own} AND {exact})"
+    else:
+        found = (f"(EXISTS (SELECT 1 FROM events x WHERE {own} AND x.ts > g.t1 AND x.ts < g.t2) OR "
+                 f"((SELECT count(*) FROM events x WHERE {own} AND x.ts >= g.t1 AND x.ts <= g.t2) > g.own "
+                 f"AND EXISTS (SELECT 1 FROM events x WHERE {own} AND {exact})))")
+    return f"SELECT DISTINCT g.i2 FROM {source} g WHERE {found}"
 
 
-async def _ids(store: Store, by_person: dict[str, list[tuple[Any, ...]]], persons: Iterable[str]) -> dict[str, Ids]:
+def _anonymous_sql(dialect: str) -> str:
+    """(anonymous id, ts, id) of the anonymous events in [?, ?) of the JSON rows [anonymous id]."""
+    plus = "+" if dialect == "sqlite" else ""         # not events_user_ts for user_id IS NULL
+    return (f"SELECT x.anonymous_id, x.ts, x.id FROM events x WHERE x.anonymous_id IN (SELECT j.a FROM "
+            f"{_json_rows(dialect, [('a', 'TEXT')])} j) AND {plus}x.user_id IS NULL AND x.ts >= ? AND x.ts < ?")
+
+
+async def _ids(store: Store, by_person: dict[str, list[tuple[Any, ...]]], persons: Iterable[str],
+               start: float, end: float) -> dict[str, Ids]:
     """Each person's ids whose events are theirs: their user id and their aliases' (person_aliases), and the
-    anonymous ids their step events carry without a user id. Rows are (ts, id, person, step bits[, breakdown
+    (ts, id) of the anonymous events in the range of the anonymous ids their step events carry without a
+    user id, sorted. Those are read once per id here (events_anonymous_id: the index has no time, so a
+    look-up per pair would read the id's events once per pair; an SDK that keeps sending the anonymous id
+    after login puts it on every event of the person). Rows are (ts, id, person, step bits[, breakdown
     value], the alias an identified event is stored under or None, the anonymous id of an anonymous event
     or None): insight_sql.person_rows(anonymous=True)."""
     persons = list(persons)
@@ -214,37 +229,47 @@ async def _ids(store: Store, by_person: dict[str, list[tuple[Any, ...]]], person
     aliases: dict[str, list[str]] = defaultdict(list)
     for person, alias in found:
         aliases[person].append(alias)
+    anonymous: dict[str, set[str]] = {}
+    for person in persons:
+        seen = set(map(itemgetter(-1), by_person[person]))
+        seen.discard(None)
+        if seen:
+            anonymous[person] = seen
+    events: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    if anonymous:
+        wanted = sorted(set().union(*anonymous.values()))
+        for who, ts, id_ in await store.fetch(_anonymous_sql(store.dialect),
+                                              [orjson.dumps([[a] for a in wanted]).decode(), start, end]):
+            events[who].append((ts, id_))
     out = {}
     for person in persons:
-        anonymous = set(map(itemgetter(-1), by_person[person]))
-        anonymous.discard(None)
-        out[person] = ([person, *aliases.get(person, ())], sorted(anonymous))
+        mine = sorted(e for who in anonymous.get(person, ()) for e in events.get(who, ()))
+        out[person] = ([person, *aliases.get(person, ())], mine)
     return out
 
 
 async def _broken(store: Store, by_person: dict[str, list[tuple[Any, ...]]], ids: dict[str, Ids],
                   candidates: dict[str, list[int]]) -> set[int]:
     """The ids of the candidate step events (_candidates) that another event of their person (in the range,
-    whatever its name) comes just before: for each, one index look-up per id of the person (_ids), after
-    the step event before it up to it in (ts, id) order: events_user_ts (user_id, ts) for a user id,
-    events_anonymous_id for an anonymous id."""
-    gaps: list[list[Any]] = []      # [who, kind (0 user, 1 anonymous), ts and id before, ts and id, own events]
+    whatever its name) comes just before, in (ts, id) order after the step event before it: of one of
+    their anonymous ids, found in the events _ids read; else of a user id of theirs, one index look-up per
+    pair and user id (_lookup_sql)."""
+    broken: set[int] = set()
+    gaps: list[list[Any]] = []      # [user id, ts and id before, ts and id, own step events of the two]
     for person, positions in candidates.items():
         rows = by_person[person]
         users, anonymous = ids[person]
         for k in positions:
             before, row = rows[k - 1], rows[k]
-            span = (before[0], before[1], row[0], row[1])
+            if anonymous:
+                at = bisect_right(anonymous, (before[0], before[1]))
+                if at < len(anonymous) and anonymous[at] < (row[0], row[1]):
+                    broken.add(row[1])
+                    continue
             owners = [r[-2] or (person if r[-1] is None else None) for r in (before, row)]     # their user ids
             for user in users:
-                gaps.append([user, 0, *span, owners.count(user)])
-            for who in anonymous:
-                gaps.append([who, 1, *span, 0])
-    source = _json_rows(store.dialect, [("who", "TEXT"), ("kind", "INTEGER"), ("t1", REAL), ("i1", "BIGINT"),
-                                        ("t2", REAL), ("i2", "BIGINT"), ("own", "INTEGER")])
-    sql = (f"SELECT DISTINCT g.i2 FROM {source} g WHERE CASE WHEN g.kind = 0 "
-           f"THEN {_between(store.dialect, False)} ELSE {_between(store.dialect, True)} END")
-    broken: set[int] = set()
+                gaps.append([user, before[0], before[1], row[0], row[1], owners.count(user)])
+    sql = _lookup_sql(store.dialect)
     for at in range(0, len(gaps), GAPS_PER_QUERY):
         rows = await store.fetch(sql, [orjson.dumps(gaps[at:at + GAPS_PER_QUERY]).decode()])
         broken.update(int(r[0]) for r in rows)
@@ -282,8 +307,7 @@ def _best(rows: list[tuple[Any, ...]], links: list[int], steps: int, window: flo
 FIRST_PAIRS = 4
 
 
-async def _strict_attempts(store: Store, by_person: dict[str, list[tuple[Any, ...]]], steps: int, window: float,
-                           with_breakdown: bool) -> list[Attempt]:
+async def _strict_attempts(store: Store, by_person: dict[str, list[tuple[Any, ...]]], q: FunnelQuery) -> list[Attempt]:
     """strict()'s attempt of each person from their step events and the look-ups of _broken: a person's
     furthest attempt is their first step-1 event unless a run of step events continuing one another
     (_candidates: a pair, or several in a row) has nothing of the person between them. Every pair of the
@@ -292,7 +316,8 @@ async def _strict_attempts(store: Store, by_person: dict[str, list[tuple[Any, ..
     attempt of 2 steps or more is known before them (the first that got furthest is kept), so a person
     whose runs reached 3 steps, or who converted to step 2 early, costs no more look-ups. At 10M events
     (the 4-step bench funnel): 89,463 candidate pairs, 74,398 of them alone."""
-    value_at = 4 if with_breakdown else None
+    steps, window = len(q.steps), q.window
+    value_at = 4 if q.breakdown is not None else None
     several: dict[str, list[int]] = {}              # pairs in runs of several: all looked up
     alone: dict[str, list[int]] = {}                # pairs alone from a step-1 to a step-2 event, in time order
     for person, rows in by_person.items():
@@ -307,7 +332,7 @@ async def _strict_attempts(store: Store, by_person: dict[str, list[tuple[Any, ..
     looked = {person: positions[:FIRST_PAIRS] for person, positions in alone.items()}
     for person, positions in looked.items():
         todo.setdefault(person, []).extend(positions)
-    ids = await _ids(store, by_person, todo) if todo else {}
+    ids = await _ids(store, by_person, todo, q.range.start, q.range.end) if todo else {}
     broken = await _broken(store, by_person, ids, todo) if todo else set()
     linked = {person: [k for k in positions if by_person[person][k][1] not in broken]
               for person, positions in several.items()}
@@ -377,7 +402,7 @@ async def funnel(store: Store, q: FunnelQuery) -> dict[str, Any]:
     steps = len(q.steps)
     with_breakdown = q.breakdown is not None
     if q.order == "strict":
-        attempts = await _strict_attempts(store, by_person, steps, q.window, with_breakdown)
+        attempts = await _strict_attempts(store, by_person, q)
     else:
         attempts = []
         for rows in by_person.values():
