@@ -84,8 +84,8 @@ class CountingStore:
         self.dialect = store.dialect
         self.calls: list[tuple[str, list[int]]] = []
 
-    async def execute(self, statements):
-        counts = await self.store.execute(statements)
+    async def execute(self, statements, **options):
+        counts = await self.store.execute(statements, **options)
         self.calls.extend((sql, [count]) for (sql, _), count in zip(statements, counts))
         return counts
 
@@ -217,7 +217,7 @@ def test_longer_periods_keep_more(store, run):
 
 
 class FailingStore:
-    async def execute(self, statements):
+    async def execute(self, statements, **options):
         raise StoreUnavailable("database is locked")
 
     async def fetch(self, sql, params=()):

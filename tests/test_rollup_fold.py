@@ -6,28 +6,37 @@ events (which recounts every rollup from the events table):
 2. a process killed with events committed and not folded loses nothing: the next open folds them (a real
    child process, ended by os._exit right after its commits);
 3. erasing the newest events lowers the watermark, so the ids SQLite gives the next events are folded;
-4. within settled_once() (one analytics request) a store folds for the first rollup read only.
+4. within settled_once() (one analytics request) a store folds for the first rollup read only;
+5. an idle store folds its last commits; a process sharing the file reads the other's unfolded events;
+6. a full store (store.max_size_mb) opens, answers reads, and recovers through retention, which does not
+   fold first: the fold waits for room, and nothing acknowledged is lost or counted twice.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import random
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from agent.events.model import Event
 from agent.store import rollup_fold
-from agent.store.config import StoreConfig
+from agent.store.config import RetentionConfig, StoreConfig
+from agent.store.errors import StoreFull
 from agent.store.gdpr import erase_user
 from agent.store.open import open_store
+from agent.store.retention import run_cleanup_once
 from agent.store.rows import event_rows
 from agent.store.sqlite import SqliteStore
 from tests.support.store_fixtures import Run
-from tests.test_rollups import _rebackfill, events, load, snapshot
+from tests.test_rollups import T0, D, _rebackfill, events, load, snapshot
 
 pytest_plugins = ["tests.support.store_fixtures"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,18 +84,112 @@ def test_rollups_wait_for_the_fold_and_every_read_folds_first(tmp_path: Path, ru
         run(reopened.close())
 
 
-def test_rollups_fold_a_second_after_the_first_unfolded_commit(tmp_path: Path, run: Run,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rollup_fold, "FOLD_SECONDS", 0.0)
+def test_rollups_fold_in_a_commit_a_second_after_the_first_unfolded_one(tmp_path: Path, run: Run,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rollup_fold, "FOLD_SECONDS", 0.2)
     store = run(open_store(StoreConfig(driver="sqlite", path=str(tmp_path / "store.db"))))
     assert isinstance(store, SqliteStore)
     try:
         run(load(store, events(50, seed=13), size=60))      # one commit, nothing was waiting
         assert counted(store.path) == 0
-        run(load(store, events(50, seed=14), size=60))      # older than FOLD_SECONDS: both folded
-        assert counted(store.path) == 102            # its role events were the first load's
+        time.sleep(0.3)                                     # the loop does not run: only the commit can fold
+        run(load(store, events(50, seed=14), size=60))      # older than FOLD_SECONDS: both folded in it
+        assert counted(store.path) == 102                   # (its role events were the first load's)
     finally:
         run(store.close())
+
+
+def test_an_idle_store_folds_its_last_commits(tmp_path: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rollup_fold, "FOLD_SECONDS", 0.2)
+    store = run(open_store(StoreConfig(driver="sqlite", path=str(tmp_path / "store.db"))))
+    assert isinstance(store, SqliteStore)
+    try:
+        run(load(store, events(50, seed=13), size=60))
+        assert counted(store.path) == 0
+        run(asyncio.sleep(0.5))                             # no commit, no read: the timer folds
+        assert counted(store.path) == 52 and store._unfolded == 0
+    finally:
+        run(store.close())
+
+
+def test_a_store_shared_with_another_process_reads_its_unfolded_events(tmp_path: Path, run: Run) -> None:
+    path = str(tmp_path / "store.db")
+    reader, writer = SqliteStore(path), SqliteStore(path)   # two processes share nothing but the file
+    run(reader.open())
+    run(writer.open())
+    try:
+        run(load(writer, events(300, seed=3), size=100))
+        assert counted(path) == 0 and writer._unfolded == 302 and reader._unfolded == 0
+        (n,), = run(reader.fetch("SELECT sum(events) FROM rollup_counts_day"))
+        assert n == 302                                     # the reader folded them itself
+    finally:
+        run(writer.close())
+        run(reader.close())
+
+
+def full_store(tmp_path: Path, run: Run) -> tuple[SqliteStore, list[float]]:
+    """A store capped 1 MB above its empty size, filled by events whose rollups need many rows (a category
+    and a user each), until a commit is refused: (the store, the times of the events it acknowledged)."""
+    path = str(tmp_path / "store.db")
+    empty = SqliteStore(path)
+    run(empty.open())
+    run(empty.close())
+    store = SqliteStore(path, max_size_mb=os.path.getsize(path) / 2**20 + 1.0)
+    run(store.open())
+    rng = random.Random(1)
+    acked: list[float] = []
+    with pytest.raises(StoreFull):
+        for k in range(1000):
+            batch = [Event("goal_created", "engagement", ts, ts, {"category": f"c{rng.randrange(10**6)}",
+                                                                   "pad": "x" * 200},
+                           event_id=f"e{k}_{i}", user_id=f"u{rng.randrange(10**6)}")
+                     for i, ts in enumerate(T0 + rng.random() * 80 * D for _ in range(50))]
+            run(store.write_events([event_rows(e) for e in batch]))
+            acked += [e.timestamp for e in batch]
+    return store, acked
+
+
+def test_a_full_store_recovers_with_retention_and_loses_nothing(tmp_path: Path, run: Run,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rollup_fold, "FOLD_SECONDS", 3600.0)      # every acknowledged event unfolded
+    store, acked = full_store(tmp_path, run)
+    try:
+        assert acked and run(store.fetch("SELECT count(*) FROM events")) == [(len(acked),)]
+        # a rollup read answers (the fold waits for room: logged, counted), retention frees room: it does
+        # not fold first
+        run(store.fetch("SELECT count(*) FROM rollup_counts_day"))
+        assert store.fold_failures > 0
+        now = T0 + 120 * D
+        deleted = run(run_cleanup_once(store, RetentionConfig(), now=now))     # analytics: 90 days
+        assert deleted["analytics"] > 0
+        run(store.write_events([event_rows(Event("goal_created", "engagement", T0 + 81 * D, T0 + 81 * D,
+                                                 {"category": "late"}, event_id="late", user_id="u"))]))
+        (left,), = run(store.fetch("SELECT count(*) FROM events"))
+        assert left == sum(ts >= now - 90 * D for ts in acked) + 1
+    finally:
+        run(store.close())
+    # more room: the next open folds every event left, exactly once
+    roomy = SqliteStore(store.path)
+    run(roomy.open())
+    try:
+        assert counted(roomy.path) == left
+        assert raw(roomy.path, "SELECT events FROM rollup_folded") == raw(roomy.path, "SELECT max(id) FROM events")
+    finally:
+        run(roomy.close())
+
+
+def test_a_full_store_opens(tmp_path: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rollup_fold, "FOLD_SECONDS", 3600.0)
+    store, acked = full_store(tmp_path, run)
+    run(store.close())                                      # its fold is refused too: the events stay unfolded
+    assert counted(store.path) == 0
+    reopened = SqliteStore(store.path, max_size_mb=store.max_size_mb)
+    run(reopened.open())                                    # its fold at open is refused: logged, not fatal
+    try:
+        assert reopened.fold_failures == 1
+        assert run(reopened.fetch("SELECT count(*) FROM events")) == [(len(acked),)]
+    finally:
+        run(reopened.close())
 
 
 CHILD = """

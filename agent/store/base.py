@@ -26,9 +26,12 @@ class Store(Protocol):
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read query; rows as tuples."""
 
-    async def execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+    async def execute(self, statements: Sequence[tuple[str, Sequence[Any]]], *,
+                      rollups_current: bool = True) -> list[int]:
         """Run write statements in one transaction, serialised with write_events; returns each
-        statement's row count."""
+        statement's row count. `rollups_current`: the statements need the rollups to hold every committed
+        event first (SQLite folds them in bulk, agent/store/rollup_fold.py); retention's DELETEs do not, and
+        must run on a full store, where a fold needs room."""
 
 
 class StoreSlot:

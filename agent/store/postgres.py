@@ -363,6 +363,7 @@ class PostgresStore:
             finally:
                 watchdog.cancel()
 
-    async def execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
-        async with self._writing() as conn:
+    async def execute(self, statements: Sequence[tuple[str, Sequence[Any]]], *,
+                      rollups_current: bool = True) -> list[int]:
+        async with self._writing() as conn:     # the rollups are current: kept in every commit
             return [_rowcount(await conn.execute(to_dollar(sql), *params)) for sql, params in statements]

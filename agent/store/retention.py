@@ -90,7 +90,7 @@ async def delete_older(store: Store, table: str, sql: str, cutoff: float, batch_
     total = 0
     param = _cutoff(table, cutoff)
     while True:
-        (deleted,) = await store.execute([(sql, (param, batch_size))])
+        (deleted,) = await store.execute([(sql, (param, batch_size))], rollups_current=False)
         total += deleted
         if deleted < batch_size:
             return total
@@ -113,7 +113,7 @@ async def delete_old_events(store: Store, names: list[str], cutoff: float, batch
     total = 0
     for name in names:
         while True:
-            (deleted,) = await store.execute([(EVENTS_OF_NAME, (name, cutoff, batch_size))])
+            (deleted,) = await store.execute([(EVENTS_OF_NAME, (name, cutoff, batch_size))], rollups_current=False)
             total += deleted
             if deleted < batch_size:
                 break
@@ -129,12 +129,12 @@ async def delete_old_rollups(store: Store, config: RetentionConfig, now: float) 
     with its class (above); the per-person rollups with the analytics class (activity is analytics data);
     and any bucket older than the longest event class, whatever its name (names no longer stored)."""
     periods = config.periods()
-    await store.execute(rollups.retention_statements(now - periods["analytics"], None))
-    await store.execute(person_bits.retention_statements(now - periods["analytics"], None))
+    await store.execute(rollups.retention_statements(now - periods["analytics"], None), rollups_current=False)
+    await store.execute(person_bits.retention_statements(now - periods["analytics"], None), rollups_current=False)
     oldest = now - max(periods[name] for name in EVENT_CLASSES)
-    await store.execute(rollups.retention_statements(oldest, ()))
-    await store.execute(person_bits.retention_statements(oldest, ()))
-    await store.execute(signup_bits.retention_statements(oldest, ()))
+    await store.execute(rollups.retention_statements(oldest, ()), rollups_current=False)
+    await store.execute(person_bits.retention_statements(oldest, ()), rollups_current=False)
+    await store.execute(signup_bits.retention_statements(oldest, ()), rollups_current=False)
 
 
 async def run_cleanup_once(store: Store, config: RetentionConfig, now: float,
@@ -165,9 +165,9 @@ async def run_cleanup_once(store: Store, config: RetentionConfig, now: float,
                 if metrics is not None and count:
                     metrics.deleted.labels(name).inc(count)
             if name in EVENT_CLASSES and names.get(name):
-                await store.execute(rollups.retention_statements(now - period, names[name]))
-                await store.execute(person_bits.retention_statements(now - period, names[name]))
-                await store.execute(signup_bits.retention_statements(now - period, names[name]))
+                await store.execute(rollups.retention_statements(now - period, names[name]), rollups_current=False)
+                await store.execute(person_bits.retention_statements(now - period, names[name]), rollups_current=False)
+                await store.execute(signup_bits.retention_statements(now - period, names[name]), rollups_current=False)
         await delete_old_rollups(store, config, now)
     except StoreError:
         if metrics is not None:

@@ -18,6 +18,19 @@ the last fold are still above the watermark: the store folds them when it opens.
 watermark down to the highest id left (SQLite gives a new row the highest id plus one, which must land
 above the watermark to be folded).
 
+When nothing is committed for FOLD_SECONDS, a timer folds the last commits (an idle store does not keep
+them waiting for a read). A process sharing the file sees another's events too: a rollup read first checks
+the watermark against the highest id (BEHIND_SQL) and folds what is above it, whoever committed it.
+
+A full store (store.max_size_mb, or the disk): a fold needs new pages, and fails. Then the group commit
+keeps its events (the fold is undone alone, in a savepoint; if SQLite rolled the whole transaction back,
+the group is written again without it, and no commit folds for FOLD_SECONDS), an open or a read goes on
+with the rollups as they are (logged; `SqliteStore.fold_failures`), and retention does not fold first
+(`execute(..., rollups_current=False)`: its DELETEs and recounts are right whether the events above the
+watermark were folded or not, as a later fold adds to every table alike), so it frees room and the next
+fold catches up. Erasure and alias merges do fold first (they subtract or recount what the rollups hold):
+they wait for room, as ingest does.
+
 PostgreSQL keeps the rollups in every commit (agent/store/postgres.py): several agents may share its
 database, and each one's reads must see the others' events.
 """
@@ -42,9 +55,12 @@ WATERMARK_SQL = "SELECT events, onboarding FROM rollup_folded"
 EVENTS_SQL = f"SELECT id, {rollups.FACT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?"
 ONBOARDING_SQL = "SELECT id, ts, step, status, step_number FROM onboarding_funnel WHERE id > ? ORDER BY id LIMIT ?"
 MOVE_SQL = "UPDATE rollup_folded SET events = ?, onboarding = ?"
-# after a deletion: the highest ids left (nothing is unfolded then: the transaction folded first)
-LOWER_SQL = ("UPDATE rollup_folded SET events = (SELECT coalesce(max(id), 0) FROM events), "
-             "onboarding = (SELECT coalesce(max(id), 0) FROM onboarding_funnel)")
+# after a deletion: at most the highest ids left (SQLite's next id is the highest plus one: it must land
+# above the watermark); events not folded yet keep it where it is, being above it
+LOWER_SQL = ("UPDATE rollup_folded SET events = min(events, (SELECT coalesce(max(id), 0) FROM events)), "
+             "onboarding = min(onboarding, (SELECT coalesce(max(id), 0) FROM onboarding_funnel))")
+BEHIND_SQL = ("SELECT (SELECT events FROM rollup_folded) < (SELECT coalesce(max(id), 0) FROM events) "
+              "OR (SELECT onboarding FROM rollup_folded) < (SELECT coalesce(max(id), 0) FROM onboarding_funnel)")
 
 # a write statement that needs the rollups current first: it changes the events, the onboarding rows or
 # the rollups themselves (security_events and the like are other tables: no word boundary before "events")
@@ -66,6 +82,7 @@ def fold(conn: Any) -> int:
     """Inside the writer's open transaction (sqlite3.Connection): add the rollups of every event and
     onboarding row above the watermark, move it past them; the events folded."""
     (events, onboarding), = conn.execute(WATERMARK_SQL).fetchall()
+    start = (events, onboarding)
     folded = 0
     while rows := conn.execute(EVENTS_SQL, (events, CHUNK)).fetchall():
         events = rows[-1][0]
@@ -77,7 +94,8 @@ def fold(conn: Any) -> int:
         for sql, aggregated in rollups.steps_aggregate(("onboarding", ts, step, status, number)
                                                        for _, ts, step, status, number in rows):
             conn.executemany(sql, aggregated)
-    conn.execute(MOVE_SQL, (events, onboarding))
+    if (events, onboarding) != start:       # nothing new: no write (an open, a read of a folded store)
+        conn.execute(MOVE_SQL, (events, onboarding))
     return folded
 
 

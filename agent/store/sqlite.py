@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import logging
 import os
 import sqlite3
 import threading
@@ -64,6 +65,8 @@ _UNAVAILABLE = {5: "busy", 6: "locked", 8: "read-only", 10: "I/O error", 11: "co
                 23: "permission denied", 26: "not a database"}
 _ID_CHUNK = 500     # event ids per `IN (...)` lookup
 
+log = logging.getLogger("agent.store")
+
 # Python 3.11's sqlite3 binds int, float and str at once, but looks every None up as a type to adapt: a
 # missed registry lookup and two attribute lookups, ~0.25 µs per None bound (an events row of the ingest
 # bench's mix binds ~4). An adapter found at once that gives None back costs ~0.08 µs, and None still binds
@@ -82,6 +85,10 @@ INSERT_TABLES = {table: _insert(table, columns) for table, columns in TABLE_COLU
 UPSERT_USERS = """INSERT INTO users (user_id, first_seen, last_seen, role) VALUES (?, ?, ?, ?)
     ON CONFLICT (user_id) DO UPDATE SET first_seen = min(users.first_seen, excluded.first_seen),
         last_seen = max(users.last_seen, excluded.last_seen), role = coalesce(excluded.role, users.role)"""
+
+
+class _FoldFull(Exception):
+    """A group commit's fold met a full store and SQLite rolled the whole transaction back."""
 
 
 def store_error(exc: BaseException, path: str) -> StoreError | None:
@@ -158,6 +165,10 @@ class SqliteStore:
         self._folds = False             # rollups folded in bulk (rollup_fold.py): migration 19 applied
         self._unfolded = 0              # events this process committed since the last fold
         self._unfolded_since = 0.0      # time.monotonic() of the first of them
+        self._fold_timer: asyncio.TimerHandle | None = None     # folds an idle store's last commits
+        self._idle_fold: asyncio.Future[None] | None = None
+        self.fold_failures = 0          # folds a full store refused (the events stay above the watermark)
+        self._fold_after = 0.0          # time.monotonic() before which no group commit folds (after a refusal)
 
     async def _on(self, executor: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any) -> T:
         if executor is None:
@@ -208,7 +219,7 @@ class SqliteStore:
         self._folds = conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?",
                                    (rollup_fold.MIGRATION,)).fetchone() is not None
         if self._folds:     # what a crashed process committed and did not fold
-            self._in_transaction(conn, rollup_fold.fold)
+            self._fold_or_log(conn)
         self._files = {name: found for name in (self.path, self.path + "-wal")
                        if (found := _identity(name)) is not None}
 
@@ -266,6 +277,11 @@ class SqliteStore:
                 conn.executemany(sql, aggregated)
 
     async def close(self) -> None:
+        if self._fold_timer is not None:
+            self._fold_timer.cancel()
+            self._fold_timer = None
+        if self._idle_fold is not None:
+            await asyncio.gather(self._idle_fold, return_exceptions=True)
         try:
             await self.settle()     # a clean stop leaves nothing to fold at the next open
         except StoreError:
@@ -289,9 +305,31 @@ class SqliteStore:
     async def write_events(self, batch: Sequence[EventRows]) -> frozenset[int]:
         if not batch:
             return frozenset()
-        return await self._on(self._write_thread, self._write_events, batch)
+        duplicates = await self._on(self._write_thread, self._write_events, batch)
+        if self._unfolded and self._fold_timer is None:     # an idle store folds its last commits too
+            self._fold_timer = asyncio.get_running_loop().call_later(rollup_fold.FOLD_SECONDS, self._fold_idle)
+        return duplicates
+
+    def _fold_idle(self) -> None:
+        self._fold_timer = None
+        if self._unfolded and self._write_thread is not None and (self._idle_fold is None or self._idle_fold.done()):
+            self._idle_fold = asyncio.ensure_future(self._settle_logged())
+
+    async def _settle_logged(self) -> None:
+        try:
+            await self.settle()
+        except StoreError as exc:       # a read or the next commit tries again
+            log.warning("folding the rollups failed: %s", exc)
 
     def _write_events(self, batch: Sequence[EventRows]) -> frozenset[int]:
+        fold = self._folds and time.monotonic() >= self._fold_after and self._fold_due(len(batch))
+        try:
+            return self._write_group(batch, fold)
+        except _FoldFull:       # SQLite rolled the whole group back: once more without the fold, which waits
+            self._fold_after = time.monotonic() + rollup_fold.FOLD_SECONDS
+            return self._write_group(batch, False)
+
+    def _write_group(self, batch: Sequence[EventRows], fold: bool) -> frozenset[int]:
         conn = self._open(self._writer)
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -310,21 +348,53 @@ class SqliteStore:
             for table, table_rows in by_table.items():
                 conn.executemany(INSERT_TABLES[table], table_rows)
             conn.executemany(UPSERT_USERS, user_activity(keep))
-            folding = not self._folds or self._fold_due(len(keep))
+            folded = not self._folds
             if not self._folds:         # a store before migration 19: in the same transaction
                 for sql, aggregated in rollups.ingest_aggregate(keep):
                     conn.executemany(sql, aggregated)
-            elif folding:               # this group's events and every one before it not yet folded
-                rollup_fold.fold(conn)
+            elif fold:              # this group's events and every one before not yet folded
+                folded = self._fold_within(conn)
             person_bits.write_sqlite(conn, keep, self._bits)
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
             self._bits.clear()          # it holds what the rolled-back transaction wrote
             raise
-        self._committed(len(keep), folded=folding)
+        self._committed(len(keep), folded=folded)
         self._check_files()
         return frozenset(duplicates)
+
+    def _fold_within(self, conn: sqlite3.Connection) -> bool:
+        """The fold inside the group's open transaction, in a savepoint: a full store (SQLITE_FULL, the
+        rollups needing new pages) undoes the fold only, and the group's events still commit; retention
+        (which does not fold first) frees room, a later commit or read folds. False when undone; _FoldFull
+        when SQLite rolled back the whole transaction (it may, on SQLITE_FULL)."""
+        conn.execute("SAVEPOINT fold")
+        try:
+            rollup_fold.fold(conn)
+        except sqlite3.Error as exc:
+            if not isinstance(store_error(exc, self.path), StoreFull):
+                raise
+            self.fold_failures += 1
+            log.warning("SQLite database %s is full: the rollups wait for room (%s)", self.path, exc)
+            if not conn.in_transaction:
+                raise _FoldFull() from exc
+            conn.execute("ROLLBACK TO fold")
+            conn.execute("RELEASE fold")
+            return False
+        conn.execute("RELEASE fold")
+        return True
+
+    def _fold_or_log(self, conn: sqlite3.Connection) -> None:
+        """A fold in a transaction of its own (at open, before a read); a full store is logged and the
+        open or read goes on: the events stay above the watermark, nothing is lost."""
+        try:
+            self._in_transaction(conn, rollup_fold.fold)
+        except sqlite3.Error as exc:
+            if not isinstance(store_error(exc, self.path), StoreFull):
+                raise
+            self.fold_failures += 1
+            log.warning("SQLite database %s is full: the rollups wait for room (%s)", self.path, exc)
 
     def _fold_due(self, events: int) -> bool:
         return self._unfolded + events >= rollup_fold.FOLD_EVENTS or (
@@ -349,27 +419,29 @@ class SqliteStore:
         self._committed(0, folded=True)
 
     async def settle(self) -> None:
-        """Fold the committed events into the rollups now (rollup_fold.py): before a read of the rollups."""
+        """Fold the events this process committed into the rollups now (rollup_fold.py)."""
         if self._unfolded:
             await self._on(self._write_thread, self._settle)
 
     def _settle(self) -> None:
-        if self._unfolded:          # another read's settle may have folded them while this one waited
-            self._in_transaction(self._open(self._writer), rollup_fold.fold)
-            self._check_files()
+        """Whatever is above the watermark, this process's events or another's (a no-op transaction, no
+        write, when nothing is)."""
+        self._fold_or_log(self._open(self._writer))
+        self._check_files()
 
-    async def execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
-        return await self._on(self._write_thread, self._execute, statements)
+    async def execute(self, statements: Sequence[tuple[str, Sequence[Any]]], *,
+                      rollups_current: bool = True) -> list[int]:
+        return await self._on(self._write_thread, self._execute, statements, rollups_current)
 
-    def _execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+    def _execute(self, statements: Sequence[tuple[str, Sequence[Any]]], rollups_current: bool = True) -> list[int]:
         conn = self._open(self._writer)
         conn.execute("BEGIN IMMEDIATE")
-        folding = self._folds and any(rollup_fold.folds_first(sql) for sql, _ in statements)
+        folding = self._folds and rollups_current and any(rollup_fold.folds_first(sql) for sql, _ in statements)
         try:
             if folding:                 # the events and rollups it changes are whole first
                 rollup_fold.fold(conn)
             counts = [conn.execute(sql, tuple(params)).rowcount for sql, params in statements]
-            if folding and any(rollup_fold.deletes_folded(sql) for sql, _ in statements):
+            if self._folds and any(rollup_fold.deletes_folded(sql) for sql, _ in statements):
                 conn.execute(rollup_fold.LOWER_SQL)
             conn.execute("COMMIT")
         except BaseException:
@@ -383,9 +455,15 @@ class SqliteStore:
     # --- reads ---------------------------------------------------------------------------------------
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        if self._unfolded and "rollup_" in sql and rollup_fold.needs_settling(id(self)):
-            await self.settle()
+        if self._folds and "rollup_" in sql and rollup_fold.needs_settling(id(self)) and (
+                self._unfolded or await self._on(self._read_thread, self._behind)):
+            await self._on(self._write_thread, self._settle)
         return await self._on(self._read_thread, self._fetch, sql, params, time.monotonic() + self.query_timeout)
+
+    def _behind(self) -> bool:
+        """Events above the watermark that this process did not commit (another process sharing the file)."""
+        (behind,), = self._open(self._reader).execute(rollup_fold.BEHIND_SQL).fetchall()
+        return bool(behind)
 
     def _fetch(self, sql: str, params: Sequence[Any], deadline: float) -> list[tuple[Any, ...]]:
         conn = self._open(self._reader)
