@@ -8,7 +8,8 @@ PostgreSQL:
    every figure over ranges ending around the last events (after them, between two of one hour, on one)
    equals the events'.
 3. The persons of more than half an hour (person_sets._by_rest: the hour's bitmap less the persons of the
-   rest of the hour without an event in the piece) are those of the events, through merges and erasure.
+   rest of the hour without an event in the piece) are those of the events, through merges and erasure,
+   and in an hour retention cut into (read from its events then).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from agent.analytics.timerange import TimeRange
 from agent.events.model import Event
 from agent.store import rollups as ru
 from agent.store.base import Store
+from agent.store.config import RetentionConfig
 from agent.store.gdpr import erase_user
 from agent.store.people import merge_statements
+from agent.store.retention import run_cleanup_once
 from agent.store.rows import event_rows
 from tests.support.store_fixtures import Run
 from tests.test_rollups import COACHES, SPAN, T0, D, H, assert_same_figures, events, load, ranges
@@ -92,3 +95,25 @@ def test_the_persons_of_most_of_an_hour_are_those_of_its_events(store: Store, ru
             sql = f"SELECT DISTINCT user_id FROM events WHERE ts >= ? AND ts < ?{where}"
             want = {u for (u,) in run(store.fetch(sql, (a, b, *(() if name is None else (name,)))))}
             assert set(got.values()) == want, (name, a - hour, b - hour)
+
+
+def test_most_of_an_hour_retention_cut_into_is_read_from_its_events(store: Store, run: Run) -> None:
+    """The hour's bitmap is kept while retention deleted its events before the cut: their persons are in it,
+    and the rest of the hour (read from the events) cannot subtract them."""
+    hour = T0 - (T0 % H) + 5 * H
+
+    def event(n: int, user: str, ts: float) -> Event:
+        return Event("goal_created", "engagement", ts, ts, {"category": "x"}, user_id=user, event_id=f"cut_{n}")
+
+    run(store.write_events([event_rows(event(1, "gone", hour + 5 * 60)), event_rows(event(2, "stay", hour + 40 * 60)),
+                            event_rows(event(3, "later", hour + 30 * H))]))
+    run(store.fetch("SELECT count(*) FROM rollup_counts_day"))      # SQLite: the rollups folded first
+    run(run_cleanup_once(store, RetentionConfig(), now=hour + 10 * 60 + 90 * D))   # analytics: the cut at +10 min
+    start, end = hour + 20 * 60, hour + 2 * D                       # its first piece: 40 min of the hour
+    want = sorted(user for (user,) in run(store.fetch(
+        "SELECT DISTINCT user_id FROM events WHERE ts >= ? AND ts < ?", (start, end))))
+    assert want == ["later", "stay"]
+    found = run(ps.persons_active(store, start, end))
+    assert sorted(run(ps.persons_of(store, found)).values()) == want
+    with rq.request_cache():
+        assert run(rq.active_users(store, TimeRange(start, end))) == 2

@@ -109,9 +109,27 @@ async def _raw_read(store: Store, start: float, end: float, name: str | None, la
     """The persons of [start, end) (within an hour): from its events, or, when it is more than half its
     hour, from the rest of the hour's (`_by_rest`)."""
     hour = math.floor(start / pb.HOUR)
-    if end - start > pb.HOUR / 2 and end <= (hour + 1) * pb.HOUR:
+    if end - start > pb.HOUR / 2 and end <= (hour + 1) * pb.HOUR and await _hour_whole(store, hour, name):
         return await _by_rest(store, start, end, name, label, hour)
     return await _events_read(store, start, end, name, label)
+
+
+# the names of the hour (or the one asked for) of which no event older than the hour is stored
+_CUT_NAMES = ("SELECT count(*) FROM (SELECT DISTINCT name FROM rollup_counts_hour WHERE bucket = ?) n "
+              "WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.name = n.name AND e.ts < ?)")
+_CUT_NAME = "SELECT count(*) WHERE NOT EXISTS (SELECT 1 FROM events WHERE name = ? AND ts < ?)"
+
+
+async def _hour_whole(store: Store, hour: int, name: str | None) -> bool:
+    """Whether retention left the hour's events whole: its bitmap then holds only persons with an event
+    in it still stored (erasure aside: dead indexes). Retention deletes each name's oldest events first,
+    so an event of every name of the hour stored before the hour proves it; else the hour may straddle a
+    cutoff (the bitmap is kept while the events before the cut are gone) and `_by_rest` would count
+    their persons, never subtracted: the piece is read from its events."""
+    sql, params = (_CUT_NAMES, (hour, hour * float(pb.HOUR))) if name is None else \
+        (_CUT_NAME, (name, hour * float(pb.HOUR)))
+    (cut,), = await store.fetch(sql, params)
+    return not cut
 
 
 async def _by_rest(store: Store, start: float, end: float, name: str | None, label: str | None,
