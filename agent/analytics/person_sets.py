@@ -115,8 +115,8 @@ async def _raw_read(store: Store, start: float, end: float, name: str | None, la
 
 
 # the names of the hour (or the one asked for) of which no event older than the hour is stored
-_CUT_NAMES = ("SELECT count(*) FROM (SELECT DISTINCT name FROM rollup_counts_hour WHERE bucket = ?) n "
-              "WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.name = n.name AND e.ts < ?)")
+_CUT_NAMES = ("SELECT count(*) FROM (SELECT DISTINCT name FROM rollup_counts_hour WHERE bucket = ?) hour_names "
+              "WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.name = hour_names.name AND e.ts < ?)")
 _CUT_NAME = "SELECT count(*) WHERE NOT EXISTS (SELECT 1 FROM events WHERE name = ? AND ts < ?)"
 
 
