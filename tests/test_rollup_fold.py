@@ -28,6 +28,7 @@ import pytest
 
 from agent.events.model import Event
 from agent.store import rollup_fold
+from agent.store.base import Store
 from agent.store.config import RetentionConfig, StoreConfig
 from agent.store.errors import StoreFull
 from agent.store.gdpr import erase_user
@@ -56,6 +57,16 @@ def counted(path: str) -> int:
     return int(n)
 
 
+def assert_a_backfill_gives_the_same(config: StoreConfig, store: Store, run: Run) -> None:
+    """Every rollup table equals what migration 8's backfill makes of the events (the store is closed)."""
+    folded = run(snapshot(store))
+    reopened = run(_rebackfill(config, store))
+    try:
+        assert run(snapshot(reopened)) == folded
+    finally:
+        run(reopened.close())
+
+
 def test_rollups_wait_for_the_fold_and_every_read_folds_first(tmp_path: Path, run: Run,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rollup_fold, "FOLD_EVENTS", 250)
@@ -76,12 +87,7 @@ def test_rollups_wait_for_the_fold_and_every_read_folds_first(tmp_path: Path, ru
     more = events(300, seed=12)                         # its two role events are the first batch's again
     run(load(store, more, size=100))                    # the third group passes 250: folded in its commit
     assert counted(config.path) == len(batch) + 300 and store._unfolded == 0
-    folded = run(snapshot(store))
-    reopened = run(_rebackfill(config, store))
-    try:
-        assert run(snapshot(reopened)) == folded
-    finally:
-        run(reopened.close())
+    assert_a_backfill_gives_the_same(config, store, run)
 
 
 def test_rollups_fold_in_a_commit_a_second_after_the_first_unfolded_one(tmp_path: Path, run: Run,
@@ -223,12 +229,7 @@ def test_a_killed_process_unfolded_events_are_folded_at_the_next_open(tmp_path: 
     store = run(open_store(config))
     assert store is not None
     assert counted(path) == 302                         # folded when it opened
-    folded = run(snapshot(store))
-    reopened = run(_rebackfill(config, store))
-    try:
-        assert run(snapshot(reopened)) == folded
-    finally:
-        run(reopened.close())
+    assert_a_backfill_gives_the_same(config, store, run)
 
 
 def test_erasing_the_newest_events_lowers_the_watermark(sqlite_store: SqliteStore, run: Run) -> None:
