@@ -87,8 +87,10 @@ async def ingest_while_reading(store: SqliteStore, path: Path, batches: int, bat
 @pytest.mark.parametrize("bounded", [True, False], ids=["reset-between-reads", "no-reset"])
 def test_sqlite_wal_stays_bounded_under_continuous_reads_during_ingest(tmp_path: Path, run, bounded: bool) -> None:
     reset = 4 * MIB
-    # bound: the reset size, plus what one group of commits appends while one dashboard query runs
-    bound = 3 * reset
+    # bound: the reset size, plus what the commits and the other loops' folds (each dashboard's first rollup
+    # read folds what was committed since the last: agent/store/rollup_fold.py) append while one dashboard
+    # query runs: ~14 MiB measured, where the same load without the reset reaches ~46 MiB
+    bound = 5 * reset
     path = tmp_path / "events.db"
     store = SqliteStore(str(path), wal_reset_bytes=reset if bounded else 1 << 40)
     run(store.open())
