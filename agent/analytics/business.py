@@ -37,7 +37,8 @@ RATINGS = {"good": "good", "needs-improvement": "needsImprovement", "poor": "poo
 
 
 async def business_metrics(store: Store, r: TimeRange, release: str | None = None) -> dict[str, Any]:
-    with rq.request_cache():        # MAU and the retained users' current range are often the same persons
+    # MAU and the retained users' current range are often the same persons; of the labels, web vitals' only
+    with rq.request_cache(labels=("web_vitals",)):
         return await _business_metrics(store, r, release)
 
 
