@@ -234,6 +234,7 @@ class SqliteStore:
     def _open_reader(self) -> None:
         conn = self._connect()
         conn.execute("PRAGMA query_only = ON")
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         conn.set_progress_handler(self._past_deadline, PROGRESS_OPS)
         self._reader = conn
 
