@@ -259,28 +259,28 @@ async def profile_agent(params: Params, tmp: Path, out: Path) -> dict:
         return await run_agent(h, params, profile=out)
 
 
-# from this benchmark's in-process table and an in-process run of the agent's app (2026-12-04, evening)
+# from this benchmark's in-process table and an in-process run of the agent's app (2026-12-04, late evening)
 NOTES = [
-    "**Where the time goes** (73 CPU µs an event in the agent's row; the in-process table splits the batch "
-    "work): the Python work on a batch ~29 µs (read_posthog ~16: the PostHog mapping, validation and persons; "
-    "privacy ~6; event_rows ~2.6; gunzip, orjson.loads and the skew correction ~4.6); the durable store's write "
-    "alone ~18 µs (a ~1 KB events row with its 3 indexes, the users, the rollups and person bitmaps, and the "
-    "WAL commit with its fsync, about half of it: the COMMIT writes every page the group dirtied); the ~26 µs "
-    "left are the request around them: aiohttp and the middlewares, the hand-off to the group-commit writer's "
-    "thread and back, EventMetrics.apply (~3 µs), the response, /metrics every second.",
-    "**What moved it** (7,610 events/s and 128 CPU µs an event at the previous run): Privacy._dict plans what "
-    "each key of a key set becomes (kept, masked, dropped, renamed) once per key set and remembers the strings "
-    "it scrubbed (up to 512 characters): privacy 20.7 -> 6.1 µs an event; agent/events/posthog_props.py plans "
-    "a key set's plain keys, lifted `$`-keys and envelope sources once, shared by the mapping and lift_dollar. "
-    "Same output (the old and new Privacy compared on these batches and on hostile properties; "
-    "tests/test_privacy.py).",
+    "**Where the time goes** (62.5 and 72.1 CPU µs an event in the agent's row in two runs at 22:48 and 23:19, 15,140 and 13,338 events/s; the in-process table splits the "
+    "batch work): the Python work on a batch ~28 µs (read_posthog ~16: the PostHog mapping, validation and "
+    "persons; privacy ~6; event_rows ~1.8; gunzip, orjson.loads and the skew correction ~4.5); the durable "
+    "store's write alone ~11 µs (a ~1 KB events row with its 3 indexes, the users, the person bitmaps, the "
+    "WAL commit with its fsync, and the rollups folded in bulk about once a second); the ~24 µs left are the "
+    "request around them: aiohttp and the middlewares, the hand-off to the group-commit writer's thread and "
+    "back, EventMetrics.apply (~3 µs), the response, /metrics every second.",
+    "**What moved it** (13,145 events/s and 73 CPU µs an event at the previous run; 7,610 and 128 before): "
+    "SQLite's rollups folded in bulk behind a watermark instead of in every group commit (migration 19, "
+    "agent/store/rollup_fold.py: the store's write alone 18.0 -> 10.9 µs an event), a faster event_rows and "
+    "the None binding adapter of the SQLite store; before that, Privacy._dict planning each key set once and "
+    "agent/events/posthog_props.py planning a key set's keys once. Same output (tests/test_rows.py, "
+    "tests/test_rollup_fold.py, tests/test_privacy.py).",
     "**Why 20,000/s is not met**: 20,000 events/s on one core is 50 µs of CPU an event for everything. The "
-    "store's write alone takes ~18 µs of it and the HTTP ceiling ~4.5 µs, which leaves ~27 µs for the mapping, "
-    "validation, privacy, rows, metrics and the request, which take ~50 µs in CPython even with every per-key "
-    "decision made once per key set. The in-process path with the store (no HTTP) is itself at the target "
+    "store's write alone takes ~11 µs of it and the HTTP ceiling ~4.5 µs, which leaves ~35 µs for the "
+    "mapping, validation, privacy, rows, metrics and the request, which take ~47 µs in CPython even with every "
+    "per-key decision made once per key set. The in-process path with the store (no HTTP) is above the target "
     "(the last column), the request around it is not. What would reach it is outside this issue: the "
-    "per-event mapping in native code (a compiled extension of our own), or a store that writes less per "
-    "event (the properties compressed, which the analytics' json_extract reads could then not use).",
+    "per-event mapping in native code (a compiled extension of our own), or fewer per-user index pages in "
+    "each commit (events_user_ts: one page per distinct user and commit, about half the WAL frames).",
 ]
 
 
