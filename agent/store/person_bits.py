@@ -41,6 +41,14 @@ from typing import Any
 from pyroaring import BitMap
 
 from agent.store import signup_bits
+from agent.store.bitmap_sql import (
+    ADVISORY_LOCK,
+    chunks as _chunks,
+    dollar as _dollar,
+    locked,
+    marks as _marks,
+    write_backfill_postgres,
+)
 from agent.store.rollups import LABELLED
 from agent.store.rows import EVENT_COLUMNS, EventRows
 
@@ -48,8 +56,6 @@ MIGRATION = 12
 HOUR = 3600
 DAY = 86400
 CHUNK = 100_000          # events per backfill read
-ID_CHUNK = 500           # persons per IN (...)
-ADVISORY_LOCK = 0x6C6F6F6D_62697473 & 0x7FFFFFFFFFFFFFFF     # 'loombits': PostgreSQL's bitmap section
 
 _NAME, _TS, _USER, _LABEL = (EVENT_COLUMNS.index(c) for c in ("name", "ts", "user_id", "label"))
 
@@ -115,12 +121,6 @@ def _merged(adds: dict[tuple[str, Key], BitMap],
     return out
 
 
-def _chunks(items: Sequence[Any], n: int = ID_CHUNK) -> Iterable[Sequence[Any]]:
-    return (items[i:i + n] for i in range(0, len(items), n))
-
-
-def _marks(n: int) -> str:
-    return f"({', '.join('?' * n)})"
 
 
 # --- the drivers' part ----------------------------------------------------------------------------
@@ -238,10 +238,6 @@ async def write_postgres(conn: Any, batch: Sequence[EventRows]) -> None:
         await conn.executemany(_dollar(upsert(table)), rows)
 
 
-def _dollar(sql: str) -> str:
-    parts = sql.split("?")
-    return "".join(p + (f"${i + 1}" if i < len(parts) - 1 else "") for i, p in enumerate(parts))
-
 
 class Backfill:
     """Migration 12's bitmaps built in memory from the events (read CHUNK at a time by the driver):
@@ -301,12 +297,7 @@ async def backfill_postgres(conn: Any) -> None:
     last = 0
     while rows := await conn.fetch(_dollar(BACKFILL_SQL), last, CHUNK):
         last = fill.add(tuple(row) for row in rows)
-    await conn.executemany("INSERT INTO person_index (idx, person) OVERRIDING SYSTEM VALUE VALUES ($1, $2)",
-                           fill.index_rows())
-    if fill.index:      # the identity continues after the backfilled indexes
-        await conn.execute("SELECT setval(pg_get_serial_sequence('person_index', 'idx'), $1)", len(fill.index))
-    for table, rows in fill.bit_rows().items():
-        await conn.executemany(_dollar(upsert(table)), rows)
+    await write_backfill_postgres(conn, "person_index", "person", fill.index_rows(), fill.bit_rows(), upsert)
 
 
 # --- retention, erasure, merges (statements run by the callers' transactions) ----------------------
@@ -339,7 +330,7 @@ def _locked(dialect: str) -> list[tuple[str, Sequence[Any]]]:
     that changed person_index beside a group writing the same person's first bits made the group's INSERT
     fail on the unique person (every request of the group refused), or left new events under an index the
     erasure had just marked dead. SQLite's writer is one connection: nothing to take."""
-    return [("SELECT pg_advisory_xact_lock(?)", (ADVISORY_LOCK,))] if dialect == "postgres" else []
+    return locked(dialect)
 
 
 def erase_statements(ids: Sequence[str], dialect: str) -> list[tuple[str, Sequence[Any]]]:

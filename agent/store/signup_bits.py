@@ -31,15 +31,20 @@ from typing import Any
 
 from pyroaring import BitMap
 
+from agent.store.bitmap_sql import (
+    ADVISORY_LOCK,
+    chunks as _chunks,
+    dollar as _dollar,
+    locked as _locked,
+    marks as _marks,
+    write_backfill_postgres,
+)
 from agent.store.rows import EVENT_COLUMNS, EventRows
 
 MIGRATION = 18
-# person_bits.ADVISORY_LOCK ('loombits'): one lock for every bitmap section (person_bits imports this module)
-ADVISORY_LOCK = 0x6C6F6F6D_62697473 & 0x7FFFFFFFFFFFFFFF
 SIGNUP = "signup_step"
 HOUR = 3600
 DAY = 86400
-ID_CHUNK = 500
 CHUNK = 50_000
 TABLES = ("visitor_index", "signup_bits_hour", "signup_bits_day", "signup_bits_extra")
 
@@ -96,12 +101,6 @@ def _merged(adds: dict[tuple[str, Key], BitMap], existing: dict[tuple[str, Key],
     return out
 
 
-def _chunks(items: Sequence[Any], n: int = ID_CHUNK) -> Iterable[Sequence[Any]]:
-    return (items[i:i + n] for i in range(0, len(items), n))
-
-
-def _marks(n: int) -> str:
-    return f"({', '.join('?' * n)})"
 
 
 def write_sqlite(conn: Any, batch: Sequence[EventRows]) -> None:
@@ -157,10 +156,6 @@ async def write_postgres(conn: Any, batch: Sequence[EventRows]) -> None:
         await conn.executemany(_dollar(upsert(table)), rows)
 
 
-def _dollar(sql: str) -> str:
-    parts = sql.split("?")
-    return "".join(p + (f"${i + 1}" if i < len(parts) - 1 else "") for i, p in enumerate(parts))
-
 
 class Backfill:
     """Migration 18's bitmaps built in memory from the signup_step events (indexes in order of first
@@ -213,12 +208,7 @@ async def backfill_postgres(conn: Any) -> None:
             fill.add(chunk)
             chunk = []
     fill.add(chunk)
-    await conn.executemany("INSERT INTO visitor_index (idx, visitor) OVERRIDING SYSTEM VALUE VALUES ($1, $2)",
-                           fill.index_rows())
-    if fill.index:      # the identity continues after the backfilled indexes
-        await conn.execute("SELECT setval(pg_get_serial_sequence('visitor_index', 'idx'), $1)", len(fill.index))
-    for table, rows in fill.bit_rows().items():
-        await conn.executemany(_dollar(upsert(table)), rows)
+    await write_backfill_postgres(conn, "visitor_index", "visitor", fill.index_rows(), fill.bit_rows(), upsert)
 
 
 # --- retention, erasure, merges (statements run by the callers' transactions) ----------------------
@@ -233,9 +223,6 @@ def retention_statements(cutoff: float, names: Sequence[str] | None) -> list[tup
             ("DELETE FROM signup_bits_day WHERE bucket < ?", (day,)),
             ("DELETE FROM signup_bits_extra WHERE bucket < ?", (hour,))]
 
-
-def _locked(dialect: str) -> list[tuple[str, Sequence[Any]]]:
-    return [("SELECT pg_advisory_xact_lock(?)", (ADVISORY_LOCK,))] if dialect == "postgres" else []
 
 
 def erase_statements(visitors: Sequence[str], dialect: str) -> list[tuple[str, Sequence[Any]]]:
