@@ -507,3 +507,15 @@ def test_a_requests_read_of_every_names_counts_folds_the_pages_of_page_load(sqli
     assert len(alone) == 300 and list(folded) == [("page_load", "", "")]
     assert list(folded[("page_load", "", "")]) == [300, 300, sum(100.0 + i for i in range(300))] == \
         [sum(v[i] for v in alone.values()) for i in range(3)]
+
+
+def test_numbers_past_the_value_bound_never_fail_a_commit(store: Store, run: Run) -> None:
+    """Two events of 1.7e308 in one bucket, in two commits: PostgreSQL refused the rollups' sum past the
+    double range (value out of range), and with it every event of the group. Past rows.MAX_VALUE a number
+    stays in the properties and out of events.value."""
+    for n in range(2):
+        run(store.write_events([event_rows(Event("web_vitals", "performance", T0 + n, T0 + n,
+                                                 {"name": "LCP", "value": 1.7e308, "rating": "poor"},
+                                                 user_id="u", event_id=f"huge_{n}"))]))
+    assert run(store.fetch("SELECT count(*), count(value) FROM events")) == [(2, 0)]
+    assert run(store.fetch("SELECT sum(events), sum(nvalues) FROM rollup_counts_hour")) == [(2, 0)]

@@ -34,12 +34,17 @@ def _context_json(event: Event) -> str:
     return orjson.dumps(ctx).decode()
 
 
+def _lifted(value: Any) -> float | None:
+    number = R._number(value)
+    return number if number is not None and abs(number) <= R.MAX_VALUE else None
+
+
 def reference(event: Event) -> tuple[tuple[Any, ...], list[tuple[str, tuple[Any, ...]]], str | None]:
     props = event.properties
     label, outcome, value = R.DIMENSIONS.get(event.name, (None, None, None))
     row = (event.event_id, event.name, event.category, event.timestamp, event.received_at, event.user_id,
            event.anonymous_id, event.session_id, R._text(props.get(label)) if label else None,
-           _outcome(props, outcome), R._number(props.get(value)) if value else None,
+           _outcome(props, outcome), _lifted(props.get(value)) if value else None,
            "performance" if event.category in R.PERFORMANCE_CATEGORIES else "analytics",
            orjson.dumps(props, option=orjson.OPT_NON_STR_KEYS).decode(), _context_json(event), event.release)
     tables: list[tuple[str, tuple[Any, ...]]] = []
@@ -52,7 +57,8 @@ def reference(event: Event) -> tuple[tuple[Any, ...], list[tuple[str, tuple[Any,
 
 # --- events ----------------------------------------------------------------------------------------------
 
-VALUES: tuple[Any, ...] = ("web", "", 7, 0, -3, 2.5, 0.0, True, False, None, ["a", 1], {"k": "v"}, "ünïcode ✓")
+VALUES: tuple[Any, ...] = ("web", "", 7, 0, -3, 2.5, 0.0, True, False, None, ["a", 1], {"k": "v"}, "ünïcode ✓",
+                          1e15, -1e15, 1.5e15, -1e300, 1.7e308)
 CONTEXTS = (
     Context(),
     Context(dnt=True),
