@@ -32,6 +32,18 @@ def locked(dialect: str) -> list[tuple[str, Sequence[Any]]]:
     return [("SELECT pg_advisory_xact_lock(?)", (ADVISORY_LOCK,))] if dialect == "postgres" else []
 
 
+async def indexes_postgres(conn: Any, index_table: str, column: str, ids: list[str]) -> dict[str, int]:
+    """The dense index of each id, new ids given one (asyncpg, under the advisory lock: no conflicting insert,
+    so no identity value is burnt by ON CONFLICT)."""
+    index = {v: i for v, i in await conn.fetch(
+        f"SELECT {column}, idx FROM {index_table} WHERE {column} = ANY($1::text[])", ids)}
+    missing = [v for v in ids if v not in index]
+    if missing:
+        index.update((v, i) for v, i in await conn.fetch(
+            f"INSERT INTO {index_table} ({column}) SELECT unnest($1::text[]) RETURNING {column}, idx", missing))
+    return index
+
+
 async def write_backfill_postgres(conn: Any, index_table: str, column: str, index_rows: list[tuple[int, str]],
                                   bit_rows: dict[str, list[tuple[Any, ...]]], upsert: Any) -> None:
     """A backfill's dense indexes (their identity continuing after them) and bitmap rows (asyncpg)."""

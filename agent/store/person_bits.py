@@ -45,6 +45,7 @@ from agent.store.bitmap_sql import (
     ADVISORY_LOCK,
     chunks as _chunks,
     dollar as _dollar,
+    indexes_postgres,
     locked,
     marks as _marks,
     write_backfill_postgres,
@@ -220,12 +221,7 @@ async def write_postgres(conn: Any, batch: Sequence[EventRows]) -> None:
         return
     persons = persons_in(found)
     await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK)
-    index = {p: i for p, i in await conn.fetch("SELECT person, idx FROM person_index WHERE person = ANY($1::text[])",
-                                               persons)}
-    missing = [p for p in persons if p not in index]
-    if missing:         # under the lock: no conflict, so no identity value is burnt by ON CONFLICT
-        index.update((p, i) for p, i in await conn.fetch(
-            "INSERT INTO person_index (person) SELECT unnest($1::text[]) RETURNING person, idx", missing))
+    index = await indexes_postgres(conn, "person_index", "person", persons)
     adds = keyed(found, index)
     existing: dict[tuple[str, Key], bytes] = {}
     for table in ("person_bits_hour", "person_bits_day"):

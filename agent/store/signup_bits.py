@@ -35,6 +35,7 @@ from agent.store.bitmap_sql import (
     ADVISORY_LOCK,
     chunks as _chunks,
     dollar as _dollar,
+    indexes_postgres,
     locked as _locked,
     marks as _marks,
     write_backfill_postgres,
@@ -138,12 +139,7 @@ async def write_postgres(conn: Any, batch: Sequence[EventRows]) -> None:
         return
     visitors = sorted(set().union(*found.values()))
     await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK)
-    index = {v: i for v, i in await conn.fetch(
-        "SELECT visitor, idx FROM visitor_index WHERE visitor = ANY($1::text[])", visitors)}
-    missing = [v for v in visitors if v not in index]
-    if missing:
-        index.update((v, i) for v, i in await conn.fetch(
-            "INSERT INTO visitor_index (visitor) SELECT unnest($1::text[]) RETURNING visitor, idx", missing))
+    index = await indexes_postgres(conn, "visitor_index", "visitor", visitors)
     adds = keyed(found, index)
     existing: dict[tuple[str, Key], bytes] = {}
     for table in ("signup_bits_hour", "signup_bits_day"):
