@@ -6,7 +6,7 @@ PostgreSQL:
    full read, and each equals the distinct users of the coach's session events in the range.
 2. `snapped`: a range's end moves to the end of its hour or day only when no event lies between, and
    every figure over ranges ending around the last events (after them, between two of one hour, on one)
-   equals the events'.
+   equals the events'; events received after the request asked (live ingest) do not hold it.
 3. The persons of more than half an hour (person_sets._by_rest: the hour's bitmap less the persons of the
    rest of the hour without an event in the piece) are those of the events, through merges and erasure,
    and in an hour retention cut into (read from its events then).
@@ -62,6 +62,34 @@ def test_the_end_moves_to_its_hour_or_day_only_over_no_events(store: Store, run:
     assert end_of(day + 15 * H + 10) == day + D                   # none after it
     assert end_of(day + 12 * H) == day + 12 * H                   # on an hour, events later in the day
     assert end_of(day + D) == day + D
+
+
+def test_events_received_after_the_request_asked_do_not_hold_the_end(store: Store, run: Run) -> None:
+    """Live ingest: the events stamped after a range ending now arrive while its request runs; they do not
+    keep the end's hour read from the events (the soak's 25 s dashboards), an event received before does."""
+    day = (T0 // D + 3) * D
+    asked = day + 10 * H + 500
+
+    def event(ts: float, received: float, k: str) -> Event:
+        return Event("feature_used", "engagement", ts, received, {"feature": "x"}, user_id="u", event_id=k)
+
+    run(store.write_events([event_rows(e) for e in (event(day + 10 * H + 100, day + 10 * H + 100, "before"),
+                                                    event(asked + 1, asked + 1, "arrived"),
+                                                    event(day + 15 * H, asked + 2, "arrived-later-hour"))]))
+
+    def end_of(end: float, when: float | None) -> float:
+        return run(rq.snapped(store, TimeRange(day, end, when))).end
+
+    assert end_of(asked, asked) == day + D                 # what came after the request asked: not yet stored
+    assert end_of(asked, None) == asked                    # asked now: every event is stored
+    assert end_of(asked, asked + 1.5) == asked             # the first arrival was stored when it asked
+    assert end_of(day + 11 * H, asked + 1.5) == day + D       # the 15:00 event was not stored yet ...
+    assert end_of(day + 11 * H, asked + 3) == day + 11 * H     # ... now it was: the day's end stays
+    run(store.write_events([event_rows(event(asked + 30, asked - 5, "clock-ahead"))]))
+    assert end_of(asked, asked) == asked                   # received before, stamped after the end: it stays
+    assert end_of(day + 10 * H + 50, asked) == day + 10 * H + 50
+    assert end_of(day + 10 * H + 150, day + 10 * H + 120) == day + D      # asked at 10:02: none stored after
+
 
 
 def test_every_figure_over_ranges_ending_around_the_last_events_equals_the_events(store: Store, run: Run) -> None:

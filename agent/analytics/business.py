@@ -60,13 +60,13 @@ async def _business_metrics(store: Store, r: TimeRange, release: str | None) -> 
 
 async def user_engagement(store: Store, r: TimeRange, logout: q.ValueStats,
                           release: str | None = None) -> dict[str, Any]:
-    previous = TimeRange(r.start - r.length, r.start)
+    previous = TimeRange(r.start - r.length, r.start, r.asked)
     before, kept = await rq.retained_users(store, previous, r, release)
     new = await q.new_users_by_role(store, r, release)
     return {
-        "dau": await rq.active_users(store, TimeRange(r.end - DAY, r.end), release),
-        "wau": await rq.active_users(store, TimeRange(r.end - 7 * DAY, r.end), release),
-        "mau": await rq.active_users(store, TimeRange(r.end - 30 * DAY, r.end), release),
+        "dau": await rq.active_users(store, r.ending(DAY), release),
+        "wau": await rq.active_users(store, r.ending(7 * DAY), release),
+        "mau": await rq.active_users(store, r.ending(30 * DAY), release),
         "newUsers": sum(new.values()),
         "newUsersByRole": new,
         "averageSessionDurationSeconds": rounded(logout.mean, 1),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from agent.config.node import parse_duration
@@ -31,10 +31,17 @@ _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 class TimeRange:
     start: float         # unix seconds, inclusive
     end: float           # unix seconds, exclusive
+    # the instant the request asked (its "now"): events received after it are not stored yet as far as the
+    # range's snapping is concerned (agent/analytics/rollup_queries.snapped); None: when snapped runs
+    asked: float | None = field(default=None, compare=False)
 
     @property
     def length(self) -> float:
         return self.end - self.start
+
+    def ending(self, length: float) -> TimeRange:
+        """The `length` seconds before this range's end, asked at the same instant."""
+        return TimeRange(self.end - length, self.end, self.asked)
 
     def to_json(self) -> dict[str, str]:
         return {"from": iso_time(self.start), "to": iso_time(self.end)}
@@ -86,7 +93,7 @@ def parse_time_range(query: Mapping[str, str], now: float) -> TimeRange:
     if end - start > MAX_LENGTH:
         raise RangeError("from" if "from" in query else "range",
                          f"the range is longer than {int(MAX_LENGTH // DAY)} days")
-    return TimeRange(start, end)
+    return TimeRange(start, end, now)
 
 
 def parse_instant(field: str, text: str) -> float:
