@@ -473,6 +473,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         "INSERT INTO rollup_folded (events, onboarding) SELECT (SELECT coalesce(max(id), 0) FROM events), "
         "(SELECT coalesce(max(id), 0) FROM onboarding_funnel)",
     ), dialects=("sqlite",)),
+    # Migration 20 (issue 17, helper R): the top persons' work over a range's whole weeks, one row per week
+    Migration(20, "analytics rollups: the per-person counts of the work events per 7-day block (day // 7; "
+                  "agent/store/rollups.py), backfilled from the day rows", (
+        """CREATE TABLE rollup_person_names_week (
+            bucket INTEGER NOT NULL,
+            person TEXT NOT NULL,
+            name TEXT NOT NULL,
+            events INTEGER NOT NULL,
+            nvalues INTEGER NOT NULL,
+            vsum {real} NOT NULL,
+            PRIMARY KEY (person, bucket, name))""",
+        "INSERT INTO rollup_person_names_week (bucket, person, name, events, nvalues, vsum) "
+        "SELECT bucket / 7, person, name, sum(events), sum(nvalues), sum(vsum) FROM rollup_person_names_day "
+        "GROUP BY 1, 2, 3",
+    )),
 )
 
 # tables holding a user's data, with the column naming the user (GDPR export and erasure)

@@ -1,0 +1,100 @@
+"""rollup_person_names_week (migration 20): the per-person work counts per 7-day block, which the dashboard's
+top coaches and clients read over a range's whole weeks (rollup_queries.per_user). Each week row must
+equal the sum of its day rows however they change (ingest, erasure, an alias merge, retention with a cut
+in the middle of a week), the migration's backfill must give what ingest maintained, and per_user over
+ranges holding whole weeks must equal the events' own figures. SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.analytics import queries as q, rollup_queries as rq
+from agent.analytics.timerange import TimeRange
+from agent.events.model import Event
+from agent.store import rollups as ru
+from agent.store.base import Store
+from agent.store.config import RetentionConfig, StoreConfig
+from agent.store.gdpr import erase_user
+from agent.store.open import open_store
+from agent.store.people import merge_statements
+from agent.store.retention import run_cleanup_once
+from agent.store.rows import event_rows
+from tests.support.store_fixtures import Run
+from tests.test_rollups import T0, USERS, D, H, events, load
+
+pytest_plugins = ["tests.support.store_fixtures"]
+
+WORK = tuple(sorted(ru.PERSON_NAMES))
+WEEKS_SQL = "SELECT person, bucket, name, events, nvalues, vsum FROM rollup_person_names_week WHERE events <> 0"
+DAYS_SQL = (f"SELECT person, bucket / {ru.WEEK_DAYS}, name, sum(events), sum(nvalues), sum(vsum) "
+            "FROM rollup_person_names_day GROUP BY 1, 2, 3 HAVING sum(events) <> 0")
+
+
+async def weeks_and_days(store: Store) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """(the week rows, the day rows summed per week), sums rounded (float addition order)."""
+    def key(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return sorted((*row[:5], round(float(row[5]), 6)) for row in rows)
+    return key(await store.fetch(WEEKS_SQL)), key(await store.fetch(DAYS_SQL))
+
+
+def assert_per_user_is_the_events(store: Store, run: Run, r: TimeRange) -> None:
+    users = [*USERS, "person_p", "nobody"]
+    got, want = run(rq.per_user(store, users, WORK, r)), run(q.per_user(store, users, WORK, r))
+    assert {k: (v.events, v.values, round(v.total, 6)) for k, v in got.items()} == \
+        {k: (v.events, v.values, round(v.total, 6)) for k, v in want.items()}, r
+    assert got, r
+
+
+def test_week_rows_hold_their_days_through_ingest_erasure_merges_and_retention(store: Store, run: Run) -> None:
+    batch = events(1500, seed=31, span=45 * D)
+    run(load(store, batch))
+    weeks, days = run(weeks_and_days(store))
+    assert len({row[1] for row in weeks}) >= 6 and weeks == days
+    # ranges with whole weeks and edge days on both sides, one with its whole days inside a single week
+    for r in (TimeRange(T0 - H, T0 + 46 * D), TimeRange(T0 + 3.3 * H, T0 + 30 * D + 0.7 * H),
+              TimeRange(T0 + 9.1 * D, T0 + 23.4 * D), TimeRange(T0 + 1.5 * D, T0 + 4.2 * D)):
+        assert_per_user_is_the_events(store, run, r)
+
+    run(erase_user(store, ["user_3"]))
+    weeks, days = run(weeks_and_days(store))
+    assert weeks == days and not any(row[0] == "user_3" for row in weeks)
+
+    # an alias merge rewrites the alias's work to the person: the person's weeks are recomputed
+    when = T0 + 10 * D + 5 * H
+    run(store.write_events([event_rows(Event("task_created", "engagement", when, when, {"priority": "high"},
+                                             anonymous_id="anon_w", event_id="w1")),
+                            event_rows(Event("task_created", "engagement", when + 2 * D, when + 2 * D,
+                                             {"priority": "high"}, user_id="person_p", event_id="w2"))]))
+    run(store.execute(merge_statements(store.dialect, "anon_w", "person_p", when + 3 * D)))
+    weeks, days = run(weeks_and_days(store))
+    assert weeks == days
+    assert sum(row[3] for row in weeks if row[0] == "person_p") == 2
+    assert_per_user_is_the_events(store, run, TimeRange(T0 + 0.2 * D, T0 + 40.7 * D))
+
+    # a retention cut in the middle of a week: its earlier days go, the week is recounted from the rest
+    now = T0 + 22.5 * D + 90 * D
+    cut_day = int((now - 90 * D) // D)
+    assert cut_day % ru.WEEK_DAYS not in (0, 1)
+    run(run_cleanup_once(store, RetentionConfig(), now))      # analytics 90 days
+    weeks, days = run(weeks_and_days(store))
+    assert weeks == days and weeks
+    assert min(row[1] for row in weeks) == cut_day // ru.WEEK_DAYS
+    assert_per_user_is_the_events(store, run, TimeRange(now - 90 * D, T0 + 46 * D))
+
+
+def test_the_migration_backfills_what_ingest_maintained(store_config: StoreConfig, store: Store, run: Run) -> None:
+    run(load(store, events(900, seed=32, span=30 * D)))
+    maintained = run(store.fetch(WEEKS_SQL))
+    assert maintained
+    run(store.execute([("DROP TABLE rollup_person_names_week", ()),
+                       ("DELETE FROM schema_migrations WHERE version = ?", (ru.NAMES_WEEK_MIGRATION,))]))
+    run(store.close())
+    reopened = run(open_store(store_config))
+    assert reopened is not None
+    try:
+        def key(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+            return sorted((*row[:5], round(float(row[5]), 6)) for row in rows)
+        assert key(run(reopened.fetch(WEEKS_SQL))) == key(maintained)
+    finally:
+        run(reopened.close())
