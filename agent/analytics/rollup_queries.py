@@ -520,13 +520,17 @@ async def coach_clients(store: Store, r: TimeRange, coaches: Sequence[str] | Non
     if coaches is not None and not coaches:
         return {}
     p = pieces(await snapped(store, r))
-    blocks = "rollup_coach_blocks"
     only, only_params = "", []
     if coaches is not None:
         only, only_params = f" AND coach IN {placeholders(len(coaches))}", list(coaches)
-        blocks = f"(SELECT * FROM rollup_coach_blocks WHERE coach IN {placeholders(len(coaches))}) b"
-    parts, params = _mask_reads("coach, person", p, blocks)
-    params = [*only_params, *params] if parts else params
+    parts: list[str] = []
+    params: list[Any] = []
+    if p.days:          # (bucket, coach) seeks: a bucket range would read every coach's pairs of the blocks
+        masks = _block_masks(p.days)
+        case = " ".join("WHEN ? THEN ?" for _ in masks)
+        parts.append(f"SELECT coach, person FROM rollup_coach_blocks WHERE bucket IN {placeholders(len(masks))}"
+                     f"{only} AND (days & (CASE bucket {case} ELSE 0 END)) <> 0")
+        params += [*(block for block, _ in masks), *only_params, *(v for pair in masks for v in pair)]
     for start, end in p.partial_days:
         parts.append(f"SELECT label AS coach, user_id AS person FROM events WHERE name IN "
                      f"{placeholders(len(ru.SESSION_NAMES))} AND ts >= ? AND ts < ? AND label IS NOT NULL "
