@@ -43,6 +43,7 @@ from agent.analytics.insight_query import EventSpec, RetentionQuery, Series, Tre
 from agent.analytics.insight_sql import bucket_sql, lifted
 from agent.analytics.person_sets import dead, indexes_of
 from agent.analytics.pieces import Pieces, pieces
+from agent.analytics.rollup_queries import trend_range
 from agent.analytics.timerange import TimeRange
 from agent.analytics.trends_rollups import rollup_sums
 from agent.store import rollups as ru
@@ -111,6 +112,7 @@ async def persons_by_bucket(store: Store, persons: Persons, name: str, by_label:
             out[key] = bits
 
     cond = "label <> ''" if by_label else "label = ''"
+    r = await trend_range(store, r, interval)       # a range ending now: its hour from the bitmaps
     p = _cut(r, interval == "hour")
     blobs = []
     if p.days:

@@ -133,6 +133,16 @@ async def _snap(store: Store, r: TimeRange) -> TimeRange:
     return TimeRange(r.start, day_end * float(ru.HOUR), r.asked)
 
 
+async def trend_range(store: Store, r: TimeRange, interval: str) -> TimeRange:
+    """`snapped` for a trend (agent/analytics/trends_rollups.py, insight_persons.py): the end moves within
+    the bucket that holds it (a day for day, week and month buckets, whose bounds are days; its hour for
+    hourly ones, the next hour being the next bucket)."""
+    found = await snapped(store, r)
+    if interval == "hour":
+        return TimeRange(r.start, min(found.end, math.ceil(r.end / ru.HOUR) * float(ru.HOUR)), r.asked)
+    return found
+
+
 async def _stored(store: Store, first_hour: int, past_hour: int, start: float, asked: float) -> bool:
     """Whether an event received before `asked` lies in [start, the end of hour past_hour)."""
     names = [name for (name,) in await store.fetch(HOUR_NAMES_SQL, (first_hour, past_hour))]

@@ -22,7 +22,7 @@ from typing import Any
 
 from agent.analytics.insight_query import Series, TrendsQuery
 from agent.analytics.insight_sql import lifted
-from agent.analytics.rollup_queries import pieces
+from agent.analytics.rollup_queries import pieces, trend_range
 from agent.store import rollups as ru
 from agent.store.base import Store
 
@@ -58,7 +58,7 @@ async def rollup_sums(store: Store, q: TrendsQuery, series: Series, column: str,
         entry[1] += int(nv)
         entry[2] += float(total or 0.0)
 
-    r = q.range
+    r = await trend_range(store, q.range, q.interval)     # a range ending now: its hour from the rollups
     p = pieces(r)
     if q.interval == "hour":
         first, past = math.ceil(r.start / ru.HOUR), math.floor(r.end / ru.HOUR)
