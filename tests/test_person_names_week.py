@@ -1,8 +1,9 @@
-"""rollup_person_names_week (migration 20): the per-person work counts per 7-day block, which the dashboard's
-top coaches and clients read over a range's whole weeks (rollup_queries.per_user). Each week row must
-equal the sum of its day rows however they change (ingest, erasure, an alias merge, retention with a cut
-in the middle of a week), the migration's backfill must give what ingest maintained, and per_user over
-ranges holding whole weeks must equal the events' own figures. SQLite and PostgreSQL.
+"""rollup_person_names_{week,hour} (migration 20): the per-person work counts per 7-day block and per hour,
+which the dashboard's top coaches and clients read over a range's whole weeks and edge hours
+(rollup_queries.per_user). Each week row must equal the sum of its day rows, and each day row the sum of
+its hour rows, however they change (ingest, erasure, an alias merge, retention with a cut in the middle
+of a week), the migration's backfill must give what ingest maintained, and per_user over ranges holding
+whole weeks and edge hours must equal the events' own figures. SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -27,15 +28,25 @@ pytest_plugins = ["tests.support.store_fixtures"]
 
 WORK = tuple(sorted(ru.PERSON_NAMES))
 WEEKS_SQL = "SELECT person, bucket, name, events, nvalues, vsum FROM rollup_person_names_week WHERE events <> 0"
-DAYS_SQL = (f"SELECT person, bucket / {ru.WEEK_DAYS}, name, sum(events), sum(nvalues), sum(vsum) "
-            "FROM rollup_person_names_day GROUP BY 1, 2, 3 HAVING sum(events) <> 0")
+HOURS_SQL = "SELECT person, bucket, name, events, nvalues, vsum FROM rollup_person_names_hour WHERE events <> 0"
+
+
+def _summed(fine: str, size: int) -> str:
+    return (f"SELECT person, bucket / {size}, name, sum(events), sum(nvalues), sum(vsum) "
+            f"FROM rollup_person_names_{fine} GROUP BY 1, 2, 3 HAVING sum(events) <> 0")
+
+
+def key(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows sorted, sums rounded (float addition order)."""
+    return sorted((*row[:5], round(float(row[5]), 6)) for row in rows)
 
 
 async def weeks_and_days(store: Store) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """(the week rows, the day rows summed per week), sums rounded (float addition order)."""
-    def key(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        return sorted((*row[:5], round(float(row[5]), 6)) for row in rows)
-    return key(await store.fetch(WEEKS_SQL)), key(await store.fetch(DAYS_SQL))
+    """(the week rows and the day rows, the day rows summed per week and the hour rows summed per day)."""
+    weeks, days = key(await store.fetch(WEEKS_SQL)), key(await store.fetch(_summed("day", 1)))
+    return [("week", *row) for row in weeks] + [("day", *row) for row in days], \
+        [("week", *row) for row in key(await store.fetch(_summed("day", ru.WEEK_DAYS)))] + \
+        [("day", *row) for row in key(await store.fetch(_summed("hour", 24)))]
 
 
 def assert_per_user_is_the_events(store: Store, run: Run, r: TimeRange) -> None:
@@ -50,15 +61,17 @@ def test_week_rows_hold_their_days_through_ingest_erasure_merges_and_retention(s
     batch = events(1500, seed=31, span=45 * D)
     run(load(store, batch))
     weeks, days = run(weeks_and_days(store))
-    assert len({row[1] for row in weeks}) >= 6 and weeks == days
-    # ranges with whole weeks and edge days on both sides, one with its whole days inside a single week
+    assert len({row[2] for row in weeks if row[0] == "week"}) >= 6 and weeks == days
+    # ranges with whole weeks, edge days and edge hours on both sides, one with its whole days inside a
+    # single week, one inside a day
     for r in (TimeRange(T0 - H, T0 + 46 * D), TimeRange(T0 + 3.3 * H, T0 + 30 * D + 0.7 * H),
-              TimeRange(T0 + 9.1 * D, T0 + 23.4 * D), TimeRange(T0 + 1.5 * D, T0 + 4.2 * D)):
+              TimeRange(T0 + 9.1 * D, T0 + 23.4 * D), TimeRange(T0 + 1.5 * D, T0 + 4.2 * D),
+              TimeRange(T0 + 2.2 * D, T0 + 2.9 * D)):
         assert_per_user_is_the_events(store, run, r)
 
     run(erase_user(store, ["user_3"]))
     weeks, days = run(weeks_and_days(store))
-    assert weeks == days and not any(row[0] == "user_3" for row in weeks)
+    assert weeks == days and not any(row[1] == "user_3" for row in weeks)
 
     # an alias merge rewrites the alias's work to the person: the person's weeks are recomputed
     when = T0 + 10 * D + 5 * H
@@ -69,7 +82,7 @@ def test_week_rows_hold_their_days_through_ingest_erasure_merges_and_retention(s
     run(store.execute(merge_statements(store.dialect, "anon_w", "person_p", when + 3 * D)))
     weeks, days = run(weeks_and_days(store))
     assert weeks == days
-    assert sum(row[3] for row in weeks if row[0] == "person_p") == 2
+    assert sum(row[4] for row in weeks if row[:2] == ("week", "person_p")) == 2
     assert_per_user_is_the_events(store, run, TimeRange(T0 + 0.2 * D, T0 + 40.7 * D))
 
     # a retention cut in the middle of a week: its earlier days go, the week is recounted from the rest
@@ -78,23 +91,25 @@ def test_week_rows_hold_their_days_through_ingest_erasure_merges_and_retention(s
     assert cut_day % ru.WEEK_DAYS not in (0, 1)
     run(run_cleanup_once(store, RetentionConfig(), now))      # analytics 90 days
     weeks, days = run(weeks_and_days(store))
-    assert weeks == days and weeks
-    assert min(row[1] for row in weeks) == cut_day // ru.WEEK_DAYS
+    # the cut's day keeps its day rows (a bucket straddling the cut is kept) and loses its earlier hours
+    assert [row for row in weeks if row[:3:2] != ("day", cut_day)] == \
+        [row for row in days if row[:3:2] != ("day", cut_day)] and weeks
+    assert min(row[2] for row in weeks if row[0] == "week") == cut_day // ru.WEEK_DAYS
+    (first_hour,), = run(store.fetch("SELECT min(bucket) FROM rollup_person_names_hour"))
+    assert first_hour >= int((now - 90 * D) // H)
     assert_per_user_is_the_events(store, run, TimeRange(now - 90 * D, T0 + 46 * D))
 
 
 def test_the_migration_backfills_what_ingest_maintained(store_config: StoreConfig, store: Store, run: Run) -> None:
     run(load(store, events(900, seed=32, span=30 * D)))
-    maintained = run(store.fetch(WEEKS_SQL))
-    assert maintained
-    run(store.execute([("DROP TABLE rollup_person_names_week", ()),
+    maintained = key(run(store.fetch(WEEKS_SQL))), key(run(store.fetch(HOURS_SQL)))
+    assert all(maintained)
+    run(store.execute([("DROP TABLE rollup_person_names_week", ()), ("DROP TABLE rollup_person_names_hour", ()),
                        ("DELETE FROM schema_migrations WHERE version = ?", (ru.NAMES_WEEK_MIGRATION,))]))
     run(store.close())
     reopened = run(open_store(store_config))
     assert reopened is not None
     try:
-        def key(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-            return sorted((*row[:5], round(float(row[5]), 6)) for row in rows)
-        assert key(run(reopened.fetch(WEEKS_SQL))) == key(maintained)
+        assert (key(run(reopened.fetch(WEEKS_SQL))), key(run(reopened.fetch(HOURS_SQL)))) == maintained
     finally:
         run(reopened.close())

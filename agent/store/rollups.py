@@ -58,14 +58,17 @@ Why these tables (the analytics ranges are arbitrary instants, and a figure must
                              Indexed by (bucket, events) since migration 17: the dashboard's top clients
                              read each block's busiest persons first (rollup_queries._top_bounds).
 - rollup_person_names_day    per person, day and name of PERSON_NAMES: the coaches' and clients' work.
-- rollup_person_names_week   (migration 20) the same per 7-day block (bucket = day // 7): the dashboard's top
-                             coaches' and clients' work over a range's whole weeks reads one row per person,
-                             week and name, its other whole days the day rows. At 10M bench events the top
-                             persons are active every day: ~7,400 day rows a 30-day dashboard (~1,250 as
-                             weeks), ~4,800 at 1M (~1,170). Kept from the same aggregate as the days (one more
-                             upsert per fold), backfilled in SQL from the day rows, erased with the person's
-                             rows, recomputed from the day rows on an alias merge, retained as the count weeks
-                             are (the weeks before the cut's go, the cut's recounted from its remaining days).
+- rollup_person_names_{week,hour}  (migration 20) the same per 7-day block (bucket = day // 7) and per hour:
+                             the dashboard's top coaches' and clients' work over a range's whole weeks reads
+                             one row per person, week and name, its other whole days the day rows, its edge
+                             hours the hour rows (only the raw partial hours from the events). At 10M bench
+                             events the top persons are active every day: ~7,400 day rows a 30-day dashboard
+                             (~1,250 as weeks), ~4,800 at 1M (~1,170); the start's 7 edge hours were ~4,600
+                             events of their names (~1,400 hour rows). Kept from the same aggregate as the
+                             days (two more upserts per fold), backfilled in SQL (weeks from the day rows,
+                             hours from the events), erased with the person's rows, recomputed on an alias
+                             merge, retained as the count weeks are (the weeks before the cut's go, the cut's
+                             recounted from its remaining days; the hours before the cut's hour go).
 - rollup_coach_blocks        per (coach, client) and block, the days of session events: clientsManaged.
 A NULL label or outcome is stored as '' (primary keys cannot hold NULL): an empty label reads as none.
 
@@ -101,7 +104,7 @@ MIGRATIONS = (MIGRATION, HOURMASKS_MIGRATION, FUNNELS_MIGRATION, WEEKS_MIGRATION
 LATER_TABLES = ("rollup_person_hourmasks", "rollup_funnel_steps_hour", "rollup_funnel_steps_day",
                 "rollup_signup_blocks", "rollup_signup_hourmasks", "rollup_counts_week",
                 "rollup_values_week", "rollup_mfa", "rollup_counts_6h",
-                "rollup_values_6h", "rollup_person_names_week")     # not in migration 8's backfill
+                "rollup_values_6h", "rollup_person_names_hour", "rollup_person_names_week")   # not in 8's backfill
 HOUR = 3600
 DAY = 86400
 WEEK_DAYS = 7                # the count and sketch blocks (migration 14): bucket = day // WEEK_DAYS
@@ -183,6 +186,8 @@ UPSERTS = {
     "persons_day": _upsert("rollup_persons_day", ("bucket", "person"), ("events",)),
     "person_blocks": _upsert("rollup_person_blocks", ("bucket", "person"), ("events",), ("days",)),
     "person_names": _upsert("rollup_person_names_day", ("person", "bucket", "name"), ("events", "nvalues", "vsum")),
+    "person_names_hour": _upsert("rollup_person_names_hour", ("person", "bucket", "name"),
+                                 ("events", "nvalues", "vsum")),
     "person_names_week": _upsert("rollup_person_names_week", ("person", "bucket", "name"),
                                  ("events", "nvalues", "vsum")),
     "coach_blocks": _upsert("rollup_coach_blocks", ("bucket", "coach", "person"), (), ("days",)),
@@ -205,12 +210,12 @@ TABLES = ("rollup_counts_hour", "rollup_counts_day", "rollup_values_hour", "roll
           "rollup_persons_hour", "rollup_persons_day", "rollup_person_blocks", "rollup_person_names_day",
           "rollup_coach_blocks", "rollup_person_hourmasks", "rollup_funnel_steps_hour", "rollup_funnel_steps_day",
           "rollup_signup_blocks", "rollup_signup_hourmasks", "rollup_counts_week", "rollup_values_week", "rollup_mfa",
-          "rollup_counts_6h", "rollup_values_6h", "rollup_person_names_week")
+          "rollup_counts_6h", "rollup_values_6h", "rollup_person_names_hour", "rollup_person_names_week")
 # the tables keyed by a person, and the column naming them (GDPR erasure, alias merges)
 PERSON_TABLES = (("rollup_persons_hour", "person"), ("rollup_persons_day", "person"),
                  ("rollup_person_blocks", "person"), ("rollup_person_names_day", "person"),
                  ("rollup_coach_blocks", "person"), ("rollup_person_hourmasks", "person"), ("rollup_mfa", "person"),
-                 ("rollup_person_names_week", "person"))
+                 ("rollup_person_names_hour", "person"), ("rollup_person_names_week", "person"))
 
 
 def facts(rows: Iterable[EventRows]) -> list[Fact]:
@@ -270,6 +275,21 @@ def _coarser(rows: Iterable[tuple[tuple[Any, ...], Sequence[Any]]], size: int) -
     return out
 
 
+def _person_coarser(rows: dict[tuple[Any, ...], list[Any]], size: int) -> dict[tuple[Any, ...], list[Any]]:
+    """(person, bucket, name) -> [events, values, sum] rows summed into buckets `size` times larger."""
+    out: dict[tuple[Any, ...], list[Any]] = {}
+    for (user, bucket, name), (n, nv, total) in rows.items():
+        key = (user, bucket // size, name)
+        entry = out.get(key)
+        if entry is None:
+            out[key] = [n, nv, total]
+        else:
+            entry[0] += n
+            entry[1] += nv
+            entry[2] += total
+    return out
+
+
 def aggregate(events: Iterable[Fact], sign: int = 1) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """(upsert, rows) per rollup table for these events, each list sorted (one lock order for every agent
     sharing a PostgreSQL database). `sign` -1 subtracts them (erasure); the OR-ed masks are then left out:
@@ -282,7 +302,7 @@ def aggregate(events: Iterable[Fact], sign: int = 1) -> list[tuple[str, list[tup
     sums: dict[tuple[Any, ...], list[Any]] = {}           # the same keys -> [values, sum], valued events only
     bins: Counter[tuple[Any, ...]] = Counter()            # (hour, metric, bin) -> values
     active: Counter[tuple[Any, ...]] = Counter()          # (hour, person) -> events
-    named: dict[tuple[Any, ...], list[Any]] = {}          # (person, day, name) -> [events, values, sum]
+    named_h: dict[tuple[Any, ...], list[Any]] = {}        # (person, hour, name) -> [events, values, sum]
     coached: dict[tuple[Any, ...], int] = {}              # (block, coach, person) -> days mask
     signup_steps: list[tuple[str, float, Any, Any, Any]] = []
     signup_days: dict[tuple[Any, ...], int] = {}          # (block, step, visitor) -> days mask
@@ -314,10 +334,10 @@ def aggregate(events: Iterable[Fact], sign: int = 1) -> list[tuple[str, list[tup
             continue
         active[(hour, user)] += 1
         if name in PERSON_NAMES:
-            nkey = (user, hour // 24, name)
-            entry = named.get(nkey)
+            nkey = (user, hour, name)
+            entry = named_h.get(nkey)
             if entry is None:
-                named[nkey] = [1, 0 if value is None else 1, 0.0 if value is None else value]
+                named_h[nkey] = [1, 0 if value is None else 1, 0.0 if value is None else value]
             else:
                 entry[0] += 1
                 if value is not None:
@@ -350,15 +370,8 @@ def aggregate(events: Iterable[Fact], sign: int = 1) -> list[tuple[str, list[tup
     for (hour, m, b), n in bins.items():
         bins_d[(hour // 24, m, b)] += n
         bins_6[(hour // SIX_HOURS, m, b)] += n
-    named_w: dict[tuple[Any, ...], list[Any]] = {}        # (person, week, name) -> [events, values, sum]
-    for (user, day, name), (n, nv, total) in named.items():
-        entry = named_w.get((user, day // WEEK_DAYS, name))
-        if entry is None:
-            named_w[(user, day // WEEK_DAYS, name)] = [n, nv, total]
-        else:
-            entry[0] += n
-            entry[1] += nv
-            entry[2] += total
+    named = _person_coarser(named_h, 24)                  # (person, day, name)
+    named_w = _person_coarser(named, WEEK_DAYS)           # (person, week, name)
     bins_w: Counter[tuple[Any, ...]] = Counter()
     for (day, m, b), n in bins_d.items():
         bins_w[(day // WEEK_DAYS, m, b)] += n
@@ -390,6 +403,8 @@ def aggregate(events: Iterable[Fact], sign: int = 1) -> list[tuple[str, list[tup
         (UPSERTS["persons_hour"], sorted((*k, sign * n) for k, n in active.items())),
         (UPSERTS["persons_day"], sorted((*k, sign * n) for k, n in active_d.items())),
         (UPSERTS["person_names"], sorted((*k, sign * n, sign * nv, sign * t) for k, (n, nv, t) in named.items())),
+        (UPSERTS["person_names_hour"], sorted((*k, sign * n, sign * nv, sign * t)
+                                              for k, (n, nv, t) in named_h.items())),
         (UPSERTS["person_names_week"], sorted((*k, sign * n, sign * nv, sign * t)
                                               for k, (n, nv, t) in named_w.items())),
     ]
@@ -427,6 +442,7 @@ def retention_statements(cutoff: float, names: Sequence[str] | None) -> list[tup
                 ("DELETE FROM rollup_persons_day WHERE bucket < ?", (day,)),
                 ("DELETE FROM rollup_person_hourmasks WHERE bucket < ?", (day,)),
                 ("DELETE FROM rollup_person_names_day WHERE bucket < ?", (day,)),
+                ("DELETE FROM rollup_person_names_hour WHERE bucket < ?", (hour,)),
                 # the weeks before the cut's go, the cut's is recounted from its remaining days
                 ("DELETE FROM rollup_person_names_week WHERE bucket <= ?", (day // WEEK_DAYS,)),
                 ("INSERT INTO rollup_person_names_week (bucket, person, name, events, nvalues, vsum) "
@@ -572,6 +588,9 @@ def recompute_statements(person: str) -> list[tuple[str, Sequence[Any]]]:
         (f"INSERT INTO rollup_person_names_day (person, bucket, name, events, nvalues, vsum) SELECT user_id, {day}, "
          f"name, count(*), count(value), coalesce(sum(value), 0) FROM events WHERE user_id = ? AND name IN ({n_marks}) "
          "GROUP BY 1, 2, 3", [person, *names]),
+        ("INSERT INTO rollup_person_names_hour (person, bucket, name, events, nvalues, vsum) SELECT user_id, "
+         f"{_HOUR_SQL}, name, count(*), count(value), coalesce(sum(value), 0) FROM events WHERE user_id = ? "
+         f"AND name IN ({n_marks}) GROUP BY 1, 2, 3", [person, *names]),
         ("INSERT INTO rollup_person_names_week (person, bucket, name, events, nvalues, vsum) SELECT person, "
          f"bucket / {WEEK_DAYS}, name, sum(events), sum(nvalues), sum(vsum) FROM rollup_person_names_day "
          "WHERE person = ? GROUP BY 1, 2, 3", [person]),

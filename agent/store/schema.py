@@ -473,20 +473,25 @@ MIGRATIONS: tuple[Migration, ...] = (
         "INSERT INTO rollup_folded (events, onboarding) SELECT (SELECT coalesce(max(id), 0) FROM events), "
         "(SELECT coalesce(max(id), 0) FROM onboarding_funnel)",
     ), dialects=("sqlite",)),
-    # Migration 20 (issue 17, helper R): the top persons' work over a range's whole weeks, one row per week
-    Migration(20, "analytics rollups: the per-person counts of the work events per 7-day block (day // 7; "
-                  "agent/store/rollups.py), backfilled from the day rows", (
-        """CREATE TABLE rollup_person_names_week (
+    # Migration 20 (issue 17, helper R): the top persons' work over a range's whole weeks, one row per week,
+    # and over its edge hours, one row per hour
+    Migration(20, "analytics rollups: the per-person counts of the work events per 7-day block (day // 7) and "
+                  "per hour (agent/store/rollups.py), backfilled from the day rows and the events", (
+        *(f"""CREATE TABLE rollup_person_names_{size} (
             bucket INTEGER NOT NULL,
             person TEXT NOT NULL,
             name TEXT NOT NULL,
             events INTEGER NOT NULL,
             nvalues INTEGER NOT NULL,
-            vsum {real} NOT NULL,
-            PRIMARY KEY (person, bucket, name))""",
+            vsum {{real}} NOT NULL,
+            PRIMARY KEY (person, bucket, name))""" for size in ("week", "hour")),
         "INSERT INTO rollup_person_names_week (bucket, person, name, events, nvalues, vsum) "
         "SELECT bucket / 7, person, name, sum(events), sum(nvalues), sum(vsum) FROM rollup_person_names_day "
         "GROUP BY 1, 2, 3",
+        "INSERT INTO rollup_person_names_hour (bucket, person, name, events, nvalues, vsum) "
+        "SELECT CAST(floor(ts / 3600) AS INTEGER), user_id, name, count(*), count(value), coalesce(sum(value), 0) "
+        "FROM events WHERE name IN ('resource_created', 'resource_engagement_score', 'resource_viewed', "
+        "'task_completed', 'task_created') AND user_id IS NOT NULL GROUP BY 1, 2, 3",
     )),
 )
 
