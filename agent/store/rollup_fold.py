@@ -33,6 +33,17 @@ they wait for room, as ingest does.
 
 PostgreSQL keeps the rollups in every commit (agent/store/postgres.py): several agents may share its
 database, and each one's reads must see the others' events.
+
+The writer keeps the facts of what it committed since the last fold (`Tail`), and the fold aggregates them
+instead of reading the events back when they are exactly the rows above the watermark: the tail starts at
+the watermark, ends at the highest id, and no other connection committed since it began (PRAGMA
+data_version). SQLite gives a group's rows the ids after the highest one, in order: read in the group's
+transaction before its INSERT. Anything else drops the tail and the next fold reads the events back, as
+before: a statement of `SqliteStore.execute` on the events (retention does not fold first), another
+process's commit, a failed transaction, a tail past TAIL_EVENTS. Why: reading ~20,000 events back was ~1.3
+of the fold's ~3.4 CPU µs an event. In-process on the ingest bench's mix (groups of 400 events into a store
+of 300,000, median of 5 interleaved with the code before): the fold 3.4 -> 2.1 µs an event,
+the whole group commit 17.9 -> 16.4 (the facts of a group cost ~0.2 to keep).
 """
 
 from __future__ import annotations
@@ -78,12 +89,59 @@ def deletes_folded(sql: str) -> bool:
     return bool(_DELETES.search(sql))
 
 
-def fold(conn: Any) -> int:
+TAIL_EVENTS = 5 * FOLD_EVENTS     # facts kept at most (a fold postponed by a full store): then read back
+HIGHEST_SQL = "SELECT coalesce(max(id), 0) FROM events"
+VERSION_SQL = "PRAGMA data_version"     # changes when ANOTHER connection commits to the file
+
+
+class Tail:
+    """The facts (rollups.Fact) of the events with ids in (start, end], in id order, as this writer
+    committed them (`start` None: none kept), valid while no other connection committed (data_version)."""
+
+    def __init__(self) -> None:
+        self.start: int | None = None
+        self.end = 0
+        self.version: Any = None
+        self.facts: list[rollups.Fact] = []
+
+    def drop(self) -> None:
+        self.start = None
+        self.facts = []
+
+    def extend(self, conn: Any, facts: list[rollups.Fact]) -> None:
+        """In a group's open transaction, BEFORE its INSERT: its rows take the ids after the highest one.
+        The caller drops the tail if the transaction does not commit."""
+        (highest,), = conn.execute(HIGHEST_SQL).fetchall()
+        (version,), = conn.execute(VERSION_SQL).fetchall()
+        if (self.start is None or highest != self.end or version != self.version
+                or len(self.facts) + len(facts) > TAIL_EVENTS):
+            self.start, self.facts, self.version = highest, [], version
+        self.facts += facts
+        self.end = highest + len(facts)
+
+    def folded(self) -> None:
+        """The fold that took the tail (or read the events back up to its end) committed."""
+        self.start = self.end
+        self.facts = []
+
+    def holds(self, conn: Any, watermark: int) -> bool:
+        """Exactly the events above the watermark: from it to the highest id, nobody else's commit since."""
+        return (self.start == watermark and bool(self.facts)
+                and conn.execute(VERSION_SQL).fetchone()[0] == self.version
+                and conn.execute(HIGHEST_SQL).fetchone()[0] == self.end)
+
+
+def fold(conn: Any, tail: Tail | None = None) -> int:
     """Inside the writer's open transaction (sqlite3.Connection): add the rollups of every event and
-    onboarding row above the watermark, move it past them; the events folded."""
+    onboarding row above the watermark, move it past them; the events folded. `tail`: the facts of the
+    events above the watermark, aggregated instead of reading them back when it holds exactly them."""
     (events, onboarding), = conn.execute(WATERMARK_SQL).fetchall()
     start = (events, onboarding)
     folded = 0
+    if tail is not None and tail.holds(conn, events):
+        for sql, aggregated in rollups.aggregate(tail.facts):
+            conn.executemany(sql, aggregated)
+        folded, events = len(tail.facts), tail.end
     while rows := conn.execute(EVENTS_SQL, (events, CHUNK)).fetchall():
         events = rows[-1][0]
         folded += len(rows)

@@ -169,6 +169,7 @@ class SqliteStore:
         self._idle_fold: asyncio.Future[None] | None = None
         self.fold_failures = 0          # folds a full store refused (the events stay above the watermark)
         self._fold_after = 0.0          # time.monotonic() before which no group commit folds (after a refusal)
+        self._tail = rollup_fold.Tail()     # the facts committed since the last fold (rollup_fold.py)
 
     async def _on(self, executor: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any) -> T:
         if executor is None:
@@ -341,6 +342,8 @@ class SqliteStore:
                     f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk))
             duplicates = repeated_in_batch(batch, stored)
             keep = [rows for position, rows in enumerate(batch) if position not in duplicates]
+            if self._folds:     # the ids the rows take: the highest before them plus 1..n
+                self._tail.extend(conn, rollups.facts(keep))
             conn.executemany(INSERT_EVENTS, [rows.event for rows in keep])
             by_table: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
             for rows in keep:
@@ -360,7 +363,10 @@ class SqliteStore:
         except BaseException:
             _rollback(conn)
             self._bits.clear()          # it holds what the rolled-back transaction wrote
+            self._tail.drop()           # ... and so may the tail
             raise
+        if folded and self._folds:
+            self._tail.folded()
         self._committed(len(keep), folded=folded)
         self._check_files()
         return frozenset(duplicates)
@@ -372,7 +378,7 @@ class SqliteStore:
         when SQLite rolled back the whole transaction (it may, on SQLITE_FULL)."""
         conn.execute("SAVEPOINT fold")
         try:
-            rollup_fold.fold(conn)
+            rollup_fold.fold(conn, self._tail)
         except sqlite3.Error as exc:
             if not isinstance(store_error(exc, self.path), StoreFull):
                 raise
@@ -390,7 +396,8 @@ class SqliteStore:
         """A fold in a transaction of its own (at open, before a read); a full store is logged and the
         open or read goes on: the events stay above the watermark, nothing is lost."""
         try:
-            self._in_transaction(conn, rollup_fold.fold)
+            self._in_transaction(conn, lambda conn: rollup_fold.fold(conn, self._tail))
+            self._tail.folded()
         except sqlite3.Error as exc:
             if not isinstance(store_error(exc, self.path), StoreFull):
                 raise
@@ -438,6 +445,8 @@ class SqliteStore:
         conn = self._open(self._writer)
         conn.execute("BEGIN IMMEDIATE")
         folding = self._folds and rollups_current and any(rollup_fold.folds_first(sql) for sql, _ in statements)
+        if self._folds and any(rollup_fold.folds_first(sql) for sql, _ in statements):
+            self._tail.drop()           # it may change or delete events of the tail: read back at the next fold
         try:
             if folding:                 # the events and rollups it changes are whole first
                 rollup_fold.fold(conn)
