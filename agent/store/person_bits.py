@@ -2,7 +2,7 @@
 so a range's person set costs persons, not events (issue 17: the block and hour-mask rows it replaces
 read one row per person, ~39k block rows + 14k edge-day rows at 10M bench events, per person set).
 
-Tables (written in the SAME transaction as the events, like agent/store/rollups.py):
+Tables (written as agent/store/rollups.py's are: in the events' transaction on PostgreSQL, folded on SQLite):
 - person_index (idx, person)          a dense integer per person key (events.user_id, the key of the
                                       per-person rollups, after alias merges). `person` is NULL for a
                                       DEAD index: erased (GDPR) or merged away (alias); every read
@@ -20,13 +20,14 @@ Tables (written in the SAME transaction as the events, like agent/store/rollups.
                                       a blob cannot run (an alias merge: the person's hours, rewritten
                                       from the alias's events); reads OR them in. Few rows (merges).
 
-Maintenance: `write_sqlite` / `write_postgres` in the group commit (a read-modify-write of the touched
-blobs: the group's hour and day per key; PostgreSQL takes a transaction advisory lock around it, so two
-agents never lose each other's bits), `backfill_*` at migration 12 (the events in id order, CHUNK at a
-time, bitmaps built in memory), `retention_statements` (whole buckets dropped), `erase_statements`
-(the person's index goes dead, its extra bits go), `merge_statements` (after an alias merge rewrote the
-alias's events to the person: the alias's index goes dead, the person's events' hours become extra
-bits of the person's index).
+Maintenance: `write_postgres` in the group commit, `write_sqlite` in SQLite's fold of the rollups, about
+once a second (agent/store/rollup_fold.py; a read of a bitmap table folds first, as one of a rollup table
+does) (a read-modify-write of the touched blobs: the hour and day per key; PostgreSQL takes a transaction
+advisory lock around it, so two agents never lose each other's bits), `backfill_*` at migration 12 (the
+events in id order, CHUNK at a time, bitmaps built in memory), `retention_statements` (whole buckets
+dropped), `erase_statements` (the person's index goes dead, its extra bits go), `merge_statements` (after
+an alias merge rewrote the alias's events to the person: the alias's index goes dead, the person's
+events' hours become extra bits of the person's index).
 
 Reading (agent/analytics/person_sets.py): `persons_active(store, start, end, name=None, label=None)`.
 """
@@ -82,6 +83,21 @@ def facts(batch: Sequence[EventRows]) -> dict[tuple[int, str, str], set[str]]:
         if user is not None:
             name = event[_NAME]
             key = (int(event[_TS] // HOUR), name, (event[_LABEL] or "") if name in LABELLED else "")
+            found = out.get(key)
+            if found is None:
+                out[key] = {user}
+            else:
+                found.add(user)
+    return out
+
+
+def fact_sets(facts: Iterable[tuple[Any, ...]]) -> dict[tuple[int, str, str], set[str]]:
+    """`facts` from rollups.Fact tuples (name, ts, user_id, label, outcome, value, anonymous_id): what the
+    SQLite fold has of the events it folds (agent/store/rollup_fold.py)."""
+    out: dict[tuple[int, str, str], set[str]] = {}
+    for name, ts, user, label, _, _, _ in facts:
+        if user is not None:
+            key = (int(ts // HOUR), name, (label or "") if name in LABELLED else "")
             found = out.get(key)
             if found is None:
                 out[key] = {user}
@@ -160,11 +176,12 @@ class WriterCache:
         return self.hour // 24 - 1 <= bucket <= self.hour // 24
 
 
-def write_sqlite(conn: Any, batch: Sequence[EventRows], cache: WriterCache | None = None) -> None:
-    """The group's bits, inside the writer's open transaction (sqlite3.Connection); the signup visitors'
-    bits too (agent/store/signup_bits.py)."""
-    signup_bits.write_sqlite(conn, batch)
-    found = facts(batch)
+def write_sqlite(conn: Any, facts: Sequence[tuple[Any, ...]], cache: WriterCache | None = None) -> None:
+    """The bits of these events (rollups.Fact tuples), inside the writer's open transaction
+    (sqlite3.Connection); the signup visitors' bits too (agent/store/signup_bits.py). SQLite writes them
+    in the fold, about once a second (agent/store/rollup_fold.py), PostgreSQL in every group commit."""
+    signup_bits.write_sqlite(conn, facts)
+    found = fact_sets(facts)
     if not found:
         return
     if cache is not None:

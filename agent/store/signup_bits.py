@@ -4,7 +4,7 @@ from a few bitmaps per step and bucket, where the 31-day block rows it replaced 
 row per step and visitor) grew with the anonymous visitors: at 10M bench events that UNION of distinct
 (step, visitor) pairs cost ~24 ms of a 30-day dashboard (7 at 1M).
 
-Tables (written in the SAME transaction as the events, from person_bits.write_*; the same design as the
+Tables (written with the person bitmaps, from person_bits.write_*; the same design as the
 person bitmaps of agent/store/person_bits.py, with indexes of their own):
 - visitor_index (idx, visitor)        a dense integer per signup visitor (only the visitors of signup_step
                                       events get one: the write cost stays with those events). `visitor`
@@ -16,7 +16,7 @@ person bitmaps of agent/store/person_bits.py, with indexes of their own):
 - signup_bits_extra (bucket, step, idx)   single bits per hour, added by SQL on an alias merge (the
                                       person's signup hours, its alias's among them); reads OR them in.
 
-Maintenance: `write_sqlite` / `write_postgres` in the group commit (a read-modify-write of the group's
+Maintenance: `write_postgres` in the group commit, `write_sqlite` in SQLite's fold (a read-modify-write of the group's
 touched blobs; signup_step events are rare, so most groups skip it after one pass over the batch),
 `backfill_*` at migration 18, `retention_statements` (whole buckets, with signup_step's class),
 `erase_statements` (the visitors' indexes go dead), `merge_statements` (as person_bits.merge_statements).
@@ -78,6 +78,19 @@ def facts(batch: Sequence[EventRows]) -> dict[tuple[int, str], set[str]]:
     return out
 
 
+def fact_sets(facts: Iterable[tuple[Any, ...]]) -> dict[tuple[int, str], set[str]]:
+    """`facts` from rollups.Fact tuples (name, ts, user_id, label, outcome, value, anonymous_id): what the
+    SQLite fold has of the events it folds (agent/store/rollup_fold.py)."""
+    out: dict[tuple[int, str], set[str]] = {}
+    for name, ts, user, label, _, _, anonymous in facts:
+        if name != SIGNUP:
+            continue
+        visitor = user if user is not None else anonymous
+        if visitor is not None:
+            out.setdefault((int(ts // HOUR), label or ""), set()).add(visitor)
+    return out
+
+
 def keyed(found: dict[tuple[int, str], set[str]], index: dict[str, int]) -> dict[tuple[str, Key], BitMap]:
     """(table, (bucket, step)) -> the visitor indexes to set, in the hour and the day table."""
     out: dict[tuple[str, Key], BitMap] = {}
@@ -104,9 +117,10 @@ def _merged(adds: dict[tuple[str, Key], BitMap], existing: dict[tuple[str, Key],
 
 
 
-def write_sqlite(conn: Any, batch: Sequence[EventRows]) -> None:
-    """The group's signup bits, inside the writer's open transaction (sqlite3.Connection)."""
-    found = facts(batch)
+def write_sqlite(conn: Any, facts: Iterable[tuple[Any, ...]]) -> None:
+    """The signup bits of these events (rollups.Fact tuples), inside the writer's open transaction
+    (sqlite3.Connection): the fold's (agent/store/rollup_fold.py)."""
+    found = fact_sets(facts)
     if not found:
         return
     visitors = sorted(set().union(*found.values()))

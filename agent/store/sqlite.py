@@ -356,9 +356,9 @@ class SqliteStore:
             if not self._folds:         # a store before migration 19: in the same transaction
                 for sql, aggregated in rollups.ingest_aggregate(keep):
                     conn.executemany(sql, aggregated)
-            elif fold:              # this group's events and every one before not yet folded
+                person_bits.write_sqlite(conn, rollups.facts(keep), self._bits)
+            elif fold:              # this group's events and every one before not yet folded: rollups, bits
                 folded = self._fold_within(conn)
-            person_bits.write_sqlite(conn, keep, self._bits)
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
@@ -378,10 +378,11 @@ class SqliteStore:
         when SQLite rolled back the whole transaction (it may, on SQLITE_FULL)."""
         conn.execute("SAVEPOINT fold")
         try:
-            rollup_fold.fold(conn, self._tail)
+            rollup_fold.fold(conn, self._tail, self._bits)
         except sqlite3.Error as exc:
             if not isinstance(store_error(exc, self.path), StoreFull):
                 raise
+            self._bits.clear()          # it holds what the undone fold wrote
             self.fold_failures += 1
             log.warning("SQLite database %s is full: the rollups wait for room (%s)", self.path, exc)
             if not conn.in_transaction:
@@ -396,7 +397,7 @@ class SqliteStore:
         """A fold in a transaction of its own (at open, before a read); a full store is logged and the
         open or read goes on: the events stay above the watermark, nothing is lost."""
         try:
-            self._in_transaction(conn, lambda conn: rollup_fold.fold(conn, self._tail))
+            self._in_transaction(conn, lambda conn: rollup_fold.fold(conn, self._tail, self._bits))
             self._tail.folded()
         except sqlite3.Error as exc:
             if not isinstance(store_error(exc, self.path), StoreFull):
@@ -423,6 +424,7 @@ class SqliteStore:
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
+            self._bits.clear()          # a fold's bits were rolled back
             raise
         self._committed(0, folded=True)
 
@@ -448,14 +450,16 @@ class SqliteStore:
         if self._folds and any(rollup_fold.folds_first(sql) for sql, _ in statements):
             self._tail.drop()           # it may change or delete events of the tail: read back at the next fold
         try:
-            if folding:                 # the events and rollups it changes are whole first
-                rollup_fold.fold(conn)
+            if folding:                 # the events, rollups and bitmaps it changes are whole first
+                rollup_fold.fold(conn, None, self._bits)
             counts = [conn.execute(sql, tuple(params)).rowcount for sql, params in statements]
             if self._folds and any(rollup_fold.deletes_folded(sql) for sql, _ in statements):
                 conn.execute(rollup_fold.LOWER_SQL)
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
+            if folding:
+                self._bits.clear()      # the fold's bits were rolled back
             raise
         if folding:
             self._committed(0, folded=True)
@@ -465,7 +469,7 @@ class SqliteStore:
     # --- reads ---------------------------------------------------------------------------------------
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        if self._folds and "rollup_" in sql and rollup_fold.needs_settling(id(self)) and (
+        if self._folds and rollup_fold.reads_folded(sql) and rollup_fold.needs_settling(id(self)) and (
                 self._unfolded or await self._on(self._read_thread, self._behind)):
             await self._on(self._write_thread, self._settle)
         return await self._on(self._read_thread, self._fetch, sql, params, time.monotonic() + self.query_timeout)
