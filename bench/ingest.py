@@ -60,19 +60,24 @@ NOTES = [
     "skipped on orjson >= 3.9.15 (-0.28 µs); unrolled label-key builders in agent/events/mapping.py "
     "(EventMetrics.apply 1.65 -> 1.25 µs). **Next**: event spans built as ReadableSpan without the SDK's Span "
     "and BoundedAttributes (-1.0 µs per event for connection spans).",
-    "**The durable store's share** (issue 17: durable at least 50 % of store off; 33 % at the previous run, "
+    "**The durable store's share** (issue 17: durable at least 50 % of store off; 33 % two sessions ago, "
     "55.8 against 18.9 CPU µs an event): SQLite's rollups are folded in bulk about once a second instead of in "
     "every group commit (migration 19, agent/store/rollup_fold.py: the group commit's CPU 24.7 -> 17.5 µs an "
-    "event in-process at groups of 400), event_rows 3.3 -> 2.5 µs, None bound through an adapter (-1 µs). "
-    "Three runs on a quiet machine the same evening: 46 %, 40 % (42.6 and 45.2 µs an event durable, 20.4 and "
-    "18.9 store off) and the table's. What is left of the ~23 µs the store costs, in-process: INSERT INTO "
-    "events ~5 µs, the COMMIT ~5 (about 290 WAL pages a commit of 400 events, written and fsynced: ~150 are "
-    "events_user_ts, one leaf page per distinct user in the commit, ~78 events_name_dims), event_rows 2.5, "
-    "the users upsert 1.2, the person bitmaps ~1, the fold ~2.5; the rest is the writer thread sharing the "
-    "core and the GIL with the event loop. Tried and dropped (measured): multi-row INSERTs, other page sizes "
-    "and checkpoint intervals, a users memo. What would reach 50 %: the per-user index kept like the rollups "
-    "(folded in bulk, its readers merging the unfolded tail), which every per-user reader (GDPR, merges, "
-    "strict funnels, the analytics' raw pieces) would have to learn.",
+    "event in-process at groups of 400), event_rows 3.3 -> 2.5 µs, None bound through an adapter (-1 µs); "
+    "since 2026-12-05 the fold aggregates the facts the writer kept of what it committed instead of reading "
+    "~20,000 events back (rollup_fold.Tail: the fold 3.4 -> 2.1 µs) and the person and signup bitmaps are "
+    "written in the fold too (1.6 -> 0.5 µs). Where the durable run's extra CPU goes (per-thread CPU under "
+    "load, py-spy): the event loop ~3.4 µs an event more than store off (event_rows ~2.5 runs there; the "
+    "hand-off to the writer and the GIL ~1), the writer thread ~18 µs: INSERT INTO events ~5.4, the COMMIT "
+    "~6 (two pwrite calls a WAL frame; about 290 frames a commit of 400 events, ~150 of them events_user_ts, "
+    "one leaf page per distinct user), the fold 2.1, the users upsert 1.2, the bitmaps 0.5; the autocheckpoint "
+    "inside a COMMIT stalls up to ~40 ms every ~35 commits (most of the core's idle time). Tried and dropped "
+    "(measured): multi-row INSERTs, other page sizes and checkpoint intervals, a users memo, 800-event groups "
+    "(-2.3 µs but the fsync stops overlapping the parsing), the GIL switch interval. What would reach 50 %: "
+    "events_user_ts out of the group commit (dropped in a throwaway copy: the group commit 19.0 -> 13.6 µs, "
+    "54 % in two --quick runs), i.e. the per-user index kept like the rollups (folded in bulk, its readers "
+    "merging the unfolded tail), which every per-user reader (GDPR, merges, strict funnels, the analytics' "
+    "raw pieces) would have to learn.",
 ]
 
 
