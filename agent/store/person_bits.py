@@ -76,19 +76,8 @@ def upsert(table: str) -> str:
 
 def facts(batch: Sequence[EventRows]) -> dict[tuple[int, str, str], set[str]]:
     """(hour, name, label or '') -> the persons of the group's events with a user id."""
-    out: dict[tuple[int, str, str], set[str]] = {}
-    for rows in batch:
-        event = rows.event
-        user = event[_USER]
-        if user is not None:
-            name = event[_NAME]
-            key = (int(event[_TS] // HOUR), name, (event[_LABEL] or "") if name in LABELLED else "")
-            found = out.get(key)
-            if found is None:
-                out[key] = {user}
-            else:
-                found.add(user)
-    return out
+    return fact_sets((event[_NAME], event[_TS], event[_USER], event[_LABEL], None, None, None)
+                     for event in (rows.event for rows in batch))
 
 
 def fact_sets(facts: Iterable[tuple[Any, ...]]) -> dict[tuple[int, str, str], set[str]]:

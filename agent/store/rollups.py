@@ -86,7 +86,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from agent.store.rows import EVENT_COLUMNS, EventRows
@@ -260,34 +260,30 @@ def steps_aggregate(steps: Iterable[tuple[str, float, Any, Any, Any]]) -> list[t
             for size, table in (("hour", hourly), ("day", daily)) if table]
 
 
-def _coarser(rows: Iterable[tuple[tuple[Any, ...], Sequence[Any]]], size: int) -> dict[tuple[Any, ...], list[Any]]:
-    """((bucket, name, label, outcome), (events, values, sum)) rows summed into buckets `size` times larger."""
+def _summed(rows: Iterable[tuple[tuple[Any, ...], Sequence[Any]]],
+            key: Callable[[tuple[Any, ...]], tuple[Any, ...]]) -> dict[tuple[Any, ...], list[Any]]:
+    """(key, (events, values, sum)) rows summed per key(key)."""
     out: dict[tuple[Any, ...], list[Any]] = {}
-    for (bucket, name, lab, res), (n, nv, total) in rows:
-        key = (bucket // size, name, lab, res)
-        entry = out.get(key)
+    for old, (n, nv, total) in rows:
+        new = key(old)
+        entry = out.get(new)
         if entry is None:
-            out[key] = [n, nv, total]
+            out[new] = [n, nv, total]
         else:
             entry[0] += n
             entry[1] += nv
             entry[2] += total
     return out
+
+
+def _coarser(rows: Iterable[tuple[tuple[Any, ...], Sequence[Any]]], size: int) -> dict[tuple[Any, ...], list[Any]]:
+    """((bucket, name, label, outcome), (events, values, sum)) rows summed into buckets `size` times larger."""
+    return _summed(rows, lambda k: (k[0] // size, k[1], k[2], k[3]))
 
 
 def _person_coarser(rows: dict[tuple[Any, ...], list[Any]], size: int) -> dict[tuple[Any, ...], list[Any]]:
     """(person, bucket, name) -> [events, values, sum] rows summed into buckets `size` times larger."""
-    out: dict[tuple[Any, ...], list[Any]] = {}
-    for (user, bucket, name), (n, nv, total) in rows.items():
-        key = (user, bucket // size, name)
-        entry = out.get(key)
-        if entry is None:
-            out[key] = [n, nv, total]
-        else:
-            entry[0] += n
-            entry[1] += nv
-            entry[2] += total
-    return out
+    return _summed(rows.items(), lambda k: (k[0], k[1] // size, k[2]))
 
 
 def aggregate(events: Iterable[Fact], sign: int = 1) -> list[tuple[str, list[tuple[Any, ...]]]]:
