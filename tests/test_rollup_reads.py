@@ -89,6 +89,13 @@ def test_events_received_after_the_request_asked_do_not_hold_the_end(store: Stor
     assert end_of(asked, asked) == asked                   # received before, stamped after the end: it stays
     assert end_of(day + 10 * H + 50, asked) == day + 10 * H + 50
     assert end_of(day + 10 * H + 150, day + 10 * H + 120) == day + D      # asked at 10:02: none stored after
+    # a trend moves its end within the bucket holding it: the day for daily (weekly, monthly) buckets,
+    # the hour for hourly ones (the next hour is the next bucket)
+    r = TimeRange(day, day + 10 * H + 150, day + 10 * H + 120)
+    assert run(rq.trend_range(store, r, "day")).end == day + D
+    assert run(rq.trend_range(store, r, "hour")).end == day + 11 * H
+    on_hour = TimeRange(day, day + 10 * H, day + 10 * H)
+    assert run(rq.trend_range(store, on_hour, "hour")).end == day + 10 * H
 
 
 
