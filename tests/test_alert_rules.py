@@ -40,7 +40,8 @@ EXPECTED_ALERTS = {
                              "LoomNotificationDeliveryFailures", "LoomPerformanceDegradation",
                              "LoomSignupFunnelDrop") for s in ("warning", "critical")),
     ("LoomAgentDown", "critical"), ("LoomAgentExportDropping", "warning"),
-    ("LoomAgentIngestRejections", "warning"), ("LoomAgentConfigReloadFailed", "warning"),
+    ("LoomAgentIngestRejections", "warning"), ("LoomAgentStoreFull", "warning"),
+    ("LoomAgentConfigReloadFailed", "warning"),
     ("LoomReleaseCrashFreeSessionsLow", "warning"), ("LoomReleaseCrashFreeSessionsLow", "critical"),
     ("LoomCronMissedRun", "warning"), ("LoomCronRunFailed", "warning"),
 }

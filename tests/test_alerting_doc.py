@@ -77,7 +77,7 @@ def test_the_render_is_deterministic() -> None:
 def test_every_alert_of_the_rules_has_its_row_with_for_threshold_and_config_key() -> None:
     doc = render_alerting_doc(Thresholds())
     alerts = rule_alerts(Thresholds())
-    assert len(alerts) == 26          # 17 alert names, 9 of them at two severities
+    assert len(alerts) == 27          # 18 alert names, 9 of them at two severities
     for rule in alerts:
         name, severity = rule["alert"], rule["labels"]["severity"]
         _, _, when, for_, key = alert_row(doc, name, severity)

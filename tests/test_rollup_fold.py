@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from agent.events.model import Event
+from agent.metrics.store import MetricStore
 from agent.store import rollup_fold
 from agent.store.base import Store
 from agent.store.config import RetentionConfig, StoreConfig
@@ -36,6 +37,7 @@ from agent.store.open import open_store
 from agent.store.retention import run_cleanup_once
 from agent.store.rows import event_rows
 from agent.store.sqlite import SqliteStore
+from agent.store.writer import GroupCommitWriter
 from tests.support.store_fixtures import Run
 from tests.test_rollups import T0, D, _rebackfill, events, load, snapshot
 
@@ -274,3 +276,30 @@ def test_one_request_folds_for_its_first_rollup_read_only(sqlite_store: SqliteSt
     assert len(settles) == 1
     run(sqlite_store.fetch("SELECT count(*) FROM rollup_counts_hour"))   # outside a request: every read
     assert settles == [22, 60] and sqlite_store._unfolded == 0
+
+
+def test_a_refused_fold_shows_in_the_metrics(tmp_path: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """loom_agent_store_fold_failures_total (LoomAgentStoreFull): the folds a full store refused, at a read or
+    in a commit, counted at the next group commit; 0 from the start (so increase() sees the first one)."""
+    monkeypatch.setattr(rollup_fold, "FOLD_SECONDS", 3600.0)
+    store, acked = full_store(tmp_path, run)
+    metrics = MetricStore()
+
+    async def main() -> None:
+        writer = GroupCommitWriter(store, metrics=metrics)
+        writer.start()
+        family = metrics.get("loom_agent_store_fold_failures")
+        assert family is not None and family.series == {(): 0.0}
+        before = store.fold_failures
+        await store.fetch("SELECT count(*) FROM rollup_counts_day")      # the fold waits for room
+        assert store.fold_failures == before + 1
+        await run_cleanup_once(store, RetentionConfig(), now=T0 + 120 * D)  # room for one more event
+        await writer.submit([event_rows(Event("goal_created", "engagement", T0 + 81 * D, T0 + 81 * D,
+                                              {"category": "late"}, event_id="late", user_id="u"))])
+        assert family.series == {(): float(store.fold_failures)}
+        await writer.stop()
+
+    try:
+        run(main())
+    finally:
+        run(store.close())

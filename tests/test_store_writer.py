@@ -32,6 +32,10 @@ class GatedStore:
         self.gated = gated
         self.fail_with: Exception | None = None
 
+    @property
+    def fold_failures(self) -> int:
+        return int(self.store.fold_failures)
+
     async def write_events(self, batch: Sequence[EventRows]) -> frozenset[int]:
         self.calls.append(len(batch))
         if len(self.calls) <= self.gated:

@@ -168,6 +168,12 @@ def _reload_failed(t: Thresholds, severity: str, rule: Rule) -> tuple[str, str]:
             "running the previous config", _AGENT_FIXED)
 
 
+def _store_full(t: Thresholds, severity: str, rule: Rule) -> tuple[str, str]:
+    return (f"the event store refused a group commit (`loom_agent_store_commits_total{{result=\"full\"}}`) or a "
+            f"fold of the analytics rollups (`loom_agent_store_fold_failures_total`) in the last "
+            f"{alerts_agent.STORE_WINDOW}: `store.max_size_mb` reached or the disk full", _AGENT_FIXED)
+
+
 def _crash_free(t: Thresholds, severity: str, rule: Rule) -> tuple[str, str]:
     d = t.release_health
     crash_rate = _level(severity, 1 - d.crash_free_sessions)
@@ -204,6 +210,7 @@ EXPLAIN: dict[str, Explain] = {
     "LoomAgentDown": _agent_down,
     "LoomAgentExportDropping": _export_dropping,
     "LoomAgentIngestRejections": _ingest_rejections,
+    "LoomAgentStoreFull": _store_full,
     "LoomAgentConfigReloadFailed": _reload_failed,
     "LoomReleaseCrashFreeSessionsLow": _crash_free,
     "LoomCronMissedRun": _cron_missed,

@@ -14,6 +14,8 @@ INGEST_REJECTED_RATIO = 0.1       # a tenth of the ingest requests of an API ref
 INGEST_REJECTED_MIN = 10          # ...and at least this many in the window, so one bad client is not a page
 
 
+STORE_WINDOW = "10m"              # a full store: any refused commit or rollup fold in it
+
 REJECTED = f"instance_api:loom_agent_ingest_rejected:increase{INGEST_WINDOW}"
 ACCEPTED = f"instance_api:loom_agent_ingest_accepted:increase{INGEST_WINDOW}"
 
@@ -45,6 +47,14 @@ def agent_group() -> dict:
               f"were rejected in the last {INGEST_WINDOW} (alert at {num(INGEST_REJECTED_RATIO * 100)}% and "
               f"{INGEST_REJECTED_MIN} rejections). The reason label of "
               "loom_agent_ingest_rejected_total says why."),
+        alert("LoomAgentStoreFull",
+              f'sum by (job, instance) (increase(loom_agent_store_commits_total{{result="full"}}[{STORE_WINDOW}])) '
+              f"> 0\nor\nsum by (job, instance) (increase(loom_agent_store_fold_failures_total[{STORE_WINDOW}])) > 0\n",
+              0, "warning", "loom-agent's event store is full",
+              "The event store of {{ $labels.instance }} refused group commits or folds of the analytics rollups "
+              f"in the last {STORE_WINDOW}: it reached store.max_size_mb or its disk is full. Ingest answers 503 "
+              "once the events no longer fit; before that the events are stored but the analytics lag behind "
+              "them. Retention frees room."),
         alert("LoomAgentConfigReloadFailed", "loom_agent_config_last_reload_successful == 0", 300, "warning",
               "loom-agent failed to reload its configuration",
               "The last configuration reload of {{ $labels.instance }} failed; it keeps running the previous "

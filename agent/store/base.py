@@ -11,6 +11,10 @@ from agent.store.rows import EventRows
 
 class Store(Protocol):
     dialect: ClassVar[str]          # "sqlite" | "postgres"
+    # folds of the analytics rollups a full store refused since it opened: SQLite folds them in bulk
+    # (agent/store/rollup_fold.py), and while it has no room the events are stored but the analytics lag
+    # behind them; PostgreSQL keeps them in every commit (always 0)
+    fold_failures: int
 
     async def open(self) -> None:
         """Connect and run pending migrations (agent/store/schema.py). Raises StoreUnavailable."""

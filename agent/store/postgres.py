@@ -205,6 +205,8 @@ def _rowcount(status: str) -> int:
 class PostgresStore:
     dialect: ClassVar[str] = "postgres"
 
+    fold_failures = 0           # no fold: the rollups are kept in every commit (Store.fold_failures)
+
     def __init__(self, dsn: str, pool_size: int = 4, connect_timeout: float = 5.0,
                  migrations: tuple[Migration, ...] = MIGRATIONS, write_timeout: float | None = None,
                  query_timeout: float = 10.0):

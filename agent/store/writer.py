@@ -57,12 +57,21 @@ class CommitMetrics:
                                         buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000), unit="")
         self.pending = metrics.gauge("loom_agent_store_pending_events",
                                      "Events submitted to the store and not yet committed.")
+        self.fold_failures = metrics.counter(
+            "loom_agent_store_fold_failures", "Folds of the analytics rollups a full store refused (SQLite: the "
+            "events are stored, the analytics lag behind them until retention frees room).")
+        self.fold_failures.inc((), 0)   # present from the start: increase() sees the first failure
+        self._folds_refused = 0     # the store's count at the last commit (it counts folds at reads too)
 
-    def committed(self, exc: BaseException | None, seconds: float, events: int, pending: int) -> None:
+    def committed(self, exc: BaseException | None, seconds: float, events: int, pending: int,
+                  folds_refused: int = 0) -> None:
         self.commits.inc((_result(exc),))
         self.seconds.observe((), seconds)
         self.events.observe((), events)
         self.pending.set((), pending)
+        if folds_refused > self._folds_refused:
+            self.fold_failures.inc((), folds_refused - self._folds_refused)
+        self._folds_refused = max(self._folds_refused, folds_refused)
 
 
 class GroupCommitWriter:
@@ -154,7 +163,8 @@ class GroupCommitWriter:
                 forget_traits(self.store, roles)
             self.pending -= len(combined)
             if self.metrics is not None:
-                self.metrics.committed(failure, time.perf_counter() - started, len(combined), self.pending)
+                self.metrics.committed(failure, time.perf_counter() - started, len(combined), self.pending,
+                                       self.store.fold_failures)
         start = 0
         for batch, future in group:
             end = start + len(batch)
