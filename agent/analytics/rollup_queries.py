@@ -48,6 +48,17 @@ def _buckets(column: str, ranges: Sequence[tuple[float, float]]) -> tuple[str, l
 
 # --- counts and values ---------------------------------------------------------------------------
 
+def _weeks_and_days(days: tuple[int, int]) -> tuple[tuple[int, int] | None, list[tuple[int, int]]]:
+    """[first, past) day buckets as their whole 7-day blocks ([first, past) week buckets, None without one)
+    and the day ranges before and after them."""
+    first, past = days
+    week_first, week_past = -(-first // ru.WEEK_DAYS), past // ru.WEEK_DAYS
+    if week_first >= week_past:
+        return None, [days]
+    return (week_first, week_past), [(a, b) for a, b in ((first, week_first * ru.WEEK_DAYS),
+                                                         (week_past * ru.WEEK_DAYS, past)) if a < b]
+
+
 def _spans(p: Pieces, kind: str) -> list[tuple[str, list[tuple[int, int]]]]:
     """(table, bucket ranges) of the count or sketch rollups (kind 'rollup_counts' or 'rollup_values')
     covering the range's whole days and edge hours: its whole 7-day blocks from the week table (migration
@@ -57,13 +68,9 @@ def _spans(p: Pieces, kind: str) -> list[tuple[str, list[tuple[int, int]]]]:
     weeks and the edge days read about a third of that, and the week rows do not grow with the events."""
     out: list[tuple[str, list[tuple[int, int]]]] = []
     if p.days:
-        first, past = p.days
-        week_first, week_past = -(-first // ru.WEEK_DAYS), past // ru.WEEK_DAYS
-        days = [p.days]
-        if week_first < week_past:
-            out.append((f"{kind}_week", [(week_first, week_past)]))
-            days = [(a, b) for a, b in ((first, week_first * ru.WEEK_DAYS), (week_past * ru.WEEK_DAYS, past))
-                    if a < b]
+        weeks, days = _weeks_and_days(p.days)
+        if weeks:
+            out.append((f"{kind}_week", [weeks]))
         if days:
             out.append((f"{kind}_day", days))
     hours: list[tuple[int, int]] = []
@@ -594,13 +601,8 @@ def _person_name_spans(days: tuple[int, int] | None) -> list[tuple[str, tuple[in
     clients' names at 10M (1.7 ms), ~1,400 hour rows (0.8 ms)."""
     if not days:
         return []
-    first, past = days
-    week_first, week_past = -(-first // ru.WEEK_DAYS), past // ru.WEEK_DAYS
-    if week_first >= week_past:
-        return [("rollup_person_names_day", days)]
-    return [("rollup_person_names_week", (week_first, week_past)),
-            *(("rollup_person_names_day", (a, b)) for a, b in ((first, week_first * ru.WEEK_DAYS),
-                                                                 (week_past * ru.WEEK_DAYS, past)) if a < b)]
+    weeks, rest = _weeks_and_days(days)
+    return [*((("rollup_person_names_week", weeks),) if weeks else ()), *(("rollup_person_names_day", d) for d in rest)]
 
 
 async def per_user(store: Store, users: Sequence[str], names: Sequence[str], r: TimeRange,

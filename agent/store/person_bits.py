@@ -52,14 +52,11 @@ from agent.store.bitmap_sql import (
     write_backfill_postgres,
 )
 from agent.store.rollups import LABELLED
-from agent.store.rows import EVENT_COLUMNS, EventRows
 
 MIGRATION = 12
 HOUR = 3600
 DAY = 86400
 CHUNK = 100_000          # events per backfill read
-
-_NAME, _TS, _USER, _LABEL = (EVENT_COLUMNS.index(c) for c in ("name", "ts", "user_id", "label"))
 
 # (bucket, name, label): the key of one bitmap row
 Key = tuple[int, str, str]
@@ -72,12 +69,6 @@ BACKFILL_SQL = "SELECT id, ts, name, label, user_id FROM events WHERE id > ? ORD
 def upsert(table: str) -> str:
     return (f"INSERT INTO {table} (bucket, name, label, bits) VALUES (?, ?, ?, ?) "
             f"ON CONFLICT (bucket, name, label) DO UPDATE SET bits = excluded.bits")
-
-
-def facts(batch: Sequence[EventRows]) -> dict[tuple[int, str, str], set[str]]:
-    """(hour, name, label or '') -> the persons of the group's events with a user id."""
-    return fact_sets((event[_NAME], event[_TS], event[_USER], event[_LABEL], None, None, None)
-                     for event in (rows.event for rows in batch))
 
 
 def fact_sets(facts: Iterable[tuple[Any, ...]]) -> dict[tuple[int, str, str], set[str]]:
@@ -125,8 +116,6 @@ def _merged(adds: dict[tuple[str, Key], BitMap],
             bits |= BitMap.deserialize(old)
         out.setdefault(table, []).append((*key, bits.serialize()))
     return out
-
-
 
 
 # --- the drivers' part ----------------------------------------------------------------------------
@@ -218,11 +207,12 @@ def write_sqlite(conn: Any, facts: Sequence[tuple[Any, ...]], cache: WriterCache
         conn.executemany(upsert(table), rows)
 
 
-async def write_postgres(conn: Any, batch: Sequence[EventRows]) -> None:
-    """The group's bits, inside the writer's open transaction (asyncpg.Connection); the advisory lock
-    serializes the read-modify-write across agents sharing the database. The signup visitors' bits too."""
-    await signup_bits.write_postgres(conn, batch)
-    found = facts(batch)
+async def write_postgres(conn: Any, facts: Sequence[tuple[Any, ...]]) -> None:
+    """The group's bits (rollups.Fact tuples), inside the writer's open transaction (asyncpg.Connection); the
+    advisory lock serializes the read-modify-write across agents sharing the database. The signup visitors'
+    bits too."""
+    await signup_bits.write_postgres(conn, facts)
+    found = fact_sets(facts)
     if not found:
         return
     persons = persons_in(found)
@@ -238,7 +228,6 @@ async def write_postgres(conn: Any, batch: Sequence[EventRows]) -> None:
         existing.update(((table, (bucket, name, label)), bits) for bucket, name, label, bits in rows)
     for table, rows in _merged(adds, existing).items():
         await conn.executemany(_dollar(upsert(table)), rows)
-
 
 
 class Backfill:

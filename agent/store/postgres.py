@@ -341,7 +341,7 @@ class PostgresStore:
                 await conn.execute(UPSERT_USERS, *_columns(users, ("user_id", "first_seen", "last_seen", "role")))
             for sql, aggregated in rollups.ingest_aggregate(keep):     # the same transaction
                 await conn.executemany(to_dollar(sql), aggregated)
-            await person_bits.write_postgres(conn, keep)
+            await person_bits.write_postgres(conn, rollups.facts(keep))
         return frozenset(duplicates)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

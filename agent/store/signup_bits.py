@@ -16,8 +16,8 @@ person bitmaps of agent/store/person_bits.py, with indexes of their own):
 - signup_bits_extra (bucket, step, idx)   single bits per hour, added by SQL on an alias merge (the
                                       person's signup hours, its alias's among them); reads OR them in.
 
-Maintenance: `write_postgres` in the group commit, `write_sqlite` in SQLite's fold (a read-modify-write of the group's
-touched blobs; signup_step events are rare, so most groups skip it after one pass over the batch),
+Maintenance: `write_postgres` in the group commit, `write_sqlite` in SQLite's fold (a read-modify-write
+of the touched blobs; signup_step events are rare, so most groups skip it after one pass over the batch),
 `backfill_*` at migration 18, `retention_statements` (whole buckets, with signup_step's class),
 `erase_statements` (the visitors' indexes go dead), `merge_statements` (as person_bits.merge_statements).
 Reading: agent/analytics/rollup_queries.signup_steps.
@@ -40,7 +40,6 @@ from agent.store.bitmap_sql import (
     marks as _marks,
     write_backfill_postgres,
 )
-from agent.store.rows import EVENT_COLUMNS, EventRows
 
 MIGRATION = 18
 SIGNUP = "signup_step"
@@ -49,7 +48,6 @@ DAY = 86400
 CHUNK = 50_000
 TABLES = ("visitor_index", "signup_bits_hour", "signup_bits_day", "signup_bits_extra")
 
-_NAME, _TS, _USER, _LABEL, _ANON = (EVENT_COLUMNS.index(c) for c in ("name", "ts", "user_id", "label", "anonymous_id"))
 
 Key = tuple[int, str]           # (bucket, step)
 
@@ -63,19 +61,6 @@ _HOUR_SQL = "CAST(floor(ts / 3600) AS INTEGER)"
 def upsert(table: str) -> str:
     return (f"INSERT INTO {table} (bucket, step, bits) VALUES (?, ?, ?) "
             "ON CONFLICT (bucket, step) DO UPDATE SET bits = excluded.bits")
-
-
-def facts(batch: Sequence[EventRows]) -> dict[tuple[int, str], set[str]]:
-    """(hour, step) -> the visitors of the group's signup_step events."""
-    out: dict[tuple[int, str], set[str]] = {}
-    for rows in batch:
-        event = rows.event
-        if event[_NAME] != SIGNUP:
-            continue
-        visitor = event[_USER] if event[_USER] is not None else event[_ANON]
-        if visitor is not None:
-            out.setdefault((int(event[_TS] // HOUR), event[_LABEL] or ""), set()).add(visitor)
-    return out
 
 
 def fact_sets(facts: Iterable[tuple[Any, ...]]) -> dict[tuple[int, str], set[str]]:
@@ -115,8 +100,6 @@ def _merged(adds: dict[tuple[str, Key], BitMap], existing: dict[tuple[str, Key],
     return out
 
 
-
-
 def write_sqlite(conn: Any, facts: Iterable[tuple[Any, ...]]) -> None:
     """The signup bits of these events (rollups.Fact tuples), inside the writer's open transaction
     (sqlite3.Connection): the fold's (agent/store/rollup_fold.py)."""
@@ -145,10 +128,10 @@ def write_sqlite(conn: Any, facts: Iterable[tuple[Any, ...]]) -> None:
         conn.executemany(upsert(table), rows)
 
 
-async def write_postgres(conn: Any, batch: Sequence[EventRows]) -> None:
+async def write_postgres(conn: Any, facts: Iterable[tuple[Any, ...]]) -> None:
     """The same inside the writer's open transaction (asyncpg.Connection), under person_bits' advisory
     lock (two agents never lose each other's bits, nor take the same visitor twice)."""
-    found = facts(batch)
+    found = fact_sets(facts)
     if not found:
         return
     visitors = sorted(set().union(*found.values()))
@@ -164,7 +147,6 @@ async def write_postgres(conn: Any, batch: Sequence[EventRows]) -> None:
         existing.update(((table, (bucket, step)), bits) for bucket, step, bits in rows)
     for table, rows in _merged(adds, existing).items():
         await conn.executemany(_dollar(upsert(table)), rows)
-
 
 
 class Backfill:
@@ -232,7 +214,6 @@ def retention_statements(cutoff: float, names: Sequence[str] | None) -> list[tup
     return [("DELETE FROM signup_bits_hour WHERE bucket < ?", (hour,)),
             ("DELETE FROM signup_bits_day WHERE bucket < ?", (day,)),
             ("DELETE FROM signup_bits_extra WHERE bucket < ?", (hour,))]
-
 
 
 def erase_statements(visitors: Sequence[str], dialect: str) -> list[tuple[str, Sequence[Any]]]:
