@@ -15,7 +15,7 @@ PostgreSQL:
 from __future__ import annotations
 
 from agent.analytics import person_sets as ps, rollup_queries as rq
-from agent.analytics.timerange import TimeRange
+from agent.analytics.timerange import TimeRange, parse_time_range
 from agent.events.model import Event
 from agent.store import rollups as ru
 from agent.store.base import Store
@@ -106,6 +106,18 @@ def test_every_figure_over_ranges_ending_around_the_last_events_equals_the_event
     for end in (last[-1] + 1, last[-1] + 0.25 * H, last[-1], last[-2] + 1, (last[-1] // H) * H, last[-40] + 7):
         for length in (3 * D + 5 * H + 17, 0.5 * H, 2 * H, SPAN):
             assert_same_figures(store, run, TimeRange(end - length, end))
+
+
+def test_a_parsed_range_knows_when_it_was_asked_and_its_windows_keep_it() -> None:
+    """The API's ranges carry the instant of the request (what snapped compares received_at with), and so do
+    the windows business metrics derives from them (DAU, WAU, MAU): without it a derived range would
+    take the time of its own read, and arrivals during the request would hold its end again."""
+    now = T0 + 5 * D + 123.5
+    for query in ({}, {"range": "7d"}, {"from": str(T0), "to": str(T0 + D)}):
+        r = parse_time_range(query, now)
+        assert r.asked == now, query
+        assert r.ending(D).asked == now and r.ending(D).end == r.end and r.ending(D).start == r.end - D
+    assert TimeRange(1.0, 2.0, 5.0) == TimeRange(1.0, 2.0)        # equal ranges whenever they were asked
 
 
 def test_the_persons_of_most_of_an_hour_are_those_of_its_events(store: Store, run: Run) -> None:
