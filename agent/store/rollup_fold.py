@@ -62,7 +62,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from agent.store import person_bits, rollups
+from agent.store import person_bits, rollups, user_index
 
 MIGRATION = 19
 FOLD_EVENTS = 20_000        # committed and not folded: folded in the next group commit past this ...
@@ -82,12 +82,14 @@ BEHIND_SQL = ("SELECT (SELECT events FROM rollup_folded) < (SELECT coalesce(max(
 
 # a write statement that needs the rollups current first: it changes the events, the onboarding rows or
 # the rollups themselves (security_events and the like are other tables: no word boundary before "events")
-_FOLDS_FIRST = re.compile(r"\b(?:events|onboarding_funnel)\b|\brollup_(?!folded\b)", re.IGNORECASE)
+_FOLDS_FIRST = re.compile(r"\b(?:events|events_by_user|onboarding_funnel)\b|\brollup_(?!folded\b)", re.IGNORECASE)
 _DELETES = re.compile(r"^\s*DELETE\s+FROM\s+(?:events|onboarding_funnel)\b", re.IGNORECASE)
 
 
-# a read that needs the fold first: the rollups, or the person and signup bitmaps and their indexes
-_READS_FOLDED = re.compile(r"\brollup_|\b(?:person|signup)_bits_|\b(?:person|visitor)_index\b", re.IGNORECASE)
+# a read that needs the fold first: the rollups, the person and signup bitmaps and their indexes, and the
+# events by user (agent/store/user_index.py)
+_READS_FOLDED = re.compile(r"\brollup_|\b(?:person|signup)_bits_|\b(?:person|visitor)_index\b|\bevents_by_user\b",
+                           re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -147,9 +149,11 @@ class Tail:
                 and conn.execute(HIGHEST_SQL).fetchone()[0] == self.end)
 
 
-def fold(conn: Any, tail: Tail | None = None, bits: person_bits.WriterCache | None = None) -> int:
+def fold(conn: Any, tail: Tail | None = None, bits: person_bits.WriterCache | None = None,
+         by_user: bool = False) -> int:
     """Inside the writer's open transaction (sqlite3.Connection): add the rollups and the person and signup
-    bitmaps of every event and onboarding row above the watermark, move it past them; the events folded.
+    bitmaps of every event and onboarding row above the watermark, and with `by_user` (migration 21) their
+    entries of events_by_user (agent/store/user_index.py); move it past them; the events folded.
     `tail`: the facts of the events above the watermark, aggregated instead of reading them back when it
     holds exactly them. `bits`: the writer's cache of the current bitmaps (the caller clears it when the
     transaction or the fold's savepoint is rolled back)."""
@@ -163,6 +167,8 @@ def fold(conn: Any, tail: Tail | None = None, bits: person_bits.WriterCache | No
         events = rows[-1][0]
         folded += len(rows)
         _add(conn, [row[1:] for row in rows], bits)
+    if by_user and events != start[0]:
+        conn.execute(user_index.FOLD_SQL, (start[0], events))
     while rows := conn.execute(ONBOARDING_SQL, (onboarding, CHUNK)).fetchall():
         onboarding = rows[-1][0]
         for sql, aggregated in rollups.steps_aggregate(("onboarding", ts, step, status, number)

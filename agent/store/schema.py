@@ -496,6 +496,31 @@ MIGRATIONS: tuple[Migration, ...] = (
         "FROM events WHERE name IN ('resource_created', 'resource_engagement_score', 'resource_viewed', "
         "'task_completed', 'task_created') AND user_id IS NOT NULL{folded} GROUP BY 1, 2, 3",
     )),
+    # Migration 21 (issue 17): SQLite's per-user index of the events folded in bulk (agent/store/user_index.py)
+    Migration(21, "events by user on SQLite: the index events_user_ts replaced by the table events_by_user, "
+                  "folded in bulk with the rollups and kept in step by triggers (agent/store/user_index.py)", (
+        "CREATE TABLE events_by_user (user_id TEXT NOT NULL, ts REAL NOT NULL, id INTEGER NOT NULL, "
+        "PRIMARY KEY (user_id, ts, id)) WITHOUT ROWID",
+        # the folded events only: the fold after the migrations adds those above the watermark
+        "INSERT INTO events_by_user (user_id, ts, id) SELECT user_id, ts, id FROM events "
+        "WHERE user_id IS NOT NULL{folded} ORDER BY 1, 2, 3",
+        "DROP INDEX events_user_ts",
+        """CREATE TRIGGER events_by_user_deleted AFTER DELETE ON events WHEN old.user_id IS NOT NULL
+        BEGIN
+            DELETE FROM events_by_user WHERE user_id = old.user_id AND ts = old.ts AND id = old.id;
+        END""",
+        """CREATE TRIGGER events_by_user_updated AFTER UPDATE OF user_id, ts ON events
+        WHEN old.id <= (SELECT events FROM rollup_folded)
+        BEGIN
+            DELETE FROM events_by_user WHERE user_id = old.user_id AND ts = old.ts AND id = old.id;
+            INSERT INTO events_by_user (user_id, ts, id) SELECT new.user_id, new.ts, new.id
+                WHERE new.user_id IS NOT NULL;
+        END""",
+    ), dialects=("sqlite",)),
+    # Migration 22: the same name on PostgreSQL, a view over its events_user_ts, so the SQL is shared
+    Migration(22, "events by user on PostgreSQL: a view over the events with a user (agent/store/user_index.py)", (
+        "CREATE VIEW events_by_user AS SELECT user_id, ts, id FROM events WHERE user_id IS NOT NULL",
+    ), dialects=("postgres",)),
 )
 
 # tables holding a user's data, with the column naming the user (GDPR export and erasure)

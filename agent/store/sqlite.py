@@ -50,7 +50,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
-from agent.store import label_bits, person_bits, rollup_fold, rollups, signup_bits
+from agent.store import label_bits, person_bits, rollup_fold, rollups, signup_bits, user_index
 from agent.store.batch import chunks, client_ids, repeated_in_batch, user_activity
 from agent.store.errors import StoreError, StoreFull, StoreTimeout, StoreUnavailable
 from agent.store.migrate import APPLIED_SQL, RECORD_SQL, pending
@@ -163,6 +163,7 @@ class SqliteStore:
         self._files: dict[str, tuple[int, int]] = {}     # path -> identity when opened (db, -wal)
         self._bits = person_bits.WriterCache()          # the current hours' person bitmaps (person_bits.py)
         self._folds = False             # rollups folded in bulk (rollup_fold.py): migration 19 applied
+        self._by_user = False           # ... and events_by_user with them (user_index.py): migration 21 applied
         self._unfolded = 0              # events this process committed since the last fold
         self._unfolded_since = 0.0      # time.monotonic() of the first of them
         self._fold_timer: asyncio.TimerHandle | None = None     # folds an idle store's last commits
@@ -219,6 +220,8 @@ class SqliteStore:
         self._migrate(conn)
         self._folds = conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?",
                                    (rollup_fold.MIGRATION,)).fetchone() is not None
+        self._by_user = conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?",
+                                     (user_index.MIGRATION,)).fetchone() is not None
         if self._folds:     # what a crashed process committed and did not fold
             self._fold_or_log(conn)
         self._files = {name: found for name in (self.path, self.path + "-wal")
@@ -378,7 +381,7 @@ class SqliteStore:
         when SQLite rolled back the whole transaction (it may, on SQLITE_FULL)."""
         conn.execute("SAVEPOINT fold")
         try:
-            rollup_fold.fold(conn, self._tail, self._bits)
+            rollup_fold.fold(conn, self._tail, self._bits, self._by_user)
         except sqlite3.Error as exc:
             if not isinstance(store_error(exc, self.path), StoreFull):
                 raise
@@ -397,7 +400,7 @@ class SqliteStore:
         """A fold in a transaction of its own (at open, before a read); a full store is logged and the
         open or read goes on: the events stay above the watermark, nothing is lost."""
         try:
-            self._in_transaction(conn, lambda conn: rollup_fold.fold(conn, self._tail, self._bits))
+            self._in_transaction(conn, lambda conn: rollup_fold.fold(conn, self._tail, self._bits, self._by_user))
             self._tail.folded()
         except sqlite3.Error as exc:
             if not isinstance(store_error(exc, self.path), StoreFull):
@@ -451,7 +454,7 @@ class SqliteStore:
             self._tail.drop()           # it may change or delete events of the tail: read back at the next fold
         try:
             if folding:                 # the events, rollups and bitmaps it changes are whole first
-                rollup_fold.fold(conn, None, self._bits)
+                rollup_fold.fold(conn, None, self._bits, self._by_user)
             counts = [conn.execute(sql, tuple(params)).rowcount for sql, params in statements]
             if self._folds and any(rollup_fold.deletes_folded(sql) for sql, _ in statements):
                 conn.execute(rollup_fold.LOWER_SQL)

@@ -1,0 +1,59 @@
+"""The events by user: SQLite's per-user index kept as a table folded in bulk (migration 21), and the SQL
+that reads a user's events through it on both databases.
+
+Why: the index `events_user_ts (user_id, ts)` put one leaf page per distinct user into every group commit
+(a user's newest entries sit at the end of that user's range): ~150 of the ~290 WAL frames a commit of
+400 events on the ingest bench's mix (500 users), so the index cost ~5 of the group commit's ~19 CPU µs an
+event. As the table `events_by_user (user_id, ts, id)`, WITHOUT ROWID, it is filled by the rollups' fold
+(agent/store/rollup_fold.py) about once a second, in one sorted INSERT ... SELECT over the events above the
+watermark: each active user's leaf is written once per fold instead of once per commit. In-process, groups
+of 400 into a store of 60,000 bench events, three runs each: the group commit 15.3-15.6 -> 11.2-11.3 CPU µs
+an event, the fold included; the ingest bench (`python bench/ingest.py`, same machine, same hour): durable
+/ store off 47 % -> 54 %.
+
+What it costs the readers: the events above the watermark are not in it yet. A read that names
+`events_by_user` folds first, as a read of a rollup does (rollup_fold.reads_folded), so analytics see every
+event acknowledged before the request. GDPR export and erasure and the alias merges use `ids()`, which adds
+the events above the watermark by a rowid range: right even when a full store keeps the fold from running.
+
+Kept in step by triggers when events change or go (erasure, merges, retention: rare, in bulk statements):
+a deleted event's entry goes, an update of a folded event's user or time moves its entry; an event above the
+watermark has no entry yet, and the fold reads its current values.
+
+PostgreSQL keeps the index `events_user_ts` (its commits write each index page in place, and several agents
+may share the database) and `events_by_user` is a view over the events with a user (migration 22), so the
+SQL that needs only (user_id, ts, id) is the same on both. SQL that needs the other columns of a user's
+events goes through `rows()`: a join on SQLite, the events table itself on PostgreSQL (a self-join there
+would look every event up again in each partition).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+MIGRATION = 21          # SQLite: the table, its backfill, its triggers; the index dropped (schema.py)
+
+FOLD_SQL = ("INSERT INTO events_by_user (user_id, ts, id) SELECT user_id, ts, id FROM events "
+            "WHERE id > ? AND id <= ? AND user_id IS NOT NULL ORDER BY 1, 2, 3")
+
+def rows(dialect: str, alias: str, user: str, ts: str = "") -> str:
+    """`FROM` text (the word FROM not included) up to an open WHERE clause: the events `alias` of the user
+    `user` (an SQL comparison on user_id: "= ?", "= u.user_id", "IN (?, ?)"), `ts` a condition on their
+    time with {ts} for the column (" AND {ts} >= ? AND {ts} < ?"). Its parameters: those of `user`, then
+    those of `ts`, on both databases. The caller goes on with " AND ..." on the columns of `alias`."""
+    if dialect == "sqlite":
+        by = f"{alias}_by"
+        return (f"events_by_user {by} JOIN events {alias} ON {alias}.id = {by}.id "
+                f"WHERE {by}.user_id {user}{ts.format(ts=f'{by}.ts')}")
+    return f"events {alias} WHERE {alias}.user_id {user}{ts.format(ts=f'{alias}.ts')}"
+
+
+def ids(dialect: str, user: str, params: Sequence[Any]) -> tuple[str, list[Any]]:
+    """A condition on the events table (no alias) matching the events of `user` (a comparison on user_id
+    with `params`), the events not folded yet included; and its parameters. For GDPR and merges: complete
+    whether or not the fold ran (a full store refuses it)."""
+    if dialect == "sqlite":
+        return (f"(id IN (SELECT id FROM events_by_user WHERE user_id {user}) "
+                f"OR (id > (SELECT events FROM rollup_folded) AND user_id {user}))", [*params, *params])
+    return f"user_id {user}", list(params)
