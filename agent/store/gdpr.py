@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from agent.store import person_bits, rollups, signup_bits
+from agent.store import person_bits, rollups, signup_bits, user_index
 from agent.store.base import Store
 from agent.store.person_traits import clear_traits
 from agent.store.recordings import SESSION_COLUMNS, erase_chunks_statement, user_session_events
@@ -65,13 +65,15 @@ def _marks(ids: Sequence[str]) -> str:
     return ", ".join("?" for _ in ids)
 
 
-def user_filter(table: str, column: str, ids: Sequence[str], linked: bool) -> tuple[str, list[Any]]:
+def user_filter(dialect: str, table: str, column: str, ids: Sequence[str], linked: bool) -> tuple[str, list[Any]]:
     """The WHERE clause (and its parameters) selecting the user's rows of `table`. `linked`: the ids
     have anonymous events with client event ids, whose derived rows (user_id NULL) are reached
-    through `events`; without them the clause is a plain look-up on the indexed user column."""
+    through `events`; without them the clause is a plain look-up on the indexed user column. The events
+    are found by user through agent/store/user_index.py (complete whether or not the fold ran)."""
     marks = _marks(ids)
     if table == "events":
-        return f"{column} IN ({marks}) OR anonymous_id IN ({marks})", [*ids, *ids]
+        own, params = user_index.ids(dialect, f"IN ({marks})", ids)
+        return f"{own} OR anonymous_id IN ({marks})", [*params, *ids]
     if table == "person_aliases":
         return f"{column} IN ({marks}) OR alias_id IN ({marks})", [*ids, *ids]
     if table in DERIVED_TABLES and linked:
@@ -150,7 +152,7 @@ async def export_user(store: Store, user_ids: Sequence[str]) -> dict[str, list[d
     linked = await has_linked_rows(store, ids)
     out: dict[str, list[dict[str, Any]]] = {}
     for table, column in USER_TABLES:
-        where, params = user_filter(table, column, ids, linked)
+        where, params = user_filter(store.dialect, table, column, ids, linked)
         order = " ORDER BY ts" if "ts" in COLUMNS[table] else ""
         rows = await store.fetch(f"SELECT {', '.join(COLUMNS[table])} FROM {table} WHERE {where}{order}", params)
         out[table] = [row_dict(table, row) for row in rows]
@@ -179,16 +181,16 @@ async def erase_user(store: Store, user_ids: Sequence[str], *, include_opt_out: 
     statements = [erase_chunks_statement(ids),          # before their sessions' rows go
                   (f"DELETE FROM group_profiles WHERE group_key IN ({_marks(ids)})", ids)]
     for table, column in tables:
-        where, params = user_filter(table, column, ids, linked)
+        where, params = user_filter(store.dialect, table, column, ids, linked)
         statements.append((f"DELETE FROM {table} WHERE {where}", params))
     # the rollups lose what the erased events added, in the same transaction (agent/store/rollups.py)
-    where, params = user_filter("events", "user_id", ids, linked)
+    where, params = user_filter(store.dialect, "events", "user_id", ids, linked)
     erased = await store.fetch(f"SELECT {rollups.FACT_COLUMNS} FROM events WHERE {where}", params)
     rollup_statements = [*rollups.erase_statements(ids, [tuple(row) for row in erased]),
                          *person_bits.erase_statements(ids, store.dialect),
                          *signup_bits.erase_statements(rollups.signup_visitors([tuple(row) for row in erased]),
                                                        store.dialect)]
-    where, params = user_filter("onboarding_funnel", "user_id", ids, linked)
+    where, params = user_filter(store.dialect, "onboarding_funnel", "user_id", ids, linked)
     onboarding = [ts for (ts,) in await store.fetch(f"SELECT ts FROM onboarding_funnel WHERE {where}", params)]
     recount = rollups.after_erase_statements([tuple(row) for row in erased], onboarding)   # after the deletes
     try:
@@ -223,8 +225,9 @@ async def anonymous_ids(store: Store, user_ids: Sequence[str]) -> list[str]:
     by asking for those ids (not automatically: a shared device's id belongs to several people). The ids
     a PostHog alias made one person with them are asked for too (their events are the person's)."""
     ids = await person_ids(store, _unique(user_ids))
-    rows = await store.fetch(f"SELECT DISTINCT anonymous_id FROM events WHERE user_id IN ({_marks(ids)}) "
-                             "AND anonymous_id IS NOT NULL ORDER BY anonymous_id", ids)
+    own, params = user_index.ids(store.dialect, f"IN ({_marks(ids)})", ids)
+    rows = await store.fetch(f"SELECT DISTINCT anonymous_id FROM events WHERE {own} "
+                             "AND anonymous_id IS NOT NULL ORDER BY anonymous_id", params)
     return [row[0] for row in rows]
 
 

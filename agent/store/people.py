@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from agent.store import person_bits, signup_bits
+from agent.store import person_bits, signup_bits, user_index
 from agent.store.base import Store
 from agent.store.rollups import recompute_statements
 from agent.store.rows import TABLE_COLUMNS
@@ -72,9 +72,10 @@ def merge_statements(dialect: str, alias: str, person: str, ts: float) -> list[t
         statements.append((f"UPDATE {table} SET user_id = ? WHERE user_id = ? OR (user_id IS NULL AND event_id "
                            f"IN ({anonymous_events}))", [person, alias, alias]))
     statements += [(f"UPDATE {table} SET user_id = ? WHERE user_id = ?", [person, alias]) for table in _USER_ROWS]
+    aliased, alias_params = user_index.ids(dialect, "= ?", [alias])
     statements += [
-        ("UPDATE events SET user_id = ?, anonymous_id = coalesce(anonymous_id, ?) WHERE user_id = ?",
-         [person, alias, alias]),
+        (f"UPDATE events SET user_id = ?, anonymous_id = coalesce(anonymous_id, ?) WHERE {aliased}",
+         [person, alias, *alias_params]),
         ("UPDATE events SET user_id = ? WHERE anonymous_id = ? AND user_id IS NULL", [person, alias]),
         ("INSERT INTO users (user_id, first_seen, last_seen, role, plan, signed_up_at, traits) "
          "SELECT ?, first_seen, last_seen, role, plan, signed_up_at, traits FROM users WHERE user_id = ? "
@@ -89,7 +90,8 @@ def merge_statements(dialect: str, alias: str, person: str, ts: float) -> list[t
     ]
     # the alias's activity (its own and its anonymous events) is now the person's: their per-person rollups
     # are recomputed from the events just rewritten (the counts by name do not change)
-    statements += [(sql, list(params)) for sql, params in recompute_statements(alias) + recompute_statements(person)]
+    statements += [(sql, list(params)) for sql, params in recompute_statements(alias, dialect)
+                   + recompute_statements(person, dialect)]
     # the person bitmaps: the alias's index goes dead, the person's hours become extra bits (person_bits.py)
     statements += [(sql, list(params)) for sql, params in person_bits.merge_statements(alias, person, dialect)]
     statements += [(sql, list(params)) for sql, params in signup_bits.merge_statements(alias, person, dialect)]

@@ -41,7 +41,7 @@ from typing import Any
 
 from pyroaring import BitMap
 
-from agent.store import signup_bits
+from agent.store import signup_bits, user_index
 from agent.store.bitmap_sql import (
     ADVISORY_LOCK,
     chunks as _chunks,
@@ -344,16 +344,17 @@ def merge_statements(alias: str, person: str, dialect: str) -> list[tuple[str, S
     events becomes an extra bit of the person's index (the alias's hours among them), and the alias's
     index goes dead (its bits were the alias's, now the person's)."""
     idx = "(SELECT idx FROM person_index WHERE person = ?)"
-    keys = (f"SELECT {_HOUR_SQL} AS h, '' AS n, '' AS l FROM events WHERE user_id = ? "
-            f"UNION SELECT {_HOUR_SQL}, name, '' FROM events WHERE user_id = ? "
-            f"UNION SELECT {_HOUR_SQL}, name, label FROM events WHERE user_id = ? AND name IN {_LABELLED_MARKS} "
+    own, mine = user_index.ids(dialect, "= ?", [person])      # the person's events (user_index.py)
+    keys = (f"SELECT {_HOUR_SQL} AS h, '' AS n, '' AS l FROM events WHERE {own} "
+            f"UNION SELECT {_HOUR_SQL}, name, '' FROM events WHERE {own} "
+            f"UNION SELECT {_HOUR_SQL}, name, label FROM events WHERE {own} AND name IN {_LABELLED_MARKS} "
             "AND label IS NOT NULL AND label <> ''")
     labelled = sorted(LABELLED)
     return [
         *_locked(dialect),
         (INDEX_INSERT, [person]),
         (f"INSERT INTO person_bits_extra (bucket, name, label, idx) SELECT h, n, l, {idx} FROM ({keys}) k "
-         "WHERE true ON CONFLICT (bucket, name, label, idx) DO NOTHING", [person, person, person, person, *labelled]),
+         "WHERE true ON CONFLICT (bucket, name, label, idx) DO NOTHING", [person, *mine, *mine, *mine, *labelled]),
         ("DELETE FROM person_bits_extra WHERE idx IN (SELECT idx FROM person_index WHERE person = ?)", [alias]),
         ("UPDATE person_index SET person = NULL WHERE person = ?", [alias]),
     ]

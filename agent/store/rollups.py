@@ -89,6 +89,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from agent.store import user_index
 from agent.store.rows import EVENT_COLUMNS, EventRows
 
 MIGRATION = 8                # the migration that creates the tables; the drivers backfill right after it
@@ -552,12 +553,13 @@ def after_erase_statements(erased: Sequence[Fact], onboarding_ts: Sequence[float
     return out
 
 
-def recompute_statements(person: str) -> list[tuple[str, Sequence[Any]]]:
+def recompute_statements(person: str, dialect: str) -> list[tuple[str, Sequence[Any]]]:
     """The person's rows of every per-person rollup, recomputed from their events (after a PostHog alias
     merge rewrote the alias's events to them): deleted, then re-aggregated in SQL (floor(): PostgreSQL,
-    SQLite with its math functions)."""
+    SQLite with its math functions). Their events are found by user (agent/store/user_index.py)."""
     names, sessions = sorted(PERSON_NAMES), SESSION_NAMES
-    visitor = "user_id = ? OR (user_id IS NULL AND anonymous_id = ?)"     # coalesce(user_id, anonymous_id) = ?
+    own, mine = user_index.ids(dialect, "= ?", [person])
+    visitor = f"{own} OR (user_id IS NULL AND anonymous_id = ?)"     # coalesce(user_id, anonymous_id) = ?
     n_marks, s_marks = ", ".join("?" * len(names)), ", ".join("?" * len(sessions))
     day = _DAY_SQL
     return [
@@ -567,33 +569,33 @@ def recompute_statements(person: str) -> list[tuple[str, Sequence[Any]]]:
         ("INSERT INTO rollup_signup_blocks (bucket, step, visitor, days) "
          f"SELECT d / {BLOCK_DAYS}, step, CAST(? AS TEXT), "
          f"sum(DISTINCT 1 << (d % {BLOCK_DAYS})) FROM (SELECT {day} AS d, coalesce(label, '') AS step FROM events "
-         f"WHERE name = 'signup_step' AND ({visitor})) x GROUP BY 1, 2", [person, person, person]),
+         f"WHERE name = 'signup_step' AND ({visitor})) x GROUP BY 1, 2", [person, *mine, person]),
         ("INSERT INTO rollup_signup_hourmasks (bucket, step, visitor, hours) SELECT h / 24, step, CAST(? AS TEXT), "
          f"sum(DISTINCT 1 << (h % 24)) FROM (SELECT {_HOUR_SQL} AS h, coalesce(label, '') AS step FROM events "
-         f"WHERE name = 'signup_step' AND ({visitor})) x GROUP BY 1, 2", [person, person, person]),
+         f"WHERE name = 'signup_step' AND ({visitor})) x GROUP BY 1, 2", [person, *mine, person]),
         ("INSERT INTO rollup_persons_hour (bucket, person, events) SELECT CAST(floor(ts / 3600) AS INTEGER), "
-         "user_id, count(*) FROM events WHERE user_id = ? GROUP BY 1, 2", [person]),
+         f"user_id, count(*) FROM events WHERE {own} GROUP BY 1, 2", mine),
         (f"INSERT INTO rollup_persons_day (bucket, person, events) SELECT {day}, user_id, count(*) FROM events "
-         "WHERE user_id = ? GROUP BY 1, 2", [person]),
+         f"WHERE {own} GROUP BY 1, 2", mine),
         ("INSERT INTO rollup_person_hourmasks (bucket, person, hours) SELECT h / 24, user_id, "
          "sum(DISTINCT 1 << (h % 24)) FROM (SELECT CAST(floor(ts / 3600) AS INTEGER) AS h, user_id FROM events "
-         "WHERE user_id = ?) x GROUP BY 1, 2", [person]),
+         f"WHERE {own}) x GROUP BY 1, 2", mine),
         (f"INSERT INTO rollup_person_blocks (bucket, person, events, days) SELECT d / {BLOCK_DAYS}, user_id, count(*), "
-         f"sum(DISTINCT 1 << (d % {BLOCK_DAYS})) FROM (SELECT {day} AS d, user_id FROM events WHERE user_id = ?) x "
-         "GROUP BY 1, 2", [person]),
+         f"sum(DISTINCT 1 << (d % {BLOCK_DAYS})) FROM (SELECT {day} AS d, user_id FROM events WHERE {own}) x "
+         "GROUP BY 1, 2", mine),
         (f"INSERT INTO rollup_person_names_day (person, bucket, name, events, nvalues, vsum) SELECT user_id, {day}, "
-         f"name, count(*), count(value), coalesce(sum(value), 0) FROM events WHERE user_id = ? AND name IN ({n_marks}) "
-         "GROUP BY 1, 2, 3", [person, *names]),
+         f"name, count(*), count(value), coalesce(sum(value), 0) FROM events WHERE {own} AND name IN ({n_marks}) "
+         "GROUP BY 1, 2, 3", [*mine, *names]),
         ("INSERT INTO rollup_person_names_hour (person, bucket, name, events, nvalues, vsum) SELECT user_id, "
-         f"{_HOUR_SQL}, name, count(*), count(value), coalesce(sum(value), 0) FROM events WHERE user_id = ? "
-         f"AND name IN ({n_marks}) GROUP BY 1, 2, 3", [person, *names]),
+         f"{_HOUR_SQL}, name, count(*), count(value), coalesce(sum(value), 0) FROM events WHERE {own} "
+         f"AND name IN ({n_marks}) GROUP BY 1, 2, 3", [*mine, *names]),
         ("INSERT INTO rollup_person_names_week (person, bucket, name, events, nvalues, vsum) SELECT person, "
          f"bucket / {WEEK_DAYS}, name, sum(events), sum(nvalues), sum(vsum) FROM rollup_person_names_day "
          "WHERE person = ? GROUP BY 1, 2, 3", [person]),
         ("INSERT INTO rollup_mfa (person, enrolled, disabled) SELECT user_id, max(CASE WHEN name = 'mfa_enrolled' "
-         "THEN ts END), max(CASE WHEN name = 'mfa_disabled' THEN ts END) FROM events WHERE user_id = ? "
-         "AND name IN ('mfa_enrolled', 'mfa_disabled') GROUP BY user_id", [person]),
+         f"THEN ts END), max(CASE WHEN name = 'mfa_disabled' THEN ts END) FROM events WHERE {own} "
+         "AND name IN ('mfa_enrolled', 'mfa_disabled') GROUP BY user_id", mine),
         (f"INSERT INTO rollup_coach_blocks (bucket, coach, person, days) SELECT d / {BLOCK_DAYS}, label, user_id, "
-         f"sum(DISTINCT 1 << (d % {BLOCK_DAYS})) FROM (SELECT {day} AS d, label, user_id FROM events WHERE user_id = ? "
-         f"AND name IN ({s_marks}) AND label IS NOT NULL) x GROUP BY 1, 2, 3", [person, *sessions]),
+         f"sum(DISTINCT 1 << (d % {BLOCK_DAYS})) FROM (SELECT {day} AS d, label, user_id FROM events WHERE {own} "
+         f"AND name IN ({s_marks}) AND label IS NOT NULL) x GROUP BY 1, 2, 3", [*mine, *sessions]),
     ]

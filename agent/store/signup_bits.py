@@ -31,6 +31,7 @@ from typing import Any
 
 from pyroaring import BitMap
 
+from agent.store import user_index
 from agent.store.bitmap_sql import (
     ADVISORY_LOCK,
     chunks as _chunks,
@@ -232,13 +233,14 @@ def merge_statements(alias: str, person: str, dialect: str) -> list[tuple[str, S
     hour and step of the person's events becomes an extra bit of the person's visitor index, and the
     alias's index goes dead (its bits were the alias's visits, now the person's)."""
     idx = "(SELECT idx FROM visitor_index WHERE visitor = ?)"
+    own, mine = user_index.ids(dialect, "= ?", [person])      # the person's events (user_index.py)
     return [
         *_locked(dialect),
         ("INSERT INTO visitor_index (visitor) SELECT ? WHERE EXISTS (SELECT 1 FROM events WHERE name = 'signup_step' "
-         "AND user_id = ?) ON CONFLICT (visitor) DO NOTHING", [person, person]),
+         f"AND {own}) ON CONFLICT (visitor) DO NOTHING", [person, *mine]),
         (f"INSERT INTO signup_bits_extra (bucket, step, idx) SELECT DISTINCT {_HOUR_SQL}, coalesce(label, ''), {idx} "
-         "FROM events WHERE name = 'signup_step' AND user_id = ? ON CONFLICT (bucket, step, idx) DO NOTHING",
-         [person, person]),
+         f"FROM events WHERE name = 'signup_step' AND {own} ON CONFLICT (bucket, step, idx) DO NOTHING",
+         [person, *mine]),
         ("DELETE FROM signup_bits_extra WHERE idx IN (SELECT idx FROM visitor_index WHERE visitor = ?)", [alias]),
         ("UPDATE visitor_index SET visitor = NULL WHERE visitor = ?", [alias]),
     ]

@@ -1,0 +1,138 @@
+"""SQLite's events by user (agent/store/user_index.py, migration 21): the table events_by_user, folded in bulk
+with the rollups, stands in for the index events_user_ts. Each test fails when its part is taken out:
+
+1. the migration backfills the folded events, the open folds the rest, and the index is gone;
+2. the group commits leave it alone (nothing per commit), the fold fills it, a read that names it folds first;
+3. the triggers keep it equal to the events through an alias merge, an erasure and retention;
+4. `ids()` (GDPR, merges) finds the events a fold has not reached yet (a full store refuses the fold);
+5. the store's per-user statements (merges, recounts, GDPR) seek it: no scan of the events.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from agent.store import gdpr, rollup_fold, user_index
+from agent.store.config import StoreConfig
+from agent.store.open import open_store
+from agent.store.people import merge_statements
+from agent.store.retention import delete_old_events
+from agent.store.rollups import recompute_statements
+from agent.store.schema import MIGRATIONS
+from agent.store.sqlite import SqliteStore
+from tests.support.store_fixtures import Run
+from tests.test_rollups import T0, USERS, events, load
+
+pytest_plugins = ["tests.support.store_fixtures"]
+
+ENTRIES = "SELECT user_id, ts, id FROM events_by_user"
+EXPECTED = "SELECT user_id, ts, id FROM events WHERE user_id IS NOT NULL"
+
+
+def _rows(path: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(path)        # another connection: what is committed, no fold
+    try:
+        return sorted(conn.execute(sql, params).fetchall())
+    finally:
+        conn.close()
+
+
+def _opened(path: Path, run: Run, migrations: tuple[Any, ...] = MIGRATIONS) -> SqliteStore:
+    store = SqliteStore(str(path), migrations=migrations)
+    run(store.open())
+    return store
+
+
+def test_the_migration_backfills_and_the_open_folds_the_rest(tmp_path: Path, run: Run) -> None:
+    path = tmp_path / "store.db"
+    before = tuple(m for m in MIGRATIONS if m.version < user_index.MIGRATION)
+    store = _opened(path, run, before)
+    run(load(store, events(400, seed=31), size=100))
+    run(store.close())                  # a clean stop folds: all of them below the watermark
+    conn = sqlite3.connect(path)        # events committed after the last fold (a crash before it)
+    conn.execute("INSERT INTO events (name, category, ts, received_at, user_id, retention_class, properties, "
+                 "context) VALUES ('feature_used', 'engagement', ?, ?, 'late_user', 'analytics', '{}', '{}')",
+                 (T0 + 5, T0 + 5))
+    conn.commit()
+    conn.close()
+    store = _opened(path, run)
+    try:
+        assert _rows(str(path), ENTRIES) == _rows(str(path), EXPECTED)
+        assert ("late_user",) in {(u,) for u, _, _ in _rows(str(path), ENTRIES)}
+        assert _rows(str(path), "SELECT name FROM sqlite_master WHERE name = 'events_user_ts'") == []
+    finally:
+        run(store.close())
+
+
+def test_the_fold_fills_it_and_a_read_naming_it_folds_first(tmp_path: Path, run: Run) -> None:
+    store = run(open_store(StoreConfig(driver="sqlite", path=str(tmp_path / "store.db"))))
+    try:
+        assert isinstance(store, SqliteStore)
+        run(load(store, events(300, seed=32), size=100))
+        assert _rows(store.path, ENTRIES) == []                 # the group commits wrote no entry
+        user = USERS[0]
+        got = run(store.fetch("SELECT ts, id FROM events_by_user WHERE user_id = ? ORDER BY ts, id", (user,)))
+        expected = _rows(store.path, "SELECT ts, id FROM events WHERE user_id = ?", (user,))
+        assert got == expected and len(expected) > 5
+        assert _rows(store.path, ENTRIES) == _rows(store.path, EXPECTED)
+    finally:
+        run(store.close())
+
+
+def test_the_triggers_keep_it_equal_to_the_events(tmp_path: Path, run: Run) -> None:
+    store = run(open_store(StoreConfig(driver="sqlite", path=str(tmp_path / "store.db"))))
+    try:
+        run(load(store, events(500, seed=33), size=100))
+        run(store.settle())
+        alias, person = "anon_1", USERS[1]          # an anonymous id made one with a user: its events move
+        run(store.execute(merge_statements("sqlite", alias, person, T0)))
+        assert _rows(store.path, ENTRIES) == _rows(store.path, EXPECTED)
+        moved = _rows(store.path, "SELECT count(*) FROM events_by_user WHERE user_id = ?", (person,))
+        run(gdpr.erase_user(store, [USERS[2]]))
+        assert _rows(store.path, "SELECT count(*) FROM events_by_user WHERE user_id = ?", (USERS[2],)) == [(0,)]
+        assert _rows(store.path, ENTRIES) == _rows(store.path, EXPECTED)
+        names = [row[0] for row in _rows(store.path, "SELECT DISTINCT name FROM events")]
+        deleted = run(delete_old_events(store, names, T0 + 86400 * 2, 50))
+        assert deleted > 0
+        assert _rows(store.path, ENTRIES) == _rows(store.path, EXPECTED)
+        assert moved[0][0] > 0
+    finally:
+        run(store.close())
+
+
+def test_ids_finds_the_events_above_the_watermark(tmp_path: Path, run: Run) -> None:
+    """The GDPR and merge form of a user's events: complete without the fold (a full store refuses it)."""
+    store = run(open_store(StoreConfig(driver="sqlite", path=str(tmp_path / "store.db"))))
+    try:
+        run(load(store, events(300, seed=34), size=100))       # committed, not folded
+        user = USERS[3]
+        where, params = user_index.ids("sqlite", "= ?", [user])
+        expected = _rows(store.path, "SELECT id FROM events WHERE user_id = ?", (user,))
+        assert _rows(store.path, f"SELECT id FROM events WHERE {where}", tuple(params)) == expected
+        run(store.settle())                                     # folded: through the table now
+        assert _rows(store.path, "SELECT events FROM rollup_folded")[0][0] > 0
+        assert _rows(store.path, f"SELECT id FROM events WHERE {where}", tuple(params)) == expected
+        assert len(expected) > 5
+    finally:
+        run(store.close())
+
+
+def test_the_store_per_user_statements_seek_it(sqlite_store: SqliteStore, run: Run) -> None:
+    """EXPLAIN QUERY PLAN of the merges' recounts, the bitmaps' merge, and GDPR's export and erasure: no
+    step scans the events (without events_by_user each one read them all)."""
+    run(load(sqlite_store, events(300, seed=35), size=100))
+    statements = [*merge_statements("sqlite", "anon_1", USERS[1], T0), *recompute_statements(USERS[1], "sqlite")]
+    for table, column in (("events", "user_id"), ("onboarding_funnel", "user_id")):
+        where, params = gdpr.user_filter("sqlite", table, column, [USERS[1], "anon_2"], True)
+        statements += [(f"SELECT * FROM {table} WHERE {where}", params), (f"DELETE FROM {table} WHERE {where}", params)]
+    checked = 0
+    for sql, params in statements:
+        if "events" not in sql.replace("events_by_user", ""):
+            continue
+        plan = [row[3] for row in run(sqlite_store.fetch("EXPLAIN QUERY PLAN " + sql, params))]
+        assert not [step for step in plan if step.startswith(("SCAN events", "SCAN e "))], (sql, plan)
+        checked += 1
+    assert checked >= 15
+    assert rollup_fold.reads_folded("SELECT id FROM events_by_user WHERE user_id = ?")
