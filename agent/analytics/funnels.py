@@ -19,23 +19,23 @@ Breakdown: by a property of the step-1 event that started the kept attempt (Post
 attribution); the top N values by persons entering the funnel, the rest as "other", each a funnel of
 its own with the same shape.
 
-Cost: one query reading the steps' events in the range (events_name_dims), held in memory as one (time,
-id, person, step bits, breakdown value) row per matching event, then one pass per person in Python: about
-2 us of CPU at 10M (SQL included; 4 at 1M) and 230 bytes per matching event (bench/insights.py). Strict
-reads the same rows (and each event's own user or anonymous id) and then asks the database whether another
-event of the person lies between two of their step events only where that can change the answer
-(_candidates, _strict_attempts): one index look-up per such pair and user id of the person (events_user_ts
-(user_id, ts): their own and each alias's), batched as JSON arrays, after reading once the events in the
-range of the anonymous ids their step events carry without a user id (events_anonymous_id). So its cost
-grows with the step events, not with every event of the persons: at 10M events the bench's 30-day funnel
-has 464,666 step events, 89,463 pairs that could continue an attempt, 28,448 of them looked up (4 rounds),
-~1.5 s of CPU against ~0.9 for ordered (it was 19.7 s reading the 5601 persons' every event in the range,
-past the 10 s limit). The ids looked at are the person's user id, their aliases' and the anonymous ids
-their step events in the range carry without a user id: an anonymous id of theirs with only other events
-in the range (another device, anonymous after its login) is not seen. events_anonymous_id holds no time:
-reading an anonymous id's events in the range reads all of its events (few for a visitor before login; all
-of the person's when an SDK keeps sending it after login); an index (anonymous_id, ts) WHERE user_id IS
-NULL would read only those in the range.
+Cost: one query reading the steps' events in the range (events_name_dims), held in memory as one (time, id,
+person, step bits, breakdown value) row per matching event, then one pass per person in Python: about 2 us
+of CPU at 10M (SQL included; 4 at 1M) and 230 bytes per matching event (bench/insights.py). Strict reads
+the same rows (and each event's own user or anonymous id) and then asks the database whether another event
+of the person lies between two of their step events only where that can change the answer (_candidates,
+_strict_attempts): one index look-up per such pair and user id of the person (events_by_user (user_id, ts,
+id), agent/store/user_index.py: their own and each alias's), batched as JSON arrays, after reading once the
+events in the range of the anonymous ids their step events carry without a user id (events_anonymous_id).
+So its cost grows with the step events, not with every event of the persons: at 10M events the bench's
+30-day funnel has 464,666 step events, 89,463 pairs that could continue an attempt, 28,448 of them looked
+up (4 rounds), ~1.5 s of CPU against ~0.9 for ordered (it was 19.7 s reading the 5601 persons' every event
+in the range, past the 10 s limit). The ids looked at are the person's user id, their aliases' and the
+anonymous ids their step events in the range carry without a user id: an anonymous id of theirs with only
+other events in the range (another device, anonymous after its login) is not seen. events_anonymous_id
+holds no time: reading an anonymous id's events in the range reads all of its events (few for a visitor
+before login; all of the person's when an SDK keeps sending it after login); an index (anonymous_id, ts)
+WHERE user_id IS NULL would read only those in the range.
 """
 
 from __future__ import annotations
@@ -187,8 +187,9 @@ GAPS_PER_QUERY = 20_000
 
 def _lookup_sql(dialect: str) -> str:
     """The step events (their ids, i2) of the JSON rows [user id, ts and id before, ts and id, own events]
-    that an event of that user id lies between, in (ts, id) order, through events_user_ts (user_id, ts).
-    SQLite's index entries hold the rowid, the id: index-only. PostgreSQL's hold no id: an event strictly
+    that an event of that user id lies between, in (ts, id) order, through events_by_user (user_id, ts, id):
+    on SQLite a WITHOUT ROWID table whose key holds the id, so each look-up is one seek. On PostgreSQL a
+    view over the events whose index events_user_ts (user_id, ts) holds no id: an event strictly
     inside the times is looked for index-only, and the ids are read (from the table) only when the user id
     has more events from the one time to the other than its own step events there (g.own; a range, not
     `IN (t1, t2)`, which the planner did not take as an index condition): 10 -> 2 us a look-up at 10M
@@ -198,17 +199,19 @@ def _lookup_sql(dialect: str) -> str:
     exact = "x.ts >= g.t1 AND x.ts <= g.t2 AND (x.ts > g.t1 OR x.id > g.i1) AND (x.ts < g.t2 OR x.id < g.i2)"
     own = "x.user_id = g.who"
     if dialect == "sqlite":
-        found = f"EXISTS (SELECT 1 FROM events x WHERE {own} AND {exact})"
+        found = f"EXISTS (SELECT 1 FROM events_by_user x WHERE {own} AND {exact})"
     else:
-        found = (f"(EXISTS (SELECT 1 FROM events x WHERE {own} AND x.ts > g.t1 AND x.ts < g.t2) OR "
-                 f"((SELECT count(*) FROM events x WHERE {own} AND x.ts >= g.t1 AND x.ts <= g.t2) > g.own "
-                 f"AND EXISTS (SELECT 1 FROM events x WHERE {own} AND {exact})))")
+        found = (f"(EXISTS (SELECT 1 FROM events_by_user x WHERE {own} AND x.ts > g.t1 AND x.ts < g.t2) OR "
+                 f"((SELECT count(*) FROM events_by_user x WHERE {own} AND x.ts >= g.t1 AND x.ts <= g.t2) > g.own "
+                 f"AND EXISTS (SELECT 1 FROM events_by_user x WHERE {own} AND {exact})))")
     return f"SELECT DISTINCT g.i2 FROM {source} g WHERE {found}"
 
 
 def _anonymous_sql(dialect: str) -> str:
     """(anonymous id, ts, id) of the anonymous events in [?, ?) of the JSON rows [anonymous id]."""
-    plus = "+" if dialect == "sqlite" else ""         # not events_user_ts for user_id IS NULL
+    # by the anonymous ids (events_anonymous_id), not the partial index events_anonymous_name (name, ts)
+    # WHERE user_id IS NULL, which SQLite could pick for `user_id IS NULL`: all the anonymous events
+    plus = "+" if dialect == "sqlite" else ""
     return (f"SELECT x.anonymous_id, x.ts, x.id FROM events x WHERE x.anonymous_id IN (SELECT j.a FROM "
             f"{_json_rows(dialect, [('a', 'TEXT')])} j) AND {plus}x.user_id IS NULL AND x.ts >= ? AND x.ts < ?")
 

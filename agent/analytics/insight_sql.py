@@ -19,11 +19,14 @@ count as one person".
   earliest event carrying both, as the native SDKs send after login: identify's link), else to the
   anonymous id itself.
 The two kinds are read in two branches so that the identified one reads events_name_dims alone
-(user_id is in it; anonymous_id is not, and reading it costs a table row per event).
+(user_id is in it; anonymous_id is not, and reading it costs a table row per event); when the SQL needs
+no column of the events but their time, id and user (every event, no property: retention's "any event",
+unique persons of all events by day), from events_by_user (agent/store/user_index.py) instead.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from agent.analytics.insight_query import PropertyFilter, Value
@@ -145,6 +148,9 @@ def text_order(dialect: str, column: str) -> str:
     return f"({column} IS NULL), {column}{collate}"
 
 
+_E_COLUMN = re.compile(r"\be\.(\w+)")       # a column of the events `e` in SQL text
+
+
 def person_rows(dialect: str, columns: list[str], column_params: list[Any], where: str, params: list[Any],
                 anonymous: bool = False) -> Sql:
     """SQL giving (ts, id, person, c0, c1, ...) for every event matching `where` (over events `e`) that
@@ -156,17 +162,28 @@ person, or the event is anonymous; NULL costs the driver no string per row) and 
 anonymous event (NULL for an identified one): strict funnels look for the events of these ids between
 two step events of their person (agent/analytics/funnels.py).
 
+When `where` and `columns` read no column of `e` but ts, id and user_id, the identified branch reads
+events_by_user (its key: user_id, ts, id) instead of the events: on SQLite a scan of that narrow table
+where the events had none to offer but a scan of events_name_dims (the index events_user_ts is gone,
+migration 21): 30 days of 1M bench events' identified (ts, id, user), 310,400 rows, 158 -> 68 ms of CPU
+(46 through events_user_ts before migration 21); on PostgreSQL the view is the events with a user, the
+same SQL as before.
+
 On SQLite the anonymous branch's id conditions are written `+e.user_id IS NULL`: without the unary plus
 the planner read events_user_ts for `user_id IS NULL` (every anonymous event in the range, whatever its
-name: 60 ms of the 110 ms of a 4-step funnel over 1M events) instead of events_name_dims."""
+name: 60 ms of the 110 ms of a 4-step funnel over 1M events) instead of events_name_dims; since that
+index is gone it would read events_anonymous_id when no name is given (30 days of 1M events: 114 ->
+131 ms of CPU) and gain little through events_anonymous_name with one (69 -> 61 ms, 4 names)."""
     plus = "+" if dialect == "sqlite" else ""
+    by_user = not set(_E_COLUMN.findall(" ".join((where, *columns)))) - {"ts", "id", "user_id"}
     cols = "".join(f", {c} AS c{i}" for i, c in enumerate(columns))
     names = "".join(f", a.c{i}" for i in range(len(columns)))
     plain = "".join(f", m.c{i}" for i in range(len(columns)))
     alias = "CASE WHEN m.raw_anon IS NULL AND pa.person_id IS NOT NULL THEN m.who END"
     raw, raw_anon, raw_out = ((", NULL AS raw_anon", ", a.who", f", {alias} AS raw_alias, m.raw_anon")
                               if anonymous else ("", "", ""))
-    sql = (f"WITH ident AS (SELECT e.ts AS ts, e.id AS id, e.user_id AS who{cols} FROM events e "
+    sql = (f"WITH ident AS (SELECT e.ts AS ts, e.id AS id, e.user_id AS who{cols} "
+           f"FROM {'events_by_user' if by_user else 'events'} e "
            f"WHERE {where} AND e.user_id IS NOT NULL), "
            f"anon AS (SELECT e.ts AS ts, e.id AS id, e.anonymous_id AS who{cols} FROM events e "
            f"WHERE {where} AND {plus}e.user_id IS NULL AND {plus}e.anonymous_id IS NOT NULL), "

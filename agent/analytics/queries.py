@@ -7,9 +7,11 @@ Every query reads through an index of agent/store/schema.py, never a full scan o
   sums, percentiles' values, coaches and ratings are read from the index alone (before it, with
   events_name_ts (name, ts), each matching event cost a row lookup: business-metrics over 30 days of
   1M events took 0.7 s instead of 0.25 s);
-- by user and time: events_user_ts (user_id, ts), probed once per candidate user, the candidates
-  coming from users_last_seen / users_first_seen (so "active users" costs users, not events:
-  10 ms over 1M events where count(DISTINCT user_id) took 100-250 ms);
+- by user and time: events_by_user (user_id, ts, id) (agent/store/user_index.py: SQLite's table folded
+  with the rollups, PostgreSQL's view over its index events_user_ts), probed once per candidate user,
+  the candidates coming from users_last_seen / users_first_seen (so "active users" costs users, not
+  events: 10 ms over 1M events where count(DISTINCT user_id) took 100-250 ms); with a release, through
+  user_index.rows (on SQLite a join of events_by_user to the events by id, for their release);
 - onboarding_funnel_ts, and probe_rollups_minute.
 No query parses JSON: the numbers come from the lifted columns label / outcome / value
 (agent/store/rows.py DIMENSIONS says which property each one is for each event).
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.analytics.timerange import TimeRange
+from agent.store import user_index
 from agent.store.base import Store
 
 SESSION_EVENTS = ("session_booked", "session_completed", "session_cancelled", "session_rated")
@@ -161,13 +164,24 @@ STARTED = "coalesce(u.signed_up_at, u.first_seen)"        # when a user counts a
 ROLE = "CASE WHEN u.role IN ('coach', 'client') THEN u.role ELSE 'other' END"
 
 
-def _with_events(start: float | None, end: float, release: str | None) -> tuple[str, tuple[Any, ...]]:
+def user_events(dialect: str, alias: str, release: str | None, since: bool = True) -> tuple[str, tuple[Any, ...]]:
+    """`FROM` text (without the word) of the events `alias` of the user u.user_id in [?, ?) (before ? with
+    `since` False), of the release if any, up to an open WHERE clause; and the parameters that follow the
+    range's. Without a release the SQL needs only the user's (user_id, ts, id): events_by_user itself;
+    with one, user_index.rows (the events' release column)."""
+    ts = " AND {ts} >= ? AND {ts} < ?" if since else " AND {ts} < ?"
+    if release is None:
+        return f"events_by_user {alias} WHERE {alias}.user_id = u.user_id{ts.format(ts=f'{alias}.ts')}", ()
+    return f"{user_index.rows(dialect, alias, '= u.user_id', ts)} AND {alias}.release = ?", (release,)
+
+
+def _with_events(dialect: str, start: float | None, end: float,
+                 release: str | None) -> tuple[str, tuple[Any, ...]]:
     """' AND EXISTS (an event of the user in [start, end) of the release)', or nothing without a release."""
     if release is None:
         return "", ()
-    since, params = ("e.ts >= ? AND ", (start,)) if start is not None else ("", ())
-    return (f" AND EXISTS (SELECT 1 FROM events e WHERE e.user_id = u.user_id AND {since}e.ts < ? "
-            "AND e.release = ?)"), (*params, end, release)
+    events, extra = user_events(dialect, "e", release, since=start is not None)
+    return f" AND EXISTS (SELECT 1 FROM {events})", (*(() if start is None else (start,)), end, *extra)
 
 
 def _by_role(rows: list[tuple[Any, ...]]) -> dict[str, int]:
@@ -177,14 +191,14 @@ def _by_role(rows: list[tuple[Any, ...]]) -> dict[str, int]:
 
 async def total_users(store: Store, end: float, release: str | None = None) -> int:
     """Users who started (signed up, else were first seen) before `end`."""
-    cond, extra = _with_events(None, end, release)
+    cond, extra = _with_events(store.dialect, None, end, release)
     rows = await store.fetch(f"SELECT count(*) FROM users u WHERE {STARTED} < ?{cond}", (end, *extra))
     return int(rows[0][0])
 
 
 async def new_users_by_role(store: Store, r: TimeRange, release: str | None = None) -> dict[str, int]:
     """coach / client / other -> users who started (signed up, else were first seen) in the range."""
-    cond, extra = _with_events(r.start, r.end, release)
+    cond, extra = _with_events(store.dialect, r.start, r.end, release)
     sql = f"SELECT {ROLE}, count(*) FROM users u WHERE {STARTED} >= ? AND {STARTED} < ?{cond} GROUP BY 1"
     return _by_role(await store.fetch(sql, (r.start, r.end, *extra)))
 
@@ -195,9 +209,9 @@ async def new_users(store: Store, r: TimeRange, release: str | None = None) -> i
 
 async def active_users_by_role(store: Store, r: TimeRange, release: str | None = None) -> dict[str, int]:
     """coach / client / other -> users with at least one event in the range."""
-    cond, extra = of_release(release, "e")
-    sql = (f"SELECT {ROLE}, count(*) FROM users u WHERE u.last_seen >= ? AND EXISTS "
-           f"(SELECT 1 FROM events e WHERE e.user_id = u.user_id AND e.ts >= ? AND e.ts < ?{cond}) GROUP BY 1")
+    events, extra = user_events(store.dialect, "e", release)
+    sql = (f"SELECT {ROLE}, count(*) FROM users u WHERE u.last_seen >= ? AND EXISTS (SELECT 1 FROM {events}) "
+           "GROUP BY 1")
     return _by_role(await store.fetch(sql, (r.start, r.start, r.end, *extra)))
 
 
@@ -209,12 +223,10 @@ async def active_users(store: Store, r: TimeRange, release: str | None = None) -
 async def retained_users(store: Store, previous: TimeRange, current: TimeRange,
                          release: str | None = None) -> tuple[int, int]:
     """(users active in `previous`, of those the ones also active in `current`)."""
-    now_cond, now_extra = of_release(release, "c")
-    then_cond, then_extra = of_release(release, "p")
-    sql = ("SELECT count(*), coalesce(sum(CASE WHEN EXISTS (SELECT 1 FROM events c WHERE c.user_id = u.user_id "
-           f"AND c.ts >= ? AND c.ts < ?{now_cond}) THEN 1 ELSE 0 END), 0) FROM users u "
-           "WHERE u.last_seen >= ? AND u.first_seen < ? AND EXISTS "
-           f"(SELECT 1 FROM events p WHERE p.user_id = u.user_id AND p.ts >= ? AND p.ts < ?{then_cond})")
+    now, now_extra = user_events(store.dialect, "c", release)
+    then, then_extra = user_events(store.dialect, "p", release)
+    sql = (f"SELECT count(*), coalesce(sum(CASE WHEN EXISTS (SELECT 1 FROM {now}) THEN 1 ELSE 0 END), 0) "
+           f"FROM users u WHERE u.last_seen >= ? AND u.first_seen < ? AND EXISTS (SELECT 1 FROM {then})")
     rows = await store.fetch(sql, (current.start, current.end, *now_extra, previous.start, previous.end,
                                    previous.start, previous.end, *then_extra))
     return int(rows[0][0]), int(rows[0][1])
@@ -263,9 +275,9 @@ async def coach_sessions(store: Store, r: TimeRange, release: str | None = None)
 
 async def role_coaches(store: Store, r: TimeRange, release: str | None = None) -> list[str]:
     """Users whose role is coach (identify, onboarding_personalization) with an event in the range."""
-    cond, extra = of_release(release, "e")
+    events, extra = user_events(store.dialect, "e", release)
     sql = ("SELECT u.user_id FROM users u WHERE u.role = 'coach' AND u.last_seen >= ? AND EXISTS "
-           f"(SELECT 1 FROM events e WHERE e.user_id = u.user_id AND e.ts >= ? AND e.ts < ?{cond}) ORDER BY u.user_id")
+           f"(SELECT 1 FROM {events}) ORDER BY u.user_id")
     return [user for (user,) in await store.fetch(sql, (r.start, r.start, r.end, *extra))]
 
 
@@ -274,9 +286,10 @@ async def per_user(store: Store, users: Sequence[str], names: Sequence[str], r: 
     """(user, name) -> events and values, for a short list of users."""
     if not users:
         return {}
-    # by name (events_name_dims), never by user (events_user_ts): the most active users have tens of
+    # by name (events_name_dims), never by user (events_by_user): the most active users have tens of
     # thousands of events a month, the few named events are fewer; coalesce() keeps planners off user_id
-    # (SQLite chose events_user_ts: 140 ms instead of 13 ms over 30 days of 1M events)
+    # (PostgreSQL's events_user_ts; SQLite chose its old events_user_ts: 140 ms instead of 13 ms over 30
+    # days of 1M events)
     cond, extra = of_release(release)
     sql = ("SELECT user_id, name, count(*), count(value), sum(value) FROM events "
            f"WHERE name IN {placeholders(len(names))} AND ts >= ? AND ts < ? "
@@ -290,10 +303,10 @@ async def top_clients(store: Store, r: TimeRange, limit: int, release: str | Non
     role 'coach' (onboarding_personalization) nor the coach of a session event in the range."""
     # users with no event in the range sort last and are dropped here: a `WHERE n > 0` in SQL would
     # make SQLite count each user's events twice
-    e_cond, e_extra = of_release(release, "e")
+    events, e_extra = user_events(store.dialect, "e", release)
     c_cond, c_extra = of_release(release, "c")
     sql = ("SELECT u.user_id, "
-           f"(SELECT count(*) FROM events e WHERE e.user_id = u.user_id AND e.ts >= ? AND e.ts < ?{e_cond}) AS n "
+           f"(SELECT count(*) FROM {events}) AS n "
            "FROM users u WHERE u.last_seen >= ? AND u.first_seen < ? "
            "AND (u.role IS NULL OR u.role <> 'coach') "
            "AND u.user_id NOT IN (SELECT c.label FROM events c WHERE "
