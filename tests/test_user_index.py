@@ -1,4 +1,4 @@
-"""SQLite's events by user (agent/store/user_index.py, migration 21): the table events_by_user, folded in bulk
+"""SQLite's events by user (agent/store/user_index.py, migrations 21 and 23): the table events_by_user, folded in bulk
 with the rollups, stands in for the index events_user_ts. Each test fails when its part is taken out:
 
 1. the migration backfills the folded events, the open folds the rest, and the index is gone;
@@ -13,6 +13,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from agent.store import gdpr, rollup_fold, user_index
 from agent.store.config import StoreConfig
@@ -66,7 +68,10 @@ def test_the_migration_backfills_and_the_open_folds_the_rest(tmp_path: Path, run
         run(store.close())
 
 
-def test_the_fold_fills_it_and_a_read_naming_it_folds_first(tmp_path: Path, run: Run) -> None:
+def test_the_fold_fills_it_and_a_read_naming_it_folds_first(tmp_path: Path, run: Run,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rollup_fold, "FOLD_EVENTS", 10_000)         # no fold but the read's
+    monkeypatch.setattr(rollup_fold, "FOLD_SECONDS", 3600.0)
     store = run(open_store(StoreConfig(driver="sqlite", path=str(tmp_path / "store.db"))))
     try:
         assert isinstance(store, SqliteStore)
@@ -86,10 +91,13 @@ def test_the_triggers_keep_it_equal_to_the_events(tmp_path: Path, run: Run) -> N
     try:
         run(load(store, events(500, seed=33), size=100))
         run(store.settle())
-        alias, person = "anon_1", USERS[1]          # an anonymous id made one with a user: its events move
+        alias, person = USERS[4], USERS[1]          # a user made one with another: its folded events move
+        before = _rows(store.path, "SELECT count(*) FROM events WHERE user_id IN (?, ?)", (alias, person))
         run(store.execute(merge_statements("sqlite", alias, person, T0)))
         assert _rows(store.path, ENTRIES) == _rows(store.path, EXPECTED)
         moved = _rows(store.path, "SELECT count(*) FROM events_by_user WHERE user_id = ?", (person,))
+        assert moved == before and _rows(store.path, "SELECT count(*) FROM events_by_user WHERE user_id = ?",
+                                         (alias,)) == [(0,)]
         run(gdpr.erase_user(store, [USERS[2]]))
         assert _rows(store.path, "SELECT count(*) FROM events_by_user WHERE user_id = ?", (USERS[2],)) == [(0,)]
         assert _rows(store.path, ENTRIES) == _rows(store.path, EXPECTED)
@@ -97,7 +105,7 @@ def test_the_triggers_keep_it_equal_to_the_events(tmp_path: Path, run: Run) -> N
         deleted = run(delete_old_events(store, names, T0 + 86400 * 2, 50))
         assert deleted > 0
         assert _rows(store.path, ENTRIES) == _rows(store.path, EXPECTED)
-        assert moved[0][0] > 0
+        assert moved[0][0] > 20
     finally:
         run(store.close())
 
@@ -133,6 +141,36 @@ def test_the_store_per_user_statements_seek_it(sqlite_store: SqliteStore, run: R
             continue
         plan = [row[3] for row in run(sqlite_store.fetch("EXPLAIN QUERY PLAN " + sql, params))]
         assert not [step for step in plan if step.startswith(("SCAN events", "SCAN e "))], (sql, plan)
+        if "events_by_user" in sql:     # the user's ids, not every event of the names asked for
+            assert not [step for step in plan if "events_name_dims" in step], (sql, plan)
         checked += 1
     assert checked >= 15
     assert rollup_fold.reads_folded("SELECT id FROM events_by_user WHERE user_id = ?")
+
+
+def test_an_older_agent_sharing_the_file_leaves_no_entry_missing(tmp_path: Path, run: Run) -> None:
+    """Agent A runs code from before migration 21 (it opened the file first); B opens it and migrates. A's
+    folds move the rollups' watermark without writing entries, and A deletes the newest events (lowering
+    that watermark only), so their ids come again: B's reads still see every event of a user."""
+    path = tmp_path / "store.db"
+    old = _opened(path, run, tuple(m for m in MIGRATIONS if m.version < user_index.MIGRATION))
+    new = _opened(path, run)
+    try:
+        run(load(old, events(300, seed=36), size=100))
+        run(old.settle())
+        run(new.fetch("SELECT count(*) FROM events_by_user"))       # B catches up: its watermark at the top
+        (top,), = _rows(str(path), "SELECT max(id) FROM events")
+        run(old.execute([("DELETE FROM events WHERE id > ?", (top - 20,))]))
+        run(load(old, events(100, seed=37), size=100))             # ids after the highest left: some again
+        run(old.settle())
+        assert _rows(str(path), "SELECT count(*) FROM events_by_user")[0][0] < \
+            _rows(str(path), "SELECT count(*) FROM events WHERE user_id IS NOT NULL")[0][0]
+        user = USERS[5]
+        got = run(new.fetch("SELECT id FROM events_by_user WHERE user_id = ? ORDER BY id", (user,)))
+        assert got == _rows(str(path), "SELECT id FROM events WHERE user_id = ?", (user,)) and len(got) > 5
+        assert _rows(str(path), ENTRIES) == _rows(str(path), EXPECTED)
+        exported = run(gdpr.export_user(new, [user]))["events"]
+        assert len(exported) == len(got)
+    finally:
+        run(old.close())
+        run(new.close())

@@ -347,7 +347,8 @@ def merge_statements(alias: str, person: str, dialect: str) -> list[tuple[str, S
     own, mine = user_index.ids(dialect, "= ?", [person])      # the person's events (user_index.py)
     keys = (f"SELECT {_HOUR_SQL} AS h, '' AS n, '' AS l FROM events WHERE {own} "
             f"UNION SELECT {_HOUR_SQL}, name, '' FROM events WHERE {own} "
-            f"UNION SELECT {_HOUR_SQL}, name, label FROM events WHERE {own} AND name IN {_LABELLED_MARKS} "
+            f"UNION SELECT {_HOUR_SQL}, name, label FROM events WHERE {own} AND {user_index.name(dialect)} "
+            f"IN {_LABELLED_MARKS} "
             "AND label IS NOT NULL AND label <> ''")
     labelled = sorted(LABELLED)
     return [

@@ -167,8 +167,11 @@ def fold(conn: Any, tail: Tail | None = None, bits: person_bits.WriterCache | No
         events = rows[-1][0]
         folded += len(rows)
         _add(conn, [row[1:] for row in rows], bits)
-    if by_user and events != start[0]:
-        conn.execute(user_index.FOLD_SQL, (start[0], events))
+    if by_user:         # from its own watermark (user_index.py): an older agent's folds wrote no entries
+        (mark,), = conn.execute(user_index.MARK_SQL).fetchall()
+        if mark < events:
+            conn.execute(user_index.FOLD_SQL, (mark, events))
+            conn.execute(user_index.MOVE_SQL, (events,))
     while rows := conn.execute(ONBOARDING_SQL, (onboarding, CHUNK)).fetchall():
         onboarding = rows[-1][0]
         for sql, aggregated in rollups.steps_aggregate(("onboarding", ts, step, status, number)

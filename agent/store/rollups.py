@@ -559,6 +559,7 @@ def recompute_statements(person: str, dialect: str) -> list[tuple[str, Sequence[
     SQLite with its math functions). Their events are found by user (agent/store/user_index.py)."""
     names, sessions = sorted(PERSON_NAMES), SESSION_NAMES
     own, mine = user_index.ids(dialect, "= ?", [person])
+    name = user_index.name(dialect)     # not events_name_dims: the person's events by their ids
     visitor = f"{own} OR (user_id IS NULL AND anonymous_id = ?)"     # coalesce(user_id, anonymous_id) = ?
     n_marks, s_marks = ", ".join("?" * len(names)), ", ".join("?" * len(sessions))
     day = _DAY_SQL
@@ -569,10 +570,10 @@ def recompute_statements(person: str, dialect: str) -> list[tuple[str, Sequence[
         ("INSERT INTO rollup_signup_blocks (bucket, step, visitor, days) "
          f"SELECT d / {BLOCK_DAYS}, step, CAST(? AS TEXT), "
          f"sum(DISTINCT 1 << (d % {BLOCK_DAYS})) FROM (SELECT {day} AS d, coalesce(label, '') AS step FROM events "
-         f"WHERE name = 'signup_step' AND ({visitor})) x GROUP BY 1, 2", [person, *mine, person]),
+         f"WHERE {name} = 'signup_step' AND ({visitor})) x GROUP BY 1, 2", [person, *mine, person]),
         ("INSERT INTO rollup_signup_hourmasks (bucket, step, visitor, hours) SELECT h / 24, step, CAST(? AS TEXT), "
          f"sum(DISTINCT 1 << (h % 24)) FROM (SELECT {_HOUR_SQL} AS h, coalesce(label, '') AS step FROM events "
-         f"WHERE name = 'signup_step' AND ({visitor})) x GROUP BY 1, 2", [person, *mine, person]),
+         f"WHERE {name} = 'signup_step' AND ({visitor})) x GROUP BY 1, 2", [person, *mine, person]),
         ("INSERT INTO rollup_persons_hour (bucket, person, events) SELECT CAST(floor(ts / 3600) AS INTEGER), "
          f"user_id, count(*) FROM events WHERE {own} GROUP BY 1, 2", mine),
         (f"INSERT INTO rollup_persons_day (bucket, person, events) SELECT {day}, user_id, count(*) FROM events "
@@ -584,18 +585,18 @@ def recompute_statements(person: str, dialect: str) -> list[tuple[str, Sequence[
          f"sum(DISTINCT 1 << (d % {BLOCK_DAYS})) FROM (SELECT {day} AS d, user_id FROM events WHERE {own}) x "
          "GROUP BY 1, 2", mine),
         (f"INSERT INTO rollup_person_names_day (person, bucket, name, events, nvalues, vsum) SELECT user_id, {day}, "
-         f"name, count(*), count(value), coalesce(sum(value), 0) FROM events WHERE {own} AND name IN ({n_marks}) "
+         f"name, count(*), count(value), coalesce(sum(value), 0) FROM events WHERE {own} AND {name} IN ({n_marks}) "
          "GROUP BY 1, 2, 3", [*mine, *names]),
         ("INSERT INTO rollup_person_names_hour (person, bucket, name, events, nvalues, vsum) SELECT user_id, "
          f"{_HOUR_SQL}, name, count(*), count(value), coalesce(sum(value), 0) FROM events WHERE {own} "
-         f"AND name IN ({n_marks}) GROUP BY 1, 2, 3", [*mine, *names]),
+         f"AND {name} IN ({n_marks}) GROUP BY 1, 2, 3", [*mine, *names]),
         ("INSERT INTO rollup_person_names_week (person, bucket, name, events, nvalues, vsum) SELECT person, "
          f"bucket / {WEEK_DAYS}, name, sum(events), sum(nvalues), sum(vsum) FROM rollup_person_names_day "
          "WHERE person = ? GROUP BY 1, 2, 3", [person]),
         ("INSERT INTO rollup_mfa (person, enrolled, disabled) SELECT user_id, max(CASE WHEN name = 'mfa_enrolled' "
          f"THEN ts END), max(CASE WHEN name = 'mfa_disabled' THEN ts END) FROM events WHERE {own} "
-         "AND name IN ('mfa_enrolled', 'mfa_disabled') GROUP BY user_id", mine),
+         f"AND {name} IN ('mfa_enrolled', 'mfa_disabled') GROUP BY user_id", mine),
         (f"INSERT INTO rollup_coach_blocks (bucket, coach, person, days) SELECT d / {BLOCK_DAYS}, label, user_id, "
          f"sum(DISTINCT 1 << (d % {BLOCK_DAYS})) FROM (SELECT {day} AS d, label, user_id FROM events WHERE {own} "
-         f"AND name IN ({s_marks}) AND label IS NOT NULL) x GROUP BY 1, 2, 3", [*mine, *sessions]),
+         f"AND {name} IN ({s_marks}) AND label IS NOT NULL) x GROUP BY 1, 2, 3", [*mine, *sessions]),
     ]

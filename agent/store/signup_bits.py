@@ -234,12 +234,13 @@ def merge_statements(alias: str, person: str, dialect: str) -> list[tuple[str, S
     alias's index goes dead (its bits were the alias's visits, now the person's)."""
     idx = "(SELECT idx FROM visitor_index WHERE visitor = ?)"
     own, mine = user_index.ids(dialect, "= ?", [person])      # the person's events (user_index.py)
+    name = user_index.name(dialect)
     return [
         *_locked(dialect),
-        ("INSERT INTO visitor_index (visitor) SELECT ? WHERE EXISTS (SELECT 1 FROM events WHERE name = 'signup_step' "
-         f"AND {own}) ON CONFLICT (visitor) DO NOTHING", [person, *mine]),
+        (f"INSERT INTO visitor_index (visitor) SELECT ? WHERE EXISTS (SELECT 1 FROM events WHERE {name} = "
+         f"'signup_step' AND {own}) ON CONFLICT (visitor) DO NOTHING", [person, *mine]),
         (f"INSERT INTO signup_bits_extra (bucket, step, idx) SELECT DISTINCT {_HOUR_SQL}, coalesce(label, ''), {idx} "
-         f"FROM events WHERE name = 'signup_step' AND {own} ON CONFLICT (bucket, step, idx) DO NOTHING",
+         f"FROM events WHERE {name} = 'signup_step' AND {own} ON CONFLICT (bucket, step, idx) DO NOTHING",
          [person, *mine]),
         ("DELETE FROM signup_bits_extra WHERE idx IN (SELECT idx FROM visitor_index WHERE visitor = ?)", [alias]),
         ("UPDATE visitor_index SET visitor = NULL WHERE visitor = ?", [alias]),

@@ -163,7 +163,7 @@ class SqliteStore:
         self._files: dict[str, tuple[int, int]] = {}     # path -> identity when opened (db, -wal)
         self._bits = person_bits.WriterCache()          # the current hours' person bitmaps (person_bits.py)
         self._folds = False             # rollups folded in bulk (rollup_fold.py): migration 19 applied
-        self._by_user = False           # ... and events_by_user with them (user_index.py): migration 21 applied
+        self._by_user = False           # ... and events_by_user with them (user_index.py): migration 23 applied
         self._unfolded = 0              # events this process committed since the last fold
         self._unfolded_since = 0.0      # time.monotonic() of the first of them
         self._fold_timer: asyncio.TimerHandle | None = None     # folds an idle store's last commits
@@ -218,10 +218,9 @@ class SqliteStore:
             page_size = conn.execute("PRAGMA page_size").fetchone()[0]
             conn.execute(f"PRAGMA max_page_count = {max(1, int(self.max_size_mb * 1024 * 1024 // page_size))}")
         self._migrate(conn)
-        self._folds = conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?",
-                                   (rollup_fold.MIGRATION,)).fetchone() is not None
-        self._by_user = conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?",
-                                     (user_index.MIGRATION,)).fetchone() is not None
+        applied = {version for (version,) in conn.execute(APPLIED_SQL)}
+        self._folds = rollup_fold.MIGRATION in applied
+        self._by_user = user_index.WATERMARK_MIGRATION in applied
         if self._folds:     # what a crashed process committed and did not fold
             self._fold_or_log(conn)
         self._files = {name: found for name in (self.path, self.path + "-wal")
@@ -479,7 +478,10 @@ class SqliteStore:
 
     def _behind(self) -> bool:
         """Events above the watermark that this process did not commit (another process sharing the file)."""
-        (behind,), = self._open(self._reader).execute(rollup_fold.BEHIND_SQL).fetchall()
+        conn = self._open(self._reader)
+        (behind,), = conn.execute(rollup_fold.BEHIND_SQL).fetchall()
+        if not behind and self._by_user:        # an older agent's folds move the other watermark only
+            (behind,), = conn.execute(user_index.BEHIND_SQL).fetchall()
         return bool(behind)
 
     def _fetch(self, sql: str, params: Sequence[Any], deadline: float) -> list[tuple[Any, ...]]:
