@@ -57,6 +57,18 @@ class Migration:
     dialects: tuple[str, ...] = ("sqlite", "postgres")     # elsewhere it is recorded as applied, doing nothing
 
 
+def _by_user_updated(watermark: str) -> str:
+    """The trigger that moves a folded event's entry of events_by_user when its user or time changes (alias
+    merges); folded: at or below `watermark`, a column of rollup_folded (migrations 21 and 23)."""
+    return f"""CREATE TRIGGER events_by_user_updated AFTER UPDATE OF user_id, ts ON events
+        WHEN old.id <= (SELECT {watermark} FROM rollup_folded)
+        BEGIN
+            DELETE FROM events_by_user WHERE user_id = old.user_id AND ts = old.ts AND id = old.id;
+            INSERT INTO events_by_user (user_id, ts, id) SELECT new.user_id, new.ts, new.id
+                WHERE new.user_id IS NOT NULL;
+        END"""
+
+
 def _count_tables(*sizes: str) -> tuple[str, ...]:
     """The count and value-sketch rollup tables of each bucket size (migrations 8, 14 and 16 make the same shape)."""
     counts = tuple(
@@ -509,13 +521,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         BEGIN
             DELETE FROM events_by_user WHERE user_id = old.user_id AND ts = old.ts AND id = old.id;
         END""",
-        """CREATE TRIGGER events_by_user_updated AFTER UPDATE OF user_id, ts ON events
-        WHEN old.id <= (SELECT events FROM rollup_folded)
-        BEGIN
-            DELETE FROM events_by_user WHERE user_id = old.user_id AND ts = old.ts AND id = old.id;
-            INSERT INTO events_by_user (user_id, ts, id) SELECT new.user_id, new.ts, new.id
-                WHERE new.user_id IS NOT NULL;
-        END""",
+        _by_user_updated("events"),
     ), dialects=("sqlite",)),
     # Migration 22: the same name on PostgreSQL, a view over its events_user_ts, so the SQL is shared
     Migration(22, "events by user on PostgreSQL: a view over the events with a user (agent/store/user_index.py)", (
@@ -528,13 +534,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE rollup_folded ADD COLUMN by_user INTEGER NOT NULL DEFAULT 0",
         "UPDATE rollup_folded SET by_user = events",        # migration 21 backfilled up to it, folds since
         "DROP TRIGGER events_by_user_updated",
-        """CREATE TRIGGER events_by_user_updated AFTER UPDATE OF user_id, ts ON events
-        WHEN old.id <= (SELECT by_user FROM rollup_folded)
-        BEGIN
-            DELETE FROM events_by_user WHERE user_id = old.user_id AND ts = old.ts AND id = old.id;
-            INSERT INTO events_by_user (user_id, ts, id) SELECT new.user_id, new.ts, new.id
-                WHERE new.user_id IS NOT NULL;
-        END""",
+        _by_user_updated("by_user"),
         # the highest events deleted: their ids come again, below this watermark. Every deleter then lowers the
         # rollups' one to the highest id left (rollup_fold.LOWER_SQL, agents before 21 too): this one follows.
         # Not a trigger on the events: one reading the watermark for each deleted row cost retention 19.7 ->
