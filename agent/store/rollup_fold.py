@@ -152,7 +152,7 @@ class Tail:
 def fold(conn: Any, tail: Tail | None = None, bits: person_bits.WriterCache | None = None,
          by_user: bool = False) -> int:
     """Inside the writer's open transaction (sqlite3.Connection): add the rollups and the person and signup
-    bitmaps of every event and onboarding row above the watermark, and with `by_user` (migration 21) their
+    bitmaps of every event and onboarding row above the watermark, and with `by_user` (migration 23) their
     entries of events_by_user (agent/store/user_index.py); move it past them; the events folded.
     `tail`: the facts of the events above the watermark, aggregated instead of reading them back when it
     holds exactly them. `bits`: the writer's cache of the current bitmaps (the caller clears it when the

@@ -1,15 +1,16 @@
-"""The events by user: SQLite's per-user index kept as a table folded in bulk (migration 21), and the SQL
-that reads a user's events through it on both databases.
+"""The events by user: SQLite's per-user index kept as a table folded in bulk (migrations 21 and 23), and the
+SQL that reads a user's events through it on both databases.
 
 Why: the index `events_user_ts (user_id, ts)` put one leaf page per distinct user into every group commit
-(a user's newest entries sit at the end of that user's range): ~150 of the ~290 WAL frames a commit of
-400 events on the ingest bench's mix (500 users), so the index cost ~5 of the group commit's ~19 CPU µs an
-event. As the table `events_by_user (user_id, ts, id)`, WITHOUT ROWID, it is filled by the rollups' fold
+(a user's newest entries sit at the end of that user's range): 168 of the 338 WAL frames a commit of 400
+events on the ingest bench's mix (500 users), each frame written back by the commit's fdatasync. As the
+table `events_by_user (user_id, ts, id)`, WITHOUT ROWID, it is filled by the rollups' fold
 (agent/store/rollup_fold.py) about once a second, in one sorted INSERT ... SELECT over the events above the
-watermark: each active user's leaf is written once per fold instead of once per commit. In-process, groups
-of 400 into a store of 60,000 bench events, three runs each: the group commit 15.3-15.6 -> 11.2-11.3 CPU µs
-an event, the fold included; the ingest bench (`python bench/ingest.py`, same machine, same hour): durable
-/ store off 47 % -> 54 %.
+watermark: each active user's leaf is written once per fold instead of once per commit. WAL frames a
+commit 338 -> 149; in-process, groups of 400 into a store of 60,000 bench events, three runs each: the group
+commit 15.3-15.6 -> 11.2-11.3 CPU µs an event, the fold included; the writer thread under the ingest bench's
+load ~19.5 -> ~16. The bench's durable / store off (`python bench/ingest.py`, 2026-12-05): 47 % in one run
+before, 43-52 % in six after (median 47 %): the store-off figure alone moves it +-5 points between runs.
 
 What it costs the readers: the events above its watermark are not in it yet. A read that names
 `events_by_user` folds first, as a read of a rollup does (rollup_fold.reads_folded), so analytics see every
