@@ -83,7 +83,8 @@ NOTES = [
     "ratio moves by +-5 points between full runs on this shared machine, mostly with the store-off figure "
     "(43,500-52,000 events/s today): six full runs of this code on 2026-12-05 gave 44, 49, 45, 43, 52 and "
     "52 % (median 47 %; the table shows the last), one run of the code before migration 21 47 %. What would "
-    "add the missing points: events_name_dims out of the group commit the same way (a by-name table folded in bulk), which every raw analytics read would go through.",
+    "add the missing points: events_name_dims out of the group commit the same way (a by-name table folded "
+    "in bulk), which every raw analytics read would go through.",
 ]
 
 
